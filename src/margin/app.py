@@ -78,7 +78,11 @@ def create_app(
         meter=meter,
         recorder=recorder,
         limits=limits.stage,
-        cache=CacheStage.from_config(config.cache, data_dir=data_dir, prices=prices) if config.cache.enabled else None,
+        cache=(
+            CacheStage.from_config(config.cache, data_dir=data_dir, redis=config.redis, prices=prices)
+            if config.cache.enabled
+            else None
+        ),
         router=Router(table, config, data_dir),
     )
     if pipeline.cache is not None:

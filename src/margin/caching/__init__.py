@@ -13,7 +13,7 @@ from margin.caching.backends.memory import MemoryCacheBackend
 from margin.caching.backends.sqlite import SqliteCacheBackend
 from margin.caching.coalesce import Coalescer, Flight
 from margin.caching.directives import CacheDirectives
-from margin.caching.entry import CachedAnswer, CacheEntry, CacheStats, Invalidation, VectorRecord
+from margin.caching.entry import CachedAnswer, CacheEntry, CacheStats, Invalidation, VectorChanges, VectorRecord
 from margin.caching.keys import exact_key, semantic_partition, tenant_of
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Invalidation",
     "MemoryCacheBackend",
     "SqliteCacheBackend",
+    "VectorChanges",
     "VectorRecord",
     "exact_key",
     "hit_ledger_row",

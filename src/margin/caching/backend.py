@@ -1,9 +1,10 @@
-"""The one narrow contract every response-cache backend meets (in-process, SQLite; Redis later).
+"""The one narrow contract every response-cache backend meets (in-process, SQLite, Redis).
 
 Shaped for a key-value store: entries are looked up by key only; expiry is absolute; LRU order is
 the backend's business (Redis: `maxmemory-policy allkeys-lru`); invalidation selects on a few
-columns that a Redis backend keeps as secondary sets (tenant, model, tag) or scans (key prefix).
-Vectors live beside the answers and are read a partition at a time to build in-process indexes.
+columns that the Redis backend keeps as secondary sets (tenant, model, tag) or a sorted set (key
+prefix). Vectors live beside the answers and are read a partition at a time to build in-process
+indexes; a backend shared by several processes also reports what the others added since.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorRecord
+from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorChanges, VectorRecord
 
 
 class CacheBackendError(Exception):
@@ -26,7 +27,7 @@ class CacheBackend(Protocol):
 
     async def put(self, entry: CacheEntry) -> list[str]:
         """Insert or replace, with its vector if any; evict least-recently-used entries past the
-        limits and return their keys (a backend that cannot tell, such as Redis, returns [])."""
+        limits (and any expired entries it swept on the way) and return their keys."""
         ...
 
     async def delete(self, keys: Sequence[str]) -> int:
@@ -39,6 +40,11 @@ class CacheBackend(Protocol):
 
     async def vectors(self, partition: str) -> list[VectorRecord]:
         """Every live vector of a semantic partition (to rebuild its index after a restart)."""
+        ...
+
+    async def vector_changes(self, partition: str, cursor: str | None) -> VectorChanges:
+        """Vectors other processes added to `partition` after `cursor`; `cursor=None` returns just the
+        current position. A backend private to one process has no other writers: no records."""
         ...
 
     async def stats(self) -> CacheStats: ...

@@ -119,3 +119,15 @@ class CacheStats:
     bytes: int
     vectors: int
     by_model: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VectorChanges:
+    """Vectors added to a partition by other writers since a cursor (a shared backend's replicas
+    tail these to keep their in-process indexes current). `reset`: the backend no longer knows what
+    came after the cursor, so the partition must be reloaded; `more`: ask again with `cursor`."""
+
+    records: list[VectorRecord]
+    cursor: str
+    reset: bool = False
+    more: bool = False

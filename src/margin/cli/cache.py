@@ -9,8 +9,7 @@ import click
 import orjson
 
 from margin.caching.backend import CacheBackend
-from margin.caching.backends.memory import MemoryCacheBackend
-from margin.caching.backends.sqlite import SqliteCacheBackend
+from margin.caching.backends import open_backend
 from margin.caching.entry import CacheStats, Invalidation
 from margin.caching.semantic.calibrate import (
     OperatingPoint,
@@ -177,6 +176,8 @@ def _config(config_path: Path | None) -> MarginConfig:
 
 
 def _backend(config: MarginConfig) -> CacheBackend:
-    if config.cache.backend == "memory":
-        return MemoryCacheBackend()  # nothing outlives a process: an empty view, for symmetry
-    return SqliteCacheBackend(Path(config.cache.path.format(data_dir=resolve_data_dir(config))))
+    """The gateway's backend (a memory cache outlives no process: an empty view, for symmetry)."""
+    try:
+        return open_backend(config.cache, data_dir=resolve_data_dir(config), redis=config.redis)
+    except ConfigError as error:
+        raise click.ClickException(error.message) from None

@@ -275,6 +275,9 @@ class SemanticEngineConfig(Strict):
     batch_window_ms: float = Field(3.0, ge=0, le=100)
     max_batch: int = Field(32, ge=1, le=1024)
     ann_above: int = Field(20_000, ge=1, description="partitions larger than this use hnswlib when installed")
+    sync_interval_s: float = Field(
+        1.0, ge=0, description="how often a partition picks up entries other replicas added (shared backends)"
+    )
 
 
 class CacheRouteConfig(Strict):
@@ -292,7 +295,9 @@ class CacheConfig(Strict):
     Entries are always partitioned by tenant: the principal's key, team or org (`scope`)."""
 
     enabled: bool = True
-    backend: Literal["memory", "sqlite"] = "sqlite"
+    backend: Literal["memory", "sqlite", "redis"] = Field(
+        "sqlite", description="redis: one cache shared by every replica (needs the `redis:` section)"
+    )
     path: str = Field("{data_dir}/cache.db", description="SQLite file of the sqlite backend")
     scope: Literal["key", "team", "org"] = "key"
     exact: bool = True
@@ -326,6 +331,8 @@ class MarginConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> MarginConfig:
+        if self.cache.enabled and self.cache.backend == "redis" and self.redis is None:
+            raise ValueError("cache.backend is redis but there is no `redis:` section (redis: {url: ...})")
         names = [d.name for d in self.deployments]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

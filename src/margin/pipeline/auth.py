@@ -1,8 +1,11 @@
 """Stage ①: who is asking. A virtual key (Authorization: Bearer, or x-api-key) becomes its Principal.
 
-`auth` unset (the embedded default): no key is needed, and any presented is ignored, until the first
-key is created; from then on a valid key is required. `required`: always. `optional`: a missing key
-is the anonymous principal, a presented one must be valid. Messages never repeat the key presented.
+`auth` unset (the embedded default): no key is needed until the first key is created; from then on
+a valid key is required. Before that, a presented key that is unknown is ignored (SDKs send
+placeholders), but a known one is honoured: another replica may have created it moments ago, and
+its budgets must apply here at once, not when this replica next re-checks whether keys exist.
+`required`: always. `optional`: a missing key is the anonymous principal, a presented one must be
+valid. Messages never repeat the key presented.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class Authenticator:
             return ANONYMOUS
         secret = ctx.api_key
         if self.mode is None and not await keys.keys_exist():
-            return ANONYMOUS
+            return await self._keyless(keys, secret)
         if not secret:
             if self.mode == "optional":
                 return ANONYMOUS
@@ -44,6 +47,20 @@ class Authenticator:
             ) from None
         if record is None:
             raise AuthError("The API key presented is not valid.")
+        if record.revoked_at is not None:
+            raise AuthError("The API key presented has been revoked.")
+        return principal_of(record)
+
+    @staticmethod
+    async def _keyless(keys: KeyService, secret: str | None) -> Principal:
+        if not secret:
+            return ANONYMOUS
+        try:
+            record = await keys.lookup(secret)
+        except StorageError:
+            return ANONYMOUS  # keyless mode already; the store being down changes nothing
+        if record is None:
+            return ANONYMOUS
         if record.revoked_at is not None:
             raise AuthError("The API key presented has been revoked.")
         return principal_of(record)

@@ -34,8 +34,7 @@ from typing import TypeVar
 from margin import errors
 from margin.caching.accounting import CacheHit, HitOrigin, hit_ledger_row, saved_cost, zero_cost
 from margin.caching.backend import CacheBackend, CacheBackendError
-from margin.caching.backends.memory import MemoryCacheBackend
-from margin.caching.backends.sqlite import SqliteCacheBackend
+from margin.caching.backends import open_backend
 from margin.caching.coalesce import Coalescer, Flight, FlightCrashed
 from margin.caching.directives import CacheDirectives
 from margin.caching.entry import CachedAnswer, CacheEntry, CacheStats, Invalidation, VectorRecord
@@ -54,6 +53,7 @@ from margin.caching.replay import StreamAssembler, is_storable, replay_chunks
 from margin.caching.semantic.batcher import EmbeddingFailed, MicroBatcher
 from margin.caching.semantic.engine import SemanticEngine
 from margin.caching.semantic.verifier import Verifier
+from margin.config.limits import RedisConfig
 from margin.config.model import CacheConfig
 from margin.embedding import (
     Embedder,
@@ -133,18 +133,13 @@ class CacheStage:
         config: CacheConfig,
         *,
         data_dir: Path,
+        redis: RedisConfig | None = None,
         prices: PriceBook | None = None,
         verifier: Verifier | None = None,
         embedder: Embedder | None = None,
     ) -> CacheStage:
-        """Build the stage (no I/O: the SQLite file opens and the embedder loads on first use)."""
-        backend: CacheBackend = (
-            SqliteCacheBackend(
-                Path(config.path.format(data_dir=data_dir)), max_entries=config.max_entries, max_bytes=config.max_bytes
-            )
-            if config.backend == "sqlite"
-            else MemoryCacheBackend(max_entries=config.max_entries, max_bytes=config.max_bytes)
-        )
+        """Build the stage (no I/O: the backend connects and the embedder loads on first use)."""
+        backend = open_backend(config, data_dir=data_dir, redis=redis)
         semantic = None
         wanted = config.semantic.enabled or any(r.semantic and r.semantic.enabled for r in config.routes.values())
         if config.enabled and wanted:
@@ -154,7 +149,9 @@ class CacheStage:
                 window_s=engine.batch_window_ms / 1000,
                 max_batch=engine.max_batch,
             )
-            semantic = SemanticEngine(backend, batcher, ann_above=engine.ann_above, verifier=verifier)
+            semantic = SemanticEngine(
+                backend, batcher, ann_above=engine.ann_above, verifier=verifier, sync_interval_s=engine.sync_interval_s
+            )
         return cls(config, backend, semantic=semantic, prices=prices)
 
     def policy(self, model_group: str) -> RoutePolicy:

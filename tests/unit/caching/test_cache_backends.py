@@ -1,12 +1,14 @@
-"""One contract suite for every CacheBackend (memory, SQLite; Redis joins with the replica work)."""
+"""One contract suite for every CacheBackend (memory, SQLite, and Redis against a real redis-server)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.support.redis import RedisServer, redis_server
 
 from margin.caching.backend import CacheBackend
 from margin.caching.backends.memory import MemoryCacheBackend
@@ -50,14 +52,26 @@ def entry(
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[object]:
     made: list[CacheBackend] = []
+    prefix = f"test{uuid.uuid4().hex[:8]}:"  # one Redis for the module; every test its own keyspace
 
     def build(clock: Clock, **limits: int) -> CacheBackend:
         backend: CacheBackend
         if request.param == "sqlite":
             backend = SqliteCacheBackend(tmp_path / f"cache{len(made)}.db", clock=clock, **limits)
+        elif request.param == "redis":
+            from margin.storage.redis.cache import RedisCacheBackend
+
+            server: RedisServer = request.getfixturevalue("redis")
+            backend = RedisCacheBackend(server.url, prefix=prefix + f"{len(made)}:", clock=clock, **limits)
         else:
             backend = MemoryCacheBackend(clock=clock, **limits)
         made.append(backend)

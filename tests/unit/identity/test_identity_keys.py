@@ -116,3 +116,26 @@ async def test_unreadable_limits_refuse_the_key_instead_of_dropping_its_budget()
     with pytest.raises(StorageError):
         await service.lookup("sk-margin-future")
     assert await service.lookup(secret) == record
+
+
+async def test_keyless_mode_honours_a_key_another_replica_just_created() -> None:
+    from margin.errors import AuthError
+    from margin.pipeline.auth import ANONYMOUS, Authenticator
+    from margin.pipeline.context import RequestContext
+
+    store, clock = MemoryKeyStore(), Clock()
+    here, elsewhere = KeyService(store, clock=clock), KeyService(store, clock=clock)
+    auth = Authenticator(here)
+
+    def ctx(secret: str | None) -> RequestContext:
+        return RequestContext(request_id="req_auth", endpoint="chat", api_key=secret)
+
+    assert await auth.authenticate(ctx("sk-placeholder")) == ANONYMOUS  # keyless: placeholders pass
+    record, secret = await elsewhere.create(KeySpec(team="search"))
+    assert not await here.keys_exist()  # this replica has not re-checked yet (cached for 5 s)...
+    principal = await auth.authenticate(ctx(secret))
+    assert principal.key_id == record.key_id and principal.team == "search"  # ...but the key counts at once
+    await elsewhere.revoke(record.key_id)
+    clock.now += 10
+    with pytest.raises(AuthError, match="revoked"):
+        await auth.authenticate(ctx(secret))

@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorRecord
+from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorChanges, VectorRecord
 
 
 class MemoryCacheBackend:
@@ -60,6 +60,9 @@ class MemoryCacheBackend:
             if entry.vector is not None and entry.expires_at > now:
                 records.append(entry.vector)
         return records
+
+    async def vector_changes(self, partition: str, cursor: str | None) -> VectorChanges:
+        return VectorChanges([], cursor or "")  # only this process writes here
 
     async def stats(self) -> CacheStats:
         by_model: dict[str, int] = {}

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from margin.caching.backend import CacheBackendError
-from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorRecord
+from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorChanges, VectorRecord
 from margin.storage.sqlite.transactions import transaction
 
 MEMORY = ":memory:"
@@ -209,6 +209,11 @@ class SqliteCacheBackend:
             (partition, self._clock()),
         )
         return [VectorRecord(key, partition, text, VectorRecord.vector_from(blob)) for key, text, blob in rows]
+
+    async def vector_changes(self, partition: str, cursor: str | None) -> VectorChanges:
+        # A second gateway process on the same file sees the other's new vectors only after a
+        # restart (its index loads once); replicas that share a semantic cache use Redis.
+        return VectorChanges([], cursor or "")
 
     async def stats(self) -> CacheStats:
         return await self._call(self._stats)

@@ -7,6 +7,8 @@ restarts without a separate file.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from margin.caching.backend import CacheBackend
@@ -38,6 +40,8 @@ class _Partition:
     index: PartitionIndex
     texts: dict[str, str]
     feature_cache: dict[str, Features]
+    cursor: str  # the backend's change position this partition has seen
+    synced_at: float
 
     def features_of(self, key: str) -> Features:
         """Guard features of a cached question, computed on first use (a restart loads thousands
@@ -50,12 +54,21 @@ class _Partition:
 
 class SemanticEngine:
     def __init__(
-        self, backend: CacheBackend, batcher: MicroBatcher, *, ann_above: int = 20_000, verifier: Verifier | None = None
+        self,
+        backend: CacheBackend,
+        batcher: MicroBatcher,
+        *,
+        ann_above: int = 20_000,
+        verifier: Verifier | None = None,
+        sync_interval_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
         self.batcher = batcher
         self.ann_above = ann_above
         self.verifier = verifier
+        self.sync_interval_s = sync_interval_s
+        self._monotonic = monotonic
         self._partitions: dict[str, _Partition] = {}
         self._loading: dict[str, asyncio.Task[_Partition]] = {}
         self.rejected_by_guard = 0
@@ -69,6 +82,8 @@ class SemanticEngine:
 
     async def find(self, partition: str, text: str, vector: Matrix, policy: SemanticPolicy) -> SemanticMatch | None:
         loaded = await self._partition(partition)
+        if self._monotonic() - loaded.synced_at >= self.sync_interval_s:
+            loaded = await self._catch_up(partition, loaded)
         floor = policy.threshold if self.verifier is None or policy.verify_above is None else policy.verify_above
         query: Features | None = None  # computed only once a candidate clears the floor
         for key, similarity in loaded.index.search(vector, policy.max_candidates):
@@ -88,9 +103,22 @@ class SemanticEngine:
 
     async def add(self, partition: str, key: str, text: str, vector: Matrix) -> None:
         loaded = await self._partition(partition)
-        loaded.index.add(key, vector)
-        loaded.texts[key] = text
+        _insert(loaded, key, text, vector)
         loaded.feature_cache[key] = features(text)  # on the write path, off the next lookup's
+
+    async def _catch_up(self, partition: str, loaded: _Partition) -> _Partition:
+        """Add what other writers stored since the last look; reload if the backend lost track."""
+        loaded.synced_at = self._monotonic()  # one catch-up per interval, even if this one fails
+        while True:
+            changes = await self.backend.vector_changes(partition, loaded.cursor)
+            if changes.reset:
+                self._partitions.pop(partition, None)
+                return await self._partition(partition)
+            for record in changes.records:
+                _insert(loaded, record.key, record.text, record.vector)
+            loaded.cursor = changes.cursor
+            if not changes.more:
+                return loaded
 
     def forget(self, keys: list[str]) -> None:
         """Drop keys whose answers are gone (evicted, expired, invalidated) from loaded partitions."""
@@ -122,13 +150,14 @@ class SemanticEngine:
         return self._partitions[partition]
 
     async def _load(self, partition: str) -> _Partition:
+        # The position first: whatever is added while the vectors load is seen twice, never missed
+        # (adding a key twice is harmless).
+        cursor = (await self.backend.vector_changes(partition, None)).cursor
         records = await self.backend.vectors(partition)
-        index = PartitionIndex(self.dim, ann_above=self.ann_above)
-        texts: dict[str, str] = {}
+        loaded = _Partition(PartitionIndex(self.dim, ann_above=self.ann_above), {}, {}, cursor, self._monotonic())
         for record in records:
-            index.add(record.key, record.vector)
-            texts[record.key] = record.text
-        return _Partition(index=index, texts=texts, feature_cache={})
+            _insert(loaded, record.key, record.text, record.vector)
+        return loaded
 
     def partition_index(self, partition: str) -> PartitionIndex | None:
         loaded = self._partitions.get(partition)
@@ -136,3 +165,8 @@ class SemanticEngine:
 
     async def close(self) -> None:
         await self.batcher.close()
+
+
+def _insert(loaded: _Partition, key: str, text: str, vector: Matrix) -> None:
+    loaded.index.add(key, vector)
+    loaded.texts[key] = text
