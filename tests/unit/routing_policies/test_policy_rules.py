@@ -150,3 +150,20 @@ def test_an_endpoint_class_gets_its_own_policy(tmp_path: Path) -> None:
     batch = pipeline.router.decide(context(Principal(endpoint_class="batch")), chat("anything at all"))
     assert (interactive.tier, interactive.policy, interactive.escalation) == ("big", "default", ())
     assert (batch.tier, batch.policy, [s.name for s in batch.escalation]) == ("small", "cascade", ["big"])
+
+
+def test_a_pinned_or_capped_route_never_shares_a_cache_entry_with_the_default_route(pipeline: Pipeline) -> None:
+    """Pins and caps arrive as headers, outside the body the cache key hashes; they still change the
+    key, because the key names the deployments the route may use (a tier-1 answer is never served
+    to a request pinned to tier 3, nor the reverse)."""
+    from margin.caching.keys import exact_key, model_identity
+
+    request = chat("hi there", temperature=0)
+
+    def key(**hints: str) -> str:
+        decision = pipeline.router.decide(context(**hints), request)
+        return exact_key(request, tenant="t", model=model_identity(decision, request.model)).value
+
+    default, pinned, capped = key(), key(pin="big"), key(cap="small")
+    assert len({default, pinned, capped}) == 3  # capped: starts at `small` too but may not escalate
+    assert key(pin="big") == pinned and key() == default
