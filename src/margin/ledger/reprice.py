@@ -5,7 +5,13 @@ config price, or the catalog entry of its model) when the deployment still serve
 else by the catalog entry of the row's model. Rows are left as they are, and counted, when:
 - no price is known now (`unpriced`): a missing price never turns a stored cost into zero;
 - they were priced by GPU time (`price_basis == "gpu_time"`): the ledger does not keep GPU-seconds;
-- they are cache hits: they cost nothing, and their `saved_cost` is a counterfactual.
+- they are cache hits: they cost nothing, and their `saved_cost` is a counterfactual (kept as priced
+  at the time of the hit: a hit row keeps no usage to price again).
+
+Rows of tiered routes also get their `routing_savings` (all-premium counterfactual - spend) again:
+the answering row prices its usage on the premium deployment it names (`extra["counterfactual"]`)
+at today's price, overhead rows (rejected cascade answers, failed attempts, verifier calls) save
+minus their new cost. If the premium deployment has no price now, the stored counterfactual stays.
 
 Changed rows and their rollups are updated together by the store, a batch at a time; one audit
 entry records who, when, the window, the old and new totals and the price versions involved.
@@ -63,14 +69,30 @@ def current_cost(row: LedgerRow, book: PriceBook, catalog: PriceCatalog) -> Cost
     return None if price is None else price_usage(usage, price, batch=row.batch)
 
 
-def cost_change(row: LedgerRow, cost: Cost) -> CostChange | None:
-    """The change to store, or None when the stored costs already match."""
+def cost_change(row: LedgerRow, cost: Cost, routing_savings: Decimal | None = None) -> CostChange | None:
+    """The change to store, or None when the stored costs (and routing savings) already match."""
     costs = {f"cost_{bucket}": quantize_money(amount) for bucket, amount in cost.buckets().items()}
     total = quantize_money(cost.total.usd)
     same_money = total == row.cost_total and all(getattr(row, name) == amount for name, amount in costs.items())
-    if same_money and cost.price_version == row.price_version and not row.price_unknown:
+    savings = None if routing_savings is None else quantize_money(routing_savings)
+    same_savings = savings is None or savings == row.routing_savings
+    if same_money and same_savings and cost.price_version == row.price_version and not row.price_unknown:
         return None
-    return CostChange(row.attempt_id, costs, total, cost.price_version, cost.basis, cost.price_unknown)
+    return CostChange(row.attempt_id, costs, total, cost.price_version, cost.basis, cost.price_unknown, savings)
+
+
+def routing_savings(row: LedgerRow, new_total: Decimal, book: PriceBook) -> Decimal | None:
+    """The row's share of (all-premium counterfactual - spend) at today's prices; None when the row
+    is not part of a tiered route."""
+    priced_by = row.extra.get("counterfactual")
+    if priced_by is None:
+        return None
+    if priced_by == "none":
+        return -new_total
+    if priced_by not in book.token_prices:
+        return row.cost_total + row.routing_savings - new_total  # the stored counterfactual stands
+    counterfactual = book.cost(priced_by, row_usage(row), batch=row.batch)
+    return counterfactual.total.usd - new_total
 
 
 async def reprice_ledger(
@@ -118,7 +140,7 @@ def _change_for(row: LedgerRow, book: PriceBook, catalog: PriceCatalog, result: 
     if cost is None or cost.price_unknown:
         result.rows_unpriced += 1
         return None
-    return cost_change(row, cost)
+    return cost_change(row, cost, routing_savings(row, quantize_money(cost.total.usd), book))
 
 
 def _audit_entry(result: RepriceResult, catalog: PriceCatalog, *, actor: str, since: float, until: float) -> AuditEntry:

@@ -51,14 +51,26 @@ def row_savings(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> Dec
 
 def row_extra(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> dict[str, str]:
     decision, outcome = ctx.decision, ctx.route_outcome
+    extra = _counterfactual_extra(ctx, is_final=is_final)
     if decision is None or decision.tier is None:
-        return {}
-    extra = {"route_tier": decision.tier_of(attempt.deployment) or "-", "route_chosen": decision.tier}
+        return extra
+    extra |= {"route_tier": decision.tier_of(attempt.deployment) or "-", "route_chosen": decision.tier}
     if outcome.cascade is not None:
         extra["cascade"] = outcome.cascade if is_final else "rejected" if attempt.status == "ok" else "failed"
         if outcome.check and not is_final:
             extra["cascade_check"] = outcome.check
     return extra
+
+
+def _counterfactual_extra(ctx: RequestContext, *, is_final: bool) -> dict[str, str]:
+    """What priced this row's share of the counterfactual, so `margin reprice` can price it again:
+    the premium deployment on the answering row, `none` on rows whose whole cost is overhead."""
+    counterfactual = ctx.counterfactual
+    if counterfactual is None:
+        return {}
+    premium = ctx.decision.premium if ctx.decision is not None else None
+    answered = is_final and premium is not None and counterfactual.total.usd > 0
+    return {"counterfactual": premium if answered and premium else "none"}
 
 
 def observe_route(metrics: Metrics, ctx: RequestContext) -> None:

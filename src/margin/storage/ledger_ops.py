@@ -80,6 +80,7 @@ def cost_change_params(change: CostChange, money: Money, boolean: Callable[[bool
         change.price_version,
         change.price_basis,
         boolean(change.price_unknown),
+        None if change.routing_savings is None else money(change.routing_savings),
         change.attempt_id,
     )
 
@@ -88,18 +89,23 @@ def reprice_deltas(stored: Iterable[Sequence[Any]], changes: Sequence[CostChange
     """Rollup cells moved by the difference between each stored total and its new total.
 
     `stored` holds `LedgerSql.reprice_read` records (attempt_id, ts, key, team, tags, model, tier,
-    deployment, cost_total) read in the updating transaction.
+    deployment, cost_total, routing_savings) read in the updating transaction.
     """
-    new_totals = {change.attempt_id: quantize_money(change.cost_total) for change in changes}
+    by_id = {change.attempt_id: change for change in changes}
     deltas: dict[RollupKey, RollupDelta] = {}
-    for attempt_id, ts, key_id, team, tags, model, tier, deployment, old_total in stored:
-        difference = new_totals[str(attempt_id)] - Decimal(str(old_total))
-        if not difference:
+    for attempt_id, ts, key_id, team, tags, model, tier, deployment, old_total, old_savings in stored:
+        change = by_id[str(attempt_id)]
+        difference = quantize_money(change.cost_total) - Decimal(str(old_total))
+        saved = Decimal(0)
+        if change.routing_savings is not None:
+            saved = quantize_money(change.routing_savings) - Decimal(str(old_savings or 0))
+        if not difference and not saved:
             continue
         values = group_values(key_id, team, json.loads(tags), model, tier, deployment)
         for cell in cells_of(float(ts), values):
             delta = deltas.setdefault(cell, RollupDelta())
             delta.cost_total += difference
+            delta.routing_savings += saved
     return deltas
 
 

@@ -23,7 +23,9 @@ from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLU
 
 ROLLUP_KEY = ("period_s", "bucket_start", "dimension", "value")
 HISTOGRAM_KEY = (*ROLLUP_KEY, "metric", "bin")
-REPRICE_READ_COLUMNS = ("attempt_id", "ts", "key_id", "team", "tags", "model", "tier", "deployment", "cost_total")
+REPRICE_READ_COLUMNS = (
+    "attempt_id", "ts", "key_id", "team", "tags", "model", "tier", "deployment", "cost_total", "routing_savings",
+)  # fmt: skip
 COST_UPDATE_COLUMNS = (*COST_COLUMNS, "cost_total", "price_version", "price_basis", "price_unknown")
 AUDIT_COLUMNS = (
     "action", "actor", "at", "since", "until", "rows_scanned", "rows_changed",
@@ -107,7 +109,9 @@ class LedgerSql:
 
     def update_costs(self) -> str:
         sets = ", ".join(f"{c} = {self.param}" for c in COST_UPDATE_COLUMNS)
-        return f"UPDATE {ATTEMPTS_TABLE} SET {sets} WHERE attempt_id = {self.param}"
+        # A NULL new saving keeps the stored one (rows of untiered routes have none to recompute).
+        savings = f"routing_savings = COALESCE({self.param}, routing_savings)"
+        return f"UPDATE {ATTEMPTS_TABLE} SET {sets}, {savings} WHERE attempt_id = {self.param}"
 
     def count(self) -> str:
         return f"SELECT COUNT(*) FROM {ATTEMPTS_TABLE}"

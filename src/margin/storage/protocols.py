@@ -62,6 +62,7 @@ class CostChange:
     price_version: str
     price_basis: str
     price_unknown: bool
+    routing_savings: Decimal | None = None  # None: unchanged (not a tiered route's row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from tests.support.postgres import PostgresServer, postgres_server
 
+from margin.config.model import DeploymentConfig
 from margin.ledger.report import build_spend_report
 from margin.ledger.reprice import reprice_ledger
 from margin.ledger.row import LedgerRow
@@ -325,6 +326,40 @@ async def test_reprice_updates_rows_rollups_and_audit(store: LedgerStore) -> Non
     again = await reprice_ledger(store, book, catalog, since=DAY0, until=DAY0 + DAY, actor="alice")
     assert again.rows_changed == 0 and again.new_total == result.new_total
     assert len(await store.audit_log()) == 2
+
+
+async def test_reprice_moves_the_routing_savings_of_tiered_routes(store: LedgerStore) -> None:
+    """A routed request: a cheap answer the cascade rejected (overhead), then the answering row,
+    whose counterfactual is its usage on the premium deployment. New prices move both rows' costs
+    and savings, and the rollups with them; an untiered row's savings stay 0."""
+    old = {"price_version": "config:old", "model_group": "auto", "route_policy": "cascade"}
+    rejected = make_row(
+        2, deployment="cheap", model="cheap-model", input_uncached=1000, output=100, is_final=False,
+        cost_total=D("0.0003"), routing_savings=D("-0.0003"), extra={"counterfactual": "none"}, **old,
+    )
+    answer = make_row(
+        2, deployment="cheap", model="cheap-model", input_uncached=1000, output=100, attempt_id="req-2:1",
+        attempt_index=1, cost_total=D("0.0003"), routing_savings=D("0.0027"), extra={"counterfactual": "premium"},
+        **old,
+    )
+    untiered = make_row(3, deployment="cheap", model="cheap-model", input_uncached=1000, output=100, **old)
+    await store.write([rejected, answer, untiered])
+    prices = {"cheap": ("0.10", "1.00"), "premium": ("5", "20")}  # USD per million tokens, today
+    deployments = [
+        DeploymentConfig(name=name, provider="fake", model=f"{name}-model", price={"input": i, "output": o})
+        for name, (i, o) in prices.items()
+    ]
+    catalog = load_builtin_catalog()
+    book = PriceBook(deployments, catalog, UnknownPricePolicy.ALERT)
+    await reprice_ledger(store, book, catalog, since=DAY0, until=DAY0 + DAY, actor="alice")
+    stored = {r.attempt_id: r async for r in store.query_rows(DAY0, DAY0 + DAY)}
+    cheap = D("0.0002")  # 1000 x 0.10 + 100 x 1.00 per million
+    premium = D("0.007")  # 1000 x 5 + 100 x 20 per million
+    assert stored["req-2:0"].cost_total == cheap and stored["req-2:0"].routing_savings == -cheap
+    assert stored["req-2:1"].cost_total == cheap and stored["req-2:1"].routing_savings == premium - cheap
+    assert stored["req-3:0"].cost_total == cheap and stored["req-3:0"].routing_savings == 0
+    [total] = await store.spend_report(DAY0, DAY0 + DAY, "key")
+    assert total.routing_savings == premium - 2 * cheap  # all-premium 0.007 vs 0.0004 spent
 
 
 async def test_prune_drops_old_rows_and_minute_rollups_only(store: LedgerStore) -> None:

@@ -55,6 +55,12 @@ async def test_report_by_tier_shows_spend_and_the_all_premium_counterfactual(tmp
     assert by_tier["1"].requests == 4 and by_tier["1"].successful == 3  # 4 started cheap, 3 answered there
     assert by_tier["3"].successful == 2 and by_tier["3"].routing_savings == 0
     assert by_tier["1"].routing_savings > 0
+    # `margin reprice` can price the counterfactual again: the answering row names the premium
+    # deployment, the rejected cheap answer is pure overhead, the untiered row takes no part.
+    hard = rows_for(contexts[3])
+    assert [(r.is_final, r.extra.get("counterfactual")) for r in hard] == [(False, "none"), (True, "big")]
+    assert rows_for(contexts[0])[0].extra["counterfactual"] == "big"
+    assert "counterfactual" not in rows_for(static)[0].extra
     table = render(report, "table")
     assert "all-premium" in table and "routing saved" in table
     total = report_to_json(report)["total"]
