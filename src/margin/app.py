@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -15,7 +16,7 @@ from margin import errors
 from margin.api.errors import http_error_handler, margin_error_handler, unexpected_error_handler
 from margin.api.routes import build_routes
 from margin.api.state import GatewayState
-from margin.app_limits import build_limits
+from margin.app_limits import LimitsParts, build_limits
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
 from margin.ledger.collector import LedgerCollector
@@ -71,6 +72,11 @@ def create_app(
         key_store=key_store, counters=counters,
     )  # fmt: skip
     table = ModelTable(config)
+    cache = (
+        CacheStage.from_config(config.cache, data_dir=data_dir, redis=config.redis, prices=prices)
+        if config.cache.enabled
+        else None
+    )
     pipeline = Pipeline(
         table=table,
         auth=limits.auth,
@@ -78,11 +84,7 @@ def create_app(
         meter=meter,
         recorder=recorder,
         limits=limits.stage,
-        cache=(
-            CacheStage.from_config(config.cache, data_dir=data_dir, redis=config.redis, prices=prices)
-            if config.cache.enabled
-            else None
-        ),
+        cache=cache,
         router=Router(table, config, data_dir),
     )
     if pipeline.cache is not None:
@@ -97,34 +99,9 @@ def create_app(
         max_body_bytes=config.server.max_body_bytes,
         expose_overhead=config.server.expose_overhead_header,
     )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        await store.migrate()
-        await limits.start()  # keys and counters (their migrations run after the ledger's)
-        await pipeline.router.start()  # learned routers' model files, read off the event loop
-        await writer.start()
-        await recorder.start()
-        for provider in built.values():
-            await provider.start()
-        try:
-            yield
-        finally:
-            await pipeline.caller.aclose()  # streams still draining after their client left
-            for provider in built.values():
-                await provider.aclose()
-            await limits.stop()  # settles in flight reach the counters
-            await recorder.stop()  # drains records into the writer...
-            await writer.stop()  # ...which drains rows into the store (or the spill file)
-            await store.close()
-            await close_circuits(pipeline.caller.resilience.circuits)
-            if pipeline.cache is not None:
-                await pipeline.cache.close()
-
     app = Starlette(
         routes=build_routes(),
-        lifespan=lifespan,
+        lifespan=Lifespan(data_dir, store, limits, writer, state),
         exception_handlers={
             errors.MarginError: margin_error_handler,
             HTTPException: http_error_handler,
@@ -133,6 +110,42 @@ def create_app(
     )
     app.state.gateway = state
     return app
+
+
+@dataclass(frozen=True, slots=True)
+class Lifespan:
+    """Start-up and shut-down order of the parts `create_app` built (no I/O before start-up)."""
+
+    data_dir: Path
+    store: LedgerStore
+    limits: LimitsParts
+    writer: LedgerWriter
+    state: GatewayState
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, app: Starlette) -> AsyncIterator[None]:
+        pipeline, providers = self.state.pipeline, self.state.providers.values()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.store.migrate()
+        await self.limits.start()  # keys and counters (their migrations run after the ledger's)
+        await pipeline.router.start()  # learned routers' model files, read off the event loop
+        await self.writer.start()
+        await pipeline.recorder.start()
+        for provider in providers:
+            await provider.start()
+        try:
+            yield
+        finally:
+            await pipeline.caller.aclose()  # streams still draining after their client left
+            for provider in providers:
+                await provider.aclose()
+            await self.limits.stop()  # settles in flight reach the counters
+            await pipeline.recorder.stop()  # drains records into the writer...
+            await self.writer.stop()  # ...which drains rows into the store (or the spill file)
+            await self.store.close()
+            await close_circuits(pipeline.caller.resilience.circuits)
+            if pipeline.cache is not None:
+                await pipeline.cache.close()
 
 
 def price_book(config: MarginConfig) -> PriceBook:
