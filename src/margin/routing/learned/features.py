@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from margin.embedding import Embedder, HashingEmbedder, MiniLMEmbedder, StaticMiniLMEmbedder
-from margin.routing.learned.lexical import LEXICAL_FEATURES, lexical_features
+from margin.routing.learned.lexical import LEXICAL_VERSION, feature_names, lexical_features
 
 EmbedderKind = Literal["static", "minilm", "hashing", "none"]
 EMBEDDER_KINDS: tuple[EmbedderKind, ...] = ("static", "minilm", "hashing", "none")
@@ -29,6 +29,8 @@ class FeatureSpec:
     `static` (default) is MiniLM distilled to token vectors: ~0.1 ms per prompt, within 0.01 APGR of
     the contextual `minilm` (7-30 ms) on the RouteLLM data. Long prompts keep their *tail* by default:
     few-shot prefixes and pasted context come first, the question that predicts difficulty last.
+    `lexical_version` names the lexical column set (see margin.routing.learned.lexical); specs read
+    from model files that predate it get version 1, the set those files were trained on.
     """
 
     embedder: EmbedderKind = "static"
@@ -36,10 +38,12 @@ class FeatureSpec:
     max_tokens: int = 512
     keep: Literal["head", "tail"] = "tail"
     hashing_dim: int = 512
+    lexical_version: int = LEXICAL_VERSION
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDER_KINDS:
             raise ValueError(f"embedder must be one of {EMBEDDER_KINDS}, not {self.embedder!r}")
+        feature_names(self.lexical_version)  # raises on a version this code cannot compute
         if self.embedder == "none" and not self.lexical:
             raise ValueError("a scorer needs at least one kind of feature")
 
@@ -71,6 +75,7 @@ class FeatureSpec:
             "max_tokens": self.max_tokens,
             "keep": self.keep,
             "hashing_dim": self.hashing_dim,
+            "lexical_version": self.lexical_version,
         }
 
     @classmethod
@@ -81,6 +86,7 @@ class FeatureSpec:
             max_tokens=int(data["max_tokens"]),
             keep=data["keep"],
             hashing_dim=int(data["hashing_dim"]),
+            lexical_version=int(data.get("lexical_version", 1)),
         )
 
 
@@ -99,7 +105,7 @@ class Featurizer:
 
     @property
     def lexical_dim(self) -> int:
-        return len(LEXICAL_FEATURES) if self.spec.lexical else 0
+        return len(feature_names(self.spec.lexical_version)) if self.spec.lexical else 0
 
     @property
     def dim(self) -> int:
@@ -110,7 +116,7 @@ class Featurizer:
         if self.embedder is not None:
             blocks.append(self.embedder.embed(prompts).astype(np.float64))
         if self.spec.lexical:
-            blocks.append(lexical_features(prompts))
+            blocks.append(lexical_features(prompts, self.spec.lexical_version))
         return np.hstack(blocks) if len(blocks) > 1 else blocks[0]
 
     def arrays(self) -> dict[str, NDArray[Any]]:

@@ -1,0 +1,99 @@
+"""Lexical features: the quantity columns of version 2 and loading specs saved with version 1."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from margin.routing.learned.features import FeatureSpec, Featurizer
+from margin.routing.learned.lexical import BASE_FEATURES, LEXICAL_FEATURES, feature_names, lexical_features
+from margin.routing.learned.outcomes import outcomes_from_records
+from margin.routing.learned.scorer import load_scorer
+from margin.routing.learned.training import TrainingConfig, train_scorer
+
+WORD_PROBLEM = (
+    "Tom buys 3 apples at $1.50 each and twice as many pears. "
+    "He pays with a 20 dollar bill. How much money does he have left?"
+)
+
+
+def column(row: np.ndarray, name: str) -> float:
+    return float(row[LEXICAL_FEATURES.index(name)])
+
+
+def test_quantity_features_of_a_word_problem() -> None:
+    (row,) = lexical_features([WORD_PROBLEM])
+    # numerals 3, 1.50, 20 plus the number word "twice"
+    assert column(row, "log_quantities") == pytest.approx(math.log1p(4))
+    assert column(row, "log_distinct_numbers") == pytest.approx(math.log1p(3))
+    assert column(row, "log_max_number") == pytest.approx(math.log1p(20))
+    assert column(row, "fractions_percents") == 1.0  # the decimal 1.50
+    assert column(row, "money_mentions") == 2.0  # "$1" and "dollar"; the word "money" is not counted
+    assert column(row, "log_last_sentence_words") == pytest.approx(math.log1p(7))  # the question
+    assert column(row, "relation_density") > 0.0  # "each", "twice", "left"
+
+
+def test_quantity_features_of_a_prompt_without_numbers() -> None:
+    (row,) = lexical_features(["Write a haiku about autumn leaves"])
+    for name in ("log_quantities", "log_distinct_numbers", "log_max_number", "fractions_percents", "money_mentions"):
+        assert column(row, name) == 0.0
+    assert lexical_features([""]).shape == (1, len(LEXICAL_FEATURES))
+
+
+def test_thousands_separators_and_version_strings() -> None:
+    (row,) = lexical_features(["Upgrade 1.2.3 costs 1,200 dollars"])
+    assert column(row, "log_max_number") == pytest.approx(math.log1p(1200))
+
+
+def test_version_1_is_the_first_columns_of_version_2() -> None:
+    prompts = [WORD_PROBLEM, "Which of these is a prime?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:"]
+    old, new = lexical_features(prompts, version=1), lexical_features(prompts)
+    assert old.shape == (2, len(BASE_FEATURES)) == (2, 13)
+    assert np.array_equal(old, new[:, : len(BASE_FEATURES)])
+    assert feature_names(1) == BASE_FEATURES
+    with pytest.raises(ValueError, match="lexical feature version"):
+        feature_names(3)
+    with pytest.raises(ValueError, match="lexical feature version"):
+        FeatureSpec(embedder="none", lexical_version=0)
+
+
+def test_spec_json_without_a_version_reads_as_version_1() -> None:
+    spec = FeatureSpec(embedder="none")
+    assert spec.lexical_version == 2
+    assert FeatureSpec.from_json(spec.to_json()) == spec
+    legacy = {key: value for key, value in spec.to_json().items() if key != "lexical_version"}
+    assert FeatureSpec.from_json(legacy).lexical_version == 1
+    assert Featurizer(FeatureSpec.from_json(legacy)).dim == 13
+
+
+def test_a_model_file_saved_before_version_2_still_loads(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    records = [
+        {"prompt": f"Add {' and '.join(str(x) for x in rng.integers(1, 99, 1 + i % 5))}.", "fold": i % 4 + 1}
+        | {"weak_score": float(i % 5 < 2), "strong_score": 1.0}
+        for i in range(80)
+    ]
+    outcomes = outcomes_from_records(records)
+    spec = FeatureSpec(embedder="none", lexical_version=1)
+    scorer = train_scorer(outcomes, TrainingConfig(features=spec, l2_grid=(1.0,))).scorer
+    path = tmp_path / "old.npz"
+    scorer.save(path)
+    _drop_lexical_version(path)
+    loaded = load_scorer(path)
+    assert loaded.featurizer.spec.lexical_version == 1
+    assert np.array_equal(loaded.score(outcomes.prompts[:10]), scorer.score(outcomes.prompts[:10]))
+
+
+def _drop_lexical_version(path: Path) -> None:
+    """Rewrite a model file's metadata the way files saved before lexical versions looked."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["features"]["lexical_version"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
