@@ -145,6 +145,26 @@ def gateway(config_yaml: str, core: int | None = 0) -> Iterator[tuple[str, int, 
             yield f"http://127.0.0.1:{port}", proc.pid, ready_s
 
 
+@contextmanager
+def redis_server() -> Iterator[str | None]:
+    """A throwaway redis-server on loopback (no persistence), or None when it is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="margin-bench-redis-")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder]
+    server = subprocess.Popen(pinned(1, args), stdout=subprocess.DEVNULL)  # beside the load generator
+    try:
+        time.sleep(0.3)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import free_port
+from bench.harness import redis_server
 
 from margin.app import create_app
 from margin.config import parse_config
@@ -59,25 +56,6 @@ LIMITED = KeySpec(
     tokens_per_minute=10_000_000_000,
 )
 EXTRA = "budgets: [{scope: 'team:*', limit_tokens: 100000000000, window: day}]\n"
-
-
-@contextmanager
-def redis_server() -> Iterator[str | None]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="margin-bench-redis-")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder]
-    server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.3)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.kill()
-        server.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass

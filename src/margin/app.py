@@ -172,7 +172,7 @@ def shared_circuits(config: MarginConfig) -> CircuitStore | None:
         return None
     timeout_s = config.limits.redis_timeout_ms / 1000
     remote = open_redis_circuits(url, prefix=config.redis.prefix, timeout_s=timeout_s)
-    return SharedCircuits(remote, InMemoryCircuits())
+    return SharedCircuits(remote, InMemoryCircuits(), allow_fresh_s=config.failover.shared_circuit_fresh_ms / 1000)
 
 
 async def close_circuits(circuits: CircuitStore) -> None:

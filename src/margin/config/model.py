@@ -224,6 +224,9 @@ class FailoverConfig(Strict):
     on_disconnect: Literal["cancel", "drain"] = Field(
         "cancel", description="A client that hangs up mid-stream: stop the upstream, or read it to the end"
     )
+    shared_circuit_fresh_ms: float = Field(
+        250.0, ge=0, description="With Redis: how long a replica reuses a shared closed-circuit verdict"
+    )
 
 
 class ServerConfig(Strict):
@@ -274,6 +277,9 @@ class SemanticEngineConfig(Strict):
     embedder: Literal["minilm", "hashing"] = "minilm"
     batch_window_ms: float = Field(3.0, ge=0, le=100)
     max_batch: int = Field(32, ge=1, le=1024)
+    workers: int = Field(
+        2, ge=1, le=64, description="embedding threads (one core each); a burst is split among the idle ones"
+    )
     ann_above: int = Field(20_000, ge=1, description="partitions larger than this use hnswlib when installed")
     sync_interval_s: float = Field(
         1.0, ge=0, description="how often a partition picks up entries other replicas added (shared backends)"

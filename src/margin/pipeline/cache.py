@@ -148,6 +148,7 @@ class CacheStage:
                 embedder or _embedder(engine.embedder),
                 window_s=engine.batch_window_ms / 1000,
                 max_batch=engine.max_batch,
+                workers=engine.workers,
             )
             semantic = SemanticEngine(
                 backend, batcher, ann_above=engine.ann_above, verifier=verifier, sync_interval_s=engine.sync_interval_s

@@ -3,6 +3,12 @@
 When Redis does not answer within its short timeout, each replica keeps protecting its upstreams
 with its own in-process breaker (a declared fail-open-to-local policy): a Redis outage never
 hangs a request and never stops circuits from opening.
+
+Redis is consulted only where the shared state can change an answer: an ordinary success in the
+closed state changes nothing there, so it is not sent; and a closed verdict is reused for
+`allow_fresh_s` (a circuit opened by another replica reaches this one within that time, or at
+once after this replica sees a failure itself). On the hot path that is one round trip per
+deployment per interval instead of two per call.
 """
 
 from __future__ import annotations
@@ -30,12 +36,21 @@ class CircuitScripts(Protocol):
 
 
 class SharedCircuits:
-    def __init__(self, remote: CircuitScripts, local: InMemoryCircuits, *, retry_after_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        remote: CircuitScripts,
+        local: InMemoryCircuits,
+        *,
+        retry_after_s: float = 5.0,
+        allow_fresh_s: float = 0.25,
+    ) -> None:
         self.remote = remote
         self.local = local
         self.retry_after_s = retry_after_s
+        self.allow_fresh_s = allow_fresh_s
         self._degraded = False
         self._remote_down_until = 0.0
+        self._allowed_until: dict[str, float] = {}  # deployment -> when its closed verdict goes stale
 
     def _fell_back(self, exc: StorageError) -> None:
         if not self._degraded:
@@ -52,13 +67,17 @@ class SharedCircuits:
             return Admission.ALLOW
         if not self._remote_usable():
             return await self.local.admit(deployment, policy)
+        if time.monotonic() < self._allowed_until.get(deployment, 0.0):
+            return Admission.ALLOW
         try:
-            verdict = await self.remote.admit(deployment, policy.cooldown)
+            verdict = Admission(await self.remote.admit(deployment, policy.cooldown))
         except StorageError as exc:
             self._fell_back(exc)
             return await self.local.admit(deployment, policy)
         self._degraded = False
-        return Admission(verdict)
+        if verdict is Admission.ALLOW and self.allow_fresh_s > 0:
+            self._allowed_until[deployment] = time.monotonic() + self.allow_fresh_s
+        return verdict
 
     async def record(
         self, deployment: str, policy: CircuitPolicy, outcome: Outcome, *, probe: bool, error: str | None = None
@@ -66,6 +85,10 @@ class SharedCircuits:
         if not policy.enabled:
             return
         await self.local.record(deployment, policy, outcome, probe=False, error=error)
+        if outcome == "failure":
+            self._allowed_until.pop(deployment, None)  # look at the shared state before the next call
+        elif not probe:
+            return  # a success or neutral outcome outside a probe leaves the shared state as it is
         if not self._remote_usable():
             return
         ttl = int(policy.window + policy.cooldown) + 3600  # keep times_opened visible for an hour

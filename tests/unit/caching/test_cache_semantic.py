@@ -52,6 +52,21 @@ async def test_concurrent_lookups_share_embedding_calls() -> None:
     await batcher.close()
 
 
+async def test_a_burst_is_shared_among_idle_workers() -> None:
+    embedder = RecordingEmbedder()
+    batcher = MicroBatcher(embedder, window_s=0.01, max_batch=32, workers=2)
+    texts = [f"question number {i}" for i in range(32)]
+    vectors = await asyncio.gather(*(batcher.embed(t) for t in texts))
+    assert sorted(len(c) for c in embedder.calls) == [16, 16]  # both workers (cores) busy, not one
+    assert sorted(t for c in embedder.calls for t in c) == sorted(texts)
+    np.testing.assert_allclose(vectors[20], HashingEmbedder(dim=64).embed(["question number 20"])[0])
+    # More than the workers can take at once: full batches, the rest waits for a free worker.
+    embedder.calls.clear()
+    await asyncio.gather(*(batcher.embed(f"other question {i}") for i in range(80)))
+    assert max(len(c) for c in embedder.calls) == 32 and sum(len(c) for c in embedder.calls) == 80
+    await batcher.close()
+
+
 async def test_a_lone_lookup_waits_only_the_window() -> None:
     batcher = MicroBatcher(RecordingEmbedder(), window_s=0.005, max_batch=32)
     loop = asyncio.get_running_loop()

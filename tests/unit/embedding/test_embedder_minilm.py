@@ -44,6 +44,74 @@ def test_chunked_batches_match_single_calls(minilm: MiniLMEmbedder) -> None:
     assert np.allclose(batched, single, atol=1e-4)  # padding must not leak into the mean
 
 
+def varied_texts(count: int, seed: int = 3) -> list[str]:
+    """Questions of 0 to 11 phrases with digits, punctuation and non-ASCII, plus one long enough to be truncated."""
+    rng = np.random.default_rng(seed)
+    phrases = ("how do I", "reset my password", "on staging", "what is 42 euros", "in yen", "café", "naïve Zürich")
+    phrases += ("東京", "why can't I", "convert 3.5 km", "to miles", "(quickly),", "the capital of France")
+    texts = [" ".join(rng.choice(phrases, size=int(rng.integers(0, 12)))) + "?" for _ in range(count - 4)]
+    return [*texts, "", "a", "Example question and answer. " * 60, "ok"]
+
+
+def reference_vectors(embedder: MiniLMEmbedder, texts: list[str]) -> np.ndarray:
+    """The straightforward recipe: one call per chunk of 32, everything padded to the chunk's longest."""
+    from margin.embedding.minilm import find_model_file, load_tokenizer, open_session
+
+    session, tokenizer = open_session(find_model_file(), 1), load_tokenizer()
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    tokenizer.enable_truncation(max_length=embedder.max_tokens)
+    out = []
+    for start in range(0, len(texts), 32):
+        encodings = tokenizer.encode_batch(texts[start : start + 32])
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
+        feeds = {"input_ids": ids, "attention_mask": mask.astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = session.run(["last_hidden_state"], feeds)
+        pooled = (hidden * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+        out.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+    return np.concatenate(out)
+
+
+@needs_extra
+def test_length_grouping_keeps_the_vectors_and_their_order() -> None:
+    texts = varied_texts(200)
+    embedder = MiniLMEmbedder(batch_size=32)
+    vectors = embedder.embed(texts)
+    expected = reference_vectors(embedder, texts)
+    cosines = (vectors * expected).sum(axis=1)
+    assert cosines.min() >= 0.999, f"worst text: {texts[int(cosines.argmin())]!r}"
+    # A shuffled call returns the same rows in the shuffled order (groups are put back in place).
+    order = np.random.default_rng(0).permutation(len(texts))[:40]
+    np.testing.assert_allclose(embedder.embed([texts[i] for i in order]), vectors[order], atol=1e-4)
+
+
+def test_length_groups_are_optimal_and_cover_the_batch() -> None:
+    from itertools import combinations, pairwise
+
+    from margin.embedding.minilm import length_groups
+
+    def cost(lengths: list[int], groups: list[tuple[int, int]], call: int) -> int:
+        return sum(call + (stop - start) * lengths[stop - 1] for start, stop in groups)
+
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        lengths = sorted(int(x) for x in rng.integers(2, 40, size=int(rng.integers(1, 9))))
+        call = int(rng.integers(0, 20))
+        groups = length_groups(lengths, call)
+        assert groups[0][0] == 0 and groups[-1][1] == len(lengths)
+        assert all(a[1] == b[0] for a, b in pairwise(groups))
+        cuts = range(1, len(lengths))
+        best = min(
+            cost(lengths, list(zip((0, *chosen), (*chosen, len(lengths)), strict=True)), call)
+            for k in range(len(lengths))
+            for chosen in combinations(cuts, k)
+        )
+        assert cost(lengths, groups, call) == best
+    assert length_groups([], 8) == []
+    assert length_groups([10] * 32, 8) == [(0, 32)]  # equal lengths: one call
+    assert length_groups([3, 3, 60, 60], 8) == [(0, 2), (2, 4)]  # padding 3 -> 60 costs more than a call
+
+
 @needs_extra
 def test_concurrent_calls_agree(minilm: MiniLMEmbedder) -> None:
     expected = minilm.embed(TEXTS[:2])

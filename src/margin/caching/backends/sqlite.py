@@ -2,7 +2,9 @@
 WAL, with LRU by a `last_used` column and vectors in a child table that dies with its entry.
 
 Entry and byte counts are kept in memory and re-read from the file every `recount_every` writes,
-so a second process writing the same file is absorbed without a COUNT(*) per request.
+so a second process writing the same file is absorbed without a COUNT(*) per request. A hit is a
+read only: its new `last_used` waits in memory and is written with the next write (or every
+`_TOUCH_BATCH` hits), before any eviction picks the least recently used.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ _SCHEMA = (
 _ENTRY_COLUMNS = "key, tenant, model, tags, created_at, expires_at, payload"
 _EVICT_CHUNK = 256
 _ID_CHUNK = 500  # under SQLite's bound-parameter limit
+_TOUCH_BATCH = 1000  # hits whose recency is written in one statement
 
 
 class SqliteCacheBackend:
@@ -69,6 +72,7 @@ class SqliteCacheBackend:
         self._count = 0
         self._bytes = 0
         self._writes = 0
+        self._touched: dict[str, float] = {}  # key -> last use not yet written (backend thread only)
 
     # -- plumbing: everything below `_call` runs on the backend's own thread
 
@@ -111,8 +115,16 @@ class SqliteCacheBackend:
         if row[5] <= now:
             self._delete_keys(conn, [key])
             return None
-        conn.execute("UPDATE cache_entries SET last_used = ? WHERE key = ?", (now, key))
+        self._touched[key] = now
+        if len(self._touched) >= _TOUCH_BATCH:
+            self._write_touches(conn)
         return _entry(row)
+
+    def _write_touches(self, conn: sqlite3.Connection) -> None:
+        if self._touched:
+            touched, self._touched = self._touched, {}
+            rows = [(used, key) for key, used in touched.items()]
+            conn.executemany("UPDATE cache_entries SET last_used = ? WHERE key = ?", rows)
 
     async def put(self, entry: CacheEntry) -> list[str]:
         return await self._call(self._put, entry)
@@ -120,6 +132,7 @@ class SqliteCacheBackend:
     def _put(self, entry: CacheEntry) -> list[str]:
         conn = self._connection()
         with transaction(conn):
+            self._write_touches(conn)
             self._delete_keys(conn, [entry.key])
             conn.execute(
                 "INSERT INTO cache_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -232,6 +245,7 @@ class SqliteCacheBackend:
 
     def _close(self) -> None:
         if self._conn is not None:
+            self._write_touches(self._conn)
             self._conn.close()
             self._conn = None
 
