@@ -136,3 +136,13 @@ async def test_an_outage_is_a_fast_backend_error() -> None:
 def test_models_are_filed_under_every_group_prefix() -> None:
     sets = index_sets(entry("k", tenant="key:o/1", model="chat@a,b", tags=("x", "x", "y")))
     assert sets == ["t:key:o/1", "m:chat", "m:chat@a,b", "g:x", "g:y"]
+
+
+async def test_a_large_invalidation_runs_in_chunks_and_drops_everything_it_selects(replica: Replica) -> None:
+    backend = replica()
+    for n in range(1200):  # more than two chunks of candidates
+        await backend.put(entry(f"t1|chat@a|{n:05d}", tags=("bulk",) if n % 2 == 0 else ()))
+    dropped = await backend.invalidate(Invalidation(tenant="t1", tag="bulk"))
+    assert len(dropped) == 600 and dropped == sorted(dropped) and all(int(k[-5:]) % 2 == 0 for k in dropped)
+    assert (await backend.stats()).entries == 600
+    assert len(await backend.invalidate(Invalidation(everything=True))) == 600

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -125,16 +125,32 @@ class RedisCacheBackend:
     async def invalidate(self, selector: Invalidation) -> list[str]:
         if selector.empty:
             return []
-        args = [
-            self.prefix,
-            "1" if selector.everything else "0",
-            selector.tenant or "",
-            selector.model or "",
-            selector.tag or "",
-            selector.key_prefix or "",
-        ]
-        dropped = await self._bounded(self._invalidate(keys=[], args=args), self.bulk_timeout_s)
-        return [key.decode() for key in dropped]
+        return await self._bounded(self._invalidate_in_chunks(selector), self.bulk_timeout_s)
+
+    async def _invalidate_in_chunks(self, selector: Invalidation) -> list[str]:
+        candidates = sorted(_text(key) for key in await self._candidates(selector))
+        criteria = [selector.tenant or "", selector.model or "", selector.tag or "", selector.key_prefix or ""]
+        dropped: list[str] = []
+        for start in range(0, len(candidates), _CHUNK):
+            chunk = candidates[start : start + _CHUNK]
+            found = await self._invalidate(keys=[], args=[self.prefix, *criteria, *chunk])
+            dropped.extend(key.decode() for key in found)
+        return dropped
+
+    async def _candidates(self, selector: Invalidation) -> Iterable[bytes | str]:
+        """Keys that may match, from the narrowest selector (a superset: the script checks all)."""
+        p = self.prefix
+        if selector.tag:
+            return await self.client.smembers(p + "g:" + selector.tag)
+        if selector.model:
+            return await self.client.smembers(p + "m:" + selector.model)
+        if selector.tenant:
+            return await self.client.smembers(p + "t:" + selector.tenant)
+        if selector.key_prefix:
+            low, high = b"[" + selector.key_prefix.encode(), b"[" + selector.key_prefix.encode() + b"\xff"
+            keys: list[bytes | str] = await self.client.zrangebylex(p + "keys", low, high)
+            return keys
+        return await self.client.zrangebylex(p + "keys", b"-", b"+")  # everything
 
     async def vectors(self, partition: str) -> list[VectorRecord]:
         return await self._bounded(self._load_partition(partition), self.bulk_timeout_s)

@@ -118,19 +118,14 @@ return n
 """
 )
 
-# ARGV: P, everything (0/1), tenant, model, tag, key prefix ('' = not selected). Candidates come from
-# the narrowest selector; each must pass all of them. Returns the dropped keys, sorted.
+# ARGV: P, tenant, model, tag, key prefix ('' = not selected), then candidate keys (read by the
+# caller from the narrowest selector, a chunk at a time: dropping 100k entries in one script would
+# stall every replica's cache, limit and circuit calls on this Redis). Each candidate must still be
+# live and pass every selector. Returns the dropped keys.
 INVALIDATE = (
     _DROP
     + """
-local everything, tenant, model, tag, prefix = ARGV[2] == '1', ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local candidates
-if tag ~= '' then candidates = redis.call('SMEMBERS', P .. 'g:' .. tag)
-elseif model ~= '' then candidates = redis.call('SMEMBERS', P .. 'm:' .. model)
-elseif tenant ~= '' then candidates = redis.call('SMEMBERS', P .. 't:' .. tenant)
-elseif prefix ~= '' then candidates = redis.call('ZRANGEBYLEX', P .. 'keys', '[' .. prefix, '[' .. prefix .. '\\255')
-elseif everything then candidates = redis.call('ZRANGE', P .. 'keys', 0, -1)
-else return {} end
+local tenant, model, tag, prefix = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local function selected(key)
   if not redis.call('ZSCORE', P .. 'keys', key) then return false end
   if tenant ~= '' and redis.call('SISMEMBER', P .. 't:' .. tenant, key) == 0 then return false end
@@ -139,13 +134,12 @@ local function selected(key)
   return prefix == '' or string.sub(key, 1, #prefix) == prefix
 end
 local dropped = {}
-for _, key in ipairs(candidates) do
-  if selected(key) then
-    drop(key)
-    dropped[#dropped + 1] = key
+for i = 6, #ARGV do
+  if selected(ARGV[i]) then
+    drop(ARGV[i])
+    dropped[#dropped + 1] = ARGV[i]
   end
 end
-table.sort(dropped)
 return dropped
 """
 )
