@@ -79,9 +79,13 @@ if partition ~= '' then
   local n = redis.call('INCR', P .. 'vn:' .. partition)
   redis.call('XADD', P .. 'vs:' .. partition, 'MAXLEN', '~', stream_len, '*', 'k', key, 'n', n)
 end
+-- At most 256 evictions per write: after a limit is lowered the cache shrinks over the next writes
+-- instead of in one long script that would stall every other client of this Redis.
+local evicted = 0
 while redis.call('ZCARD', P .. 'keys') > max_entries or tonumber(redis.call('GET', P .. 'bytes') or '0') > max_bytes do
   local oldest = redis.call('ZRANGE', P .. 'lru', 0, 0)
-  if #oldest == 0 then break end
+  if #oldest == 0 or evicted >= 256 then break end
+  evicted = evicted + 1
   drop(oldest[1])
   dropped[#dropped + 1] = oldest[1]
 end
