@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from margin.config.model import CircuitPolicy
@@ -43,11 +43,13 @@ class SharedCircuits:
         *,
         retry_after_s: float = 5.0,
         allow_fresh_s: float = 0.25,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.remote = remote
         self.local = local
         self.retry_after_s = retry_after_s
         self.allow_fresh_s = allow_fresh_s
+        self._monotonic = monotonic
         self._degraded = False
         self._remote_down_until = 0.0
         self._allowed_until: dict[str, float] = {}  # deployment -> when its closed verdict goes stale
@@ -57,17 +59,17 @@ class SharedCircuits:
             log.warning("circuit state in Redis unavailable, using this replica's breakers: %s", exc)
         self._degraded = True
         # Do not pay Redis's timeout on every request of an outage: try it again in a few seconds.
-        self._remote_down_until = time.monotonic() + self.retry_after_s
+        self._remote_down_until = self._monotonic() + self.retry_after_s
 
     def _remote_usable(self) -> bool:
-        return time.monotonic() >= self._remote_down_until
+        return self._monotonic() >= self._remote_down_until
 
     async def admit(self, deployment: str, policy: CircuitPolicy) -> Admission:
         if not policy.enabled:
             return Admission.ALLOW
         if not self._remote_usable():
             return await self.local.admit(deployment, policy)
-        if time.monotonic() < self._allowed_until.get(deployment, 0.0):
+        if self._monotonic() < self._allowed_until.get(deployment, 0.0):
             return Admission.ALLOW
         try:
             verdict = Admission(await self.remote.admit(deployment, policy.cooldown))
@@ -76,7 +78,7 @@ class SharedCircuits:
             return await self.local.admit(deployment, policy)
         self._degraded = False
         if verdict is Admission.ALLOW and self.allow_fresh_s > 0:
-            self._allowed_until[deployment] = time.monotonic() + self.allow_fresh_s
+            self._allowed_until[deployment] = self._monotonic() + self.allow_fresh_s
         return verdict
 
     async def record(

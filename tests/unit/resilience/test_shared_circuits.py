@@ -3,7 +3,6 @@ circuit opened by one replica reaches another."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -25,13 +24,28 @@ def redis() -> Iterator[RedisServer]:
         yield server
 
 
+class Clock:
+    """The replicas' monotonic clock, moved by the test: no sleeps, no timing flakiness."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = Clock()
+
+
 @pytest.fixture
 async def replicas(redis: RedisServer) -> AsyncIterator[tuple[SharedCircuits, SharedCircuits]]:
     import uuid
 
     prefix = f"c{uuid.uuid4().hex[:8]}:"
     made = [
-        SharedCircuits(RedisCircuitScripts(redis.url, prefix=prefix), InMemoryCircuits(), allow_fresh_s=0.3)
+        SharedCircuits(
+            RedisCircuitScripts(redis.url, prefix=prefix), InMemoryCircuits(), allow_fresh_s=0.3, monotonic=CLOCK
+        )
         for _ in range(2)
     ]
     yield made[0], made[1]
@@ -68,8 +82,9 @@ async def test_an_open_circuit_reaches_a_replica_within_the_freshness_interval(
     for _ in range(2):
         await a.record("up", POLICY, "failure", probe=False, error="503")
     assert await a.admit("up", POLICY) is Admission.REJECT
+    CLOCK.now += 0.29
     assert await b.admit("up", POLICY) is Admission.ALLOW  # stale by design, for at most 0.3 s
-    await asyncio.sleep(0.35)
+    CLOCK.now += 0.02
     assert await b.admit("up", POLICY) is Admission.REJECT
 
 
