@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.ledger_rows import make_row as sample_row
 from tests.support.postgres import PostgresServer, postgres_server
 
 from margin.config.model import DeploymentConfig
@@ -33,37 +34,10 @@ HOUR, DAY = 3600.0, 86400.0
 
 
 def make_row(n: int, **changes: Any) -> LedgerRow:
-    row = LedgerRow(
-        attempt_id=f"req-{n}:0",
-        request_id=f"req-{n}",
-        attempt_index=0,
-        ts=DAY0 + 10 * HOUR + n,
-        endpoint="chat",
-        key_id="key-a",
-        org="org",
-        team="team-a",
-        user="u1",
-        tags=("feature-x",),
-        endpoint_class="interactive",
-        model_group="chat",
-        route_policy="static",
-        tier=1,
-        deployment="small",
-        model="gpt-4o-mini",
-        fallback_index=0,
-        is_final=True,
-        status="ok",
-        error_class=None,
-        latency_ms=120.0,
-        ttft_ms=30.0,
-        tokens_per_s=80.0,
-        input_uncached=3,
-        output=0,
-        cost_input_uncached=D("0.000000450"),
-        cost_total=D("0.000000450"),
-        price_version="builtin:2026.11.23",
-    )
-    return replace(row, **changes)
+    """The shared sample row, on a fixed day (the reports below read whole days)."""
+    changes.setdefault("ts", DAY0 + 10 * HOUR + n)
+    changes.setdefault("price_version", "builtin:2026.11.23")
+    return sample_row(n, **changes)
 
 
 @pytest.fixture(scope="module")

@@ -1,48 +1,13 @@
-"""Ledger rows and a store that fails on demand, for the ledger unit tests."""
+"""A store that fails on demand, and a wait helper, for the ledger unit tests."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import replace
-from decimal import Decimal
-from typing import Any
 
 from margin.ledger.row import LedgerRow
 from margin.storage import AuditEntry, CostChange, GroupBy, LedgerStore, ReportRow, StorageError
-
-
-def make_row(n: int, *, ts: float | None = None, **changes: Any) -> LedgerRow:
-    row = LedgerRow(
-        attempt_id=f"req-{n}:0",
-        request_id=f"req-{n}",
-        attempt_index=0,
-        ts=time.time() if ts is None else ts,
-        endpoint="chat",
-        key_id="key-a",
-        org="org",
-        team="team-a",
-        user="u1",
-        tags=("feature-x",),
-        endpoint_class="interactive",
-        model_group="chat",
-        route_policy="static",
-        tier=1,
-        deployment="small",
-        model="gpt-4o-mini",
-        fallback_index=0,
-        is_final=True,
-        status="ok",
-        error_class=None,
-        latency_ms=120.0,
-        ttft_ms=30.0,
-        tokens_per_s=80.0,
-        input_uncached=3,
-        cost_input_uncached=Decimal("0.00000045"),
-        cost_total=Decimal("0.00000045"),
-    )
-    return replace(row, **changes)
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:

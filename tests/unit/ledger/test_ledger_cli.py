@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from click.testing import CliRunner
-from ledger_rows import make_row
+from tests.support.ledger_rows import make_row
 
 from margin.cli.report import report
 from margin.cli.reprice import reprice

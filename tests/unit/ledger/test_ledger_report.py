@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from ledger_rows import make_row
+from tests.support.ledger_rows import make_row
 
 from margin.ledger.report import admin_spend, build_spend_report, parse_when, report_window
 from margin.ledger.report_render import render

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from ledger_rows import make_row
+from tests.support.ledger_rows import make_row
 
 from margin.ledger.spill import SpillFile, row_from_json, row_to_json
 

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from ledger_rows import FlakyStore, eventually, make_row
+from ledger_rows import FlakyStore, eventually
+from tests.support.ledger_rows import make_row
 
 from margin.ledger.spill import SpillFile
 from margin.ledger.writer import LedgerWriter

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ledger_rows import make_row
+from tests.support.ledger_rows import make_row
 from tests.support.postgres import postgres_server
 
 from margin.ledger.spill import SpillFile
