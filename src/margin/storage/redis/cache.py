@@ -13,20 +13,17 @@ CacheBackendError, which the cache stage treats as a miss.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from margin.caching.backend import CacheBackendError
 from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorChanges, VectorRecord
 from margin.storage.redis.cache_scripts import CHANGES, DELETE, GET, INVALIDATE, PUT
+from margin.storage.redis.client import bounded, open_client
 
 T = TypeVar("T")
 SAFETY_TTL_S = 3600.0
@@ -56,13 +53,7 @@ class RedisCacheBackend:
         self._clock = clock
         # A stream longer than the cache is never needed: a replica that far behind reloads instead.
         self._stream_len = max(1000, max_entries)
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),  # a slow cache is a miss; retrying would only make it slower
-            health_check_interval=0,
-        )
+        self.client: aioredis.Redis = open_client(url, timeout_s=timeout_s)
         self._put = self.client.register_script(PUT)
         self._get = self.client.register_script(GET)
         self._delete = self.client.register_script(DELETE)
@@ -70,11 +61,7 @@ class RedisCacheBackend:
         self._changes = self.client.register_script(CHANGES)
 
     async def _bounded(self, call: Awaitable[T], timeout_s: float | None = None) -> T:
-        try:
-            async with asyncio.timeout(timeout_s or self.timeout_s):
-                return await call
-        except (RedisError, OSError, TimeoutError) as error:
-            raise CacheBackendError(f"redis cache: {type(error).__name__}: {error}") from error
+        return await bounded(call, timeout_s or self.timeout_s, CacheBackendError)
 
     async def get(self, key: str) -> CacheEntry | None:
         fields = await self._bounded(self._get(keys=[], args=[self.prefix, key, repr(self._clock())]))

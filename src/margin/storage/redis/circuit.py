@@ -8,16 +8,13 @@ failure means (margin falls back to each replica's own breaker).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from margin.storage.protocols import StorageError
+from margin.storage.redis.client import bounded, open_client
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
 
@@ -82,14 +79,7 @@ class RedisCircuitScripts:
     def __init__(self, url: str, *, prefix: str = "margin:", timeout_s: float = 0.1) -> None:
         self.prefix = prefix + "circuit:"
         self.timeout_s = timeout_s
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-            decode_responses=True,
-        )
+        self.client: aioredis.Redis = open_client(url, timeout_s=timeout_s, decode_responses=True)
         self._admit = self.client.register_script(ADMIT)
         self._record = self.client.register_script(RECORD)
         self._read = self.client.register_script(READ)
@@ -99,11 +89,7 @@ class RedisCircuitScripts:
         return [f"{self.prefix}{deployment}", f"{self.prefix}{deployment}:failures"]
 
     async def _bounded(self, call: Any) -> Any:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await call
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StorageError(f"redis: {type(exc).__name__}: {exc}") from exc
+        return await bounded(call, self.timeout_s, StorageError)
 
     async def admit(self, deployment: str, cooldown: float) -> str:
         return str(await self._bounded(self._admit(keys=self._keys(deployment), args=[cooldown])))

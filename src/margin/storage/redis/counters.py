@@ -8,17 +8,15 @@ the limiter then applies the scope's declared fail-closed / fail-open policy."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, StorageError, Verdict
+from margin.storage.redis.client import bounded, open_client
 from margin.storage.redis.scripts import ADJUST, RESERVE, SYNC
 
 T = TypeVar("T")
@@ -32,13 +30,7 @@ class RedisCounters:
         self.prefix = prefix + "c:"
         self.clock = clock  # the gateway's clock: expiries are relative to it, so a frozen clock works
         self.timeout_s = timeout_s
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),  # the caller's policy decides, not a retry loop past the timeout
-            health_check_interval=0,
-        )
+        self.client: aioredis.Redis = open_client(url, timeout_s=timeout_s)
         self._reserve = self.client.register_script(RESERVE)
         self._adjust = self.client.register_script(ADJUST)
         self._sync = self.client.register_script(SYNC)
@@ -50,11 +42,7 @@ class RedisCounters:
         return f"{self.prefix}{name}:{bucket}"
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await call
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StorageError(f"redis: {type(exc).__name__}: {exc}") from exc
+        return await bounded(call, self.timeout_s, StorageError)
 
     async def migrate(self) -> list[str]:
         return []
