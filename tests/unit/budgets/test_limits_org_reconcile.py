@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
-from ledger_rows import make_row
+from tests.support.ledger_rows import make_row
 
 from margin.budgets.upkeep import Upkeep
 from margin.storage.memory.keys import MemoryKeyStore
