@@ -33,34 +33,23 @@ class Authenticator:
         if keys is None:
             return ANONYMOUS
         secret = ctx.api_key
-        if self.mode is None and not await keys.keys_exist():
-            return await self._keyless(keys, secret)
+        keyless = self.mode is None and not await keys.keys_exist()
         if not secret:
-            if self.mode == "optional":
+            if keyless or self.mode == "optional":
                 return ANONYMOUS
             raise AuthError("This gateway needs an API key (Authorization: Bearer <key>).")
         try:
             record = await keys.lookup(secret)
         except StorageError:
+            if keyless:
+                return ANONYMOUS  # no key is needed yet; the store being down changes nothing
             raise ServiceUnavailable(
                 "The key store is unreachable; the key could not be checked.", headers={"retry-after": "1"}
             ) from None
         if record is None:
+            if keyless:
+                return ANONYMOUS  # an SDK's placeholder key
             raise AuthError("The API key presented is not valid.")
-        if record.revoked_at is not None:
-            raise AuthError("The API key presented has been revoked.")
-        return principal_of(record)
-
-    @staticmethod
-    async def _keyless(keys: KeyService, secret: str | None) -> Principal:
-        if not secret:
-            return ANONYMOUS
-        try:
-            record = await keys.lookup(secret)
-        except StorageError:
-            return ANONYMOUS  # keyless mode already; the store being down changes nothing
-        if record is None:
-            return ANONYMOUS
         if record.revoked_at is not None:
             raise AuthError("The API key presented has been revoked.")
         return principal_of(record)
