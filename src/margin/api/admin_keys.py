@@ -15,7 +15,7 @@ from margin.api.admin import require_admin
 from margin.api.body import read_json, validate
 from margin.api.state import state_of
 from margin.errors import NotFound, ServiceUnavailable
-from margin.identity.policy import KeySpec
+from margin.identity.key_spec import KeySpec
 from margin.identity.principals import public_view
 from margin.identity.service import KeyService
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from margin.budgets.windows import CalendarWindow, RollingWindow, Window
 from margin.config.limits import BudgetConfig, RateLimitConfig, StoreFailure
-from margin.identity.policy import KeyBudget, KeyPolicy
+from margin.identity.key_spec import KeyBudget, KeyPolicy
 from margin.types import Principal
 
 Kind = Literal["usd", "tokens", "rpm", "tpm", "concurrency"]

@@ -9,7 +9,7 @@ import logging
 from decimal import Decimal
 
 from margin.budgets.alerts import Alert, AlertSink, iso
-from margin.budgets.limiter import Held, Limiter, Ticket
+from margin.budgets.admission import Held, Limiter, Ticket
 from margin.budgets.rules import NANO, Applied
 from margin.budgets.windows import Span
 from margin.storage.protocols import Charge, Counters, GroupBy, KeyStore, LedgerStore, StorageError

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.errors import ConfigError
-from margin.identity.policy import KeySpec
+from margin.identity.key_spec import KeySpec
 from margin.identity.principals import public_view
 from margin.identity.service import KeyService
 from margin.storage import StorageError, open_database_stores

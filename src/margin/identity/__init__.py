@@ -3,7 +3,7 @@ short cache), and the principal a key stands for (org > team > user > key, tags,
 model and tier restrictions, its own budget and rate limits)."""
 
 from margin.identity.keys import hash_secret, new_key_id, new_secret, public_prefix
-from margin.identity.policy import KeyBudget, KeyPolicy, KeySpec
+from margin.identity.key_spec import KeyBudget, KeyPolicy, KeySpec
 from margin.identity.principals import principal_of, public_view
 from margin.identity.service import KeyService
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from margin.identity.keys import hash_secret, new_key_id, new_secret, public_prefix
-from margin.identity.policy import KeyPolicy, KeySpec
+from margin.identity.key_spec import KeyPolicy, KeySpec
 from margin.storage.protocols import KeyRecord, KeyStore, StorageError
 
 _MAX_CACHED = 100_000

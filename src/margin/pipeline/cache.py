@@ -48,7 +48,7 @@ from margin.caching.keys import (
     semantic_partition,
     tenant_of,
 )
-from margin.caching.policy import RoutePolicy, policy_for
+from margin.caching.group_settings import RoutePolicy, policy_for
 from margin.caching.replay import StreamAssembler, is_storable, replay_chunks
 from margin.caching.semantic.batcher import EmbeddingFailed, MicroBatcher
 from margin.caching.semantic.engine import SemanticEngine

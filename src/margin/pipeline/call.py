@@ -31,7 +31,7 @@ from margin.resilience.backoff import retry_delay
 from margin.resilience.chain import Chain
 from margin.resilience.circuit import Admission, Outcome
 from margin.resilience.deadline import Deadline, RetryBudget, deadline_error
-from margin.resilience.policy import TRIPS_CIRCUIT, ErrorPolicy, error_class
+from margin.resilience.error_actions import TRIPS_CIRCUIT, ErrorPolicy, error_class
 from margin.resilience.state import Resilience
 from margin.types import Attempt, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult
 

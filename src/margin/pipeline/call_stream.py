@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from margin import errors
 from margin.pipeline.meter import TokenCounter, prompt_text
 from margin.resilience.deadline import deadline_error
-from margin.resilience.policy import error_class
+from margin.resilience.error_actions import error_class
 from margin.types import JSON, Attempt, AttemptStatus, ChatRequest, Chunk, Usage
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ class RequestContext:
     route_hints: dict[str, str] = field(default_factory=dict)  # tier pin/cap from request headers
     route_outcome: RouteOutcome = field(default_factory=RouteOutcome)  # what tiered routing did
     counterfactual: Cost | None = None  # a routed request's cost had the premium tier answered it
-    reservation: object | None = None  # stage ②'s ticket (margin.budgets.limiter.Ticket), settled once
+    reservation: object | None = None  # stage ②'s ticket (margin.budgets.admission.Ticket), settled once
 
     def overhead_ms(self) -> float:
         """Time spent in margin itself: wall time so far minus time waiting on upstreams."""

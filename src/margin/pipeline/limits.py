@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from margin.budgets.estimate import Demand, WorstRates, demand_of, max_output_tokens, nano_ceil
-from margin.budgets.limiter import Limiter, Ticket
+from margin.budgets.admission import Limiter, Ticket
 from margin.budgets.rules import Rule, key_rules
 from margin.config.model import DeploymentConfig
 from margin.errors import PermissionDenied

@@ -4,7 +4,7 @@ Structured error code first, then the status where it decides alone, message tex
 reuse 400 (and 413, 422) for context length and content filtering, and only their error codes (or
 failing that, their words) tell. Words never override a telling status: a 429 that mentions "too
 many tokens" is a rate limit, not a long prompt. What each class then causes (retry, fail over,
-return) is `margin.resilience.policy`'s business.
+return) is `margin.resilience.error_actions`'s business.
 """
 
 from __future__ import annotations

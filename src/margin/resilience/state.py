@@ -11,8 +11,8 @@ from margin.config.model import DeploymentConfig, FailoverConfig, MarginConfig
 from margin.resilience.chain import DeploymentLimits
 from margin.resilience.circuit import CircuitStore, InMemoryCircuits
 from margin.resilience.deadline import Clock
-from margin.resilience.limiter import AttemptLimiter
-from margin.resilience.policy import ErrorPolicy
+from margin.resilience.attempt_rate import AttemptLimiter
+from margin.resilience.error_actions import ErrorPolicy
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import pytest
 
 from margin import errors
 from margin.budgets.estimate import Demand
-from margin.budgets.limiter import Limiter, Policy
+from margin.budgets.admission import Limiter, Policy
 from margin.budgets.rules import Applied, Rule, RuleBook
 from margin.budgets.windows import Lease, RollingWindow, Span
 from margin.storage.memory import MemoryCounters

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from margin.identity import KeyService, KeySpec, hash_secret, new_secret, public_prefix
-from margin.identity.policy import KeyPolicy
+from margin.identity.key_spec import KeyPolicy
 from margin.storage.memory import MemoryKeyStore
 from margin.storage.protocols import KeyRecord, StorageError
 

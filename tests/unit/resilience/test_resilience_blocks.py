@@ -11,8 +11,8 @@ from margin.errors import ConfigError
 from margin.resilience.backoff import backoff, retry_delay
 from margin.resilience.chain import Chain, DeploymentLimits
 from margin.resilience.deadline import Deadline, RetryBudget
-from margin.resilience.limiter import AttemptLimiter
-from margin.resilience.policy import DEFAULT_ACTIONS, ERROR_CLASSES, ErrorPolicy, error_class
+from margin.resilience.attempt_rate import AttemptLimiter
+from margin.resilience.error_actions import DEFAULT_ACTIONS, ERROR_CLASSES, ErrorPolicy, error_class
 
 
 class Clock:
