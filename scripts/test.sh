@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs (system packages and Python packages), then run it all.
-# Safe to re-run: installs are idempotent and pip reuses its wheel cache (llama-cpp-python builds
-# from source once, about 10 minutes on 2 cores).
+# The README's test command, and CI's: install everything the suite needs from nothing, then run it all.
+#
+#   1. Debian packages the tests start for real (scripts/system-packages.txt), via apt-get.
+#   2. uv, pinned, from PyPI into its own small environment (.tools/): nothing is assumed present.
+#   3. A FRESH virtual environment (.venv) from the lock file (uv.lock), every extra: anything not
+#      declared in pyproject.toml is absent, so an undeclared import fails here, not on a user's machine.
+#      `--locked` refuses a lock that no longer matches pyproject.toml (regenerate: `uv lock`).
+#   4. Static checks: ruff, mypy, import-linter (the layers), deptry (declared vs imported packages).
+#   5. The whole pytest suite against the locked versions.
+#   6. The SDK-compatibility e2e tests again, against the NEWEST released openai and anthropic SDKs.
+#   7. The README's first command: `margin serve` on the embedded default, from an environment with only
+#      the extras that command installs, answering the openai and anthropic SDKs.
+#
+# Cost: llama-cpp-python builds from source once (about 10-14 minutes on 2 cores); uv caches the built
+# wheel (~/.cache/uv, or $UV_CACHE_DIR), so later runs on the same machine take it from the cache.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k ledger`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+UV_VERSION="0.13.10"
+step() { printf '\n== %s\n' "$*"; }
+
+step "system packages"
 if [ -f scripts/system-packages.txt ] && command -v apt-get >/dev/null 2>&1; then
   missing=$(while read -r pkg; do
     [ -z "$pkg" ] || [[ "$pkg" == \#* ]] || dpkg -s "$pkg" >/dev/null 2>&1 || echo "$pkg"
@@ -17,8 +34,44 @@ if [ -f scripts/system-packages.txt ] && command -v apt-get >/dev/null 2>&1; the
   fi
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check -e ".[test,local,embed,postgres,redis,xlsx,ann]"
+step "uv $UV_VERSION"
+if [ "$(.tools/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  rm -rf .tools
+  python3 -m venv .tools
+  .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+UV="$PWD/.tools/bin/uv"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 
-python3 -m ruff check src tests bench
-python3 -m mypy
-python3 -m pytest -q -p no:cacheprovider "$@"
+step "fresh .venv from uv.lock (all extras)"
+rm -rf .venv
+"$UV" sync --locked --all-extras --python python3
+PY="$PWD/.venv/bin/python"
+
+step "static checks"
+"$PY" -m ruff check src tests bench scripts
+"$PY" -m mypy
+.venv/bin/lint-imports
+.venv/bin/deptry src tests bench scripts
+
+step "tests (locked versions)"
+status=0
+"$PY" -m pytest -q -p no:cacheprovider "$@" || status=$?
+[ "$status" -eq 0 ] || exit "$status"
+if [ "$#" -gt 0 ]; then exit 0; fi  # a filtered run stops here
+
+step "SDK compatibility against the newest openai and anthropic releases"
+rm -rf .venv-sdk-latest
+"$UV" venv --quiet --python python3 .venv-sdk-latest
+"$UV" export --locked --extra test --no-hashes --no-emit-project --no-header --quiet \
+  | grep -v -E '^(openai|anthropic)==' > .venv-sdk-latest/requirements.txt
+"$UV" pip install --quiet --python .venv-sdk-latest/bin/python -r .venv-sdk-latest/requirements.txt -e .
+"$UV" pip install --quiet --python .venv-sdk-latest/bin/python --refresh-package openai --refresh-package anthropic \
+  --upgrade openai anthropic
+.venv-sdk-latest/bin/python -c 'import openai, anthropic; print("openai", openai.__version__, "anthropic", anthropic.__version__)'
+.venv-sdk-latest/bin/python -m pytest -q -p no:cacheprovider tests/e2e/test_openai_sdk.py tests/e2e/test_anthropic_sdk.py
+
+step "the README's first command: margin serve on the embedded default"
+rm -rf .venv-serve
+UV_PROJECT_ENVIRONMENT=.venv-serve "$UV" sync --locked --quiet --extra local --extra embed --python python3
+"$PY" scripts/smoke_serve.py --margin .venv-serve/bin/margin
