@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from margin.ledger.row import LedgerRow
 from margin.ledger.spill import SpillFile
 from margin.ledger.writer import LedgerWriter
 from margin.storage import LedgerStore, open_ledger_store
+from margin.storage.ledger_row import LedgerRow
 
 TARGET_SQLITE_ROWS_PER_S = 2000
 

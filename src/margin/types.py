@@ -8,11 +8,8 @@ branches on a provider.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from margin.metering.pricing import Cost
+from decimal import Decimal, getcontext, localcontext
+from typing import Any, Literal
 
 UsageSource = Literal["reported", "estimated"]
 RequestKind = Literal["chat", "completion"]
@@ -96,6 +93,80 @@ class Usage:
         if self.output_reasoning:
             body["completion_tokens_details"] = {"reasoning_tokens": self.output_reasoning}
         return body
+
+
+PriceBasis = Literal["catalog", "unknown", "declared_zero", "gpu_time"]
+# Digits of Decimal precision for money arithmetic: no product or sum metering sees is ever rounded
+# (tokens are integers below 10**12, prices have at most a dozen significant digits).
+MONEY_PRECISION = 60
+COST_BUCKETS = (
+    "input_uncached",
+    "input_cache_read",
+    "input_cache_write",
+    "output",
+    "output_reasoning",
+    "input_audio",
+    "output_audio",
+    "input_image",
+    "gpu_time",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """The exact cost of one upstream attempt, per bucket, in USD (priced by `margin.metering`).
+
+    `basis` says where the figure comes from: a catalog (or override) price, an unknown price
+    (amount 0 but flagged, never a silent zero), a price the operator declared to be zero, or
+    GPU time. `price_version` is recorded with the ledger row so costs can be recomputed.
+    """
+
+    input_uncached: Decimal = Decimal(0)
+    input_cache_read: Decimal = Decimal(0)
+    input_cache_write: Decimal = Decimal(0)
+    output: Decimal = Decimal(0)
+    output_reasoning: Decimal = Decimal(0)
+    input_audio: Decimal = Decimal(0)
+    output_audio: Decimal = Decimal(0)
+    input_image: Decimal = Decimal(0)
+    gpu_time: Decimal = Decimal(0)
+    price_version: str = ""
+    model: str = ""
+    basis: PriceBasis = "catalog"
+    long_context: bool = False  # the whole request was priced at a long-context tier
+    batch: bool = False  # a batch discount was applied
+    estimated_usage: bool = False  # the usage was estimated by margin, not reported upstream
+    assumed_modality_price: bool = False  # audio/image tokens priced at the text rate
+    total: Money = field(init=False)
+
+    def __post_init__(self) -> None:
+        if getcontext().prec >= MONEY_PRECISION:  # already exact (price_usage builds Costs in its context)
+            amount = self._sum()
+        else:
+            with localcontext(prec=MONEY_PRECISION):
+                amount = self._sum()
+        object.__setattr__(self, "total", Money(amount))
+
+    def _sum(self) -> Decimal:
+        return (
+            self.input_uncached
+            + self.input_cache_read
+            + self.input_cache_write
+            + self.output
+            + self.output_reasoning
+            + self.input_audio
+            + self.output_audio
+            + self.input_image
+            + self.gpu_time
+        )
+
+    @property
+    def price_unknown(self) -> bool:
+        return self.basis == "unknown"
+
+    def buckets(self) -> dict[str, Decimal]:
+        """Per-bucket amounts, for ledger rows."""
+        return {name: getattr(self, name) for name in COST_BUCKETS}
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from margin.ledger.row import LedgerRow
+from margin.storage.ledger_row import LedgerRow
 
 
 def make_row(n: int, *, ts: float | None = None, **changes: Any) -> LedgerRow:

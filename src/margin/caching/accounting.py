@@ -9,10 +9,9 @@ from typing import Literal
 
 from margin.caching.coalesce import Flight
 from margin.caching.entry import CachedAnswer
-from margin.ledger.row import LedgerRow
 from margin.metering.pricebook import PriceBook
-from margin.metering.pricing import Cost
-from margin.types import Principal
+from margin.storage.ledger_row import LedgerRow
+from margin.types import Cost, Principal
 
 HitKind = Literal["exact", "semantic", "coalesced"]
 CACHE_DEPLOYMENT = "cache"  # the `deployment` of hit rows: no upstream was called

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from margin.ledger.row import USAGE_COLUMNS
+from margin.storage.ledger_row import USAGE_COLUMNS
 from margin.storage.protocols import GROUP_BY_CHOICES, GroupBy, LedgerStore, ReportRow
 from margin.storage.rollups import merge_histograms, percentile
 

@@ -23,14 +23,14 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from margin.ledger.row import LedgerRow
 from margin.metering.catalog import PriceCatalog
 from margin.metering.pricebook import PriceBook
-from margin.metering.pricing import Cost, price_usage
+from margin.metering.pricing import price_usage
+from margin.storage.ledger_row import LedgerRow
 from margin.storage.ledger_schema import quantize_money
 from margin.storage.protocols import AuditEntry, CostChange, LedgerStore
 from margin.storage.rollups import CACHE_HITS
-from margin.types import Usage
+from margin.types import Cost, Usage
 
 
 @dataclass(slots=True)

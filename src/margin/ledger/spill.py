@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from margin.ledger.row import LedgerRow
+from margin.storage.ledger_row import LedgerRow
 
 log = logging.getLogger("margin.ledger")
 _MONEY_FIELDS = frozenset(

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from margin.ledger.row import LedgerRow
 from margin.ledger.spill import SpillFile
+from margin.storage.ledger_row import LedgerRow
 from margin.storage.protocols import LedgerStore, StorageError
 
 log = logging.getLogger("margin.ledger")

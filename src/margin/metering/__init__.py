@@ -21,7 +21,6 @@ from margin.metering.catalog import (
 from margin.metering.estimate import estimate_message_tokens, estimate_text_tokens, estimate_tokens
 from margin.metering.price_model import BucketPrices, LongContextTier, ModelPrice
 from margin.metering.pricing import (
-    Cost,
     amortized_price_per_million,
     price_gpu_time,
     price_usage,
@@ -55,6 +54,7 @@ from margin.metering.usage_anthropic import (
     anthropic_stream_usage,
     anthropic_usage,
 )
+from margin.types import Cost
 
 __all__ = [
     "DEFAULT_UNKNOWN_PRICE_POLICY",

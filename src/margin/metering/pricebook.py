@@ -13,9 +13,9 @@ from decimal import Decimal
 from margin.config.model import DeploymentConfig, GpuHourPrice
 from margin.metering.catalog import PriceCatalog
 from margin.metering.price_model import BucketPrices, ModelPrice
-from margin.metering.pricing import Cost, price_gpu_time, price_usage
+from margin.metering.pricing import price_gpu_time, price_usage
 from margin.metering.unknown import PriceUnknown, UnknownPricePolicy, cost_for_unknown_price
-from margin.types import Usage
+from margin.types import Cost, Usage
 
 _PROVIDER_HINT = {"openai_compat": None, "anthropic": "anthropic", "local": "self-hosted", "fake": None}
 

@@ -8,87 +8,16 @@ hour, which is rounded half-even to 1e-12 USD (a millionth of a micro-dollar) an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, getcontext, localcontext
-from typing import Literal, TypedDict
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from typing import TypedDict
 
 from margin.metering._numbers import parse_usd, plain
 from margin.metering.price_model import BucketPrices, ModelPrice
-from margin.types import Money, Usage
+from margin.types import MONEY_PRECISION, Cost, Usage
 
-PriceBasis = Literal["catalog", "unknown", "declared_zero", "gpu_time"]
-PRECISION = 60
 GPU_TIME_QUANTUM = Decimal("1e-12")
 _ZERO = Decimal(0)
 _SECONDS_PER_HOUR = Decimal(3600)
-BUCKETS = (
-    "input_uncached",
-    "input_cache_read",
-    "input_cache_write",
-    "output",
-    "output_reasoning",
-    "input_audio",
-    "output_audio",
-    "input_image",
-    "gpu_time",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """The exact cost of one upstream attempt, per bucket, in USD.
-
-    `basis` says where the figure comes from: a catalog (or override) price, an unknown price
-    (amount 0 but flagged, never a silent zero), a price the operator declared to be zero, or
-    GPU time. `price_version` is recorded with the ledger row so costs can be recomputed.
-    """
-
-    input_uncached: Decimal = _ZERO
-    input_cache_read: Decimal = _ZERO
-    input_cache_write: Decimal = _ZERO
-    output: Decimal = _ZERO
-    output_reasoning: Decimal = _ZERO
-    input_audio: Decimal = _ZERO
-    output_audio: Decimal = _ZERO
-    input_image: Decimal = _ZERO
-    gpu_time: Decimal = _ZERO
-    price_version: str = ""
-    model: str = ""
-    basis: PriceBasis = "catalog"
-    long_context: bool = False  # the whole request was priced at a long-context tier
-    batch: bool = False  # a batch discount was applied
-    estimated_usage: bool = False  # the usage was estimated by margin, not reported upstream
-    assumed_modality_price: bool = False  # audio/image tokens priced at the text rate
-    total: Money = field(init=False)
-
-    def __post_init__(self) -> None:
-        if getcontext().prec >= PRECISION:  # already exact (price_usage builds Costs in its context)
-            amount = self._sum()
-        else:
-            with localcontext(prec=PRECISION):
-                amount = self._sum()
-        object.__setattr__(self, "total", Money(amount))
-
-    def _sum(self) -> Decimal:
-        return (
-            self.input_uncached
-            + self.input_cache_read
-            + self.input_cache_write
-            + self.output
-            + self.output_reasoning
-            + self.input_audio
-            + self.output_audio
-            + self.input_image
-            + self.gpu_time
-        )
-
-    @property
-    def price_unknown(self) -> bool:
-        return self.basis == "unknown"
-
-    def buckets(self) -> dict[str, Decimal]:
-        """Per-bucket amounts, for ledger rows."""
-        return {name: getattr(self, name) for name in BUCKETS}
 
 
 def _amount(tokens: int, usd_per_million: Decimal) -> Decimal:
@@ -167,7 +96,7 @@ def price_usage(
     tier = price.tier_for(usage.input_total)
     prices = tier.prices if tier is not None else price.prices
     factor = price.batch_multiplier if batch else None
-    with localcontext(prec=PRECISION):
+    with localcontext(prec=MONEY_PRECISION):
         amounts = _bucket_amounts(usage, prices, cache_write_1h_tokens)
         if factor is not None:
             amounts = _scaled(amounts, factor)
@@ -199,7 +128,7 @@ def price_gpu_time(
         raise ValueError(f"gpus must be a positive integer, got {gpus!r}")
     seconds = parse_usd(gpu_seconds, what="gpu_seconds")
     hourly = parse_usd(usd_per_gpu_hour, what="usd_per_gpu_hour")
-    with localcontext(prec=PRECISION):
+    with localcontext(prec=MONEY_PRECISION):
         amount = (seconds * gpus * hourly / _SECONDS_PER_HOUR).quantize(GPU_TIME_QUANTUM, ROUND_HALF_EVEN)
     version = price_version or f"gpu-time:{plain(hourly)}/gpu-hour"
     return Cost(gpu_time=amount, price_version=version, model=model, basis="gpu_time")
@@ -220,7 +149,7 @@ def amortized_price_per_million(
     throughput = parse_usd(tokens_per_second, what="tokens_per_second")
     if throughput == 0:
         raise ValueError("tokens_per_second must be greater than zero")
-    with localcontext(prec=PRECISION):
+    with localcontext(prec=MONEY_PRECISION):
         per_million = hourly * gpus * Decimal(10**6) / (throughput * _SECONDS_PER_HOUR)
         return per_million.quantize(GPU_TIME_QUANTUM, ROUND_HALF_EVEN).normalize()
 

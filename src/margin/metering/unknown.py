@@ -15,8 +15,8 @@ from enum import StrEnum
 
 from margin.errors import MarginError
 from margin.metering.catalog import PriceCatalog
-from margin.metering.pricing import Cost, price_usage
-from margin.types import Usage
+from margin.metering.pricing import price_usage
+from margin.types import Cost, Usage
 
 logger = logging.getLogger("margin.metering")
 

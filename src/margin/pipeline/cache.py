@@ -38,6 +38,7 @@ from margin.caching.backends import open_backend
 from margin.caching.coalesce import Coalescer, Flight, FlightCrashed
 from margin.caching.directives import CacheDirectives
 from margin.caching.entry import CachedAnswer, CacheEntry, CacheStats, Invalidation, VectorRecord
+from margin.caching.group_settings import RoutePolicy, policy_for
 from margin.caching.keys import (
     ExactKey,
     exact_key,
@@ -48,7 +49,6 @@ from margin.caching.keys import (
     semantic_partition,
     tenant_of,
 )
-from margin.caching.group_settings import RoutePolicy, policy_for
 from margin.caching.replay import StreamAssembler, is_storable, replay_chunks
 from margin.caching.semantic.batcher import EmbeddingFailed, MicroBatcher
 from margin.caching.semantic.engine import SemanticEngine
@@ -63,9 +63,9 @@ from margin.embedding import (
     MiniLMEmbedder,
     minilm_available,
 )
-from margin.ledger.row import LedgerRow
 from margin.metering.pricebook import PriceBook
 from margin.pipeline.context import RequestContext
+from margin.storage.ledger_row import LedgerRow
 from margin.types import ChatRequest, ChatResult, Chunk, Usage
 
 __all__ = ["CacheHit", "CacheMiss", "CacheStage"]

@@ -18,11 +18,11 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from margin import errors
 from margin.pipeline import legacy
+from margin.pipeline.call_run import Run
 from margin.pipeline.call_stream import CallStream, prompt_estimate
 from margin.pipeline.context import RequestContext
 from margin.pipeline.meter import TokenCounter, estimate_text_tokens
@@ -31,26 +31,12 @@ from margin.resilience.backoff import retry_delay
 from margin.resilience.chain import Chain
 from margin.resilience.circuit import Admission, Outcome
 from margin.resilience.deadline import Deadline, RetryBudget, deadline_error
-from margin.resilience.error_actions import TRIPS_CIRCUIT, ErrorPolicy, error_class
+from margin.resilience.error_actions import TRIPS_CIRCUIT, error_class
 from margin.resilience.state import Resilience
 from margin.types import Attempt, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult
 
 T = TypeVar("T")
 Call = Callable[[str], Coroutine[Any, Any, T]]  # deployment name -> its answer
-
-
-@dataclass(slots=True)
-class Run:
-    """One request's failover state, shared by all its attempts (stream continuations included)."""
-
-    deadline: Deadline
-    budget: RetryBudget
-    chain: Chain
-    policy: ErrorPolicy
-    group: str
-    route: tuple[str, ...]
-    skipped: list[str] = field(default_factory=list)  # "deployment: why", for the exhausted error
-    first_failure: str | None = None  # error class of the first failed attempt (or why it was skipped)
 
 
 class _NextDeployment(Exception):

@@ -17,29 +17,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from margin import errors
+from margin.pipeline.call_run import Run
+from margin.pipeline.context import RequestContext
 from margin.pipeline.meter import TokenCounter, prompt_text
+from margin.providers.base import Provider
 from margin.resilience.deadline import deadline_error
 from margin.resilience.error_actions import error_class
+from margin.resilience.state import Resilience
 from margin.types import JSON, Attempt, AttemptStatus, ChatRequest, Chunk, Usage
-
-if TYPE_CHECKING:
-    from margin.pipeline.call import Caller, Run
-    from margin.pipeline.context import RequestContext
 
 # Delta fields a prefill continuation cannot reproduce: once one was sent, the answer is not plain text.
 _NOT_TEXT = ("tool_calls", "function_call", "refusal", "reasoning_content", "reasoning", "audio")
 _END = object()
 
 
+class StreamCaller(Protocol):
+    """What a stream needs from the caller that opened it (`margin.pipeline.call.Caller`): end or fail
+    an attempt, judge a deployment's failure, and open the stream again further along the route."""
+
+    @property
+    def providers(self) -> Mapping[str, Provider]: ...
+
+    @property
+    def resilience(self) -> Resilience: ...
+
+    def end(self, ctx: RequestContext, attempt: Attempt) -> None: ...
+
+    def fail(self, ctx: RequestContext, attempt: Attempt, error: errors.MarginError) -> None: ...
+
+    async def judge(self, name: str, error: errors.MarginError, *, probe: bool) -> None: ...
+
+    def counter(self, name: str) -> TokenCounter: ...
+
+    async def open_on(
+        self, ctx: RequestContext, run: Run, names: tuple[str, ...], request: ChatRequest
+    ) -> tuple[Chunk, Attempt, AsyncIterator[Chunk]]: ...
+
+
 class CallStream:
     def __init__(
         self,
-        caller: Caller,
+        caller: StreamCaller,
         ctx: RequestContext,
         run: Run,
         request: ChatRequest,

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 
 from margin import errors
 from margin.config.routing import CascadeConfig, VerifierConfig
-from margin.metering.pricing import Cost
 from margin.pipeline.call import Caller
 from margin.pipeline.call_stream import CallStream
 from margin.pipeline.context import RequestContext
@@ -32,7 +31,7 @@ from margin.routing.policies.checks import (
     verifier_prompt,
     verifier_verdict,
 )
-from margin.types import AttemptStatus, ChatRequest, ChatResult, Chunk, RouteDecision, TierStep, Usage
+from margin.types import AttemptStatus, ChatRequest, ChatResult, Chunk, Cost, RouteDecision, TierStep, Usage
 
 Record = Callable[[RequestContext, str, Usage | None], None]
 

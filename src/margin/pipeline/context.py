@@ -6,10 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from margin.ledger.row import LedgerRow
-from margin.metering.pricing import Cost
 from margin.routing.policies.outcome import RouteOutcome
-from margin.types import Attempt, Principal, RouteDecision, Usage
+from margin.storage.ledger_row import LedgerRow
+from margin.types import Attempt, Cost, Principal, RouteDecision, Usage
 
 Endpoint = Literal["chat", "completions", "embeddings", "messages"]
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TypedDict
 
-from margin.ledger.row import LedgerRow
-from margin.metering.pricing import Cost
 from margin.pipeline.context import RequestContext
 from margin.pipeline.route_labels import row_extra, row_savings
-from margin.types import Attempt, Usage
+from margin.storage.ledger_row import LedgerRow
+from margin.types import Attempt, Cost, Usage
 
 
 def rows_for(ctx: RequestContext) -> list[LedgerRow]:

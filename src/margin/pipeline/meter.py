@@ -8,10 +8,9 @@ import math
 from collections.abc import Callable, Mapping
 
 from margin.metering.pricebook import PriceBook
-from margin.metering.pricing import BUCKETS, Cost
 from margin.pipeline.context import RequestContext
 from margin.providers.base import Provider
-from margin.types import JSON, ChatRequest, Chunk, Usage
+from margin.types import COST_BUCKETS, JSON, ChatRequest, Chunk, Cost, Usage
 
 TokenCounter = Callable[[str], int]
 
@@ -107,7 +106,7 @@ class Meter:
 
 def _add(a: Cost, b: Cost) -> Cost:
     return Cost(
-        **{bucket: getattr(a, bucket) + getattr(b, bucket) for bucket in BUCKETS},
+        **{bucket: getattr(a, bucket) + getattr(b, bucket) for bucket in COST_BUCKETS},
         price_version=a.price_version if a.price_version == b.price_version else "mixed",
         model=b.model,
         basis=b.basis if a.basis == b.basis else "catalog",

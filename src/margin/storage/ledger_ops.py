@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from margin.ledger.row import COST_COLUMNS, USAGE_COLUMNS
+from margin.storage.ledger_row import COST_COLUMNS, USAGE_COLUMNS
 from margin.storage.ledger_schema import quantize_money
 from margin.storage.protocols import AuditEntry, CostChange, ReportRow
 from margin.storage.rollups import (

@@ -13,7 +13,7 @@ from dataclasses import fields
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
-from margin.ledger.row import COST_COLUMNS, LedgerRow
+from margin.storage.ledger_row import COST_COLUMNS, LedgerRow
 
 MONEY_QUANTUM = Decimal("1e-12")
 MONEY_COLUMNS = (*COST_COLUMNS, "cost_total", "saved_cost", "routing_savings")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from margin.ledger.row import COST_COLUMNS
+from margin.storage.ledger_row import COST_COLUMNS
 from margin.storage.ledger_schema import (
     ATTEMPTS_TABLE,
     AUDIT_TABLE,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
-from margin.ledger.row import LedgerRow
+from margin.storage.ledger_row import LedgerRow
 
 GroupBy = Literal["key", "team", "tag", "model", "tier", "deployment"]
 GROUP_BY_CHOICES: tuple[GroupBy, ...] = ("key", "team", "tag", "model", "tier", "deployment")

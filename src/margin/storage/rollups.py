@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from margin.ledger.row import USAGE_COLUMNS, LedgerRow
+from margin.storage.ledger_row import USAGE_COLUMNS, LedgerRow
 from margin.storage.protocols import GROUP_BY_CHOICES, GroupBy
 
 MINUTE, HOUR, DAY = 60, 3600, 86400

@@ -19,12 +19,12 @@ from tests.support.postgres import PostgresServer, postgres_server
 from margin.config.model import DeploymentConfig
 from margin.ledger.report import build_spend_report
 from margin.ledger.reprice import reprice_ledger
-from margin.ledger.row import LedgerRow
 from margin.metering.catalog import load_builtin_catalog
 from margin.metering.pricebook import PriceBook
 from margin.metering.pricing import price_usage
 from margin.metering.unknown import UnknownPricePolicy
 from margin.storage import GROUP_BY_CHOICES, GroupBy, LedgerStore, ReportRow, open_ledger_store
+from margin.storage.ledger_row import LedgerRow
 from margin.storage.rollups import latency_bin
 from margin.types import Usage
 

@@ -18,7 +18,6 @@ from margin.caching.semantic.batcher import MicroBatcher
 from margin.caching.semantic.engine import SemanticEngine
 from margin.config.model import CacheConfig, DeploymentConfig
 from margin.embedding import Embedder, MiniLMEmbedder, minilm_available
-from margin.ledger.row import LedgerRow
 from margin.metering.catalog import load_catalog
 from margin.metering.pricebook import PriceBook
 from margin.metering.unknown import UnknownPricePolicy
@@ -26,6 +25,7 @@ from margin.metering.usage import openai_usage
 from margin.pipeline.cache import CacheHit, CacheStage
 from margin.pipeline.context import RequestContext
 from margin.providers.fake import engine
+from margin.storage.ledger_row import LedgerRow
 from margin.types import ChatRequest, ChatResult, Chunk, Principal, RouteDecision
 
 DEPLOYMENT = DeploymentConfig(name="primary", provider="fake", model="big", price={"input": "1", "output": "2"})

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from margin.ledger.row import LedgerRow
 from margin.storage import AuditEntry, CostChange, GroupBy, LedgerStore, ReportRow, StorageError
+from margin.storage.ledger_row import LedgerRow
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:

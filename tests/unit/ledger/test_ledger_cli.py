@@ -13,8 +13,8 @@ from tests.support.ledger_rows import make_row
 
 from margin.cli.report import report
 from margin.cli.reprice import reprice
-from margin.ledger.row import LedgerRow
 from margin.storage import AuditEntry, open_ledger_store
+from margin.storage.ledger_row import LedgerRow
 
 CONFIG = """
 data_dir: {data_dir}

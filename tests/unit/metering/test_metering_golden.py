@@ -23,8 +23,7 @@ from margin.metering import (
     load_builtin_catalog,
     usage_from_payload,
 )
-from margin.metering.pricing import BUCKETS
-from margin.types import Usage
+from margin.types import COST_BUCKETS, Usage
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
@@ -83,7 +82,7 @@ def test_golden_payload_is_priced_exactly(path: Path, builtin: PriceCatalog) -> 
 
     expected = fixture["expected_cost"]
     assert cost.total.usd == Decimal(expected["total"])
-    assert cost.buckets() == {name: Decimal(expected["buckets"].get(name, "0")) for name in BUCKETS}
+    assert cost.buckets() == {name: Decimal(expected["buckets"].get(name, "0")) for name in COST_BUCKETS}
     assert cost.long_context is expected.get("long_context", False)
     assert cost.batch is expected.get("batch", False)
     assert cost.basis == "catalog"

@@ -68,7 +68,7 @@ async def test_report_by_tier_shows_spend_and_the_all_premium_counterfactual(tmp
 
 
 def test_routing_savings_survive_the_spill_file_exactly(tmp_path: Path) -> None:
-    from margin.ledger.row import LedgerRow
+    from margin.storage.ledger_row import LedgerRow
 
     row = LedgerRow(
         attempt_id="r:0", request_id="r", attempt_index=0, ts=time.time(), endpoint="chat", key_id="k", org="o",

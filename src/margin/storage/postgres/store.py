@@ -16,7 +16,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
-from margin.ledger.row import USAGE_COLUMNS, LedgerRow
 from margin.storage.ledger_ops import (
     audit_from_values,
     audit_params,
@@ -27,6 +26,7 @@ from margin.storage.ledger_ops import (
     rollup_params,
     segment_params,
 )
+from margin.storage.ledger_row import USAGE_COLUMNS, LedgerRow
 from margin.storage.ledger_schema import (
     COLUMN_KINDS,
     COLUMN_NAMES,

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from margin.ledger.row import LedgerRow
 from margin.storage.ledger_ops import (
     audit_from_values,
     audit_params,
@@ -26,6 +25,7 @@ from margin.storage.ledger_ops import (
     rollup_params,
     segment_params,
 )
+from margin.storage.ledger_row import LedgerRow
 from margin.storage.ledger_schema import HISTOGRAM_TABLE, ROLLUP_TABLE, money_text, row_from_values, row_values
 from margin.storage.ledger_sql import LedgerSql
 from margin.storage.protocols import AuditEntry, CostChange, GroupBy, ReportRow, StorageError
