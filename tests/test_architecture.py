@@ -53,6 +53,20 @@ def test_only_its_layer_imports(library: str, allowed: tuple[str, ...]) -> None:
     assert offenders(library, allowed) == []
 
 
+def test_redis_is_reached_outside_storage_only_through_its_client_factory() -> None:
+    """The Redis response cache lives with the other cache backends (caching/backends/redis.py), not
+    in storage/redis/; it gets its client from storage/redis/client.py, so timeouts and the no-retry
+    rule stay in one place, and it never imports the driver itself (the rule above)."""
+    reach = {
+        name: sorted(i for i in found if i.startswith("margin.storage.redis"))
+        for name, found in modules()
+        if not name.startswith("storage/")
+    }
+    assert {name: found for name, found in reach.items() if found} == {
+        "caching/backends/redis.py": ["margin.storage.redis.client"]
+    }
+
+
 def test_planner_never_imports_the_request_path() -> None:
     bad = [
         name

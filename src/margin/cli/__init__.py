@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "reprice": "margin.cli.reprice:reprice",
     "cache": "margin.cli.cache:cache",
     "keys": "margin.cli.keys:keys",
+    "migrate": "margin.cli.migrate:migrate",
 }
 
 

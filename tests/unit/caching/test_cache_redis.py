@@ -9,8 +9,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from tests.support.cache_entries import Clock, entry
 from tests.support.redis import RedisServer, redis_server
-from tests.unit.caching.test_cache_backends import Clock, entry
 
 from margin.caching.backend import CacheBackend, CacheBackendError
 from margin.caching.entry import Invalidation, VectorRecord
@@ -19,7 +19,7 @@ from margin.caching.semantic.engine import SemanticEngine, SemanticPolicy
 from margin.embedding import HashingEmbedder
 
 pytest.importorskip("redis")
-from margin.storage.redis.cache import RedisCacheBackend, index_sets
+from margin.caching.backends.redis import RedisCacheBackend, index_sets
 
 Replica = Callable[..., RedisCacheBackend]
 

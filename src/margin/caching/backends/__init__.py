@@ -1,5 +1,7 @@
-"""Response-cache backends behind one protocol (`margin.caching.backend.CacheBackend`), and the one
-place that picks one from the configuration (the gateway and `margin cache` share it)."""
+"""Every response-cache backend, behind one protocol (`margin.caching.backend.CacheBackend`):
+`memory`, `sqlite` (tables from `margin.storage.migrations.SQLITE_CACHE`) and `redis` (shared by
+replicas; it reaches the driver through `margin.storage.redis.client`). Also the one place that picks
+one from the configuration (the gateway, `margin cache` and `margin migrate` share it)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ from margin.config.model import CacheConfig
 from margin.errors import ConfigError
 
 
+def sqlite_cache_file(config: CacheConfig, data_dir: Path) -> Path:
+    """The file of the sqlite backend: `cache.path` with `{data_dir}` expanded."""
+    return Path(config.path.format(data_dir=data_dir))
+
+
 def open_backend(
     config: CacheConfig, *, data_dir: Path, redis: RedisConfig | None, clock: Callable[[], float] = time.time
 ) -> CacheBackend:
@@ -23,11 +30,11 @@ def open_backend(
     if config.backend == "memory":
         return MemoryCacheBackend(clock=clock, **limits)
     if config.backend == "sqlite":
-        return SqliteCacheBackend(Path(config.path.format(data_dir=data_dir)), clock=clock, **limits)
+        return SqliteCacheBackend(sqlite_cache_file(config, data_dir), clock=clock, **limits)
     if redis is None:  # the config model refuses this; kept for callers that build configs by hand
         raise ConfigError("cache.backend: redis needs a `redis:` section")
     try:
-        from margin.storage.redis.cache import RedisCacheBackend
+        from margin.caching.backends.redis import RedisCacheBackend
     except ImportError as error:
         hint = "pip install 'margin[redis]'"
         raise ConfigError(f"cache.backend: redis, but its driver is missing ({error.name}): {hint}") from None

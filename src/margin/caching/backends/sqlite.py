@@ -1,5 +1,6 @@
 """The SQLite backend: stdlib sqlite3 on one dedicated thread (the event loop never touches disk),
-WAL, with LRU by a `last_used` column and vectors in a child table that dies with its entry.
+WAL, with LRU by a `last_used` column and vectors in a child table that dies with its entry. Its
+tables come from the named cache migrations (`margin.storage.migrations.SQLITE_CACHE`).
 
 Entry and byte counts are kept in memory and re-read from the file every `recount_every` writes,
 so a second process writing the same file is absorbed without a COUNT(*) per request. A hit is a
@@ -22,28 +23,11 @@ import orjson
 
 from margin.caching.backend import CacheBackendError
 from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorChanges, VectorRecord
-from margin.storage.sqlite.transactions import transaction
+from margin.storage.migrations import SQLITE_CACHE
+from margin.storage.sqlite.transactions import apply_migrations, transaction
 
 MEMORY = ":memory:"
 T = TypeVar("T")
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS cache_entries (
-        key TEXT PRIMARY KEY, tenant TEXT NOT NULL, model TEXT NOT NULL, tags TEXT NOT NULL,
-        created_at REAL NOT NULL, expires_at REAL NOT NULL, last_used REAL NOT NULL,
-        size INTEGER NOT NULL, payload BLOB NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS cache_entries_lru ON cache_entries(last_used)",
-    "CREATE INDEX IF NOT EXISTS cache_entries_expiry ON cache_entries(expires_at)",
-    "CREATE INDEX IF NOT EXISTS cache_entries_tenant ON cache_entries(tenant)",
-    "CREATE INDEX IF NOT EXISTS cache_entries_model ON cache_entries(model)",
-    """CREATE TABLE IF NOT EXISTS cache_vectors (
-        key TEXT PRIMARY KEY REFERENCES cache_entries(key) ON DELETE CASCADE,
-        partition TEXT NOT NULL, text TEXT NOT NULL, vector BLOB NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS cache_vectors_partition ON cache_vectors(partition)",
-    """CREATE TABLE IF NOT EXISTS cache_tags (
-        tag TEXT NOT NULL, key TEXT NOT NULL REFERENCES cache_entries(key) ON DELETE CASCADE,
-        PRIMARY KEY (tag, key))""",
-    "CREATE INDEX IF NOT EXISTS cache_tags_key ON cache_tags(key)",
-)
 _ENTRY_COLUMNS = "key, tenant, model, tags, created_at, expires_at, payload"
 _EVICT_CHUNK = 256
 _ID_CHUNK = 500  # under SQLite's bound-parameter limit
@@ -91,8 +75,11 @@ class SqliteCacheBackend:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            try:
+                apply_migrations(conn, SQLITE_CACHE)  # storage/sqlite/migrations/cache/
+            except sqlite3.Error:
+                conn.close()  # the next call opens (and migrates) afresh
+                raise
             self._conn = conn
             self._recount(conn)
         return self._conn

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import psycopg
 from psycopg.rows import TupleRow
 
-from margin.storage.migrations import SCHEMA_MIGRATIONS_TABLE, migrations_of
+from margin.storage.migrations import POSTGRES_DATABASE
 from margin.storage.protocols import StorageError
 
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -56,24 +56,35 @@ class PgSession:
                 raise
 
     async def migrate(self) -> list[str]:
+        """Apply the pending PostgreSQL migrations in order; returns the names it applied."""
+        schema = POSTGRES_DATABASE
         applied: list[str] = []
         async with self.session() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {SCHEMA_MIGRATIONS_TABLE} "
+                f"CREATE TABLE IF NOT EXISTS {schema.table} "
                 "(name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
             )
-            cursor = await conn.execute(f"SELECT name FROM {SCHEMA_MIGRATIONS_TABLE}")
+            cursor = await conn.execute(f"SELECT name FROM {schema.table}")
             done = {name for (name,) in await cursor.fetchall()}
-            for migration in migrations_of("margin.storage.postgres"):
+            for migration in schema.migrations():
                 if migration.name in done:
                     continue
                 await conn.execute(migration.sql.encode())  # no parameters: several statements allowed
-                await conn.execute(
-                    f"INSERT INTO {SCHEMA_MIGRATIONS_TABLE} VALUES (%s, %s)", (migration.name, time.time())
-                )
+                await conn.execute(f"INSERT INTO {schema.table} VALUES (%s, %s)", (migration.name, time.time()))
                 applied.append(migration.name)
         return applied
+
+    async def applied_migrations(self) -> dict[str, float]:
+        """Name -> when it was applied, read only (a database never migrated has none)."""
+        table = POSTGRES_DATABASE.table
+        async with self.session() as conn:
+            cursor = await conn.execute("SELECT to_regclass(%s)", (table,))
+            row = await cursor.fetchone()
+            if row is None or row[0] is None:
+                return {}
+            cursor = await conn.execute(f"SELECT name, applied_at FROM {table}")
+            return {str(name): float(at) for name, at in await cursor.fetchall()}
 
     async def health(self) -> bool:
         try:

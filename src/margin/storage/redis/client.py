@@ -9,11 +9,12 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry  # the sync Retry is converted with a warning by redis-py >= 6
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 T = TypeVar("T")
+RedisClient = aioredis.Redis  # for modules outside storage/redis/ that hold a client (the cache backend)
 
 
 def open_client(url: str, *, timeout_s: float, decode_responses: bool = False) -> aioredis.Redis:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from margin.storage.migrations import SCHEMA_MIGRATIONS_TABLE, migrations_of
+from margin.storage.migrations import SQLITE_DATABASE, MigrationSet
 
 
 @contextmanager
@@ -37,20 +37,26 @@ def statements(script: str) -> Iterator[str]:
         raise ValueError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:80]!r}")
 
 
-def apply_migrations(conn: sqlite3.Connection) -> list[str]:
-    """Apply the package's named migrations in order, once each: every SQLite store runs this, so
-    whichever opens the database first brings it up to date."""
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {SCHEMA_MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
+def apply_migrations(conn: sqlite3.Connection, schema: MigrationSet = SQLITE_DATABASE) -> list[str]:
+    """Apply `schema`'s pending migrations in order, once each: every store on a file runs this, so
+    whichever opens the file first brings it up to date. Returns the names it applied."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {schema.table} (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     applied: list[str] = []
     with transaction(conn):
-        done = {name for (name,) in conn.execute(f"SELECT name FROM {SCHEMA_MIGRATIONS_TABLE}")}
-        for migration in migrations_of("margin.storage.sqlite"):
+        done = {name for (name,) in conn.execute(f"SELECT name FROM {schema.table}")}
+        for migration in schema.migrations():
             if migration.name in done:
                 continue
             for statement in statements(migration.sql):
                 conn.execute(statement)
-            conn.execute(f"INSERT INTO {SCHEMA_MIGRATIONS_TABLE} VALUES (?, ?)", (migration.name, time.time()))
+            conn.execute(f"INSERT INTO {schema.table} VALUES (?, ?)", (migration.name, time.time()))
             applied.append(migration.name)
     return applied
+
+
+def applied_migrations(conn: sqlite3.Connection, schema: MigrationSet = SQLITE_DATABASE) -> dict[str, float]:
+    """Name -> when it was applied, read only (a file no runner has touched yet has none)."""
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (schema.table,))
+    if exists.fetchone() is None:
+        return {}
+    return {str(name): float(at) for name, at in conn.execute(f"SELECT name, applied_at FROM {schema.table}")}

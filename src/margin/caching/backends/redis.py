@@ -9,6 +9,9 @@ expiry: a safety net for a cache nobody writes to any more, not the expiry mecha
 Replicas see each other's semantic entries through a per-partition stream of added keys, which each
 replica's index tails (`vector_changes`). Calls that do not answer within `timeout_s` raise
 CacheBackendError, which the cache stage treats as a miss.
+
+Like every Redis user in margin it reaches the driver only through `margin.storage.redis.client`
+(tests/test_architecture.py): this module never imports `redis` itself.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 
 from margin.caching.backend import CacheBackendError
+from margin.caching.backends.redis_scripts import CHANGES, DELETE, GET, INVALIDATE, PUT
 from margin.caching.entry import CacheEntry, CacheStats, Invalidation, VectorChanges, VectorRecord
-from margin.storage.redis.cache_scripts import CHANGES, DELETE, GET, INVALIDATE, PUT
-from margin.storage.redis.client import bounded, open_client
+from margin.storage.redis.client import RedisClient, bounded, open_client
 
 T = TypeVar("T")
 SAFETY_TTL_S = 3600.0
@@ -53,7 +55,7 @@ class RedisCacheBackend:
         self._clock = clock
         # A stream longer than the cache is never needed: a replica that far behind reloads instead.
         self._stream_len = max(1000, max_entries)
-        self.client: aioredis.Redis = open_client(url, timeout_s=timeout_s)
+        self.client: RedisClient = open_client(url, timeout_s=timeout_s)
         self._put = self.client.register_script(PUT)
         self._get = self.client.register_script(GET)
         self._delete = self.client.register_script(DELETE)

@@ -1,55 +1,24 @@
-"""One contract suite for every CacheBackend (memory, SQLite, and Redis against a real redis-server)."""
+"""The CacheBackend contract, one suite run against every response-cache backend: memory, SQLite
+(a temp file) and Redis (a real redis-server from tests/support; skipped locally when missing,
+failing under CI). Backend-specific behaviour (a restart, replicas) is tested after the suite."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.support.cache_entries import Clock, entry
 from tests.support.redis import RedisServer, redis_server
 
-from margin.caching.backend import CacheBackend
+from margin.caching.backend import CacheBackend, CacheBackendError
 from margin.caching.backends.memory import MemoryCacheBackend
 from margin.caching.backends.sqlite import SqliteCacheBackend
-from margin.caching.entry import CacheEntry, Invalidation, VectorRecord
+from margin.caching.entry import Invalidation
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def entry(
-    key: str,
-    *,
-    tenant: str = "t1",
-    model: str = "chat@a",
-    ttl: float = 60,
-    tags: tuple[str, ...] = (),
-    payload: bytes = b"answer",
-    partition: str | None = None,
-    created: float = 1000.0,
-) -> CacheEntry:
-    vector = None
-    if partition is not None:
-        v = np.zeros(4, dtype=np.float32)
-        v[len(key) % 4] = 1.0
-        vector = VectorRecord(key, partition, f"question {key}", v)
-    return CacheEntry(
-        key=key,
-        tenant=tenant,
-        model=model,
-        payload=payload,
-        created_at=created,
-        expires_at=created + ttl,
-        tags=tags,
-        vector=vector,
-    )
+Make = Callable[..., CacheBackend]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +28,7 @@ def redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
-async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[object]:
+async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Make]:
     made: list[CacheBackend] = []
     prefix = f"test{uuid.uuid4().hex[:8]}:"  # one Redis for the module; every test its own keyspace
 
@@ -68,7 +37,7 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         if request.param == "sqlite":
             backend = SqliteCacheBackend(tmp_path / f"cache{len(made)}.db", clock=clock, **limits)
         elif request.param == "redis":
-            from margin.storage.redis.cache import RedisCacheBackend
+            from margin.caching.backends.redis import RedisCacheBackend
 
             server: RedisServer = request.getfixturevalue("redis")
             backend = RedisCacheBackend(server.url, prefix=prefix + f"{len(made)}:", clock=clock, **limits)
@@ -82,7 +51,7 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         await backend.close()
 
 
-async def test_put_get_roundtrip(make) -> None:  # type: ignore[no-untyped-def]
+async def test_put_get_roundtrip(make: Make) -> None:
     backend = make(Clock())
     assert await backend.get("k") is None
     assert await backend.put(entry("k", tags=("a", "b"))) == []
@@ -94,7 +63,7 @@ async def test_put_get_roundtrip(make) -> None:  # type: ignore[no-untyped-def]
     assert (await backend.stats()).entries == 1
 
 
-async def test_expired_entries_are_never_returned(make) -> None:  # type: ignore[no-untyped-def]
+async def test_expired_entries_are_never_returned(make: Make) -> None:
     clock = Clock()
     backend = make(clock)
     await backend.put(entry("k", ttl=10, partition="p"))
@@ -105,7 +74,7 @@ async def test_expired_entries_are_never_returned(make) -> None:  # type: ignore
     assert await backend.vectors("p") == []
 
 
-async def test_lru_eviction_by_count_returns_the_evicted_keys(make) -> None:  # type: ignore[no-untyped-def]
+async def test_lru_eviction_by_count_returns_the_evicted_keys(make: Make) -> None:
     clock = Clock()
     backend = make(clock, max_entries=3)
     for key in ("a", "b", "c"):
@@ -118,7 +87,7 @@ async def test_lru_eviction_by_count_returns_the_evicted_keys(make) -> None:  # 
     assert {k for k in "acd" if await backend.get(k) is not None} == set("acd")
 
 
-async def test_lru_eviction_by_bytes(make) -> None:  # type: ignore[no-untyped-def]
+async def test_lru_eviction_by_bytes(make: Make) -> None:
     clock = Clock()
     backend = make(clock, max_bytes=2500)
     for key in ("a", "b", "c"):
@@ -129,7 +98,7 @@ async def test_lru_eviction_by_bytes(make) -> None:  # type: ignore[no-untyped-d
     assert await backend.get("a") is None
 
 
-async def test_invalidation_selectors(make) -> None:  # type: ignore[no-untyped-def]
+async def test_invalidation_selectors(make: Make) -> None:
     backend = make(Clock())
     await backend.put(entry("t1|chat@a|1", tenant="t1", model="chat@a", tags=("team:x",)))
     await backend.put(entry("t1|other@a|2", tenant="t1", model="other@a"))
@@ -146,7 +115,7 @@ async def test_invalidation_selectors(make) -> None:  # type: ignore[no-untyped-
     assert (await backend.stats()).entries == 0
 
 
-async def test_vectors_per_partition_die_with_their_entries(make) -> None:  # type: ignore[no-untyped-def]
+async def test_vectors_per_partition_die_with_their_entries(make: Make) -> None:
     backend = make(Clock())
     await backend.put(entry("a", partition="p1"))
     await backend.put(entry("b", partition="p1"))
@@ -161,6 +130,41 @@ async def test_vectors_per_partition_die_with_their_entries(make) -> None:  # ty
     await backend.put(entry("b"))  # replaced without a vector
     assert await backend.vectors("p1") == []
     assert (await backend.stats()).vectors == 1
+
+
+async def test_delete_counts_only_what_existed(make: Make) -> None:
+    backend = make(Clock())
+    await backend.put(entry("a", tags=("x",)))
+    await backend.put(entry("b"))
+    assert await backend.delete([]) == 0
+    assert await backend.delete(["a", "missing"]) == 1
+    assert await backend.get("a") is None and await backend.get("b") is not None
+    assert await backend.invalidate(Invalidation(tag="x")) == []  # its tag left with it
+    assert (await backend.stats()).entries == 1
+
+
+async def test_stats_count_entries_bytes_vectors_and_models(make: Make) -> None:
+    backend = make(Clock())
+    entries = [
+        entry("a", model="chat@a", payload=b"x" * 100, partition="p"),
+        entry("b", model="chat@a", payload=b"y" * 50),
+        entry("c", model="other", payload=b"z" * 10),
+    ]
+    for item in entries:
+        await backend.put(item)
+    stats = await backend.stats()
+    assert stats.entries == 3 and stats.vectors == 1
+    assert stats.by_model == {"chat@a": 2, "other": 1}
+    assert stats.bytes == sum(item.size for item in entries) > 160
+
+
+async def test_vector_changes_from_the_head_report_nothing_new(make: Make) -> None:
+    """cursor=None asks only for the current position: no records, whatever the backend holds."""
+    backend = make(Clock())
+    await backend.put(entry("a", partition="p"))
+    head = await backend.vector_changes("p", None)
+    assert head.records == [] and not head.reset
+    assert isinstance(head.cursor, str)
 
 
 async def test_sqlite_survives_a_restart(tmp_path: Path) -> None:
@@ -178,8 +182,6 @@ async def test_sqlite_survives_a_restart(tmp_path: Path) -> None:
 
 
 async def test_sqlite_errors_become_backend_errors(tmp_path: Path) -> None:
-    from margin.caching.backend import CacheBackendError
-
     (tmp_path / "dir.db").mkdir()
     backend = SqliteCacheBackend(tmp_path / "dir.db")
     with pytest.raises(CacheBackendError):
@@ -187,6 +189,5 @@ async def test_sqlite_errors_become_backend_errors(tmp_path: Path) -> None:
     await backend.close()
 
 
-def test_backends_meet_the_protocol(tmp_path: Path) -> None:
-    assert isinstance(MemoryCacheBackend(), CacheBackend)
-    assert isinstance(SqliteCacheBackend(tmp_path / "x.db"), CacheBackend)
+async def test_backends_meet_the_protocol(make: Make) -> None:
+    assert isinstance(make(Clock()), CacheBackend)
