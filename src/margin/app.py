@@ -58,7 +58,7 @@ def create_app(
     `counters` the stores, `clock` the wall clock of budget windows (tests inject them); everything
     else is built from `config`."""
     built = {d.name: (providers or {}).get(d.name) or build_provider(d) for d in config.deployments}
-    tiers = {d.name: d.tier for d in config.deployments}
+    cost_ranks = {d.name: d.cost_rank for d in config.deployments}
     data_dir = resolve_data_dir(config)
     metrics = Metrics()
     store = ledger or open_ledger_store(config.database.url, data_dir)
@@ -80,7 +80,7 @@ def create_app(
     pipeline = Pipeline(
         table=table,
         auth=limits.auth,
-        caller=Caller(built, tiers, Resilience.from_config(config, circuits=shared_circuits(config))),
+        caller=Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config))),
         meter=meter,
         recorder=recorder,
         limits=limits.stage,

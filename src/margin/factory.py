@@ -6,17 +6,16 @@ travels in `MARGIN_CONFIG` (unset: the embedded default).
 
 from __future__ import annotations
 
-import os
-
 from starlette.applications import Starlette
 
 from margin.app import create_app
 from margin.config import embedded_default, load_config
+from margin.config.environment import CONFIG_FILE
 from margin.config.model import MarginConfig
 
 
 def config_from_env() -> MarginConfig:
-    path = os.environ.get("MARGIN_CONFIG")
+    path = CONFIG_FILE.read()
     return load_config(path) if path else embedded_default()
 
 

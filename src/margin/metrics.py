@@ -36,7 +36,7 @@ class Metrics:
         self.cost = Counter(
             "margin_cost_micro_usd",
             "Spend in micro-USD (the ledger holds the exact amounts)",
-            ["deployment", "model_group", "tier", "team"],
+            ["deployment", "model_group", "cost_rank", "team"],
             registry=r,
         )
         self.price_unknown = Counter(

@@ -243,7 +243,8 @@ class Principal:
     tags: tuple[str, ...] = ()
     endpoint_class: Literal["interactive", "batch"] = "interactive"
     allowed_models: tuple[str, ...] = ()
-    allowed_tiers: tuple[int, ...] = ()  # empty: every tier (enforced by stage ②, which narrows the route)
+    # Deployment cost_ranks it may use; empty: all (enforced by stage ②, which narrows the route).
+    allowed_cost_ranks: tuple[int, ...] = ()
 
     def may_use(self, model_group: str) -> bool:
         return not self.allowed_models or model_group in self.allowed_models
@@ -291,7 +292,7 @@ class Attempt:
     index: int
     deployment: str
     model: str
-    tier: int | None = None
+    cost_rank: int | None = None  # the deployment's
     status: AttemptStatus = "ok"
     error_class: str | None = None
     usage: Usage | None = None

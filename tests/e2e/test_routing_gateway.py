@@ -1,6 +1,6 @@
 """Tiered routing through a real `margin serve`, the fake upstream and the openai SDK: rules, pins
 and caps, a logprob cascade (plain and streamed), overflow from a tier that is down, the route
-headers, the metrics, and `margin report --by tier` with the all-premium counterfactual."""
+headers, the metrics, and `margin report --by cost_rank` with the all-premium counterfactual."""
 
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ EASY, HARD = "yes it is ok", "incomprehensibilities notwithstanding"
 
 
 def config(upstream: str) -> str:
-    def deployment(name: str, model: str, tier: int, price: str) -> str:
+    def deployment(name: str, model: str, cost_rank: int, price: str) -> str:
         return f"""  - name: {name}
     provider: openai_compat
     model: {model}
     base_url: {upstream}/v1
-    tier: {tier}
+    cost_rank: {cost_rank}
     price: {price}
 """
 
@@ -81,7 +81,8 @@ def test_an_easy_prompt_is_answered_by_the_cheap_tier_after_its_check(client: op
     raw = ask(client, EASY)
     assert raw.headers["x-margin-route"].startswith("cascade;tier=cheap;deployment=cheap")
     assert raw.headers["x-margin-cascade"] == "accepted"
-    assert raw.headers["x-margin-tier"] == "1" and raw.headers["x-margin-deployment"] == "cheap"
+    assert raw.headers["x-margin-cost-rank"] == "1" and raw.headers["x-margin-deployment"] == "cheap"
+    assert raw.headers["x-margin-tier"] == "1"  # the deprecated name of x-margin-cost-rank, one more release
     assert raw.parse().choices[0].logprobs is None  # margin asked for them, the client did not
 
 
@@ -146,10 +147,10 @@ def test_metrics_and_the_report_by_tier(served: tuple[str, Path], client: openai
 
 
 def wait_for_report(tmp: Path, timeout: float = 15.0) -> dict:  # type: ignore[type-arg]
-    """`margin report --by tier --format json` once the ledger writer has caught up."""
+    """`margin report --by cost_rank --format json` once the ledger writer has caught up."""
     deadline = time.monotonic() + timeout
     env = {**os.environ, "MARGIN_DATA_DIR": str(tmp / "data")}
-    command = [sys.executable, "-m", "margin", "report", "--by", "tier", "--format", "json", "--config"]
+    command = [sys.executable, "-m", "margin", "report", "--by", "cost_rank", "--format", "json", "--config"]
     while True:
         out = subprocess.run([*command, str(tmp / "margin.yaml")], env=env, capture_output=True, check=True, text=True)
         report: dict = json.loads(out.stdout)  # type: ignore[type-arg]

@@ -36,7 +36,8 @@ async def deployments(request: Request) -> Response:
                 "name": d.name,
                 "provider": d.provider,
                 "model": d.model,
-                "tier": d.tier,
+                "cost_rank": d.cost_rank,
+                "tier": d.cost_rank,  # deprecated spelling of cost_rank, until the next release
                 "groups": groups.get(d.name, []),
                 "in_flight": caller.in_flight.get(d.name, 0),
                 "max_attempts_per_second": d.max_attempts_per_second,

@@ -41,8 +41,11 @@ def response_headers(ctx: RequestContext, state: GatewayState) -> dict[str, str]
         headers["x-margin-deployment"] = ctx.deployment
     if ctx.decision is not None:
         headers["x-margin-model-group"] = ctx.decision.model_group
-    if ctx.tier is not None:
-        headers["x-margin-tier"] = str(ctx.tier)
+    if ctx.cost_rank is not None:
+        headers["x-margin-cost-rank"] = str(ctx.cost_rank)
+        # Deprecated: the same number under its old name, sent until the next release. Then
+        # x-margin-tier will name the routing tier that answered, as the request header does.
+        headers["x-margin-tier"] = headers["x-margin-cost-rank"]
     if len(ctx.attempts) > 1:
         headers["x-margin-attempts"] = str(len(ctx.attempts))
     if ctx.cost is not None:

@@ -64,7 +64,10 @@ def keys() -> None:
 @click.option("--tag", "tags", multiple=True, help="e.g. feature:search, env:prod (repeatable)")
 @click.option("--class", "endpoint_class", type=click.Choice(["interactive", "batch"]), default="interactive")
 @click.option("--model", "models", multiple=True, help="allowed model group (repeatable; none = all)")
-@click.option("--tier", "tiers", type=int, multiple=True, help="allowed tier (repeatable; none = all)")
+@click.option(
+    "--cost-rank", "cost_ranks", type=int, multiple=True, help="allowed deployment cost_rank (repeatable; none = all)"
+)
+@click.option("--tier", "old_tiers", type=int, multiple=True, hidden=True, help="deprecated: --cost-rank")
 @click.option("--budget-usd", type=Decimal, default=None, help="the key's own money budget")
 @click.option("--budget-tokens", type=int, default=None, help="the key's own token budget")
 @click.option("--window", type=click.Choice(["day", "week", "month", "rolling"]), default="month", show_default=True)
@@ -91,7 +94,7 @@ def create(config_path: Path | None, **options: Any) -> None:
         "tags": list(options["tags"]),
         "endpoint_class": options["endpoint_class"],
         "allowed_models": list(options["models"]),
-        "allowed_tiers": list(options["tiers"]),
+        "allowed_cost_ranks": _cost_ranks(options),
         "budget": budget,
         "requests_per_minute": options["rpm"],
         "tokens_per_minute": options["tpm"],
@@ -103,6 +106,12 @@ def create(config_path: Path | None, **options: Any) -> None:
         raise click.ClickException(str(exc.errors()[0]["msg"])) from None
     record, secret = _run(config_path, lambda service: service.create(spec))
     _echo({"key": secret, **public_view(record)})
+
+
+def _cost_ranks(options: dict[str, Any]) -> list[int]:
+    if options["old_tiers"]:
+        click.echo("warning: --tier is deprecated (accepted until the next release); use --cost-rank", err=True)
+    return [*options["cost_ranks"], *options["old_tiers"]]
 
 
 @keys.command("list")

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from margin.config.environment import ADMIN_KEY
 from margin.errors import ConfigError
 
 
@@ -22,7 +23,7 @@ from margin.errors import ConfigError
 @click.option("--no-health", is_flag=True, help="Do not probe the upstreams.")
 @click.option("--url", default=None, help="A running gateway to ask, e.g. http://127.0.0.1:8080 (shows circuits).")
 @click.option(
-    "--admin-key", envvar="MARGIN_ADMIN_KEY", default=None, help="Admin key for --url (env MARGIN_ADMIN_KEY)."
+    "--admin-key", envvar=ADMIN_KEY.name, default=None, help=f"Admin key for --url (env {ADMIN_KEY.name})."
 )
 def models(config_path: str | None, no_health: bool, url: str | None, admin_key: str | None) -> None:
     """List deployments and their health (or, with --url, a running gateway's circuit states)."""
@@ -57,9 +58,9 @@ def models(config_path: str | None, no_health: bool, url: str | None, admin_key:
         return result
 
     health = asyncio.run(probe())
-    rows: list[tuple[str, ...]] = [("DEPLOYMENT", "PROVIDER", "MODEL", "TIER", "GROUPS", "HEALTH")]
+    rows: list[tuple[str, ...]] = [("DEPLOYMENT", "PROVIDER", "MODEL", "COST-RANK", "GROUPS", "HEALTH")]
     for d in config.deployments:
-        rows.append((d.name, d.provider, d.model, str(d.tier), ",".join(groups.get(d.name, [])), health[d.name]))
+        rows.append((d.name, d.provider, d.model, str(d.cost_rank), ",".join(groups.get(d.name, [])), health[d.name]))
     _echo_rows(rows)
 
 
@@ -74,14 +75,14 @@ def _live_rows(url: str, admin_key: str | None) -> list[tuple[str, ...]]:
         raise click.ClickException(f"{url} answered {exc.code}: {exc.read()[:300].decode(errors='replace')}") from None
     except (urllib.error.URLError, TimeoutError, ValueError) as exc:
         raise click.ClickException(f"could not read {url}/admin/deployments: {exc}") from None
-    rows: list[tuple[str, ...]] = [("DEPLOYMENT", "PROVIDER", "MODEL", "TIER", "GROUPS", "IN-FLIGHT", "CIRCUIT")]
+    rows: list[tuple[str, ...]] = [("DEPLOYMENT", "PROVIDER", "MODEL", "COST-RANK", "GROUPS", "IN-FLIGHT", "CIRCUIT")]
     for d in body.get("data", []):
         rows.append(
             (
                 d["name"],
                 d["provider"],
                 d["model"],
-                str(d["tier"]),
+                str(d.get("cost_rank", d.get("tier"))),  # a gateway before 0.2 says "tier"
                 ",".join(d.get("groups", [])),
                 str(d.get("in_flight", 0)),
                 circuit_text(d.get("circuit") or {}),

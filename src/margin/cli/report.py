@@ -11,10 +11,16 @@ from margin.config import load_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
 from margin.errors import ConfigError
-from margin.ledger.report import DEFAULT_SINCE, build_spend_report, report_window
+from margin.ledger.report import (
+    DEFAULT_SINCE,
+    DEPRECATED_DIMENSIONS,
+    REPORT_BY_CHOICES,
+    build_spend_report,
+    report_window,
+)
 from margin.ledger.report_render import FORMATS, ReportFormat, render
 from margin.storage import open_ledger_store
-from margin.storage.protocols import GROUP_BY_CHOICES, GroupBy, LedgerStore, StorageError
+from margin.storage.protocols import LedgerStore, StorageError
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -40,7 +46,7 @@ def open_configured_store(config: MarginConfig) -> LedgerStore:
         raise click.ClickException(exc.message) from None
 
 
-async def _report_text(store: LedgerStore, since: str, until: str, group_by: GroupBy, fmt: ReportFormat) -> str:
+async def _report_text(store: LedgerStore, since: str, until: str, group_by: str, fmt: ReportFormat) -> str:
     try:
         start, end = report_window(since, until)
         await store.migrate()
@@ -53,11 +59,15 @@ async def _report_text(store: LedgerStore, since: str, until: str, group_by: Gro
 @click.command()
 @click.option("--since", default=DEFAULT_SINCE, show_default=True, help=f"Start of the window: {WHEN_HELP}.")
 @click.option("--until", default="now", show_default=True, help="End of the window (exclusive), same forms.")
-@click.option("--by", "group_by", type=click.Choice(GROUP_BY_CHOICES), default="model", show_default=True)
+@click.option("--by", "group_by", type=click.Choice(REPORT_BY_CHOICES), default="model", show_default=True,
+              help="cost_rank: each deployment's cost_rank (`tier` is its deprecated name).")  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @CONFIG_OPTION
-def report(since: str, until: str, group_by: GroupBy, fmt: ReportFormat, config_path: Path | None) -> None:
+def report(since: str, until: str, group_by: str, fmt: ReportFormat, config_path: Path | None) -> None:
     """Spend, requests, tokens, cost per request, shares, cache savings and latency percentiles."""
+    if group_by in DEPRECATED_DIMENSIONS:
+        new = DEPRECATED_DIMENSIONS[group_by]
+        click.echo(f"warning: --by {group_by} is deprecated (until the next release): use --by {new}", err=True)
     store = open_configured_store(load_margin_config(config_path))
     try:
         click.echo(asyncio.run(_report_text(store, since, until, group_by, fmt)))

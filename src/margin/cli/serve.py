@@ -6,6 +6,7 @@ import os
 
 import click
 
+from margin.config.environment import CONFIG_FILE
 from margin.errors import ConfigError
 
 
@@ -33,7 +34,7 @@ def serve(
     from margin.server.coalescing import CoalescingHttpToolsProtocol
 
     if config_path:
-        os.environ["MARGIN_CONFIG"] = os.path.abspath(config_path)
+        CONFIG_FILE.export(os.path.abspath(config_path))
     try:
         config = config_from_env()  # validate before forking workers, so errors surface once
     except ConfigError as exc:

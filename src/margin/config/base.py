@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from pydantic import BaseModel, ConfigDict, SecretStr
+
+from margin.config.environment import read_reference
 
 
 class Strict(BaseModel):
@@ -19,7 +19,7 @@ class EnvSecret(Strict):
 
     def resolve(self) -> str | None:
         if self.reference is not None:
-            return os.environ.get(self.reference)
+            return read_reference(self.reference)
         return self.value.get_secret_value() if self.value is not None else None
 
     def masked(self) -> str:

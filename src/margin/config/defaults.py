@@ -7,7 +7,6 @@ when their API keys are present in the environment.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -15,13 +14,20 @@ from typing import Any
 
 import platformdirs
 
+from margin.config.environment import (
+    ANTHROPIC_API_KEY,
+    ANTHROPIC_BASE_URL,
+    DATA_DIR,
+    OPENAI_API_KEY,
+    OPENAI_BASE_URL,
+)
 from margin.config.model import MarginConfig
 
 LOCAL_DEPLOYMENT: dict[str, Any] = {
     "name": "local-smollm2",
     "provider": "local",
     "model": "SmolLM2-135M-Instruct",
-    "tier": 1,
+    "cost_rank": 1,
     "context_window": 2048,
     # Your own CPU: declared free so that an unknown price is never what makes it zero.
     "price": {"input": Decimal(0), "output": Decimal(0)},
@@ -44,22 +50,22 @@ LOCAL_EMBEDDING_MODEL: dict[str, Any] = {
 }
 
 OPENAI_DEPLOYMENTS: list[dict[str, Any]] = [
-    {"name": "openai-gpt-4o-mini", "model": "gpt-4o-mini", "tier": 2, "context_window": 128000},
-    {"name": "openai-gpt-4o", "model": "gpt-4o", "tier": 3, "context_window": 128000},
+    {"name": "openai-gpt-4o-mini", "model": "gpt-4o-mini", "cost_rank": 2, "context_window": 128000},
+    {"name": "openai-gpt-4o", "model": "gpt-4o", "cost_rank": 3, "context_window": 128000},
     {
         "name": "openai-text-embedding-3-small",
         "model": "text-embedding-3-small",
-        "tier": 1,
+        "cost_rank": 1,
         "capabilities": {"embeddings": True},
     },
 ]
 
 ANTHROPIC_DEPLOYMENTS: list[dict[str, Any]] = [
-    {"name": "anthropic-claude-haiku-4-5", "model": "claude-haiku-4-5", "tier": 2, "context_window": 200000},
+    {"name": "anthropic-claude-haiku-4-5", "model": "claude-haiku-4-5", "cost_rank": 2, "context_window": 200000},
     {
         "name": "anthropic-claude-sonnet-4-5",
         "model": "claude-sonnet-4-5",
-        "tier": 3,
+        "cost_rank": 3,
         "context_window": 200000,
     },
 ]
@@ -68,14 +74,13 @@ ANTHROPIC_DEPLOYMENTS: list[dict[str, Any]] = [
 def resolve_data_dir(config: MarginConfig | None = None) -> Path:
     if config is not None and config.data_dir:
         return Path(config.data_dir).expanduser()
-    env = os.environ.get("MARGIN_DATA_DIR")
+    env = DATA_DIR.read()
     return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("margin"))
 
 
 def embedded_default(environ: Mapping[str, str] | None = None, *, embeddings: bool | None = None) -> MarginConfig:
-    """`embeddings` serves the local MiniLM embedding model; unset, it is served when the `embed`
-    extra is installed."""
-    env = os.environ if environ is None else environ
+    """`environ` replaces the process environment (tests). `embeddings` serves the local MiniLM
+    embedding model; unset, it is served when the `embed` extra is installed."""
     deployments: list[dict[str, Any]] = [LOCAL_DEPLOYMENT]
     models: list[dict[str, Any]] = [
         {"name": "smollm2", "deployments": ["local-smollm2"], "aliases": ["local", "SmolLM2-135M-Instruct"]}
@@ -87,25 +92,25 @@ def embedded_default(environ: Mapping[str, str] | None = None, *, embeddings: bo
     if embeddings:
         deployments.append(LOCAL_EMBEDDING_DEPLOYMENT)
         models.append(LOCAL_EMBEDDING_MODEL)
-    if env.get("OPENAI_API_KEY"):
+    if OPENAI_API_KEY.read(environ):
         for spec in OPENAI_DEPLOYMENTS:
             deployments.append(
                 {
                     **spec,
                     "provider": "openai_compat",
-                    "base_url": env.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
-                    "api_key": "env:OPENAI_API_KEY",
+                    "base_url": OPENAI_BASE_URL.read(environ) or "https://api.openai.com/v1",
+                    "api_key": f"env:{OPENAI_API_KEY.name}",
                 }
             )
             models.append({"name": spec["model"], "deployments": [spec["name"]]})
-    if env.get("ANTHROPIC_API_KEY"):
+    if ANTHROPIC_API_KEY.read(environ):
         for spec in ANTHROPIC_DEPLOYMENTS:
             deployments.append(
                 {
                     **spec,
                     "provider": "anthropic",
-                    "base_url": env.get("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
-                    "api_key": "env:ANTHROPIC_API_KEY",
+                    "base_url": ANTHROPIC_BASE_URL.read(environ) or "https://api.anthropic.com",
+                    "api_key": f"env:{ANTHROPIC_API_KEY.name}",
                     "capabilities": {"prefill": True},
                 }
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,12 @@ from pydantic import ValidationError
 
 from margin.config.model import MarginConfig
 from margin.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Spellings still accepted for one release: (section, old key, new key). Each load that uses one
+# logs a single warning naming every place, so a config file gets fixed before the old key goes.
+DEPRECATED_KEYS: tuple[tuple[str, str, str], ...] = (("deployments", "tier", "cost_rank"),)
 
 
 def load_config(path: str | Path) -> MarginConfig:
@@ -27,10 +34,33 @@ def parse_config(text: str, *, source: str = "<config>") -> MarginConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
+    _warn_deprecated(data, root, source)
     try:
         return MarginConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, root, source)) from None
+
+
+def deprecated_uses(data: dict[str, Any]) -> list[tuple[list[Any], str]]:
+    """[(location of an old key, its new name)] in a parsed config file."""
+    found = []
+    for section, old, new in DEPRECATED_KEYS:
+        items = data.get(section)
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            if isinstance(item, dict) and old in item:
+                found.append(([section, index, old], new))
+    return found
+
+
+def _warn_deprecated(data: dict[str, Any], root: yaml.Node | None, source: str) -> None:
+    uses = deprecated_uses(data)
+    if not uses:
+        return
+    places = []
+    for loc, new in uses:
+        line = _line_of(root, loc)
+        places.append(f"{source}:{line}: {'.'.join(str(p) for p in loc)} (now {new})")
+    log.warning("deprecated config keys, accepted until the next release: %s", "; ".join(places))
 
 
 def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
@@ -147,7 +147,15 @@ class DeploymentConfig(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     capabilities: Capabilities = Capabilities()
     context_window: int | None = Field(None, ge=1)
-    tier: int = Field(1, ge=0, le=9)
+    cost_rank: int = Field(
+        1,
+        ge=0,
+        le=9,
+        # `tier` is the spelling before 0.2 (deprecated: the loader warns); "tier" now means only the
+        # named tiers of a tiered model group.
+        validation_alias=AliasChoices("cost_rank", "tier"),
+        description="1 = cheapest; labels the ledger, the report and the x-margin-cost-rank header",
+    )
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(100, ge=1)
     price: TokenPrice | None = None
@@ -160,6 +168,13 @@ class DeploymentConfig(Strict):
     max_attempts_per_second: float | None = Field(None, gt=0)
 
     _parse_key = field_validator("api_key", mode="before")(parse_secret)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_cost_rank(cls, data: object) -> object:
+        if isinstance(data, dict) and "cost_rank" in data and "tier" in data:
+            raise ValueError("give cost_rank (tier is its deprecated spelling), not both")
+        return data
 
     @model_validator(mode="after")
     def _provider_settings(self) -> DeploymentConfig:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from margin.config.base import Strict
 
 _NAME = r"^[A-Za-z0-9_.:@/+-]{1,128}$"
+
+log = logging.getLogger(__name__)
 
 
 class KeyBudget(Strict):
@@ -60,7 +63,21 @@ class KeySpec(KeyPolicy):
     tags: list[str] = Field(default_factory=list, description="e.g. feature:search, env:prod")
     endpoint_class: Literal["interactive", "batch"] = "interactive"
     allowed_models: list[str] = Field(default_factory=list, description="model groups; empty = all")
-    allowed_tiers: list[int] = Field(default_factory=list, description="tiers; empty = all")
+    allowed_cost_ranks: list[int] = Field(
+        default_factory=list,
+        # `allowed_tiers` is the spelling before 0.2, accepted (with a logged warning) for one release.
+        validation_alias=AliasChoices("allowed_cost_ranks", "allowed_tiers"),
+        description="deployment cost_ranks it may use; empty = all",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: object) -> object:
+        if isinstance(data, dict) and "allowed_tiers" in data:
+            if "allowed_cost_ranks" in data:
+                raise ValueError("give allowed_cost_ranks (allowed_tiers is its deprecated spelling), not both")
+            log.warning("key spec: allowed_tiers is deprecated (until the next release): use allowed_cost_ranks")
+        return data
 
     def policy(self) -> KeyPolicy:
         return KeyPolicy(

@@ -18,7 +18,7 @@ def principal_of(record: KeyRecord) -> Principal:
         tags=record.tags,
         endpoint_class=cast(Literal["interactive", "batch"], record.endpoint_class),
         allowed_models=record.allowed_models,
-        allowed_tiers=record.allowed_tiers,
+        allowed_cost_ranks=record.allowed_tiers,
     )
 
 
@@ -38,7 +38,8 @@ def public_view(record: KeyRecord) -> dict[str, Any]:
         "tags": list(record.tags),
         "endpoint_class": record.endpoint_class,
         "allowed_models": list(record.allowed_models),
-        "allowed_tiers": list(record.allowed_tiers),
+        "allowed_cost_ranks": list(record.allowed_tiers),
+        "allowed_tiers": list(record.allowed_tiers),  # deprecated spelling, until the next release
         "policy": dict(record.policy),
         "created_at": _iso(record.created_at),
         "rotated_at": _iso(record.rotated_at),

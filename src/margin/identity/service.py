@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from margin.identity.keys import hash_secret, new_key_id, new_secret, public_prefix
 from margin.identity.key_spec import KeyPolicy, KeySpec
+from margin.identity.keys import hash_secret, new_key_id, new_secret, public_prefix
 from margin.storage.protocols import KeyRecord, KeyStore, StorageError
 
 _MAX_CACHED = 100_000
@@ -52,7 +52,7 @@ class KeyService:
             tags=tuple(spec.tags),
             endpoint_class=spec.endpoint_class,
             allowed_models=tuple(spec.allowed_models),
-            allowed_tiers=tuple(spec.allowed_tiers),
+            allowed_tiers=tuple(spec.allowed_cost_ranks),  # the store's column keeps its name
             policy=spec.policy().model_dump(mode="json", exclude_none=True),
             created_at=self.clock(),
         )

@@ -1,6 +1,6 @@
 """Spend reports from the ledger's rollups: `margin report` and `GET /admin/spend` share this.
 
-Per group (key, team, tag, model, tier or deployment) and in total: spend, requests, attempts,
+Per group (key, team, tag, model, cost_rank or deployment) and in total: spend, requests, attempts,
 tokens, cost per 1,000 requests, cost per successful request (the numerator is every attempt's
 cost, failed and retried ones included), share of requests and of spend, cache hits and the cost
 they saved, latency and TTFT p50/p95/p99 (from the rollups' histograms: within 4.5%), and for tiered
@@ -21,12 +21,20 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from margin.storage.ledger_row import USAGE_COLUMNS
-from margin.storage.protocols import GROUP_BY_CHOICES, GroupBy, LedgerStore, ReportRow
+from margin.storage.protocols import GroupBy, LedgerStore, ReportRow
 from margin.storage.rollups import merge_histograms, percentile
 
 RATIO_QUANTUM = Decimal("1e-12")
 DEFAULT_SINCE = "7d"
 TOTAL = "(total)"
+# The report's dimensions as users name them -> the ledger dimension each reads. The ledger's `tier`
+# column holds each deployment's cost_rank; `--by tier` is accepted as the old name until the next
+# release (tier now means only the named tiers of a tiered model group).
+REPORT_DIMENSIONS: dict[str, GroupBy] = {
+    "key": "key", "team": "team", "tag": "tag", "model": "model", "cost_rank": "tier", "deployment": "deployment",
+}  # fmt: skip
+DEPRECATED_DIMENSIONS: dict[str, str] = {"tier": "cost_rank"}
+REPORT_BY_CHOICES: tuple[str, ...] = (*REPORT_DIMENSIONS, *DEPRECATED_DIMENSIONS)
 _INPUT_BUCKETS = ("input_uncached", "input_cache_read", "input_cache_write", "input_audio", "input_image")
 _OUTPUT_BUCKETS = ("output", "output_reasoning", "output_audio")
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
@@ -71,7 +79,7 @@ class SpendLine:
 class SpendReport:
     since: datetime
     until: datetime
-    group_by: GroupBy
+    group_by: str  # the dimension's name, as in REPORT_DIMENSIONS
     lines: list[SpendLine]
     total: SpendLine
 
@@ -163,16 +171,24 @@ def spend_line(row: ReportRow, total: ReportRow) -> SpendLine:
     )
 
 
-async def build_spend_report(store: LedgerStore, *, since: datetime, until: datetime, group_by: GroupBy) -> SpendReport:
+def report_dimension(name: str) -> str:
+    """The current name of report dimension `name` (old names map to new ones); ValueError if unknown."""
+    current = DEPRECATED_DIMENSIONS.get(name, name)
+    if current not in REPORT_DIMENSIONS:
+        raise ValueError(f"cannot group by {name!r}: choose one of {', '.join(REPORT_DIMENSIONS)}")
+    return current
+
+
+async def build_spend_report(store: LedgerStore, *, since: datetime, until: datetime, group_by: str) -> SpendReport:
     """The report for [since, until) (minute resolution), from rollups only."""
-    if group_by not in GROUP_BY_CHOICES:
-        raise ValueError(f"cannot group by {group_by!r}: choose one of {', '.join(GROUP_BY_CHOICES)}")
+    name = report_dimension(group_by)
+    dimension = REPORT_DIMENSIONS[name]
     start, end = since.timestamp(), until.timestamp()
-    rows = await store.spend_report(start, end, group_by)
-    single_valued = rows if group_by != "tag" else await store.spend_report(start, end, "deployment")
+    rows = await store.spend_report(start, end, dimension)
+    single_valued = rows if dimension != "tag" else await store.spend_report(start, end, "deployment")
     total = merge_rows(TOTAL, single_valued)
     lines = sorted((spend_line(row, total) for row in rows), key=lambda line: (-line.spend, line.group))
-    return SpendReport(since, until, group_by, lines, spend_line(total, total))
+    return SpendReport(since, until, name, lines, spend_line(total, total))
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -220,8 +236,8 @@ async def admin_spend(store: LedgerStore, query: Mapping[str, str], *, now: date
     """`GET /admin/spend?since=7d&until=now&by=model`: the report as JSON. Raises ValueError on a bad
     parameter (a 400 for the caller to render)."""
     group_by = query.get("by", "model")
-    if group_by not in GROUP_BY_CHOICES:
-        raise ValueError(f"by: choose one of {', '.join(GROUP_BY_CHOICES)}")
+    if group_by not in REPORT_BY_CHOICES:
+        raise ValueError(f"by: choose one of {', '.join(REPORT_DIMENSIONS)}")
     since, until = report_window(query.get("since"), query.get("until"), now)
     report = await build_spend_report(store, since=since, until=until, group_by=group_by)
     return report_to_json(report)

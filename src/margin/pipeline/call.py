@@ -48,10 +48,10 @@ class _NextDeployment(Exception):
 
 class Caller:
     def __init__(
-        self, providers: Mapping[str, Provider], tiers: Mapping[str, int], resilience: Resilience | None = None
+        self, providers: Mapping[str, Provider], cost_ranks: Mapping[str, int], resilience: Resilience | None = None
     ) -> None:
         self.providers = providers
-        self.tiers = tiers
+        self.cost_ranks = cost_ranks  # deployment -> its cost_rank, for the ledger and headers
         self.resilience = resilience or Resilience.for_deployments(p.deployment for p in providers.values())
         # Requests in flight per deployment: a self-hosted GPU's time is shared by them.
         self.in_flight: dict[str, int] = dict.fromkeys(providers, 0)
@@ -67,7 +67,7 @@ class Caller:
             index=len(ctx.attempts),
             deployment=name,
             model=provider.deployment.model,
-            tier=self.tiers.get(name),
+            cost_rank=self.cost_ranks.get(name),
             started_at=time.perf_counter(),
         )
         ctx.attempts.append(attempt)
@@ -90,7 +90,7 @@ class Caller:
     def _succeed(self, ctx: RequestContext, run: Run, attempt: Attempt, model: str) -> None:
         attempt.model = model
         name = attempt.deployment
-        ctx.deployment, ctx.model, ctx.tier = name, model, self.tiers.get(name)
+        ctx.deployment, ctx.model, ctx.cost_rank = name, model, self.cost_ranks.get(name)
         if run.route and name != run.route[0]:
             # A degraded answer says so: which deployment it replaces, why, and whether it is another model.
             ctx.extra_headers["x-margin-fallback"] = "true"

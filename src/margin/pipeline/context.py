@@ -26,7 +26,7 @@ class RequestContext:
     upstream_seconds: float = 0.0
     deployment: str | None = None
     model: str | None = None
-    tier: int | None = None
+    cost_rank: int | None = None  # the answering deployment's
     extra_headers: dict[str, str] = field(default_factory=dict)
     cost: Cost | None = None
     usage: Usage | None = None  # of the answering attempt

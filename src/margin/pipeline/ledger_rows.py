@@ -39,7 +39,7 @@ def _row(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> LedgerRow:
         endpoint_class=principal.endpoint_class,
         model_group=decision.model_group if decision else "",
         route_policy=decision.policy if decision else "",
-        tier=attempt.tier,
+        tier=attempt.cost_rank,  # the ledger's `tier` column holds the cost_rank
         deployment=attempt.deployment,
         model=attempt.model,
         fallback_index=attempt.index,

@@ -1,7 +1,7 @@
 """Stage ②: budgets and rate limits, between route and call. The one choke point every model-serving
 endpoint passes (tests/unit/budgets/test_choke_point.py enumerates the route table to prove it).
 
-`admit` narrows the route to the key's allowed tiers, works out the worst case the request may use
+`admit` narrows the route to the key's allowed cost ranks, works out the worst case the request may use
 on any deployment the route may try, and reserves it on every limit that applies, atomically; a
 refusal (402/429) is raised here, before any upstream call. `settle` runs wherever the meter
 settles (success, error, end of stream, client gone): it releases the holds and records the actual
@@ -14,8 +14,8 @@ import dataclasses
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from margin.budgets.estimate import Demand, WorstRates, demand_of, max_output_tokens, nano_ceil
 from margin.budgets.admission import Limiter, Ticket
+from margin.budgets.estimate import Demand, WorstRates, demand_of, max_output_tokens, nano_ceil
 from margin.budgets.rules import Rule, key_rules
 from margin.config.model import DeploymentConfig
 from margin.errors import PermissionDenied
@@ -48,7 +48,7 @@ class Limits:
         self._key_rules: dict[str, tuple[object, tuple[Rule, ...]]] = {}
 
     async def admit(self, ctx: RequestContext, request: ChatRequest | EmbeddingRequest) -> None:
-        self._restrict_tiers(ctx)
+        self._restrict_cost_ranks(ctx)
         limiter = self.limiter
         if limiter is None or ctx.decision is None:
             return
@@ -69,20 +69,22 @@ class Limits:
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _restrict_tiers(self, ctx: RequestContext) -> None:
-        tiers = ctx.principal.allowed_tiers
+    def _restrict_cost_ranks(self, ctx: RequestContext) -> None:
+        ranks = ctx.principal.allowed_cost_ranks
         decision = ctx.decision
-        if not tiers or decision is None:
+        if not ranks or decision is None:
             return
-        allowed = tuple(d for d in decision.deployments if self._tier(d) in tiers)
+        allowed = tuple(d for d in decision.deployments if self._cost_rank(d) in ranks)
         if not allowed:
-            raise PermissionDenied(f"This key may not use the tiers serving {decision.model_group!r}.", param="model")
+            raise PermissionDenied(
+                f"This key may not use the cost ranks serving {decision.model_group!r}.", param="model"
+            )
         if allowed != decision.deployments:
             ctx.decision = dataclasses.replace(decision, deployments=allowed)
 
-    def _tier(self, deployment: str) -> int | None:
+    def _cost_rank(self, deployment: str) -> int | None:
         config = self.deployments.get(deployment)
-        return config.tier if config is not None else None
+        return config.cost_rank if config is not None else None
 
     def _rules_of(self, ctx: RequestContext) -> tuple[Rule, ...]:
         if self.keys is None:

@@ -113,8 +113,8 @@ class Recorder:
             return
         if cost.basis == "unknown":
             m.child(m.price_unknown, attempt.deployment).inc()
-        tier = str(attempt.tier) if attempt.tier is not None else "-"
-        m.child(m.cost, attempt.deployment, group, tier, team).inc(cost.total.micro_usd)
+        rank = str(attempt.cost_rank) if attempt.cost_rank is not None else "-"
+        m.child(m.cost, attempt.deployment, group, rank, team).inc(cost.total.micro_usd)
 
 
 _TOKEN_BUCKETS = ("input_uncached", "input_cache_read", "input_cache_write", "output", "output_reasoning")

@@ -21,8 +21,8 @@ def route_headers(ctx: RequestContext) -> dict[str, str]:
         return {}
     outcome = ctx.route_outcome
     if decision.tier is None:
-        tier = "" if ctx.tier is None else f";tier={ctx.tier}"
-        return {"x-margin-route": f"{decision.policy}{tier};deployment={ctx.deployment or '-'}"}
+        rank = "" if ctx.cost_rank is None else f";cost_rank={ctx.cost_rank}"
+        return {"x-margin-route": f"{decision.policy}{rank};deployment={ctx.deployment or '-'}"}
     answered = outcome.answered_tier or decision.tier_of(ctx.deployment) or "-"
     parts = [decision.policy, f"tier={answered}", f"deployment={ctx.deployment or '-'}"]
     if answered != decision.tier:

@@ -1,4 +1,4 @@
-"""Rate limits, concurrency, priority classes, token budgets and model/tier restrictions through the
+"""Rate limits, concurrency, priority classes, token budgets and model/cost-rank restrictions through the
 request path."""
 
 from __future__ import annotations
@@ -86,14 +86,14 @@ async def test_interactive_requests_take_freed_slots_before_batch_ones(tmp_path:
         assert order.index("second") < order.index("batch-1")
 
 
-async def test_model_and_tier_restrictions(tmp_path: Path) -> None:
+async def test_model_and_cost_rank_restrictions(tmp_path: Path) -> None:
     async with serve(tmp_path) as gw:
         only_cheap, _ = await gw.create_key(allowed_models=["cheap"])
-        tier_one, _ = await gw.create_key(allowed_tiers=[1], budget={"limit_usd": "0.03"})
+        rank_one, _ = await gw.create_key(allowed_cost_ranks=[1], budget={"limit_usd": "0.03"})
         assert (await gw.chat(only_cheap, model="chat")).status_code == 403
         assert (await gw.chat(only_cheap, model="cheap")).status_code == 200
-        assert (await gw.chat(tier_one, model="local")).status_code == 403  # tier 0 only
-        # `chat` may fall back to the tier-2 deployment; this key is held to tier 1, so its worst case
+        assert (await gw.chat(rank_one, model="local")).status_code == 403  # cost_rank 0 only
+        # `chat` may fall back to the rank-2 deployment; this key is held to cost_rank 1, so its worst case
         # is priced on `small` only ($0.019 with max_tokens 10) and fits its $0.03 budget.
-        response = await gw.chat(tier_one, model="chat", max_tokens=10)
+        response = await gw.chat(rank_one, model="chat", max_tokens=10)
         assert response.status_code == 200 and response.headers["x-margin-deployment"] == "small"

@@ -59,10 +59,14 @@ def test_report_prints_json_csv_and_a_table(tmp_path: Path) -> None:
     _seed(tmp_path, [make_row(1, cost_total=Decimal("0.5")), make_row(2, tier=2, cost_total=Decimal("1.5"))])
     config = str(_config(tmp_path))
     runner = CliRunner()
-    result = runner.invoke(report, ["--by", "tier", "--format", "json", "--since", "1h", "--config", config])
+    result = runner.invoke(report, ["--by", "cost_rank", "--format", "json", "--since", "1h", "--config", config])
     assert result.exit_code == 0, result.output
-    body = json.loads(result.output)
+    body = json.loads(result.stdout)
+    assert body["group_by"] == "cost_rank"
     assert [(g["group"], g["spend_usd"]) for g in body["groups"]] == [("2", "1.5"), ("1", "0.5")]
+    old = runner.invoke(report, ["--by", "tier", "--format", "json", "--since", "1h", "--config", config])
+    assert old.exit_code == 0 and "--by tier is deprecated" in old.stderr  # accepted until the next release
+    assert json.loads(old.stdout)["groups"] == body["groups"]
     assert body["total"]["requests"] == 2
     table = runner.invoke(report, ["--config", config])
     assert table.exit_code == 0 and "gpt-4o-mini" in table.output and "$2.000000" in table.output

@@ -1,0 +1,86 @@
+"""Every environment variable margin reads, declared once.
+
+Code reads the environment only through this module: an `EnvVar` below, or `read_reference` for the
+variable a config file names with `env:VAR`. docs/configuration.md lists exactly these variables,
+and tests/unit/config/test_environment_registry.py fails when the code, this registry and that
+table disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One variable: its name, what happens when it is unset, and what it does."""
+
+    name: str
+    default: str
+    meaning: str
+
+    def read(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The value, or None when unset or empty (an empty variable counts as unset)."""
+        value = (os.environ if environ is None else environ).get(self.name)
+        return value or None
+
+    def export(self, value: str) -> None:
+        """Set it for this process and the processes it starts (uvicorn's workers)."""
+        os.environ[self.name] = value
+
+
+DATA_DIR = EnvVar(
+    "MARGIN_DATA_DIR",
+    "the user data directory (`~/.local/share/margin` on Linux)",
+    "Where margin keeps its state when the config sets no `data_dir`: the SQLite database, the cache, "
+    "the ledger spill file, the user price catalog `prices.yaml`.",
+)
+CONFIG_FILE = EnvVar(
+    "MARGIN_CONFIG",
+    "the embedded default",
+    "The config file `margin serve` and its worker processes load; `margin serve --config FILE` sets it.",
+)
+ADMIN_KEY = EnvVar(
+    "MARGIN_ADMIN_KEY",
+    "none",
+    "The admin key `margin models --url` sends. The gateway reads it only where the config says "
+    "`server.admin_key: env:MARGIN_ADMIN_KEY`.",
+)
+OPENAI_API_KEY = EnvVar(
+    "OPENAI_API_KEY",
+    "none",
+    "Embedded default only: when set, adds the OpenAI deployments (gpt-4o-mini, gpt-4o, text-embedding-3-small).",
+)
+OPENAI_BASE_URL = EnvVar(
+    "OPENAI_BASE_URL",
+    "`https://api.openai.com/v1`",
+    "Embedded default only: the base URL of those OpenAI deployments.",
+)
+ANTHROPIC_API_KEY = EnvVar(
+    "ANTHROPIC_API_KEY",
+    "none",
+    "Embedded default only: when set, adds the Anthropic deployments (claude-haiku-4-5, claude-sonnet-4-5).",
+)
+ANTHROPIC_BASE_URL = EnvVar(
+    "ANTHROPIC_BASE_URL",
+    "`https://api.anthropic.com`",
+    "Embedded default only: the base URL of those Anthropic deployments.",
+)
+
+REGISTRY: tuple[EnvVar, ...] = (
+    DATA_DIR,
+    CONFIG_FILE,
+    ADMIN_KEY,
+    OPENAI_API_KEY,
+    OPENAI_BASE_URL,
+    ANTHROPIC_API_KEY,
+    ANTHROPIC_BASE_URL,
+)
+
+
+def read_reference(name: str) -> str | None:
+    """The variable a config value names as `env:NAME` (an API key, a Redis URL): its name is the
+    user's choice, so it cannot be declared here. None when unset."""
+    return os.environ.get(name)
