@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from margin.api.body import read_json
 from margin.api.openai import new_context, response_headers
-from margin.api.sse import named_events
+from margin.api.sse import EventStreamResponse, named_events
 from margin.api.state import state_of
 from margin.translate import (
     AnthropicStreamEncoder,
@@ -33,4 +33,4 @@ async def messages(request: Request) -> Response:
     encoder = AnthropicStreamEncoder(model=ctx.model or chat.model)
     events = named_events(chunks, encoder.feed_named, encoder.finish_named, named_error_event)
     headers = {**response_headers(ctx, state), "cache-control": "no-cache"}
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return EventStreamResponse(events, chunks, headers=headers)

@@ -6,12 +6,12 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from margin.api.body import read_json, validate
 from margin.api.ids import new_request_id
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
-from margin.api.sse import openai_events
+from margin.api.sse import EventStreamResponse, openai_events
 from margin.api.state import GatewayState, state_of
 from margin.errors import ModelNotFound
 from margin.pipeline.context import Endpoint, RequestContext
@@ -98,9 +98,7 @@ async def _sampling(
             orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx, state)
         )
     chunks = await state.pipeline.stream(ctx, chat)
-    return StreamingResponse(
-        openai_events(chunks), media_type="text/event-stream", headers=_stream_headers(ctx, state)
-    )
+    return EventStreamResponse(openai_events(chunks), chunks, headers=_stream_headers(ctx, state))
 
 
 def _stream_headers(ctx: RequestContext, state: GatewayState) -> dict[str, str]:

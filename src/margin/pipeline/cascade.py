@@ -21,6 +21,7 @@ from margin.config.routing import CascadeConfig, VerifierConfig
 from margin.pipeline.call import Caller
 from margin.pipeline.call_stream import CallStream
 from margin.pipeline.context import RequestContext
+from margin.pipeline.lifecycle import RequestLifecycle
 from margin.pipeline.meter import Meter
 from margin.pipeline.route import Router, route
 from margin.routing.policies.checks import (
@@ -31,14 +32,14 @@ from margin.routing.policies.checks import (
     verifier_prompt,
     verifier_verdict,
 )
-from margin.types import AttemptStatus, ChatRequest, ChatResult, Chunk, Cost, RouteDecision, TierStep, Usage
+from margin.types import AttemptStatus, ChatRequest, ChatResult, Chunk, Cost, RouteDecision, TierStep
 
-Record = Callable[[RequestContext, str, Usage | None], None]
+Lifecycles = Callable[[RequestContext], RequestLifecycle]  # a request's reserve-to-record owner
 
 
 class TierCaller:
-    def __init__(self, router: Router, caller: Caller, meter: Meter, record: Record) -> None:
-        self.router, self.caller, self.meter, self.record = router, caller, meter, record
+    def __init__(self, router: Router, caller: Caller, meter: Meter, lifecycle: Lifecycles) -> None:
+        self.router, self.caller, self.meter, self.lifecycle = router, caller, meter, lifecycle
 
     async def chat(self, ctx: RequestContext, request: ChatRequest) -> ChatResult:
         decision, cascade = self._cascade_of(ctx)
@@ -149,20 +150,16 @@ class TierCaller:
         )
         child = RequestContext(request_id=f"{ctx.request_id}-verify", endpoint=ctx.endpoint, principal=ctx.principal)
         try:
-            child.decision = dataclasses.replace(
-                route(self.router.table, config.model, ctx.principal), policy="cascade-verifier"
-            )
-            reply = await self.caller.chat(child, question)
+            async with self.lifecycle(child) as life:  # a request of its own: metered and recorded once
+                life.counterfactual = Cost()  # all-premium traffic needs no verifier: its whole cost is overhead
+                child.decision = dataclasses.replace(
+                    route(self.router.table, config.model, ctx.principal), policy="cascade-verifier"
+                )
+                reply = await self.caller.chat(child, question)
+                life.usage = self.meter.usage_of(child, question, reply.usage, reply.body)
         except errors.MarginError as error:
-            self._settle_verifier(child, None, type(error).__name__)
             return Verdict(False, f"verifier=error:{type(error).__name__}")
-        self._settle_verifier(child, self.meter.usage_of(child, question, reply.usage, reply.body), "ok")
         return verifier_verdict(reply.body, config.accept)
-
-    def _settle_verifier(self, child: RequestContext, usage: Usage | None, status: str) -> None:
-        self.meter.settle(child, usage)
-        child.counterfactual = Cost()  # all-premium traffic needs no verifier: its whole cost is overhead
-        self.record(child, status, usage)
 
     def _replay(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> tuple[Chunk, CallStream]:
         """The accepted answer as the stream the client asked for, through the usual stream machinery."""
