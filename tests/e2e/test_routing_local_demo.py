@@ -1,7 +1,7 @@
 """The tiered-routing demo of docs/routing.md, end to end: the embedded SmolLM2 tier (in-process
 llama.cpp) plus a fake "premium" API tier, a learned router trained by `margin router train` a
 moment before, rules and a cascade; a mixed workload through `margin serve`; then
-`margin report --by tier` shows the tier shares, the spend and the all-premium counterfactual."""
+`margin report --by cost_rank` shows the tier shares, the spend and the all-premium counterfactual."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ deployments:
   - name: local-smollm2
     provider: local
     model: SmolLM2-135M-Instruct
-    tier: 1
+    cost_rank: 1
     context_window: 2048
     price: {{input: "0.02", output: "0.04"}}
     capabilities: {{tools: false, parallel_tool_calls: false, prefill: true}}
@@ -87,7 +87,7 @@ deployments:
     provider: openai_compat
     model: fake-premium
     base_url: {upstream}/v1
-    tier: 3
+    cost_rank: 3
     price: {{input: "2.50", output: "10.00"}}
 models:
   - name: auto
@@ -139,7 +139,7 @@ def test_mixed_workload_is_routed_and_the_report_shows_the_counterfactual(demo: 
     assert Decimal(total["all_premium_usd"]) > Decimal(total["spend_usd"]) > 0
     shares = {g["group"]: g["request_share"] for g in report["groups"]}
     assert set(shares) == {"1", "3"} and abs(sum(shares.values()) - 1) < 1e-9
-    table = margin("report", "--by", "tier", "--config", str(tmp / "margin.yaml"), env=env_of(tmp))
+    table = margin("report", "--by", "cost_rank", "--config", str(tmp / "margin.yaml"), env=env_of(tmp))
     print("\nroutes:\n" + "\n".join(routes) + f"\n\n{table}")  # the docs' demo output (pytest -s)
     assert "all-premium" in table and "routing saved" in table
 
@@ -152,7 +152,7 @@ def wait_for_report(tmp: Path, requests: int, timeout: float = 15.0) -> dict:  #
     deadline = time.monotonic() + timeout
     while True:
         out = margin(
-            "report", "--by", "tier", "--format", "json", "--config", str(tmp / "margin.yaml"), env=env_of(tmp)
+            "report", "--by", "cost_rank", "--format", "json", "--config", str(tmp / "margin.yaml"), env=env_of(tmp)
         )
         report: dict = json.loads(out)  # type: ignore[type-arg]
         if report["total"]["requests"] >= requests or time.monotonic() > deadline:

@@ -84,3 +84,10 @@ def read_reference(name: str) -> str | None:
     """The variable a config value names as `env:NAME` (an API key, a Redis URL): its name is the
     user's choice, so it cannot be declared here. None when unset."""
     return os.environ.get(name)
+
+
+def markdown_table() -> str:
+    """The table docs/configuration.md carries between its env-table markers (a test compares them)."""
+    lines = ["| variable | unset | what it does |", "| --- | --- | --- |"]
+    lines += [f"| `{var.name}` | {var.default} | {var.meaning} |" for var in REGISTRY]
+    return "\n".join(lines)

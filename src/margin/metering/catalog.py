@@ -1,7 +1,7 @@
 """The versioned price catalog: the shipped prices.yaml, a user override file and config overrides.
 
 Precedence, lowest first: the package's prices.yaml < the user file (written by
-`margin prices import`, default `platformdirs.user_data_dir("margin")/prices.yaml`) < config
+`margin prices import`, default `<data dir>/prices.yaml`, see `default_user_catalog_path`) < config
 overrides. Nothing is read at import time: callers build a catalog once (`load_catalog`) and
 hold it, typically on the app object.
 
@@ -177,9 +177,11 @@ def load_catalog_file(path: Path, *, origin: str = "user") -> PriceCatalog:
 
 
 def default_user_catalog_path() -> Path:
-    import platformdirs  # imported here: only the CLI and app start-up need it
+    """`prices.yaml` in margin's data directory (MARGIN_DATA_DIR, else the user data dir): the file
+    `margin serve` and `margin reprice` read when the config names no `metering.catalog_file`."""
+    from margin.config.defaults import resolve_data_dir  # only the CLI needs it
 
-    return Path(platformdirs.user_data_dir("margin")) / "prices.yaml"
+    return resolve_data_dir() / "prices.yaml"
 
 
 def merge_catalogs(base: PriceCatalog, top: PriceCatalog) -> PriceCatalog:
