@@ -141,6 +141,7 @@ async def test_an_over_long_input_is_refused_not_truncated(embedder: LocalEmbedP
 @needs_extra
 async def test_the_event_loop_keeps_answering_while_it_embeds(embedder: LocalEmbedProvider) -> None:
     await embedder.embed(request(["warm up"]))
+    began = time.perf_counter()
     work = asyncio.create_task(embedder.embed(request([f"sentence number {i} about bread" for i in range(256)])))
     gaps = []
     while not work.done():
@@ -148,7 +149,10 @@ async def test_the_event_loop_keeps_answering_while_it_embeds(embedder: LocalEmb
         await asyncio.sleep(0.005)
         gaps.append(time.perf_counter() - started)
     assert len((await work).body["data"]) == 256
-    assert len(gaps) > 5 and max(gaps) < 0.1  # a blocked loop would show one gap as long as the batch
+    took = time.perf_counter() - began
+    # A blocked loop would show one gap as long as the whole batch; relative, so a busy machine
+    # (which slows the batch and the loop alike) does not make it flaky.
+    assert len(gaps) > 5 and max(gaps) < took / 4, (max(gaps), took)
 
 
 @needs_extra
