@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from margin.budgets.alerts import AlertSink, webhook_sender
 from margin.budgets.admission import Limiter, Policy
+from margin.budgets.alerts import AlertSink, webhook_sender
 from margin.budgets.rules import RuleBook
 from margin.budgets.upkeep import Upkeep
 from margin.budgets.windows import Lease

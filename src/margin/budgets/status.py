@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from margin.budgets.alerts import iso
 from margin.budgets.admission import Limiter
+from margin.budgets.alerts import iso
 from margin.budgets.rules import NANO, Applied, Rule
 from margin.storage.protocols import HOLD_SUFFIX, StorageError
 from margin.types import Principal

@@ -8,8 +8,8 @@ import contextlib
 import logging
 from decimal import Decimal
 
-from margin.budgets.alerts import Alert, AlertSink, iso
 from margin.budgets.admission import Held, Limiter, Ticket
+from margin.budgets.alerts import Alert, AlertSink, iso
 from margin.budgets.rules import NANO, Applied
 from margin.budgets.windows import Span
 from margin.storage.protocols import Charge, Counters, GroupBy, KeyStore, LedgerStore, StorageError

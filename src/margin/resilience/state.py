@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from margin.config.model import DeploymentConfig, FailoverConfig, MarginConfig
+from margin.resilience.attempt_rate import AttemptLimiter
 from margin.resilience.chain import DeploymentLimits
 from margin.resilience.circuit import CircuitStore, InMemoryCircuits
 from margin.resilience.deadline import Clock
-from margin.resilience.attempt_rate import AttemptLimiter
 from margin.resilience.error_actions import ErrorPolicy
 
 
