@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import pytest
 
 from margin import errors
-from margin.budgets.estimate import Demand
 from margin.budgets.admission import Limiter, Policy
+from margin.budgets.estimate import Demand
 from margin.budgets.rules import Applied, Rule, RuleBook
 from margin.budgets.windows import Lease, RollingWindow, Span
 from margin.storage.memory import MemoryCounters

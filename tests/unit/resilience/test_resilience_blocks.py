@@ -8,10 +8,10 @@ from margin import errors
 from margin.config import parse_config
 from margin.config.model import DeploymentConfig, RetryPolicy
 from margin.errors import ConfigError
+from margin.resilience.attempt_rate import AttemptLimiter
 from margin.resilience.backoff import backoff, retry_delay
 from margin.resilience.chain import Chain, DeploymentLimits
 from margin.resilience.deadline import Deadline, RetryBudget
-from margin.resilience.attempt_rate import AttemptLimiter
 from margin.resilience.error_actions import DEFAULT_ACTIONS, ERROR_CLASSES, ErrorPolicy, error_class
 
 
