@@ -1,29 +1,72 @@
-"""`margin plan PROFILE.yaml`: when does self-hosting beat the API? (see docs/planner.md)"""
+"""`margin plan PROFILE.yaml`: when does self-hosting beat the API? (see docs/planner.md)
+
+API prices come from the same price catalog `margin serve` bills with (builtin < user prices file <
+config `metering.prices`); with --from-ledger the profile's volume, shape and mix are measured from the
+ledger that config names. The planner itself never opens a store: this command reads the ledger and
+hands the planner plain hourly rows.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
+from margin.cli.report import CONFIG_OPTION, WHEN_HELP, load_margin_config, open_configured_store
+from margin.cli.reprice import price_catalog
+from margin.config.model import MarginConfig
+from margin.ledger.hourly_usage import HourlyUsage, read_hourly_usage
+from margin.ledger.report import parse_when
 from margin.planner.catalog import load_catalog
-from margin.planner.ledger_input import LedgerError, profile_from_ledger, read_ledger_hourly
+from margin.planner.ledger_input import LedgerError, LedgerSummary, profile_from_ledger, summarize_ledger
 from margin.planner.plan import plan as build_plan
-from margin.planner.profile import load_profile
+from margin.planner.profile import Profile, load_profile
 from margin.planner.render import FORMATS, Format, render
+from margin.storage.protocols import StorageError
+
+DEFAULT_LEDGER_SINCE = "30d"
+
+
+async def _read_ledger(
+    config: MarginConfig, window: tuple[datetime, datetime], model_group: str | None
+) -> list[HourlyUsage]:
+    store = open_configured_store(config)
+    try:
+        await store.migrate()
+        since, until = (moment.timestamp() for moment in window)
+        return await read_hourly_usage(store, since, until, model_group)
+    finally:
+        await store.close()
+
+
+def _measure(
+    profile: Profile, config: MarginConfig, since: str, until: str, model_group: str | None
+) -> tuple[Profile, LedgerSummary]:
+    now = datetime.now(UTC)
+    try:
+        window = (parse_when(since, now), parse_when(until, now))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        rows = asyncio.run(_read_ledger(config, window, model_group))
+    except StorageError as exc:
+        raise click.ClickException(f"cannot read the ledger: {exc}") from None
+    return profile_from_ledger(rows, profile), summarize_ledger(rows, model_group)
 
 
 @click.command("plan")
 @click.argument("profile_path", metavar="PROFILE.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--from-ledger",
-    "ledger",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="SQLite file with a ledger_hourly table; measured volume, shape and mix replace the profile's.",
-)
-@click.option("--model-group", default=None, help="Only this model group's ledger rows.")
+@click.option("--from-ledger", "from_ledger", is_flag=True,
+              help="Measure volume, token sizes, hourly shape, cache hits and cost_rank mix from the ledger "
+                   "(the one --config names; default: SQLite in the data dir).")  # fmt: skip
+@click.option("--model-group", default=None, help="With --from-ledger: only this model group (reads raw rows).")
+@click.option("--since", default=DEFAULT_LEDGER_SINCE, show_default=True,
+              help=f"With --from-ledger: first hour to read: {WHEN_HELP}.")  # fmt: skip
+@click.option("--until", default="now", show_default=True, help="With --from-ledger: end of the window (exclusive).")
+@CONFIG_OPTION
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option(
     "--out",
@@ -31,19 +74,36 @@ from margin.planner.render import FORMATS, Format, render
     default=None,
     help="Write here instead of stdout (required for xlsx).",
 )
-def plan(profile_path: Path, ledger: Path | None, model_group: str | None, fmt: Format, out: Path | None) -> None:
+def plan(
+    profile_path: Path,
+    from_ledger: bool,
+    model_group: str | None,
+    since: str,
+    until: str,
+    config_path: Path | None,
+    fmt: Format,
+    out: Path | None,
+) -> None:
     """Price API, self-hosted, managed and hybrid options for PROFILE.yaml at each growth scenario."""
     if fmt == "xlsx" and out is None:
         raise click.UsageError("--format xlsx writes a binary workbook: give --out FILE.xlsx")
+    if model_group is not None and not from_ledger:
+        raise click.UsageError("--model-group selects ledger rows: use it with --from-ledger")
+    config = load_margin_config(config_path)
     try:
-        profile = load_profile(profile_path)
-        if ledger is not None:
-            profile = profile_from_ledger(read_ledger_hourly(ledger), profile, model_group)
-        result = render(build_plan(profile, load_catalog()), fmt)
+        profile, measured = load_profile(profile_path), None
+        if from_ledger:
+            profile, measured = _measure(profile, config, since, until, model_group)
+        catalog = load_catalog(prices=price_catalog(config))
+        result = render(build_plan(profile, catalog, measured), fmt)
     except (ValidationError, LedgerError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     except ModuleNotFoundError as exc:
         raise click.ClickException(f"{exc.name} is needed for --format {fmt}: pip install 'margin[xlsx]'") from exc
+    _write(result, out)
+
+
+def _write(result: str | bytes, out: Path | None) -> None:
     if out is None:
         click.echo(result if isinstance(result, str) else "", nl=False)
         return

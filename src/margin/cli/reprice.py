@@ -28,15 +28,20 @@ def _actor() -> str:
         return "unknown"
 
 
-def price_sources(config: MarginConfig) -> tuple[PriceBook, PriceCatalog]:
-    """The same price book and catalog `margin serve` builds from this config."""
+def price_catalog(config: MarginConfig) -> PriceCatalog:
+    """The price catalog `margin serve` builds from this config: builtin < user file < metering.prices."""
     metering = config.metering
     user_file = Path(metering.catalog_file) if metering.catalog_file else resolve_data_dir(config) / "prices.yaml"
     try:
-        catalog = load_catalog(user_file=user_file, overrides=metering.prices)
+        return load_catalog(user_file=user_file, overrides=metering.prices)
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
-    return PriceBook(config.deployments, catalog, UnknownPricePolicy(metering.unknown_price)), catalog
+
+
+def price_sources(config: MarginConfig) -> tuple[PriceBook, PriceCatalog]:
+    """The same price book and catalog `margin serve` builds from this config."""
+    catalog = price_catalog(config)
+    return PriceBook(config.deployments, catalog, UnknownPricePolicy(config.metering.unknown_price)), catalog
 
 
 async def _reprice(

@@ -1,20 +1,34 @@
-"""The planner's catalog: GPUs, offers, models, throughput references, API prices, managed services and the
-assumptions, each figure with its source. Loaded from the packaged catalog.yaml; a profile may override
-any figure."""
+"""The planner's catalog: GPUs, offers, models, throughput references, hosted APIs, managed services and the
+assumptions, each figure with its source. Loaded from the packaged catalog.yaml; API token prices come from
+metering's price catalog (see `margin.planner.api_prices`); a profile may override any figure."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, model_validator
 
-from margin.planner.money import Money
+from margin.metering._numbers import parse_usd
+from margin.metering.catalog import PriceCatalog, load_builtin_catalog
+from margin.planner.api_prices import priced_apis
 
 Precision = Literal["fp16", "fp8", "int8", "int4"]
 PRECISIONS: tuple[Precision, ...] = ("fp16", "fp8", "int8", "int4")
 OVERRIDE_SOURCE = "profile override"
+
+
+def _non_negative(value: object) -> Decimal:
+    return parse_usd(value, what="planner catalog amount")
+
+
+# Prices and other amounts: a Decimal read by metering's price parser (a string, an int, or a float's
+# shortest repr; never negative), written to JSON as an exact decimal string.
+NonNegativeDecimal = Annotated[
+    Decimal, BeforeValidator(_non_negative), PlainSerializer(str, return_type=str, when_used="json")
+]
 
 
 class Frozen(BaseModel):
@@ -40,7 +54,7 @@ class Figure(Frozen):
 
 
 class MoneyFigure(Frozen):
-    value: Money
+    value: NonNegativeDecimal
     source: str
     note: str = ""
 
@@ -95,9 +109,9 @@ class GpuOffer(Frozen):
     instance: str
     region: str
     gpus_per_instance: int
-    on_demand_usd_hr: Money
-    spot_usd_hr_samples: tuple[Money, ...] = ()
-    reserved_usd_hr: Money | None = None
+    on_demand_usd_hr: NonNegativeDecimal
+    spot_usd_hr_samples: tuple[NonNegativeDecimal, ...] = ()
+    reserved_usd_hr: NonNegativeDecimal | None = None
     price_complete: bool = True
     source: str
     date: str
@@ -151,17 +165,18 @@ class ThroughputRef(Frozen):
 class ApiPrice(Frozen):
     provider: str
     model: str
-    input_usd_per_mtok: Money
-    output_usd_per_mtok: Money
-    cached_input_usd_per_mtok: Money | None = None
-    batch_input_usd_per_mtok: Money | None = None
-    batch_output_usd_per_mtok: Money | None = None
+    input_usd_per_mtok: NonNegativeDecimal
+    output_usd_per_mtok: NonNegativeDecimal
+    cached_input_usd_per_mtok: NonNegativeDecimal | None = None
+    batch_input_usd_per_mtok: NonNegativeDecimal | None = None
+    batch_output_usd_per_mtok: NonNegativeDecimal | None = None
     max_input_tokens: int
     regulated_ok: bool = False
     ttft_ms_p95: float | None = None
     deprecation_date: str | None = None
-    vendor_source: str = ""
     reference_key: str | None = None
+    price_version: str = ""  # the metering catalog version that priced it ("" for a profile's own API)
+    price_source: str = ""  # the vendor page the metering catalog cites
     source: str
     date: str
     note: str = ""
@@ -170,11 +185,11 @@ class ApiPrice(Frozen):
 class ManagedService(Frozen):
     name: str
     provider: str
-    markup_pct: Money
+    markup_pct: NonNegativeDecimal  # percent added to the GPU price
     min_instances: int
     scale_to_zero: bool
     active_gpu: str | None = None
-    active_usd_per_gpu_hr: Money | None = None
+    active_usd_per_gpu_hr: NonNegativeDecimal | None = None
     source: str
     date: str
     note: str = ""
@@ -229,9 +244,18 @@ def default_catalog_data() -> dict[str, Any]:
     return data
 
 
-def load_catalog(overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> Catalog:
-    """Build a Catalog from the packaged data (or `base`), with `overrides` merged in."""
-    data = base if base is not None else default_catalog_data()
+def load_catalog(
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+    *,
+    prices: PriceCatalog | None = None,
+) -> Catalog:
+    """Build a Catalog from the packaged data (or `base`), API token prices from `prices`, then `overrides`.
+
+    `prices` is the metering catalog the ledger is billed with; the CLI passes the configured one (user
+    prices file and config overrides included); the default is the catalog shipped with margin."""
+    data = dict(base if base is not None else default_catalog_data())
+    data["apis"] = priced_apis(data.get("apis") or {}, prices if prices is not None else load_builtin_catalog())
     if overrides:
         data = merge_overrides(data, overrides)
     return Catalog.model_validate(data)

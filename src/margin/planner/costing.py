@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
+from margin.planner.amounts import MILLION, per_million, to_decimal
 from margin.planner.capacity import ReplicaCapacity
 from margin.planner.catalog import ApiPrice, Catalog, HiddenCostProfile
 from margin.planner.demand import ClassDemand
-from margin.planner.money import MILLION, per_million, to_decimal
 from margin.planner.options import ApiOption, HostedOption, OptionKind
 from margin.planner.profile import Availability
 

@@ -19,11 +19,11 @@ from itertools import pairwise
 import numpy as np
 import numpy.typing as npt
 
+from margin.planner.amounts import to_decimal
 from margin.planner.capacity import ReplicaCapacity
 from margin.planner.catalog import Catalog
 from margin.planner.costing import HostedPricing, tokens_per_month, variable_lines
 from margin.planner.demand import ClassDemand
-from margin.planner.money import to_decimal
 
 GRID_LOW, GRID_HIGH, POINTS_PER_DECADE = 1e-3, 1e4, 40
 MAX_BREAKPOINTS = 5000

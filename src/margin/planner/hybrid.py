@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from margin.planner.amounts import to_decimal
 from margin.planner.catalog import Catalog
 from margin.planner.constraints import violation
 from margin.planner.costing import CostLine, OptionCost, PricedDemand, api_monthly, hosted_monthly
 from margin.planner.demand import ClassDemand
 from margin.planner.evaluate import PreparedClass, PreparedHosted
-from margin.planner.money import to_decimal
 from margin.planner.options import ApiOption
 from margin.planner.profile import HybridMix, Profile
 

@@ -11,6 +11,7 @@ from margin.planner.crossover import Crossover, find_crossover
 from margin.planner.demand import ClassDemand, class_demands
 from margin.planner.evaluate import PreparedClass, PreparedHosted, prepare_class
 from margin.planner.hybrid import HybridResult, price_hybrid
+from margin.planner.ledger_input import LedgerSummary
 from margin.planner.options import ApiOption, Option, enumerate_options
 from margin.planner.profile import HybridMix, HybridTier, Profile
 from margin.planner.recommend import Recommendation, contenders, recommend
@@ -51,6 +52,7 @@ class Plan:
     profile: Profile
     catalog: Catalog
     classes: tuple[ClassPlan, ...]
+    measured: LedgerSummary | None = None  # what --from-ledger read, when the profile was measured
 
 
 def effective_catalog(profile: Profile, catalog: Catalog) -> Catalog:
@@ -59,14 +61,14 @@ def effective_catalog(profile: Profile, catalog: Catalog) -> Catalog:
     return Catalog.model_validate(merge_overrides(catalog.model_dump(), profile.overrides))
 
 
-def plan(profile: Profile, catalog: Catalog) -> Plan:
+def plan(profile: Profile, catalog: Catalog, measured: LedgerSummary | None = None) -> Plan:
     catalog = effective_catalog(profile, catalog)
     options = enumerate_options(profile.candidates, catalog)
     classes = []
     for demand in class_demands(profile):
         prepared = prepare_class(options, demand, profile.availability, catalog)
         classes.append(_plan_class(prepared, options, profile, catalog))
-    return Plan(profile, catalog, tuple(classes))
+    return Plan(profile, catalog, tuple(classes), measured)
 
 
 def _plan_class(prepared: PreparedClass, options: tuple[Option, ...], profile: Profile, catalog: Catalog) -> ClassPlan:

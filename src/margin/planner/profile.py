@@ -9,8 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from margin.planner.catalog import PRECISIONS, Precision
-from margin.planner.money import Money
+from margin.planner.catalog import PRECISIONS, NonNegativeDecimal, Precision
 
 Sensitivity = Literal["public", "internal", "regulated"]
 OpsCapacity = Literal["none", "limited", "dedicated"]
@@ -74,11 +73,14 @@ class HybridTier(Frozen):
     name: str
     option: str = Field(description="an option id, api:<id>, or self_hosted:<model> / managed:<model> for the best")
     share: float = Field(ge=0, le=1)
+    # For --from-ledger: the cost_ranks of the deployments that serve this tier (the ledger records the
+    # rank, not the tier's name). A tier whose name is a rank ("1") matches that rank without this.
+    cost_ranks: tuple[int, ...] = ()
 
 
 class HybridMix(Frozen):
     cache_hit_rate: float = Field(default=0.0, ge=0, lt=1)
-    cache_usd_per_1k_hits: Money = Decimal(0)
+    cache_usd_per_1k_hits: NonNegativeDecimal = Decimal(0)
     premium_api: str
     tiers: tuple[HybridTier, ...]
 

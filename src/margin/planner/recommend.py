@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from margin.planner.amounts import cents
 from margin.planner.constraints import violation
 from margin.planner.costing import OptionCost
 from margin.planner.evaluate import PreparedClass
 from margin.planner.hybrid import HybridResult
-from margin.planner.money import cents
 from margin.planner.profile import Profile
 
 COST_TIE = Decimal("0.05")  # options within 5% of the cheapest are a tie that latency decides

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from margin.planner.amounts import to_decimal
 from margin.planner.catalog import ApiPrice, Catalog, GpuOffer, ManagedService, ThroughputRef
 from margin.planner.demand import class_demands
 from margin.planner.evaluate import prepare_class
 from margin.planner.hybrid import price_hybrid
-from margin.planner.money import to_decimal
 from margin.planner.options import Option, refresh_options
 from margin.planner.profile import HybridMix, Profile
 from margin.planner.recommend import contenders, recommend

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 from margin.storage.ledger_row import COST_COLUMNS, USAGE_COLUMNS
 from margin.storage.ledger_schema import quantize_money
-from margin.storage.protocols import AuditEntry, CostChange, ReportRow
+from margin.storage.protocols import AuditEntry, BucketRow, CostChange, ReportRow
 from margin.storage.rollups import (
+    PERIODS,
     ROLLUP_INT_COLUMNS,
     HistogramKey,
     RollupDelta,
@@ -69,6 +71,18 @@ def report_rows(totals: Iterable[Sequence[Any]], bins: Iterable[Sequence[Any]]) 
             )
         )
     return out
+
+
+def bucket_params(since: float, until: float, group_by: str, period_s: int) -> tuple[Any, ...]:
+    """Parameters of `LedgerSql.bucket_report`; buckets that start inside [since, until)."""
+    if period_s not in PERIODS:
+        raise ValueError(f"rollup period must be one of {PERIODS} seconds, not {period_s}")
+    return (group_by, period_s, math.ceil(since / period_s) * period_s, math.ceil(until / period_s) * period_s)
+
+
+def bucket_rows(records: Iterable[Sequence[Any]], period_s: int) -> list[BucketRow]:
+    """BucketRows from `LedgerSql.bucket_report` records (bucket_start, value, sums...)."""
+    return [BucketRow(int(record[0]), period_s, report_rows([record[1:]], ())[0]) for record in records]
 
 
 def cost_change_params(change: CostChange, money: Money, boolean: Callable[[bool], Any]) -> tuple[Any, ...]:

@@ -90,6 +90,17 @@ class LedgerSql:
             f"WHERE dimension = {self.param} AND ({self._segments(segments)}) GROUP BY value ORDER BY value"
         )
 
+    def bucket_report(self) -> str:
+        """Every cell of one dimension and period whose bucket starts in [since, until): the primary key's
+        (dimension, period_s, bucket_start) prefix makes this a range scan."""
+        p = self.param
+        columns = (*ROLLUP_INT_COLUMNS, *ROLLUP_MONEY_COLUMNS)
+        return (
+            f"SELECT bucket_start, value, {', '.join(columns)} FROM {ROLLUP_TABLE} "
+            f"WHERE dimension = {p} AND period_s = {p} AND bucket_start >= {p} AND bucket_start < {p} "
+            "ORDER BY bucket_start, value"
+        )
+
     def histogram_report(self, segments: int) -> str:
         return (
             f"SELECT value, metric, bin, SUM(n) FROM {HISTOGRAM_TABLE} "

@@ -52,6 +52,16 @@ class ReportRow:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketRow:
+    """One group's aggregates over one rollup bucket, [start, start + period_s): one point of a time
+    series. `row` carries no histograms (a series is for volumes and money, not percentiles)."""
+
+    start: int  # UTC epoch seconds, a multiple of period_s
+    period_s: int
+    row: ReportRow
+
+
+@dataclass(frozen=True, slots=True)
 class CostChange:
     """New costs for one stored attempt (from `margin reprice`). `costs` maps each COST_COLUMNS
     name to its amount; the store derives the rollup delta from the stored total."""
@@ -111,6 +121,12 @@ class LedgerStore(Protocol):
         """Aggregates per group for since <= ts < until, widened to whole minutes (since rounds down,
         until up), from rollups only: UTC day buckets where the window covers whole days, then hours,
         then minutes."""
+        ...
+
+    async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:
+        """The stored rollup cells of one period (60, 3600 or 86400 s) whose bucket starts in
+        [since, until), per bucket and group, in (start, group) order. Hour and day cells outlive
+        `prune`; minute cells do not. Raises ValueError for any other period."""
         ...
 
     async def record_audit(self, entry: AuditEntry) -> None: ...

@@ -350,3 +350,35 @@ async def test_health_and_empty_report(store: LedgerStore) -> None:
     assert await store.health() is True
     assert await store.spend_report(DAY0, DAY0 + DAY, "model") == []
     assert await store.spend_report(DAY0, DAY0, "model") == []
+
+
+def _without_histograms(aggregates: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {group: {k: v for k, v in agg.items() if k not in ("lat", "ttft")} for group, agg in aggregates.items()}
+
+
+async def test_bucket_report_is_the_hourly_series_of_the_raw_rows(store: LedgerStore) -> None:
+    rows = _random_rows(300, seed=11)
+    await store.write(rows)
+    lo, hi = DAY0 + 5 * HOUR + 17, DAY0 + 2 * DAY  # the 05:00 bucket starts before `lo`: left out
+    series = await store.bucket_report(lo, hi, "tier", 3600)
+    assert [(b.start, b.row.group) for b in series] == sorted((b.start, b.row.group) for b in series)
+    assert {b.period_s for b in series} == {3600} and all(b.start % 3600 == 0 for b in series)
+    actual = {(b.start, b.row.group): _without_histograms(_actual([b.row]))[b.row.group] for b in series}
+    expected = {
+        (int(start), group): agg
+        for start in range(int(DAY0 + 6 * HOUR), int(hi), 3600)
+        for group, agg in _without_histograms(_expected(rows, start, start + HOUR, "tier")).items()
+    }
+    assert actual == expected and len(actual) > 40
+
+
+async def test_bucket_report_keeps_hours_after_prune_and_rejects_other_periods(store: LedgerStore) -> None:
+    await store.write([make_row(i, ts=DAY0 + i * 60) for i in range(90)])
+    await store.prune(DAY0 + DAY)
+    hours = await store.bucket_report(DAY0, DAY0 + DAY, "key", 3600)
+    assert [(b.start - DAY0, b.row.attempts) for b in hours] == [(0, 60), (3600, 30)]
+    assert await store.bucket_report(DAY0, DAY0 + DAY, "key", 60) == []  # minute cells were pruned
+    [day] = await store.bucket_report(DAY0, DAY0 + DAY, "key", 86400)
+    assert day.row.requests == 90
+    with pytest.raises(ValueError, match="rollup period"):
+        await store.bucket_report(DAY0, DAY0 + DAY, "key", 600)

@@ -1,51 +1,47 @@
-"""--from-ledger: hourly aggregates -> profile, and the SQLite table reader."""
+"""--from-ledger: hourly aggregates -> profile and summary (the store is read by margin.ledger.hourly_usage)."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from planner_helpers import profile
 
-from margin.planner import HourlyAggregate, profile_from_ledger, read_ledger_hourly
+from margin.ledger.hourly_usage import HourlyUsage
+from margin.planner import profile_from_ledger, summarize_ledger
 from margin.planner.ledger_input import LedgerError
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
-HYBRID = {
+HYBRID: dict[str, Any] = {
     "cache_hit_rate": 0.5,
     "premium_api": "openai/gpt-4.1",
     "tiers": [
-        {"name": "small", "option": "self_hosted:llama-3.1-8b", "share": 0.5},
+        {"name": "small", "option": "self_hosted:llama-3.1-8b", "share": 0.5, "cost_ranks": [1]},
         {"name": "premium", "option": "api:openai/gpt-4.1", "share": 0.5},
     ],
 }
 
 
-def _rows() -> list[HourlyAggregate]:
+def _rows(mystery: bool = False) -> list[HourlyUsage]:
+    """Two days on cost_ranks 1 and 2 in alternate hours (3x busier 09:00-17:00); optionally a burst on rank 7."""
     rows = []
     for day in range(2):
         for hour in range(24):
-            busy = 9 <= hour < 17
+            n = 300 if 9 <= hour < 17 else 100
+            rank = "1" if hour % 2 else "2"
             rows.append(
-                HourlyAggregate(
-                    START + timedelta(days=day, hours=hour),
-                    "chat",
-                    300 if busy else 100,
-                    (300 if busy else 100) * 400,
-                    (300 if busy else 100) * 200,
-                    60 if busy else 20,
-                    "small" if hour % 2 else "premium",
-                )
+                HourlyUsage(START + timedelta(days=day, hours=hour), rank, n, n * 400, n * 200, n // 5, Decimal("0.25"))
             )
-    rows.append(HourlyAggregate(START, "other", 1000, 10**6, 10**6, 0, "mystery"))
+    if mystery:
+        rows.append(HourlyUsage(START, "7", 1000, 10**6, 10**6, 0, Decimal(0)))
     return rows
 
 
 def test_profile_from_ledger_measures_volume_shape_and_mix() -> None:
     base = profile(hybrid=HYBRID)
-    measured = profile_from_ledger(_rows(), base, model_group="chat")
+    measured = profile_from_ledger(_rows(), base)
     # per day: 8 busy hours x 300 + 16 quiet hours x 100 = 4000 requests
     assert measured.requests_per_day == pytest.approx(4000)
     assert measured.input_tokens.mean == pytest.approx(400)
@@ -56,58 +52,36 @@ def test_profile_from_ledger_measures_volume_shape_and_mix() -> None:
     assert measured.sla == base.sla and measured.growth == base.growth
     assert measured.hybrid is not None
     assert measured.hybrid.cache_hit_rate == pytest.approx(0.2)
-    assert sum(t.share for t in measured.hybrid.tiers) == pytest.approx(1.0)
+    tiers = {t.name: t.share for t in measured.hybrid.tiers}
+    # odd hours (rank 1 -> small) and even hours (rank 2 -> premium) each hold 4 busy + 8 quiet hours a day
+    assert tiers == pytest.approx({"small": 0.5, "premium": 0.5})
 
 
-def test_unknown_tier_counts_as_premium() -> None:
-    measured = profile_from_ledger(_rows(), profile(hybrid=HYBRID))  # includes the 'mystery' tier row
+def test_summary_totals_what_was_read() -> None:
+    summary = summarize_ledger(_rows(), "chat")
+    assert (summary.requests, summary.input_tokens, summary.output_tokens) == (8000, 3_200_000, 1_600_000)
+    assert summary.cache_hits == 1600 and summary.days == pytest.approx(2.0)
+    assert summary.spend.usd == Decimal("12.00")  # 48 hours x $0.25, exact
+    assert (summary.first_hour, summary.last_hour) == (START, START + timedelta(days=1, hours=23))
+    assert summary.model_group == "chat"
+
+
+def test_unknown_cost_rank_counts_as_premium() -> None:
+    measured = profile_from_ledger(_rows(mystery=True), profile(hybrid=HYBRID))
     assert measured.hybrid is not None
-    premium = next(t for t in measured.hybrid.tiers if t.name == "premium")
-    small = next(t for t in measured.hybrid.tiers if t.name == "small")
-    assert premium.share > small.share
+    shares = {t.name: t.share for t in measured.hybrid.tiers}
+    assert shares["premium"] > shares["small"]
 
 
-def test_empty_group_is_an_error() -> None:
+def test_a_tier_named_by_its_rank_needs_no_cost_ranks() -> None:
+    mix = {**HYBRID, "tiers": [{**HYBRID["tiers"][0], "name": "2", "cost_ranks": []}, HYBRID["tiers"][1]]}
+    measured = profile_from_ledger(_rows(), profile(hybrid=mix))
+    assert measured.hybrid is not None
+    assert {t.name: t.share for t in measured.hybrid.tiers} == pytest.approx({"2": 0.5, "premium": 0.5})
+
+
+def test_an_empty_ledger_is_an_error() -> None:
+    with pytest.raises(LedgerError, match="no requests in the ledger for model group 'absent'"):
+        summarize_ledger([], "absent")
     with pytest.raises(LedgerError, match="no requests"):
-        profile_from_ledger(_rows(), profile(), model_group="absent")
-
-
-def _write_db(path: Path, rows: list[HourlyAggregate], iso: bool) -> None:
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE ledger_hourly (hour, model_group, requests, input_tokens, output_tokens, cache_hits, tier)"
-        )
-        db.executemany(
-            "INSERT INTO ledger_hourly VALUES (?,?,?,?,?,?,?)",
-            [
-                (
-                    r.hour.isoformat() if iso else int(r.hour.timestamp()),
-                    r.model_group,
-                    r.requests,
-                    r.input_tokens,
-                    r.output_tokens,
-                    r.cache_hits,
-                    r.tier,
-                )
-                for r in rows
-            ],
-        )
-    db.close()
-
-
-@pytest.mark.parametrize("iso", [True, False])
-def test_read_ledger_hourly_round_trips(tmp_path: Path, iso: bool) -> None:
-    path = tmp_path / "ledger.db"
-    _write_db(path, _rows(), iso)
-    assert read_ledger_hourly(path) == _rows()
-
-
-def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "other.db"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE something (x)")
-    db.close()
-    with pytest.raises(LedgerError, match="no table 'ledger_hourly'"):
-        read_ledger_hourly(path)
-    with pytest.raises(LedgerError, match="no such ledger file"):
-        read_ledger_hourly(tmp_path / "absent.db")
+        profile_from_ledger([], profile())

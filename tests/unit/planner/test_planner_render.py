@@ -102,5 +102,11 @@ def test_cli_writes_each_format(tmp_path: Path) -> None:
     assert out.read_text().startswith("<!doctype html>")
     no_out = runner.invoke(plan_command, [str(profile_path), "--format", "xlsx"])
     assert no_out.exit_code != 0 and "--out" in no_out.output
-    bad = runner.invoke(plan_command, [str(profile_path), "--from-ledger", str(tmp_path / "none.db")])
-    assert bad.exit_code != 0 and "no such ledger file" in bad.output
+    for fmt in ("json", "csv"):
+        done = runner.invoke(plan_command, [str(profile_path), "--format", fmt])
+        assert done.exit_code == 0 and "api:" in done.output, (fmt, done.output)
+    stray = runner.invoke(plan_command, [str(profile_path), "--model-group", "chat"])
+    assert stray.exit_code != 0 and "use it with --from-ledger" in stray.output
+    env = {"MARGIN_DATA_DIR": str(tmp_path / "data")}  # a fresh data directory: an empty ledger
+    empty = runner.invoke(plan_command, [str(profile_path), "--from-ledger"], env=env)
+    assert empty.exit_code != 0 and "no requests in the ledger" in empty.output

@@ -8,7 +8,7 @@ import pytest
 from planner_helpers import A10G_ONLY, profile
 
 from margin.planner import Catalog, plan
-from margin.planner.money import cents
+from margin.planner.amounts import cents
 from margin.planner.render.featured import cost_of
 
 A10G_OPTION = "self_hosted:llama-3.1-8b:fp16:a10g:aws-g5.xlarge-us-east-1:on_demand"

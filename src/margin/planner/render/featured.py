@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from margin.planner.costing import OptionCost
 from margin.planner.crossover import Crossover
-from margin.planner.plan import ClassPlan, ScenarioResult
+from margin.planner.plan import ClassPlan, Plan, ScenarioResult
 
 CHEAPEST_APIS = 3
 
@@ -50,3 +50,23 @@ def infeasible_summary(scenario: ScenarioResult, limit: int = 5) -> list[tuple[s
             key = cost.reason.split(":")[0] if "infeasible at any" in cost.reason else cost.reason
             counts[key] = counts.get(key, 0) + 1
     return sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+
+
+def provenance_lines(plan: Plan) -> list[str]:
+    """Where the plan's inputs came from: the ledger totals (with --from-ledger) and the API price catalog."""
+    lines = []
+    m = plan.measured
+    if m is not None:
+        group = f" (model group {m.model_group})" if m.model_group else ""
+        lines.append(
+            f"Measured from the ledger{group}: {m.requests:,} requests over {m.days * 24:,.0f} h "
+            f"({m.first_hour:%Y-%m-%d %H:00} to {m.last_hour:%Y-%m-%d %H:00} UTC), {m.input_tokens:,} input and "
+            f"{m.output_tokens:,} output tokens, {m.cache_hits:,} cache hits, spend {m.spend}"
+        )
+    versions = price_versions(plan)
+    lines.append(f"API prices: metering price catalog {', '.join(versions) or '(none used)'}")
+    return lines
+
+
+def price_versions(plan: Plan) -> list[str]:
+    return sorted({api.price_version for api in plan.catalog.apis.values() if api.price_version})

@@ -7,11 +7,11 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
+from margin.planner.amounts import MILLION, cents, to_decimal
 from margin.planner.costing import api_cost_per_request
 from margin.planner.crossover import self_cost_curve
-from margin.planner.money import MILLION, cents, to_decimal
 from margin.planner.plan import ClassPlan, Plan
-from margin.planner.render.featured import cost_of, crossover_text, featured_ids
+from margin.planner.render.featured import cost_of, crossover_text, featured_ids, provenance_lines
 from margin.planner.render.svg_charts import Marker, Series, bar_chart, line_chart
 
 CHART_FACTORS = [10 ** (k / 10) for k in range(-10, 21)]  # 0.1x .. 100x today's volume
@@ -146,6 +146,7 @@ def render_html(plan: Plan) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>margin plan: {escape(p.name)}</title>"
         f"<style>{STYLE}</style></head><body><h1>margin plan: {escape(p.name)}</h1>"
         f"<p>{p.requests_per_day:,.0f} requests/day; data {p.sensitivity}; ops capacity {p.ops_capacity}; "
-        f"growth {', '.join(f'{g:g}x' for g in p.growth)}</p>{body}"
+        f"growth {', '.join(f'{g:g}x' for g in p.growth)}</p>"
+        f"{''.join(f'<p>{escape(line)}</p>' for line in provenance_lines(plan))}{body}"
         f"<h2>Sources</h2><ul class='reasons'>{sources}</ul></body></html>\n"
     )

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 
 from margin.planner.costing import OptionCost
 from margin.planner.evaluate import PreparedHosted
+from margin.planner.ledger_input import LedgerSummary
 from margin.planner.plan import ClassPlan, Plan
+from margin.planner.render.featured import price_versions
 
 
 def jsonable(value: object) -> Any:
@@ -81,10 +83,26 @@ def _class(cp: ClassPlan) -> dict[str, Any]:
     }
 
 
+def _measured(m: LedgerSummary) -> dict[str, Any]:
+    return {
+        "model_group": m.model_group,
+        "first_hour": m.first_hour.isoformat(),
+        "last_hour": m.last_hour.isoformat(),
+        "days": m.days,
+        "requests": m.requests,
+        "input_tokens": m.input_tokens,
+        "output_tokens": m.output_tokens,
+        "cache_hits": m.cache_hits,
+        "spend_usd": str(m.spend.usd),
+    }
+
+
 def plan_document(plan: Plan) -> dict[str, Any]:
     c = plan.catalog
     return {
         "profile": plan.profile.model_dump(mode="json"),
+        "ledger": None if plan.measured is None else _measured(plan.measured),
+        "price_catalog": price_versions(plan),
         "classes": [_class(cp) for cp in plan.classes],
         "assumptions": {
             "assumptions": c.assumptions.model_dump(mode="json"),

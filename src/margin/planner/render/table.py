@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from margin.planner.money import cents
+from margin.planner.amounts import cents
 from margin.planner.plan import ClassPlan, Plan
-from margin.planner.render.featured import cost_of, crossover_text, featured_ids, infeasible_summary
+from margin.planner.render.featured import (
+    cost_of,
+    crossover_text,
+    featured_ids,
+    infeasible_summary,
+    provenance_lines,
+)
 
 
 def _grid(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -96,6 +102,7 @@ def render_table(plan: Plan) -> str:
         f"margin plan: {p.name}",
         f"sensitivity {p.sensitivity}, ops capacity {p.ops_capacity}, "
         f"peak/average {p.peak_factor():.2f}, growth {', '.join(f'{g:g}x' for g in p.growth)}",
+        *provenance_lines(plan),
         "",
     ]
     for cp in plan.classes:

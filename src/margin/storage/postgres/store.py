@@ -19,6 +19,8 @@ from psycopg.rows import TupleRow
 from margin.storage.ledger_ops import (
     audit_from_values,
     audit_params,
+    bucket_params,
+    bucket_rows,
     cost_change_params,
     histogram_params,
     report_rows,
@@ -38,7 +40,7 @@ from margin.storage.ledger_schema import (
 )
 from margin.storage.ledger_sql import LedgerSql
 from margin.storage.postgres.session import Connection, PgSession
-from margin.storage.protocols import AuditEntry, CostChange, GroupBy, ReportRow
+from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow
 from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS, rollup_deltas, rollup_segments
 
 SQL = LedgerSql(param="%s", money_add="{a} + {b}", money_sum="SUM", row_id="ctid")
@@ -187,6 +189,12 @@ class PostgresLedgerStore:
             totals = await (await conn.execute(SQL.report(len(segments)), params)).fetchall()
             bins = await (await conn.execute(SQL.histogram_report(len(segments)), params)).fetchall()
         return report_rows(totals, bins)
+
+    async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:
+        params = bucket_params(since, until, group_by, period_s)
+        async with self._session() as conn:
+            records = await (await conn.execute(SQL.bucket_report(), params)).fetchall()
+        return bucket_rows(records, period_s)
 
     async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         async with self._session() as conn:

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 from margin.storage.ledger_ops import (
     audit_from_values,
     audit_params,
+    bucket_params,
+    bucket_rows,
     cost_change_params,
     histogram_params,
     report_rows,
@@ -28,7 +30,7 @@ from margin.storage.ledger_ops import (
 from margin.storage.ledger_row import LedgerRow
 from margin.storage.ledger_schema import HISTOGRAM_TABLE, ROLLUP_TABLE, money_text, row_from_values, row_values
 from margin.storage.ledger_sql import LedgerSql
-from margin.storage.protocols import AuditEntry, CostChange, GroupBy, ReportRow, StorageError
+from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow, StorageError
 from margin.storage.rollups import MINUTE, rollup_deltas, rollup_segments
 from margin.storage.sqlite.functions import MONEY_ADD, MONEY_SUM, register_money_functions
 from margin.storage.sqlite.transactions import apply_migrations, transaction
@@ -181,6 +183,13 @@ class SqliteLedgerStore:
             totals = conn.execute(SQL.report(len(segments)), params).fetchall()
             bins = conn.execute(SQL.histogram_report(len(segments)), params).fetchall()
         return report_rows(totals, bins)
+
+    async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:
+        params = bucket_params(since, until, group_by, period_s)
+        return bucket_rows(await self._call(self._fetch_all, SQL.bucket_report(), params), period_s)
+
+    def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        return self._connection().execute(sql, params).fetchall()
 
     async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         return await self._call(self._audit_log, limit)

@@ -1,11 +1,10 @@
-"""Exact money for the planner: every amount is a `Decimal`; floats only ever enter through `to_decimal`."""
+"""Decimal arithmetic helpers for the planner. Every amount is a `Decimal`; float figures (efficiencies,
+hours, token means) only ever enter money arithmetic through `to_decimal`. Prices are parsed by metering's
+price parser (see `margin.planner.catalog`); the planner has no money type of its own."""
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated
-
-from pydantic import BeforeValidator, PlainSerializer
 
 CENT = Decimal("0.01")
 MILLION = Decimal(1_000_000)
@@ -37,11 +36,3 @@ def per_million(amount: Decimal, tokens: Decimal) -> Decimal | None:
     if tokens <= 0:
         return None
     return amount * MILLION / tokens
-
-
-# A pydantic field type: accepts "1.006", 1.006 or 1 and always stores Decimal; serialises as a string.
-Money = Annotated[
-    Decimal,
-    BeforeValidator(to_decimal),
-    PlainSerializer(lambda d: str(d), return_type=str, when_used="json"),
-]
