@@ -160,11 +160,10 @@ class Caller:
                 self.fail(ctx, attempt, error)
                 await self.judge(name, error, probe=admission is Admission.PROBE)
                 delay = self._next_step(run, name, error, retries, admission)
-                await asyncio.sleep(delay)
-                retries += 1
-                admission = Admission.ALLOW  # a settled probe's deployment is retried as normal traffic
-                if not self.resilience.limiter.try_acquire(name):
+                admission = await self._readmit(name, wait=delay)
+                if admission is None:
                     raise _NextDeployment(error) from None
+                retries += 1
                 continue
             except asyncio.CancelledError:
                 attempt.status = "cancelled"
@@ -173,6 +172,27 @@ class Caller:
                 raise
             await self._record(name, "success", probe=admission is Admission.PROBE)
             return attempt, value
+
+    async def _readmit(self, name: str, *, wait: float) -> Admission | None:
+        """Admission for an in-place retry after `wait` seconds, or None to fail over instead.
+
+        The failure just judged may have opened the circuit: then the retry stops at once, without
+        waiting. A circuit opened by another request during the wait stops it too; so does an
+        attempt rate already spent."""
+        policy = self.resilience.limits[name].circuit
+        admission = await self.resilience.circuits.admit(name, policy)
+        if admission is Admission.REJECT:
+            return None
+        await asyncio.sleep(wait)
+        if admission is Admission.ALLOW:
+            admission = await self.resilience.circuits.admit(name, policy)
+            if admission is Admission.REJECT:
+                return None
+        if not self.resilience.limiter.try_acquire(name):
+            if admission is Admission.PROBE:
+                await self.resilience.circuits.record(name, policy, "neutral", probe=True)
+            return None
+        return admission
 
     def _next_step(self, run: Run, name: str, error: errors.MarginError, retries: int, admission: Admission) -> float:
         """Seconds to wait before retrying `name`; raises to fail over or to return the error."""

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from tests.unit.resilience.scripted import HANG, build, ctx, request
+from tests.unit.resilience.scripted import FAST_RETRY, HANG, build, ctx, request
 
 from margin import errors
 
@@ -141,3 +141,25 @@ def _raise(error: errors.MarginError):  # type: ignore[no-untyped-def]
         raise error
 
     return embed
+
+
+async def test_a_circuit_opened_by_a_failure_stops_the_in_place_retries_at_once() -> None:
+    # Regression (issue 15, 3): the retry loop rechecked the attempt limiter, not the circuit, so the
+    # failure that opened the circuit was followed by one more call to the same deployment.
+    circuit = "circuit: {failures: 1, window: 60, cooldown: 60}, " + FAST_RETRY
+    pipeline, providers, _ = build(solo=(OVERLOADED, OVERLOADED), extra={"solo": circuit})
+    with pytest.raises(errors.UpstreamOverloaded):
+        await pipeline.chat(ctx(), request("alone"))
+    assert providers["solo"].calls == 1
+
+
+async def test_a_circuit_opened_during_a_retry_loop_sends_the_request_to_the_fallback() -> None:
+    circuit = "circuit: {failures: 1, window: 60, cooldown: 60}, " + FAST_RETRY
+    pipeline, providers, _ = build(
+        primary=(OVERLOADED, OVERLOADED), extra={"primary": circuit}, chat=", on_error: {overloaded: retry}"
+    )
+    context = ctx()
+    result = await pipeline.chat(context, request())
+    assert result.model == "small"
+    assert providers["primary"].calls == 1
+    assert [a.deployment for a in context.attempts] == ["primary", "backup"]
