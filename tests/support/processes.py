@@ -43,10 +43,13 @@ def running(
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
     log: Path | None = None,
+    program: list[str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run margin with `args` (by default as `python -m margin`; `program` replaces that, e.g. with
+    the installed console script) until `ready_url` answers; stop it on exit."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "margin", *args],
+        [*(program or [sys.executable, "-m", "margin"]), *args],
         stdout=out,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
