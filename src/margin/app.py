@@ -11,11 +11,13 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from margin import errors
 from margin.api.errors import http_error_handler, margin_error_handler, unexpected_error_handler
 from margin.api.routes import build_routes
 from margin.api.state import GatewayState
+from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -97,10 +99,11 @@ def create_app(
         ledger=store,
         admin_key=config.server.admin_key.resolve() if config.server.admin_key else None,
         max_body_bytes=config.server.max_body_bytes,
-        expose_overhead=config.server.expose_overhead_header,
     )
     app = Starlette(
         routes=build_routes(),
+        # Outermost of margin's own layers: times each request from its arrival to its last byte.
+        middleware=[Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header)],
         lifespan=Lifespan(data_dir, store, limits, writer, state),
         exception_handlers={
             errors.MarginError: margin_error_handler,
@@ -160,7 +163,7 @@ def ledger_sink(writer: LedgerWriter) -> Callable[[list[RequestRecord]], None]:
 
     def sink(batch: list[RequestRecord]) -> None:
         for record in batch:
-            writer.submit(rows_for(record.ctx))
+            writer.submit(rows_for(record.ctx, overhead_ms=record.overhead_s * 1000))
 
     return sink
 

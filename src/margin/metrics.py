@@ -58,8 +58,8 @@ class Metrics:
         )
         self.overhead = Histogram(
             "margin_overhead_seconds",
-            "Time spent inside the gateway",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1),
+            "Latency the gateway adds: request arrival to last byte written, minus upstream time",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
         self.record_queue_depth = Gauge(

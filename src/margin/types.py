@@ -285,6 +285,24 @@ AttemptStatus = Literal["ok", "error", "cancelled"]
 
 
 @dataclass(slots=True)
+class UpstreamClock:
+    """How long one attempt waited on its upstream, as the adapter saw it (`time.perf_counter`
+    seconds): from just before it began writing the request to just after it read the upstream's
+    latest byte (or saw the upstream fail). Everything outside that span (parsing, routing,
+    serialising, event-loop queueing before the write and after the read) is the gateway's own time.
+    """
+
+    sent_at: float | None = None
+    read_at: float | None = None
+
+    def seconds(self) -> float | None:
+        """None until the adapter has marked both ends."""
+        if self.sent_at is None or self.read_at is None:
+            return None
+        return max(0.0, self.read_at - self.sent_at)
+
+
+@dataclass(slots=True)
 class Attempt:
     """One call to one upstream deployment: the unit of the ledger."""
 
@@ -301,3 +319,14 @@ class Attempt:
     ttft_ms: float | None = None
     cost: Cost | None = None
     gpu_seconds: float = 0.0
+    upstream: UpstreamClock = field(default_factory=UpstreamClock)  # marked by the provider adapter
+
+    def upstream_seconds(self) -> float:
+        """Time spent on the upstream so far: the adapter's own measure when it marks one; otherwise
+        (an adapter that marks nothing) the attempt's time to its first chunk or its whole latency."""
+        measured = self.upstream.seconds()
+        if measured is not None:
+            return measured
+        if self.latency_ms:
+            return self.latency_ms / 1000
+        return (self.ttft_ms or 0.0) / 1000

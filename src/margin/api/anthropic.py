@@ -27,10 +27,10 @@ async def messages(request: Request) -> Response:
         result = await state.pipeline.chat(ctx, chat)
         body = chat_result_to_message(result, model=result.model)
         return Response(
-            orjson.dumps(body), media_type="application/json", headers=response_headers(ctx, state)
+            orjson.dumps(body), media_type="application/json", headers=response_headers(ctx)
         )
     chunks = await state.pipeline.stream(ctx, chat)
     encoder = AnthropicStreamEncoder(model=ctx.model or chat.model)
     events = named_events(chunks, encoder.feed_named, encoder.finish_named, named_error_event)
-    headers = {**response_headers(ctx, state), "cache-control": "no-cache"}
+    headers = {**response_headers(ctx), "cache-control": "no-cache"}
     return EventStreamResponse(events, chunks, headers=headers)

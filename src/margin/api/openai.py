@@ -8,11 +8,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from margin.api import timing
 from margin.api.body import read_json, validate
 from margin.api.ids import new_request_id
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from margin.api.sse import EventStreamResponse, openai_events
-from margin.api.state import GatewayState, state_of
+from margin.api.state import state_of
 from margin.errors import ModelNotFound
 from margin.pipeline.context import Endpoint, RequestContext
 from margin.pipeline.route_labels import route_headers
@@ -28,6 +29,7 @@ def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
     key = auth[7:] if auth and auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
     control = request.headers.get("x-margin-cache") or request.headers.get("cache-control")
     ctx = RequestContext(request_id=rid, endpoint=endpoint, api_key=key, cache_control=control)
+    timing.attach(request.scope, ctx)  # timed from the request's arrival to the response's last byte
     for header, hint in (("x-margin-tier", "pin"), ("x-margin-max-tier", "cap")):
         value = request.headers.get(header)
         if value:
@@ -35,7 +37,9 @@ def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
     return ctx
 
 
-def response_headers(ctx: RequestContext, state: GatewayState) -> dict[str, str]:
+def response_headers(ctx: RequestContext) -> dict[str, str]:
+    """What margin says about the answer (`x-margin-overhead-ms` is added by `margin.api.timing`,
+    right before the headers go out)."""
     headers = {"x-request-id": ctx.request_id}
     if ctx.deployment:
         headers["x-margin-deployment"] = ctx.deployment
@@ -56,8 +60,6 @@ def response_headers(ctx: RequestContext, state: GatewayState) -> dict[str, str]
     if ctx.usage is not None:
         headers["x-margin-input-tokens"] = str(ctx.usage.input_total)
         headers["x-margin-output-tokens"] = str(ctx.usage.output_total)
-    if state.expose_overhead:
-        headers["x-margin-overhead-ms"] = f"{ctx.overhead_ms():.3f}"
     headers.update(route_headers(ctx))  # x-margin-route: policy, tier, deployment and why
     headers.update(ctx.extra_headers)
     return headers
@@ -95,14 +97,14 @@ async def _sampling(
     if not chat.stream:
         result = await state.pipeline.chat(ctx, chat)
         return Response(
-            orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx, state)
+            orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx)
         )
     chunks = await state.pipeline.stream(ctx, chat)
-    return EventStreamResponse(openai_events(chunks), chunks, headers=_stream_headers(ctx, state))
+    return EventStreamResponse(openai_events(chunks), chunks, headers=_stream_headers(ctx))
 
 
-def _stream_headers(ctx: RequestContext, state: GatewayState) -> dict[str, str]:
-    return {**response_headers(ctx, state), "cache-control": "no-cache", "x-accel-buffering": "no"}
+def _stream_headers(ctx: RequestContext) -> dict[str, str]:
+    return {**response_headers(ctx), "cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 async def embeddings(request: Request) -> Response:
@@ -120,7 +122,7 @@ async def embeddings(request: Request) -> Response:
     )
     result = await state.pipeline.embed(ctx, embedding)
     return Response(
-        orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx, state)
+        orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx)
     )
 
 

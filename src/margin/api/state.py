@@ -25,7 +25,6 @@ class GatewayState:
     ledger: LedgerStore
     admin_key: str | None
     max_body_bytes: int
-    expose_overhead: bool
     started_at: float = field(default_factory=time.time)
 
     def model_cards(self) -> list[dict[str, Any]]:

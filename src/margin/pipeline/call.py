@@ -26,6 +26,7 @@ from margin.pipeline.call_run import Run
 from margin.pipeline.call_stream import CallStream, prompt_estimate
 from margin.pipeline.context import RequestContext
 from margin.pipeline.meter import TokenCounter, estimate_text_tokens
+from margin.providers import timing
 from margin.providers.base import Provider
 from margin.resilience.backoff import retry_delay
 from margin.resilience.chain import Chain
@@ -71,6 +72,7 @@ class Caller:
             started_at=time.perf_counter(),
         )
         ctx.attempts.append(attempt)
+        timing.track(attempt.upstream)  # the adapter marks when its upstream's part starts and ends
         self.in_flight[name] += 1
         attempt.gpu_seconds = float(self.in_flight[name])  # sharers at start; turned into seconds at the end
         return attempt
@@ -79,8 +81,6 @@ class Caller:
         self.in_flight[attempt.deployment] -= 1
         attempt.latency_ms = (time.perf_counter() - attempt.started_at) * 1000
         attempt.gpu_seconds = attempt.latency_ms / 1000 / max(1.0, attempt.gpu_seconds)
-        if attempt.ttft_ms is None:
-            ctx.upstream_seconds += attempt.latency_ms / 1000  # a stream's wait was counted at its first chunk
 
     def fail(self, ctx: RequestContext, attempt: Attempt, error: errors.MarginError) -> None:
         attempt.status = "error"
@@ -314,7 +314,6 @@ class Caller:
 
         attempt, (first, stream) = await self.failover(ctx, run, names, call)
         attempt.ttft_ms = (time.perf_counter() - attempt.started_at) * 1000
-        ctx.upstream_seconds += attempt.ttft_ms / 1000
         self._succeed(
             ctx, run, attempt, str(first.body.get("model") or self.providers[attempt.deployment].deployment.model)
         )

@@ -159,6 +159,8 @@ class TierCaller:
                 life.usage = self.meter.usage_of(child, question, reply.usage, reply.body)
         except errors.MarginError as error:
             return Verdict(False, f"verifier=error:{type(error).__name__}")
+        finally:
+            ctx.upstream_seconds += child.upstream_time()  # the verifier's wait is not the gateway's overhead
         return verifier_verdict(reply.body, config.accept)
 
     def _replay(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> tuple[Chunk, CallStream]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,11 +19,14 @@ class RequestContext:
     request_id: str
     endpoint: Endpoint
     api_key: str | None = None
+    # When the request arrived (the HTTP layer sets both from the request's first byte).
     started: float = field(default_factory=time.perf_counter)
     wall_started: float = field(default_factory=time.time)
     principal: Principal = field(default_factory=Principal)
     decision: RouteDecision | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    # Upstream time of calls made for this request outside its own attempts (a cascade's verifier);
+    # the attempts' own upstream time is on each attempt's clock.
     upstream_seconds: float = 0.0
     deployment: str | None = None
     model: str | None = None
@@ -37,6 +41,41 @@ class RequestContext:
     counterfactual: Cost | None = None  # a routed request's cost had the premium tier answered it
     reservation: object | None = None  # stage ②'s ticket (margin.budgets.admission.Ticket), settled once
 
-    def overhead_ms(self) -> float:
-        """Time spent in margin itself: wall time so far minus time waiting on upstreams."""
-        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+    # Set by the HTTP layer: when the response's last byte went to the server (perf_counter), and,
+    # until then, what waits for it (the request's records, so they carry the complete overhead).
+    written_at: float | None = None
+    on_written: list[Callable[[], None]] | None = None
+
+    def upstream_time(self) -> float:
+        """Seconds the upstreams spent on this request so far, as the adapters measured them: per
+        attempt, from the request write to the last byte read (the open attempt's included)."""
+        return self.upstream_seconds + sum(attempt.upstream_seconds() for attempt in self.attempts)
+
+    def overhead_ms(self, at: float | None = None) -> float:
+        """The gateway's own time from the request's arrival to `at` (default: now): the elapsed
+        time minus the upstreams' time. Event-loop queueing before an upstream write or after its
+        last byte arrived, parsing and serialising all count as the gateway's."""
+        now = time.perf_counter() if at is None else at
+        return max(0.0, (now - self.started - self.upstream_time()) * 1000)
+
+    def hold_until_written(self) -> None:
+        """The HTTP layer will call `written` once the response's last byte is out."""
+        if self.written_at is None:
+            self.on_written = []
+
+    def after_written(self, callback: Callable[[], None]) -> bool:
+        """Run `callback` once the response is written; False (and nothing held) when no response
+        is being written: outside the HTTP layer, or already written."""
+        if self.on_written is None:
+            return False
+        self.on_written.append(callback)
+        return True
+
+    def written(self, at: float) -> None:
+        """The response's last byte went out at `at` (or the client left): release what waited."""
+        if self.written_at is not None:
+            return
+        self.written_at = at
+        waiting, self.on_written = self.on_written or [], None
+        for callback in waiting:
+            callback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import TypedDict
 
@@ -11,11 +12,18 @@ from margin.storage.ledger_row import LedgerRow
 from margin.types import Attempt, Cost, Usage
 
 
-def rows_for(ctx: RequestContext) -> list[LedgerRow]:
+def rows_for(ctx: RequestContext, *, overhead_ms: float | None = None) -> list[LedgerRow]:
+    """The request's rows; its last row (the answering one, when there is one) carries the
+    request's `overhead_ms` in `extra`: the gateway's own time, arrival to last byte written."""
     if ctx.cache_row is not None:
-        return [ctx.cache_row]  # a cache hit: cost 0, with the saved cost; no upstream attempt
-    final = len(ctx.attempts) - 1 if ctx.deployment else -1
-    return [_row(ctx, attempt, is_final=i == final) for i, attempt in enumerate(ctx.attempts)]
+        rows = [ctx.cache_row]  # a cache hit: cost 0, with the saved cost; no upstream attempt
+    else:
+        final = len(ctx.attempts) - 1 if ctx.deployment else -1
+        rows = [_row(ctx, attempt, is_final=i == final) for i, attempt in enumerate(ctx.attempts)]
+    if rows and overhead_ms is not None:
+        last = rows[-1]
+        rows[-1] = replace(last, extra={**last.extra, "overhead_ms": f"{overhead_ms:.3f}"})
+    return rows
 
 
 def _row(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> LedgerRow:

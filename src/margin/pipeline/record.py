@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from margin.metrics import Metrics
 from margin.pipeline.context import RequestContext
@@ -32,6 +32,14 @@ class RequestRecord:
     overhead_s: float
 
 
+def as_written(record: RequestRecord) -> RequestRecord:
+    """`record` timed to the response's last byte, once the HTTP layer has written it."""
+    ctx = record.ctx
+    if ctx.written_at is None:
+        return record
+    return replace(record, latency_s=ctx.written_at - ctx.started, overhead_s=ctx.overhead_ms(ctx.written_at) / 1000)
+
+
 class Recorder:
     def __init__(self, metrics: Metrics, *, max_queue: int = 10_000, sinks: list[Sink] | None = None) -> None:
         self.metrics = metrics
@@ -40,6 +48,12 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
 
     def submit(self, record: RequestRecord) -> None:
+        """Queue `record`; while the HTTP layer is still writing its response, once that is done, so
+        its latency and overhead include serialising and writing the body (or the whole stream)."""
+        if not record.ctx.after_written(lambda: self._enqueue(as_written(record))):
+            self._enqueue(record)
+
+    def _enqueue(self, record: RequestRecord) -> None:
         try:
             self.queue.put_nowait(record)
         except asyncio.QueueFull:

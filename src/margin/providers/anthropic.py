@@ -14,6 +14,7 @@ import orjson
 
 from margin import errors
 from margin.config.model import DeploymentConfig
+from margin.providers import timing
 from margin.providers.classify import parse_retry_after
 from margin.providers.sse import iter_sse
 from margin.translate import (
@@ -71,12 +72,16 @@ class AnthropicProvider:
             await self.start()
         assert self._session is not None
         name = self.deployment.name
+        data = orjson.dumps(body)
+        timing.sent()
         try:
-            response = await self._session.post(self._base + "/v1/messages", data=orjson.dumps(body))
+            response = await self._session.post(self._base + "/v1/messages", data=data)
         except aiohttp.ClientError as exc:
             raise errors.UpstreamConnection(f"{name}: {type(exc).__name__}", deployment=name) from exc
+        finally:
+            timing.received()  # the status line and headers are in, or the connection failed
         if response.status >= 400:
-            payload = await response.read()
+            payload = await timing.read_body(response)
             response.release()
             error = error_from_anthropic(response.status, _loads(payload), deployment=name)
             error.retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -88,7 +93,7 @@ class AnthropicProvider:
         try:
             async with asyncio.timeout(self.deployment.timeouts.non_streamed):
                 response = await self._post(self._body(request, stream=False))
-                payload = await response.read()
+                payload = await timing.read_body(response)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout(
                 f"{name}: no answer in time", deployment=name, code="first_token_timeout"

@@ -16,6 +16,7 @@ import orjson
 from margin import errors
 from margin.config.model import DeploymentConfig
 from margin.metering.usage import openai_usage
+from margin.providers import timing
 from margin.providers.classify import classify_http_error
 from margin.providers.sse import iter_sse
 from margin.translate import strip_anthropic_extensions
@@ -86,8 +87,10 @@ class OpenAICompatProvider:
         if self._session is None:
             await self.start()
         assert self._session is not None
+        data = orjson.dumps(body)
+        timing.sent()
         try:
-            response = await self._session.post(self._base + path, data=orjson.dumps(body))
+            response = await self._session.post(self._base + path, data=data)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout(
                 f"{self.deployment.name}: connect timed out", deployment=self.deployment.name
@@ -96,8 +99,10 @@ class OpenAICompatProvider:
             raise errors.UpstreamConnection(
                 f"{self.deployment.name}: {type(exc).__name__}", deployment=self.deployment.name
             ) from exc
+        finally:
+            timing.received()  # the status line and headers are in, or the connection failed
         if response.status >= 400:
-            payload = await response.read()
+            payload = await timing.read_body(response)
             response.release()
             raise classify_http_error(response.status, payload, response.headers, deployment=self.deployment.name)
         return response
@@ -107,7 +112,7 @@ class OpenAICompatProvider:
         try:
             async with asyncio.timeout(self.deployment.timeouts.non_streamed):
                 response = await self._post(path, body)
-                payload = await response.read()
+                payload = await timing.read_body(response)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout(
                 f"{self.deployment.name}: no answer within {self.deployment.timeouts.non_streamed}s",
@@ -158,7 +163,7 @@ class OpenAICompatProvider:
         body: JSON = {**request.params, "model": self.deployment.model, "input": request.inputs}
         try:
             response = await self._post("/embeddings", body)
-            payload = await response.read()
+            payload = await timing.read_body(response)
         except aiohttp.ClientError as exc:
             raise errors.UpstreamConnection(
                 f"{self.deployment.name}: {type(exc).__name__}", deployment=self.deployment.name

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
+from margin.providers import timing
+
 
 async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
     """Yield (event, data) pairs. `event` is "" when the server sends data-only events (OpenAI)."""
@@ -14,7 +16,14 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, by
     buffer = b""
     # iter_any rather than line iteration: aiohttp's readline refuses lines over 512 KiB, and a
     # single SSE event (a big tool call, an embedded image) can be longer than that.
-    async for block in content.iter_any():
+    blocks = content.iter_any()
+    while True:
+        try:
+            block = await anext(blocks, None)
+        finally:
+            timing.received()  # bytes came in, the stream ended, or it failed: the upstream's time so far
+        if block is None:
+            break
         buffer += block
         *lines, buffer = buffer.split(b"\n")
         for raw in lines:

@@ -11,9 +11,12 @@ out with the first body bytes immediately.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from margin.api.timing import RECEIVED
 
 
 class CoalescingTransport:
@@ -72,3 +75,10 @@ class CoalescingTransport:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # The request's first byte, as the server parses it: the gateway's overhead counts from here,
+        # so the wait before the app's task runs (event-loop queueing under load) is in it too.
+        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+        scope[RECEIVED] = (time.perf_counter(), time.time())

@@ -171,9 +171,6 @@ async def test_response_headers_carry_the_route(tmp_path: Path) -> None:
     ctx = context()
     await pipeline.chat(ctx, chat(EASY))
 
-    class State:
-        expose_overhead = False
-
-    headers = response_headers(ctx, State())  # type: ignore[arg-type]
+    headers = response_headers(ctx)
     assert headers["x-margin-deployment"] == "small" and headers["x-margin-cascade"] == "accepted"
     assert json.dumps(headers)  # all strings
