@@ -42,6 +42,7 @@ async def deployments(request: Request) -> Response:
                 "in_flight": caller.in_flight.get(d.name, 0),
                 "max_attempts_per_second": d.max_attempts_per_second,
                 "circuit": _circuit(view),
+                "timeouts": res.latency.describe(d.name, d.timeouts),  # the measured stream timeouts
             }
         )
     runtime = {"tasks": len(asyncio.all_tasks()), "draining": len(caller.background)}

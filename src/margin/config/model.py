@@ -11,11 +11,14 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
+from margin.config.streaming import StreamingConfig
 
 
 class Timeouts(Strict):
     """Seconds. `first_token` bounds the wait for the upstream's first event; `idle` the gap between
-    streamed events; `total` the whole attempt."""
+    streamed events; `total` the whole attempt. Left unset, `first_token` and `idle` are ceilings
+    that a stream's timeouts tighten below as the deployment's measured latency allows
+    (`failover.adaptive_timeouts`); set, they hold as given."""
 
     connect: float = Field(5.0, gt=0)
     first_token: float = Field(30.0, gt=0)
@@ -96,9 +99,10 @@ class LocalEmbedSettings(Strict):
 
 
 class RetryPolicy(Strict):
-    """Retries of the same deployment, for error classes whose action is `retry` (see
-    docs/failover.md). Delays are exponential with full jitter; a Retry-After header is honoured up
-    to `retry_after_cap`, and a longer one fails over instead of parking the request."""
+    """Retries of the same deployment, for error classes whose action is `retry` (by default the
+    transient ones; see docs/failover.md). Delays are exponential with full jitter; a Retry-After
+    header is honoured up to `retry_after_cap`, and a longer one fails over instead of parking the
+    request."""
 
     max_retries: int = Field(1, ge=0, le=10)
     base_delay: float = Field(0.2, ge=0)
@@ -131,6 +135,9 @@ ErrorClassName = Literal[
     "capacity",
 ]
 ErrorAction = Literal["retry", "failover", "return"]
+# retry_first: a transient error (rate limit, overloaded, server error, connection) is retried on the
+# same deployment when the wait is short, then failed over; failover_first: moved on at once.
+FailoverMode = Literal["retry_first", "failover_first"]
 # The request itself is at fault for these: the same model would refuse it again.
 NEVER_RETRIED: frozenset[str] = frozenset({"context_length", "content_filter", "bad_request"})
 
@@ -207,6 +214,12 @@ class ModelGroupConfig(Strict):
     on_error: dict[ErrorClassName, ErrorAction] = Field(
         default_factory=dict, description="Per error class: retry the same deployment, fail over, or return"
     )
+    failover_mode: FailoverMode | None = Field(
+        None, description="This group's failover.mode (unset: the failover section's); on_error overrides it per class"
+    )
+    streaming: StreamingConfig = Field(
+        default_factory=StreamingConfig, description="Hold the first tokens of a stream (buffer_first_tokens)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -245,9 +258,32 @@ class ModelGroupConfig(Strict):
         return self
 
 
+class AdaptiveTimeouts(Strict):
+    """First-token and idle timeouts that follow each deployment's measured behaviour (docs/failover.md).
+
+    Where a deployment's `timeouts.first_token` (or `idle`) is not set in the config, a stream's wait
+    for its first event is `clamp(multiplier x the deployment's recent TTFT quantile, floor, the
+    default timeout)`, and its longest wait between events the same over the longest gap each recent
+    stream showed. Tightening needs `min_samples` measurements within `horizon_s`, and only applies
+    when another deployment on the route could take over. An explicit value always wins."""
+
+    enabled: bool = True
+    multiplier: float = Field(3.0, ge=1, description="times the measured quantile")
+    quantile: float = Field(0.99, gt=0, le=1)
+    first_token_floor: float = Field(3.0, gt=0, description="seconds; the first-token timeout is never shorter")
+    idle_floor: float = Field(5.0, gt=0, description="seconds; the idle timeout is never shorter")
+    min_samples: int = Field(20, ge=1, description="measurements needed before a timeout is tightened")
+    window: int = Field(200, ge=1, le=10_000, description="measurements kept per deployment (most recent)")
+    horizon_s: float = Field(600.0, gt=0, description="measurements older than this are forgotten")
+
+
 class FailoverConfig(Strict):
     """Request-wide limits of the failover machinery (per-deployment ones sit on each deployment)."""
 
+    mode: FailoverMode = Field(
+        "retry_first", description="retry_first | failover_first: what a transient upstream error does by default"
+    )
+    adaptive_timeouts: AdaptiveTimeouts = AdaptiveTimeouts()
     deadline: float = Field(300.0, gt=0, description="Seconds a request may take, streaming included")
     retry_budget: int = Field(3, ge=0, description="Same-deployment retries per request, all deployments")
     on_disconnect: Literal["cancel", "drain"] = Field(

@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from margin import errors
+from margin.config.model import Timeouts
 from margin.pipeline import legacy
 from margin.pipeline.call_run import Run
 from margin.pipeline.call_stream import CallStream, prompt_estimate
@@ -28,7 +29,7 @@ from margin.pipeline.context import RequestContext
 from margin.pipeline.meter import TokenCounter, estimate_text_tokens
 from margin.providers import timing
 from margin.providers.base import Provider
-from margin.resilience.backoff import retry_delay
+from margin.resilience.backoff import in_place_wait
 from margin.resilience.chain import Chain
 from margin.resilience.circuit import Admission, Outcome
 from margin.resilience.deadline import Deadline, RetryBudget, deadline_error
@@ -160,9 +161,10 @@ class Caller:
                 self.fail(ctx, attempt, error)
                 await self.judge(name, error, probe=admission is Admission.PROBE)
                 delay = self._next_step(run, name, error, retries, admission)
-                admission = await self._readmit(name, wait=delay)
-                if admission is None:
+                again = await self._readmit(name, wait=delay)
+                if again is None:
                     raise _NextDeployment(error) from None
+                admission = again
                 retries += 1
                 continue
             except asyncio.CancelledError:
@@ -203,15 +205,19 @@ class Caller:
             raise error
         if kind == "context_length":
             run.chain.context_exceeded(name)
-        retry = self.resilience.limits[name].retry
-        in_place = action == "retry" or (error.retryable and not self._alternatives(run, name))
-        if not in_place or admission is Admission.PROBE or retries >= retry.max_retries:
+        wait = in_place_wait(
+            error,
+            action,
+            self.resilience.limits[name].retry,
+            retries=retries,
+            alternatives=self._alternatives(run, name),
+            probe=admission is Admission.PROBE,
+            remaining=run.deadline.remaining(),
+            rand=self.resilience.rand,
+        )
+        if wait is None or not run.budget.take():
             raise _NextDeployment(error)
-        after = error.retry_after if isinstance(error, errors.UpstreamError) else None
-        delay = retry_delay(retries, after, retry, self.resilience.rand)
-        if delay is None or delay >= run.deadline.remaining() or not run.budget.take():
-            raise _NextDeployment(error)
-        return delay
+        return wait
 
     def _alternatives(self, run: Run, name: str) -> bool:
         """Is there a deployment after `name` on the route that the request could still use?"""
@@ -300,7 +306,7 @@ class Caller:
             convert = request.kind == "completion" and not provider.native_completions
             stream = provider.stream(legacy.as_chat(request) if convert else request)
             try:
-                first = await anext(stream)
+                first = await self._first_chunk(run, name, stream)
             except StopAsyncIteration:
                 raise errors.UpstreamServerError(
                     f"{name}: the upstream sent an empty stream", deployment=name
@@ -314,10 +320,73 @@ class Caller:
 
         attempt, (first, stream) = await self.failover(ctx, run, names, call)
         attempt.ttft_ms = (time.perf_counter() - attempt.started_at) * 1000
+        self.resilience.latency.first_token_seen(attempt.deployment, attempt.ttft_ms / 1000)
+        stream = self._watched(run, attempt.deployment, first, stream)
         self._succeed(
             ctx, run, attempt, str(first.body.get("model") or self.providers[attempt.deployment].deployment.model)
         )
         return first, attempt, stream
+
+    # --- stream timeouts from measured latency (margin.resilience.observed_latency) ----------------
+
+    async def _first_chunk(self, run: Run, name: str, stream: AsyncIterator[Chunk]) -> Chunk:
+        """The stream's first chunk, within the deployment's measured first-token timeout when one
+        applies (the adapter enforces the configured one in any case)."""
+        latency = self.resilience.latency
+        # Tightening only pays when another deployment can answer instead; alone, wait the full bound.
+        bound = latency.first_token_timeout(name, self._timeouts(name)) if self._alternatives(run, name) else None
+        if bound is None:
+            return await anext(stream)
+        try:
+            async with asyncio.timeout(bound) as scope:
+                return await anext(stream)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            latency.first_token_seen(name, bound)  # censored: it took at least that long
+            raise errors.UpstreamTimeout(
+                f"{name}: no first token within {bound:.3g}s (its measured first-token timeout)",
+                deployment=name,
+                code="first_token_timeout",
+            ) from None
+
+    async def _watched(
+        self, run: Run, name: str, first: Chunk, stream: AsyncIterator[Chunk]
+    ) -> AsyncGenerator[Chunk, None]:
+        """`stream` after its first chunk, within the deployment's measured idle timeout when one
+        applies; a stream that finishes reports its longest gap between chunks, for the next ones.
+        Waits after the finish reason are the adapter's business (a trailing usage chunk, [DONE])."""
+        latency = self.resilience.latency
+        later = run.route[run.route.index(name) + 1 :] if name in run.route else ()
+        # A break mid-answer is invisible only on a deployment that continues it (prefill).
+        continuable = any(run.chain.fits(n) and self.resilience.limits[n].prefill for n in later)
+        bound = latency.idle_timeout(name, self._timeouts(name)) if continuable else None
+        finished, longest = _finishes(first), 0.0
+        try:
+            while True:
+                started = time.perf_counter()
+                chunk = await _next_within(stream, None if finished else bound)
+                if chunk is None:
+                    break
+                if not finished:
+                    longest = max(longest, time.perf_counter() - started)
+                    finished = _finishes(chunk)
+                yield chunk
+        except _WentIdle:
+            assert bound is not None
+            latency.longest_gap_seen(name, bound)  # censored, as for the first token
+            raise errors.UpstreamTimeout(
+                f"{name}: stream went idle for {bound:.3g}s (its measured idle timeout)",
+                deployment=name,
+                code="idle_timeout",
+            ) from None
+        finally:
+            await close_stream(stream)
+        if finished:
+            latency.longest_gap_seen(name, longest)
+
+    def _timeouts(self, name: str) -> Timeouts:
+        return self.providers[name].deployment.timeouts
 
     def counter(self, name: str) -> TokenCounter:
         count = getattr(self.providers.get(name), "count_tokens", None)
@@ -350,6 +419,27 @@ async def close_stream(stream: AsyncIterator[Chunk]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+class _WentIdle(Exception):
+    """Control flow: no chunk within a measured idle timeout. Never escapes this module."""
+
+
+async def _next_within(stream: AsyncIterator[Chunk], seconds: float | None) -> Chunk | None:
+    """The next chunk, None at the end; `_WentIdle` after `seconds` (None: no bound of ours)."""
+    if seconds is None:
+        return await anext(stream, None)
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            return await anext(stream, None)
+    except TimeoutError:
+        if scope.expired():
+            raise _WentIdle from None
+        raise
+
+
+def _finishes(chunk: Chunk) -> bool:
+    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.body.get("choices") or ())
 
 
 async def _converted(stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:

@@ -1,8 +1,10 @@
 """Per error class: retry the same deployment, fail over, or return to the client.
 
 The upstream error is first classified (`margin.providers.classify` turns HTTP answers into error
-classes; this module names those classes), then looked up in the model group's table: the defaults
-below, overridden per group by `on_error` in the config.
+classes; this module names those classes), then looked up in the model group's table: the table of
+its failover mode (`retry_first` by default, or `failover_first`), overridden per class by the
+group's `on_error`. How long a retry waits, and when it gives up and fails over after all, is
+`margin.resilience.backoff.in_place_wait`. docs/failover.md has the whole decision table.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 from margin import errors
-from margin.config.model import NEVER_RETRIED, ErrorAction, ErrorClassName
+from margin.config.model import NEVER_RETRIED, ErrorAction, ErrorClassName, FailoverMode
 
 ERROR_CLASSES: tuple[ErrorClassName, ...] = get_args(ErrorClassName)
 
@@ -33,18 +35,24 @@ _CLASS_OF: tuple[tuple[type[errors.MarginError], ErrorClassName], ...] = (
     (errors.UpstreamError, "server_error"),
 )
 
+# Errors that say "not right now": the same deployment is likely to answer after a short wait.
+TRANSIENT: frozenset[ErrorClassName] = frozenset({"rate_limit", "overloaded", "server_error", "connection"})
+
 DEFAULT_ACTIONS: Mapping[ErrorClassName, ErrorAction] = {
-    # Transient: the next deployment answers sooner than a backoff would, and leaves the struggling
-    # one alone. The call stage still retries in place (backoff, Retry-After) when no other
-    # deployment is left to try; `retry` in a group's `on_error` retries in place first.
-    "rate_limit": "failover",
-    "overloaded": "failover",
-    "server_error": "failover",
-    "connection": "failover",
+    # Transient (`failover.mode: retry_first`, the default): retried on the same deployment when the
+    # wait is short (Retry-After up to the deployment's retry_after_cap, else jittered back-off), within
+    # its max_retries, the request's retry budget and deadline, and while its circuit stays closed;
+    # then failed over. A fallback is often another price or another model: one short wait on the
+    # deployment the route chose first is what a careful operator would do by hand.
+    "rate_limit": "retry",
+    "overloaded": "retry",
+    "server_error": "retry",
+    "connection": "retry",
     # A silent or broken upstream is not asked again within the request: that is how gateways end
     # up retrying a hung endpoint for minutes.
     "timeout": "failover",
     "stream_interrupted": "failover",
+    # Asking again changes nothing: wrong credentials, a model that is gone, a full local queue.
     "auth": "failover",
     "model_gone": "failover",
     "capacity": "failover",
@@ -53,6 +61,19 @@ DEFAULT_ACTIONS: Mapping[ErrorClassName, ErrorAction] = {
     # The request is at fault: every model behind the gateway would say the same.
     "content_filter": "return",
     "bad_request": "return",
+}
+
+# `failover.mode: failover_first`, for latency-critical groups: the next deployment answers sooner
+# than a back-off would. The call stage still retries a transient error in place when no other
+# deployment is left to try.
+FAILOVER_FIRST_ACTIONS: Mapping[ErrorClassName, ErrorAction] = {
+    **DEFAULT_ACTIONS,
+    **dict.fromkeys(TRANSIENT, "failover"),
+}
+
+ACTIONS_BY_MODE: Mapping[FailoverMode, Mapping[ErrorClassName, ErrorAction]] = {
+    "retry_first": DEFAULT_ACTIONS,
+    "failover_first": FAILOVER_FIRST_ACTIONS,
 }
 
 # What says "this deployment is unhealthy" to its circuit breaker. A refused request does not.
@@ -76,8 +97,11 @@ class ErrorPolicy:
     actions: Mapping[ErrorClassName, ErrorAction] = field(default_factory=lambda: dict(DEFAULT_ACTIONS))
 
     @classmethod
-    def with_overrides(cls, overrides: Mapping[ErrorClassName, ErrorAction]) -> ErrorPolicy:
-        return cls({**DEFAULT_ACTIONS, **overrides})
+    def with_overrides(
+        cls, overrides: Mapping[ErrorClassName, ErrorAction], mode: FailoverMode = "retry_first"
+    ) -> ErrorPolicy:
+        """The table of `mode`, with a group's `on_error` entries over it."""
+        return cls({**ACTIONS_BY_MODE[mode], **overrides})
 
     def action(self, error: errors.MarginError) -> ErrorAction:
         name = error_class(error)

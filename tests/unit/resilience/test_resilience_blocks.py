@@ -53,7 +53,7 @@ def test_every_class_has_a_default_action() -> None:
 @pytest.mark.parametrize(
     ("error", "action"),
     [
-        (errors.UpstreamOverloaded("x"), "failover"),
+        (errors.UpstreamOverloaded("x"), "retry"),
         (errors.UpstreamTimeout("x"), "failover"),
         (errors.ContextLengthExceeded("x"), "failover"),
         (errors.ContentFiltered("x"), "return"),

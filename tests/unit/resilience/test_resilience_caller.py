@@ -13,8 +13,17 @@ from margin import errors
 OVERLOADED = errors.UpstreamOverloaded("busy", deployment="x")
 
 
-async def test_a_transient_error_fails_over_when_another_deployment_is_left() -> None:
+async def test_a_transient_error_is_retried_in_place_first_by_default() -> None:
     pipeline, _, _ = build(primary=(OVERLOADED,))
+    context = ctx()
+    result = await pipeline.chat(context, request())
+    assert result.model == "big"
+    assert [(a.deployment, a.status) for a in context.attempts] == [("primary", "error"), ("primary", "ok")]
+    assert "x-margin-fallback" not in context.extra_headers
+
+
+async def test_a_transient_error_fails_over_at_once_in_failover_first_mode() -> None:
+    pipeline, _, _ = build(primary=(OVERLOADED,), chat=", failover_mode: failover_first")
     context = ctx()
     result = await pipeline.chat(context, request())
     assert result.model == "small"
@@ -133,7 +142,8 @@ async def test_embeddings_fail_over_too() -> None:
     provider.embed = _raise(OVERLOADED)  # type: ignore[method-assign]
     context = ctx()
     result = await pipeline.embed(context, EmbeddingRequest(model="chat", inputs=["a"]))
-    assert result.model == "small" and [a.deployment for a in context.attempts] == ["primary", "backup"]
+    # Retried in place once (max_retries: 1), then failed over.
+    assert result.model == "small" and [a.deployment for a in context.attempts] == ["primary", "primary", "backup"]
 
 
 def _raise(error: errors.MarginError):  # type: ignore[no-untyped-def]
