@@ -27,8 +27,16 @@ class Cut:
     error: errors.MarginError = field(default_factory=lambda: errors.StreamInterrupted("cut", deployment="x"))
 
 
+@dataclass
+class Stall:
+    """Stream `after` chunks (the role chunk counts), then go silent for `seconds`, then go on."""
+
+    after: int
+    seconds: float = 3600.0
+
+
 HANG = "hang"
-Step = errors.MarginError | Cut | str | None
+Step = errors.MarginError | Cut | Stall | str | None
 
 
 class Scripted(FakeProvider):
@@ -61,12 +69,14 @@ class Scripted(FakeProvider):
         async for chunk in super().stream(request):
             if isinstance(step, Cut) and sent == step.after:
                 raise step.error
+            if isinstance(step, Stall) and sent == step.after:
+                await asyncio.sleep(step.seconds)
             sent += 1
             yield chunk
 
 
 BASE = """
-failover: {{deadline: {deadline}, retry_budget: {budget}, on_disconnect: {disconnect}}}
+failover: {{deadline: {deadline}, retry_budget: {budget}, on_disconnect: {disconnect}{failover}}}
 deployments:
   - {{name: primary, provider: fake, model: big, price: {{input: "4", output: "8"}}, {primary}}}
   - {{name: backup, provider: fake, model: small, price: {{input: "1", output: "2"}}, {backup}}}
@@ -88,9 +98,11 @@ def build(
     disconnect: str = "cancel",
     extra: dict[str, str] | None = None,
     chat: str = "",
+    failover: str = "",
 ) -> tuple[Pipeline, dict[str, Scripted], list[RequestRecord]]:
     extra = {"primary": FAST_RETRY, "backup": FAST_RETRY, "solo": FAST_RETRY, **(extra or {})}
-    config = parse_config(BASE.format(deadline=deadline, budget=budget, disconnect=disconnect, chat=chat, **extra))
+    text = BASE.format(deadline=deadline, budget=budget, disconnect=disconnect, chat=chat, failover=failover, **extra)
+    config = parse_config(text)
     by_name = {d.name: d for d in config.deployments}
     providers = {
         "primary": Scripted(by_name["primary"], *primary),
