@@ -35,6 +35,7 @@ PROMPT = "alpha beta gamma delta epsilon zeta eta theta iota kappa"  # the fake 
 class Dep:
     extra: str = ""  # more YAML keys, e.g. "context_window: 100"
     fault: str | None = None  # the fake upstream's script for this deployment's model
+    defaults: bool = False  # the documented defaults: no scaled-down timeouts, retry or circuit settings
 
 
 @dataclass
@@ -42,19 +43,25 @@ class Group:
     deployments: list[str]
     fallbacks: list[str] = field(default_factory=list)
     on_error: str = ""  # YAML mapping, e.g. "{rate_limit: retry}"
+    mode: str = ""  # failover_mode: retry_first | failover_first (unset: the failover section's)
 
 
-def config_yaml(upstream: str, deps: Mapping[str, Dep], groups: Mapping[str, Group], failover: str = "") -> str:
-    lines = [f"failover: {{deadline: {DEADLINE_S}, retry_budget: 3{failover}}}", "deployments:"]
+def config_yaml(
+    upstream: str,
+    deps: Mapping[str, Dep],
+    groups: Mapping[str, Group],
+    failover: str = "",
+    deadline: float = DEADLINE_S,
+) -> str:
+    lines = [f"failover: {{deadline: {deadline}, retry_budget: 3{failover}}}", "deployments:"]
     for name, dep in deps.items():
+        scaled = [] if dep.defaults else [f"    timeouts: {FAST}", f"    retry: {RETRY}", f"    circuit: {CIRCUIT}"]
         lines += [
             f"  - name: {name}",
             "    provider: openai_compat",
             f"    model: {name}",
             f"    base_url: {upstream}/v1",
-            f"    timeouts: {FAST}",
-            f"    retry: {RETRY}",
-            f"    circuit: {CIRCUIT}",
+            *scaled,
             '    price: {input: "1", output: "2"}' if "price:" not in dep.extra else "",
             *(f"    {line}" for line in dep.extra.splitlines() if line.strip()),
         ]
@@ -66,6 +73,8 @@ def config_yaml(upstream: str, deps: Mapping[str, Dep], groups: Mapping[str, Gro
             lines.append(f"    fallbacks: [{', '.join(group.fallbacks)}]")
         if group.on_error:
             lines.append(f"    on_error: {group.on_error}")
+        if group.mode:
+            lines.append(f"    failover_mode: {group.mode}")
     return "\n".join(line for line in lines if line) + "\n"
 
 
@@ -124,11 +133,16 @@ class Served:
 
 
 @contextmanager
-def serve(tmp: Path, deps: Mapping[str, Dep], groups: Mapping[str, Group], failover: str = "") -> Iterator[Served]:
+def serve(
+    tmp: Path, deps: Mapping[str, Dep], groups: Mapping[str, Group], failover: str = "", deadline: float = DEADLINE_S
+) -> Iterator[Served]:
     deps = {**deps, "healthy": Dep()}
     groups = {**groups, "healthy": Group(["healthy"])}
     faults = [arg for name, dep in deps.items() if dep.fault for arg in ("--fault", f"{name}={dep.fault}")]
-    with fake_upstream(*faults) as upstream, gateway(config_yaml(upstream, deps, groups, failover), tmp) as url:
+    with (
+        fake_upstream(*faults) as upstream,
+        gateway(config_yaml(upstream, deps, groups, failover, deadline), tmp) as url,
+    ):
         yield Served(url, upstream, tmp / "data" / "margin.db")
 
 
