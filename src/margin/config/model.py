@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
+from margin.config.streaming import StreamingConfig
 
 
 class Timeouts(Strict):
@@ -215,6 +216,9 @@ class ModelGroupConfig(Strict):
     )
     failover_mode: FailoverMode | None = Field(
         None, description="This group's failover.mode (unset: the failover section's); on_error overrides it per class"
+    )
+    streaming: StreamingConfig = Field(
+        default_factory=StreamingConfig, description="Hold the first tokens of a stream (buffer_first_tokens)"
     )
 
     @model_validator(mode="before")

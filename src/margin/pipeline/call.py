@@ -294,7 +294,8 @@ class Caller:
         """The first chunk and the rest: failures before the first chunk fail over invisibly."""
         run = self.plan(ctx, request)
         first, attempt, upstream = await self.open_on(ctx, run, run.route, request)
-        return first, CallStream(self, ctx, run, request, attempt, upstream, first, drain=self.drains)
+        stream = CallStream(self, ctx, run, request, attempt, upstream, first, drain=self.drains)
+        return await stream.first_to_send(first), stream  # a group's stream buffer may hold `first` back
 
     async def open_on(
         self, ctx: RequestContext, run: Run, names: tuple[str, ...], request: ChatRequest

@@ -9,6 +9,10 @@ HTTP error. What it can become, in order of preference:
 - otherwise: a final chunk with `finish_reason: "error"`, then the error itself, which the API layer
   sends in-band with no `[DONE]`. A truncated answer never ends like a complete one.
 
+A model group with `streaming.buffer_first_tokens` holds each stream's first tokens
+(`margin.pipeline.stream_buffer`), response headers included: until the hold releases them the
+client has nothing, so a break inside that window restarts on any later deployment, invisibly.
+
 With `failover.on_disconnect: drain` the upstream is read by a task of its own, so a client that
 hangs up cancels only its wait on that task and the rest of the answer can still be read and metered.
 """
@@ -25,6 +29,7 @@ from margin import errors
 from margin.pipeline.call_run import Run
 from margin.pipeline.context import RequestContext
 from margin.pipeline.meter import TokenCounter, prompt_text
+from margin.pipeline.stream_buffer import FirstTokensHold
 from margin.providers.base import Provider
 from margin.resilience.deadline import deadline_error
 from margin.resilience.error_actions import error_class
@@ -34,6 +39,13 @@ from margin.types import JSON, Attempt, AttemptStatus, ChatRequest, Chunk, Usage
 # Delta fields a prefill continuation cannot reproduce: once one was sent, the answer is not plain text.
 _NOT_TEXT = ("tool_calls", "function_call", "refusal", "reasoning_content", "reasoning", "audio")
 _END = object()
+
+
+class _WindowElapsed:
+    """`_arrival`'s answer when the hold's time ran out before the next upstream chunk came."""
+
+
+_WINDOW_ELAPSED = _WindowElapsed()
 
 
 class StreamCaller(Protocol):
@@ -86,7 +98,16 @@ class CallStream:
         self.switched = False
         self.last_body: JSON = first.body
         self.open_choices: set[int] = set()
+        self.announced = False  # the client has a chunk (the role announcement at least)
+        settings = caller.resilience.stream_buffer(run.group)
+        self.hold = FirstTokensHold(settings, caller.counter(attempt.deployment)) if settings else None
+        self._pending: asyncio.Future[Chunk | None] | None = None  # a read that outlived the hold's time
         self._observe(first)
+        self._opening: list[Chunk] = []  # what to send before reading on
+        if self.hold is None:
+            self._delivered([first])  # the caller sends `first` itself
+        else:
+            self._opening = self._pass(first)  # the hold decides when `first` goes out
         self._chunks = self._iterate()
         self._queue: asyncio.Queue[Any] | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -124,6 +145,10 @@ class CallStream:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, errors.MarginError):
+                await self._pending
         await self._chunks.aclose()
         await _close(self.upstream)
         attempt, self.attempt = self.attempt, None
@@ -133,20 +158,68 @@ class CallStream:
 
     # --- reading, and recovering from a break -----------------------------------------------------
 
+    async def first_to_send(self, first: Chunk) -> Chunk:
+        """The chunk that opens the response: `first`, or with a hold the first chunk it releases.
+
+        The response headers wait for it, so when every deployment breaks inside the hold's window
+        the client gets a plain HTTP error rather than a stream that ends in one."""
+        if self.hold is None:
+            return first
+        opened = False
+        try:
+            chunk = await anext(self, None)
+            opened = True
+        finally:
+            if not opened:  # it failed, or the client left while it waited: stop reading upstream
+                await self.close("cancelled")
+        if chunk is None:
+            raise errors.UpstreamServerError("The upstream sent an empty stream.")
+        return chunk
+
     async def _iterate(self) -> AsyncGenerator[Chunk, None]:
+        for chunk in self._opening:
+            yield chunk
         while True:
             try:
-                while (chunk := await self._next()) is not None:
-                    if self.switched and _is_blank(chunk):
-                        continue  # the client already has a role chunk
-                    self._observe(chunk)
-                    yield chunk
+                while (arrived := await self._arrival()) is not None:
+                    for chunk in self._take(arrived):
+                        yield chunk
+                for chunk in self._delivered(self.hold.release() if self.hold is not None else []):
+                    yield chunk  # the upstream ended inside the window: what was held is the answer
                 return
             except errors.MarginError as error:
                 failure = await self._recover(error)
                 if failure is not None:
-                    yield self._error_finish()
+                    if self.announced:
+                        yield self._error_finish()
                     raise failure from None
+
+    def _take(self, arrived: Chunk | _WindowElapsed) -> list[Chunk]:
+        """What the client gets for one arrival: the chunk, nothing (held back, or a role chunk the
+        client already has), or everything the hold releases."""
+        if isinstance(arrived, _WindowElapsed):
+            return self._delivered(self.hold.release() if self.hold is not None else [])
+        if self.switched and self.announced and _is_blank(arrived):
+            return []
+        self._observe(arrived)
+        return self._pass(arrived)
+
+    def _pass(self, chunk: Chunk) -> list[Chunk]:
+        return self._delivered([chunk] if self.hold is None else self.hold.add(chunk))
+
+    async def _arrival(self) -> Chunk | _WindowElapsed | None:
+        """The next upstream chunk (None at the end), or `_WINDOW_ELAPSED` when the hold's time runs
+        out first; the read then goes on in its task and the next call waits for it again."""
+        wait = self.hold.seconds_left() if self.hold is not None else None
+        if wait is None and self._pending is None:
+            return await self._next()
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._next())
+        done, _ = await asyncio.wait({self._pending}, timeout=wait)
+        if not done:
+            return _WINDOW_ELAPSED
+        pending, self._pending = self._pending, None
+        return pending.result()
 
     async def _next(self) -> Chunk | None:
         """The next upstream chunk, within the request's deadline (the adapter enforces idle gaps)."""
@@ -188,6 +261,8 @@ class CallStream:
         self.upstream, self.request, self.switched = _prepend(first, upstream), request, True
         self.source = self.attempt.index
         self.attempt_text, self.attempt_usage = [], None
+        if self.hold is not None and self.hold.open:
+            self.hold.drop(self.caller.counter(self.attempt.deployment))  # never sent; billed to the broken attempt
         return None
 
     def _rest_of_route(self, failed: str) -> tuple[str, ...]:
@@ -206,26 +281,35 @@ class CallStream:
     # --- bookkeeping ------------------------------------------------------------------------------
 
     def _observe(self, chunk: Chunk) -> None:
+        """The attempt's own account of a chunk it sent (held back or not): usage and text."""
         if chunk.usage is not None:
             self.attempt_usage = chunk.usage
-        choices = chunk.body.get("choices")
-        if not choices:
-            return
-        self.last_body = chunk.body
-        for choice in choices:
-            index = choice.get("index", 0)
-            if choice.get("finish_reason"):
-                self.open_choices.discard(index)
-            else:
-                self.open_choices.add(index)
-            delta = choice.get("delta") or choice  # legacy completions carry "text" on the choice
-            text = delta.get("content") or delta.get("text")
+        for choice in chunk.body.get("choices") or ():
+            text = _text_of(choice)
             if text:
-                self.sent.append(text)
                 self.attempt_text.append(text)
-                self.visible = True
-            if any(delta.get(k) for k in _NOT_TEXT):
-                self.visible, self.continuable = True, False
+
+    def _delivered(self, chunks: list[Chunk]) -> list[Chunk]:
+        """`chunks`, noted as the client's from now on: what it has seen decides how a break ends."""
+        for chunk in chunks:
+            self.announced = True
+            choices = chunk.body.get("choices")
+            if not choices:
+                continue
+            self.last_body = chunk.body
+            for choice in choices:
+                index = choice.get("index", 0)
+                if choice.get("finish_reason"):
+                    self.open_choices.discard(index)
+                else:
+                    self.open_choices.add(index)
+                text = _text_of(choice)
+                if text:
+                    self.sent.append(text)
+                    self.visible = True
+                if any((choice.get("delta") or choice).get(k) for k in _NOT_TEXT):
+                    self.visible, self.continuable = True, False
+        return chunks
 
     def _partial_usage(self, attempt: Attempt) -> Usage | None:
         """What a broken attempt generated: billed to it, never to the deployment that takes over."""
@@ -268,6 +352,12 @@ def prompt_estimate(request: ChatRequest, count: TokenCounter) -> int:
     """Pre-flight prompt size, counted as the meter estimates it (3 tokens of framing per message)."""
     framing = 0 if request.kind == "completion" else 3 * len(request.messages) + 3
     return sum(count(t) for t in prompt_text(request)) + framing
+
+
+def _text_of(choice: JSON) -> str | None:
+    delta = choice.get("delta") or choice  # legacy completions carry "text" on the choice
+    text = delta.get("content") or delta.get("text")
+    return text if isinstance(text, str) else None
 
 
 def _is_blank(chunk: Chunk) -> bool:
