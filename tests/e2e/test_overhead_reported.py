@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import openai
 import orjson
 import pytest
 
@@ -36,6 +37,7 @@ ROUNDS = 15  # per client: each round one direct call and one through margin
 # The reported figures cannot see bytes that wait in a socket while the gateway's event loop is
 # busy (docs/ledger.md): under this load they read up to about 5x below the client's measure.
 LOWEST_SANE_RATIO = 1 / 8
+STREAM_EVENTS, STREAM_PACE_S = 8, 0.03  # a streamed answer the upstream paces: at least 240 ms upstream
 
 
 @dataclass
@@ -52,16 +54,17 @@ class Run:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     tmp = tmp_path_factory.mktemp("overhead")
-    with fake_upstream("--fault", f"fake-delayed=delay={UPSTREAM_DELAY_S}") as upstream:
+    faults = ["--fault", f"fake-delayed=delay={UPSTREAM_DELAY_S}", "--fault", f"fake-paced=pace={STREAM_PACE_S}"]
+    with fake_upstream("--chunks", str(STREAM_EVENTS), *faults) as upstream:
         config = f"""
 deployments:
-  - name: delayed
-    provider: openai_compat
-    model: fake-delayed
-    base_url: {upstream}/v1
-    price: {{input: "1", output: "2"}}
+  - {{name: delayed, provider: openai_compat, model: fake-delayed, base_url: "{upstream}/v1",
+     price: {{input: "1", output: "2"}}}}
+  - {{name: paced, provider: openai_compat, model: fake-paced, base_url: "{upstream}/v1",
+     price: {{input: "1", output: "2"}}}}
 models:
   - {{name: delayed, deployments: [delayed]}}
+  - {{name: paced, deployments: [paced]}}
 """
         with gateway(config, tmp) as url:
             yield upstream, url, tmp / "data" / "margin.db"
@@ -153,3 +156,24 @@ def test_reported_overhead_is_of_the_order_clients_measure(served: tuple[str, st
     assert set(ledger) == set(run.header_ms)
     assert all(ledger[rid] >= header - 0.001 for rid, header in run.header_ms.items())
     assert statistics.mean(ledger.values()) == pytest.approx(metric_mean_ms, rel=0.01, abs=0.01)
+
+
+def test_a_streams_overhead_leaves_out_the_upstreams_pace(served: tuple[str, str, Path]) -> None:
+    """A stream's header holds the overhead until its headers went out (at most the client's time to
+    first byte); the ledger has the whole stream's, which never includes the upstream's own pace."""
+    _, margin, db = served
+    client = openai.OpenAI(base_url=f"{margin}/v1", api_key="unused", max_retries=0)
+    started = time.perf_counter()
+    with client.chat.completions.with_streaming_response.create(
+        model="paced", messages=[{"role": "user", "content": "one two three four five six seven eight"}], stream=True
+    ) as response:
+        first_byte_ms = (time.perf_counter() - started) * 1000
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+        header_ms = float(response.headers["x-margin-overhead-ms"])
+        request_id = response.headers["x-request-id"]
+    client_ms = (time.perf_counter() - started) * 1000
+
+    assert events[-1] == "data: [DONE]" and len(events) >= STREAM_EVENTS
+    assert header_ms <= first_byte_ms
+    ledger_ms = ledger_overheads(db, {request_id})[request_id]
+    assert 0 < ledger_ms <= client_ms - (STREAM_EVENTS - 1) * STREAM_PACE_S * 1000  # the pace is the upstream's
