@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from margin.config import parse_config
-from margin.errors import ConfigError
 from margin.config.streaming import StreamingConfig
+from margin.errors import ConfigError
 from margin.pipeline.meter import estimate_text_tokens
 from margin.pipeline.stream_buffer import FirstTokensHold, output_tokens
 from margin.types import Chunk
@@ -52,7 +52,8 @@ def test_text_reasoning_refusal_and_legacy_text_count() -> None:
 
 
 def test_tool_call_names_and_arguments_count() -> None:
-    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    function = {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    call = {"index": 0, "id": "c1", "type": "function", "function": function}
     assert output_tokens(delta(tool_calls=[call]), words) == 1 + 2
     more = {"index": 0, "function": {"arguments": ' "unit": "C"}'}}
     assert output_tokens(delta(tool_calls=[more]), words) == 2

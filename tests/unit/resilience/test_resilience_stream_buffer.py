@@ -76,7 +76,7 @@ async def test_a_break_outside_the_window_is_continued_by_a_prefill_fallback() -
 
 
 async def test_a_break_of_every_deployment_inside_the_window_is_a_plain_error() -> None:
-    pipeline, providers, records = build(primary=(Cut(after=4),), backup=(Cut(after=3),), chat=buffered(50))
+    pipeline, _, records = build(primary=(Cut(after=4),), backup=(Cut(after=3),), chat=buffered(50))
     context = ctx()
     with pytest.raises(errors.StreamInterrupted) as caught:
         await pipeline.stream(context, request(text=TEXT))  # raised before any chunk: an HTTP error
@@ -144,7 +144,7 @@ async def test_a_client_that_leaves_after_a_timed_release_cancels_the_pending_re
     context = ctx()
     stream = await pipeline.stream(context, request(text=TEXT))  # released by time, a read still waiting
     started = time.perf_counter()
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert time.perf_counter() - started < 0.15  # the read is cancelled, not waited for (300 ms)
     assert records[0].status == "cancelled" and context.attempts[0].status == "cancelled"
     assert pipeline.caller.in_flight["primary"] == 0
