@@ -165,6 +165,17 @@ def redis_server() -> Iterator[str | None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def overhead_histogram(base: str) -> tuple[float, float]:
+    """(sum in seconds, count) of the gateway's `margin_overhead_seconds` histogram."""
+    text = httpx.get(f"{base}/metrics").text
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("margin_overhead_seconds_sum", "margin_overhead_seconds_count"):
+            values[name] = float(value)
+    return values["margin_overhead_seconds_sum"], values["margin_overhead_seconds_count"]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -2,7 +2,9 @@
 
 The gateway is pinned to core 0; the fake upstream and this load generator share core 1.
 Prints: added latency p50/p99 at concurrency 1 (non-streaming), throughput and CPU per request at
-concurrency 32, streaming time-to-first-byte overhead and CPU per chunk, idle RSS and start time.
+concurrency 32, streaming time-to-first-byte overhead and CPU per chunk, idle RSS and start time;
+and, side by side at concurrency 1 and 16, the overhead margin reports (the `x-margin-overhead-ms`
+header and the `margin_overhead_seconds` histogram) against the added latency measured here.
 
     python bench/overhead.py [--requests 2000] [--seconds 10]
 """
@@ -12,14 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import cpu_seconds, fake_upstream, gateway, gateway_config, percentile, rss_mb
+from harness import cpu_seconds, fake_upstream, gateway, gateway_config, overhead_histogram, percentile, rss_mb
+
+REPORTED_CONCURRENCY = 16  # where issue 14 saw the header read 10-100x below the added latency
 
 BODY = orjson.dumps(
     {"model": "bench", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
@@ -40,7 +46,10 @@ STREAM_BODY = orjson.dumps(
 )
 
 
-async def latencies(session: aiohttp.ClientSession, url: str, body: bytes, n: int) -> list[float]:
+async def latencies(
+    session: aiohttp.ClientSession, url: str, body: bytes, n: int, reported: list[float] | None = None
+) -> list[float]:
+    """Client-side latencies (ms); `reported` collects the x-margin-overhead-ms headers."""
     out = []
     for _ in range(n):
         started = time.perf_counter()
@@ -48,7 +57,51 @@ async def latencies(session: aiohttp.ClientSession, url: str, body: bytes, n: in
             await response.read()
             assert response.status == 200, response.status
         out.append((time.perf_counter() - started) * 1000)
+        if reported is not None:
+            reported.append(float(response.headers["x-margin-overhead-ms"]))
     return out
+
+
+@dataclass
+class SideBySide:
+    """One run of interleaved direct and via-margin calls, and what margin reported for its calls."""
+
+    direct: list[float] = field(default_factory=list)
+    via: list[float] = field(default_factory=list)
+    header: list[float] = field(default_factory=list)
+    metric_mean_ms: float = float("nan")
+
+
+async def side_by_side(direct: str, via: str, base: str, concurrency: int, rounds: int) -> SideBySide:
+    """Each client alternates a direct call and a call through margin, so load and noise hit both."""
+    run = SideBySide()
+    before = overhead_histogram(base)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def client(index: int) -> None:
+            for n in range(rounds):
+                first_direct = (index + n) % 2 == 0
+                for is_direct in (first_direct, not first_direct):
+                    if is_direct:
+                        run.direct += await latencies(session, direct, BODY, 1)
+                    else:
+                        run.via += await latencies(session, via, BODY, 1, run.header)
+
+        await asyncio.gather(*(client(i) for i in range(concurrency)))
+    after = overhead_histogram(base)
+    run.metric_mean_ms = (after[0] - before[0]) / max(after[1] - before[1], 1) * 1000
+    return run
+
+
+def side_by_side_rows(label: str, run: SideBySide) -> list[tuple[str, str]]:
+    mean = statistics.fmean
+    added_p50 = percentile(run.via, 50) - percentile(run.direct, 50)
+    added_mean = mean(run.via) - mean(run.direct)
+    return [
+        (f"{label} added latency measured p50 / mean (ms)", f"{added_p50:.3f} / {added_mean:.3f}"),
+        (f"{label} x-margin-overhead-ms p50 / mean (ms)", f"{percentile(run.header, 50):.3f} / {mean(run.header):.3f}"),
+        (f"{label} margin_overhead_seconds mean (ms)", f"{run.metric_mean_ms:.3f}"),
+    ]
 
 
 async def ttfb(session: aiohttp.ClientSession, url: str, body: bytes, n: int) -> list[float]:
@@ -91,10 +144,12 @@ async def main(requests: int, seconds: float, concurrency: int) -> None:
         async with aiohttp.ClientSession() as session:
             await latencies(session, via, BODY, 200)  # warm up both paths
             await latencies(session, direct, BODY, 200)
-            d, g = [], []
+            d: list[float] = []
+            g: list[float] = []
+            reported: list[float] = []  # x-margin-overhead-ms of the calls through margin
             for _ in range(4):  # interleave so drift hits both sides equally
                 d += await latencies(session, direct, BODY, requests // 4)
-                g += await latencies(session, via, BODY, requests // 4)
+                g += await latencies(session, via, BODY, requests // 4, reported)
             sd = await ttfb(session, direct, STREAM_BODY, requests // 4)
             sg = await ttfb(session, via, STREAM_BODY, requests // 4)
             # Per-chunk CPU at the margin: the same streams with 16 and with 128 content events, so
@@ -107,6 +162,8 @@ async def main(requests: int, seconds: float, concurrency: int) -> None:
             await ttfb(session, via, LONG_STREAM_BODY, n_stream)
             long_ms = (cpu_seconds(pid) - cpu0) * 1000
             per_chunk_ms = (long_ms - short_ms) / (n_stream * (128 - 16))
+        rounds = max(1, requests // 4 // REPORTED_CONCURRENCY)
+        loaded = await side_by_side(direct, via, base, REPORTED_CONCURRENCY, rounds)
         direct_rps = await throughput(direct, BODY, seconds / 2, concurrency)
         cpu0 = cpu_seconds(pid)
         count, elapsed = await throughput(via, BODY, seconds, concurrency)
@@ -119,6 +176,11 @@ async def main(requests: int, seconds: float, concurrency: int) -> None:
         ("non-stream c=1 via margin p50 / p99 (ms)", f"{percentile(g, 50):.3f} / {percentile(g, 99):.3f}"),
         ("added latency p50 (ms)  [target <= 1.5]", f"{percentile(g, 50) - percentile(d, 50):.3f}"),
         ("added latency p99 (ms)  [target <= 5]", f"{percentile(g, 99) - percentile(d, 99):.3f}"),
+        (
+            "x-margin-overhead-ms c=1 p50 / mean (ms)",
+            f"{percentile(reported, 50):.3f} / {statistics.fmean(reported):.3f}",
+        ),
+        *side_by_side_rows(f"non-stream c={REPORTED_CONCURRENCY}", loaded),
         (f"throughput c={concurrency} direct (req/s)", f"{direct_rps[0] / direct_rps[1]:.0f}"),
         (f"throughput c={concurrency} via margin, 1 core (req/s)  [>= 1000]", f"{count / elapsed:.0f}"),
         ("gateway CPU per request (ms)", f"{cpu_ms / max(count, 1):.3f}"),
