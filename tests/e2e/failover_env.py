@@ -44,6 +44,7 @@ class Group:
     fallbacks: list[str] = field(default_factory=list)
     on_error: str = ""  # YAML mapping, e.g. "{rate_limit: retry}"
     mode: str = ""  # failover_mode: retry_first | failover_first (unset: the failover section's)
+    streaming: str = ""  # YAML mapping, e.g. "{buffer_first_tokens: 32}"
 
 
 def config_yaml(
@@ -75,6 +76,8 @@ def config_yaml(
             lines.append(f"    on_error: {group.on_error}")
         if group.mode:
             lines.append(f"    failover_mode: {group.mode}")
+        if group.streaming:
+            lines.append(f"    streaming: {group.streaming}")
     return "\n".join(line for line in lines if line) + "\n"
 
 
