@@ -3,6 +3,14 @@
 Generation runs on worker threads (one model instance per concurrency slot, since a llama.cpp
 context is not thread-safe) behind a bounded FIFO queue, so the event loop keeps answering
 /healthz while the model works, and an overflowing queue is a clear 503 the router can spill from.
+
+What a request may do to a slot is bounded (see `local_slots` and `local_worker`):
+- the wait for a slot counts towards the deployment's `first_token` timeout (`response` for
+  non-streamed answers), so a busy or wedged model is failed over like a silent upstream;
+- a request that ends early (client gone, timeout, cancellation) stops its generation at the next
+  token, and the slot comes back from the worker thread itself once llama.cpp has returned;
+- a slot that does not come back within its bound makes the deployment unhealthy (/readyz, metrics)
+  and, once no slot is usable, fails requests at once so that they go to another tier.
 """
 
 from __future__ import annotations
@@ -12,17 +20,24 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from margin import errors
 from margin.config.model import DeploymentConfig, LocalSettings
 from margin.metering.usage import openai_usage
+from margin.providers.local_slots import SlotPool, SlotStats
+from margin.providers.local_worker import Generation, Produce, WorkerFailed
 from margin.types import JSON, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult, Usage
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The longest a worker asked to stop may take before its slot counts as stuck (capped by the
+# deployment's idle timeout). llama.cpp stops between tokens (milliseconds apart); the one step it
+# cannot interrupt is evaluating the prompt, about 2 s for a full 2048-token context of a 135M model
+# on one busy core, so 10 s flags a wedged worker without mistaking a long prompt for one.
+STOP_GRACE_S = 10.0
 _PASSED = (
     "temperature",
     "top_p",
@@ -36,6 +51,12 @@ _PASSED = (
     "tools",
     "tool_choice",
 )
+_NOT_FOR_COMPLETIONS = ("tools", "tool_choice", "response_format", "top_logprobs")
+# Answers llama.cpp only builds in its non-streamed form: generated in one uninterruptible call.
+_WHOLE_ONLY = ("tools", "tool_choice", "logprobs", "top_logprobs")
+
+T = TypeVar("T")
+_NO_ANSWER = "no_answer"  # a non-streamed answer's timeout: reported as a first-token timeout, like other adapters
 
 
 def default_model_path() -> Path:
@@ -49,12 +70,19 @@ def default_model_path() -> Path:
 
 
 class LocalProvider:
-    def __init__(self, deployment: DeploymentConfig) -> None:
+    def __init__(self, deployment: DeploymentConfig, *, load_model: Callable[[], Any] | None = None) -> None:
+        """`load_model` opens one model instance (on a worker thread); tests pass a scripted one."""
         self.deployment = deployment
         self.settings = deployment.local or LocalSettings()
-        self._models: asyncio.Queue[Any] = asyncio.Queue()
+        timeouts = deployment.timeouts
+        self._slots = SlotPool(
+            deployment.name,
+            max_queue=self.settings.max_queue,
+            stop_grace=min(timeouts.idle, STOP_GRACE_S),
+            max_hold=timeouts.total,
+        )
         self._executor = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="margin-llama")
-        self._waiting = 0
+        self._load_model = load_model or self._open_model
         self._loading: asyncio.Task[None] | None = None
         self._tokenizer: Any = None
 
@@ -68,16 +96,16 @@ class LocalProvider:
             self._loading = asyncio.create_task(self._load(), name=f"load-{self.deployment.name}")
 
     async def _load(self) -> None:
-        path = Path(self.settings.model_path) if self.settings.model_path else default_model_path()
         loop = asyncio.get_running_loop()
         for _ in range(self.settings.max_concurrency):
-            model = await loop.run_in_executor(self._executor, self._open_model, path)
+            model = await loop.run_in_executor(self._executor, self._load_model)
             self._tokenizer = self._tokenizer or model
-            self._models.put_nowait(model)
+            self._slots.add(model)
 
-    def _open_model(self, path: Path) -> Any:
+    def _open_model(self) -> Any:
         from llama_cpp import Llama
 
+        path = Path(self.settings.model_path) if self.settings.model_path else default_model_path()
         return Llama(
             model_path=str(path),
             n_ctx=self.settings.n_ctx,
@@ -90,6 +118,7 @@ class LocalProvider:
     async def aclose(self) -> None:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        self._slots.stop_all()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def count_tokens(self, text: str) -> int:
@@ -97,50 +126,109 @@ class LocalProvider:
             return max(1, len(text) // 4) if text else 0
         return len(self._tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    async def _acquire(self) -> Any:
-        loaded = self._loading is not None and self._loading.done()
-        if loaded and self._models.empty() and self._waiting >= self.settings.max_queue:
-            raise errors.CapacityExceeded(
-                f"{self.deployment.name}: the local model's queue is full; retry shortly or use another tier",
-                headers={"retry-after": "1"},
-            )
-        self._waiting += 1
+    def slot_stats(self) -> SlotStats:
+        return self._slots.stats()
+
+    async def health(self) -> bool:
+        """Loaded, and no generation slot stuck (a worker that did not stop when asked)."""
+        return self._loaded_ok() and self._slots.healthy
+
+    def _loaded_ok(self) -> bool:
+        loading = self._loading
+        return loading is not None and loading.done() and not loading.cancelled() and loading.exception() is None
+
+    # --- slots ----------------------------------------------------------------------------------
+
+    async def _generation(self, budget: float, produce: Produce[T]) -> Generation[T]:
+        """A generation started on a worker thread, once a slot is free: within `budget` seconds,
+        the wait for the weights included."""
+        started = time.monotonic()
+        if self._slots.stats().slots == 0:
+            await self._await_weights(budget)
+        lease = await self._slots.acquire(budget - (time.monotonic() - started))
+        # No await from here to the worker: the lease cannot be orphaned by a cancellation.
+        generation = Generation(self._slots, lease, produce, reader_idle=self.deployment.timeouts.idle)
         try:
-            if self._loading is None:
-                await self.start()
-            assert self._loading is not None
-            await asyncio.shield(self._loading)
-            return await self._models.get()
-        finally:
-            self._waiting -= 1
+            generation.start(self._executor)
+        except RuntimeError as exc:  # the executor is shut down: the gateway is stopping
+            raise errors.ServiceUnavailable(f"{self.deployment.name}: the local model is shutting down") from exc
+        return generation
+
+    async def _await_weights(self, budget: float) -> None:
+        name = self.deployment.name
+        if self._loading is None:
+            await self.start()
+        assert self._loading is not None
+        await asyncio.wait((self._loading,), timeout=max(0.0, budget))  # never cancels the loading
+        if self._slots.stats().slots:
+            return
+        if not self._loading.done():
+            raise errors.UpstreamTimeout(
+                f"{name}: the local model is still loading", deployment=name, code="first_token_timeout"
+            )
+        failure = None if self._loading.cancelled() else self._loading.exception()
+        raise errors.UpstreamServerError(
+            f"{name}: the local model could not be loaded ({failure or 'cancelled'})",
+            deployment=name,
+            code="local_model_unavailable",
+        ) from failure
+
+    async def _next(self, generation: Generation[T], timeout: float, code: str) -> T | None:
+        name = self.deployment.name
+        try:
+            item = await generation.next(timeout)
+        except TimeoutError:
+            what = "answer" if code == _NO_ANSWER else "first token" if code == "first_token_timeout" else "token"
+            raise errors.UpstreamTimeout(
+                f"{name}: no {what} from the local model within {max(0.0, timeout):.1f}s",
+                deployment=name,
+                code="first_token_timeout" if code == _NO_ANSWER else code,
+            ) from None
+        if isinstance(item, WorkerFailed):
+            if item.error is None:
+                raise errors.UpstreamServerError(f"{name}: the local model's worker failed", deployment=name)
+            raise errors.UpstreamBadRequest(f"{name}: {item.error}", deployment=name)  # llama.cpp's bad input
+        return item
+
+    # --- answers --------------------------------------------------------------------------------
 
     def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
         params = request.params
         kwargs = {k: params[k] for k in _PASSED if k in params}
         max_tokens = request.max_output_tokens
         kwargs["max_tokens"] = max_tokens if max_tokens is not None else 256
+        if request.kind == "completion":
+            kwargs = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_COMPLETIONS}
         return kwargs
 
     async def chat(self, request: ChatRequest) -> ChatResult:
-        model = await self._acquire()
+        budget = self.deployment.timeouts.non_streamed  # the queue, the prompt and every token
+        started = time.monotonic()
+        tally = _TokenTally()
+        whole = any(k in request.params for k in _WHOLE_ONLY)
+
+        def produce(model: Any, stop: threading.Event) -> Iterator[JSON]:
+            if whole:
+                yield self._generate(model, request)
+            else:
+                yield from self._chunks(model, request, stop, tally)
+
+        generation = await self._generation(budget, produce)
+        items: list[JSON] = []
         try:
-            loop = asyncio.get_running_loop()
-            body: JSON = await loop.run_in_executor(self._executor, self._generate, model, request)
+            while (item := await self._next(generation, budget - (time.monotonic() - started), _NO_ANSWER)) is not None:
+                items.append(item)
         finally:
-            self._models.put_nowait(model)
+            generation.stop()  # a no-op once the answer is complete
+        body = items[0] if whole else self._assembled(request, items, tally)
         body["model"] = self.deployment.model
         usage = body.get("usage")
         return ChatResult(body=body, usage=openai_usage(usage) if usage else None, model=self.deployment.model)
 
     def _generate(self, model: Any, request: ChatRequest) -> JSON:
+        """The whole answer in one llama.cpp call (tools, logprobs): cannot stop before max_tokens."""
         if request.kind == "completion":
-            prompt = request.prompt if isinstance(request.prompt, str) else "".join(map(str, request.prompt or []))
-            kwargs = {
-                k: v
-                for k, v in self._kwargs(request).items()
-                if k not in ("tools", "tool_choice", "response_format", "top_logprobs")
-            }
-            result: JSON = model.create_completion(prompt=prompt, **kwargs)
+            result: JSON = model.create_completion(prompt=_prompt(request), **self._kwargs(request))
             return result
         result = model.create_chat_completion(messages=request.messages, **self._kwargs(request))
         return result
@@ -149,40 +237,36 @@ class LocalProvider:
         return self._stream(request)
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        model = await self._acquire()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[JSON | BaseException | None] = asyncio.Queue()
-        stop = threading.Event()
-        usage = _TokenTally()
+        timeouts = self.deployment.timeouts
+        started = time.monotonic()
+        tally = _TokenTally()
 
-        def produce() -> None:
-            try:
-                for chunk in self._chunks(model, request, stop, usage):
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except (RuntimeError, ValueError) as exc:  # llama.cpp reports bad input this way
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+        def produce(model: Any, stop: threading.Event) -> Iterator[JSON]:
+            return self._chunks(model, request, stop, tally)
 
-        worker = loop.run_in_executor(self._executor, produce)
+        generation = await self._generation(timeouts.first_token, produce)
         try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise errors.UpstreamBadRequest(f"{self.deployment.name}: {item}", deployment=self.deployment.name)
+            first_budget = timeouts.first_token - (time.monotonic() - started)
+            item = await self._next(generation, first_budget, "first_token_timeout")
+            while item is not None:
                 item["model"] = self.deployment.model
                 yield Chunk(body=item)
-            yield self._usage_chunk(usage)
+                left = timeouts.total - (time.monotonic() - started)
+                item = await self._next(generation, min(timeouts.idle, left), "idle_timeout")
+            yield self._usage_chunk(tally)
         finally:
-            stop.set()  # a client that hung up stops generation at the next token
-            await asyncio.shield(worker)
-            self._models.put_nowait(model)
+            # Synchronous on purpose: a cancelled consumer (a client that hung up) may be cancelled
+            # again at every await of its cleanup, so nothing here may depend on one.
+            generation.stop()
 
     def _chunks(self, model: Any, request: ChatRequest, stop: threading.Event, tally: _TokenTally) -> Iterator[JSON]:
+        if stop.is_set():
+            return  # the request was gone before its turn came
         started = time.perf_counter()
         if request.kind == "completion":
-            prompt = request.prompt if isinstance(request.prompt, str) else "".join(map(str, request.prompt or []))
+            prompt = _prompt(request)
             tally.prompt = len(model.tokenize(prompt.encode("utf-8"), add_bos=True))
-            stream = model.create_completion(prompt=prompt, stream=True, max_tokens=self._kwargs(request)["max_tokens"])
+            stream = model.create_completion(prompt=prompt, stream=True, **self._kwargs(request))
         else:
             stream = model.create_chat_completion(messages=request.messages, stream=True, **self._kwargs(request))
         text: list[str] = []
@@ -203,6 +287,33 @@ class LocalProvider:
             tally.prompt = max(0, int(model.n_tokens) - tally.completion + (1 if finish == "length" else 0))
         tally.seconds = time.perf_counter() - started
 
+    def _assembled(self, request: ChatRequest, chunks: list[JSON], tally: _TokenTally) -> JSON:
+        """The non-streamed body from the streamed chunks (generated as a stream so it can be stopped)."""
+        first = chunks[0] if chunks else {}
+        text: list[str] = []
+        finish = None
+        for chunk in chunks:
+            for choice in chunk.get("choices", []):
+                text.append((choice.get("delta") or {}).get("content") or choice.get("text") or "")
+                finish = choice.get("finish_reason") or finish
+        usage = Usage(input_uncached=tally.prompt, output=tally.completion, source="reported").to_openai()
+        answer = "".join(text)
+        whole: JSON = {"index": 0, "logprobs": None, "finish_reason": finish}
+        if request.kind == "completion":
+            whole["text"] = answer
+            kind, prefix = "text_completion", "cmpl-local"
+        else:
+            whole["message"] = {"role": "assistant", "content": answer}
+            kind, prefix = "chat.completion", "chatcmpl-local"
+        return {
+            "id": first.get("id", prefix),
+            "object": kind,
+            "created": first.get("created", int(time.time())),
+            "model": self.deployment.model,
+            "choices": [whole],
+            "usage": usage,
+        }
+
     def _usage_chunk(self, tally: _TokenTally) -> Chunk:
         usage = Usage(input_uncached=tally.prompt, output=tally.completion, source="reported")
         body: JSON = {
@@ -221,8 +332,9 @@ class LocalProvider:
             param="model",
         )
 
-    async def health(self) -> bool:
-        return self._loading is not None and self._loading.done() and self._loading.exception() is None
+
+def _prompt(request: ChatRequest) -> str:
+    return request.prompt if isinstance(request.prompt, str) else "".join(map(str, request.prompt or []))
 
 
 class _TokenTally:
