@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from margin import errors
 from margin.config.model import DeploymentConfig, LocalSettings
 from margin.metering.usage import openai_usage
+from margin.providers import timing
 from margin.providers.local_slots import SlotPool, SlotStats
 from margin.providers.local_worker import Generation, Produce, WorkerFailed
 from margin.types import JSON, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult, Usage
@@ -142,6 +143,7 @@ class LocalProvider:
     async def _generation(self, budget: float, produce: Produce[T]) -> Generation[T]:
         """A generation started on a worker thread, once a slot is free: within `budget` seconds,
         the wait for the weights included."""
+        timing.sent()  # the wait for weights and a slot is the local model's time, as an upstream's queue
         started = time.monotonic()
         if self._slots.stats().slots == 0:
             await self._await_weights(budget)
@@ -184,6 +186,8 @@ class LocalProvider:
                 deployment=name,
                 code="first_token_timeout" if code == _NO_ANSWER else code,
             ) from None
+        finally:
+            timing.received()  # a token, the end, or the model's failure: its time so far
         if isinstance(item, WorkerFailed):
             if item.error is None:
                 raise errors.UpstreamServerError(f"{name}: the local model's worker failed", deployment=name)

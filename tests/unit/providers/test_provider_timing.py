@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
+from tests.conftest import HAS_LOCAL_MODEL
 
 from margin import errors
 from margin.config.model import DeploymentConfig
@@ -22,6 +23,7 @@ from margin.providers import timing
 from margin.providers.fake.adapter import FakeProvider
 from margin.providers.fake.engine import FakeBehaviour
 from margin.providers.fake.server import create_fake_app
+from margin.providers.local import LocalProvider
 from margin.providers.openai_compat import OpenAICompatProvider
 from margin.types import ChatRequest, UpstreamClock
 
@@ -106,3 +108,25 @@ async def test_an_adapter_called_outside_any_attempt_still_answers(upstream: Cal
     provider = await upstream()
     result = await asyncio.create_task(provider.chat(HELLO), context=contextvars.Context())  # no clock
     assert result.body["choices"]
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(not HAS_LOCAL_MODEL, reason="needs the 'local' extra")
+async def test_the_local_models_queue_and_generation_are_its_upstream_time() -> None:
+    deployment = DeploymentConfig.model_validate(
+        {"name": "local", "provider": "local", "model": "SmolLM2-135M-Instruct", "local": {"n_ctx": 512}}
+    )
+    local = LocalProvider(deployment)
+    await local.start()
+    try:
+        clock = tracked()
+        before = time.perf_counter()
+        seen: list[float] = []
+        request = ChatRequest(model="local", messages=[{"role": "user", "content": "Hi"}], params={"max_tokens": 6})
+        async for _ in local.stream(request):
+            seen.append(time.perf_counter())
+    finally:
+        await local.aclose()
+    assert clock.sent_at is not None and clock.read_at is not None
+    assert before <= clock.sent_at <= seen[0]
+    assert seen[-2] <= clock.read_at <= seen[-1]  # the generation's end; the usage chunk is margin's own
