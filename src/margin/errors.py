@@ -147,6 +147,10 @@ class UpstreamError(MarginError):
         super().__init__(message, **kwargs)
         self.deployment = deployment
         self.retry_after = retry_after
+        # What the upstream had reported of its usage when its stream failed (Anthropic reports the
+        # input figures first): a `margin.types.Usage`, billed as reported, its open buckets
+        # estimated. Typed `object` because this module sits beside margin.types, not above it.
+        self.usage_so_far: object | None = None
 
 
 class UpstreamRateLimit(UpstreamError):
@@ -214,7 +218,19 @@ class UpstreamBadRequest(UpstreamError):
     failover = False
 
 
+class MalformedUpstreamResponse(UpstreamServerError):
+    """A 200 answer whose body is not the JSON object its protocol promises: a 502 that fails over."""
+
+    code = "upstream_malformed_response"
+
+
 class StreamInterrupted(UpstreamError):
     """The upstream stream broke after the client had already received content."""
 
     code = "stream_interrupted"
+
+
+class MalformedUpstreamEvent(StreamInterrupted):
+    """A streamed event that is not valid JSON: whatever it carried is lost, so the stream is broken."""
+
+    code = "upstream_malformed_event"

@@ -51,6 +51,10 @@ class Usage:
 
     `output` excludes reasoning tokens and `input_uncached` excludes cache reads and writes:
     the sum of the buckets is the total the provider counted.
+
+    `source` is "reported" only when every figure is the upstream's own; `estimated_buckets` names
+    the buckets whose figure is margin's estimate (or, on a report still in progress, a floor the
+    upstream has not confirmed yet: see `margin.metering.usage_fill`).
     """
 
     input_uncached: int = 0
@@ -62,6 +66,15 @@ class Usage:
     output_audio: int = 0
     input_image: int = 0
     source: UsageSource = "reported"
+    estimated_buckets: tuple[str, ...] = ()
+
+    @property
+    def estimated(self) -> tuple[str, ...]:
+        """The buckets whose figure is an estimate: those named, or, for a usage estimated as a
+        whole without naming them, the two an estimate fills (prompt and answer)."""
+        if self.estimated_buckets or self.source == "reported":
+            return self.estimated_buckets
+        return ("input_uncached", "output")
 
     @property
     def input_total(self) -> int:
@@ -218,11 +231,15 @@ class ChatResult:
 class Chunk:
     """One streamed event in OpenAI `chat.completion.chunk` (or `text_completion`) shape.
 
-    `usage` is set on the chunk that carried the upstream's usage report.
+    `usage` is set on the chunk that carried the upstream's usage report. `usage_so_far` is set
+    where an upstream reports part of its usage before the end (Anthropic's `message_start` carries
+    the input figures): what it has reported up to this chunk, its open buckets named in
+    `estimated_buckets`. It never goes to the client as part of `body`.
     """
 
     body: JSON
     usage: Usage | None = None
+    usage_so_far: Usage | None = None
 
 
 @dataclass(slots=True)

@@ -30,7 +30,12 @@ async def messages(request: Request) -> Response:
             orjson.dumps(body), media_type="application/json", headers=response_headers(ctx)
         )
     chunks = await state.pipeline.stream(ctx, chat)
-    encoder = AnthropicStreamEncoder(model=ctx.model or chat.model)
+    # message_start carries the upstream's input figures when it reported them first (Anthropic),
+    # otherwise this prompt estimate: an OpenAI-shaped upstream reports usage only at the end.
+    meter = state.pipeline.meter
+    encoder = AnthropicStreamEncoder(
+        model=ctx.model or chat.model, input_tokens=meter.estimate_prompt(chat, meter.estimator(ctx))
+    )
     events = named_events(chunks, encoder.feed_named, encoder.finish_named, named_error_event)
     headers = {**response_headers(ctx), "cache-control": "no-cache"}
     return EventStreamResponse(events, chunks, headers=headers)

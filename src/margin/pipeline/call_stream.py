@@ -15,6 +15,11 @@ client has nothing, so a break inside that window restarts on any later deployme
 
 With `failover.on_disconnect: drain` the upstream is read by a task of its own, so a client that
 hangs up cancels only its wait on that task and the rest of the answer can still be read and metered.
+
+A broken attempt is billed for what it used: the usage its upstream had reported before the break
+(the final report, or Anthropic's input figures from `message_start`) stands as reported, and only
+the buckets it had not reported are estimated, from the prompt and the text it generated
+(`margin.metering.usage_fill`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from margin import errors
+from margin.metering.usage_fill import fill_unreported
 from margin.pipeline.call_run import Run
 from margin.pipeline.context import RequestContext
 from margin.pipeline.meter import TokenCounter, prompt_text
@@ -38,6 +44,8 @@ from margin.types import JSON, Attempt, AttemptStatus, ChatRequest, Chunk, Usage
 
 # Delta fields a prefill continuation cannot reproduce: once one was sent, the answer is not plain text.
 _NOT_TEXT = ("tool_calls", "function_call", "refusal", "reasoning_content", "reasoning", "audio")
+# Delta fields whose text the upstream bills as output besides `content`: counted by the estimate.
+_BILLED_TEXT = ("reasoning_content", "reasoning", "refusal")
 _END = object()
 
 
@@ -92,7 +100,8 @@ class CallStream:
         self.upstream = upstream
         self.sent: list[str] = []  # text the client has, for a continuation's prefill
         self.attempt_text: list[str] = []  # text the current attempt generated, for its partial usage
-        self.attempt_usage: Usage | None = None
+        self.attempt_usage: Usage | None = None  # the current attempt's usage report, once it sent one
+        self.attempt_so_far: Usage | None = None  # what it reported before the end (Chunk.usage_so_far)
         self.visible = False
         self.continuable = request.kind == "chat" and request.n == 1
         self.switched = False
@@ -238,7 +247,7 @@ class CallStream:
         """Switch to another upstream and return None, or return the error that ends the stream."""
         attempt = self.attempt
         assert attempt is not None
-        attempt.usage = self._partial_usage(attempt)
+        attempt.usage = self._partial_usage(attempt, error)
         self.caller.fail(self.ctx, attempt, error)
         self.attempt = None
         await _close(self.upstream)
@@ -260,7 +269,7 @@ class CallStream:
             return self._ending(failed)
         self.upstream, self.request, self.switched = _prepend(first, upstream), request, True
         self.source = self.attempt.index
-        self.attempt_text, self.attempt_usage = [], None
+        self.attempt_text, self.attempt_usage, self.attempt_so_far = [], None, None
         if self.hold is not None and self.hold.open:
             self.hold.drop(self.caller.counter(self.attempt.deployment))  # never sent; billed to the broken attempt
         return None
@@ -284,10 +293,13 @@ class CallStream:
         """The attempt's own account of a chunk it sent (held back or not): usage and text."""
         if chunk.usage is not None:
             self.attempt_usage = chunk.usage
+        if chunk.usage_so_far is not None:
+            self.attempt_so_far = chunk.usage_so_far
         for choice in chunk.body.get("choices") or ():
             text = _text_of(choice)
             if text:
                 self.attempt_text.append(text)
+            self.attempt_text.extend(_billed_text(choice.get("delta") or {}))
 
     def _delivered(self, chunks: list[Chunk]) -> list[Chunk]:
         """`chunks`, noted as the client's from now on: what it has seen decides how a break ends."""
@@ -311,15 +323,19 @@ class CallStream:
                     self.visible, self.continuable = True, False
         return chunks
 
-    def _partial_usage(self, attempt: Attempt) -> Usage | None:
-        """What a broken attempt generated: billed to it, never to the deployment that takes over."""
-        if self.attempt_usage is not None:
-            return self.attempt_usage
-        if not self.attempt_text:
-            return None
+    def _partial_usage(self, attempt: Attempt, error: errors.MarginError) -> Usage:
+        """What a broken attempt used, billed to it, never to the deployment that takes over: the
+        usage its upstream reported before the break, the rest estimated from the prompt and the
+        text it generated (counted whole: a tokenizer over pieces over-counts split words)."""
+        with_error = getattr(error, "usage_so_far", None)
+        reported = self.attempt_usage or (with_error if isinstance(with_error, Usage) else None) or self.attempt_so_far
         count = self.caller.counter(attempt.deployment)
-        output = sum(count(t) for t in self.attempt_text)
-        return Usage(input_uncached=prompt_estimate(self.request, count), output=output, source="estimated")
+        estimate = Usage(
+            input_uncached=prompt_estimate(self.request, count),
+            output=count("".join(self.attempt_text)),
+            source="estimated",
+        )
+        return fill_unreported(reported, estimate)
 
     def _continuation(self, count: TokenCounter) -> ChatRequest:
         """The original request plus the text already sent, as an assistant message to continue."""
@@ -358,6 +374,17 @@ def _text_of(choice: JSON) -> str | None:
     delta = choice.get("delta") or choice  # legacy completions carry "text" on the choice
     text = delta.get("content") or delta.get("text")
     return text if isinstance(text, str) else None
+
+
+def _billed_text(delta: JSON) -> list[str]:
+    """Generated text besides `content` that the upstream bills as output: reasoning, a refusal,
+    and tool calls' arguments."""
+    texts = [value for key in _BILLED_TEXT if isinstance(value := delta.get(key), str) and value]
+    for call in delta.get("tool_calls") or ():
+        arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+        if isinstance(arguments, str) and arguments:
+            texts.append(arguments)
+    return texts
 
 
 def _is_blank(chunk: Chunk) -> bool:

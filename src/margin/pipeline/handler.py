@@ -193,5 +193,10 @@ class AttemptMeters:
         return self.current.observe(chunk)
 
     def final_usage(self) -> Usage | None:
-        """The last attempt's usage, or None when it sent nothing (it failed before its first chunk)."""
+        """The last attempt's usage, or None when it sent nothing (it failed before its first chunk).
+        A stream that broke was billed by the call stage, which also saw what the upstream reported
+        with its failure: that figure stands."""
+        last = self.ctx.attempts[-1] if self.ctx.attempts else None
+        if last is not None and last.status == "error" and last.usage is not None:
+            return last.usage
         return self.current.final_usage() if self.index == len(self.ctx.attempts) - 1 else None

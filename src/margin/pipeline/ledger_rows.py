@@ -66,6 +66,7 @@ def _row(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> LedgerRow:
         output_audio=usage.output_audio,
         input_image=usage.input_image,
         usage_source=usage.source if attempt.usage is not None else "none",
+        estimated_buckets=",".join(usage.estimated) if attempt.usage is not None else "",
         **_money(cost),
         extra=row_extra(ctx, attempt, is_final=is_final),
         routing_savings=row_savings(ctx, attempt, is_final=is_final),

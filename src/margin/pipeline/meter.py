@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Mapping
 
 from margin.metering.pricebook import PriceBook
+from margin.metering.usage_fill import fill_unreported
 from margin.pipeline.context import RequestContext
 from margin.providers.base import Provider
 from margin.types import COST_BUCKETS, JSON, ChatRequest, Chunk, Cost, Usage
@@ -115,19 +116,23 @@ def _add(a: Cost, b: Cost) -> Cost:
 
 class StreamMeter:
     """Watches a stream go by: keeps the upstream's usage, strips the usage-only chunk the client
-    did not ask for, and counts generated text so a cut-off stream is still metered."""
+    did not ask for, and counts generated text so a cut-off stream is still metered: what the
+    upstream reported before the cut stands, the estimate fills only the rest."""
 
     def __init__(self, request: ChatRequest, *, estimate: TokenCounter, prompt_tokens: int) -> None:
         self.request = request
         self.estimate = estimate
         self.prompt_tokens = prompt_tokens
         self.reported: Usage | None = None
+        self.so_far: Usage | None = None  # a report in progress (Chunk.usage_so_far)
         self.generated: list[str] = []
         self.last_body: JSON | None = None
 
     def observe(self, chunk: Chunk) -> Chunk | None:
         if chunk.usage is not None:
             self.reported = chunk.usage
+        if chunk.usage_so_far is not None:
+            self.so_far = chunk.usage_so_far
         body = chunk.body
         choices = body.get("choices")
         if choices:
@@ -137,6 +142,9 @@ class StreamMeter:
                 text = delta.get("content") or delta.get("text")
                 if text:
                     self.generated.append(text)
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if isinstance(reasoning, str):
+                    self.generated.append(reasoning)  # billed as output too
                 for call in delta.get("tool_calls") or ():
                     self.generated.append(str((call.get("function") or {}).get("arguments") or ""))
         elif chunk.usage is not None and not self.request.include_usage:
@@ -149,14 +157,15 @@ class StreamMeter:
         # Count the whole text once: a tokenizer (or the bytes/4 rule) applied piece by piece
         # over-counts, since pieces split words.
         output = self.estimate("".join(self.generated))
-        return Usage(input_uncached=self.prompt_tokens, output=output, source="estimated")
+        return fill_unreported(self.so_far, Usage(input_uncached=self.prompt_tokens, output=output, source="estimated"))
 
     def usage_chunk(self) -> Chunk | None:
-        """The usage chunk the client asked for, when the upstream did not send one."""
+        """The usage chunk the client asked for, when the upstream did not send one. Its usage is
+        marked `margin_estimated: true` (docs/ledger.md): margin counted it, the upstream did not."""
         if not self.request.include_usage or self.reported is not None or self.last_body is None:
             return None
         usage = self.final_usage()
         body = {k: v for k, v in self.last_body.items() if k != "choices"}
         body["choices"] = []
-        body["usage"] = usage.to_openai()
+        body["usage"] = {**usage.to_openai(), "margin_estimated": True} if usage.estimated else usage.to_openai()
         return Chunk(body=body, usage=usage)

@@ -7,7 +7,8 @@ only moves bytes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import aiohttp
 import orjson
@@ -16,6 +17,7 @@ from margin import errors
 from margin.config.model import DeploymentConfig
 from margin.providers import timing
 from margin.providers.classify import parse_retry_after
+from margin.providers.malformed import MalformedCount
 from margin.providers.sse import iter_sse
 from margin.translate import (
     AnthropicStreamDecoder,
@@ -43,6 +45,7 @@ class AnthropicProvider:
         if key:
             self._headers["x-api-key"] = key
         self._session: aiohttp.ClientSession | None = None
+        self.malformed = MalformedCount(deployment.name)
 
     @property
     def native_completions(self) -> bool:
@@ -100,10 +103,7 @@ class AnthropicProvider:
             ) from exc
         except aiohttp.ClientError as exc:
             raise errors.UpstreamConnection(f"{name}: {type(exc).__name__}", deployment=name) from exc
-        data = _loads(payload)
-        if not isinstance(data, dict):
-            raise errors.UpstreamServerError(f"{name}: upstream sent invalid JSON", deployment=name)
-        return message_to_chat_result(data)
+        return message_to_chat_result(self.malformed.body(payload))
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         return self._stream(self._body(request, stream=True))
@@ -128,23 +128,40 @@ class AnthropicProvider:
                 response.close()
             raise errors.UpstreamConnection(f"{name}: {type(exc).__name__}", deployment=name) from exc
         try:
-            pending = first
+            async with contextlib.aclosing(self._decoded(first, events, decoder)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except errors.UpstreamError as error:
+            # Whatever broke the stream, the usage the upstream reported before it is billed.
+            error.usage_so_far = decoder.usage_so_far
+            raise
+        finally:
+            response.close()
+
+    async def _decoded(
+        self,
+        first: tuple[str, bytes] | None,
+        events: AsyncIterator[tuple[str, bytes]],
+        decoder: AnthropicStreamDecoder,
+    ) -> AsyncGenerator[Chunk, None]:
+        """Chunks from SSE events, up to `message_stop`; raises when the stream breaks before it."""
+        name = self.deployment.name
+        pending = first
+        try:
             while pending is not None:
-                data = _loads(pending[1])
-                if isinstance(data, dict):
-                    for chunk in decoder.feed(data):
-                        yield chunk
+                if pending[1].strip():  # an empty event carries nothing
+                    data = self.malformed.stream_event(pending[1])
+                    if isinstance(data, dict):
+                        for chunk in decoder.feed(data):
+                            yield chunk
                 if decoder.done:
-                    break  # message_stop is final: no need to wait for the upstream to close
+                    return  # message_stop is final: no need to wait for the upstream to close
                 pending = await anext(events, None)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout(f"{name}: stream went idle", deployment=name, code="idle_timeout") from exc
         except aiohttp.ClientError as exc:
             raise errors.StreamInterrupted(f"{name}: stream broke ({type(exc).__name__})", deployment=name) from exc
-        finally:
-            response.close()
-        if not decoder.done:
-            raise errors.StreamInterrupted(f"{name}: stream ended before message_stop", deployment=name)
+        raise errors.StreamInterrupted(f"{name}: stream ended before message_stop", deployment=name)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         raise errors.InvalidRequest(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import orjson
@@ -18,6 +17,7 @@ from margin.config.model import DeploymentConfig
 from margin.metering.usage import openai_usage
 from margin.providers import timing
 from margin.providers.classify import classify_http_error
+from margin.providers.malformed import MalformedCount
 from margin.providers.sse import iter_sse
 from margin.translate import strip_anthropic_extensions
 from margin.translate._util import ANTHROPIC_PARAMS
@@ -33,6 +33,7 @@ class OpenAICompatProvider:
         assert deployment.base_url is not None  # the config model guarantees it
         self._base = deployment.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self.malformed = MalformedCount(deployment.name)
         self._headers = {"content-type": "application/json", **deployment.headers}
         key = deployment.api_key.resolve() if deployment.api_key else None
         if key:
@@ -123,7 +124,7 @@ class OpenAICompatProvider:
             raise errors.UpstreamConnection(
                 f"{self.deployment.name}: {type(exc).__name__}", deployment=self.deployment.name
             ) from exc
-        data = _json_object(payload, self.deployment.name)
+        data = self.malformed.body(payload)
         usage = data.get("usage")
         return ChatResult(
             body=data,
@@ -154,7 +155,7 @@ class OpenAICompatProvider:
             _close_response(response)
             raise errors.UpstreamConnection(f"{name}: {type(exc).__name__}", deployment=name) from exc
         try:
-            async for chunk in _chunks(first, events, name):
+            async for chunk in _chunks(first, events, self.malformed):
                 yield chunk
         finally:
             response.release() if response.content.at_eof() else response.close()
@@ -168,7 +169,7 @@ class OpenAICompatProvider:
             raise errors.UpstreamConnection(
                 f"{self.deployment.name}: {type(exc).__name__}", deployment=self.deployment.name
             ) from exc
-        data = _json_object(payload, self.deployment.name)
+        data = self.malformed.body(payload)
         return EmbeddingResult(
             body=data,
             usage=openai_usage(data["usage"]) if data.get("usage") else None,
@@ -187,13 +188,16 @@ class OpenAICompatProvider:
 
 
 async def _chunks(
-    first: tuple[str, bytes] | None, events: AsyncIterator[tuple[str, bytes]], name: str
+    first: tuple[str, bytes] | None, events: AsyncIterator[tuple[str, bytes]], malformed: MalformedCount
 ) -> AsyncIterator[Chunk]:
-    """OpenAI chunks from SSE events; raises if the stream ends truncated.
+    """OpenAI chunks from SSE events; raises if the stream ends truncated or corrupted.
 
     A finished answer is final at once: after the finish reason, the usage-only chunk (OpenAI's
     last event) ends the stream without waiting for a `[DONE]` the upstream may never send, and a
-    stall after the finish reason is the end of the answer, not an idle timeout."""
+    stall, a dropped connection or an unreadable event after the finish reason is the end of the
+    answer (only its usage report is lost: the meter estimates it), not a failure. Before the
+    finish reason, an event that is not valid JSON breaks the stream: what it carried is lost."""
+    name = malformed.deployment
     finished = False
     pending = first
     try:
@@ -201,16 +205,12 @@ async def _chunks(
             _, data = pending
             if data == b"[DONE]":
                 break  # a [DONE] without any finish_reason is still a truncated answer
-            chunk = _parse_chunk(data, name)
+            chunk = _parse_chunk(data, name, malformed)
             if chunk is not None:
                 finished = finished or _has_finish_reason(chunk.body)
                 yield chunk
                 if finished and chunk.usage is not None and not chunk.body.get("choices"):
-                    # Only `[DONE]` can follow: wait a moment for it (so the connection goes back to
-                    # the pool), never for long.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(DONE_GRACE_S):
-                            await anext(events, None)
+                    await _grace_for_done(events)
                     return
             pending = await anext(events, None)
     except TimeoutError as exc:
@@ -218,18 +218,31 @@ async def _chunks(
             return
         raise errors.UpstreamTimeout(f"{name}: stream went idle", deployment=name, code="idle_timeout") from exc
     except aiohttp.ClientError as exc:
+        if finished:
+            return
         raise errors.StreamInterrupted(f"{name}: stream broke ({type(exc).__name__})", deployment=name) from exc
+    except errors.MalformedUpstreamEvent:
+        if finished:
+            return  # counted; the answer the client has is whole
+        raise
     if not finished:
         raise errors.StreamInterrupted(f"{name}: stream ended before the answer was finished", deployment=name)
 
 
-def _parse_chunk(data: bytes, name: str) -> Chunk | None:
-    try:
-        body = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None  # one malformed event is skipped; the finish check catches a truncated answer
+async def _grace_for_done(events: AsyncIterator[tuple[str, bytes]]) -> None:
+    """Only `[DONE]` can follow the usage chunk: wait a moment for it (so the connection goes back to
+    the pool), never for long, and take a connection that drops meanwhile as the end it is."""
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+        async with asyncio.timeout(DONE_GRACE_S):
+            await anext(events, None)
+
+
+def _parse_chunk(data: bytes, name: str, malformed: MalformedCount) -> Chunk | None:
+    if not data.strip():
+        return None  # an empty event (a keep-alive some servers send) carries nothing
+    body = malformed.stream_event(data)
     if not isinstance(body, dict):
-        return None
+        return None  # valid JSON that is no chunk (a bare "ping" string): nothing was lost
     if "error" in body and "choices" not in body:
         error = body["error"]
         message = error.get("message") if isinstance(error, dict) else str(error)
@@ -248,13 +261,3 @@ def _has_finish_reason(body: JSON) -> bool:
     if not choices:
         return False
     return any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
-
-
-def _json_object(payload: bytes, name: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise errors.UpstreamServerError(f"{name}: upstream sent invalid JSON", deployment=name) from exc
-    if not isinstance(data, dict):
-        raise errors.UpstreamServerError(f"{name}: upstream sent a non-object response", deployment=name)
-    return data

@@ -85,3 +85,6 @@ class LedgerRow:
     extra: dict[str, str] = field(default_factory=dict)
     # tiered routing: this row's share of (all-premium counterfactual - actual spend); 0 when untiered
     routing_savings: Decimal = Decimal(0)
+    # the usage buckets holding margin's estimate, comma-separated in USAGE_COLUMNS order; "" when every
+    # figure was reported (usage_source "estimated" with "output" here: the input was reported)
+    estimated_buckets: str = ""

@@ -2,8 +2,9 @@
 
 * `AnthropicStreamDecoder` (upstream adapter): Anthropic SSE events, already JSON-decoded ->
   OpenAI `chat.completion.chunk` `Chunk`s. Usage arrives in two halves (input in
-  `message_start`, cumulative output in `message_delta`), so the decoder keeps it and attaches the
-  final `Usage` to the last chunk it emits.
+  `message_start`, cumulative output in `message_delta`), so the decoder keeps it: the role chunk
+  carries the input half as `Chunk.usage_so_far` (output still open), `usage_so_far` says what is
+  known at any point (for a stream that breaks), and the last chunk carries the final `Usage`.
 * `AnthropicStreamEncoder` (`/v1/messages` endpoint): internal `Chunk`s -> Anthropic events
   (message_start, ping, content_block_start/delta/stop, message_delta, message_stop);
   `encode_sse` frames one event for the wire.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from margin.errors import MarginError
@@ -74,6 +76,8 @@ class AnthropicStreamDecoder:
         self._id = "msg_unknown"
         self._model = ""
         self._usage: JSON = {}
+        self._started = False  # message_start arrived: the input figures are known
+        self._totals = False  # a message_delta arrived: the output count is final too
         self._tools: dict[int, int] = {}  # content block index -> OpenAI tool_calls index
         self._stop_reason: str | None = None
         self._done = False
@@ -93,6 +97,18 @@ class AnthropicStreamDecoder:
     @property
     def usage(self) -> Usage:
         return usage_from_anthropic(self._usage)
+
+    @property
+    def usage_so_far(self) -> Usage | None:
+        """What the upstream has reported so far; None before `message_start`. Until a
+        `message_delta` brings the cumulative totals, the output count is only the floor
+        `message_start` gave (usually 1), so the output bucket is named as still open."""
+        if not self._started:
+            return None
+        usage = self.usage
+        if self._totals:
+            return usage
+        return replace(usage, source="estimated", estimated_buckets=("output",))
 
     @property
     def stop_reason(self) -> str | None:
@@ -122,7 +138,9 @@ class AnthropicStreamDecoder:
         self._id = get_str(message, "id", self._id)
         self._model = get_str(message, "model", self._model)
         self._merge_usage(get_obj(message, "usage"))
-        return [self._chunk({"role": "assistant", "content": ""})]
+        self._started = True
+        role = self._chunk({"role": "assistant", "content": ""})
+        return [replace(role, usage_so_far=self.usage_so_far)]
 
     def _block_start(self, event: JSON) -> list[Chunk]:
         block = get_obj(event, "content_block")
@@ -170,6 +188,7 @@ class AnthropicStreamDecoder:
         if isinstance(reason, str):
             self._stop_reason = reason
         self._merge_usage(get_obj(event, "usage"))
+        self._totals = self._totals or get_int(get_obj(event, "usage"), "output_tokens") is not None
         return []
 
     def _merge_usage(self, usage: JSON) -> None:
@@ -199,9 +218,11 @@ class AnthropicStreamDecoder:
 class AnthropicStreamEncoder:
     """Internal chunks -> Anthropic stream events, for one `/v1/messages` response.
 
-    `feed` every chunk, then call `finish` once for the closing events. The upstream reports
-    input usage only at the end, so `message_start` carries `input_tokens` (an estimate, 0 by
-    default) and the final counts go in `message_delta`, which Anthropic's SDKs apply.
+    `feed` every chunk, then call `finish` once for the closing events. `message_start` carries
+    the input usage as Anthropic's own API does: the upstream's figures when the first chunk brings
+    them (`Chunk.usage_so_far`, from an Anthropic upstream), otherwise `input_tokens`, the prompt
+    estimate the caller passes (an OpenAI-shaped upstream reports usage only at the end). The final
+    counts go in `message_delta`, which Anthropic's SDKs apply.
     """
 
     def __init__(self, *, model: str, message_id: str | None = None, input_tokens: int = 0):
@@ -221,7 +242,7 @@ class AnthropicStreamEncoder:
         return self._usage
 
     def feed(self, chunk: Chunk) -> list[JSON]:
-        events = self._start(chunk.body) if not self._started else []
+        events = self._start(chunk.body, chunk.usage_so_far) if not self._started else []
         if chunk.usage is not None:
             self._usage = chunk.usage
         elif isinstance(chunk.body.get("usage"), dict):
@@ -252,10 +273,13 @@ class AnthropicStreamEncoder:
         events.append({"type": "message_stop"})
         return events
 
-    def _start(self, body: JSON) -> list[JSON]:
+    def _start(self, body: JSON, reported: Usage | None = None) -> list[JSON]:
         self._started = True
         self._id = self._id or message_id(body.get("id"))
-        usage = {**usage_to_anthropic(Usage()), "input_tokens": self._input_tokens}
+        if reported is not None:
+            usage = usage_to_anthropic(reported)
+        else:
+            usage = {**usage_to_anthropic(Usage()), "input_tokens": self._input_tokens}
         message: JSON = {
             "id": self._id,
             "type": "message",

@@ -97,7 +97,11 @@ async def test_a_recorded_stream_cut_short_is_interrupted(replay: ReplayServer, 
         await collect(make_provider(replay.url(sid)).stream(chat()))
 
 
-async def test_a_malformed_event_in_the_middle_is_skipped(replay: ReplayServer, make_provider: ProviderFactory) -> None:
+async def test_a_malformed_event_in_the_middle_breaks_the_stream(
+    replay: ReplayServer, make_provider: ProviderFactory
+) -> None:
+    """Issue 15 item 1: the rest of the stream is fine and ends with "stop" and [DONE], but what the
+    malformed event carried is lost, so the answer is not complete."""
     sid = replay.script(
         stream_of(
             delta("Hel"),
@@ -107,8 +111,52 @@ async def test_a_malformed_event_in_the_middle_is_skipped(replay: ReplayServer, 
             DONE,
         )
     )
+    provider = make_provider(replay.url(sid))
+    received: list[Chunk] = []
+    with pytest.raises(errors.MalformedUpstreamEvent) as caught:
+        await collect(provider.stream(chat()), received)
+    assert [c.body["choices"][0]["delta"]["content"] for c in received] == ["Hel"]
+    assert isinstance(caught.value, errors.StreamInterrupted) and caught.value.failover is True
+    assert "oops" not in caught.value.message  # the payload (part of someone's answer) is not quoted
+    assert provider.malformed.events == 1
+
+
+async def test_a_malformed_first_event_fails_before_anything_reaches_the_client(
+    replay: ReplayServer, make_provider: ProviderFactory
+) -> None:
+    sid = replay.script(stream_of(b"data: {not json\n\n", delta("lo"), delta("", "stop"), DONE))
+    with pytest.raises(errors.MalformedUpstreamEvent):
+        await anext(make_provider(replay.url(sid)).stream(chat()))
+
+
+async def test_a_malformed_event_after_the_finish_reason_ends_a_whole_answer(
+    replay: ReplayServer, make_provider: ProviderFactory
+) -> None:
+    """The answer was whole; only the usage report the broken event may have been is lost."""
+    sid = replay.script(stream_of(delta("Hel"), delta("lo", "stop"), b'data: {"usage": {"prompt_\n\n', DONE))
+    provider = make_provider(replay.url(sid))
+    chunks = await collect(provider.stream(chat()))
+    assert [c.body["choices"][0]["finish_reason"] for c in chunks] == [None, "stop"]
+    assert provider.malformed.events == 1
+
+
+@pytest.mark.parametrize("usage_chunk", [False, True], ids=["after-finish", "after-usage"])
+async def test_a_connection_dropped_after_the_finish_reason_ends_a_whole_answer(
+    replay: ReplayServer, make_provider: ProviderFactory, usage_chunk: bool
+) -> None:
+    usage = event({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})
+    steps = [delta("Hel"), delta("lo", "stop"), *([usage] if usage_chunk else []), ABORT]
+    sid = replay.script(stream_of(*steps))
     chunks = await collect(make_provider(replay.url(sid)).stream(chat()))
-    assert [c.body["choices"][0]["delta"]["content"] for c in chunks] == ["Hel", "lo", ""]
+    assert chunks[1].body["choices"][0]["finish_reason"] == "stop"
+    assert (chunks[-1].usage is not None) is usage_chunk
+
+
+async def test_empty_data_events_are_not_malformed(replay: ReplayServer, make_provider: ProviderFactory) -> None:
+    sid = replay.script(stream_of(delta("Hel"), b"data:\n\n", delta("lo", "stop"), DONE))
+    provider = make_provider(replay.url(sid))
+    chunks = await collect(provider.stream(chat()))
+    assert len(chunks) == 2 and provider.malformed.events == 0
 
 
 async def test_non_object_events_are_skipped(replay: ReplayServer, make_provider: ProviderFactory) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import pytest
 from tests.unit.resilience.scripted import Cut, build, ctx, request, text_of
@@ -48,7 +49,12 @@ async def test_a_break_before_any_text_restarts_from_scratch() -> None:
     await collect(await pipeline.stream(context, request(text=TEXT)), chunks)
     assert text_of(chunks) == TEXT
     assert providers["backup"].requests[0].messages == [{"role": "user", "content": TEXT}]
-    assert context.attempts[0].usage is None  # nothing generated, nothing billed
+    # Nothing generated, but the upstream had begun answering, so it read the prompt: billed as an
+    # estimate (39 bytes = 10 tokens + 6 of framing), nothing for output, at the primary's $4/M.
+    broken = context.attempts[0]
+    assert broken.usage is not None and (broken.usage.input_uncached, broken.usage.output) == (16, 0)
+    assert broken.usage.estimated_buckets == ("input_uncached", "output")
+    assert broken.cost is not None and broken.cost.total.usd == Decimal("0.000064")
 
 
 async def test_a_break_with_no_continuation_ends_with_a_non_stop_finish_and_the_error() -> None:

@@ -11,14 +11,15 @@ from margin.errors import InvalidRequest
 from margin.metering.usage import openai_usage
 from margin.providers.fake import engine
 from margin.providers.fake.faults import Fault
-from margin.providers.fake.state import BEHAVIOUR, before_headers, error_body, read_json, refusal
+from margin.providers.fake.state import BEHAVIOUR, before_headers, error_body, malformed_body, read_json, refusal
 from margin.translate import (
     AnthropicStreamEncoder,
     chat_result_to_message,
     encode_sse,
     parse_messages_request,
+    usage_to_anthropic,
 )
-from margin.types import ChatResult, Chunk
+from margin.types import JSON, ChatResult, Chunk, Usage
 
 _TYPES = {
     400: "invalid_request_error",
@@ -52,39 +53,66 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return anthropic_error(refused[0], refused[2])
     behaviour = request.app[BEHAVIOUR]
     params = {k: v for k, v in chat.params.items() if k != "anthropic"}
+    fault = fault or Fault()
     if not chat.stream:
+        if fault.malformed_body:
+            return malformed_body()
         body = engine.chat_completion(chat.messages, chat.model, behaviour, params)
-        result = ChatResult(body=body, usage=openai_usage(body["usage"]), model=chat.model)
+        result = ChatResult(body=body, usage=fault.usage(openai_usage(body["usage"])), model=chat.model)
         return web.Response(body=orjson.dumps(chat_result_to_message(result)), content_type="application/json")
-    prompt = engine.prompt_tokens(chat.messages)
-    encoder = AnthropicStreamEncoder(model=chat.model, input_tokens=prompt)
-    frames: list[bytes] = []
-    for body in engine.chat_chunks(
-        chat.messages, chat.model, behaviour, {**params, "stream_options": {"include_usage": True}}
-    ):
-        usage = body.get("usage")
-        frames.extend(
-            encode_sse(e) for e in encoder.feed(Chunk(body=body, usage=openai_usage(usage) if usage else None))
-        )
-    frames.extend(encode_sse(e) for e in encoder.finish())
-    return await _stream(request, frames, fault or Fault())
+    return await _stream(request, _events(chat.messages, chat.model, behaviour, params, fault), fault)
 
 
-async def _stream(request: web.Request, frames: list[bytes], fault: Fault) -> web.StreamResponse:
+def _events(
+    messages: list[JSON], model: str, behaviour: engine.FakeBehaviour, params: JSON, fault: Fault
+) -> list[JSON]:
+    """The answer as Anthropic stream events, with the usage where Anthropic reports it: the input
+    figures in `message_start`, the cumulative totals in `message_delta`."""
+    encoder = AnthropicStreamEncoder(model=model, input_tokens=engine.prompt_tokens(messages))
+    events: list[JSON] = []
+    usage: Usage | None = None
+    for body in engine.chat_chunks(messages, model, behaviour, {**params, "stream_options": {"include_usage": True}}):
+        reported = body.get("usage")
+        if reported:
+            usage = fault.usage(openai_usage(reported))
+        events.extend(encoder.feed(Chunk(body=body, usage=usage if reported else None)))
+    events.extend(encoder.finish())
+    if fault.scripts_usage and usage is not None:
+        start = {**usage_to_anthropic(usage), "output_tokens": 1}  # Anthropic's first output count
+        events[0]["message"]["usage"] = start
+        for event in events:
+            if event.get("type") == "message_delta":
+                event["usage"] = usage_to_anthropic(usage)
+    return events
+
+
+async def _stream(request: web.Request, events: list[JSON], fault: Fault) -> web.StreamResponse:
     response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
     await response.prepare(request)
     if fault.first_token:
         await asyncio.sleep(fault.first_token)
-    for index, frame in enumerate(frames):
+    for index, event in enumerate(events):
         if fault.cut_after is not None and index > fault.cut_after:
-            assert request.transport is not None
-            request.transport.abort()
-            return response
+            return _abort(request, response)
         if fault.stall_after is not None and index > fault.stall_after:
             await asyncio.sleep(fault.stall)
             return response
+        frame = encode_sse(event)
+        if fault.malformed_at == index:
+            frame = f'event: {event.get("type")}\ndata: {{"type": "{event.get("type")}", "delta\n\n'.encode()
         await response.write(frame)
+        if fault.cut_after_event is not None and event.get("type") == fault.cut_after_event:
+            return _abort(request, response)
+        if fault.pace:
+            await asyncio.sleep(fault.pace)
     await response.write_eof()
+    return response
+
+
+def _abort(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Drop the TCP connection mid-answer: no message_stop, no clean end of the HTTP response."""
+    assert request.transport is not None
+    request.transport.abort()
     return response
 
 

@@ -11,18 +11,34 @@ A fault is a comma-separated spec, e.g. ``status=429,retry_after=2,times=1`` or 
 ``hang``               accept the request and never answer
 ``reset``              close the TCP connection before sending headers
 ``first_token=S``      send stream headers at once, the first event after S seconds
-``cut_after=N``        stream N content events, then drop the connection (no finish, no [DONE])
-``stall_after=N``      stream N content events, then go silent for ``stall=S`` seconds and close
-``malformed_at=N``     send a malformed JSON event as the Nth content event
+``cut_after=N``        send events 0..N, then drop the connection (no [DONE], no clean end)
+``stall_after=N``      send events 0..N, then go silent for ``stall=S`` seconds and close
+``malformed_at=N``     send event N (0 is the first) with a data line that is not valid JSON
+``malformed_body``     answer a non-streamed request with a 200 whose body is not valid JSON
 ``no_done``            finish the stream without the ``data: [DONE]`` terminator
 ``no_usage``           never report usage
 ``pace=S``             wait S seconds between streamed events (a slow, steady generator)
-``garbage_at=N``       insert one unparseable event before the Nth content event (nothing is lost)
+``garbage_at=N``       insert one unparseable event before event N (the fake loses nothing by it, but
+                       nothing tells a client so)
 ``hold=S``             after the last event keep the connection open S seconds (with ``no_done``:
                        a server that never terminates its stream)
 ``max_context=N``      refuse prompts over N tokens with a 400 ``context_length_exceeded``
 ``reject_prefill``     refuse a request whose last message is the assistant's (no prefill support)
+``cut_after_event=T``  Anthropic face: drop the connection right after the first event of type T
+                       (``message_start``, ``ping``, ``content_block_start``, ``content_block_delta``,
+                       ``content_block_stop``, ``message_delta``)
+``usage_input=N``      report N uncached input tokens (scripted usage; the others likewise:
+``usage_cache_read=N`` ``usage_cache_read``, ``usage_cache_write``, ``usage_output``). On the OpenAI
+``usage_output=N``     face cache reads are ``prompt_tokens_details.cached_tokens`` (inside
+                       ``prompt_tokens``) and cache writes are not reported; on the Anthropic face
+                       ``message_start`` carries the input figures (and ``output_tokens: 1``, as
+                       Anthropic sends it) and ``message_delta`` the cumulative totals
 =====================  ==========================================================================
+
+Event numbers (``cut_after``, ``stall_after``, ``malformed_at``) count every event the face sends,
+from 0: on the OpenAI face the role chunk, the content chunks, the finish chunk, the usage chunk;
+on the Anthropic face message_start, ping, content_block_start, the deltas, content_block_stop,
+message_delta, message_stop.
 
 Without a fault the fake honours assistant prefill: a trailing assistant message is continued, so
 the answer is the rest of what it would have said.
@@ -32,6 +48,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
+from margin.types import Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +67,7 @@ class Fault:
     stall_after: int | None = None
     stall: float = 30.0
     malformed_at: int | None = None
+    malformed_body: bool = False
     no_done: bool = False
     no_usage: bool = False
     pace: float = 0.0
@@ -56,6 +75,27 @@ class Fault:
     hold: float = 0.0
     max_context: int | None = None
     reject_prefill: bool = False
+    cut_after_event: str | None = None
+    usage_input: int | None = None
+    usage_cache_read: int | None = None
+    usage_cache_write: int | None = None
+    usage_output: int | None = None
+
+    @property
+    def scripts_usage(self) -> bool:
+        return any(
+            v is not None for v in (self.usage_input, self.usage_cache_read, self.usage_cache_write, self.usage_output)
+        )
+
+    def usage(self, computed: Usage) -> Usage:
+        """The usage to report: the scripted figures where given, the fake's own count elsewhere
+        (scripted cache figures replace the computed uncached input only when `usage_input` is unset)."""
+        if not self.scripts_usage:
+            return computed
+        cache_read, cache_write = self.usage_cache_read or 0, self.usage_cache_write or 0
+        uncached = self.usage_input if self.usage_input is not None else computed.input_uncached
+        output = self.usage_output if self.usage_output is not None else computed.output
+        return Usage(input_uncached=uncached, input_cache_read=cache_read, input_cache_write=cache_write, output=output)
 
     @classmethod
     def parse(cls, spec: str) -> Fault:

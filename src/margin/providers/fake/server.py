@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from margin.metering.usage import openai_usage
 from margin.providers.fake import engine
 from margin.providers.fake.anthropic_wire import anthropic_routes
 from margin.providers.fake.faults import Fault, FaultBook
@@ -25,10 +26,12 @@ from margin.providers.fake.state import (
     before_headers,
     error_response,
     json_response,
+    malformed_body,
     read_json,
     refusal,
     refusal_response,
 )
+from margin.types import JSON
 
 
 def create_fake_app(
@@ -65,11 +68,28 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return refusal_response(refused)
     behaviour = request.app[BEHAVIOUR]
     if not body.get("stream"):
-        return json_response(engine.chat_completion(messages, model, behaviour, body))
+        if fault is not None and fault.malformed_body:
+            return malformed_body()
+        return json_response(_scripted(engine.chat_completion(messages, model, behaviour, body), fault))
     if fault is not None and fault.no_usage:
         body = {**body, "stream_options": {"include_usage": False}}
-    events = [orjson.dumps(c) for c in engine.chat_chunks(messages, model, behaviour, body)]
+    events = [orjson.dumps(_scripted(c, fault)) for c in engine.chat_chunks(messages, model, behaviour, body)]
     return await stream_events(request, events, fault)
+
+
+def _scripted(body: JSON, fault: Fault | None) -> JSON:
+    """`body` with the usage the fault scripts, OpenAI-shaped (cache reads inside prompt_tokens)."""
+    if fault is None or not fault.scripts_usage or not isinstance(body.get("usage"), dict):
+        return body
+    usage = fault.usage(openai_usage(body["usage"]))
+    report: JSON = {
+        "prompt_tokens": usage.input_uncached + usage.input_cache_read,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.input_uncached + usage.input_cache_read + usage.output,
+    }
+    if usage.input_cache_read:
+        report["prompt_tokens_details"] = {"cached_tokens": usage.input_cache_read}
+    return {**body, "usage": report}
 
 
 async def stream_events(request: web.Request, events: list[bytes], fault: Fault | None) -> web.StreamResponse:
@@ -93,6 +113,10 @@ async def stream_events(request: web.Request, events: list[bytes], fault: Fault 
         await response.write(b"data: " + payload + b"\n\n")
         if delay:
             await asyncio.sleep(delay)
+    if fault.cut_after is not None and fault.cut_after < len(events):
+        assert request.transport is not None
+        request.transport.abort()  # cut after the last event: no [DONE], no clean end
+        return response
     if not fault.no_done:
         await response.write(b"data: [DONE]\n\n")
     if fault.hold:

@@ -61,6 +61,12 @@ async def before_headers(request: web.Request, model: str) -> Fault | None:
     return fault
 
 
+def malformed_body() -> web.Response:
+    """A 200 whose JSON body is cut off half-way (a proxy that truncated it, a crashed server)."""
+    truncated = b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "trunc'
+    return web.Response(body=truncated, content_type="application/json")
+
+
 def error_response(fault: Fault) -> web.Response:
     headers = {"retry-after": str(int(fault.retry_after))} if fault.retry_after is not None else None
     return json_response(error_body(fault), status=fault.status or 500, headers=headers)
