@@ -34,6 +34,7 @@ from margin.resilience.chain import Chain
 from margin.resilience.circuit import Admission, Outcome
 from margin.resilience.deadline import Deadline, RetryBudget, deadline_error
 from margin.resilience.error_actions import TRIPS_CIRCUIT, error_class
+from margin.resilience.idle_watch import IdleWatch, WentIdle
 from margin.resilience.state import Resilience
 from margin.types import Attempt, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult
 
@@ -362,18 +363,19 @@ class Caller:
         # A break mid-answer is invisible only on a deployment that continues it (prefill).
         continuable = any(run.chain.fits(n) and self.resilience.limits[n].prefill for n in later)
         bound = latency.idle_timeout(name, self._timeouts(name)) if continuable else None
+        watch = IdleWatch(bound) if bound is not None else None
         finished, longest = _finishes(first), 0.0
         try:
             while True:
                 started = time.perf_counter()
-                chunk = await _next_within(stream, None if finished else bound)
+                chunk = await (anext(stream, None) if watch is None or finished else watch.next(stream))
                 if chunk is None:
                     break
                 if not finished:
                     longest = max(longest, time.perf_counter() - started)
                     finished = _finishes(chunk)
                 yield chunk
-        except _WentIdle:
+        except WentIdle:
             assert bound is not None
             latency.longest_gap_seen(name, bound)  # censored, as for the first token
             raise errors.UpstreamTimeout(
@@ -382,6 +384,8 @@ class Caller:
                 code="idle_timeout",
             ) from None
         finally:
+            if watch is not None:
+                watch.close()
             await close_stream(stream)
         if finished:
             latency.longest_gap_seen(name, longest)
@@ -420,23 +424,6 @@ async def close_stream(stream: AsyncIterator[Chunk]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-class _WentIdle(Exception):
-    """Control flow: no chunk within a measured idle timeout. Never escapes this module."""
-
-
-async def _next_within(stream: AsyncIterator[Chunk], seconds: float | None) -> Chunk | None:
-    """The next chunk, None at the end; `_WentIdle` after `seconds` (None: no bound of ours)."""
-    if seconds is None:
-        return await anext(stream, None)
-    try:
-        async with asyncio.timeout(seconds) as scope:
-            return await anext(stream, None)
-    except TimeoutError:
-        if scope.expired():
-            raise _WentIdle from None
-        raise
 
 
 def _finishes(chunk: Chunk) -> bool:
