@@ -14,7 +14,7 @@ import pytest
 from tests.unit.resilience.scripted import Cut, build, ctx, request, text_of
 
 from margin import errors
-from margin.types import Chunk
+from margin.types import ChatRequest, Chunk
 
 TEXT = "one two three four five six seven eight"
 PREFILL = "capabilities: {prefill: true}"
@@ -164,3 +164,12 @@ async def test_groups_without_a_buffer_are_unchanged() -> None:
     with pytest.raises(errors.StreamInterrupted):
         await read_all(await pipeline.stream(ctx(), request(text=TEXT)))
     assert providers["backup"].calls == 0
+
+
+async def test_legacy_completions_restart_inside_the_window_too() -> None:
+    pipeline, providers, _ = build(primary=(Cut(after=4),), chat=buffered(50))
+    legacy = ChatRequest(model="chat", messages=[], kind="completion", prompt=TEXT, stream=True)
+    chunks = await read_all(await pipeline.stream(ctx(), legacy))
+    assert "".join(c["text"] for ch in chunks for c in ch.body.get("choices") or ()) == TEXT
+    assert {ch.body["object"] for ch in chunks} == {"text_completion"}
+    assert providers["backup"].calls == 1
