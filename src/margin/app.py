@@ -37,6 +37,7 @@ from margin.pipeline.meter import Meter
 from margin.pipeline.record import Recorder, RequestRecord
 from margin.pipeline.route import ModelTable, Router
 from margin.providers.base import Provider
+from margin.providers.local_metrics import LocalSlotsCollector
 from margin.providers.malformed import MalformedEventsCollector
 from margin.providers.registry import build_provider
 from margin.resilience.circuit import CircuitStore, InMemoryCircuits
@@ -91,6 +92,7 @@ def create_app(
         router=Router(table, config, data_dir),
     )
     metrics.registry.register(MalformedEventsCollector(built.values()))
+    metrics.registry.register(LocalSlotsCollector(built.values()))  # slots, queue, stuck workers
     if pipeline.cache is not None:
         metrics.registry.register(CacheCollector(pipeline.cache))
     state = GatewayState(

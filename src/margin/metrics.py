@@ -68,9 +68,6 @@ class Metrics:
         self.record_dropped = Counter(
             "margin_record_dropped", "Records dropped because the queue was full", registry=r
         )
-        self.local_queue_depth = Gauge(
-            "margin_local_queue_depth", "Requests waiting for the local model", ["deployment"], registry=r
-        )
         # Tiered routing (docs/routing.md). Savings vs all-premium = counterfactual - spend, per group.
         self.route_requests = Counter(
             "margin_route_requests", "Routed requests by the tier that answered", ["model_group", "tier", "policy"],
