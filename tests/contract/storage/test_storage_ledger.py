@@ -87,6 +87,14 @@ async def test_write_then_count_and_read_back(store: LedgerStore) -> None:
     ]
 
 
+async def test_estimated_buckets_are_kept(store: LedgerStore) -> None:
+    """Which usage buckets hold an estimate (migration 0004): input reported, output estimated."""
+    rows = [make_row(1, usage_source="estimated", estimated_buckets="output"), make_row(2)]
+    await store.write(rows)
+    read = [r async for r in store.query_rows(DAY0, DAY0 + DAY)]
+    assert [(r.usage_source, r.estimated_buckets) for r in read] == [("estimated", "output"), ("reported", "")]
+
+
 async def test_replayed_rows_are_never_doubled(store: LedgerStore) -> None:
     await store.write([make_row(i) for i in range(10)])
     await store.write([make_row(i) for i in range(5, 15)])  # a replay overlapping the first batch

@@ -123,6 +123,7 @@ async def test_usage_is_estimated_and_sent_when_upstream_reports_none() -> None:
     req.include_usage = True
     chunks = [c async for c in await pipeline.stream(ctx(), req)]
     assert chunks[-1].body["choices"] == [] and chunks[-1].body["usage"]["completion_tokens"] > 0
+    assert chunks[-1].body["usage"]["margin_estimated"] is True  # documented extension: margin counted it
     assert records[0].usage is not None and records[0].usage.source == "estimated"
 
 

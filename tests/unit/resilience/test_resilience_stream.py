@@ -68,7 +68,12 @@ async def test_a_break_with_no_continuation_ends_with_a_non_stop_finish_and_the_
     assert all(c.body["choices"][0]["finish_reason"] != "stop" for c in chunks)
     assert providers["backup"].calls == 0
     assert records[0].status == "StreamInterrupted"
-    assert context.attempts[0].usage is not None and context.attempts[0].cost is not None
+    # Billed by hand: the prompt, 39 bytes = 10 tokens + 6 of framing = 16; the text sent before the
+    # cut, "one two three f" (the fake's 5-character pieces) = 15 bytes = 4 tokens; at $4/M and $8/M.
+    usage = context.attempts[0].usage
+    assert usage is not None and (usage.input_uncached, usage.output) == (16, 4)
+    assert context.attempts[0].cost is not None and context.attempts[0].cost.total.usd == Decimal("0.000096")
+    assert records[0].usage == usage  # the request's usage is the attempt's, not a second estimate
 
 
 async def test_tool_calls_are_never_continued_by_prefill() -> None:
@@ -96,6 +101,9 @@ async def test_a_client_that_leaves_cancels_the_upstream() -> None:
     assert records[0].status == "cancelled"
     assert context.attempts[0].status == "cancelled"
     assert records[0].usage is not None and records[0].usage.source == "estimated"
+    # The client read the role chunk and "one t" (5 bytes = 2 tokens): 16 * $4/M + 2 * $8/M.
+    assert (records[0].usage.input_uncached, records[0].usage.output) == (16, 2)
+    assert context.cost is not None and context.cost.total.usd == Decimal("0.00008")
     assert pipeline.caller.in_flight["primary"] == 0 and not pipeline.caller.background
 
 

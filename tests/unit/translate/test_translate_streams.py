@@ -341,3 +341,41 @@ def test_named_pairs_for_the_sse_layer() -> None:
         "error",
         {"type": "error", "error": {"type": "api_error", "message": "boom"}},
     )
+
+
+# --- usage reported before the end (issue 15 item 2) -------------------------------------------------
+
+
+def test_decoder_reports_the_input_usage_of_message_start_at_once() -> None:
+    decoder, chunks = decode(sse_events("anthropic_stream_thinking.sse")[:1])
+    so_far = chunks[0].usage_so_far  # the role chunk
+    assert so_far == decoder.usage_so_far
+    assert so_far is not None and (so_far.input_uncached, so_far.input_cache_read) == (40, 2048)
+    assert so_far.estimated_buckets == ("output",) and so_far.source == "estimated"  # output: only a floor
+    assert AnthropicStreamDecoder().usage_so_far is None  # nothing reported before message_start
+
+
+def test_decoder_usage_so_far_is_final_once_message_delta_brings_the_totals() -> None:
+    events = sse_events("anthropic_stream_thinking.sse")
+    decoder, _ = decode([e for e in events if e["type"] != "message_stop"])
+    assert decoder.usage_so_far == Usage(input_uncached=40, input_cache_read=2048, output=120)
+    assert not decoder.done
+
+
+def test_encoder_message_start_carries_the_upstreams_input_usage() -> None:
+    reported = Usage(input_uncached=1500, input_cache_write=2500, input_cache_read=5000, output=1)
+    first = Chunk(body={"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}, usage_so_far=reported)
+    _, events = encode([first], input_tokens=20)
+    start = events[0]["message"]["usage"]
+    assert start == {
+        "input_tokens": 1500,
+        "cache_creation_input_tokens": 2500,
+        "cache_read_input_tokens": 5000,
+        "output_tokens": 1,
+    }
+
+
+def test_encoder_message_start_falls_back_to_the_prompt_estimate() -> None:
+    first = Chunk(body={"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+    _, events = encode([first], input_tokens=20)
+    assert events[0]["message"]["usage"]["input_tokens"] == 20
