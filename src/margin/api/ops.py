@@ -16,9 +16,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    health = await state_of(request).health()
-    ready = bool(health) and any(health.values())
-    body = {"status": "ready" if ready else "unavailable", "deployments": health}
+    # Ready while some deployment answers, unless this replica itself is wedged: a stuck local
+    # worker does not heal on its own, so traffic should go to replicas that can still use theirs.
+    state = state_of(request)
+    health = await state.health()
+    stuck = state.stuck()
+    ready = bool(health) and any(health.values()) and not stuck
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable", "deployments": health}
+    if stuck:
+        body["stuck"] = stuck
     return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
 

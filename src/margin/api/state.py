@@ -55,6 +55,16 @@ class GatewayState:
         results = await asyncio.gather(*(probe(n) for n in names))
         return dict(zip(names, results, strict=True))
 
+    def stuck(self) -> list[str]:
+        """Deployments with an in-process worker that did not stop when asked (the local model's
+        slot watchdog): a fault of this replica, not of an upstream, so readiness fails on it."""
+        return [name for name, provider in self.providers.items() if _stuck_slots(provider)]
+
+
+def _stuck_slots(provider: Provider) -> bool:
+    stats = getattr(provider, "slot_stats", None)
+    return callable(stats) and stats().stuck > 0
+
 
 def state_of(request: Request) -> GatewayState:
     state: GatewayState = request.app.state.gateway

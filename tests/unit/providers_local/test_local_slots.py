@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from margin import errors
@@ -152,7 +153,14 @@ async def test_a_wedged_local_model_fails_over_opens_its_circuit_and_says_so() -
         await pipeline.chat(first, ChatRequest(model="chat", messages=[{"role": "user", "content": "a"}]))
         assert [(a.deployment, a.status) for a in first.attempts] == [("local", "error"), ("backup", "ok")]
         await wait_until(lambda: provider.slot_stats().stuck == 1, within=TIMEOUT_S + 1)
-        assert await state.health() == {"local": False, "backup": True}  # what /readyz reports
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            ready = await http.get("/readyz")
+        assert ready.status_code == 503  # this replica is wedged, though `backup` still answers
+        assert ready.json() == {
+            "status": "unavailable",
+            "deployments": {"local": False, "backup": True},
+            "stuck": ["local"],
+        }
         for _ in range(2):  # the stuck slot fails requests at once; the circuit opens at its 2nd failure
             answered = ctx()
             started = time.monotonic()
