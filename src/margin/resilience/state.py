@@ -29,6 +29,7 @@ class Resilience:
     clock: Clock = time.monotonic
     rand: Callable[[], float] = random.random
     latency: ObservedLatency = field(default_factory=lambda: ObservedLatency(AdaptiveTimeouts()))
+    default_policy: ErrorPolicy = field(default_factory=ErrorPolicy)  # a group without a table of its own
 
     @classmethod
     def from_config(
@@ -38,6 +39,7 @@ class Resilience:
         base.failover = config.failover
         base.latency = ObservedLatency(config.failover.adaptive_timeouts, clock)
         mode = config.failover.mode
+        base.default_policy = ErrorPolicy.with_overrides({}, mode)
         base.policies = {g.name: ErrorPolicy.with_overrides(g.on_error, g.failover_mode or mode) for g in config.models}
         base.members = {g.name: frozenset(g.deployments) for g in config.models}
         base.streaming = {g.name: g.streaming for g in config.models if g.streaming.buffers}
@@ -62,7 +64,7 @@ class Resilience:
         )
 
     def policy(self, group: str) -> ErrorPolicy:
-        return self.policies.get(group) or ErrorPolicy.with_overrides({}, self.failover.mode)
+        return self.policies.get(group) or self.default_policy
 
     def stream_buffer(self, group: str) -> StreamingConfig | None:
         """The group's `streaming` settings when it holds the first tokens of its streams, else None."""
