@@ -172,6 +172,14 @@ class UpstreamServerError(UpstreamError):
     retryable = True
 
 
+class LocalWorkerStuck(UpstreamServerError):
+    """Every generation slot of an in-process model is held by a worker that did not stop when asked
+    (the local provider's slot watchdog). Asking again cannot help: it fails over at once."""
+
+    code = "local_worker_stuck"
+    retryable = False
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     type = "timeout_error"
