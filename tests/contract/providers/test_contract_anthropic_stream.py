@@ -74,7 +74,7 @@ async def test_a_cut_before_message_delta_carries_the_input_usage(provider: Any,
     with pytest.raises(errors.StreamInterrupted) as caught:
         await collect(provider(*MESSAGE[: cut + 1], ABORT).stream(chat()), received)
     reported = caught.value.usage_so_far
-    assert reported is not None
+    assert isinstance(reported, Usage)
     assert (reported.input_uncached, reported.input_cache_write, reported.input_cache_read) == (1500, 2500, 5000)
     assert (reported.output, reported.estimated_buckets) == (1, ("output",))
 
@@ -90,7 +90,8 @@ async def test_a_cut_after_message_delta_carries_the_final_counts(provider: Any)
 async def test_a_stream_that_ends_without_message_stop_carries_the_usage(provider: Any) -> None:
     with pytest.raises(errors.StreamInterrupted) as caught:
         await collect(provider(*MESSAGE[:4]).stream(chat()))  # closed cleanly, but never finished
-    assert caught.value.usage_so_far is not None and caught.value.usage_so_far.input_cache_read == 5000
+    reported = caught.value.usage_so_far
+    assert isinstance(reported, Usage) and reported.input_cache_read == 5000
 
 
 async def test_a_malformed_event_breaks_the_stream_and_is_counted(provider: Any) -> None:
@@ -100,7 +101,8 @@ async def test_a_malformed_event_breaks_the_stream_and_is_counted(provider: Any)
     with pytest.raises(errors.MalformedUpstreamEvent) as caught:
         await collect(adapter.stream(chat()), received)
     assert len(received) == 1  # the role chunk; nothing after the hole is passed on
-    assert caught.value.usage_so_far is not None and caught.value.usage_so_far.input_uncached == 1500
+    reported = caught.value.usage_so_far
+    assert isinstance(reported, Usage) and reported.input_uncached == 1500
     assert adapter.malformed.events == 1
 
 
@@ -108,7 +110,8 @@ async def test_an_error_event_mid_stream_carries_the_usage(provider: Any) -> Non
     error = frame({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     with pytest.raises(errors.UpstreamOverloaded) as caught:
         await collect(provider(*MESSAGE[:4], error).stream(chat()))
-    assert caught.value.usage_so_far is not None and caught.value.usage_so_far.input_cache_write == 2500
+    reported = caught.value.usage_so_far
+    assert isinstance(reported, Usage) and reported.input_cache_write == 2500
 
 
 async def test_a_body_that_is_not_json_is_a_malformed_response(provider: Any) -> None:
