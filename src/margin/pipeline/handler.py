@@ -50,7 +50,9 @@ class Pipeline:
         self.tiers = TierCaller(self.router, caller, meter, self.lifecycle)  # stage ⑤ with cascades
 
     def lifecycle(self, ctx: RequestContext) -> RequestLifecycle:
-        return RequestLifecycle(ctx, meter=self.meter, limits=self.limits, recorder=self.recorder)
+        return RequestLifecycle(
+            ctx, meter=self.meter, limits=self.limits, recorder=self.recorder, end_attempt=self.caller.end
+        )
 
     async def chat(self, ctx: RequestContext, request: ChatRequest) -> ChatResult:
         async with self.lifecycle(ctx) as life:

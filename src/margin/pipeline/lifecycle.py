@@ -17,9 +17,12 @@ given whatever happens to the response (`margin.api.sse.EventStreamResponse`).
 
 The end, in order, each step running even when the one before it raised:
 1. cleanups the path registered (`on_end`: release coalesced cache followers of a failed call);
-2. meter: price every attempt (a cache hit was metered by the cache: cost 0, its stored usage);
-3. release: settle the reservation to the actual cost and tokens;
-4. record: one `RequestRecord`, which becomes one ledger row per upstream attempt (or the hit's row).
+2. close attempts left open: the call stage ends every attempt it knows the fate of, but an error
+   it does not know (an adapter bug: not a MarginError) leaves its attempt open; it ends here,
+   failed with that error, so its deployment's in-flight count comes down and its row says so;
+3. meter: price every attempt (a cache hit was metered by the cache: cost 0, its stored usage);
+4. release: settle the reservation to the actual cost and tokens;
+5. record: one `RequestRecord`, which becomes one ledger row per upstream attempt (or the hit's row).
 A second `end` does nothing, so a request that ends on two paths (a stream that fails and is then
 closed) is settled and recorded once.
 """
@@ -35,9 +38,10 @@ from margin.pipeline.context import RequestContext
 from margin.pipeline.limits import Limits
 from margin.pipeline.meter import Meter
 from margin.pipeline.record import Recorder, RequestRecord
-from margin.types import ChatRequest, Chunk, Cost, EmbeddingRequest, Usage
+from margin.types import Attempt, ChatRequest, Chunk, Cost, EmbeddingRequest, Usage
 
 Cleanup = Callable[[], Awaitable[None]]
+EndAttempt = Callable[[RequestContext, Attempt], None]  # the call stage's bookkeeping of an ended attempt
 
 
 def status_of(error: BaseException | None) -> str:
@@ -50,9 +54,12 @@ def status_of(error: BaseException | None) -> str:
 
 
 class RequestLifecycle:
-    def __init__(self, ctx: RequestContext, *, meter: Meter, limits: Limits, recorder: Recorder) -> None:
+    def __init__(
+        self, ctx: RequestContext, *, meter: Meter, limits: Limits, recorder: Recorder, end_attempt: EndAttempt
+    ) -> None:
         self.ctx = ctx
         self.meter, self.limits, self.recorder = meter, limits, recorder
+        self.end_attempt = end_attempt
         self.usage: Usage | None = None  # what the answer used; set by the path before it returns
         # What the request would have cost all-premium, when the path knows better than the meter
         # (a cascade's verifier call: all-premium traffic would make none).
@@ -99,12 +106,19 @@ class RequestLifecycle:
                 await cleanup()
         finally:
             try:
+                self._close_open_attempts(status)
                 self._meter(usage)
             finally:
                 try:
                     self.limits.settle(self.ctx)
                 finally:
                     self._record(status, self.ctx.usage)
+
+    def _close_open_attempts(self, status: str) -> None:
+        for attempt in self.ctx.attempts:
+            if attempt.latency_ms == 0.0:  # set when an attempt ends: this one never did
+                attempt.status, attempt.error_class = "error", status
+                self.end_attempt(self.ctx, attempt)
 
     def _meter(self, usage: Usage | None) -> None:
         if self.ctx.cache_row is not None:
