@@ -124,7 +124,7 @@ class SlotPool:
 
     async def acquire(self, timeout: float) -> Lease:
         """A slot, within `timeout` seconds. Raises `CapacityExceeded` when the queue is full,
-        `UpstreamTimeout` when no slot came in time, `UpstreamServerError` when every slot is stuck."""
+        `UpstreamTimeout` when no slot came in time, `LocalWorkerStuck` when every slot is stuck."""
         if self._slots and self.stuck == self._slots:
             raise self._all_stuck()
         if self._idle:
@@ -224,10 +224,9 @@ class SlotPool:
                 if not waiter.done():
                     waiter.set_exception(self._all_stuck())
 
-    def _all_stuck(self) -> errors.UpstreamServerError:
-        return errors.UpstreamServerError(
+    def _all_stuck(self) -> errors.LocalWorkerStuck:
+        return errors.LocalWorkerStuck(
             f"{self.deployment}: every generation slot of the local model is stuck (a llama.cpp worker did "
             f"not stop within {self.stop_grace:.1f}s); use another tier",
             deployment=self.deployment,
-            code="local_worker_stuck",
         )

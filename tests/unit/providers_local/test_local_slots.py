@@ -265,3 +265,46 @@ async def test_a_non_streamed_answer_is_assembled_from_the_stream() -> None:
         assert result.body["usage"] == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
     finally:
         await provider.aclose()
+
+
+TIERED = f"""
+deployments:
+  - name: local
+    provider: local
+    model: scripted
+    price: {{input: "0", output: "0"}}
+    local: {{max_concurrency: 1, max_queue: 4}}
+    timeouts: {{first_token: {TIMEOUT_S}, idle: {TIMEOUT_S}}}
+  - {{name: premium, provider: fake, model: big, price: {{input: "2", output: "8"}}}}
+models:
+  - name: auto
+    tiers:
+      - {{name: local, deployments: [local]}}
+      - {{name: premium, deployments: [premium]}}
+    routing:
+      rules:
+        - {{name: chit-chat, when: {{max_prompt_tokens: 50}}, tier: local}}
+"""
+
+
+async def test_routed_requests_overflow_from_a_wedged_local_tier() -> None:
+    wedge = threading.Event()
+    config = parse_config(TIERED)
+    provider = LocalProvider(config.deployments[0], load_model=lambda: ScriptedModel(wedge=wedge))
+    app = create_app(config, providers={"local": provider})
+    pipeline: Pipeline = app.state.gateway.pipeline
+    pipeline.recorder.submit = lambda record: None  # type: ignore[method-assign]
+    try:
+        for text in ("hi", "hello"):  # first by the first-token timeout, then at once: the slot is stuck
+            context = ctx()
+            started = time.monotonic()
+            result = await pipeline.chat(
+                context, ChatRequest(model="auto", messages=[{"role": "user", "content": text}])
+            )
+            assert result.model == "big" and context.deployment == "premium"
+            assert [a.deployment for a in context.attempts] == ["local", "premium"]
+            assert time.monotonic() - started < TIMEOUT_S + 0.3
+            await wait_until(lambda: provider.slot_stats().stuck == 1, within=TIMEOUT_S + 1)
+    finally:
+        wedge.set()
+        await provider.aclose()
