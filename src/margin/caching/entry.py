@@ -41,7 +41,7 @@ class CachedAnswer:
         usage = raw.get("usage")
         return cls(
             body=raw["body"],
-            usage=Usage(**usage) if isinstance(usage, dict) else None,
+            usage=_usage(usage) if isinstance(usage, dict) else None,
             model=str(raw["model"]),
             deployment=str(raw["deployment"]),
             created_at=float(raw["created_at"]),
@@ -131,3 +131,9 @@ class VectorChanges:
     cursor: str
     reset: bool = False
     more: bool = False
+
+
+def _usage(stored: dict[str, Any]) -> Usage:
+    """A stored usage; JSON turned its tuple of estimated buckets into a list (entries written before
+    that field existed have none)."""
+    return Usage(**{**stored, "estimated_buckets": tuple(stored.get("estimated_buckets") or ())})

@@ -57,4 +57,4 @@ def completion_chunk(chunk: Chunk) -> Chunk:
     }
     if body.get("usage") is not None:
         out["usage"] = body["usage"]
-    return Chunk(body=out, usage=chunk.usage)
+    return Chunk(body=out, usage=chunk.usage, usage_so_far=chunk.usage_so_far)
