@@ -3,7 +3,7 @@ meter, record. (The cache key needs the model group, so routing resolves the gro
 deployment order it computes is only used on a cache miss.)
 
 Every method runs inside one `RequestLifecycle` (margin.pipeline.lifecycle), which owns the end of
-the request: settle the reservation, meter, record, release, exactly once, whichever way it ends.
+the request: meter, settle and release the reservation, record; exactly once, whichever way it ends.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from margin.pipeline.call import Caller
 from margin.pipeline.call_stream import CallStream
 from margin.pipeline.cascade import TierCaller
 from margin.pipeline.context import RequestContext
-from margin.pipeline.lifecycle import RequestLifecycle, ResponseStream
+from margin.pipeline.lifecycle import RequestLifecycle, ResponseStream, status_of
 from margin.pipeline.limits import Limits
 from margin.pipeline.meter import Meter, StreamMeter
 from margin.pipeline.record import Recorder
@@ -112,13 +112,12 @@ class Pipeline:
         self, life: RequestLifecycle, request: ChatRequest, hit: CacheHit
     ) -> AsyncGenerator[Chunk, None]:
         assert self.cache is not None
-        status = "cancelled"  # until the replay ends on its own, the client went away
+        status = "ok"
         try:
             async for chunk in self.cache.replay(hit, request):
                 yield chunk
-            status = "ok"
-        except errors.MarginError as error:
-            status = type(error).__name__
+        except BaseException as error:  # whatever ended the replay names its end (the client leaving too)
+            status = status_of(error)
             raise
         finally:
             try:
@@ -131,7 +130,7 @@ class Pipeline:
     ) -> AsyncGenerator[Chunk, None]:
         ctx = life.ctx
         meters = AttemptMeters(self.meter, ctx, rest)
-        status = "cancelled"  # until the stream ends on its own, the client went away
+        status = "ok"
         chunks = _achain(first, rest)
         if isinstance(lookup, CacheMiss) and self.cache is not None:
             chunks = self.cache.capture(lookup, ctx, chunks)  # shared live with coalesced followers
@@ -140,12 +139,11 @@ class Pipeline:
                 out = meters.observe(chunk, rest)
                 if out is not None:
                     yield out
-            status = "ok"
             tail = meters.current.usage_chunk()
             if tail is not None:
                 yield tail
-        except errors.MarginError as error:
-            status = type(error).__name__
+        except BaseException as error:  # whatever ended the stream names its end (the client leaving too)
+            status = status_of(error)
             raise
         finally:
             if status == "cancelled" and self.caller.drains:
