@@ -29,6 +29,7 @@ def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
     key = auth[7:] if auth and auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
     control = request.headers.get("x-margin-cache") or request.headers.get("cache-control")
     ctx = RequestContext(request_id=rid, endpoint=endpoint, api_key=key, cache_control=control)
+    ctx.purpose = request.headers.get("x-margin-purpose")  # checked by the auth stage
     timing.attach(request.scope, ctx)  # timed from the request's arrival to the response's last byte
     for header, hint in (("x-margin-tier", "pin"), ("x-margin-max-tier", "cap")):
         value = request.headers.get(header)

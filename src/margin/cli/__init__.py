@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "cache": "margin.cli.cache:cache",
     "keys": "margin.cli.keys:keys",
     "migrate": "margin.cli.migrate:migrate",
+    "eval": "margin.cli.evals:eval_group",
 }
 
 

@@ -48,6 +48,11 @@ ADMIN_KEY = EnvVar(
     "The admin key `margin models --url` sends. The gateway reads it only where the config says "
     "`server.admin_key: env:MARGIN_ADMIN_KEY`.",
 )
+EVAL_API_KEY = EnvVar(
+    "MARGIN_API_KEY",
+    "none",
+    "The virtual key `margin eval run` presents to the gateway (`--api-key`).",
+)
 OPENAI_API_KEY = EnvVar(
     "OPENAI_API_KEY",
     "none",
@@ -73,6 +78,7 @@ REGISTRY: tuple[EnvVar, ...] = (
     DATA_DIR,
     CONFIG_FILE,
     ADMIN_KEY,
+    EVAL_API_KEY,
     OPENAI_API_KEY,
     OPENAI_BASE_URL,
     ANTHROPIC_API_KEY,

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from margin.config.base import EnvSecret, Strict, parse_secret
+from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
 from margin.config.streaming import StreamingConfig
@@ -219,6 +220,9 @@ class ModelGroupConfig(Strict):
     )
     streaming: StreamingConfig = Field(
         default_factory=StreamingConfig, description="Hold the first tokens of a stream (buffer_first_tokens)"
+    )
+    gates: GatesConfig | None = Field(
+        None, description="What a candidate must show in an offline eval before it takes traffic (docs/evals.md)"
     )
 
     @model_validator(mode="before")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
+from margin.errors import InvalidRequest
 from margin.storage.protocols import KeyRecord
 from margin.types import Principal
 
@@ -20,6 +22,25 @@ def principal_of(record: KeyRecord) -> Principal:
         allowed_models=record.allowed_models,
         allowed_cost_ranks=record.allowed_tiers,
     )
+
+
+# What a request may declare it is for (`x-margin-purpose`), and what that adds to its principal: a
+# tag (its ledger rows, reports and tag budgets see it) and endpoint class batch (it yields to
+# interactive traffic). A purpose only ever adds: the key's own tags, budgets and limits still apply.
+PURPOSES: dict[str, tuple[str, Literal["interactive", "batch"]]] = {"eval": ("eval", "batch")}
+
+
+def for_purpose(principal: Principal, purpose: str | None) -> Principal:
+    """`principal` as a request declaring `purpose` runs; an unknown purpose is refused."""
+    if purpose is None:
+        return principal
+    declared = PURPOSES.get(purpose.strip().lower())
+    if declared is None:
+        known = ", ".join(sorted(PURPOSES))
+        raise InvalidRequest(f"x-margin-purpose {purpose!r} is not known (known: {known})", param="x-margin-purpose")
+    tag, endpoint_class = declared
+    tags = principal.tags if tag in principal.tags else (*principal.tags, tag)
+    return replace(principal, tags=tags, endpoint_class=endpoint_class)
 
 
 def _iso(ts: float | None) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 from margin.errors import AuthError, ServiceUnavailable
-from margin.identity.principals import principal_of
+from margin.identity.principals import for_purpose, principal_of
 from margin.identity.service import KeyService
 from margin.pipeline.context import RequestContext
 from margin.storage.protocols import StorageError
@@ -29,6 +29,10 @@ class Authenticator:
         self.mode = mode
 
     async def authenticate(self, ctx: RequestContext) -> Principal:
+        """The key's principal, plus what the request declares it is for (`x-margin-purpose`)."""
+        return for_purpose(await self._principal(ctx), ctx.purpose)
+
+    async def _principal(self, ctx: RequestContext) -> Principal:
         keys = self.keys
         if keys is None:
             return ANONYMOUS

@@ -37,6 +37,7 @@ class RequestContext:
     cache_control: str | None = None  # the client's x-margin-cache / cache-control header
     cache_row: LedgerRow | None = None  # set when a cache hit answered: the request's one ledger row
     route_hints: dict[str, str] = field(default_factory=dict)  # tier pin/cap from request headers
+    purpose: str | None = None  # x-margin-purpose (e.g. eval): tags the request, lowers its class
     route_outcome: RouteOutcome = field(default_factory=RouteOutcome)  # what tiered routing did
     counterfactual: Cost | None = None  # a routed request's cost had the premium tier answered it
     reservation: object | None = None  # stage ②'s ticket (margin.budgets.admission.Ticket), settled once

@@ -11,7 +11,7 @@ from margin.errors import InvalidRequest
 from margin.metering.usage import openai_usage
 from margin.providers.fake import engine
 from margin.providers.fake.faults import Fault
-from margin.providers.fake.state import BEHAVIOUR, before_headers, error_body, malformed_body, read_json, refusal
+from margin.providers.fake.state import before_headers, behaviour_for, error_body, malformed_body, read_json, refusal
 from margin.translate import (
     AnthropicStreamEncoder,
     chat_result_to_message,
@@ -51,7 +51,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     refused = refusal(fault, chat.messages)
     if refused is not None:
         return anthropic_error(refused[0], refused[2])
-    behaviour = request.app[BEHAVIOUR]
+    behaviour = behaviour_for(request, fault)
     params = {k: v for k, v in chat.params.items() if k != "anthropic"}
     fault = fault or Fault()
     if not chat.stream:

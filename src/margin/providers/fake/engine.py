@@ -22,6 +22,20 @@ class FakeBehaviour:
     content: str | None = None  # None: echo the last user message
     chunks: int = 8
     dimensions: int = 16
+    wrong: float = 0.0  # share of prompts answered WRONG_ANSWER instead (the `wrong=` fault)
+
+
+WRONG_ANSWER = "I do not know."
+
+
+def answered_wrongly(prompt: str, share: float) -> bool:
+    """Whether the `wrong=SHARE` fault spoils the answer to `prompt`. Decided by a hash of the prompt,
+    so the same prompts are answered wrongly on every run and by every process: a worse deployment
+    whose errors are reproducible."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(prompt.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 def message_text(message: JSON) -> str:
@@ -44,12 +58,14 @@ def prompt_tokens(messages: list[JSON]) -> int:
 
 
 def answer_for(messages: list[JSON], behaviour: FakeBehaviour, params: JSON) -> str:
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     if behaviour.content is not None:
         text = behaviour.content
     else:
-        last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         text = message_text(last_user) if last_user else ""
         text = text or "Hello from the fake upstream."
+    if answered_wrongly(message_text(last_user) if last_user else "", behaviour.wrong):
+        text = WRONG_ANSWER
     prefill = _prefill(messages)
     if prefill and text.startswith(prefill):
         text = text[len(prefill) :]  # continue the assistant's own beginning, as prefill-capable models do

@@ -24,6 +24,8 @@ A fault is a comma-separated spec, e.g. ``status=429,retry_after=2,times=1`` or 
                        a server that never terminates its stream)
 ``max_context=N``      refuse prompts over N tokens with a 400 ``context_length_exceeded``
 ``reject_prefill``     refuse a request whose last message is the assistant's (no prefill support)
+``wrong=P``            answer a share P (0..1) of prompts "I do not know." instead, chosen by a hash of
+                       the last user message: the same prompts every run (a worse model, for evals)
 ``cut_after_event=T``  Anthropic face: drop the connection right after the first event of type T
                        (``message_start``, ``ping``, ``content_block_start``, ``content_block_delta``,
                        ``content_block_stop``, ``message_delta``)
@@ -75,11 +77,16 @@ class Fault:
     hold: float = 0.0
     max_context: int | None = None
     reject_prefill: bool = False
+    wrong: float = 0.0
     cut_after_event: str | None = None
     usage_input: int | None = None
     usage_cache_read: int | None = None
     usage_cache_write: int | None = None
     usage_output: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.wrong <= 1:
+            raise ValueError(f"wrong={self.wrong:g}: a share between 0 and 1")
 
     @property
     def scripts_usage(self) -> bool:

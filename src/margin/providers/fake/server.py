@@ -24,6 +24,7 @@ from margin.providers.fake.state import (
     CHUNK_DELAY,
     FAULTS,
     before_headers,
+    behaviour_for,
     error_response,
     json_response,
     malformed_body,
@@ -66,7 +67,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     refused = refusal(fault, messages)
     if refused is not None:
         return refusal_response(refused)
-    behaviour = request.app[BEHAVIOUR]
+    behaviour = behaviour_for(request, fault)
     if not body.get("stream"):
         if fault is not None and fault.malformed_body:
             return malformed_body()
@@ -133,7 +134,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return error_response(fault)
     prompt = body.get("prompt", "")
     text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-    return json_response(engine.text_completion(text, model, request.app[BEHAVIOUR], body))
+    return json_response(engine.text_completion(text, model, behaviour_for(request, fault), body))
 
 
 async def embeddings(request: web.Request) -> web.Response:

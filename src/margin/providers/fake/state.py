@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -59,6 +60,12 @@ async def before_headers(request: web.Request, model: str) -> Fault | None:
         request.transport.abort()
         raise asyncio.CancelledError
     return fault
+
+
+def behaviour_for(request: web.Request, fault: Fault | None) -> engine.FakeBehaviour:
+    """The fake's behaviour for this request: the server's, with a `wrong=` fault's share applied."""
+    behaviour = request.app[BEHAVIOUR]
+    return replace(behaviour, wrong=fault.wrong) if fault is not None and fault.wrong else behaviour
 
 
 def malformed_body() -> web.Response:
