@@ -19,9 +19,11 @@ from margin.api.routes import build_routes
 from margin.api.state import GatewayState
 from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
+from margin.budgets.sweeper import IntentSweeper
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
 from margin.ledger.collector import LedgerCollector
+from margin.ledger.journal import Journal
 from margin.ledger.spill import SpillFile
 from margin.ledger.writer import LedgerWriter
 from margin.metering.catalog import load_catalog
@@ -31,10 +33,12 @@ from margin.metrics import Metrics
 from margin.pipeline.cache import CacheStage
 from margin.pipeline.cache_metrics import CacheCollector
 from margin.pipeline.call import Caller
+from margin.pipeline.durable import DurableIntents
 from margin.pipeline.handler import Pipeline
 from margin.pipeline.ledger_rows import rows_for
 from margin.pipeline.meter import Meter
 from margin.pipeline.record import Recorder, RequestRecord
+from margin.pipeline.recovery import Recovery
 from margin.pipeline.route import ModelTable, Router
 from margin.providers.base import Provider
 from margin.providers.local_metrics import LocalSlotsCollector
@@ -66,25 +70,30 @@ def create_app(
     data_dir = resolve_data_dir(config)
     metrics = Metrics()
     store = ledger or open_ledger_store(config.database.url, data_dir)
-    writer = LedgerWriter(store, SpillFile(data_dir / "ledger-spill.jsonl"))
+    journal = Journal(data_dir / "journal")  # opened at start-up, by the recovery
+    writer = LedgerWriter(store, SpillFile(data_dir / "ledger-spill.jsonl"), journal=journal)
     metrics.registry.register(LedgerCollector(writer))
-    recorder = Recorder(metrics, sinks=[ledger_sink(writer)] if config.metering.enabled else [])
     prices = price_book(config)
     meter = Meter(built, prices, enabled=config.metering.enabled)
     limits = build_limits(
         config, data_dir=data_dir, clock=clock, meter=meter, prices=prices, ledger=store,
-        key_store=key_store, counters=counters,
+        key_store=key_store, counters=counters, journal=journal,
     )  # fmt: skip
+    durable = limits.stage.durable
+    recorder = Recorder(metrics, sinks=[ledger_sink(writer if config.metering.enabled else None, durable)])
+    recovery = Recovery(journal, writer, limits.limiter)
     table = ModelTable(config)
     cache = (
         CacheStage.from_config(config.cache, data_dir=data_dir, redis=config.redis, prices=prices)
         if config.cache.enabled
         else None
     )
+    caller = Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config)))
+    caller.on_attempt = durable.attempt_started
     pipeline = Pipeline(
         table=table,
         auth=limits.auth,
-        caller=Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config))),
+        caller=caller,
         meter=meter,
         recorder=recorder,
         limits=limits.stage,
@@ -108,7 +117,9 @@ def create_app(
         routes=build_routes(),
         # Outermost of margin's own layers: times each request from its arrival to its last byte.
         middleware=[Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header)],
-        lifespan=Lifespan(data_dir, store, limits, writer, state),
+        lifespan=Lifespan(
+            data_dir, store, limits, writer, state, recovery, IntentSweeper(limits.limiter, recovery.swept)
+        ),
         exception_handlers={
             errors.MarginError: margin_error_handler,
             HTTPException: http_error_handler,
@@ -128,6 +139,8 @@ class Lifespan:
     limits: LimitsParts
     writer: LedgerWriter
     state: GatewayState
+    recovery: Recovery  # replays dead replicas' journals, writes the rows of swept reservations
+    sweeper: IntentSweeper  # settles dead replicas' reservations as spent
 
     @contextlib.asynccontextmanager
     async def __call__(self, app: Starlette) -> AsyncIterator[None]:
@@ -137,6 +150,8 @@ class Lifespan:
         await self.limits.start()  # keys and counters (their migrations run after the ledger's)
         await pipeline.router.start()  # learned routers' model files, read off the event loop
         await self.writer.start()
+        await self.recovery.start()  # this replica's journal opens; dead ones' are replayed
+        await self.sweeper.start()
         await pipeline.recorder.start()
         for provider in providers:
             await provider.start()
@@ -146,9 +161,11 @@ class Lifespan:
             await pipeline.caller.aclose()  # streams still draining after their client left
             for provider in providers:
                 await provider.aclose()
+            await self.sweeper.stop()
             await self.limits.stop()  # settles in flight reach the counters
             await pipeline.recorder.stop()  # drains records into the writer...
             await self.writer.stop()  # ...which drains rows into the store (or the spill file)
+            await self.recovery.stop()  # the journal closes (deleted when nothing in it is needed)
             await self.store.close()
             await close_circuits(pipeline.caller.resilience.circuits)
             if pipeline.cache is not None:
@@ -162,12 +179,15 @@ def price_book(config: MarginConfig) -> PriceBook:
     return PriceBook(config.deployments, catalog, UnknownPricePolicy(metering.unknown_price))
 
 
-def ledger_sink(writer: LedgerWriter) -> Callable[[list[RequestRecord]], None]:
-    """Recorded requests become ledger rows; runs in the recorder's background task."""
+def ledger_sink(writer: LedgerWriter | None, durable: DurableIntents) -> Callable[[list[RequestRecord]], None]:
+    """Recorded requests become ledger rows (none when metering is off); runs in the recorder's
+    background task. The journal then knows the request needs nothing more from it."""
 
     def sink(batch: list[RequestRecord]) -> None:
         for record in batch:
-            writer.submit(rows_for(record.ctx, overhead_ms=record.overhead_s * 1000))
+            if writer is not None:
+                writer.submit(rows_for(record.ctx, overhead_ms=record.overhead_s * 1000))
+            durable.ended(record.ctx.request_id)
 
     return sink
 

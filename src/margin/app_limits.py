@@ -18,8 +18,10 @@ from margin.budgets.windows import Lease
 from margin.config.model import MarginConfig
 from margin.errors import ConfigError
 from margin.identity.service import KeyService
+from margin.ledger.journal import Journal
 from margin.metering.pricebook import PriceBook
 from margin.pipeline.auth import Authenticator
+from margin.pipeline.durable import DurableIntents
 from margin.pipeline.limits import Limits
 from margin.pipeline.meter import Meter
 from margin.storage import open_database_stores, open_redis_counters
@@ -65,6 +67,7 @@ def build_limits(
     ledger: LedgerStore | None,
     key_store: KeyStore | None = None,
     counters: Counters | None = None,
+    journal: Journal | None = None,
 ) -> LimitsParts:
     settings = config.limits
     zone = ZoneInfo(settings.timezone)
@@ -84,6 +87,8 @@ def build_limits(
     lease = Lease(settings.lease_s or config.failover.deadline + 60.0)
     rules = RuleBook.from_config(config.budgets, config.rate_limits, zone)
     limiter = Limiter(rules, counters, lease=lease, policy=policy, clock=clock, fallback=MemoryCounters())
+    if journal is not None:
+        limiter.owner = journal.owner  # one id per process: its journal's and its intents' owner
     alerts_config = settings.alerts
     url = alerts_config.webhook_url.resolve() if alerts_config.webhook_url is not None else None
     sender = webhook_sender(url, timeout_s=alerts_config.webhook_timeout_s) if url else None
@@ -96,6 +101,7 @@ def build_limits(
         keys=keys,
         zone=zone,
         default_max_output_tokens=settings.default_max_output_tokens,
+        durable=DurableIntents(journal, limiter),
     )
     return LimitsParts(key_store, counters, keys, limiter, upkeep, stage, Authenticator(keys, config.auth), uses_redis)
 

@@ -84,6 +84,21 @@ def gateway(
     timeout: float = 30.0,
     ready_path: str = "/healthz",
 ) -> Iterator[str]:
+    with gateway_process(config_yaml, tmp, env=env, timeout=timeout, ready_path=ready_path) as (url, _):
+        yield url
+
+
+@contextmanager
+def gateway_process(
+    config_yaml: str,
+    tmp: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    ready_path: str = "/healthz",
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`gateway`, also handing out the process (tests that kill it); its data dir is `tmp/data`
+    unless `env` names another MARGIN_DATA_DIR (a restart on a dead replica's data dir)."""
     port = free_port()
     config = tmp / "margin.yaml"
     config.write_text(config_yaml)
@@ -94,5 +109,5 @@ def gateway(
         env=environment,
         timeout=timeout,
         log=tmp / "gateway.log",
-    ):
-        yield f"http://127.0.0.1:{port}"
+    ) as process:
+        yield f"http://127.0.0.1:{port}", process

@@ -13,6 +13,12 @@ it against in-process counters at `fail_open_share` of each limit. Settles that 
 are kept and replayed once the store answers. A store that lost its data (Redis restarted empty)
 says so per counter (its sync marker is gone): that budget counter is first raised to the ledger's
 figure for its window, once, whichever replica gets there first, then the request is reserved.
+
+Durable intents (stores that outlive the process): a reservation is written with an `Intent` in the
+same atomic step, and settled through it exactly once (`finish`). If this replica dies, the intent
+is still there for a surviving replica (margin.budgets.sweeper) or this replica's successor (its
+journal replay) to settle as spent at the reserved amount: a hold whose outcome is unknown is never
+simply left to expire.
 """
 
 from __future__ import annotations
@@ -27,12 +33,23 @@ from typing import Any
 
 from margin import errors
 from margin.budgets.estimate import Demand
+from margin.budgets.intents import HeldCounter, Reservation, correction_plan, settle_plan
 from margin.budgets.priority import PriorityQueue
 from margin.budgets.refusals import budget_exceeded, limits_unavailable, rate_limited
 from margin.budgets.rules import Applied, Rule, RuleBook
 from margin.budgets.windows import Lease, Span, SpanCache
 from margin.config.limits import PriorityConfig, StoreFailure
-from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, Counters, StorageError, Verdict
+from margin.storage.protocols import (
+    Adjust,
+    Charge,
+    Counters,
+    Intent,
+    IntentCounters,
+    IntentState,
+    SharedIntents,
+    StorageError,
+    Verdict,
+)
 from margin.types import Principal
 
 log = logging.getLogger("margin.limits")
@@ -42,6 +59,7 @@ _MAX_PENDING = 10_000  # settles kept for replay while the store is down
 _MAX_SYNCS = 3  # syncs per reservation (each charge needs at most one; bounded all the same)
 _MAX_REMEMBERED = 10_000
 _EMPTY = Span(start=0.0, first=1, last=0, reset_at=0.0, expires_at=0.0)  # concurrency: no spent window
+_KEEP_SWEPT_S = 86_400.0  # an open or swept intent is kept a day: a late settle still corrects it
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +77,26 @@ class Ticket:
 
     held: tuple[Held, ...]
     store: Counters
+    # Recorded as an intent in `store` (id: the request id), settled through it; None: plain holds.
+    intent: Reservation | None = None
+
+    def counters(self) -> tuple[HeldCounter, ...]:
+        return self.intent.counters if self.intent is not None else tuple(_held_counter(h) for h in self.held)
+
+
+def _held_counter(held: Held) -> HeldCounter:
+    rule = held.applied.rule
+    return HeldCounter(held.applied.name, rule.kind, held.hold, held.amount, held.hold_expires, held.span.last,
+                       held.span.expires_at)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class IntentNote:
+    """What the pipeline tells the limiter about a request so that its reservation can be settled
+    without it: its id and the ledger row fields known at admission."""
+
+    request_id: str
+    row: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +134,10 @@ class Limiter:
         self.fallback = fallback  # in-process counters for fail_open (the composition root picks them)
         self.queue = PriorityQueue()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.pending: list[tuple[Counters, list[Adjust]]] = []
+        self.pending: list[Callable[[], Coroutine[Any, Any, bool]]] = []  # settles to replay
+        self.owner = "-"  # this replica's id in intents (the composition root sets the journal's)
+        self.keeps_intents = isinstance(counters, IntentCounters)
+        self.shares_intents = isinstance(counters, SharedIntents)
         self.ledger_amount: LedgerAmount = _nothing_recorded  # set by the upkeep when there is a ledger
         self.on_settled: list[Callable[[Ticket], Coroutine[Any, Any, None]]] = []
         self.on_refused: list[Callable[[Held, int], None]] = []
@@ -121,17 +162,22 @@ class Limiter:
             self._applicable[key] = found
         return found
 
-    async def reserve(self, principal: Principal, applied: list[Applied], demand: Demand) -> Ticket:
-        """Charge every applied limit at once; raises the refusal of the first that does not fit."""
+    async def reserve(
+        self, principal: Principal, applied: list[Applied], demand: Demand, note: IntentNote | None = None
+    ) -> Ticket:
+        """Charge every applied limit at once; raises the refusal of the first that does not fit.
+        With a `note` and a store that keeps intents, the reservation is recorded durably with it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.policy.priority.queue_timeout_s
         cls = principal.endpoint_class
         while True:
             now = self.clock()
             held = self._held(applied, demand, cls, now)
-            store, verdict = await self._reserve(held)
+            intent = self._intent(held, demand, note, now) if note is not None and self.keeps_intents else None
+            store, verdict = await self._reserve(held, intent)
             if verdict.failed is None:
-                return Ticket(tuple(held), store)
+                kept = intent if store is self.counters else None
+                return Ticket(tuple(held), store, Reservation.from_json(kept.payload) if kept else None)
             failed = held[verdict.failed]
             remaining = deadline - loop.time()
             if failed.applied.rule.kind != "concurrency" or remaining <= 0:
@@ -169,15 +215,32 @@ class Limiter:
         name = held.applied.name
         return Charge(name, held.span.first, held.span.last, held.hold, held.amount, limit, expires, sync)
 
-    async def _shared(self, held: list[Held]) -> Verdict:
+    def _intent(self, held: list[Held], demand: Demand, note: IntentNote, now: float) -> Intent:
+        reservation = Reservation(
+            request_id=note.request_id,
+            counters=tuple(_held_counter(h) for h in held),
+            cost_nano=demand.cost_nano,
+            tokens=demand.tokens,
+            row=note.row,
+        )
+        sweep_at = self.lease.sweep_at(self.lease.slot(now))
+        return Intent(note.request_id, self.owner, sweep_at, sweep_at + _KEEP_SWEPT_S, reservation.to_json())
+
+    async def _shared(self, held: list[Held], intent: Intent | None) -> Verdict:
         charges = [self._charge(h) for h in held]
-        verdict = await self.counters.reserve(charges)
+        verdict = await self._reserve_on_store(charges, intent)
         for _ in range(_MAX_SYNCS):
             if verdict.unsynced is None:
                 break
             await self._sync(held[verdict.unsynced])
-            verdict = await self.counters.reserve(charges)
+            verdict = await self._reserve_on_store(charges, intent)
         return verdict
+
+    async def _reserve_on_store(self, charges: list[Charge], intent: Intent | None) -> Verdict:
+        if intent is None:
+            return await self.counters.reserve(charges)
+        assert isinstance(self.counters, IntentCounters)
+        return await self.counters.reserve_intent(charges, intent)
 
     async def _sync(self, lost: Held) -> None:
         """One ledger query per counter and window on this replica, however many requests wait on it."""
@@ -194,10 +257,10 @@ class Limiter:
         await self.counters.sync(lost.applied.name, lost.span.first, lost.span.last, floor, lost.span.expires_at)
         log.info("budget counter %s synced with the ledger's figure for its window", lost.applied.name)
 
-    async def _reserve(self, held: list[Held]) -> tuple[Counters, Verdict]:
+    async def _reserve(self, held: list[Held], intent: Intent | None) -> tuple[Counters, Verdict]:
         if asyncio.get_running_loop().time() >= self._down_until:
             try:
-                verdict = await self._shared(held)
+                verdict = await self._shared(held, intent)
             except StorageError as exc:
                 self._down(exc)
             else:
@@ -238,8 +301,8 @@ class Limiter:
 
     async def _recover(self) -> None:
         pending, self.pending = self.pending, []
-        for store, adjustments in pending:
-            await self._apply(store, adjustments)
+        for retry in pending:
+            await retry()
 
     # --- settle -------------------------------------------------------------------------------------
 
@@ -247,35 +310,71 @@ class Limiter:
         """Release the holds and record what the request used; applied in the background."""
         self.spawn(self._settle(ticket, cost_nano, tokens))
 
-    @staticmethod
-    def _adjustments(ticket: Ticket, cost_nano: int, tokens: int) -> list[Adjust]:
-        adjustments: list[Adjust] = []
-        for h in ticket.held:
-            kind, name = h.applied.rule.kind, h.applied.name
-            if h.hold is not None and h.amount > 0:
-                adjustments.append(Adjust(name + HOLD_SUFFIX, h.hold, -h.amount, h.hold_expires))
-            actual = cost_nano if kind == "usd" else tokens if kind in ("tokens", "tpm") else 0
-            if actual > 0:
-                adjustments.append(Adjust(name, h.span.last, actual, h.span.expires_at))
-        return adjustments
-
     async def _settle(self, ticket: Ticket, cost_nano: int, tokens: int) -> None:
-        if await self._apply(ticket.store, self._adjustments(ticket, cost_nano, tokens)):
+        if ticket.intent is not None:
+            applied = await self._finish(ticket, ticket.intent, cost_nano, tokens)
+        else:
+            applied = await self._apply(ticket.store, settle_plan(ticket.counters(), cost_nano, tokens))
+        if applied:
             for hook in self.on_settled:
                 await hook(ticket)
         if any(h.applied.rule.kind == "concurrency" for h in ticket.held):
             self.queue.notify()
 
+    async def _finish(self, ticket: Ticket, reservation: Reservation, cost_nano: int, tokens: int) -> bool:
+        """Settle through the intent: exactly once, and a reservation a sweeper already charged at
+        its reserved amount is corrected to the actual one."""
+        counters = reservation.counters
+        plans: dict[IntentState, list[Adjust]] = {
+            "open": settle_plan(counters, cost_nano, tokens),
+            "swept": correction_plan(counters, cost_nano, tokens),
+        }
+        store = ticket.store
+        assert isinstance(store, IntentCounters)
+        keep = max((c.hold_expires for c in counters), default=self.clock()) + self.lease.slot_s
+
+        async def finish() -> bool:
+            try:
+                found = await store.finish(reservation.request_id, self.owner, plans, "settled", keep)
+            except StorageError as exc:
+                return self._failed(finish, exc, store)
+            if found == "swept":
+                log.warning("reservation %s was swept before its settle: corrected to the actual amount",
+                            reservation.request_id)  # fmt: skip
+            return True
+
+        return await finish()
+
     async def _apply(self, store: Counters, adjustments: list[Adjust]) -> bool:
+        async def apply() -> bool:
+            try:
+                await store.adjust(adjustments)
+            except StorageError as exc:
+                return self._failed(apply, exc, store)
+            return True
+
+        return await apply()
+
+    def _failed(self, retry: Callable[[], Coroutine[Any, Any, bool]], exc: StorageError, store: Counters) -> bool:
+        """Keep a settle the store did not take, to replay once it answers."""
+        if len(self.pending) < _MAX_PENDING:
+            self.pending.append(retry)
+        if store is self.counters:
+            self._down(exc)
+        return False
+
+    # --- attempts and intents -------------------------------------------------------------------------
+
+    async def mark_attempt(self, ticket: Ticket, index: int, mark: str) -> None:
+        """Record in the shared store that attempt `index` goes upstream now, so that a surviving
+        replica writes its ledger row if this one dies. Best effort: a store that does not answer
+        costs the row (the local journal still has it), never the request."""
+        if ticket.intent is None or not isinstance(ticket.store, SharedIntents):
+            return
         try:
-            await store.adjust(adjustments)
+            await ticket.store.mark_attempt(ticket.intent.request_id, index, mark)
         except StorageError as exc:
-            if len(self.pending) < _MAX_PENDING:
-                self.pending.append((store, adjustments))
-            if store is self.counters:
-                self._down(exc)
-            return False
-        return True
+            log.warning("attempt %d of %s not marked in the limits store: %s", index, ticket.intent.request_id, exc)
 
     # --- background work ------------------------------------------------------------------------------
 

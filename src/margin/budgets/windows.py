@@ -124,8 +124,10 @@ class SpanCache:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Slots holding reservations: a hold counts in its slot and the next, so one whose settle never
-    comes (a replica died) stops counting after at most two slots. A slot outlasts any request."""
+    """Slots holding reservations: a hold counts in its slot and the next, at least one whole slot.
+    A slot outlasts any request. A hold whose settle never comes (its replica died) is not left to
+    lapse: its intent is swept (settled as spent) halfway through the second slot, while the hold
+    still counts, so the money is never free in between (margin.budgets.sweeper)."""
 
     slot_s: float
 
@@ -134,3 +136,7 @@ class Lease:
 
     def expires_at(self, slot: int) -> float:
         return (slot + 3) * self.slot_s
+
+    def sweep_at(self, slot: int) -> float:
+        """When a reservation made in `slot` is swept if nobody settled it (its lease ended)."""
+        return (slot + 1.5) * self.slot_s

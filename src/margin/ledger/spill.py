@@ -43,7 +43,12 @@ def row_to_json(row: LedgerRow) -> str:
 
 
 def row_from_json(line: str) -> LedgerRow:
-    record = json.loads(line)
+    return row_from_record(json.loads(line))
+
+
+def row_from_record(record: dict[str, Any]) -> LedgerRow:
+    """A row from `row_to_json`'s object, already parsed (the journal nests rows in its lines)."""
+    record = dict(record)
     for name in _MONEY_FIELDS:
         record[name] = Decimal(record[name])
     record["tags"] = tuple(record["tags"])

@@ -5,6 +5,11 @@
     writer.submit(rows)          # never blocks, never raises on a full buffer
     await writer.stop()          # drains: every submitted row is in the store or the spill file
 
+With a journal (margin.ledger.journal), `submit` appends the rows to it first, one write() that
+survives the process being killed; they are acknowledged there once they are in the store or the
+spill file, and a successor replays what was never acknowledged: rows waiting in this writer's
+memory are not lost with the process.
+
 A background task takes up to `batch_size` rows, or what arrived within `flush_interval_s` of the
 first, and writes them to the store with a timeout. When the store fails or times out, that batch
 and every later one goes to the spill file (fsync per batch) until a probe finds the store healthy
@@ -18,18 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from margin.ledger.journal import Journal
 from margin.ledger.spill import SpillFile
 from margin.storage.ledger_row import LedgerRow
 from margin.storage.protocols import LedgerStore, StorageError
 
 log = logging.getLogger("margin.ledger")
 T = TypeVar("T")
+Entry = tuple[int, LedgerRow]  # the journal segment that holds the row, and the row
 
 
 class LedgerWriter:
@@ -43,9 +50,11 @@ class LedgerWriter:
         flush_interval_s: float = 0.05,
         write_timeout_s: float = 5.0,
         probe_interval_s: float = 1.0,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
         self.spill = spill
+        self.journal = journal
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -56,7 +65,7 @@ class LedgerWriter:
         self.spilled_rows = 0  # went to the spill file
         self.replayed_rows = 0  # reached the store from the spill file
         self.lost_rows = 0  # neither the store nor the disk would take them (logged as errors)
-        self._buffer: deque[LedgerRow] = deque()
+        self._buffer: deque[Entry] = deque()
         self._rows_ready = asyncio.Event()
         self._batch_ready = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -95,10 +104,12 @@ class LedgerWriter:
         Call from the event loop's thread."""
         if not rows:
             return
+        seq = self.journal.rows(rows) if self.journal is not None else 0
+        entries = [(seq, row) for row in rows]
         room = max(self.max_queue - len(self._buffer), 0)
-        self._buffer.extend(rows[:room])
-        if len(rows) > room:
-            self._spill_in_background(list(rows[room:]))
+        self._buffer.extend(entries[:room])
+        if len(entries) > room:
+            self._spill_in_background(entries[room:])
         if self._buffer:
             self._rows_ready.set()
             if len(self._buffer) >= self.batch_size:
@@ -139,13 +150,21 @@ class LedgerWriter:
                     self._rows_ready.clear()
             await self._deliver(batch)
 
-    async def _deliver(self, batch: list[LedgerRow]) -> None:
+    async def _deliver(self, batch: list[Entry]) -> None:
+        rows = [row for _, row in batch]
         if self._store_up and not self.spill.pending_rows():
-            if await self._write(batch):
-                self.written_rows += len(batch)
+            if await self._write(rows):
+                self.written_rows += len(rows)
+                self._acknowledge(batch)
                 return
             self._store_up = False
-        await self._spill_now(batch)
+        if await self._spill_now(rows):
+            self._acknowledge(batch)
+
+    def _acknowledge(self, batch: list[Entry]) -> None:
+        """The batch is in the store or the spill file: the journal no longer needs it."""
+        if self.journal is not None and self.journal.is_open:
+            self.journal.stored(Counter(seq for seq, _ in batch))
 
     async def _write(self, rows: list[LedgerRow]) -> bool:
         try:
@@ -160,26 +179,32 @@ class LedgerWriter:
             return False
         return True
 
-    async def _spill_now(self, rows: list[LedgerRow]) -> None:
+    async def _spill_now(self, rows: list[LedgerRow]) -> bool:
+        """True once the rows are in the spill file (or the store); False when they were lost."""
         while True:
             try:
                 await self._in_spill_thread(self.spill.append, rows)
             except OSError as exc:
                 if self._stopping:
                     self.lost_rows += len(rows)
-                    log.error("ledger: %d rows lost: store down and spill file unwritable (%s)", len(rows), exc)
-                    return
+                    log.error("ledger: %d rows not stored: store down and spill file unwritable (%s)%s", len(rows),
+                              exc, "; the journal keeps them" if self.journal is not None else "")  # fmt: skip
+                    return False
                 log.error("ledger: cannot write spill file %s (%s); retrying", self.spill.path, exc)
                 await asyncio.sleep(self.probe_interval_s)
                 if self._store_up and await self._write(rows):
                     self.written_rows += len(rows)
-                    return
+                    return True
                 continue
             self.spilled_rows += len(rows)
-            return
+            return True
 
-    def _spill_in_background(self, rows: list[LedgerRow]) -> None:
-        future = asyncio.ensure_future(self._spill_now(rows))
+    def _spill_in_background(self, entries: list[Entry]) -> None:
+        async def spill() -> None:
+            if await self._spill_now([row for _, row in entries]):
+                self._acknowledge(entries)
+
+        future = asyncio.ensure_future(spill())
         self._overflow.add(future)
         future.add_done_callback(self._overflow.discard)
 

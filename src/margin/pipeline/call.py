@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from margin import errors
@@ -60,6 +60,9 @@ class Caller:
         self.in_flight: dict[str, int] = dict.fromkeys(providers, 0)
         # Streams read to the end after their client left (on_disconnect: drain); cancelled on shutdown.
         self.background: set[asyncio.Task[None]] = set()
+        # Awaited between an attempt's creation and its upstream call: makes the attempt durable
+        # (margin.pipeline.durable) so a replica that dies mid-call still leaves its ledger row.
+        self.on_attempt: Callable[[RequestContext, Attempt], Awaitable[None]] | None = None
 
     # --- attempts -------------------------------------------------------------------------------
 
@@ -157,6 +160,8 @@ class Caller:
         while True:
             attempt = self._begin(ctx, name)
             try:
+                if self.on_attempt is not None:
+                    await self.on_attempt(ctx, attempt)
                 value = await self._bounded(run, name, call(name))
             except errors.MarginError as error:
                 self.fail(ctx, attempt, error)

@@ -22,6 +22,7 @@ from margin.errors import PermissionDenied
 from margin.identity.service import KeyService
 from margin.metering.pricebook import PriceBook
 from margin.pipeline.context import RequestContext
+from margin.pipeline.durable import DurableIntents
 from margin.pipeline.meter import Meter
 from margin.types import ChatRequest, EmbeddingRequest, RouteDecision
 
@@ -37,8 +38,10 @@ class Limits:
         keys: KeyService | None = None,
         zone: ZoneInfo | None = None,
         default_max_output_tokens: int = 4096,
+        durable: DurableIntents | None = None,
     ) -> None:
         self.limiter = limiter
+        self.durable = durable or DurableIntents(None, None)
         self.meter = meter
         self.rates = WorstRates(prices) if prices is not None else None
         self.deployments = dict(deployments or {})
@@ -56,7 +59,11 @@ class Limits:
         applied = limiter.applicable(ctx.principal, deployments[0] if deployments else None, self._rules_of(ctx))
         if not applied:
             return  # nothing limits this request: no store round trip at all
-        ctx.reservation = await limiter.reserve(ctx.principal, applied, self.cascade_demand(request, ctx.decision))
+        demand = self.cascade_demand(request, ctx.decision)
+        note = self.durable.note(ctx)
+        ticket = await limiter.reserve(ctx.principal, applied, demand, note)
+        ctx.reservation = ticket
+        self.durable.reserved(ctx, ticket, note, demand)
 
     def settle(self, ctx: RequestContext) -> None:
         """Idempotent: the first call settles, later ones find nothing to do."""

@@ -11,7 +11,9 @@ from decimal import Decimal
 from typing import Literal
 
 CacheResult = Literal["none", "miss", "exact", "semantic", "coalesced"]
-RowStatus = Literal["ok", "error", "cancelled"]
+# unreconciled: the attempt went upstream and its replica died before its outcome was known; the row
+# carries the reserved amount until `margin reconcile` corrects it (price_basis "unreconciled").
+RowStatus = Literal["ok", "error", "cancelled", "unreconciled"]
 
 USAGE_COLUMNS = (
     "input_uncached",
@@ -76,7 +78,7 @@ class LedgerRow:
     cost_gpu_time: Decimal = Decimal(0)
     cost_total: Decimal = Decimal(0)
     price_version: str = ""
-    price_basis: str = "catalog"  # catalog | unknown | declared_zero | gpu_time | none
+    price_basis: str = "catalog"  # catalog | unknown | declared_zero | gpu_time | none | unreconciled | reconciled
     price_unknown: bool = False
     batch: bool = False
     # caching

@@ -293,3 +293,69 @@ class Counters(Protocol):
     async def health(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+# --- durable reservations (issue 15, 4) ---------------------------------------------------------
+
+IntentState = Literal["open", "swept", "settled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A reservation's durable record in the counter store: written with the reservation, atomically,
+    so a reservation never exists without it. Its `payload` (JSON, see margin.budgets.intents) says
+    what was reserved and for whom, so that any replica can settle it when its own replica cannot:
+
+    open    -> settled  the replica that made it settled it (the normal end of every request);
+    open    -> swept    its replica died, or its lease ended without a settle: settled as spent at the
+                        reserved amount by whoever found it, never released;
+    swept   -> settled  the outcome became known after all (a late settle, a journal replay): the
+                        difference between the actual and the reserved amounts is applied.
+    """
+
+    id: str
+    owner: str  # the replica that holds it (its heartbeat says whether it is alive)
+    sweep_at: float  # UTC epoch: its lease ends; from then on any replica may sweep it
+    expires_at: float  # UTC epoch: the store may forget it (long after sweep_at)
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """An open intent whose replica is dead or whose lease has ended, with the attempt marks its
+    replica made (JSON, one per upstream attempt started, before the attempt went upstream)."""
+
+    intent: Intent
+    attempts: tuple[str, ...]
+
+
+@runtime_checkable
+class IntentCounters(Protocol):
+    """Counters that keep reservation intents (stores that outlive the process: SQLite, PostgreSQL,
+    Redis). A store without them settles with plain `adjust` and loses nothing by it: its counters
+    die with the process."""
+
+    async def reserve_intent(self, charges: Sequence[Charge], intent: Intent) -> Verdict:
+        """`reserve`, and when it admits, record `intent` as open in the same atomic step."""
+        ...
+
+    async def finish(
+        self, intent: str, owner: str, plans: Mapping[IntentState, Sequence[Adjust]], to: IntentState, keep_until: float
+    ) -> IntentState | None:
+        """Atomically: read the intent's state; if `plans` has an entry for it, apply those adjustments
+        and move the intent to `to` (kept until `keep_until`). Returns the state found (None: the
+        store has no such intent: never recorded, forgotten, or lost with the store's data)."""
+        ...
+
+
+@runtime_checkable
+class SharedIntents(Protocol):
+    """Intents that every replica can see (Redis): how a surviving replica learns of a dead one's
+    reservations. Each replica renews a heartbeat; an open intent whose owner's heartbeat is gone, or
+    whose lease has ended, is an orphan."""
+
+    async def mark_attempt(self, intent: str, index: int, mark: str) -> None: ...
+
+    async def heartbeat(self, owner: str, ttl_s: float) -> None: ...
+
+    async def orphans(self, now: float, limit: int) -> list[Orphan]: ...

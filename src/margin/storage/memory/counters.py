@@ -1,15 +1,31 @@
-"""Counters in a dict. Atomic because reserve and adjust never await: the event loop runs each whole."""
+"""Counters in a dict. Atomic because reserve and adjust never await: the event loop runs each whole.
+
+Intents too, with the shared-store semantics (heartbeats, orphans), so that the limiter's and the
+sweeper's logic can be exercised in one process; in production these counters die with the process
+and their intents with them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, Verdict
+from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, Intent, IntentState, Orphan, Verdict
+
+
+@dataclass(slots=True)
+class _Intent:
+    record: Intent
+    state: IntentState = "open"
+    attempts: dict[int, str] = field(default_factory=dict)
 
 
 class MemoryCounters:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._rows: dict[tuple[str, int], list[float]] = {}  # (name, bucket) -> [value, expires_at]
+        self._intents: dict[str, _Intent] = {}
+        self._heartbeats: dict[str, float] = {}  # owner -> until
+        self.clock = clock
 
     async def migrate(self) -> list[str]:
         return []
@@ -43,9 +59,46 @@ class MemoryCounters:
                 self._add(charge.name + HOLD_SUFFIX, charge.hold, charge.amount, charge.expires_at)
         return Verdict()
 
+    async def reserve_intent(self, charges: Sequence[Charge], intent: Intent) -> Verdict:
+        verdict = await self.reserve(charges)
+        if verdict.admitted:
+            self._intents[intent.id] = _Intent(intent)
+        return verdict
+
     async def adjust(self, adjustments: Sequence[Adjust]) -> None:
         for item in adjustments:
             self._add(item.name, item.bucket, item.delta, item.expires_at)
+
+    async def finish(
+        self, intent: str, owner: str, plans: Mapping[IntentState, Sequence[Adjust]], to: IntentState, keep_until: float
+    ) -> IntentState | None:
+        found = self._intents.get(intent)
+        if found is None:
+            return None
+        state = found.state
+        if state in plans:
+            await self.adjust(plans[state])
+            found.state = to
+            if to == "settled":  # nothing can follow it: a later finish finds nothing and does nothing
+                del self._intents[intent]
+        return state
+
+    async def mark_attempt(self, intent: str, index: int, mark: str) -> None:
+        found = self._intents.get(intent)
+        if found is not None:
+            found.attempts[index] = mark
+
+    async def heartbeat(self, owner: str, ttl_s: float) -> None:
+        self._heartbeats[owner] = self.clock() + ttl_s
+
+    async def orphans(self, now: float, limit: int) -> list[Orphan]:
+        found = []
+        for item in self._intents.values():
+            record = item.record
+            alive = self._heartbeats.get(record.owner, float("-inf")) > now
+            if item.state == "open" and (not alive or record.sweep_at <= now):
+                found.append(Orphan(record, tuple(item.attempts[i] for i in sorted(item.attempts))))
+        return found[:limit]
 
     async def read(self, name: str, first: int, last: int) -> int:
         return self._sum(name, first, last)
@@ -59,6 +112,8 @@ class MemoryCounters:
         expired = [key for key, (_, expires_at) in self._rows.items() if expires_at <= now]
         for key in expired:
             del self._rows[key]
+        for name in [name for name, item in self._intents.items() if item.record.expires_at <= now]:
+            del self._intents[name]
         return len(expired)
 
     async def health(self) -> bool:
@@ -66,3 +121,4 @@ class MemoryCounters:
 
     async def close(self) -> None:
         self._rows.clear()
+        self._intents.clear()

@@ -11,6 +11,8 @@ numbers are doubles: sums are exact below 2**53, i.e. $9M of nano-dollars per wi
 # Single Redis only (keys are not declared, so not for Redis Cluster).
 # Returns {-1, 0} when all fit and were applied; {i, used} when charge i (0-based) does not fit;
 # {-2, i} when charge i needs its sync marker (Redis lost the counter: sync it from the ledger first).
+# Optionally, after the charges, an intent: id, owner, sweep_at, payload, time to live (ms). When
+# the charges are applied the intent is recorded open in the same step (see INTENT_LAYOUT).
 RESERVE = """
 local prefix, hold_suffix, synced_suffix = ARGV[1], ARGV[2], ARGV[3]
 local n = tonumber(ARGV[4])
@@ -51,6 +53,14 @@ end
 for _, t in ipairs(targets) do
   redis.call('INCRBY', t[1], t[2])
   redis.call('PEXPIRE', t[1], t[3])
+end
+if ARGV[a] then
+  local id, owner = ARGV[a], ARGV[a + 1]
+  local key = prefix .. 'i:' .. id
+  redis.call('HSET', key, 's', 'open', 'o', owner, 'p', ARGV[a + 3])
+  redis.call('PEXPIRE', key, ARGV[a + 4])
+  redis.call('ZADD', prefix .. 'io:' .. owner, ARGV[a + 2], id)
+  redis.call('SADD', prefix .. 'owners', owner)
 end
 return {-1, 0}
 """
@@ -98,4 +108,51 @@ if floor > total then
 end
 redis.call('SET', marker, '1', 'PX', ARGV[2])
 return 1
+"""
+
+# INTENT_LAYOUT: `{prefix}i:{id}` is a hash: s (open | swept | settled), o (owner), p (payload, while
+# open), a<index> (attempt marks). `{prefix}io:{owner}` is a sorted set of the owner's open intents
+# scored by sweep_at; `{prefix}owners` the owners that have any; `{prefix}hb:{owner}` its heartbeat.
+
+# ARGV: prefix, id, owner, to-state, time to live (ms), number of plans, then per plan: the state it
+# applies to, the number of adjustments k, and k x (counter key suffix `name:bucket`, delta, ttl ms).
+# Returns the state found ('' when the intent is unknown); applies the plan for that state if any.
+FINISH = """
+local prefix, id, owner, to, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = prefix .. 'i:' .. id
+local state = redis.call('HGET', key, 's')
+if not state then return '' end
+local a, start, count = 7, nil, 0
+for _ = 1, tonumber(ARGV[6]) do
+  local k = tonumber(ARGV[a + 1])
+  if ARGV[a] == state then start, count = a + 2, k end
+  a = a + 2 + 3 * k
+end
+if not start then return state end
+for i = 0, count - 1 do
+  local counter, delta, ttl = prefix .. ARGV[start + 3 * i], ARGV[start + 3 * i + 1], ARGV[start + 3 * i + 2]
+  local d = tonumber(delta)
+  if d > 0 then
+    redis.call('INCRBY', counter, delta)
+    redis.call('PEXPIRE', counter, ttl)
+  elseif d < 0 then
+    local v = redis.call('GET', counter)
+    if v then
+      if tonumber(v) + d <= 0 then redis.call('DEL', counter) else redis.call('INCRBY', counter, delta) end
+    end
+  end
+end
+redis.call('DEL', key)
+redis.call('HSET', key, 's', to, 'o', owner)
+redis.call('PEXPIRE', key, keep)
+redis.call('ZREM', prefix .. 'io:' .. owner, id)
+return state
+"""
+
+# KEYS: the intent; ARGV: field (a<index>), mark. Only while the intent exists (no key without expiry).
+MARK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 0
 """

@@ -1,14 +1,19 @@
 """Counters on SQLite: each reserve is one BEGIN IMMEDIATE transaction (SQLite's single writer), so
-the check and the add are atomic across every connection and process sharing the file."""
+the check and the add are atomic across every connection and process sharing the file.
+
+A reservation's intent is one more row of the same table, `intent:<id>` at bucket 0, whose value is
+its state (1 open, 2 swept, 3 settled): written in the reserve's transaction, moved by `finish` in
+one transaction with the adjustments, pruned with the rest once it expires. SQLite serves one host,
+so nobody sweeps these: a restarted gateway's journal replay settles what its predecessor left open."""
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, StorageError, Verdict
+from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, Intent, IntentState, StorageError, Verdict
 from margin.storage.sqlite.transactions import transaction
 from margin.storage.sqlite.worker import SqliteWorker
 
@@ -45,8 +50,20 @@ def _sums(conn: sqlite3.Connection, charges: Sequence[Charge]) -> dict[str, int]
     return dict(conn.execute(_sums_sql(len(params) // 3), params).fetchall())
 
 
-def _reserve(conn: sqlite3.Connection, charges: Sequence[Charge]) -> Verdict:
-    if not charges:
+_STATES: dict[IntentState, int] = {"open": 1, "swept": 2, "settled": 3}
+_STATE_OF = {code: state for state, code in _STATES.items()}
+_SET_MARKER = (
+    "INSERT INTO margin_counters (name, bucket, value, expires_at) VALUES (?, 0, ?, ?) "
+    "ON CONFLICT (name, bucket) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+)
+
+
+def _marker(intent: str) -> str:
+    return f"intent:{intent}"
+
+
+def _reserve(conn: sqlite3.Connection, charges: Sequence[Charge], intent: Intent | None = None) -> Verdict:
+    if not charges and intent is None:
         return Verdict()
     with transaction(conn):
         sums = _sums(conn, charges)
@@ -63,16 +80,39 @@ def _reserve(conn: sqlite3.Connection, charges: Sequence[Charge]) -> Verdict:
                     else (held, c.hold, c.amount, c.expires_at)
                 )
         conn.executemany(_ADD, adds)
+        if intent is not None:
+            conn.execute(_SET_MARKER, (_marker(intent.id), _STATES["open"], intent.expires_at))
     return Verdict()
+
+
+def _apply(conn: sqlite3.Connection, adjustments: Sequence[Adjust]) -> None:
+    for item in adjustments:
+        if item.delta > 0:
+            conn.execute(_ADD, (item.name, item.bucket, item.delta, item.expires_at))
+        elif item.delta < 0:
+            conn.execute(_SUBTRACT, (item.delta, item.expires_at, item.name, item.bucket))
 
 
 def _adjust(conn: sqlite3.Connection, adjustments: Sequence[Adjust]) -> None:
     with transaction(conn):
-        for item in adjustments:
-            if item.delta > 0:
-                conn.execute(_ADD, (item.name, item.bucket, item.delta, item.expires_at))
-            elif item.delta < 0:
-                conn.execute(_SUBTRACT, (item.delta, item.expires_at, item.name, item.bucket))
+        _apply(conn, adjustments)
+
+
+def _finish(
+    conn: sqlite3.Connection,
+    intent: str,
+    plans: Mapping[IntentState, Sequence[Adjust]],
+    to: IntentState,
+    keep_until: float,
+) -> IntentState | None:
+    with transaction(conn):
+        row = conn.execute("SELECT value FROM margin_counters WHERE name = ? AND bucket = 0", (_marker(intent),))
+        found = row.fetchone()
+        state = _STATE_OF.get(int(found[0])) if found is not None else None
+        if state is not None and state in plans:
+            _apply(conn, plans[state])
+            conn.execute(_SET_MARKER, (_marker(intent), _STATES[to], keep_until))
+    return state
 
 
 def _sync(conn: sqlite3.Connection, name: str, first: int, last: int, floor: int, expires_at: float) -> None:
@@ -104,9 +144,17 @@ class SqliteCounters:
     async def reserve(self, charges: Sequence[Charge]) -> Verdict:
         return await self.worker.call_fast(_reserve, list(charges))
 
+    async def reserve_intent(self, charges: Sequence[Charge], intent: Intent) -> Verdict:
+        return await self.worker.call_fast(_reserve, list(charges), intent)
+
     async def adjust(self, adjustments: Sequence[Adjust]) -> None:
         if adjustments:
             await self.worker.call_fast(_adjust, list(adjustments))
+
+    async def finish(
+        self, intent: str, owner: str, plans: Mapping[IntentState, Sequence[Adjust]], to: IntentState, keep_until: float
+    ) -> IntentState | None:
+        return await self.worker.call_fast(_finish, intent, dict(plans), to, keep_until)
 
     async def read(self, name: str, first: int, last: int) -> int:
         return await self.worker.call_fast(_sum, name, first, last)  # WAL readers never wait
