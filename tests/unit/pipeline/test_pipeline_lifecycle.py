@@ -17,6 +17,7 @@ import pytest
 from starlette.requests import ClientDisconnect
 from tests.support.counters import HoldTracker
 
+import margin
 from margin import errors
 from margin.app import create_app
 from margin.config import parse_config
@@ -149,6 +150,16 @@ async def test_an_adapter_bug_ends_its_attempt_and_the_request(tmp_path: Path) -
         attempt = records[0].ctx.attempts[0]
         assert (attempt.status, attempt.error_class) == ("error", "KeyError") and attempt.latency_ms > 0
         assert pipeline.caller.in_flight == {"primary": 0}
+
+
+def test_only_a_lifecycle_takes_a_reservation() -> None:
+    """Stage ② is entered through `RequestLifecycle.reserve` alone, so every reservation belongs to a
+    lifecycle that settles it: a new path that reserved on its own could leak."""
+    package = Path(margin.__file__).parent
+    reserving = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py") if "limits.admit(" in path.read_text()
+    )
+    assert reserving == ["pipeline/lifecycle.py"]
 
 
 # --- the lifecycle object on its own --------------------------------------------------------------------
