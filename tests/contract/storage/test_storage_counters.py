@@ -14,7 +14,7 @@ from tests.support.redis import RedisServer, redis_server
 
 from margin.storage import Adjust, Charge, Counters
 from margin.storage.memory import MemoryCounters
-from margin.storage.protocols import HOLD_SUFFIX
+from margin.storage.protocols import HOLD_SUFFIX, Intent, IntentCounters, IntentState, SharedIntents
 
 NOW = 1_800_000_000.0
 LATER = NOW + 3600
@@ -172,3 +172,61 @@ async def test_sync_raises_a_lost_counter_to_the_floor_once(counters: Counters) 
     assert verdict.failed == 1 and verdict.used == 80
     await counters.sync("s", 10, 10, 500, LATER)  # already synced in this window: no effect
     assert await counters.read("s", 10, 10) == 80
+
+
+# --- reservation intents (issue 15, 4): every backend that outlives the process keeps them --------
+
+
+def _intent(name: str, owner: str = "replica-a", sweep_at: float = NOW + 60) -> Intent:
+    return Intent(name, owner, sweep_at, LATER, '{"payload": true}')
+
+
+SETTLE = [Adjust("i" + HOLD_SUFFIX, 5, -50, LATER), Adjust("i", 10, 30, LATER)]
+SPENT = [Adjust("i" + HOLD_SUFFIX, 5, -50, LATER), Adjust("i", 10, 50, LATER)]
+CORRECTION = [Adjust("i", 10, -20, LATER)]
+
+
+async def test_an_intent_settles_exactly_once(counters: Counters) -> None:
+    assert isinstance(counters, IntentCounters)
+    assert (await counters.reserve_intent([charge("i", 50, 100)], _intent("r1"))).admitted
+    assert await counters.finish("r1", "replica-a", {"open": SETTLE}, "settled", LATER) == "open"
+    replayed = await counters.finish("r1", "replica-a", {"open": SETTLE}, "settled", LATER)
+    assert replayed in ("settled", None)  # nothing applied again (memory forgets a settled intent at once)
+    assert (await counters.read("i", 10, 10), await counters.read("i" + HOLD_SUFFIX, 4, 5)) == (30, 0)
+
+
+async def test_a_swept_intent_is_spent_then_corrected_by_a_late_settle(counters: Counters) -> None:
+    assert isinstance(counters, IntentCounters)
+    assert (await counters.reserve_intent([charge("i", 50, 100)], _intent("r2"))).admitted
+    assert await counters.finish("r2", "replica-a", {"open": SPENT}, "swept", LATER) == "open"
+    assert await counters.finish("r2", "replica-b", {"open": SPENT}, "swept", LATER) == "swept"  # a second sweeper
+    assert (await counters.read("i", 10, 10), await counters.read("i" + HOLD_SUFFIX, 4, 5)) == (50, 0)
+    plans: dict[IntentState, list[Adjust]] = {"open": SETTLE, "swept": CORRECTION}
+    assert await counters.finish("r2", "replica-a", plans, "settled", LATER) == "swept"
+    assert await counters.read("i", 10, 10) == 30
+
+
+async def test_an_unknown_or_refused_intent_changes_nothing(counters: Counters) -> None:
+    assert isinstance(counters, IntentCounters)
+    assert await counters.finish("never", "replica-a", {"open": SETTLE}, "settled", LATER) is None
+    assert (await counters.reserve([charge("i", 100, 100)])).admitted
+    assert not (await counters.reserve_intent([charge("i", 1, 100)], _intent("refused"))).admitted
+    assert await counters.finish("refused", "replica-a", {"open": SPENT}, "swept", LATER) is None
+    assert await counters.read("i", 10, 10) == 0
+
+
+async def test_shared_intents_name_the_orphans_of_a_dead_replica(counters: Counters) -> None:
+    if not isinstance(counters, SharedIntents):
+        pytest.skip("no orphan search on this backend (a dead replica's successor replays its journal)")
+    assert isinstance(counters, IntentCounters)
+    await counters.heartbeat("alive", 30)
+    assert (await counters.reserve_intent([charge("o", 1, 100)], _intent("mine", "alive"))).admitted
+    assert (await counters.reserve_intent([charge("o", 1, 100)], _intent("late", "alive", NOW - 1))).admitted
+    assert (await counters.reserve_intent([charge("o", 1, 100)], _intent("theirs", "dead"))).admitted
+    await counters.mark_attempt("theirs", 0, '{"i":0}')
+    await counters.mark_attempt("theirs", 1, '{"i":1}')
+    found = {o.intent.id: o for o in await counters.orphans(NOW, 100)}
+    assert set(found) == {"late", "theirs"}  # the live owner's own is not an orphan before its lease ends
+    assert found["theirs"].attempts == ('{"i":0}', '{"i":1}') and found["theirs"].intent.payload == '{"payload": true}'
+    await counters.finish("theirs", "dead", {"open": []}, "swept", LATER)
+    assert {o.intent.id for o in await counters.orphans(NOW, 100)} == {"late"}

@@ -7,7 +7,7 @@ and their intents with them."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, Intent, IntentState, Orphan, Verdict
@@ -21,11 +21,10 @@ class _Intent:
 
 
 class MemoryCounters:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self) -> None:
         self._rows: dict[tuple[str, int], list[float]] = {}  # (name, bucket) -> [value, expires_at]
         self._intents: dict[str, _Intent] = {}
-        self._heartbeats: dict[str, float] = {}  # owner -> until
-        self.clock = clock
+        self._heartbeats: dict[str, float] = {}  # owner -> until (monotonic)
 
     async def migrate(self) -> list[str]:
         return []
@@ -89,13 +88,13 @@ class MemoryCounters:
             found.attempts[index] = mark
 
     async def heartbeat(self, owner: str, ttl_s: float) -> None:
-        self._heartbeats[owner] = self.clock() + ttl_s
+        self._heartbeats[owner] = time.monotonic() + ttl_s  # real time, as Redis expires a key
 
     async def orphans(self, now: float, limit: int) -> list[Orphan]:
         found = []
         for item in self._intents.values():
             record = item.record
-            alive = self._heartbeats.get(record.owner, float("-inf")) > now
+            alive = self._heartbeats.get(record.owner, float("-inf")) > time.monotonic()
             if item.state == "open" and (not alive or record.sweep_at <= now):
                 found.append(Orphan(record, tuple(item.attempts[i] for i in sorted(item.attempts))))
         return found[:limit]

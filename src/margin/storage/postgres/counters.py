@@ -1,12 +1,18 @@
 """Counters on PostgreSQL, shared by every replica: reserve is one call of the `margin_reserve`
-function (migration 0002), which locks the counters it charges and adds only when all fit."""
+function (migration 0002), which locks the counters it charges and adds only when all fit.
+
+A reservation's intent is a marker row of the same table, `intent:<id>` at bucket 0 holding its
+state (1 open, 2 swept, 3 settled), written in the reserve's transaction and moved by `finish`
+under a row lock with its adjustments. Only its state lives here: the orphan search that lets a
+surviving replica sweep a dead one's reservations needs Redis (margin.budgets.sweeper); without it
+a dead replica's reservations are settled by its successor's journal replay."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from margin.storage.postgres.session import PgSession
-from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, Verdict
+from margin.storage.postgres.session import Connection, PgSession
+from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, Intent, IntentState, Verdict
 
 _RESERVE = "SELECT failed, used FROM margin_reserve(%s, %s, %s, %s, %s, %s, %s, %s)"
 _ADJUST = (
@@ -19,6 +25,13 @@ _ADJUST = (
     "expires_at = greatest(margin_counters.expires_at, excluded.expires_at)"
 )
 _SUM = "SELECT coalesce(sum(value), 0) FROM margin_counters WHERE name = %s AND bucket BETWEEN %s AND %s"
+_STATES: dict[IntentState, int] = {"open": 1, "swept": 2, "settled": 3}
+_STATE_OF = {code: state for state, code in _STATES.items()}
+_SET_MARKER = (
+    "INSERT INTO margin_counters (name, bucket, value, expires_at) VALUES (%s, 0, %s, %s) "
+    "ON CONFLICT (name, bucket) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+)
+_READ_MARKER = "SELECT value FROM margin_counters WHERE name = %s AND bucket = 0 FOR UPDATE"
 
 
 def _merged(adjustments: Sequence[Adjust]) -> list[Adjust]:
@@ -47,6 +60,31 @@ class PostgresCounters:
         return await self.session.migrate()
 
     async def reserve(self, charges: Sequence[Charge]) -> Verdict:
+        async with self.session.session() as conn:
+            return await self._reserve(conn, charges)
+
+    async def reserve_intent(self, charges: Sequence[Charge], intent: Intent) -> Verdict:
+        async with self.session.session() as conn, conn.transaction():
+            verdict = await self._reserve(conn, charges)
+            if verdict.admitted:
+                await conn.execute(_SET_MARKER, (f"intent:{intent.id}", _STATES["open"], intent.expires_at))
+        return verdict
+
+    async def finish(
+        self, intent: str, owner: str, plans: Mapping[IntentState, Sequence[Adjust]], to: IntentState, keep_until: float
+    ) -> IntentState | None:
+        marker = f"intent:{intent}"
+        async with self.session.session() as conn, conn.transaction():
+            cursor = await conn.execute(_READ_MARKER, (marker,))
+            row = await cursor.fetchone()
+            state = _STATE_OF.get(int(row[0])) if row is not None else None
+            if state is not None and state in plans:
+                await self._adjust(conn, plans[state])
+                await conn.execute(_SET_MARKER, (marker, _STATES[to], keep_until))
+        return state
+
+    @staticmethod
+    async def _reserve(conn: Connection, charges: Sequence[Charge]) -> Verdict:
         params = (
             [c.name for c in charges],
             [c.first for c in charges],
@@ -57,21 +95,24 @@ class PostgresCounters:
             [c.expires_at for c in charges],
             HOLD_SUFFIX,
         )
-        async with self.session.session() as conn:
-            cursor = await conn.execute(_RESERVE, params)
-            row = await cursor.fetchone()
+        cursor = await conn.execute(_RESERVE, params)
+        row = await cursor.fetchone()
         if row is None or row[0] < 0:
             return Verdict()
         return Verdict(failed=int(row[0]), used=int(row[1]))
 
     async def adjust(self, adjustments: Sequence[Adjust]) -> None:
+        async with self.session.session() as conn:
+            await self._adjust(conn, adjustments)
+
+    @staticmethod
+    async def _adjust(conn: Connection, adjustments: Sequence[Adjust]) -> None:
         items = _merged(adjustments)
         if not items:
             return
         names, buckets, deltas = [a.name for a in items], [a.bucket for a in items], [a.delta for a in items]
         params = (names, buckets, deltas, [a.expires_at for a in items], names, buckets, deltas)
-        async with self.session.session() as conn:
-            await conn.execute(_ADJUST, params)
+        await conn.execute(_ADJUST, params)
 
     async def read(self, name: str, first: int, last: int) -> int:
         async with self.session.session() as conn:
