@@ -134,9 +134,8 @@ class ResultsWriter:
 
     def __enter__(self) -> ResultsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_cut_line()
         self._handle = self.path.open("ab")
-        if self._handle.tell() and not self._ends_with_newline():
-            self._handle.write(b"\n")  # a line cut off mid-write: start cleanly after it
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -144,10 +143,14 @@ class ResultsWriter:
             self._handle.close()
             self._handle = None
 
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as reader:
-            reader.seek(-1, 2)
-            return reader.read(1) == b"\n"
+    def _drop_cut_line(self) -> None:
+        """A last line cut off mid-write (no newline) is removed: its item runs again."""
+        if not self.path.exists():
+            return
+        with self.path.open("r+b") as handle:
+            data = handle.read()
+            if data and not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
 
     def write(self, results: Iterable[ItemResult]) -> None:
         assert self._handle is not None, "use ResultsWriter as a context manager"

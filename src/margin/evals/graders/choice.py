@@ -12,6 +12,9 @@ from pydantic import Field, field_validator
 from margin.evals.graders.options import GraderOptions, parse_options, reference_texts
 from margin.evals.graders.protocol import Grade, GraderEnv, Sample
 
+# Words after which "A" or "I" is still an option letter ("A or B", "A is right"), not an English word.
+_LINKS = frozenset({"is", "was", "or", "and", "nor"})
+
 
 class ChoiceOptions(GraderOptions):
     letters: str = Field("ABCDE", min_length=2, max_length=26, description="The letters the options are labelled with")
@@ -45,7 +48,7 @@ def choice_letter(answer: str, letters: str) -> str | None:
 def _word(text: str, match: re.Match[str]) -> bool:
     """ "A" or "I" used as an English word ("A cat", "I think"), not as an option letter ("A is right")."""
     following = re.match(r"\s+([a-z]+)", text[match.end() :])
-    return match.group(1) in "AI" and following is not None and following.group(1) not in ("is", "was")
+    return match.group(1) in "AI" and following is not None and following.group(1) not in _LINKS
 
 
 @dataclass(frozen=True, slots=True)
