@@ -140,7 +140,7 @@ class LocalProvider:
 
     # --- slots ----------------------------------------------------------------------------------
 
-    async def _generation(self, budget: float, produce: Produce[T]) -> Generation[T]:
+    async def _generation(self, budget: float, produce: Produce[T], *, stoppable: bool = True) -> Generation[T]:
         """A generation started on a worker thread, once a slot is free: within `budget` seconds,
         the wait for the weights included."""
         timing.sent()  # the wait for weights and a slot is the local model's time, as an upstream's queue
@@ -149,7 +149,8 @@ class LocalProvider:
             await self._await_weights(budget)
         lease = await self._slots.acquire(budget - (time.monotonic() - started))
         # No await from here to the worker: the lease cannot be orphaned by a cancellation.
-        generation = Generation(self._slots, lease, produce, reader_idle=self.deployment.timeouts.idle)
+        idle = self.deployment.timeouts.idle
+        generation = Generation(self._slots, lease, produce, reader_idle=idle, stoppable=stoppable)
         try:
             generation.start(self._executor)
         except RuntimeError as exc:  # the executor is shut down: the gateway is stopping
@@ -217,7 +218,7 @@ class LocalProvider:
             else:
                 yield from self._chunks(model, request, stop, tally)
 
-        generation = await self._generation(budget, produce)
+        generation = await self._generation(budget, produce, stoppable=not whole)
         items: list[JSON] = []
         try:
             while (item := await self._next(generation, budget - (time.monotonic() - started), _NO_ANSWER)) is not None:

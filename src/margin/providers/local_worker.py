@@ -41,11 +41,17 @@ _END = object()
 
 
 class Generation(Generic[T]):
-    def __init__(self, pool: SlotPool, lease: Lease, produce: Produce[T], *, reader_idle: float) -> None:
+    def __init__(
+        self, pool: SlotPool, lease: Lease, produce: Produce[T], *, reader_idle: float, stoppable: bool = True
+    ) -> None:
+        """`stoppable`: does `produce` poll its stop event? One that cannot (a single uninterruptible
+        llama.cpp call) is not asked to stop, so its slot is not declared stuck for finishing its
+        work; the watchdog's `max_hold` still bounds it."""
         self._pool = pool
         self._lease = lease
         self._produce = produce
         self._reader_idle = reader_idle
+        self._stoppable = stoppable
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._posted = 0  # written by the thread only
@@ -64,7 +70,8 @@ class Generation(Generic[T]):
 
     def stop(self) -> None:
         """Ask the worker to stop at its next token; the slot comes back when it has. Never awaits."""
-        self._lease.stop()
+        if self._stoppable:
+            self._lease.stop()
 
     async def next(self, timeout: float) -> T | WorkerFailed | None:
         """The next item, `WorkerFailed`, or None once the generation has ended.

@@ -40,9 +40,20 @@ class ScriptedModel:
         self.produced = 0  # tokens generated, over all generations
         self.n_tokens = 0
 
-    def create_chat_completion(self, messages: list[Any], stream: bool = False, **kwargs: Any) -> Iterator[Any]:
-        assert stream, "plain answers are generated as streams, so that they can be stopped"
-        return self._stream(min(self.tokens, int(kwargs.get("max_tokens", 256))))
+    def create_chat_completion(self, messages: list[Any], stream: bool = False, **kwargs: Any) -> Any:
+        count = min(self.tokens, int(kwargs.get("max_tokens", 256)))
+        if stream:
+            return self._stream(count)
+        assert "logprobs" in kwargs or "tools" in kwargs, "plain answers are streamed, so that they can stop"
+        time.sleep(self.pace * count)  # one uninterruptible call
+        self.produced += count
+        message = {"role": "assistant", "content": " word" * count}
+        return {
+            "id": "chatcmpl-scripted",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": count, "total_tokens": 4 + count},
+        }
 
     def _stream(self, count: int) -> Iterator[dict[str, Any]]:
         if self.wedge is not None:
@@ -249,6 +260,25 @@ async def test_a_non_streamed_answer_that_times_out_stops_its_worker() -> None:
             await provider.chat(chat(300))
         await wait_until(lambda: provider.slot_stats().idle == 1, within=0.5)
         assert model.produced < 100  # stopped at the timeout, not after 300 tokens
+    finally:
+        await provider.aclose()
+
+
+async def test_an_uninterruptible_answer_that_times_out_is_not_declared_stuck() -> None:
+    """A request with logprobs runs as one llama.cpp call that cannot stop early: its slot comes
+    back when the call ends, without being mistaken for a wedged worker."""
+    model = ScriptedModel(tokens=100, pace=0.01)  # 1 s, past the timeout and a stop's grace
+    provider = local(model, response=TIMEOUT_S)
+    await provider.start()
+    try:
+        request = ChatRequest(
+            model="local", messages=[{"role": "user", "content": "Hi"}], params={"max_tokens": 100, "logprobs": True}
+        )
+        with pytest.raises(errors.UpstreamTimeout):
+            await provider.chat(request)
+        await wait_until(lambda: provider.slot_stats().idle == 1, within=2)
+        assert model.produced == 100 and provider.slot_stats().stuck_total == 0
+        assert await provider.health()
     finally:
         await provider.aclose()
 
