@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from tests.e2e.limits_cluster import ADMIN, ANSWER, REQUEST, cluster_config
+from tests.support.cli import run_margin
 from tests.support.postgres import postgres_server
 from tests.support.processes import fake_upstream, gateway_process
 from tests.support.redis import redis_server
@@ -145,14 +146,19 @@ async def _one(http: httpx.AsyncClient, url: str, key: str) -> int:
 
 
 async def _burst_with_kill(cluster: CrashCluster, key: str, victim: Replica | None, count: int = 200) -> list[int]:
+    """`count` requests at once, round-robin; with a victim, its first few go out a moment ahead of
+    the rest (so it surely holds reservations in flight), and it is killed KILL_AFTER_S in."""
     urls = cluster.urls
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        requests = asyncio.gather(*(_one(http, urls[i % len(urls)], key) for i in range(count)))
+        ahead = [_one(http, victim.url, key) for _ in range(5)] if victim is not None else []
+        first = asyncio.gather(*ahead)
+        await asyncio.sleep(0.1 if victim is not None else 0)
+        rest = asyncio.gather(*(_one(http, urls[i % len(urls)], key) for i in range(count - len(ahead))))
         if victim is not None:
             await asyncio.sleep(KILL_AFTER_S)
             await asyncio.to_thread(cluster.kill, victim)
-        return list(await requests)
+        return list(await first) + list(await rest)
 
 
 def _settled(cluster: CrashCluster, key_id: str, calls_before: int, timeout: float = 30.0) -> dict[str, Any]:
@@ -198,6 +204,30 @@ def test_a_replica_killed_mid_burst_and_restarted_on_its_data_dir(crash_cluster:
     assert len({p.name.split(".")[0] for p in journal.glob("*.jsonl")}) <= 1  # the dead one's is gone
     found = _takeover_then_second_burst(crash_cluster, key, key_id, before)
     _assert_nothing_lost(found)
+    _an_operator_reconciles_one(crash_cluster, key_id, victim.folder)
+
+
+def _an_operator_reconciles_one(cluster: CrashCluster, key_id: str, tmp: Path) -> None:
+    """`margin reconcile`: the unreconciled rows are listed, and one is settled at its actual usage."""
+    config = tmp / "reconcile.yaml"
+    config.write_text(cluster.config)
+    env = {"MARGIN_ADMIN_KEY": ADMIN}
+    listed = run_margin("reconcile", "list", "--config", config, data_dir=tmp / "cli", env=env)
+    assert listed.returncode == 0, listed.stderr
+    ours = [line.split("\t") for line in listed.stdout.splitlines() if f"\t{key_id}\t" in line]
+    assert ours and all(cost == "$0.050000000000" for *_, cost in ours), listed.stdout
+    attempt_id = ours[0][0]
+    settled = run_margin("reconcile", "settle", attempt_id, "--input", "7", "--output", "23", "--note", "provider log",
+                         "--actor", "ops", "--config", config, data_dir=tmp / "cli", env=env)  # fmt: skip
+    assert settled.returncode == 0, settled.stderr
+    assert "$0.050000000000 -> $0.030000000000" in settled.stdout
+    again = run_margin("reconcile", "list", "--config", config, data_dir=tmp / "cli", env=env)
+    assert attempt_id not in again.stdout
+    import psycopg
+
+    with psycopg.connect(cluster.database) as conn:
+        audit = conn.execute("SELECT actor, detail FROM ledger_audit WHERE action = 'reconcile'").fetchall()
+    assert [actor for actor, _ in audit] == ["ops"] and attempt_id in str(audit[0][1])
 
 
 def test_a_replica_killed_mid_burst_for_good_is_swept_by_the_survivors(crash_cluster: CrashCluster) -> None:

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "bench-upstream": "margin.cli.bench_upstream:bench_upstream",
     "report": "margin.cli.report:report",
     "reprice": "margin.cli.reprice:reprice",
+    "reconcile": "margin.cli.reconcile:reconcile_group",
     "cache": "margin.cli.cache:cache",
     "keys": "margin.cli.keys:keys",
     "migrate": "margin.cli.migrate:migrate",

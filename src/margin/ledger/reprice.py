@@ -6,7 +6,9 @@ else by the catalog entry of the row's model. Rows are left as they are, and cou
 - no price is known now (`unpriced`): a missing price never turns a stored cost into zero;
 - they were priced by GPU time (`price_basis == "gpu_time"`): the ledger does not keep GPU-seconds;
 - they are cache hits: they cost nothing, and their `saved_cost` is a counterfactual (kept as priced
-  at the time of the hit: a hit row keeps no usage to price again).
+  at the time of the hit: a hit row keeps no usage to price again);
+- they are `unreconciled` (an attempt whose replica died before its usage was known): their cost is
+  the reserved amount, not a price of usage; `margin reconcile` corrects them.
 
 Rows of tiered routes also get their `routing_savings` (all-premium counterfactual - spend) again:
 the answering row prices its usage on the premium deployment it names (`extra["counterfactual"]`)
@@ -23,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from margin.ledger.unreconciled import UNRECONCILED
 from margin.metering.catalog import PriceCatalog
 from margin.metering.pricebook import PriceBook
 from margin.metering.pricing import price_usage
@@ -38,7 +41,7 @@ class RepriceResult:
     rows_scanned: int = 0
     rows_changed: int = 0
     rows_unpriced: int = 0
-    rows_skipped: int = 0  # GPU-time priced or cache hits
+    rows_skipped: int = 0  # GPU-time priced, cache hits or unreconciled
     old_total: Decimal = Decimal(0)
     new_total: Decimal = Decimal(0)
     old_versions: set[str] = field(default_factory=set)
@@ -133,7 +136,7 @@ async def reprice_ledger(
 
 
 def _change_for(row: LedgerRow, book: PriceBook, catalog: PriceCatalog, result: RepriceResult) -> CostChange | None:
-    if row.price_basis == "gpu_time" or row.cache_result in CACHE_HITS:
+    if row.price_basis in ("gpu_time", UNRECONCILED) or row.cache_result in CACHE_HITS:
         result.rows_skipped += 1
         return None
     cost = current_cost(row, book, catalog)
