@@ -62,6 +62,8 @@ def run(
     margin, grade the answers, append them to the results file and print the run's summary."""
     from margin.cli.eval_run import RunRequest, execute_run
 
+    if url is not None and config_path is not None:
+        raise EvalCliError("--config builds margin in-process; with --url the running gateway has its own config")
     request = RunRequest(eval_set, model, url, config_path, api_key, concurrency, out, stream, retry_errors)
     try:
         text, errors = execute_run(request)

@@ -94,3 +94,10 @@ def test_run_reports_a_malformed_set_with_its_place(tmp_path: Path) -> None:
 def test_sets_lists_the_packaged_set() -> None:
     code, out = invoke("sets")
     assert code == 0 and out.startswith("margin-basics  v1  42 items")
+
+
+def test_run_takes_a_config_only_in_process(tmp_path: Path) -> None:
+    config = tmp_path / "margin.yaml"
+    config.write_text("deployments: []\n")
+    code, out = invoke("run", "margin-basics", "--model", "m", "--url", "http://127.0.0.1:9", "--config", config)
+    assert code == 2 and "--config builds margin in-process" in out
