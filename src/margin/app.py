@@ -8,12 +8,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from margin import errors
+from margin.api.connections import CONNECTIONS_STATE_KEY, ConnectionGuard, ConnectionsCollector
 from margin.api.errors import http_error_handler, margin_error_handler, unexpected_error_handler
 from margin.api.routes import build_routes
 from margin.api.state import GatewayState
@@ -82,6 +84,7 @@ def create_app(
     durable = limits.stage.durable
     recorder = Recorder(metrics, sinks=[ledger_sink(writer if config.metering.enabled else None, durable)])
     recovery = Recovery(journal, writer, limits.limiter)
+    sweeper = IntentSweeper(limits.limiter, recovery.swept)
     table = ModelTable(config)
     cache = (
         CacheStage.from_config(config.cache, data_dir=data_dir, redis=config.redis, prices=prices)
@@ -102,6 +105,8 @@ def create_app(
     )
     metrics.registry.register(MalformedEventsCollector(built.values()))
     metrics.registry.register(LocalSlotsCollector(built.values()))  # slots, queue, stuck workers
+    connections = ConnectionGuard.from_config(config.server)  # enforced by `margin serve`'s protocol
+    metrics.registry.register(ConnectionsCollector(connections))
     if pipeline.cache is not None:
         metrics.registry.register(CacheCollector(pipeline.cache))
     state = GatewayState(
@@ -117,9 +122,7 @@ def create_app(
         routes=build_routes(),
         # Outermost of margin's own layers: times each request from its arrival to its last byte.
         middleware=[Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header)],
-        lifespan=Lifespan(
-            data_dir, store, limits, writer, state, recovery, IntentSweeper(limits.limiter, recovery.swept)
-        ),
+        lifespan=Lifespan(data_dir, store, limits, writer, state, recovery, sweeper, connections),
         exception_handlers={
             errors.MarginError: margin_error_handler,
             HTTPException: http_error_handler,
@@ -141,9 +144,10 @@ class Lifespan:
     state: GatewayState
     recovery: Recovery  # replays dead replicas' journals, writes the rows of swept reservations
     sweeper: IntentSweeper  # settles dead replicas' reservations as spent
+    connections: ConnectionGuard  # handed to the HTTP protocol through the lifespan state
 
     @contextlib.asynccontextmanager
-    async def __call__(self, app: Starlette) -> AsyncIterator[None]:
+    async def __call__(self, app: Starlette) -> AsyncIterator[dict[str, Any]]:
         pipeline, providers = self.state.pipeline, self.state.providers.values()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.migrate()
@@ -156,7 +160,7 @@ class Lifespan:
         for provider in providers:
             await provider.start()
         try:
-            yield
+            yield {CONNECTIONS_STATE_KEY: self.connections}
         finally:
             await pipeline.caller.aclose()  # streams still draining after their client left
             for provider in providers:

@@ -85,6 +85,13 @@ class MethodNotAllowed(InvalidRequest):
     code = "method_not_allowed"
 
 
+class RequestTimeout(InvalidRequest):
+    """The client did not finish sending its request in time (server.header_timeout_s)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class AuthError(MarginError):
     status = 401
     type = "authentication_error"

@@ -212,25 +212,31 @@ def test_cache_stats_and_invalidate_see_the_gateways_entries(served: Served) -> 
     assert code == 2 and "give at least one of" in err
 
 
-def test_cache_calibrate_picks_a_threshold_from_labelled_pairs(tmp_path: Path) -> None:
-    topics = ["reset my password", "cancel my plan", "download my invoice", "delete my account", "export my data"]
+def test_cache_calibrate_recommends_only_what_the_bound_supports(tmp_path: Path) -> None:
+    topics = [f"{verb} my {thing}" for verb in ("reset", "cancel", "renew") for thing in ("password", "plan", "card")]
     pairs = []
     for i, topic in enumerate(topics):
-        other = topics[(i + 2) % len(topics)]
+        other = topics[(i + 4) % len(topics)]
         pairs += [
-            {"a": f"How do I {topic}?", "b": f"how do i {topic}", "same": True, "route": "support"},
+            {"a": f"How do I {topic}?", "b": f"how do i {topic}", "same": True, "route": "support"},  # dropped
             {"a": f"How can I {topic}?", "b": f"How do I {topic} please?", "same": True, "route": "support"},
+            {"a": f"How would I {topic}?", "b": f"Please, how can I {topic}?", "same": True, "route": "support"},
             {"a": f"How do I {topic}?", "b": f"How do I {other}?", "same": False, "route": "support"},
         ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    args: list[str | Path] = ["cache", "calibrate", path, "--embedder", "hashing", "--target-precision", "0.99"]
-    code, out, err = margin(*args, "--json", data_dir=tmp_path / "data")
+    args: list[str | Path] = ["cache", "calibrate", path, "--embedder", "hashing"]
+    code, out, err = margin(*args, "--target-precision", "0.99", "--json", data_dir=tmp_path / "data")
+    assert code == 1, err  # 18 right hits cannot show 99% precision
+    refused = json.loads(out)
+    assert refused["_pairs"] == {"read": 36, "kept": 27, "identical": 9, "repeated": 0, "conflicting": 0}
+    assert refused["support"]["guarded"]["recommended"] is False and refused["support"]["guarded"]["more_pairs_needed"]
+    code, out, err = margin(*args, "--target-precision", "0.8", "--json", data_dir=tmp_path / "data")
     assert code == 0, err
     guarded = json.loads(out)["support"]["guarded"]
-    assert 0 < guarded["threshold"] <= 1 and guarded["wrong"] == 0 and guarded["served"] > 0
-    code, table, err = margin(*args, data_dir=tmp_path / "data")
-    assert code == 0 and "suggested config:" in table and f"threshold: {guarded['threshold']}" in table, err
+    assert 0 < guarded["threshold"] <= 1 and guarded["precision_lower_bound"] >= 0.8 and guarded["served"] > 0
+    code, table, err = margin(*args, "--target-precision", "0.8", data_dir=tmp_path / "data")
+    assert code == 0 and "suggested config" in table and f"threshold: {guarded['threshold']}" in table, err
 
 
 # --- keys ---------------------------------------------------------------------------------------

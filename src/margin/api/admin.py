@@ -1,5 +1,6 @@
 """Admin endpoints. Never reachable with a client key: they need the admin key, or, when none is
-configured, a client on the loopback interface (the embedded default's single-machine case)."""
+configured, a caller on this machine (the embedded default's single-machine case). A request that
+came through a proxy is never "this machine" unless the proxy is trusted (`api.client_address`)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from margin.api.body import read_json
+from margin.api.client_address import ClientAddress, client_of, parse_ip
 from margin.api.state import state_of
 from margin.caching.entry import Invalidation
 from margin.errors import AuthError, InvalidRequest, PermissionDenied
 from margin.identity.keys import SCHEME
 from margin.ledger.report import admin_spend
 
-_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
-
 
 def require_admin(request: Request) -> None:
     expected = state_of(request).admin_key
     if expected is None:
-        host = request.client.host if request.client else ""
-        if host not in _LOOPBACK:
-            raise PermissionDenied("Admin endpoints answer only on loopback until server.admin_key is configured.")
+        client = client_of(request)
+        if not client.local:
+            raise PermissionDenied(_not_local_message(client))
         if _presents_client_key(request):  # loopback trusts the machine's operator, never a client key
             raise PermissionDenied("A client API key never opens admin endpoints.")
         return
@@ -34,6 +34,15 @@ def require_admin(request: Request) -> None:
         raise AuthError("This admin endpoint needs the admin key (Authorization: Bearer ...).")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise PermissionDenied("The key given is not the admin key.")
+
+
+def _not_local_message(client: ClientAddress) -> str:
+    message = "Admin endpoints answer only callers on this machine until server.admin_key is configured"
+    if client.forwarded and not client.trusted_proxy:
+        return message + " (this request came through a proxy that is not in server.trusted_proxies)."
+    if client.trusted_proxy and parse_ip(client.host) is not None:  # an address, never raw header text
+        return message + f" (this request's client, as the trusted proxy names it: {client.host})."
+    return message + "."
 
 
 def _presents_client_key(request: Request) -> bool:

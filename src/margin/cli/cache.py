@@ -6,23 +6,15 @@ import asyncio
 from pathlib import Path
 
 import click
-import orjson
 
 from margin.caching.backend import CacheBackend
 from margin.caching.backends import open_backend
 from margin.caching.entry import CacheStats, Invalidation
-from margin.caching.semantic.calibrate import (
-    OperatingPoint,
-    ScoredPair,
-    by_route,
-    choose_threshold,
-    read_pairs,
-    score_pairs,
-)
+from margin.caching.semantic.calibrate import CONFIDENCE
+from margin.cli.cache_calibrate import calibrate_pairs, refused, report
 from margin.config import load_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
-from margin.embedding import Embedder, EmbedderUnavailableError, HashingEmbedder, MiniLMEmbedder
 from margin.errors import ConfigError
 
 CONFIG_OPTION = click.option(
@@ -41,81 +33,38 @@ def cache() -> None:
 
 @cache.command()
 @click.argument("pairs_path", metavar="PAIRS.jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--target-precision", type=click.FloatRange(0.5, 1.0), default=0.99, show_default=True)
+@click.option("--target-precision", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.99, show_default=True)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.5, 1.0, max_open=True),
+    default=CONFIDENCE,
+    show_default=True,
+    help="One-sided confidence of the precision's lower bound.",
+)
 @click.option("--route", "routes", multiple=True, help="Calibrate only these routes (model groups).")
 @click.option("--embedder", type=click.Choice(["minilm", "hashing"]), default="minilm", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def calibrate(pairs_path: Path, target_precision: float, routes: tuple[str, ...], embedder: str, as_json: bool) -> None:
-    """Pick per-route semantic thresholds from labelled pairs ({"a","b","same","route"} per line)."""
-    try:
-        pairs = read_pairs(pairs_path)
-        model = _embedder(embedder)
-    except (ValueError, EmbedderUnavailableError) as error:
-        raise click.ClickException(str(error)) from None
-    grouped = {r: p for r, p in by_route(pairs).items() if not routes or r in routes}
-    if not grouped:
-        raise click.ClickException("no labelled pairs for the requested routes")
-    results = {}
-    for route, route_pairs in sorted(grouped.items()):
-        scored = score_pairs(route_pairs, model)
-        results[route] = (
-            choose_threshold(scored, target_precision, guard=True),
-            choose_threshold(scored, target_precision, guard=False),
-            scored,
-        )
-    if as_json:
-        click.echo(orjson.dumps({r: _point_json(g, b) for r, (g, b, _) in results.items()}, option=orjson.OPT_INDENT_2))
-        return
-    click.echo(_calibration_table(results, target_precision))
+@click.pass_context
+def calibrate(
+    ctx: click.Context,
+    pairs_path: Path,
+    target_precision: float,
+    confidence: float,
+    routes: tuple[str, ...],
+    embedder: str,
+    as_json: bool,
+) -> None:
+    """Pick per-route semantic thresholds from labelled pairs ({"a","b","same","route"} per line).
 
-
-def _embedder(name: str) -> Embedder:
-    if name == "hashing":
-        return HashingEmbedder()
-    embedder = MiniLMEmbedder(threads=2)
-    embedder.load()
-    return embedder
-
-
-def _point_json(guarded: OperatingPoint, plain: OperatingPoint) -> dict[str, object]:
-    def one(point: OperatingPoint) -> dict[str, object]:
-        return {
-            "threshold": round(point.threshold, 4),
-            "precision": round(point.precision, 4),
-            "precision_lower_95": round(point.precision_lower_bound, 4),
-            "hit_rate_of_duplicates": round(point.recall, 4),
-            "false_hit_rate": round(point.false_hit_rate, 4),
-            "served": point.served,
-            "wrong": point.wrong,
-        }
-
-    return {"guarded": one(guarded), "cosine_only": one(plain)}
-
-
-def _calibration_table(
-    results: dict[str, tuple[OperatingPoint, OperatingPoint, list[ScoredPair]]], target: float
-) -> str:
-    lines = [
-        f"target precision {target:.3f} (precision = share of served hits that are right; "
-        "hit rate = share of true duplicates served)",
-        f"{'route':<20} {'mode':<12} {'threshold':>9} {'precision':>9} {'>=95%':>7} {'hit rate':>8} {'wrong':>6} "
-        f"{'pairs':>6}",
-    ]
-    snippet = ["cache:", "  routes:"]
-    for route, (guarded, plain, scored) in results.items():
-        for mode, point in (("guarded", guarded), ("cosine-only", plain)):
-            lines.append(
-                f"{route:<20} {mode:<12} {point.threshold:>9.4f} {point.precision:>9.4f} "
-                f"{point.precision_lower_bound:>7.3f} {point.recall:>8.3f} {point.wrong:>6} {len(scored):>6}"
-            )
-        name = "<every route>" if route == "*" else route
-        snippet += [
-            f"    {name}:",
-            "      semantic:",
-            "        enabled: true",
-            f"        threshold: {min(1.0, round(guarded.threshold, 4))}",
-        ]
-    return "\n".join([*lines, "", "suggested config:", *snippet])
+    Pairs are deduplicated first. A threshold is recommended only where the one-sided lower
+    confidence bound of the served hits' precision reaches the target; a route that cannot get
+    there is refused (exit status 1) with the number of further labelled pairs it would take."""
+    results, dedup = calibrate_pairs(
+        pairs_path, target=target_precision, confidence=confidence, routes=routes, embedder=embedder
+    )
+    click.echo(report(results, dedup, target=target_precision, confidence=confidence, as_json=as_json))
+    if refused(results):
+        ctx.exit(1)
 
 
 @cache.command()

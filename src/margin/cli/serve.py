@@ -11,10 +11,12 @@ from margin.errors import ConfigError
 
 
 @click.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config file.")
 @click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config file."
+    "--host",
+    default=None,
+    help="Bind address (default from config: 127.0.0.1). Any other needs server.admin_key and auth: required.",
 )
-@click.option("--host", default=None, help="Bind address (default from config: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default from config: 8080).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default from config: 1).")
 @click.option("--access-log/--no-access-log", default=False, help="Log every request (costs CPU).")
@@ -31,7 +33,8 @@ def serve(
     import uvicorn
 
     from margin.factory import config_from_env
-    from margin.server.coalescing import CoalescingHttpToolsProtocol
+    from margin.server.exposure import exposure_problems, refusal_message
+    from margin.server.guarded import GuardedHttpProtocol
 
     if config_path:
         CONFIG_FILE.export(os.path.abspath(config_path))
@@ -40,15 +43,21 @@ def serve(
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     server = config.server
+    bind = host or server.host
+    problems = exposure_problems(bind, config)  # before anything binds: nothing is ever exposed unprotected
+    if problems:
+        raise click.ClickException(refusal_message(bind, problems))
     uvicorn.run(
         "margin.factory:app_from_env",
         factory=True,
-        host=host or server.host,
+        host=bind,
         port=port if port is not None else server.port,
         workers=workers or server.workers,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,
-        proxy_headers=False,  # margin reads no client address; X-Forwarded-* parsing is wasted work
+        http=GuardedHttpProtocol,  # coalesced writes; header and idle timeouts, connection cap
+        ws="none",  # margin serves no WebSocket: an upgrade request stays plain HTTP
+        # margin resolves the client itself, trusting only server.trusted_proxies (api/client_address.py)
+        proxy_headers=False,
         server_header=False,
         access_log=access_log,
         log_level=log_level,

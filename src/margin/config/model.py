@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator, model_validator
 
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.gates import GatesConfig
@@ -306,6 +306,24 @@ class ServerConfig(Strict):
     # Where request timings come from; off only for the no-metering benchmark baseline.
     expose_overhead_header: bool = True
     admin_key: EnvSecret | None = Field(None, description="Key for /admin/* endpoints, e.g. env:MARGIN_ADMIN_KEY")
+    # Exposure (docs/security.md). A request carrying a proxy header (X-Forwarded-For, Forwarded,
+    # X-Real-IP ...) is never "this machine" unless its peer is a trusted proxy.
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list, description="reverse proxies whose forwarding header names the client (IPs or CIDRs)"
+    )
+    forwarded_header: Literal["x-forwarded-for", "forwarded", "x-real-ip"] = Field(
+        "x-forwarded-for", description="the header a trusted proxy sets to name the client"
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="serve a non-loopback address without requiring client keys (auth: required)"
+    )
+    # Connections (per worker process): a client must finish its request headers in time, an idle
+    # keep-alive connection is closed, and past the cap a new connection is answered 503.
+    header_timeout_s: float = Field(10.0, gt=0, le=600, description="seconds to send a request's headers")
+    idle_timeout_s: float = Field(15.0, gt=0, le=3600, description="keep-alive: seconds between requests")
+    max_connections: int | None = Field(
+        None, ge=1, description="open client connections per worker; default: half of `ulimit -n`, at most 4096"
+    )
 
     _parse_admin_key = field_validator("admin_key", mode="before")(parse_secret)
 

@@ -1,8 +1,14 @@
 """Threshold calibration from labelled question pairs (same answer or not).
 
-For each route, pick the lowest cosine threshold at which the hits the cache would serve (pairs
-at or above the threshold that also pass the guard) reach the target precision, and report what
-that costs in hit rate. The same numbers without the guard show what the guard buys.
+For each route, pick the lowest cosine threshold at which the hits the cache would serve (pairs at
+or above the threshold that also pass the guard) have a precision whose one-sided Clopper-Pearson
+lower bound reaches the target: the point estimate of a few hundred pairs says 1.000 where the data
+only supports 0.92. When no threshold gets there, nothing is recommended, and the report says how
+many more labelled pairs like these it would take.
+
+Pairs are deduplicated first: two questions identical after normalisation are the exact cache's
+job and would only inflate the precision, and a pair listed twice counts once (a pair listed with
+both labels is dropped: it says nothing).
 
 Input: JSON lines `{"a": "...", "b": "...", "same": true, "route": "gpt-4o"}` (`route` optional;
 `label`/`duplicate` accepted for `same`, as 0/1 or booleans).
@@ -11,17 +17,21 @@ Input: JSON lines `{"a": "...", "b": "...", "same": true, "route": "gpt-4o"}` (`
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from margin.caching.semantic.bounds import clopper_pearson_lower, reaches, trials_needed
 from margin.caching.semantic.guard import agree, features
 from margin.embedding import Embedder
 
 DEFAULT_ROUTE = "*"
+CONFIDENCE = 0.95  # one-sided
+_EDGE_CHARACTERS = "\"'`.,;:!?()[]-\u00bf\u00a1\u201c\u201d\u2018\u2019"  # quotes, brackets, ¿ ¡ and end marks
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +50,25 @@ class ScoredPair:
 
 
 @dataclass(frozen=True, slots=True)
+class Deduplication:
+    read: int
+    identical: int  # a and b the same after normalisation: dropped
+    repeated: int  # the same pair again with the same label: dropped
+    conflicting: int  # pairs listed with both labels: every copy dropped
+
+    @property
+    def kept(self) -> int:
+        return self.read - self.identical - self.repeated - self.conflicting
+
+
+@dataclass(frozen=True, slots=True)
 class OperatingPoint:
     threshold: float
     served: int  # pairs that would be hits
     wrong: int  # of which have different answers
     positives: int  # pairs with the same answer (all of them, served or not)
     negatives: int
+    confidence: float = CONFIDENCE
 
     @property
     def precision(self) -> float:
@@ -61,17 +84,67 @@ class OperatingPoint:
 
     @property
     def precision_lower_bound(self) -> float:
-        """Wilson 95% lower bound: how sure the calibration set lets us be of the precision."""
-        return wilson_lower(self.served - self.wrong, self.served)
+        """One-sided Clopper-Pearson bound: the precision the calibration set lets us be sure of."""
+        return clopper_pearson_lower(self.served - self.wrong, self.served, self.confidence)
 
 
-def wilson_lower(successes: int, trials: int, z: float = 1.96) -> float:
-    if trials == 0:
-        return 0.0
-    p = successes / trials
-    centre = p + z * z / (2 * trials)
-    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return (centre - margin) / (1 + z * z / trials)
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """The outcome for one route and decision: a recommended threshold, or a refusal that says why
+    and how many more labelled pairs it would take (None: more of the same cannot get there)."""
+
+    target: float
+    recommended: OperatingPoint | None
+    best: OperatingPoint  # the point with the highest lower bound (the recommendation, when there is one)
+    pairs: int
+    more_pairs_needed: int | None
+
+    @property
+    def refusal(self) -> str | None:
+        if self.recommended is not None:
+            return None
+        level = f"{self.best.confidence:.0%}"
+        reached = (
+            f"the {level} lower bound of precision reaches at most {self.best.precision_lower_bound:.3f}"
+            f" (threshold {self.best.threshold:.4f}: {self.best.served} hits, {self.best.wrong} wrong)"
+            if self.best.served
+            else "no threshold serves a hit"
+        )
+        if self.more_pairs_needed is None:
+            advice = (
+                "no threshold has an observed precision above the target, so more pairs like these will not help:"
+                " lower the target or use a stricter decision"
+            )
+        else:
+            advice = f"about {self.more_pairs_needed} more labelled pairs like these would be needed"
+        return f"no threshold recommended for target {self.target:.3f} from {self.pairs} pairs: {reached}; {advice}"
+
+
+def normalise(text: str) -> str:
+    """What "the same question" means for deduplication: case, width, spacing and edge punctuation aside."""
+    folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return folded.strip(_EDGE_CHARACTERS + " ")
+
+
+def deduplicate(pairs: Sequence[LabelledPair]) -> tuple[list[LabelledPair], Deduplication]:
+    """Drop pairs whose questions are identical after normalisation, repeats of a pair (either
+    order), and every copy of a pair that is labelled both ways."""
+    copies: dict[tuple[str, str, str], list[LabelledPair]] = {}
+    identical = 0
+    for pair in pairs:
+        a, b = normalise(pair.a), normalise(pair.b)
+        if a == b:
+            identical += 1
+        else:
+            copies.setdefault((pair.route, min(a, b), max(a, b)), []).append(pair)
+    kept, repeated, conflicting = [], 0, 0
+    for listed in copies.values():
+        if len({p.same for p in listed}) > 1:
+            conflicting += len(listed)
+        else:
+            kept.append(listed[0])
+            repeated += len(listed) - 1
+    return kept, Deduplication(len(pairs), identical, repeated, conflicting)
 
 
 def read_pairs(path: Path) -> list[LabelledPair]:
@@ -99,7 +172,9 @@ def score_pairs(pairs: Sequence[LabelledPair], embedder: Embedder, *, batch: int
     return scored
 
 
-def operating_point(scored: Iterable[ScoredPair], threshold: float, *, guard: bool) -> OperatingPoint:
+def operating_point(
+    scored: Iterable[ScoredPair], threshold: float, *, guard: bool, confidence: float = CONFIDENCE
+) -> OperatingPoint:
     pairs = list(scored)
     served = [p for p in pairs if p.similarity >= threshold and (p.guard_ok or not guard)]
     return OperatingPoint(
@@ -108,33 +183,67 @@ def operating_point(scored: Iterable[ScoredPair], threshold: float, *, guard: bo
         wrong=sum(1 for p in served if not p.same),
         positives=sum(1 for p in pairs if p.same),
         negatives=sum(1 for p in pairs if not p.same),
+        confidence=confidence,
     )
 
 
 def choose_threshold(
-    scored: Sequence[ScoredPair], target_precision: float, *, guard: bool, window: int = 50
-) -> OperatingPoint:
-    """The lowest threshold above which the served hits reach `target_precision`, both overall and
-    in every run of `window` consecutive pairs (by similarity). The local condition matters: an
-    overall figure lets the threshold slide into a band where most hits are wrong, diluted by the
-    many right ones above it, and a workload with more near-misses than the calibration set would
-    then see far more wrong answers. When nothing qualifies, a threshold above every pair."""
+    scored: Sequence[ScoredPair],
+    target_precision: float,
+    *,
+    guard: bool,
+    confidence: float = CONFIDENCE,
+    window: int = 50,
+) -> Calibration:
+    """The lowest threshold whose served hits have a precision lower bound >= `target_precision`,
+    scanning down from the top and stopping where `window` consecutive pairs (by similarity) fall
+    below the target. The local condition keeps the threshold out of a band where most hits are
+    wrong but diluted by the many right ones above it: a workload with more near-misses than the
+    calibration set would see far more wrong answers there."""
     positives = sum(1 for p in scored if p.same)
     negatives = len(scored) - positives
+    best = OperatingPoint(1.0 + 1e-9, 0, 0, positives, negatives, confidence)  # serves nothing
+    recommended: OperatingPoint | None = None
+    fewest_pairs, best_bound = math.inf, -1.0
+    for point in _candidates(scored, target_precision, guard=guard, confidence=confidence, window=window):
+        if reaches(point.served - point.wrong, point.served, target_precision, confidence):
+            recommended = best = point
+        elif recommended is None:
+            if not best.served or reaches(point.served - point.wrong, point.served, best_bound, confidence):
+                best, best_bound = point, point.precision_lower_bound  # a higher bound than the best so far
+            fewest_pairs = min(fewest_pairs, _pairs_needed(point, len(scored), target_precision, confidence))
+    if recommended is not None:
+        return Calibration(target_precision, recommended, recommended, len(scored), 0)
+    more = None if math.isinf(fewest_pairs) else max(1, math.ceil(fewest_pairs) - len(scored))
+    return Calibration(target_precision, None, best, len(scored), more)
+
+
+def _candidates(
+    scored: Sequence[ScoredPair], target: float, *, guard: bool, confidence: float, window: int
+) -> Iterator[OperatingPoint]:
+    """Every threshold from the top down (one per distinct similarity), until `window` consecutive
+    served pairs fall below the target."""
+    positives = sum(1 for p in scored if p.same)
     eligible = sorted((p for p in scored if p.guard_ok or not guard), key=lambda p: -p.similarity)
-    best = OperatingPoint(1.0 + 1e-9, 0, 0, positives, negatives)
     wrong = 0
     recent: deque[bool] = deque(maxlen=window)
     for i, pair in enumerate(eligible):
-        served = i + 1
         wrong += 0 if pair.same else 1
         recent.append(pair.same)
-        if len(recent) == window and sum(recent) / window < target_precision:
-            break
-        tied = i + 1 < len(eligible) and eligible[i + 1].similarity == pair.similarity
-        if not tied and 1.0 - wrong / served >= target_precision:
-            best = OperatingPoint(pair.similarity, served, wrong, positives, negatives)
-    return best
+        if len(recent) == window and sum(recent) / window < target:
+            return
+        if i + 1 < len(eligible) and eligible[i + 1].similarity == pair.similarity:
+            continue  # a threshold cannot split tied pairs
+        yield OperatingPoint(pair.similarity, i + 1, wrong, positives, len(scored) - positives, confidence)
+
+
+def _pairs_needed(point: OperatingPoint, pairs: int, target: float, confidence: float) -> float:
+    """Labelled pairs it takes for this threshold to qualify, if new pairs look like these: the hits
+    it needs at its observed precision, scaled by the share of pairs that land above it."""
+    needed = trials_needed(point.precision, target, confidence)
+    if needed is None or point.served == 0:
+        return math.inf
+    return needed * pairs / point.served
 
 
 def by_route(pairs: Sequence[LabelledPair]) -> dict[str, list[LabelledPair]]:

@@ -1,0 +1,147 @@
+"""`margin cache calibrate`: thresholds from labelled pairs or from the shadow record, recommended
+only where the lower confidence bound of precision reaches the target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+import orjson
+
+from margin.caching.semantic.calibrate import (
+    Calibration,
+    Deduplication,
+    OperatingPoint,
+    ScoredPair,
+    by_route,
+    choose_threshold,
+    deduplicate,
+    read_pairs,
+    score_pairs,
+)
+from margin.embedding import Embedder, EmbedderUnavailableError, HashingEmbedder, MiniLMEmbedder
+
+Results = dict[str, tuple[Calibration, Calibration]]  # route -> (guarded, cosine only)
+
+
+def calibrate_pairs(
+    pairs_path: Path, *, target: float, confidence: float, routes: Sequence[str], embedder: str
+) -> tuple[Results, Deduplication]:
+    try:
+        pairs, dedup = deduplicate(read_pairs(pairs_path))
+        model = _embedder(embedder)
+    except (ValueError, EmbedderUnavailableError) as error:
+        raise click.ClickException(str(error)) from None
+    grouped = {r: p for r, p in by_route(pairs).items() if not routes or r in routes}
+    if not grouped:
+        raise click.ClickException("no labelled pairs for the requested routes (after deduplication)")
+    return {route: both(score_pairs(grouped[route], model), target, confidence) for route in sorted(grouped)}, dedup
+
+
+def both(scored: Sequence[ScoredPair], target: float, confidence: float) -> tuple[Calibration, Calibration]:
+    return (
+        choose_threshold(scored, target, guard=True, confidence=confidence),
+        choose_threshold(scored, target, guard=False, confidence=confidence),
+    )
+
+
+def _embedder(name: str) -> Embedder:
+    if name == "hashing":
+        return HashingEmbedder()
+    embedder = MiniLMEmbedder(threads=2)
+    embedder.load()
+    return embedder
+
+
+def report(results: Results, dedup: Deduplication | None, *, target: float, confidence: float, as_json: bool) -> str:
+    if as_json:
+        body: dict[str, object] = {r: _calibration_json(g, b) for r, (g, b) in results.items()}
+        if dedup is not None:
+            body["_pairs"] = _dedup_json(dedup)
+        return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
+    table = _calibration_table(results, target, confidence)
+    return table if dedup is None else f"{_dedup_line(dedup)}\n{table}"
+
+
+def refused(results: Results) -> bool:
+    """A route is refused when the decision the gateway uses (guarded) gets no recommendation."""
+    return any(guarded.recommended is None for guarded, _ in results.values())
+
+
+def _point_json(point: OperatingPoint) -> dict[str, object]:
+    return {
+        "threshold": round(min(point.threshold, 1.0), 4),
+        "precision": round(point.precision, 4),
+        "precision_lower_bound": round(point.precision_lower_bound, 4),
+        "confidence": point.confidence,
+        "hit_rate_of_duplicates": round(point.recall, 4),
+        "false_hit_rate": round(point.false_hit_rate, 4),
+        "served": point.served,
+        "wrong": point.wrong,
+    }
+
+
+def _calibration_json(guarded: Calibration, plain: Calibration) -> dict[str, object]:
+    def one(result: Calibration) -> dict[str, object]:
+        return {
+            "recommended": result.recommended is not None,
+            **_point_json(result.best),
+            "pairs": result.pairs,
+            "more_pairs_needed": result.more_pairs_needed,
+            "refusal": result.refusal,
+        }
+
+    return {"guarded": one(guarded), "cosine_only": one(plain)}
+
+
+def _dedup_json(dedup: Deduplication) -> dict[str, int]:
+    return {
+        "read": dedup.read,
+        "kept": dedup.kept,
+        "identical": dedup.identical,
+        "repeated": dedup.repeated,
+        "conflicting": dedup.conflicting,
+    }
+
+
+def _dedup_line(dedup: Deduplication) -> str:
+    return (
+        f"{dedup.read} pairs read, {dedup.kept} kept: dropped {dedup.identical} identical after normalisation "
+        f"(the exact cache's job), {dedup.repeated} repeated, {dedup.conflicting} labelled both ways"
+    )
+
+
+def _calibration_table(results: Results, target: float, confidence: float) -> str:
+    bound = f">={confidence:.0%}"
+    lines = [
+        f"target precision {target:.3f} at the {confidence:.0%} one-sided lower bound (precision = share of served "
+        "hits that are right; hit rate = share of true duplicates served)",
+        f"{'route':<20} {'mode':<12} {'threshold':>9} {'precision':>9} {bound:>7} {'hit rate':>8} {'wrong':>6} "
+        f"{'pairs':>6}  verdict",
+    ]
+    snippet = ["cache:", "  routes:"]
+    refusals = []
+    for route, (guarded, plain) in results.items():
+        for mode, result in (("guarded", guarded), ("cosine-only", plain)):
+            point = result.best
+            verdict = "recommended" if result.recommended is not None else "refused"
+            lines.append(
+                f"{route:<20} {mode:<12} {min(point.threshold, 1.0):>9.4f} {point.precision:>9.4f} "
+                f"{point.precision_lower_bound:>7.3f} {point.recall:>8.3f} {point.wrong:>6} {result.pairs:>6}"
+                f"  {verdict}"
+            )
+        if guarded.refusal is not None:
+            refusals.append(f"{route}: {guarded.refusal}")
+            continue
+        name = "<every route>" if route == "*" else route
+        snippet += [
+            f"    {name}:",
+            "      semantic:",
+            f"        threshold: {min(1.0, round(guarded.best.threshold, 4))}",
+        ]
+    if refusals:
+        lines += ["", "refused (guarded: the decision the gateway uses):", *refusals]
+    if len(snippet) > 2:
+        lines += ["", "suggested config (keep `mode: shadow` until the route's own traffic confirms it):", *snippet]
+    return "\n".join(lines)
