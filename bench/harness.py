@@ -95,7 +95,13 @@ def fake_upstream(core: int | None = 1, *extra: str) -> Iterator[str]:
 
 
 def gateway_config(
-    upstream: str, *, overhead_header: bool = True, ledger: bool = True, long_upstream: str | None = None
+    upstream: str,
+    *,
+    overhead_header: bool = True,
+    ledger: bool = True,
+    long_upstream: str | None = None,
+    journal: bool = True,
+    extra: str = "",
 ) -> str:
     long = (
         f"""  - {{name: long, provider: openai_compat, model: fake-long, base_url: "{long_upstream}/v1",
@@ -107,7 +113,8 @@ def gateway_config(
     long_group = "  - {name: bench-long, deployments: [long]}\n" if long_upstream else ""
     return f"""
 server: {{expose_overhead_header: {str(overhead_header).lower()}}}
-metering: {{enabled: {str(ledger).lower()}}}
+metering: {{enabled: {str(ledger).lower()}, journal: {str(journal).lower()}}}
+{extra}
 deployments:
   - name: upstream
     provider: openai_compat

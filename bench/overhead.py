@@ -5,8 +5,10 @@ Prints: added latency p50/p99 at concurrency 1 (non-streaming), throughput and C
 concurrency 32, streaming time-to-first-byte overhead and CPU per chunk, idle RSS and start time;
 and, side by side at concurrency 1 and 16, the overhead margin reports (the `x-margin-overhead-ms`
 header and the `margin_overhead_seconds` histogram) against the added latency measured here.
+`--journal-only` compares the replica journal on and off (docs/ledger.md), alone and with a Redis
+budget (whose reservations then carry a durable intent and each attempt a mark in Redis).
 
-    python bench/overhead.py [--requests 2000] [--seconds 10]
+    python bench/overhead.py [--requests 2000] [--seconds 10] [--journal-only]
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import cpu_seconds, fake_upstream, gateway, gateway_config, overhead_histogram, percentile, rss_mb
+from harness import (
+    cpu_seconds,
+    fake_upstream,
+    gateway,
+    gateway_config,
+    overhead_histogram,
+    percentile,
+    redis_server,
+    rss_mb,
+)
 
 REPORTED_CONCURRENCY = 16  # where issue 14 saw the header read 10-100x below the added latency
 
@@ -222,10 +233,58 @@ async def ledger_cost(requests: int) -> None:
     print(f"{'metering+ledger CPU per request (ms, off the request path)':60s} {per_request:>16.3f}")
 
 
+async def journal_cost(requests: int, extra: str = "", label: str = "journal") -> None:
+    """The replica journal on vs off: two gateways on the same core, requests interleaved, at c=1
+    (added latency) and c=16 (throughput and CPU, where group fsyncs share the disk's time)."""
+    with (
+        fake_upstream(1) as upstream,
+        gateway(gateway_config(upstream, journal=True, extra=extra)) as (with_journal, pid_on, _),
+        gateway(gateway_config(upstream, journal=False, extra=extra)) as (without, pid_off, _),
+    ):
+        on_url, off_url = f"{with_journal}/v1/chat/completions", f"{without}/v1/chat/completions"
+        on, off = [], []
+        async with aiohttp.ClientSession() as session:
+            await latencies(session, on_url, BODY, 200)
+            await latencies(session, off_url, BODY, 200)
+            for _ in range(8):
+                on += await latencies(session, on_url, BODY, requests // 8)
+                off += await latencies(session, off_url, BODY, requests // 8)
+        cpu_on0 = cpu_seconds(pid_on)
+        count_on, elapsed_on = await throughput(on_url, BODY, 3.0, REPORTED_CONCURRENCY)
+        cpu_on = cpu_seconds(pid_on) - cpu_on0
+        cpu_off0 = cpu_seconds(pid_off)
+        count_off, elapsed_off = await throughput(off_url, BODY, 3.0, REPORTED_CONCURRENCY)
+        cpu_off = cpu_seconds(pid_off) - cpu_off0
+    c = REPORTED_CONCURRENCY
+    added = (percentile(on, 50) - percentile(off, 50), percentile(on, 99) - percentile(off, 99))
+    rows = [
+        (f"{label} on / off c=1 p50 (ms)", f"{percentile(on, 50):.3f} / {percentile(off, 50):.3f}"),
+        (f"{label} added c=1 p50 / p99 (ms)", f"{added[0]:.3f} / {added[1]:.3f}"),
+        (f"{label} on / off c={c} (req/s)", f"{count_on / elapsed_on:.0f} / {count_off / elapsed_off:.0f}"),
+        (f"{label} CPU per request on / off (ms)", f"{cpu_on * 1e3 / count_on:.3f} / {cpu_off * 1e3 / count_off:.3f}"),
+    ]
+    for name, value in rows:
+        print(f"{name:60s} {value:>16s}")
+
+
+async def journal_only(requests: int) -> None:
+    await journal_cost(requests)
+    with redis_server() as redis:
+        if redis is None:
+            print("redis-server not installed: the journal with Redis intents is not measured")
+            return
+        budget = f'redis: {{url: "{redis}"}}\nbudgets:\n  - {{scope: global, limit_usd: 1000000, window: month}}\n'
+        await journal_cost(requests, budget, "journal+intents (redis budget)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--journal-only", action="store_true", help="only the journal on/off comparison")
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.seconds, args.concurrency))
+    if args.journal_only:
+        asyncio.run(journal_only(args.requests))
+    else:
+        asyncio.run(main(args.requests, args.seconds, args.concurrency))

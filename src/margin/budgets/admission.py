@@ -173,11 +173,11 @@ class Limiter:
         while True:
             now = self.clock()
             held = self._held(applied, demand, cls, now)
-            intent = self._intent(held, demand, note, now) if note is not None and self.keeps_intents else None
+            reservation = self._reservation(held, demand, note) if note is not None and self.keeps_intents else None
+            intent = self._intent(reservation, now) if reservation is not None else None
             store, verdict = await self._reserve(held, intent)
             if verdict.failed is None:
-                kept = intent if store is self.counters else None
-                return Ticket(tuple(held), store, Reservation.from_json(kept.payload) if kept else None)
+                return Ticket(tuple(held), store, reservation if store is self.counters else None)
             failed = held[verdict.failed]
             remaining = deadline - loop.time()
             if failed.applied.rule.kind != "concurrency" or remaining <= 0:
@@ -215,16 +215,14 @@ class Limiter:
         name = held.applied.name
         return Charge(name, held.span.first, held.span.last, held.hold, held.amount, limit, expires, sync)
 
-    def _intent(self, held: list[Held], demand: Demand, note: IntentNote, now: float) -> Intent:
-        reservation = Reservation(
-            request_id=note.request_id,
-            counters=tuple(_held_counter(h) for h in held),
-            cost_nano=demand.cost_nano,
-            tokens=demand.tokens,
-            row=note.row,
-        )
+    @staticmethod
+    def _reservation(held: list[Held], demand: Demand, note: IntentNote) -> Reservation:
+        counters = tuple(_held_counter(h) for h in held)
+        return Reservation(note.request_id, counters, demand.cost_nano, demand.tokens, note.row)
+
+    def _intent(self, reservation: Reservation, now: float) -> Intent:
         sweep_at = self.lease.sweep_at(self.lease.slot(now))
-        return Intent(note.request_id, self.owner, sweep_at, sweep_at + _KEEP_SWEPT_S, reservation.to_json())
+        return Intent(reservation.request_id, self.owner, sweep_at, sweep_at + _KEEP_SWEPT_S, reservation.to_json())
 
     async def _shared(self, held: list[Held], intent: Intent | None) -> Verdict:
         charges = [self._charge(h) for h in held]

@@ -344,6 +344,9 @@ class MeteringConfig(Strict):
     catalog_file: str | None = Field(None, description="A user price catalog (default: <data_dir>/prices.yaml)")
     # Off only to measure what metering costs (bench/overhead.py): no prices, no ledger rows.
     enabled: bool = True
+    # The replica journal (docs/ledger.md): reservations, attempts and ledger rows survive a killed
+    # process. Off only to measure what it costs (bench/overhead.py --journal-only).
+    journal: bool = True
 
 
 class SemanticCacheConfig(Strict):

@@ -29,16 +29,19 @@ _MONEY_FIELDS = frozenset(
 )
 
 
+_FIELD_NAMES = tuple(f.name for f in fields(LedgerRow))
+
+
 def row_to_json(row: LedgerRow) -> str:
     """One line of JSON; Decimals as exact strings."""
     record: dict[str, Any] = {}
-    for f in fields(LedgerRow):
-        value = getattr(row, f.name)
+    for name in _FIELD_NAMES:
+        value = getattr(row, name)
         if isinstance(value, Decimal):
             value = str(value)
         elif isinstance(value, tuple):
             value = list(value)
-        record[f.name] = value
+        record[name] = value
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 

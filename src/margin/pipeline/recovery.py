@@ -48,7 +48,7 @@ class ReplayResult:
 
 
 class Recovery:
-    def __init__(self, journal: Journal, writer: LedgerWriter, limiter: Limiter | None) -> None:
+    def __init__(self, journal: Journal | None, writer: LedgerWriter, limiter: Limiter | None) -> None:
         self.journal = journal
         self.writer = writer
         self.limiter = limiter
@@ -57,6 +57,8 @@ class Recovery:
 
     async def start(self) -> None:
         """Open this replica's journal and replay every dead one's found beside it."""
+        if self.journal is None:
+            return  # switched off (metering.journal: false)
         await asyncio.to_thread(self.journal.open)
         for adopted in await asyncio.to_thread(self.journal.adopt):
             await self._replay_or_retry(adopted)
@@ -67,7 +69,8 @@ class Recovery:
             self._retry.cancel()
             await asyncio.gather(self._retry, return_exceptions=True)
             self._retry = None
-        await asyncio.to_thread(self.journal.close)
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.close)
 
     async def _replay_or_retry(self, adopted: Adopted) -> None:
         try:
