@@ -1,9 +1,12 @@
-"""`margin router train|eval`: fit a learned-router scorer from per-prompt outcomes and measure it."""
+"""`margin router train|eval|score`: fit a learned-router scorer from per-prompt outcomes, measure it,
+and write its per-prompt scores for checking with other tools."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -20,11 +23,17 @@ def router() -> None:
 
 def _select(data: Path, benchmarks: tuple[str, ...], folds: tuple[int, ...], contaminated: bool) -> Outcomes:
     try:
-        outcomes = load_outcomes(data).select(
-            benchmarks=benchmarks or None, folds=folds or None, include_contaminated=contaminated
-        )
+        loaded = load_outcomes(data)
     except OutcomeFormatError as error:
         raise click.ClickException(str(error)) from error
+    present = loaded.fold_names()
+    missing = sorted(set(folds) - set(present))
+    if missing:
+        # A typo'd fold would otherwise train or evaluate on nothing, or on less than was meant.
+        raise click.ClickException(
+            f"--fold {', '.join(map(str, missing))}: not in {data} (its folds: {', '.join(map(str, present))})"
+        )
+    outcomes = loaded.select(benchmarks=benchmarks or None, folds=folds or None, include_contaminated=contaminated)
     if len(outcomes) == 0:
         raise click.ClickException("no rows left after filtering by benchmark/fold/contamination")
     return outcomes
@@ -32,7 +41,9 @@ def _select(data: Path, benchmarks: tuple[str, ...], folds: tuple[int, ...], con
 
 _data_argument = click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 _benchmark_option = click.option("--benchmark", "benchmarks", multiple=True, help="Keep only this benchmark.")
-_fold_option = click.option("--fold", "folds", multiple=True, type=click.IntRange(1, 4), help="Keep only this fold.")
+_fold_option = click.option(
+    "--fold", "folds", multiple=True, type=int, help="Keep only this fold (as the file numbers them; repeatable)."
+)
 _contaminated_option = click.option(
     "--include-contaminated", is_flag=True, help="Keep rows flagged as contaminated (dropped by default)."
 )
@@ -132,3 +143,62 @@ def evaluate(
     if html_out is not None:
         html_out.write_text(render_html(evaluation, title), encoding="utf-8")
         click.echo(f"wrote {html_out}", err=as_json)
+
+
+@router.command()
+@_data_argument
+@click.option("--model", "model", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV file.")
+@click.option(
+    "--strong-share",
+    type=click.FloatRange(0.0, 1.0),
+    help="Also write the tier each prompt gets at this calibrated strong share (column `tier`).",
+)
+@_benchmark_option
+@_fold_option
+@_contaminated_option
+def score(
+    data: Path,
+    model: Path,
+    out: Path,
+    strong_share: float | None,
+    benchmarks: tuple[str, ...],
+    folds: tuple[int, ...],
+    include_contaminated: bool,
+) -> None:
+    """Write --model's score for every prompt of DATA to a CSV (one row per prompt, in file order).
+
+    Columns: id, benchmark, category, fold, score, weak_score, strong_score (and tier with
+    --strong-share). A higher score means the strong tier is more likely to do better.
+    """
+    from margin.routing.learned.router import load_router
+
+    outcomes = _select(data, benchmarks, folds, include_contaminated)
+    try:
+        shares = None if strong_share is None else [strong_share]
+        loaded = load_router(model, strong_shares=shares)
+        scores = loaded.scorer.score(outcomes.prompts)
+    except (ModelFileError, EmbedderUnavailableError) as error:
+        raise click.ClickException(str(error)) from error
+    tiers = [choice.tier for choice in loaded.thresholds.choose_many(scores.tolist())] if shares else None
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        _write_scores(handle, outcomes, scores.tolist(), tiers)
+    strong = f"; {sum(t == 'strong' for t in tiers) / len(tiers):.1%} strong" if tiers else ""
+    click.echo(f"scored {len(outcomes)} prompts with {loaded.scorer.name}{strong}; wrote {out}")
+
+
+def _write_scores(handle: TextIO, outcomes: Outcomes, scores: list[float], tiers: list[str] | None) -> None:
+    writer = csv.writer(handle)
+    header = ["id", "benchmark", "category", "fold", "score", "weak_score", "strong_score"]
+    writer.writerow(header + (["tier"] if tiers else []))
+    for i, value in enumerate(scores):
+        row = [
+            outcomes.ids[i],
+            outcomes.benchmarks[i],
+            outcomes.categories[i],
+            int(outcomes.fold[i]),
+            f"{value:.6f}",
+            f"{outcomes.weak_score[i]:g}",
+            f"{outcomes.strong_score[i]:g}",
+        ]
+        writer.writerow(row + ([tiers[i]] if tiers else []))

@@ -72,6 +72,39 @@ def test_malformed_lines(tmp_path: Path, line: str, message: str) -> None:
         load_outcomes(path)
 
 
+def test_folds_are_kept_as_the_file_gives_them(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "zero", "weak_score": 0, "strong_score": 1, "fold": 0},
+        {"prompt": "seven", "weak_score": 0, "strong_score": 1, "fold": 7},
+        {"prompt": "float", "weak_score": 0, "strong_score": 1, "fold": 2.0},
+        {"prompt": "none", "weak_score": 0, "strong_score": 1, "fold": None},
+    ]
+    outcomes = load_outcomes(write(tmp_path / "o.jsonl", rows))
+    assert outcomes.fold.tolist() == [0, 7, 2, default_fold("none")]
+    assert outcomes.fold_names() == sorted({0, 7, 2, default_fold("none")})
+    assert outcomes.select(folds=[0]).prompts == ("zero",)
+
+
+@pytest.mark.parametrize("fold", ['"2"', "2.5", "true", "NaN"])
+def test_a_fold_that_is_not_an_integer_is_refused(tmp_path: Path, fold: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "ok", "weak_score": 0, "strong_score": 1}\n', encoding="utf-8")
+    path.write_text(path.read_text() + f'{{"prompt": "x", "weak_score": 0, "strong_score": 1, "fold": {fold}}}\n')
+    with pytest.raises(OutcomeFormatError, match=r"bad.jsonl:2: 'fold' must be an integer"):
+        load_outcomes(path)
+
+
+def test_categories_default_to_the_benchmark(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "a", "weak_score": 0, "strong_score": 1, "benchmark": "mmlu", "category": "anatomy"},
+        {"prompt": "b", "weak_score": 0, "strong_score": 1, "benchmark": "gsm8k"},
+        {"prompt": "c", "weak_score": 0, "strong_score": 1},
+    ]
+    outcomes = load_outcomes(write(tmp_path / "o.jsonl", rows))
+    assert outcomes.categories == ("anatomy", "gsm8k", "custom")
+    assert outcomes.take(np.array([2, 0])).categories == ("custom", "anatomy")
+
+
 def test_prices_turn_tokens_into_dollars(tmp_path: Path) -> None:
     row = {
         "prompt": "x",

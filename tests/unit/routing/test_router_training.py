@@ -50,12 +50,45 @@ def test_logistic_fit_honours_soft_labels() -> None:
 
 
 def test_gain_labels() -> None:
-    labels, scale = gain_labels(np.array([0.0, 1.0, 1.0, 0.0]), np.array([1.0, 1.0, 0.0, 0.0]))
+    labels, scales = gain_labels(np.array([0.0, 1.0, 1.0, 0.0]), np.array([1.0, 1.0, 0.0, 0.0]))
     assert labels.tolist() == [1.0, 0.5, 0.0, 0.5]
-    assert scale == 1.0
-    graded, graded_scale = gain_labels(np.array([8.0, 9.0]), np.array([10.0, 8.0]))
-    assert graded_scale == 2.0
+    assert scales == {"all": 1.0}
+    graded, graded_scales = gain_labels(np.array([8.0, 9.0]), np.array([10.0, 8.0]))
+    assert graded_scales == {"all": 2.0}
     assert graded.tolist() == [1.0, 0.25]
+
+
+def test_gain_labels_are_scaled_per_benchmark() -> None:
+    """A graded benchmark (gaps up to 8) beside a 0/1 one must not squash the 0/1 labels."""
+    weak = np.array([0.0, 1.0, 1.0, 2.0, 9.0])
+    strong = np.array([1.0, 0.0, 1.0, 10.0, 5.0])
+    labels, scales = gain_labels(weak, strong, ["mmlu", "mmlu", "mmlu", "mtbench", "mtbench"])
+    assert scales == {"mmlu": 1.0, "mtbench": 8.0}
+    assert labels.tolist() == [1.0, 0.0, 0.5, 1.0, 0.25]
+    tied, tied_scales = gain_labels(np.array([3.0, 3.0]), np.array([3.0, 3.0]), ["flat", "flat"])
+    assert tied.tolist() == [0.5, 0.5] and tied_scales == {"flat": 1.0}
+    with pytest.raises(ValueError, match="one benchmark per row"):
+        gain_labels(weak, strong, ["mmlu"])
+
+
+def test_training_on_a_mixed_file_keeps_the_0_1_signal() -> None:
+    """Adding a few graded rows with big gaps must not flatten the scores of the 0/1 rows."""
+    binary = synthetic_outcomes()
+    graded = [
+        {"prompt": f"Write a poem about the sea, take {i}.", "weak_score": 2.0, "strong_score": 10.0, "fold": i % 4 + 1}
+        for i in range(8)
+    ]
+    records = [
+        {"prompt": p, "weak_score": w, "strong_score": s, "fold": int(f), "benchmark": "toy"}
+        for p, w, s, f in zip(binary.prompts, binary.weak_score, binary.strong_score, binary.fold, strict=True)
+    ]
+    mixed = outcomes_from_records(records + [{**row, "benchmark": "graded"} for row in graded])
+    result = train_scorer(mixed, TrainingConfig(features=HASHING, l2_grid=(10.0,)))
+    assert result.scorer.metadata["gain_scale"] == {"graded": 8.0, "toy": 1.0}
+    scores = result.scorer.score(binary.prompts)
+    hard = binary.weak_score == 0.0
+    # With one global scale (8) the 0/1 labels sat in 0.5 +- 0.0625 and the scores in a sliver.
+    assert scores[hard].mean() - scores[~hard].mean() > 0.4  # labels 1 vs 1/2 (one scale: 0.5625 vs 1/2)
 
 
 def test_scorer_learns_a_separable_task() -> None:

@@ -3,8 +3,9 @@
 One JSON object per line:
   prompt (str), weak_score (float), strong_score (float)            required
   in_tokens_est, weak_out_tokens_est, strong_out_tokens_est (int)   optional: default chars/4 and 0
-  id, benchmark, category (str), fold (1-4), contaminated (bool)    optional
-Scores are any "higher is better" quality (0/1 correctness, a 1-10 judge grade ...).
+  id, benchmark, category (str), fold (int), contaminated (bool)    optional
+Scores are any "higher is better" quality (0/1 correctness, a 1-10 judge grade ...). A row's `fold`
+is kept as the file gives it (any integer, 0 included); only rows without one get a hash fold (1-4).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Outcomes:
     ids: tuple[str, ...]
     prompts: tuple[str, ...]
     benchmarks: tuple[str, ...]
+    categories: tuple[str, ...]  # MMLU subject, MT-Bench category ...; the benchmark when not given
     weak_score: Vector
     strong_score: Vector
     in_tokens: Vector
@@ -52,6 +54,7 @@ class Outcomes:
             ids=tuple(self.ids[i] for i in index),
             prompts=tuple(self.prompts[i] for i in index),
             benchmarks=tuple(self.benchmarks[i] for i in index),
+            categories=tuple(self.categories[i] for i in index),
             weak_score=self.weak_score[index],
             strong_score=self.strong_score[index],
             in_tokens=self.in_tokens[index],
@@ -81,6 +84,9 @@ class Outcomes:
 
     def benchmark_names(self) -> list[str]:
         return sorted(set(self.benchmarks))
+
+    def fold_names(self) -> list[int]:
+        return sorted({int(fold) for fold in self.fold})
 
 
 @dataclass(frozen=True)
@@ -133,18 +139,26 @@ def outcomes_from_records(records: Sequence[Mapping[str, Any]], *, source: str =
 
     chars_over_4 = np.array([len(p) / 4 for p in prompts], dtype=np.float64)
     zeros = np.zeros(len(records), dtype=np.float64)
+    benchmarks = tuple(str(r.get("benchmark", "custom")) for r in records)
     return Outcomes(
         ids=tuple(str(r.get("id", i)) for i, r in enumerate(records)),
         prompts=prompts,
-        benchmarks=tuple(str(r.get("benchmark", "custom")) for r in records),
+        benchmarks=benchmarks,
+        categories=tuple(str(r.get("category") or b) for r, b in zip(records, benchmarks, strict=True)),
         weak_score=column("weak_score", zeros),
         strong_score=column("strong_score", zeros),
         in_tokens=column("in_tokens_est", chars_over_4),
         weak_out_tokens=column("weak_out_tokens_est", zeros),
         strong_out_tokens=column("strong_out_tokens_est", zeros),
-        fold=np.array([int(r.get("fold") or default_fold(p)) for r, p in zip(records, prompts, strict=True)]),
+        # A fold the file gives is kept as given (0 too); only a missing one is derived from the text.
+        fold=np.array([_fold(r, p) for r, p in zip(records, prompts, strict=True)], dtype=np.int64),
         contaminated=np.array([bool(r.get("contaminated", False)) for r in records], dtype=np.bool_),
     )
+
+
+def _fold(record: Mapping[str, Any], prompt: str) -> int:
+    value = record.get("fold")
+    return default_fold(prompt) if value is None else int(value)
 
 
 def default_fold(prompt: str) -> int:
@@ -159,3 +173,8 @@ def _validate(record: Mapping[str, Any], where: str) -> None:
         value = record.get(name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise OutcomeFormatError(f"{where}: {name!r} must be a number")
+    fold = record.get("fold")
+    # An integral float (2.0) is what some JSON writers emit for an int; "2", 2.5 or true are mistakes.
+    whole = isinstance(fold, int) and not isinstance(fold, bool)
+    if fold is not None and not whole and not (isinstance(fold, float) and fold.is_integer()):
+        raise OutcomeFormatError(f"{where}: 'fold' must be an integer, not {fold!r}")
