@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from margin import errors
+from margin.api.access import MetricsListenerGuard
 from margin.api.connections import CONNECTIONS_STATE_KEY, ConnectionGuard, ConnectionsCollector
 from margin.api.errors import http_error_handler, margin_error_handler, unexpected_error_handler
 from margin.api.routes import build_routes
@@ -43,6 +44,7 @@ from margin.pipeline.record import Recorder, RequestRecord
 from margin.pipeline.recovery import Recovery
 from margin.pipeline.route import ModelTable, Router
 from margin.providers.base import Provider
+from margin.providers.health_probes import HealthProbes
 from margin.providers.local_metrics import LocalSlotsCollector
 from margin.providers.malformed import MalformedEventsCollector
 from margin.providers.registry import build_provider
@@ -117,11 +119,17 @@ def create_app(
         ledger=store,
         admin_key=config.server.admin_key.resolve() if config.server.admin_key else None,
         max_body_bytes=config.server.max_body_bytes,
+        probes=HealthProbes(built, interval_s=config.server.health_probe_interval_s),
+        metrics_token=config.server.metrics_token.resolve() if config.server.metrics_token else None,
+        metrics_port=config.server.metrics_port,
     )
     app = Starlette(
         routes=build_routes(),
         # Outermost of margin's own layers: times each request from its arrival to its last byte.
-        middleware=[Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header)],
+        middleware=[
+            Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header),
+            *metrics_listener_guard(config),
+        ],
         lifespan=Lifespan(data_dir, store, limits, writer, state, recovery, sweeper, connections),
         exception_handlers={
             errors.MarginError: margin_error_handler,
@@ -174,6 +182,13 @@ class Lifespan:
             await close_circuits(pipeline.caller.resilience.circuits)
             if pipeline.cache is not None:
                 await pipeline.cache.close()
+
+
+def metrics_listener_guard(config: MarginConfig) -> list[Middleware]:
+    """With a separate metrics listener, that port answers /metrics and /healthz only (no layer,
+    and no cost per request, without one)."""
+    port = config.server.metrics_port
+    return [] if port is None else [Middleware(MetricsListenerGuard, metrics_port=port)]
 
 
 def price_book(config: MarginConfig) -> PriceBook:

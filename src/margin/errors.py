@@ -7,6 +7,7 @@ machinery may retry the same deployment or move to the next one. One handler
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 
@@ -151,7 +152,11 @@ class UpstreamError(MarginError):
     def __init__(
         self, message: str, *, deployment: str | None = None, retry_after: float | None = None, **kwargs: Any
     ) -> None:
-        super().__init__(message, **kwargs)
+        # Upstream text reaches clients and logs: whatever in it is shaped like a secret goes first
+        # (an upstream gateway may echo the credential margin sent it, or another client's).
+        if kwargs.get("details"):
+            kwargs["details"] = redact_json(kwargs["details"])
+        super().__init__(redact_secrets(message), **kwargs)
         self.deployment = deployment
         self.retry_after = retry_after
         # What the upstream had reported of its usage when its stream failed (Anthropic reports the
@@ -249,3 +254,48 @@ class MalformedUpstreamEvent(StreamInterrupted):
     """A streamed event that is not valid JSON: whatever it carried is lost, so the stream is broken."""
 
     code = "upstream_malformed_event"
+
+
+# --- secrets in upstream text -------------------------------------------------------------------
+
+REDACTED = "[redacted]"
+# Shapes of credentials, each matched whole: provider keys (OpenAI's and Anthropic's sk-..., margin's
+# own sk-margin-..., even OpenAI's masked "sk-ab***yz"), AWS, Google, GitHub, Hugging Face, Groq and
+# xAI keys, JWTs, and the value of an Authorization scheme.
+_SECRET_TOKENS = re.compile(
+    r"\bsk-[A-Za-z0-9_*-]{3,}"
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+    r"|\bAIza[0-9A-Za-z_-]{30,}"
+    r"|\b(?:gh[pousr]|github_pat|hf|gsk)_[A-Za-z0-9_]{16,}"
+    r"|\bxai-[A-Za-z0-9]{16,}"
+    r"|\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"
+    r"|(?i:\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{6,}"
+)
+# `api_key=...`, `"x-api-key": "..."`, `token: ...`: the value after a credential-shaped name.
+_ASSIGNED_SECRET = re.compile(
+    r"(?i)(\b(?:[a-z_-]*api[_-]?key|access[_-]?token|auth[_-]?token|secret|password|token|authorization)"
+    r"[\"']?\s*[:=]\s*[\"']?)"
+    r"(?!\[redacted\]|(?i:bearer|basic)\s)([^\s\"',;&}]{4,})"
+)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with every key-shaped part replaced by REDACTED."""
+    text = _SECRET_TOKENS.sub(_redact_token, text)
+    return _ASSIGNED_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def redact_json(value: Any) -> Any:
+    """JSON-like data with every string in it passed through `redact_secrets`."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {k: redact_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_json(v) for v in value]
+    return value
+
+
+def _redact_token(match: re.Match[str]) -> str:
+    scheme = re.match(r"(?i)(bearer|basic)\s+", match.group(0))
+    return (scheme.group(0) if scheme else "") + REDACTED

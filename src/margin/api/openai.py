@@ -128,16 +128,25 @@ async def embeddings(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
-    state = state_of(request)
-    return Response(
-        orjson.dumps({"object": "list", "data": state.model_cards()}), media_type="application/json"
-    )
+    """The models the caller's key may use (all of them where no key is needed); a key where keys
+    are required, as on every other /v1 endpoint."""
+    cards = await _callers_cards(request)
+    return Response(orjson.dumps({"object": "list", "data": cards}), media_type="application/json")
 
 
 async def get_model(request: Request) -> Response:
-    state = state_of(request)
     model_id = request.path_params["model_id"]
-    for card in state.model_cards():
+    for card in await _callers_cards(request):
         if card["id"] == model_id:
             return Response(orjson.dumps(card), media_type="application/json")
-    raise ModelNotFound(f"The model {model_id!r} does not exist on this gateway.", param="model")
+    # The same answer for a model that does not exist and one the key may not use: a key learns
+    # nothing about the models it cannot reach.
+    raise ModelNotFound(f"The model {model_id[:200]!r} does not exist on this gateway.", param="model")
+
+
+async def _callers_cards(request: Request) -> list[dict[str, Any]]:
+    state = state_of(request)
+    auth = request.headers.get("authorization")
+    key = auth[7:] if auth and auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
+    principal = await state.pipeline.auth.principal_for(key)
+    return state.model_cards(principal)

@@ -6,6 +6,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from margin.api.access import is_admin, require_metrics_reader
 from margin.api.openapi import openapi_document
 from margin.api.state import state_of
 
@@ -18,17 +19,22 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     # Ready while some deployment answers, unless this replica itself is wedged: a stuck local
     # worker does not heal on its own, so traffic should go to replicas that can still use theirs.
+    # Public (probes call it without a key), so it answers from health probed at a bounded rate and
+    # names deployments only to the admin (docs/security.md).
     state = state_of(request)
     health = await state.health()
     stuck = state.stuck()
     ready = bool(health) and any(health.values()) and not stuck
-    body: dict[str, object] = {"status": "ready" if ready else "unavailable", "deployments": health}
-    if stuck:
-        body["stuck"] = stuck
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable"}
+    if is_admin(request):
+        body["deployments"] = health
+        if stuck:
+            body["stuck"] = stuck
     return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
 
 async def metrics(request: Request) -> Response:
+    require_metrics_reader(request)  # spend by team is an operator's view
     return Response(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,9 @@ from margin.config.model import MarginConfig
 from margin.metrics import Metrics
 from margin.pipeline.handler import Pipeline
 from margin.providers.base import Provider
+from margin.providers.health_probes import HealthProbes
 from margin.storage import LedgerStore
+from margin.types import Principal
 
 
 @dataclass(slots=True)
@@ -25,12 +26,18 @@ class GatewayState:
     ledger: LedgerStore
     admin_key: str | None
     max_body_bytes: int
+    probes: HealthProbes  # /readyz: each deployment probed at a bounded rate
+    metrics_token: str | None = None
+    metrics_port: int | None = None  # /metrics is served on this listener only
     started_at: float = field(default_factory=time.time)
 
-    def model_cards(self) -> list[dict[str, Any]]:
+    def model_cards(self, principal: Principal) -> list[dict[str, Any]]:
+        """The model names `principal` may ask for, with the deployments that serve them."""
         created = int(self.started_at)
         cards = []
         for group in self.config.models:
+            if not principal.may_use(group.name):
+                continue
             for name in (group.name, *group.aliases):
                 cards.append(
                     {
@@ -43,17 +50,8 @@ class GatewayState:
                 )
         return cards
 
-    async def health(self, timeout: float = 2.0) -> dict[str, bool]:
-        names = list(self.providers)
-
-        async def probe(name: str) -> bool:
-            try:
-                return await asyncio.wait_for(self.providers[name].health(), timeout)
-            except TimeoutError:
-                return False
-
-        results = await asyncio.gather(*(probe(n) for n in names))
-        return dict(zip(names, results, strict=True))
+    async def health(self) -> dict[str, bool]:
+        return await self.probes.health()
 
     def stuck(self) -> list[str]:
         """Deployments with an in-process worker that did not stop when asked (the local model's

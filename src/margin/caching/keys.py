@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 import orjson
 
@@ -25,12 +26,19 @@ _REMOTE_SCHEMES = ("http://", "https://", "ftp://", "gs://", "s3://")
 
 def tenant_of(principal: Principal, scope: TenantScope) -> str:
     """The partition a principal's entries live in. Teams and keys are qualified by org: two orgs
-    may both have a team called "default"."""
+    may both have a team called "default". Each name is percent-encoded, so the separators (`/`
+    here, `|` in the key) cannot occur inside one: org `a/b` + team `c` and org `a` + team `b/c`
+    are two partitions. Names made of letters, digits and `-_.~` read as they are."""
+    org = _part(principal.org)
     if scope == "org":
-        return f"org:{principal.org}"
+        return f"org:{org}"
     if scope == "team":
-        return f"team:{principal.org}/{principal.team}"
-    return f"key:{principal.org}/{principal.key_id}"
+        return f"team:{org}/{_part(principal.team)}"
+    return f"key:{org}/{_part(principal.key_id)}"
+
+
+def _part(name: str) -> str:
+    return quote(name, safe="")
 
 
 def model_identity(decision: RouteDecision | None, requested: str) -> str:

@@ -146,6 +146,17 @@ NEVER_RETRIED: frozenset[str] = frozenset({"context_length", "content_filter", "
 ProviderName = Literal["openai_compat", "anthropic", "local", "local_embed", "fake"]
 
 
+class PassthroughConfig(Strict):
+    """Which client fields, beyond the ones margin translates, may reach this upstream. A built-in
+    deny list drops credential- and routing-shaped fields (api_key, api_base, extra_headers ...);
+    docs/security.md lists it. Names or shell patterns, compared case-insensitively."""
+
+    deny: list[str] = Field(default_factory=list, description="Fields to drop besides the built-in deny list")
+    allow: list[str] = Field(
+        default_factory=list, description="Fields to forward even though a deny pattern matches them"
+    )
+
+
 class DeploymentConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:/@-]+$")
     provider: ProviderName
@@ -174,6 +185,7 @@ class DeploymentConfig(Strict):
     retry: RetryPolicy = RetryPolicy()
     circuit: CircuitPolicy = CircuitPolicy()
     max_attempts_per_second: float | None = Field(None, gt=0)
+    passthrough: PassthroughConfig = PassthroughConfig()
 
     _parse_key = field_validator("api_key", mode="before")(parse_secret)
 
@@ -324,8 +336,20 @@ class ServerConfig(Strict):
     max_connections: int | None = Field(
         None, ge=1, description="open client connections per worker; default: half of `ulimit -n`, at most 4096"
     )
+    # Who may read /metrics (it labels spend by team): docs/security.md, "Metrics".
+    metrics_token: EnvSecret | None = Field(
+        None, description="Bearer token for /metrics (Prometheus' `authorization` scrape setting), e.g. env:VAR"
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics on its own listener (metrics_host) instead of the API port"
+    )
+    metrics_host: str = Field("127.0.0.1", description="Bind address of the metrics listener")
+    health_probe_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="/readyz probes each deployment at most once per this many seconds"
+    )
 
     _parse_admin_key = field_validator("admin_key", mode="before")(parse_secret)
+    _parse_metrics_token = field_validator("metrics_token", mode="before")(parse_secret)
 
 
 class DatabaseConfig(Strict):

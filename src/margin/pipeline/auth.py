@@ -30,13 +30,13 @@ class Authenticator:
 
     async def authenticate(self, ctx: RequestContext) -> Principal:
         """The key's principal, plus what the request declares it is for (`x-margin-purpose`)."""
-        return for_purpose(await self._principal(ctx), ctx.purpose)
+        return for_purpose(await self.principal_for(ctx.api_key), ctx.purpose)
 
-    async def _principal(self, ctx: RequestContext) -> Principal:
+    async def principal_for(self, secret: str | None) -> Principal:
+        """Whose key `secret` is (None: no key presented), or the AuthError the request gets."""
         keys = self.keys
         if keys is None:
             return ANONYMOUS
-        secret = ctx.api_key
         keyless = self.mode is None and not await keys.keys_exist()
         if not secret:
             if keyless or self.mode == "optional":

@@ -25,6 +25,7 @@ from margin.translate import (
     error_from_anthropic,
     message_to_chat_result,
 )
+from margin.translate.passthrough import Passthrough
 from margin.types import JSON, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult
 
 API_VERSION = "2023-06-01"
@@ -33,6 +34,7 @@ API_VERSION = "2023-06-01"
 class AnthropicProvider:
     def __init__(self, deployment: DeploymentConfig) -> None:
         self.deployment = deployment
+        self.passthrough = Passthrough.of(deployment.passthrough)  # credential- and routing-shaped fields stay here
         self._base = (deployment.base_url or "https://api.anthropic.com").rstrip("/")
         if self._base.endswith("/v1"):
             self._base = self._base[:-3]
@@ -68,7 +70,7 @@ class AnthropicProvider:
     def _body(self, request: ChatRequest, *, stream: bool) -> JSON:
         body = build_messages_request(request, model=self.deployment.model)
         body["stream"] = stream
-        return body
+        return self.passthrough.filter(body)  # an Anthropic client's own extra fields are forwarded
 
     async def _post(self, body: JSON) -> aiohttp.ClientResponse:
         if self._session is None:

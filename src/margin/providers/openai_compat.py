@@ -21,6 +21,7 @@ from margin.providers.malformed import MalformedCount
 from margin.providers.sse import iter_sse
 from margin.translate import strip_anthropic_extensions
 from margin.translate._util import ANTHROPIC_PARAMS
+from margin.translate.passthrough import Passthrough
 from margin.types import JSON, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult
 
 # How long a finished stream waits for its `[DONE]` before it is final anyway.
@@ -34,6 +35,7 @@ class OpenAICompatProvider:
         self._base = deployment.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self.malformed = MalformedCount(deployment.name)
+        self.passthrough = Passthrough.of(deployment.passthrough)  # credential- and routing-shaped fields stay here
         self._headers = {"content-type": "application/json", **deployment.headers}
         key = deployment.api_key.resolve() if deployment.api_key else None
         if key:
@@ -64,7 +66,7 @@ class OpenAICompatProvider:
         caps = self.deployment.capabilities
         if ANTHROPIC_PARAMS in request.params:
             request = strip_anthropic_extensions(request)
-        body: JSON = dict(request.params)
+        body: JSON = dict(self.passthrough.filter(request.params))
         body["model"] = self.deployment.model
         if request.kind == "completion":
             path, body["prompt"] = "/completions", request.prompt
@@ -161,7 +163,8 @@ class OpenAICompatProvider:
             response.release() if response.content.at_eof() else response.close()
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
-        body: JSON = {**request.params, "model": self.deployment.model, "input": request.inputs}
+        params = self.passthrough.filter(request.params)
+        body: JSON = {**params, "model": self.deployment.model, "input": request.inputs}
         try:
             response = await self._post("/embeddings", body)
             payload = await timing.read_body(response)

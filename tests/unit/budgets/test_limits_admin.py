@@ -55,7 +55,8 @@ async def test_secrets_never_reach_logs_errors_metrics_or_the_ledger(
         wrong = key[:-4] + "AAAA"
         seen.append(await gw.chat(wrong, model="cheap"))
         seen.append(await gw.client.get("/admin/keys", headers={"authorization": f"Bearer {key}"}))
-        metrics = (await gw.client.get("/metrics")).text
+        metrics = (await gw.client.get("/metrics", headers=AUTH)).text  # /metrics needs the admin key
+        assert "margin_requests_total" in metrics
     texts = [r.text for r in seen] + [str(dict(r.headers)) for r in seen] + [metrics, caplog.text]
     ledger = open_ledger_store(f"sqlite:///{tmp_path}/margin.db", tmp_path)
     rows = [row async for row in ledger.query_rows(0, 4e9)]

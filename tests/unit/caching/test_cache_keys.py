@@ -95,6 +95,26 @@ def test_same_team_name_in_two_orgs_is_two_tenants() -> None:
     assert tenant_of(Principal(org="a", key_id="k"), "key") != tenant_of(Principal(org="b", key_id="k"), "key")
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "scope"),
+    [
+        (Principal(org="a/b", team="c"), Principal(org="a", team="b/c"), "team"),
+        (Principal(org="a/b", key_id="c"), Principal(org="a", key_id="b/c"), "key"),
+        (Principal(org="a|b", team="c"), Principal(org="a", team="b|c"), "team"),
+    ],
+)
+def test_separators_inside_names_never_join_two_tenants(first: Principal, second: Principal, scope: str) -> None:
+    """Issue 16: `team:a/b/c` was both org a/b + team c and org a + team b/c."""
+    assert tenant_of(first, scope) != tenant_of(second, scope)  # type: ignore[arg-type]
+    assert "|" not in tenant_of(first, scope) + tenant_of(second, scope)  # type: ignore[arg-type]
+
+
+def test_plain_names_keep_their_readable_tenant() -> None:
+    """Names of letters, digits and -_.~ read as they are (and keep their existing cache keys)."""
+    assert tenant_of(Principal(org="acme", team="search-v2"), "team") == "team:acme/search-v2"
+    assert tenant_of(Principal(org="a/b", team="c"), "team") == "team:a%2Fb/c"
+
+
 def test_model_identity_names_the_deployments() -> None:
     decision = RouteDecision(model_group="chat", deployments=("a", "b"))
     assert model_identity(decision, "alias") == "chat@a,b"
