@@ -30,11 +30,10 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve the OpenAI- and Anthropic-compatible API. With no --config: the embedded default."""
-    import uvicorn
-
     from margin.factory import config_from_env
     from margin.server.exposure import exposure_problems, refusal_message
     from margin.server.guarded import GuardedHttpProtocol
+    from margin.server.listeners import metrics_listener, metrics_listener_refusal, run_gateway
 
     if config_path:
         CONFIG_FILE.export(os.path.abspath(config_path))
@@ -44,14 +43,19 @@ def serve(
         raise click.ClickException(exc.message) from None
     server = config.server
     bind = host or server.host
+    api_port = port if port is not None else server.port
     problems = exposure_problems(bind, config)  # before anything binds: nothing is ever exposed unprotected
     if problems:
         raise click.ClickException(refusal_message(bind, problems))
-    uvicorn.run(
+    refused = metrics_listener_refusal(config, api_port)
+    if refused:
+        raise click.ClickException(refused)
+    run_gateway(
         "margin.factory:app_from_env",
+        metrics=metrics_listener(config),  # /metrics on its own socket (server.metrics_port)
         factory=True,
         host=bind,
-        port=port if port is not None else server.port,
+        port=api_port,
         workers=workers or server.workers,
         loop="uvloop",
         http=GuardedHttpProtocol,  # coalesced writes; header and idle timeouts, connection cap
