@@ -45,6 +45,21 @@ def max_output_tokens(requested: int | None, n: int, default: int, context_windo
     return cap * max(1, n)
 
 
+def largest_fitting(needs: Callable[[int], int], room: int, upper: int) -> int | None:
+    """The largest max_tokens in [1, upper] whose worst case `needs(max_tokens)` is within `room`,
+    or None when not even 1 fits. `needs` grows with max_tokens, so a binary search finds it."""
+    if upper < 1 or needs(1) > room:
+        return None
+    low, high = 1, upper  # needs(low) fits; find the last that does
+    while low < high:
+        middle = (low + high + 1) // 2
+        if needs(middle) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 class WorstRates:
     """USD per token at each deployment's dearest input and output buckets, per long-context tier,
     worked out once: a request's worst case is then two exact multiplications."""

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from margin.budgets.admission import Limiter, Ticket
-from margin.budgets.estimate import Demand, WorstRates, demand_of, max_output_tokens, nano_ceil
+from margin.budgets.estimate import Demand, WorstRates, demand_of, largest_fitting, max_output_tokens, nano_ceil
+from margin.budgets.refusals import BudgetRefusal
 from margin.budgets.rules import Rule, key_rules
 from margin.config.model import DeploymentConfig
 from margin.errors import PermissionDenied
@@ -59,9 +60,14 @@ class Limits:
         applied = limiter.applicable(ctx.principal, deployments[0] if deployments else None, self._rules_of(ctx))
         if not applied:
             return  # nothing limits this request: no store round trip at all
-        demand = self.cascade_demand(request, ctx.decision)
+        counted = ctx.prompt_counts
+        prompts = dict(counted.tokens) if counted is not None and counted.request is request else None
+        demand = self.cascade_demand(request, ctx.decision, prompts)  # counted ahead, off the loop
         note = self.durable.note(ctx)
-        ticket = await limiter.reserve(ctx.principal, applied, demand, note)
+        try:
+            ticket = await limiter.reserve(ctx.principal, applied, demand, note)
+        except BudgetRefusal as refusal:
+            raise self._explained(refusal, request, ctx.decision, demand) from None
         ctx.reservation = ticket
         self.durable.reserved(ctx, ticket, note, demand)
 
@@ -75,6 +81,28 @@ class Limits:
         self.limiter.settle(ticket, cost_nano=cost, tokens=tokens)
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _explained(
+        self, refusal: BudgetRefusal, request: ChatRequest | EmbeddingRequest, decision: RouteDecision, demand: Demand
+    ) -> BudgetRefusal:
+        """The refusal, naming what this request tried to reserve and the largest max_tokens that
+        would have fitted in what is left (refusal path only: a few demand computations)."""
+        shortfall = refusal.shortfall
+        kind = shortfall.applied.rule.kind
+        requested = demand.cost_nano if kind == "usd" else demand.tokens
+        fits = None
+        if isinstance(request, ChatRequest) and shortfall.room > 0:
+            prompts: dict[str, int] = {}  # the prompt is counted once per deployment, not once per probe
+
+            def needs(max_tokens: int) -> int:
+                params = {k: v for k, v in request.params.items() if k != "max_completion_tokens"}
+                trial = dataclasses.replace(request, params={**params, "max_tokens": max_tokens})
+                found = self.cascade_demand(trial, decision, prompts)
+                return found.cost_nano if kind == "usd" else found.tokens
+
+            upper = request.max_output_tokens or self.default_max_output_tokens
+            fits = largest_fitting(needs, shortfall.room, upper - 1)
+        return refusal.explained(requested, fits)
 
     def _restrict_cost_ranks(self, ctx: RequestContext) -> None:
         ranks = ctx.principal.allowed_cost_ranks
@@ -106,29 +134,42 @@ class Limits:
             self._key_rules[key_id] = cached
         return cached[1]
 
-    def cascade_demand(self, request: ChatRequest | EmbeddingRequest, decision: RouteDecision) -> Demand:
+    def cascade_demand(
+        self, request: ChatRequest | EmbeddingRequest, decision: RouteDecision, prompts: dict[str, int] | None = None
+    ) -> Demand:
         """The worst case of the whole route. A cascade may pay for an answer on every tier it climbs
         through, so each escalation step adds its own worst case (conservative: the settle returns
-        what was not spent)."""
-        demand = self.demand(request, decision.deployments)
+        what was not spent). `prompts` remembers prompt sizes per deployment across calls."""
+        demand = self.demand(request, decision.deployments, prompts)
         for step in decision.escalation:
-            extra = self.demand(request, step.deployments)
+            extra = self.demand(request, step.deployments, prompts)
             demand = Demand(cost_nano=demand.cost_nano + extra.cost_nano, tokens=demand.tokens + extra.tokens)
         return demand
 
-    def demand(self, request: ChatRequest | EmbeddingRequest, deployments: tuple[str, ...]) -> Demand:
+    def demand(
+        self,
+        request: ChatRequest | EmbeddingRequest,
+        deployments: tuple[str, ...],
+        prompts: dict[str, int] | None = None,
+    ) -> Demand:
         assert self.meter is not None and self.rates is not None
         meter, rates = self.meter, self.rates
         if isinstance(request, EmbeddingRequest):
 
             def prompt(name: str) -> int:
+                if prompts is not None and name in prompts:
+                    return prompts[name]
                 count = meter.counter_for(name)
                 return sum(len(i) if isinstance(i, list) else count(i) for i in request.inputs)
 
             return demand_of(rates, deployments, prompt_tokens=prompt, output_tokens=lambda _n, _p: 0)
 
         def chat_prompt(name: str) -> int:
-            return meter.estimate_prompt(request, meter.counter_for(name))
+            if prompts is None:
+                return meter.estimate_prompt(request, meter.counter_for(name))
+            if name not in prompts:
+                prompts[name] = meter.estimate_prompt(request, meter.counter_for(name))
+            return prompts[name]
 
         def output(name: str, prompt: int) -> int:
             config = self.deployments.get(name)
