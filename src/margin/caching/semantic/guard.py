@@ -284,6 +284,20 @@ def agree(a: Features, b: Features) -> Verdict:
     return Verdict(True)
 
 
+def disagreements(a: Features, b: Features) -> frozenset[str]:
+    """Every check that fails (agree stops at the first): features for a learned decision."""
+    checks = {
+        "numbers": a.numbers != b.numbers,
+        "negation": a.negations != b.negations or _prefix_negated(a, b) or _prefix_negated(b, a),
+        "contrast": a.contrast != b.contrast or a.comparatives != b.comparatives,
+        "order": a.contrast_order != b.contrast_order or not _same_order(a, b),
+        "question": a.focus != b.focus,
+        "entities": not _covered(a, b) or not _covered(b, a),
+        "direction": not _pairs_hold(a, b) or not _pairs_hold(b, a),
+    }
+    return frozenset(name for name, failed in checks.items() if failed)
+
+
 def _prefix_negated(a: Features, b: Features) -> bool:
     """Negation by affix: "unsafe" vs "safe", "invisible" vs "visible", "careless" vs "careful"."""
     for token in set(a.tokens) - set(b.positions):
