@@ -20,8 +20,9 @@ async def serving(app: ASGIApp, *, start_timeout_s: float = 30.0) -> AsyncIterat
     block shuts the server down gracefully, so the app's shutdown (drains, flushes) has run."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", timeout_graceful_shutdown=10
-    )
+        app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", timeout_graceful_shutdown=10,
+        proxy_headers=False,  # as `margin serve`: the peer is the client margin sees (api/client_address.py)
+    )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name=f"uvicorn-{port}")
     async with asyncio.timeout(start_timeout_s):
