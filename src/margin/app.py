@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import disable_created_metrics
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -40,6 +41,7 @@ from margin.pipeline.durable import DurableIntents
 from margin.pipeline.handler import Pipeline
 from margin.pipeline.ledger_rows import rows_for
 from margin.pipeline.meter import Meter
+from margin.pipeline.operator_gauges import OperatorGauges
 from margin.pipeline.record import Recorder, RequestRecord
 from margin.pipeline.recovery import Recovery
 from margin.pipeline.route import ModelTable, Router
@@ -72,6 +74,7 @@ def create_app(
     built = {d.name: (providers or {}).get(d.name) or build_provider(d) for d in config.deployments}
     cost_ranks = {d.name: d.cost_rank for d in config.deployments}
     data_dir = resolve_data_dir(config)
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no `*_created` series (process-wide)
     metrics = Metrics()
     store = ledger or open_ledger_store(config.database.url, data_dir)
     journal = Journal(data_dir / "journal") if config.metering.journal else None  # opened by the recovery
@@ -107,6 +110,9 @@ def create_app(
     )
     metrics.registry.register(MalformedEventsCollector(built.values()))
     metrics.registry.register(LocalSlotsCollector(built.values()))  # slots, queue, stuck workers
+    gauges = OperatorGauges(caller, limits.stage)  # circuits, in flight per deployment, team budgets
+    metrics.registry.register(gauges)
+    metrics.refreshers.append(gauges.refresh)
     connections = ConnectionGuard.from_config(config.server)  # enforced by `margin serve`'s protocol
     metrics.registry.register(ConnectionsCollector(connections))
     if pipeline.cache is not None:

@@ -3,6 +3,7 @@ process never share counters). Updated by the recorder off the request path."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -18,7 +19,7 @@ class Metrics:
             "margin_requests", "Requests answered", ["endpoint", "model_group", "status"], registry=r
         )
         self.errors = Counter(
-            "margin_errors", "Requests failed, by error class", ["endpoint", "error"], registry=r
+            "margin_errors", "Requests failed, by error (vocabulary: docs/metrics.md)", ["endpoint", "error"], registry=r
         )
         self.attempts = Counter(
             "margin_upstream_attempts", "Calls to upstream deployments", ["deployment", "status"], registry=r
@@ -94,6 +95,8 @@ class Metrics:
         )  # fmt: skip
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Awaited before each scrape: gauges whose state lives in a store (circuits, budgets).
+        self.refreshers: list[Callable[[], Awaitable[None]]] = []
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, cached: prometheus_client's own lookup costs microseconds per call."""
@@ -102,6 +105,10 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    async def refresh(self) -> None:
+        for refresher in self.refreshers:
+            await refresher()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -35,7 +35,9 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     require_metrics_reader(request)  # spend by team is an operator's view
-    return Response(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    metrics = state_of(request).metrics
+    await metrics.refresh()  # circuit and budget gauges read their stores (bounded by a timeout)
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 async def openapi(request: Request) -> Response:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from margin.metrics import Metrics
 from margin.pipeline.context import RequestContext
+from margin.pipeline.error_labels import ErrorLabels
 from margin.pipeline.route_labels import observe_route
 from margin.types import Attempt, Usage
 
@@ -45,6 +46,7 @@ class Recorder:
         self.metrics = metrics
         self.queue: asyncio.Queue[RequestRecord] = asyncio.Queue(max_queue)
         self.sinks = list(sinks or [])
+        self.error_label = ErrorLabels()  # one vocabulary with docs/failover.md (docs/metrics.md)
         self._task: asyncio.Task[None] | None = None
 
     def submit(self, record: RequestRecord) -> None:
@@ -102,7 +104,7 @@ class Recorder:
         outcome = record.status if record.status in ("ok", "cancelled") else "error"
         m.child(m.requests, ctx.endpoint, group, outcome).inc()
         if outcome == "error":
-            m.child(m.errors, ctx.endpoint, record.status).inc()
+            m.child(m.errors, ctx.endpoint, self.error_label(record.status)).inc()
         for attempt in ctx.attempts:
             m.child(m.attempts, attempt.deployment, attempt.status).inc()
             self._observe_cost(attempt, group, ctx.principal.team)

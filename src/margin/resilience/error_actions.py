@@ -84,8 +84,13 @@ TRIPS_CIRCUIT: frozenset[ErrorClassName] = frozenset(
 
 def error_class(error: errors.MarginError) -> ErrorClassName | None:
     """The failover class of an error, or None for the gateway's own errors (never failed over)."""
+    return error_class_of_type(type(error))
+
+
+def error_class_of_type(kind: type[errors.MarginError]) -> ErrorClassName | None:
+    """`error_class` of an error class (the metrics' error label names ended requests by class)."""
     for cls, name in _CLASS_OF:
-        if isinstance(error, cls):
+        if issubclass(kind, cls):
             return name
     return None
 
