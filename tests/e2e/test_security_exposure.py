@@ -106,7 +106,7 @@ def gateway_config(tmp_path: Path, upstream: str, server: str) -> str:
     return f"""
 data_dir: {tmp_path}
 auth: required
-server: {{admin_key: {ADMIN}, {server}}}
+server: {{{server}}}
 cache: {{enabled: true, backend: memory, scope: team}}
 deployments:
   - {{name: small, provider: fake, model: small, {priced}}}
@@ -151,7 +151,8 @@ async def _gateway(tmp_path: Path, server: str) -> AsyncIterator[Gateway]:
 
 @pytest.fixture
 async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
-    async for served in _gateway(tmp_path, f"metrics_token: {METRICS_TOKEN}, health_probe_interval_s: 30"):
+    server = f"admin_key: {ADMIN}, metrics_token: {METRICS_TOKEN}, health_probe_interval_s: 30"
+    async for served in _gateway(tmp_path, server):
         yield served
 
 
@@ -174,10 +175,21 @@ async def test_metrics_need_the_metrics_token_or_the_admin_key(gw: Gateway) -> N
 
 
 async def test_without_a_metrics_token_metrics_need_the_admin_key(tmp_path: Path) -> None:
-    async for gw in _gateway(tmp_path, "health_probe_interval_s: 30"):
+    async for gw in _gateway(tmp_path, f"admin_key: {ADMIN}"):
         assert (await gw.http.get("/metrics")).status_code == 401
         assert (await gw.http.get("/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"})).status_code == 403
         assert "margin_requests_total" in (await gw.http.get("/metrics", headers=ADMIN_AUTH)).text
+
+
+async def test_without_any_key_configured_metrics_answer_this_machine_only(tmp_path: Path) -> None:
+    """No admin key, no metrics token: /metrics and /readyz's details are the local operator's, and
+    a request relayed by a proxy (one not in server.trusted_proxies) is not local."""
+    async for gw in _gateway(tmp_path, "health_probe_interval_s: 30"):
+        assert (await gw.http.get("/metrics")).status_code == 200
+        assert "deployments" in (await gw.http.get("/readyz")).json()
+        relayed = {"x-forwarded-for": "203.0.113.9"}
+        assert (await gw.http.get("/metrics", headers=relayed)).status_code == 403
+        assert (await gw.http.get("/readyz", headers=relayed)).json() == {"status": "ready"}
 
 
 # --- /v1/models -----------------------------------------------------------------------------------
