@@ -45,7 +45,10 @@ class LimitsParts:
     async def start(self) -> None:
         await self.key_store.migrate()
         await self.counters.migrate()
-        await self.keys.keys_exist()  # known before the first request: keys exist -> keys required
+        try:
+            await self.keys.keys_exist()  # known before the first request: keys exist -> keys required
+        except StorageError as exc:  # asked again by the first request (which fails closed meanwhile)
+            log.warning("the key store did not say whether keys exist: %s", exc)
         await self.upkeep.start()
 
     async def stop(self) -> None:

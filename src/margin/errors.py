@@ -8,6 +8,7 @@ machinery may retry the same deployment or move to the next one. One handler
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any, ClassVar
 
 
@@ -50,6 +51,22 @@ class MarginError(Exception):
         }
         error.update(self.details)
         return {"error": error}
+
+
+# --- what a message may repeat of the client's input ----------------------------------------------
+
+SHOWN_CHARS = 64
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters: a model name, role or header
+    a client sent is echoed so it can be recognised, never whole (a 7 MB model name once came
+    back whole in its 404)."""
+    if not isinstance(value, str):
+        return reprlib.repr(value)[: limit + 8]  # reprlib's work is bounded however large the value
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"
 
 
 # --- the client's fault -------------------------------------------------------------------------

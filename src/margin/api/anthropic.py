@@ -6,8 +6,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from margin.api.body import read_json
-from margin.api.openai import new_context, response_headers
+from margin.api.body import off_loop_if_large
+from margin.api.openai import authenticated_body, new_context, response_headers
 from margin.api.sse import EventStreamResponse, named_events
 from margin.api.state import state_of
 from margin.translate import (
@@ -21,20 +21,19 @@ from margin.translate import (
 async def messages(request: Request) -> Response:
     state = state_of(request)
     ctx = new_context(request, "messages")
-    raw = await read_json(request, state.max_body_bytes)
-    chat = parse_messages_request(raw)
+    body = await authenticated_body(request, ctx)  # the key first: a caller without one costs no parsing
+    chat = await off_loop_if_large(body, lambda: parse_messages_request(body.data))
     if not chat.stream:
         result = await state.pipeline.chat(ctx, chat)
-        body = chat_result_to_message(result, model=result.model)
+        message = chat_result_to_message(result, model=result.model)
         return Response(
-            orjson.dumps(body), media_type="application/json", headers=response_headers(ctx)
+            orjson.dumps(message), media_type="application/json", headers=response_headers(ctx)
         )
     chunks = await state.pipeline.stream(ctx, chat)
     # message_start carries the upstream's input figures when it reported them first (Anthropic),
     # otherwise this prompt estimate: an OpenAI-shaped upstream reports usage only at the end.
-    meter = state.pipeline.meter
     encoder = AnthropicStreamEncoder(
-        model=ctx.model or chat.model, input_tokens=meter.estimate_prompt(chat, meter.estimator(ctx))
+        model=ctx.model or chat.model, input_tokens=state.pipeline.meter.prompt_for(ctx, chat)
     )
     events = named_events(chunks, encoder.feed_named, encoder.finish_named, named_error_event)
     headers = {**response_headers(ctx), "cache-control": "no-cache"}

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
 from margin.api import timing
-from margin.api.body import read_json, validate
+from margin.api.body import JsonBody, read_body, validated
 from margin.api.ids import new_request_id
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from margin.api.sse import EventStreamResponse, openai_events
@@ -36,6 +37,20 @@ def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
         if value:
             ctx.route_hints[hint] = value  # pins or caps the tier of a tiered model group
     return ctx
+
+
+async def read_valid_body(request: Request, ctx: RequestContext, schema: type[BaseModel]) -> dict[str, Any]:
+    """The caller's key first, from the headers (a caller without one costs no parsing), then the
+    body: bounded in size, shape and message count, validated off the loop when large."""
+    body = await authenticated_body(request, ctx)
+    await validated(schema, body)
+    return body.data
+
+
+async def authenticated_body(request: Request, ctx: RequestContext) -> JsonBody:
+    state = state_of(request)
+    await state.pipeline.authenticate(ctx)
+    return await read_body(request, state.max_body_bytes, max_messages=state.config.server.max_messages)
 
 
 def response_headers(ctx: RequestContext) -> dict[str, str]:
@@ -92,8 +107,7 @@ async def _sampling(
 ) -> Response:
     state = state_of(request)
     ctx = new_context(request, endpoint)
-    raw = await read_json(request, state.max_body_bytes)
-    validate(schema, raw)
+    raw = await read_valid_body(request, ctx, schema)
     chat = chat_request(raw, kind="completion" if endpoint == "completions" else "chat")
     if not chat.stream:
         result = await state.pipeline.chat(ctx, chat)
@@ -111,8 +125,7 @@ def _stream_headers(ctx: RequestContext) -> dict[str, str]:
 async def embeddings(request: Request) -> Response:
     state = state_of(request)
     ctx = new_context(request, "embeddings")
-    raw = await read_json(request, state.max_body_bytes)
-    validate(EmbeddingBody, raw)
+    raw = await read_valid_body(request, ctx, EmbeddingBody)
     inputs = raw["input"]
     if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
         inputs = [inputs]

@@ -85,15 +85,16 @@ class KeyService:
     # --- the request path -------------------------------------------------------------------------
 
     async def keys_exist(self) -> bool:
+        """Does any key exist (for `auth` unset: are keys required)? Once one has, always. The
+        store's "no" is kept for `cache_s`; past that, a store that does not answer raises
+        StorageError: this replica cannot tell, and the caller fails closed (a key created on
+        another replica, or revoked there, must not be served as "no key needed yet")."""
         if self._exist:
             return True
         now = self.clock()
         if now - self._exist_checked_at >= self.cache_s:
+            self._exist = await self.store.count_keys() > 0  # StorageError: unknown, asked again next time
             self._exist_checked_at = now
-            try:
-                self._exist = await self.store.count_keys() > 0
-            except StorageError:
-                return False  # no key could be checked anyway: stay in keyless mode until the store answers
         return self._exist
 
     async def lookup(self, secret: str) -> KeyRecord | None:

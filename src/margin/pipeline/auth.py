@@ -6,6 +6,10 @@ placeholders), but a known one is honoured: another replica may have created it 
 its budgets must apply here at once, not when this replica next re-checks whether keys exist.
 `required`: always. `optional`: a missing key is the anonymous principal, a presented one must be
 valid. Messages never repeat the key presented.
+
+With `auth` unset, a replica that has never seen a key and whose key store does not answer (its
+last "no keys" is older than the 5 s it is kept) cannot tell whether keys are required: it answers
+503 (retry-after 1) rather than serve an unknown or revoked key as "no key needed yet".
 """
 
 from __future__ import annotations
@@ -32,12 +36,23 @@ class Authenticator:
         """The key's principal, plus what the request declares it is for (`x-margin-purpose`)."""
         return for_purpose(await self.principal_for(ctx.api_key), ctx.purpose)
 
+    async def _keys_exist(self, keys: KeyService) -> bool:
+        try:
+            return await keys.keys_exist()
+        except StorageError:
+            # Fail closed: not knowing whether keys exist, this replica cannot tell an unknown or
+            # revoked key from an SDK's placeholder, nor whether a request needs a key at all.
+            raise ServiceUnavailable(
+                "The key store is unreachable, so this gateway cannot tell whether a key is needed.",
+                headers={"retry-after": "1"},
+            ) from None
+
     async def principal_for(self, secret: str | None) -> Principal:
         """Whose key `secret` is (None: no key presented), or the AuthError the request gets."""
         keys = self.keys
         if keys is None:
             return ANONYMOUS
-        keyless = self.mode is None and not await keys.keys_exist()
+        keyless = self.mode is None and not await self._keys_exist(keys)
         if not secret:
             if keyless or self.mode == "optional":
                 return ANONYMOUS

@@ -110,7 +110,11 @@ class Caller:
     def plan(self, ctx: RequestContext, request: ChatRequest | None) -> Run:
         assert ctx.decision is not None
         res = self.resilience
-        tokens = prompt_estimate(request, self.counter(ctx.decision.deployments[0])) if request else 0
+        tokens = 0
+        if request is not None:
+            first = ctx.decision.deployments[0]
+            counted = ctx.counted_prompt(request, first)  # ahead, off the loop (Meter.count_ahead)
+            tokens = counted if counted is not None else prompt_estimate(request, self.counter(first))
         return Run(
             deadline=Deadline.after(res.failover.deadline, res.clock),
             budget=RetryBudget(res.failover.retry_budget),

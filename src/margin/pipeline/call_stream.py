@@ -330,8 +330,9 @@ class CallStream:
         with_error = getattr(error, "usage_so_far", None)
         reported = self.attempt_usage or (with_error if isinstance(with_error, Usage) else None) or self.attempt_so_far
         count = self.caller.counter(attempt.deployment)
+        counted = self.ctx.counted_prompt(self.request, attempt.deployment)  # ahead, off the loop
         estimate = Usage(
-            input_uncached=prompt_estimate(self.request, count),
+            input_uncached=counted if counted is not None else prompt_estimate(self.request, count),
             output=count("".join(self.attempt_text)),
             source="estimated",
         )

@@ -9,9 +9,20 @@ from typing import Literal
 
 from margin.routing.policies.outcome import RouteOutcome
 from margin.storage.ledger_row import LedgerRow
-from margin.types import Attempt, Cost, Principal, RouteDecision, Usage
+from margin.types import Attempt, ChatRequest, Cost, EmbeddingRequest, Principal, RouteDecision, Usage
 
 Endpoint = Literal["chat", "completions", "embeddings", "messages"]
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCounts:
+    """A request's prompt tokens as each deployment of its route counts them, counted once before
+    the request is admitted, off the event loop where the tokenizer is slow
+    (`margin.pipeline.meter.Meter.count_ahead`). Only for that request object: a continuation built
+    from it (a prefill) is another prompt."""
+
+    request: ChatRequest | EmbeddingRequest
+    tokens: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -23,6 +34,7 @@ class RequestContext:
     started: float = field(default_factory=time.perf_counter)
     wall_started: float = field(default_factory=time.time)
     principal: Principal = field(default_factory=Principal)
+    authenticated: bool = False  # stage ① ran (the HTTP layer runs it before reading the body)
     decision: RouteDecision | None = None
     attempts: list[Attempt] = field(default_factory=list)
     # Upstream time of calls made for this request outside its own attempts (a cascade's verifier);
@@ -41,11 +53,19 @@ class RequestContext:
     route_outcome: RouteOutcome = field(default_factory=RouteOutcome)  # what tiered routing did
     counterfactual: Cost | None = None  # a routed request's cost had the premium tier answered it
     reservation: object | None = None  # stage ②'s ticket (margin.budgets.admission.Ticket), settled once
+    prompt_counts: PromptCounts | None = None
 
     # Set by the HTTP layer: when the response's last byte went to the server (perf_counter), and,
     # until then, what waits for it (the request's records, so they carry the complete overhead).
     written_at: float | None = None
     on_written: list[Callable[[], None]] | None = None
+
+    def counted_prompt(self, request: ChatRequest | EmbeddingRequest, deployment: str | None) -> int | None:
+        """`request`'s prompt tokens on `deployment` as counted ahead, or None (not counted)."""
+        counts = self.prompt_counts
+        if counts is None or counts.request is not request or deployment is None:
+            return None
+        return counts.tokens.get(deployment)
 
     def upstream_time(self) -> float:
         """Seconds the upstreams spent on this request so far, as the adapters measured them: per

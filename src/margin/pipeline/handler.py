@@ -24,7 +24,7 @@ from margin.pipeline.limits import Limits
 from margin.pipeline.meter import Meter, StreamMeter
 from margin.pipeline.record import Recorder
 from margin.pipeline.route import ModelTable, Router, route
-from margin.types import ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult, Usage
+from margin.types import ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult, RouteDecision, Usage
 
 
 class Pipeline:
@@ -54,6 +54,20 @@ class Pipeline:
             ctx, meter=self.meter, limits=self.limits, recorder=self.recorder, end_attempt=self.caller.end
         )
 
+    async def authenticate(self, ctx: RequestContext) -> None:
+        """Stage ① from the request's headers alone, before its body is read, so that a caller
+        without a valid key costs no parsing. A refusal ends the request as any other (recorded once)."""
+        try:
+            await self._authenticated(ctx)
+        except BaseException as error:
+            await self.lifecycle(ctx).end(status_of(error), None)
+            raise
+
+    async def _authenticated(self, ctx: RequestContext) -> None:
+        if not ctx.authenticated:
+            ctx.principal = await self.auth.authenticate(ctx)
+            ctx.authenticated = True
+
     async def chat(self, ctx: RequestContext, request: ChatRequest) -> ChatResult:
         async with self.lifecycle(ctx) as life:
             lookup = await self._admit(life, request)
@@ -76,8 +90,9 @@ class Pipeline:
 
     async def embed(self, ctx: RequestContext, request: EmbeddingRequest) -> EmbeddingResult:
         async with self.lifecycle(ctx) as life:
-            ctx.principal = await self.auth.authenticate(ctx)
+            await self._authenticated(ctx)
             ctx.decision = route(self.table, request.model, ctx.principal)
+            await self.meter.count_ahead(ctx, request, route_deployments(ctx.decision))
             await life.reserve(request)
             result = await self.caller.embed(ctx, request)
             life.usage = result.usage
@@ -88,8 +103,9 @@ class Pipeline:
     async def _admit(self, life: RequestLifecycle, request: ChatRequest) -> CacheHit | CacheMiss | None:
         """Who asks, which model group, within which limits, and whether the cache answers."""
         ctx = life.ctx
-        ctx.principal = await self.auth.authenticate(ctx)
+        await self._authenticated(ctx)
         ctx.decision = self.router.decide(ctx, request)
+        await self.meter.count_ahead(ctx, request, route_deployments(ctx.decision))
         await life.reserve(request)
         if self.cache is None:
             return None
@@ -167,6 +183,11 @@ class Pipeline:
             await life.end(status, meters.final_usage())
 
 
+def route_deployments(decision: RouteDecision) -> list[str]:
+    """Every deployment the request may reach: the route and each cascade step up."""
+    return [*decision.deployments, *(name for step in decision.escalation for name in step.deployments)]
+
+
 async def _achain(first: Chunk, rest: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     yield first
     async for chunk in rest:
@@ -184,7 +205,7 @@ class AttemptMeters:
 
     def _new(self, request: ChatRequest) -> StreamMeter:
         count = self.meter.estimator(self.ctx)
-        return StreamMeter(request, estimate=count, prompt_tokens=self.meter.estimate_prompt(request, count))
+        return StreamMeter(request, estimate=count, prompt_tokens=self.meter.prompt_for(self.ctx, request))
 
     def observe(self, chunk: Chunk, rest: CallStream) -> Chunk | None:
         if self.index != rest.source:  # a fallback took over

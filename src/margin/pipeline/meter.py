@@ -5,13 +5,13 @@ client hangs up halfway."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from margin.metering.pricebook import PriceBook
 from margin.metering.usage_fill import fill_unreported
-from margin.pipeline.context import RequestContext
+from margin.pipeline.context import PromptCounts, RequestContext
 from margin.providers.base import Provider
-from margin.types import COST_BUCKETS, JSON, ChatRequest, Chunk, Cost, Usage
+from margin.types import COST_BUCKETS, JSON, ChatRequest, Chunk, Cost, EmbeddingRequest, Usage
 
 TokenCounter = Callable[[str], int]
 
@@ -33,6 +33,25 @@ def prompt_text(request: ChatRequest) -> list[str]:
         elif isinstance(content, list):
             texts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return texts
+
+
+def framing_tokens(request: ChatRequest) -> int:
+    """Chat framing: 3 tokens per message and 3 to prime the reply (OpenAI's published rule)."""
+    return 0 if request.kind == "completion" else 3 * len(request.messages) + 3
+
+
+def _texts_of(request: ChatRequest | EmbeddingRequest) -> list[str]:
+    if isinstance(request, ChatRequest):
+        return prompt_text(request)
+    return [text for text in request.inputs if isinstance(text, str)]
+
+
+def _uncounted_tokens(request: ChatRequest | EmbeddingRequest) -> int:
+    """What a prompt costs besides its texts: chat framing, or the embedding inputs already given
+    as token arrays (counted by their length)."""
+    if isinstance(request, ChatRequest):
+        return framing_tokens(request)
+    return sum(len(tokens) for tokens in request.inputs if isinstance(tokens, list))
 
 
 def answer_text(body: JSON) -> list[str]:
@@ -60,9 +79,32 @@ class Meter:
         return self.counter_for(ctx.deployment)
 
     def estimate_prompt(self, request: ChatRequest, count: TokenCounter) -> int:
-        # 3 tokens of chat framing per message and 3 to prime the reply (OpenAI's published rule).
-        framing = 0 if request.kind == "completion" else 3 * len(request.messages) + 3
-        return sum(count(t) for t in prompt_text(request)) + framing
+        return sum(count(t) for t in prompt_text(request)) + framing_tokens(request)
+
+    def prompt_for(self, ctx: RequestContext, request: ChatRequest, deployment: str | None = None) -> int:
+        """`request`'s prompt tokens on `deployment` (default: the one that answered): as counted
+        ahead when it was (`count_ahead`), else counted now."""
+        name = deployment or ctx.deployment
+        counted = ctx.counted_prompt(request, name)
+        return counted if counted is not None else self.estimate_prompt(request, self.counter_for(name))
+
+    async def count_ahead(
+        self, ctx: RequestContext, request: ChatRequest | EmbeddingRequest, deployments: Iterable[str]
+    ) -> None:
+        """Count the prompt once for every deployment whose tokenizer is too slow for the event loop
+        (the local models), off the loop, before the request reserves its budget; the rest count
+        with the byte estimate, cheap enough to run where needed."""
+        texts: list[str] | None = None
+        tokens: dict[str, int] = {}
+        for name in dict.fromkeys(deployments):
+            ahead = getattr(self.providers.get(name), "count_tokens_ahead", None)
+            if not callable(ahead):
+                continue
+            if texts is None:
+                texts = _texts_of(request)
+            tokens[name] = await ahead(texts) + _uncounted_tokens(request)
+        if tokens:
+            ctx.prompt_counts = PromptCounts(request, tokens)
 
     def usage_of(self, ctx: RequestContext, request: ChatRequest, usage: Usage | None, body: JSON) -> Usage:
         """The upstream's report, or an estimate marked as such when it sent none."""
@@ -70,7 +112,7 @@ class Meter:
             return usage
         count = self.estimator(ctx)
         output = sum(count(t) for t in answer_text(body))
-        return Usage(input_uncached=self.estimate_prompt(request, count), output=output, source="estimated")
+        return Usage(input_uncached=self.prompt_for(ctx, request), output=output, source="estimated")
 
     def settle(self, ctx: RequestContext, usage: Usage | None) -> Cost | None:
         """Price every attempt (failed ones cost what they were billed: nothing unless they carry

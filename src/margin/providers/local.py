@@ -20,7 +20,7 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from margin.metering.usage import openai_usage
 from margin.providers import timing
 from margin.providers.local_slots import SlotPool, SlotStats
 from margin.providers.local_worker import Generation, Produce, WorkerFailed
+from margin.providers.token_count import OffLoopCounter, longest_token_bytes
 from margin.types import JSON, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult, Usage
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -86,6 +87,8 @@ class LocalProvider:
         self._load_model = load_model or self._open_model
         self._loading: asyncio.Task[None] | None = None
         self._tokenizer: Any = None
+        # Prompt counts never stall the event loop (margin.providers.token_count).
+        self._counter = OffLoopCounter(deployment.context_window or self.settings.n_ctx)
 
     @property
     def native_completions(self) -> bool:
@@ -100,7 +103,10 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         for _ in range(self.settings.max_concurrency):
             model = await loop.run_in_executor(self._executor, self._load_model)
-            self._tokenizer = self._tokenizer or model
+            if self._tokenizer is None:
+                longest = await loop.run_in_executor(self._executor, longest_token_bytes, model)
+                self._tokenizer = model
+                self._counter.attach(self._tokenize, max_token_chars=longest)
             self._slots.add(model)
 
     def _open_model(self) -> Any:
@@ -123,8 +129,13 @@ class LocalProvider:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def count_tokens(self, text: str) -> int:
-        if self._tokenizer is None:
-            return max(1, len(text) // 4) if text else 0
+        return self._counter.count(text)
+
+    async def count_tokens_ahead(self, texts: Sequence[str]) -> int:
+        """A whole prompt's tokens, counted off the event loop (see margin.providers.token_count)."""
+        return await self._counter.count_ahead(texts)
+
+    def _tokenize(self, text: str) -> int:
         return len(self._tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def slot_stats(self) -> SlotStats:
@@ -207,6 +218,7 @@ class LocalProvider:
         return kwargs
 
     async def chat(self, request: ChatRequest) -> ChatResult:
+        self._one_choice(request)
         budget = self.deployment.timeouts.non_streamed  # the queue, the prompt and every token
         started = time.monotonic()
         tally = _TokenTally()
@@ -230,6 +242,17 @@ class LocalProvider:
         usage = body.get("usage")
         return ChatResult(body=body, usage=openai_usage(usage) if usage else None, model=self.deployment.model)
 
+    def _one_choice(self, request: ChatRequest) -> None:
+        """llama.cpp answers with one choice: `n` above 1 is refused rather than silently ignored."""
+        if request.n > 1:
+            raise errors.UpstreamBadRequest(
+                f"{self.deployment.name}: the local model returns one choice per request; n={request.n} "
+                "is not supported (send n separate requests).",
+                deployment=self.deployment.name,
+                param="n",
+                code="unsupported_parameter",
+            )
+
     def _generate(self, model: Any, request: ChatRequest) -> JSON:
         """The whole answer in one llama.cpp call (tools, logprobs): cannot stop before max_tokens."""
         if request.kind == "completion":
@@ -242,6 +265,7 @@ class LocalProvider:
         return self._stream(request)
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        self._one_choice(request)
         timeouts = self.deployment.timeouts
         started = time.monotonic()
         tally = _TokenTally()

@@ -24,6 +24,7 @@ from margin import errors
 from margin.config.model import DeploymentConfig, LocalEmbedSettings
 from margin.embedding.minilm import INSTALL_HINT, MiniLMEmbedder, find_model_file, load_tokenizer
 from margin.embedding.protocol import EmbedderUnavailableError, Matrix
+from margin.providers.token_count import OffLoopCounter
 from margin.types import JSON, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult, Usage
 
 # sentence-transformers' max_seq_length for all-MiniLM-L6-v2 (it was trained on at most 128); the
@@ -54,6 +55,9 @@ class LocalEmbedProvider:
         self._waiting = 0
         self._loading: asyncio.Task[None] | None = None
         self._tokenizer: Any = None  # tokenizers.Tokenizer, without truncation: counts the whole input
+        # Counts never stall the event loop (margin.providers.token_count): the window is per input,
+        # so there is no prompt-wide bound, but long inputs are counted on a worker thread.
+        self._counter = OffLoopCounter(None, fallback=_estimate)
         self._errors = _BASE_ERRORS
 
     @property
@@ -72,6 +76,7 @@ class LocalEmbedProvider:
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
         self._tokenizer = await loop.run_in_executor(self._executor, self._open_model)
+        self._counter.attach(self._count_one, count_many=self._count_many)
 
     def _open_model(self) -> Any:
         self._errors = _model_errors()
@@ -85,9 +90,17 @@ class LocalEmbedProvider:
 
     def count_tokens(self, text: str) -> int:
         """WordPiece tokens, [CLS] and [SEP] included: what the model runs on and what usage reports."""
-        if self._tokenizer is None:  # not loaded yet: the documented estimate, plus the two markers
-            return math.ceil(len(text.encode("utf-8")) / 4) + 2
+        return self._counter.count(text)
+
+    async def count_tokens_ahead(self, texts: Sequence[str]) -> int:
+        """All of `texts`' tokens, counted off the event loop (`encode_batch` releases the GIL)."""
+        return await self._counter.count_ahead(texts)
+
+    def _count_one(self, text: str) -> int:
         return len(self._tokenizer.encode(text).ids)
+
+    def _count_many(self, texts: Sequence[str]) -> int:
+        return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         encoding = embedding_options(request.params, self.dim, self.deployment.model)
@@ -173,6 +186,12 @@ class LocalEmbedProvider:
 
     async def health(self) -> bool:
         return self._loading is not None and self._loading.done() and self._loading.exception() is None
+
+
+def _estimate(text: str) -> int:
+    """Before the tokenizer is loaded, or for a long text counted on the loop: the documented
+    estimate (one token per 4 bytes), plus the two markers."""
+    return math.ceil(len(text.encode("utf-8")) / 4) + 2
 
 
 def _model_path(name: str, settings: LocalEmbedSettings) -> Path:

@@ -14,6 +14,7 @@ from margin.pipeline.context import RequestContext
 from margin.pipeline.handler import Pipeline
 from margin.pipeline.record import RequestRecord
 from margin.providers.fake.adapter import FakeProvider
+from margin.storage.memory import MemoryKeyStore
 from margin.types import ChatRequest, Chunk
 
 CONFIG = """
@@ -55,7 +56,7 @@ def build(**overrides: object) -> tuple[Pipeline, list[RequestRecord]]:
     config = parse_config(CONFIG)
     deployments = {d.name: d for d in config.deployments}
     providers = {name: factory(deployments[name]) for name, factory in overrides.items()}  # type: ignore[operator]
-    app = create_app(config, providers=providers)
+    app = create_app(config, providers=providers, key_store=MemoryKeyStore())
     pipeline: Pipeline = app.state.gateway.pipeline
     records: list[RequestRecord] = []
     pipeline.recorder.submit = records.append  # type: ignore[method-assign]

@@ -25,6 +25,7 @@ from margin.pipeline.call import close_stream
 from margin.pipeline.context import RequestContext
 from margin.pipeline.handler import Pipeline
 from margin.providers.local import LocalProvider
+from margin.storage.memory import MemoryKeyStore
 from margin.types import ChatRequest, Chunk
 
 TIMEOUT_S = 0.3  # first token and idle; a worker asked to stop has as long again (min(idle, 10 s))
@@ -145,7 +146,7 @@ models:
 def gateway(model: ScriptedModel) -> tuple[Any, Pipeline, LocalProvider]:
     config = parse_config(CONFIG)
     provider = LocalProvider(config.deployments[0], load_model=lambda: model)
-    app = create_app(config, providers={"local": provider})
+    app = create_app(config, providers={"local": provider}, key_store=MemoryKeyStore())
     pipeline: Pipeline = app.state.gateway.pipeline
     pipeline.recorder.submit = lambda record: None  # type: ignore[method-assign]
     return app, pipeline, provider
@@ -321,7 +322,7 @@ async def test_routed_requests_overflow_from_a_wedged_local_tier() -> None:
     wedge = threading.Event()
     config = parse_config(TIERED)
     provider = LocalProvider(config.deployments[0], load_model=lambda: ScriptedModel(wedge=wedge))
-    app = create_app(config, providers={"local": provider})
+    app = create_app(config, providers={"local": provider}, key_store=MemoryKeyStore())
     pipeline: Pipeline = app.state.gateway.pipeline
     pipeline.recorder.submit = lambda record: None  # type: ignore[method-assign]
     try:

@@ -19,6 +19,7 @@ from margin.pipeline.context import RequestContext
 from margin.pipeline.handler import Pipeline
 from margin.pipeline.record import RequestRecord
 from margin.providers.local import LocalProvider
+from margin.storage.memory import MemoryKeyStore
 from margin.types import ChatRequest
 
 pytestmark = [pytest.mark.local_model, pytest.mark.skipif(not HAS_LOCAL_MODEL, reason="needs the 'local' extra")]
@@ -37,7 +38,7 @@ PROMPT = "Write a long story about the sea."
 
 
 async def test_a_client_that_leaves_a_local_stream_is_billed_by_the_tokenizer() -> None:
-    app = create_app(parse_config(CONFIG))
+    app = create_app(parse_config(CONFIG), key_store=MemoryKeyStore())
     pipeline: Pipeline = app.state.gateway.pipeline
     records: list[RequestRecord] = []
     pipeline.recorder.submit = records.append  # type: ignore[method-assign]

@@ -16,6 +16,7 @@ from margin.pipeline.context import RequestContext
 from margin.pipeline.handler import Pipeline
 from margin.pipeline.record import RequestRecord
 from margin.providers.fake.adapter import FakeProvider
+from margin.storage.memory import MemoryKeyStore
 from margin.types import ChatRequest, ChatResult, Chunk
 
 
@@ -109,7 +110,7 @@ def build(
         "backup": Scripted(by_name["backup"], *backup),
         "solo": Scripted(by_name["solo"], *solo),
     }
-    app = create_app(config, providers=providers)
+    app = create_app(config, providers=providers, key_store=MemoryKeyStore())
     pipeline: Pipeline = app.state.gateway.pipeline
     records: list[RequestRecord] = []
     pipeline.recorder.submit = records.append  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ from margin.pipeline.context import RequestContext
 from margin.pipeline.handler import Pipeline
 from margin.pipeline.record import RequestRecord
 from margin.providers.fake.adapter import FakeProvider
+from margin.storage.memory import MemoryKeyStore
 from margin.types import ChatRequest, ChatResult, Chunk, Principal
 
 DEPLOYMENTS = """
@@ -78,7 +79,7 @@ def build(tmp: Path, group: str, **providers: Any) -> tuple[Pipeline, list[Reque
     config = parse_config(config_text(tmp, group))
     by_name = {d.name: d for d in config.deployments}
     built = {name: factory(by_name[name]) for name, factory in providers.items()}
-    app = create_app(config, providers=built)
+    app = create_app(config, providers=built, key_store=MemoryKeyStore())
     pipeline: Pipeline = app.state.gateway.pipeline
     records: list[RequestRecord] = []
     pipeline.recorder.submit = records.append  # type: ignore[method-assign]
