@@ -26,7 +26,7 @@ MAX_CONNECTIONS_CEILING = 4096
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     header_timeout_s: float = 10.0  # from a connection's opening (or a request's first byte) to its headers' end
-    idle_timeout_s: float = 15.0  # a keep-alive connection with no request in progress
+    idle_timeout_s: float = 65.0  # a keep-alive connection with no request in progress
     max_connections: int = 1024  # open client connections; beyond it a new one is answered 503
 
 

@@ -334,7 +334,9 @@ class ServerConfig(Strict):
     # Connections (per worker process): a client must finish its request headers in time, an idle
     # keep-alive connection is closed, and past the cap a new connection is answered 503.
     header_timeout_s: float = Field(10.0, gt=0, le=600, description="seconds to send a request's headers")
-    idle_timeout_s: float = Field(15.0, gt=0, le=3600, description="keep-alive: seconds between requests")
+    # Longer than the idle timeout of the proxies usually in front (nginx's upstream keepalive and
+    # AWS ALB: 60 s), so margin never closes a connection such a proxy is about to reuse.
+    idle_timeout_s: float = Field(65.0, gt=0, le=3600, description="keep-alive: seconds between requests")
     max_connections: int | None = Field(
         None, ge=1, description="open client connections per worker; default: half of `ulimit -n`, at most 4096"
     )
