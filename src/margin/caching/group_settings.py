@@ -36,6 +36,8 @@ def policy_for(config: CacheConfig, model_group: str) -> RoutePolicy:
             verify_above=semantic.verify_above,
             guard=semantic.guard,
             max_candidates=semantic.max_candidates,
+            mode=semantic.mode,
+            shadow_floor=semantic.shadow_floor,
         )
         if config.enabled and semantic.enabled
         else None,

@@ -10,8 +10,11 @@ import click
 from margin.caching.backend import CacheBackend
 from margin.caching.backends import open_backend
 from margin.caching.entry import CacheStats, Invalidation
+from margin.caching.group_settings import policy_for
 from margin.caching.semantic.calibrate import CONFIDENCE
-from margin.cli.cache_calibrate import calibrate_pairs, refused, report
+from margin.caching.semantic.shadow import RouteShadow, read_records
+from margin.caching.semantic.shadow import by_route as shadow_by_route
+from margin.cli.cache_calibrate import both, calibrate_pairs, refused, report, shadow_summary, shadow_table
 from margin.config import load_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -32,7 +35,10 @@ def cache() -> None:
 
 
 @cache.command()
-@click.argument("pairs_path", metavar="PAIRS.jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "pairs_path", metavar="[PAIRS.jsonl]", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--from-shadow", is_flag=True, help="Calibrate from the shadow record of routes in `mode: shadow`.")
 @click.option("--target-precision", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.99, show_default=True)
 @click.option(
     "--confidence",
@@ -44,27 +50,64 @@ def cache() -> None:
 @click.option("--route", "routes", multiple=True, help="Calibrate only these routes (model groups).")
 @click.option("--embedder", type=click.Choice(["minilm", "hashing"]), default="minilm", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@CONFIG_OPTION
 @click.pass_context
 def calibrate(
     ctx: click.Context,
-    pairs_path: Path,
+    pairs_path: Path | None,
+    from_shadow: bool,
     target_precision: float,
     confidence: float,
     routes: tuple[str, ...],
     embedder: str,
     as_json: bool,
+    config_path: Path | None,
 ) -> None:
-    """Pick per-route semantic thresholds from labelled pairs ({"a","b","same","route"} per line).
+    """Pick per-route semantic thresholds from labelled pairs ({"a","b","same","route"} per line),
+    or, with --from-shadow, from what routes in shadow mode recorded of their own traffic.
 
     Pairs are deduplicated first. A threshold is recommended only where the one-sided lower
     confidence bound of the served hits' precision reaches the target; a route that cannot get
     there is refused (exit status 1) with the number of further labelled pairs it would take."""
-    results, dedup = calibrate_pairs(
-        pairs_path, target=target_precision, confidence=confidence, routes=routes, embedder=embedder
-    )
+    if (pairs_path is None) != from_shadow:
+        raise click.UsageError("give PAIRS.jsonl or --from-shadow (one of them)")
+    if from_shadow:
+        shadow = _shadow_routes(config_path, routes)
+        results = {r: both(s.graded, target_precision, confidence) for r, s in sorted(shadow.items())}
+        dedup = None
+    else:
+        assert pairs_path is not None
+        results, dedup = calibrate_pairs(
+            pairs_path, target=target_precision, confidence=confidence, routes=routes, embedder=embedder
+        )
     click.echo(report(results, dedup, target=target_precision, confidence=confidence, as_json=as_json))
     if refused(results):
         ctx.exit(1)
+
+
+@cache.command("shadow-report")
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def shadow_report(config_path: Path | None, as_json: bool) -> None:
+    """Per route in shadow mode: lookups, would-be hits at the configured threshold (guard applied)
+    and how many of them agreed with the fresh answer, with the precision's 95% lower bound."""
+    config = _config(config_path)
+    rows = [
+        shadow_summary(s, policy_for(config.cache, route).semantic)
+        for route, s in sorted(_shadow_routes(config_path, ()).items())
+    ]
+    click.echo(shadow_table(rows, as_json=as_json))
+
+
+def _shadow_routes(config_path: Path | None, routes: tuple[str, ...]) -> dict[str, RouteShadow]:
+    config = _config(config_path)
+    path = Path(config.cache.shadow_path.replace("{data_dir}", str(resolve_data_dir(config))))
+    if not path.exists():
+        raise click.ClickException(f"no shadow record at {path}: put a route in `semantic: {{mode: shadow}}` first")
+    found = {r: s for r, s in shadow_by_route(read_records(path)).items() if not routes or r in routes}
+    if not found:
+        raise click.ClickException("the shadow record has nothing for the requested routes")
+    return found
 
 
 @cache.command()

@@ -17,9 +17,12 @@ from margin.caching.semantic.calibrate import (
     by_route,
     choose_threshold,
     deduplicate,
+    operating_point,
     read_pairs,
     score_pairs,
 )
+from margin.caching.semantic.engine import SemanticPolicy
+from margin.caching.semantic.shadow import RouteShadow
 from margin.embedding import Embedder, EmbedderUnavailableError, HashingEmbedder, MiniLMEmbedder
 
 Results = dict[str, tuple[Calibration, Calibration]]  # route -> (guarded, cosine only)
@@ -144,4 +147,38 @@ def _calibration_table(results: Results, target: float, confidence: float) -> st
         lines += ["", "refused (guarded: the decision the gateway uses):", *refusals]
     if len(snippet) > 2:
         lines += ["", "suggested config (keep `mode: shadow` until the route's own traffic confirms it):", *snippet]
+    return "\n".join(lines)
+
+
+def shadow_summary(shadow: RouteShadow, policy: SemanticPolicy | None) -> dict[str, object]:
+    """What a route in shadow mode would have served at its configured threshold, and how right."""
+    threshold = policy.threshold if policy is not None else 1.0
+    guard = policy.guard if policy is not None else True
+    point = operating_point(shadow.graded, threshold, guard=guard)
+    return {
+        "route": shadow.route,
+        "lookups": shadow.lookups,
+        "graded": len(shadow.graded),
+        "threshold": threshold,
+        "would_hit": point.served,
+        "hit_rate": round(point.served / shadow.lookups, 4) if shadow.lookups else 0.0,
+        "agreed": point.served - point.wrong,
+        "precision": round(point.precision, 4) if point.served else None,
+        "precision_lower_bound": round(point.precision_lower_bound, 4),
+    }
+
+
+def shadow_table(rows: list[dict[str, object]], *, as_json: bool) -> str:
+    if as_json:
+        return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode()
+    lines = [
+        f"{'route':<20} {'lookups':>8} {'threshold':>9} {'would hit':>9} {'hit rate':>8} {'agreed':>7} "
+        f"{'precision':>9} {'>=95%':>6}"
+    ]
+    for r in rows:
+        precision = "-" if r["precision"] is None else f"{r['precision']:.3f}"
+        lines.append(
+            f"{r['route']!s:<20} {r['lookups']!s:>8} {r['threshold']!s:>9} {r['would_hit']!s:>9} "
+            f"{r['hit_rate']!s:>8} {r['agreed']!s:>7} {precision:>9} {r['precision_lower_bound']!s:>6}"
+        )
     return "\n".join(lines)

@@ -387,6 +387,12 @@ class SemanticCacheConfig(Strict):
     verify_above: float | None = Field(None, gt=0, le=1, description="lower edge of the verifier band")
     guard: bool = True
     max_candidates: int = Field(4, ge=1, le=64)
+    mode: Literal["serve", "shadow"] = Field(
+        "serve",
+        description="shadow: look up and record whether the would-be hit's answer agrees with the fresh one, "
+        "serve nothing (calibrate with `margin cache calibrate --from-shadow`)",
+    )
+    shadow_floor: float = Field(0.8, gt=0, le=1, description="shadow mode records candidates from this cosine up")
 
 
 class SemanticEngineConfig(Strict):
@@ -434,6 +440,7 @@ class CacheConfig(Strict):
     timeout_s: float = Field(0.25, gt=0, description="a slower cache lookup is skipped (fail open)")
     semantic: SemanticCacheConfig = SemanticCacheConfig()
     engine: SemanticEngineConfig = SemanticEngineConfig()
+    shadow_path: str = Field("{data_dir}/cache-shadow.jsonl", description="the record of routes in shadow mode")
     routes: dict[str, CacheRouteConfig] = Field(default_factory=dict, description="keyed by model group")
 
 

@@ -26,10 +26,10 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from margin import errors
 from margin.caching.accounting import CacheHit, HitOrigin, hit_ledger_row, saved_cost, zero_cost
@@ -52,6 +52,7 @@ from margin.caching.keys import (
 from margin.caching.replay import StreamAssembler, is_storable, replay_chunks
 from margin.caching.semantic.batcher import EmbeddingFailed, MicroBatcher
 from margin.caching.semantic.engine import SemanticEngine
+from margin.caching.semantic.shadow import ShadowProbe, ShadowRecorder, answer_text
 from margin.caching.semantic.verifier import Verifier
 from margin.config.limits import RedisConfig
 from margin.config.model import CacheConfig
@@ -89,6 +90,7 @@ class CacheMiss:
     partition: str | None = None
     vector: Matrix | None = None
     flight: Flight | None = None  # set when this request leads a coalesced call
+    shadow: ShadowProbe | None = None  # a would-be semantic hit of a route in shadow mode
 
     @property
     def storable(self) -> bool:
@@ -105,6 +107,7 @@ class CacheCounters:
     stored: int = 0
     evicted: int = 0
     failures: int = 0  # lookups or writes that failed open
+    shadow_probes: int = 0  # would-be semantic hits not served (routes in shadow mode)
 
 
 class CacheStage:
@@ -115,11 +118,13 @@ class CacheStage:
         *,
         semantic: SemanticEngine | None = None,
         prices: PriceBook | None = None,
+        shadow: ShadowRecorder | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.backend = backend
         self.semantic = semantic
+        self.shadow = shadow
         self.prices = prices
         self.coalescer = Coalescer()
         self.counters = CacheCounters()
@@ -153,7 +158,8 @@ class CacheStage:
             semantic = SemanticEngine(
                 backend, batcher, ann_above=engine.ann_above, verifier=verifier, sync_interval_s=engine.sync_interval_s
             )
-        return cls(config, backend, semantic=semantic, prices=prices)
+        shadow = ShadowRecorder.for_config(config, data_dir, semantic.batcher.embedder) if semantic else None
+        return cls(config, backend, semantic=semantic, prices=prices, shadow=shadow)
 
     def policy(self, model_group: str) -> RoutePolicy:
         found = self._policies.get(model_group)
@@ -229,6 +235,14 @@ class CacheStage:
             return None
         assert miss.partition is not None
         miss.vector = await engine.embed(miss.question)
+        if policy.semantic.mode == "shadow":  # look, note, serve nothing
+            if self.shadow is not None and miss.key is not None:
+                route = miss.key.model.split("@", 1)[0]
+                miss.shadow = await self.shadow.probe(
+                    engine, route, miss.partition, miss.question, miss.vector, policy.semantic
+                )
+                self.counters.shadow_probes += miss.shadow is not None
+            return None
         match = await engine.find(miss.partition, miss.question, miss.vector, policy.semantic)
         if match is None:
             return None
@@ -398,9 +412,20 @@ class CacheStage:
             self.coalescer.retire(miss.flight)
             miss.flight = None
         if miss.storable:
-            task = asyncio.get_running_loop().create_task(self._write(miss, answer))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._background(self._write(miss, answer))
+        if miss.shadow is not None:
+            self._background(self._compare(miss, miss.shadow, answer))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _compare(self, miss: CacheMiss, probe: ShadowProbe, fresh: CachedAnswer) -> None:
+        """Hand the fresh answer and the would-be hit's cached answer to the shadow grader."""
+        assert self.shadow is not None
+        cached = await self._fail_open(self._load(probe.cached_key, miss))
+        self.shadow.fresh_answer(probe, answer_text(fresh.body), answer_text(cached.body) if cached else None)
 
     async def _write(self, miss: CacheMiss, answer: CachedAnswer) -> None:
         assert miss.key is not None and miss.policy is not None
@@ -447,12 +472,16 @@ class CacheStage:
         return await self.backend.stats(), dataclasses.replace(self.counters)
 
     async def flush(self) -> None:
-        """Wait for background writes (tests, benchmarks, shutdown)."""
+        """Wait for background writes and shadow grading (tests, benchmarks, shutdown)."""
         while self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
+        if self.shadow is not None:
+            await self.shadow.flush()
 
     async def close(self) -> None:
         await self.flush()
+        if self.shadow is not None:
+            await self.shadow.close()
         if self.semantic is not None:
             await self.semantic.close()
         await self.backend.close()

@@ -25,6 +25,8 @@ class SemanticPolicy:
     verify_above: float | None = None
     guard: bool = True
     max_candidates: int = 4
+    mode: str = "serve"  # or "shadow": look up and record, serve nothing
+    shadow_floor: float = 0.8
 
 
 @dataclass(frozen=True, slots=True)
