@@ -1,0 +1,90 @@
+"""Rollouts (docs/rollouts.md): a model group's `rollout:` settings (how a candidate deployment
+replaces its stable one) and the gateway-wide `rollouts:` section (how often replicas read the
+state, where alerts go). A rollout keeps the group's settings as they were when it started."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from margin.config.base import Strict
+
+GraderSpecText = str | dict[str, Any]  # a grader name or {type: NAME, ...options} (docs/evals.md)
+
+
+class CanaryStep(Strict):
+    """One canary step: the candidate's share of the group's traffic, held until both arms have
+    `min_requests` in this step and `min_duration_s` has passed."""
+
+    share: float = Field(gt=0, le=1, description="share of the group's requests sent to the candidate")
+    min_requests: int = Field(200, ge=1, description="requests per arm in this step before it may end")
+    min_duration_s: float = Field(300.0, ge=0, description="seconds the step lasts at least")
+
+
+def _default_steps() -> list[CanaryStep]:
+    return [CanaryStep(share=s) for s in (0.01, 0.05, 0.25, 0.5)]
+
+
+class Margins(Strict):
+    """How much worse than the stable arm the candidate may be, per signal (absolute, 0-1 scale).
+    A signal left unset is reported but never decides."""
+
+    error_rate: float | None = Field(0.01, ge=0, le=1, description="extra share of failed requests")
+    quality: float | None = Field(0.02, ge=0, le=1, description="drop in mean online quality score")
+    latency: float | None = Field(
+        0.05, ge=0, le=1, description="extra share of requests slower than the stable arm's p95 latency"
+    )
+    ttft: float | None = Field(0.05, ge=0, le=1, description="extra share slower than the stable arm's p95 TTFT")
+
+
+class ShadowSettings(Strict):
+    """Mirror a share of the stable arm's requests to the candidate, off the client path, and grade
+    each shadow answer against the stable one. `share: 0` skips the shadow stage."""
+
+    share: float = Field(0.0, ge=0, le=1, description="share of the group's requests mirrored")
+    min_requests: int = Field(100, ge=1, description="graded shadow answers before the stage may end")
+    min_duration_s: float = Field(60.0, ge=0)
+    min_score: float = Field(0.9, ge=0, le=1, description="the mean shadow grade must be shown above this")
+    grader: GraderSpecText = Field("normalised", description="compares the shadow answer with the stable one")
+    queue: int = Field(1000, ge=1, description="shadow calls waiting; when full, new ones are dropped and counted")
+    concurrency: int = Field(4, ge=1, le=256, description="shadow calls in flight at once (per replica)")
+    budget_usd: Decimal = Field(Decimal("1.00"), ge=0, description="the rollout's experiment budget for shadow calls")
+
+
+class RolloutSettings(Strict):
+    """A model group's `rollout:`: what a candidate goes through before it replaces the stable one."""
+
+    eval_set: str | None = Field(None, description="the offline gate's eval set (a path or a shipped set's name)")
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    steps: list[CanaryStep] = Field(default_factory=_default_steps, min_length=1)
+    false_alarm_rate: float = Field(
+        0.01, gt=0, lt=0.5, description="chance that an equal candidate is ever rolled back (all signals together)"
+    )
+    min_requests: int = Field(100, ge=10, description="requests per arm before any verdict, rollback included")
+    margins: Margins = Field(default_factory=Margins)
+    online_grader: GraderSpecText | None = Field(
+        None, description="grades each arm's answers without a reference (json_valid, json_schema, regex, ...)"
+    )
+    grade_share: float = Field(1.0, ge=0, le=1, description="share of answers the online grader sees")
+    promote_requires: Literal["last", "every"] = Field(
+        "last", description="steps that need every signal shown within its margin to end (others: no harm shown)"
+    )
+
+    @model_validator(mode="after")
+    def _growing_steps(self) -> RolloutSettings:
+        shares = [s.share for s in self.steps]
+        if shares != sorted(shares) or len(set(shares)) != len(shares):
+            raise ValueError("rollout.steps: shares must grow from step to step")
+        return self
+
+
+class RolloutsConfig(Strict):
+    """Gateway-wide rollout machinery."""
+
+    refresh_s: float = Field(2.0, gt=0, le=300, description="how often each replica reads rollout state")
+    decide_every_s: float = Field(5.0, gt=0, le=3600, description="how often a replica evaluates live rollouts")
+    flush_every_s: float = Field(1.0, gt=0, le=60, description="how often a replica adds its signals to the store")
+    alert_webhook: str | None = Field(None, description="POSTed a JSON body on every rollout transition")
+    alert_timeout_s: float = Field(5.0, gt=0, le=60)
