@@ -22,6 +22,9 @@ from margin.caching.semantic.lexicon import (
     NEGATIONS,
     NEGATIVE_PREFIXES,
     NUMBER_WORDS,
+    POLAR_OPENERS,
+    PRONOUN_ONE_AFTER,
+    PRONOUN_ONE_BEFORE,
     QUESTION_FOCUS,
     QUESTION_FOCUS_PHRASES,
 )
@@ -89,6 +92,7 @@ class Features:
     number_order: tuple[str, ...]  # numbers in order of appearance
     pairs: tuple[tuple[str, str], ...]  # ordered (left, right) around directional connectors
     comparatives: frozenset[object]  # what comes right before "than", as a contrast member or a stem
+    polar: bool = False  # a yes/no question (opens with an auxiliary verb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,7 @@ def features(text: str) -> Features:
         number_order=tuple(n for _, n in numbered),
         pairs=tuple(_pairs(tokens)),
         comparatives=_comparatives(tokens),
+        polar=bool(tokens) and tokens[0] in POLAR_OPENERS,
     )
 
 
@@ -154,6 +159,8 @@ def _numbers(tokens: Sequence[str]) -> Iterator[tuple[int, str]]:
     run_start, total, current, in_run = 0, Decimal(0), Decimal(0), False
     for i, token in enumerate(tokens):
         parts = token.split("-")
+        if token == "one" and _pronoun_one(tokens, i):
+            continue
         if token in _CARDINALS or (len(parts) > 1 and all(p in _CARDINALS for p in parts)):
             if not in_run:
                 run_start, total, current, in_run = i, Decimal(0), Decimal(0), True
@@ -165,11 +172,17 @@ def _numbers(tokens: Sequence[str]) -> Iterator[tuple[int, str]]:
             in_run = False
         if token in NUMBER_WORDS:
             yield i, _normal(Decimal(str(NUMBER_WORDS[token])))
-        elif token[:1].isdigit():
+        elif any(c.isdigit() for c in token):  # "60000", and "rs.60000", "$5", "5km" too
             for digits in _DIGITS.findall(token):
                 yield i, _normal_digits(digits)
     if in_run:
         yield run_start, _normal(total + current)
+
+
+def _pronoun_one(tokens: Sequence[str], i: int) -> bool:
+    before = tokens[i - 1] if i > 0 else ""
+    after = tokens[i + 1] if i + 1 < len(tokens) else ""
+    return before in PRONOUN_ONE_AFTER or after in PRONOUN_ONE_BEFORE
 
 
 def _accumulate(total: Decimal, current: Decimal, value: Decimal) -> tuple[Decimal, Decimal]:
@@ -273,7 +286,7 @@ def agree(a: Features, b: Features) -> Verdict:
         return Verdict(False, "contrast")
     if a.contrast_order != b.contrast_order:
         return Verdict(False, "order")
-    if a.focus != b.focus:
+    if a.focus != b.focus or a.polar != b.polar:
         return Verdict(False, "question")
     if not _covered(a, b) or not _covered(b, a):
         return Verdict(False, "entities")
@@ -291,7 +304,7 @@ def disagreements(a: Features, b: Features) -> frozenset[str]:
         "negation": a.negations != b.negations or _prefix_negated(a, b) or _prefix_negated(b, a),
         "contrast": a.contrast != b.contrast or a.comparatives != b.comparatives,
         "order": a.contrast_order != b.contrast_order or not _same_order(a, b),
-        "question": a.focus != b.focus,
+        "question": a.focus != b.focus or a.polar != b.polar,
         "entities": not _covered(a, b) or not _covered(b, a),
         "direction": not _pairs_hold(a, b) or not _pairs_hold(b, a),
     }
@@ -310,7 +323,13 @@ def _prefix_negated(a: Features, b: Features) -> bool:
 
 
 def _covered(a: Features, b: Features) -> bool:
-    return all(e in b.positions for e in a.entities) and all(q in b.text for q in a.quoted)
+    """Every entity of `a` occurs in `b`, up to inflection ("college" is "Colleges")."""
+    missing = [e for e in a.entities if e not in b.positions]
+    if missing:
+        stems = {stem(t) for t in b.tokens}
+        if any(stem(e) not in stems for e in missing):
+            return False
+    return all(q in b.text for q in a.quoted)
 
 
 def _same_order(a: Features, b: Features) -> bool:

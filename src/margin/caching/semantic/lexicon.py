@@ -42,12 +42,29 @@ NEGATIONS = _words(
 )
 NEGATIVE_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "non-", "de", "anti")
 
-QUESTION_FOCUS = _words(
+QUESTION_FOCUS = _words(  # not "which": it asks what "what" asks ("which/what is the best ...")
     """
-    why when where who whom whose which
+    why when where who whom whose
     """
 )
 QUESTION_FOCUS_PHRASES = ("how many", "how much", "how long", "how old", "how far", "how often", "how big")
+
+# A question that opens with one of these asks yes or no: "Should I stop X" is not "How should I stop X".
+POLAR_OPENERS = _words(
+    """
+    is are was were do does did can could should would will shall may might must has have had am
+    """
+)
+
+# "one" as a pronoun, not the number 1: after these words ("how does one ...", "which one") ...
+PRONOUN_ONE_AFTER = _words(
+    """
+    does do can could should would will may might must did no any every each some which the this that
+    another
+    """
+)
+# ... or before these ("one of the best", "one another").
+PRONOUN_ONE_BEFORE = _words("of another")
 
 # Connectors whose two sides are ordered: "A to B" is not "B to A".
 DIRECTIONAL = _words(
