@@ -109,7 +109,8 @@ class GuardedHttpProtocol(CoalescingHttpToolsProtocol):
         self._rejected = True
         self.guard.counts.rejected_total += 1
         self.transport.write(too_many_connections(limit))
-        self.transport.write_eof()  # the client reads the 503, then end of stream
+        if self.transport.can_write_eof():  # TLS cannot half-close: then the linger's close ends it
+            self.transport.write_eof()  # the client reads the 503, then end of stream
         linger = min(REJECT_LINGER_S, self.guard.limits.header_timeout_s)
         self._header_timer = self.loop.call_later(linger, self.transport.close)
 
