@@ -17,7 +17,7 @@ bounded before any of it is done, by a scan that runs at C speed (`bytes.count`,
   MAX_JSON_CONTAINERS arrays and objects (the costliest to build: about 130 ns each against
   30 ns for a number). An embeddings request of token arrays (OpenAI allows 300,000 tokens) fits;
   a body of a million empty objects does not. And at most MAX_JSON_STRINGS strings (keys included):
-  4,096 chat messages use about 25,000.
+  2,048 chat messages (server.max_messages) use about 12,000.
 
 How: escaped backslashes and quotes are removed, the rest split on quotes, and only the parts
 outside strings are counted, so brackets and commas inside text never count. The split follows
@@ -50,9 +50,9 @@ _STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 @dataclass(frozen=True, slots=True)
 class BodyShape:
     strings: int  # keys and string values
-    containers: int  # arrays and objects
-    values: int  # array elements and object members (an upper bound: commas + containers)
-    depth: int  # deepest nesting of containers; 0 when not worked out (containers <= MAX_JSON_DEPTH)
+    containers: int  # arrays and objects (0: not counted, too few to matter)
+    values: int  # array elements and object members (an upper bound: commas + containers; 0: not counted)
+    depth: int  # deepest nesting of containers (0: not worked out, containers <= MAX_JSON_DEPTH)
 
 
 def shape_of(raw: bytes) -> BodyShape:
@@ -61,14 +61,13 @@ def shape_of(raw: bytes) -> BodyShape:
     if b"\\" in raw:  # escapes: an escaped backslash or quote is text, not structure
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     plain = raw.translate(None, _NOT_STRUCTURE)  # brackets, commas and quotes: usually a small part
-    strings = plain.count(b'"') // 2
+    quotes = plain.count(b'"')
+    strings = quotes // 2
     if strings > MAX_JSON_STRINGS:
         raise _too_many("strings", MAX_JSON_STRINGS)
-    containers = plain.count(b"{") + plain.count(b"[")
-    values = plain.count(b",") + containers
-    if containers <= MAX_JSON_DEPTH and values <= MAX_JSON_VALUES:
-        # Even counting what is inside strings, nothing is over a bound: no need to tell them apart.
-        return BodyShape(strings=strings, containers=containers, values=values, depth=0)
+    if len(plain) - quotes <= MAX_JSON_DEPTH:
+        # Even counting what is inside strings, too few brackets and commas to be over any bound.
+        return BodyShape(strings=strings, containers=0, values=0, depth=0)
     outside = b"".join(plain.split(b'"')[0::2]) if strings else plain  # at most 2 x MAX_JSON_STRINGS parts
     containers = outside.count(b"{") + outside.count(b"[")
     if containers > MAX_JSON_CONTAINERS:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from margin import errors
 from margin.api.ids import new_request_id
+from margin.errors import shown
 from margin.translate import anthropic_error_body
 
 log = logging.getLogger("margin.api")
@@ -46,10 +47,10 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         return render(
-            request, errors.MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+            request, errors.MethodNotAllowed(f"{shown(request.method)} is not allowed on {shown(request.url.path)}.")
         )
     if exc.status_code == 404:
-        return render(request, errors.NotFound(f"There is no endpoint at {request.url.path}."))
+        return render(request, errors.NotFound(f"There is no endpoint at {shown(request.url.path)}."))
     return render(request, errors.InvalidRequest(str(exc.detail)))
 
 

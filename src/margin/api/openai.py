@@ -15,7 +15,7 @@ from margin.api.ids import new_request_id
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from margin.api.sse import EventStreamResponse, openai_events
 from margin.api.state import state_of
-from margin.errors import ModelNotFound
+from margin.errors import ModelNotFound, shown
 from margin.pipeline.context import Endpoint, RequestContext
 from margin.pipeline.route_labels import route_headers
 from margin.types import ChatRequest, EmbeddingRequest
@@ -154,7 +154,7 @@ async def get_model(request: Request) -> Response:
             return Response(orjson.dumps(card), media_type="application/json")
     # The same answer for a model that does not exist and one the key may not use: a key learns
     # nothing about the models it cannot reach.
-    raise ModelNotFound(f"The model {model_id[:200]!r} does not exist on this gateway.", param="model")
+    raise ModelNotFound(f"The model {shown(model_id)} does not exist on this gateway.", param="model")
 
 
 async def _callers_cards(request: Request) -> list[dict[str, Any]]:

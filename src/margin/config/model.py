@@ -315,8 +315,9 @@ class ServerConfig(Strict):
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    # More chat messages than this in one request is refused (400) before they are validated or counted.
-    max_messages: int = Field(4096, ge=1, le=1_000_000, description="messages one chat request may carry")
+    # More chat messages than this in one request is refused (400) before they are validated or
+    # counted. 2,048 is OpenAI's own limit on `messages`.
+    max_messages: int = Field(2048, ge=1, le=1_000_000, description="messages one chat request may carry")
     # Where request timings come from; off only for the no-metering benchmark baseline.
     expose_overhead_header: bool = True
     admin_key: EnvSecret | None = Field(None, description="Key for /admin/* endpoints, e.g. env:MARGIN_ADMIN_KEY")

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
-from margin.errors import InvalidRequest
+from margin.errors import InvalidRequest, shown
 from margin.storage.protocols import KeyRecord
 from margin.types import Principal
 
@@ -37,7 +37,9 @@ def for_purpose(principal: Principal, purpose: str | None) -> Principal:
     declared = PURPOSES.get(purpose.strip().lower())
     if declared is None:
         known = ", ".join(sorted(PURPOSES))
-        raise InvalidRequest(f"x-margin-purpose {purpose!r} is not known (known: {known})", param="x-margin-purpose")
+        raise InvalidRequest(
+            f"x-margin-purpose {shown(purpose)} is not known (known: {known})", param="x-margin-purpose"
+        )
     tag, endpoint_class = declared
     tags = principal.tags if tag in principal.tags else (*principal.tags, tag)
     return replace(principal, tags=tags, endpoint_class=endpoint_class)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from margin.config.model import MarginConfig, ModelGroupConfig
 from margin.config.routing import CascadeConfig, RoutingConfig
-from margin.errors import ConfigError, InvalidRequest, ModelNotFound, PermissionDenied
+from margin.errors import ConfigError, InvalidRequest, ModelNotFound, PermissionDenied, shown
 from margin.pipeline.context import RequestContext
 from margin.routing.learned.scorer import ModelFileError
 from margin.routing.policies.features import CAP_KEY, PIN_KEY, RequestFeatures, features_of
@@ -60,7 +60,7 @@ class ModelTable:
         group = self._by_name.get(model)
         if group is None:
             raise ModelNotFound(
-                f"The model {model!r} does not exist on this gateway. GET /v1/models lists the available models.",
+                f"The model {shown(model)} does not exist on this gateway. GET /v1/models lists the available models.",
                 param="model",
             )
         return group
@@ -84,7 +84,7 @@ class ModelTable:
 def route(table: ModelTable, model: str, principal: Principal) -> RouteDecision:
     group = table.resolve(model)
     if not principal.may_use(group.name):
-        raise PermissionDenied(f"This key may not use the model {model!r}.", param="model")
+        raise PermissionDenied(f"This key may not use the model {shown(model)}.", param="model")
     return RouteDecision(model_group=group.name, deployments=table.chain(group), policy="static")
 
 
@@ -117,10 +117,10 @@ class TieredGroup:
         text = value.strip()
         if text in self.names:
             return self.names.index(text)
-        if text.isdigit() and int(text) < len(self.names):
+        if len(text) <= 3 and text.isdigit() and int(text) < len(self.names):  # int() of 5,000 digits raises
             return int(text)
         raise InvalidRequest(
-            f"{source}: unknown tier {value!r} for {self.name!r}; tiers are {', '.join(self.names)}", param=source
+            f"{source}: unknown tier {shown(value)} for {self.name!r}; tiers are {', '.join(self.names)}", param=source
         )
 
     def decision(self, plan: TierPlan) -> RouteDecision:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from margin.errors import shown
 from margin.translate._util import (
     ANTHROPIC_PARAMS,
     CACHE_CONTROL,
@@ -132,7 +133,7 @@ def _messages(value: object) -> list[JSON]:
         msg = req_obj(item, param)
         role = msg.get("role")
         if role not in _ROLES:
-            raise fail(f"{param}.role", f"expected one of {', '.join(_ROLES)}, got {role!r}")
+            raise fail(f"{param}.role", f"expected one of {', '.join(_ROLES)}, got {shown(role)}")
         content = _required_content(msg, param, last=i == len(items) - 1 and role == "assistant")
         if role == "system":
             out.extend(_system(content, f"{param}.content"))
@@ -213,7 +214,7 @@ def _block(item: object, param: str, allowed: tuple[str, ...]) -> JSON:
     block = req_obj(item, param)
     kind = block.get("type")
     if kind not in allowed:
-        raise fail(f"{param}.type", f"expected one of {', '.join(allowed)}, got {kind!r}")
+        raise fail(f"{param}.type", f"expected one of {', '.join(allowed)}, got {shown(kind)}")
     return block
 
 
@@ -250,7 +251,7 @@ def _image_part(block: JSON, param: str) -> JSON:
     elif kind == "url":
         url = req_str(source.get("url"), f"{param}.source.url", non_empty=True)
     else:
-        raise fail(f"{param}.source.type", f"expected 'base64' or 'url', got {kind!r}")
+        raise fail(f"{param}.source.type", f"expected 'base64' or 'url', got {shown(kind)}")
     return _with_cache({"type": "image_url", "image_url": {"url": url}}, block, param)
 
 
@@ -334,7 +335,7 @@ def _tool(tool: JSON, param: str) -> JSON:
     kind = tool.get("type")
     if kind not in (None, "custom"):
         # Server tools (web search, code execution, ...) run inside Anthropic and have no OpenAI form.
-        raise fail(f"{param}.type", f"server tool {kind!r} is not supported; only custom tools are")
+        raise fail(f"{param}.type", f"server tool {shown(kind)} is not supported; only custom tools are")
     function: JSON = {"name": req_str(tool.get("name"), f"{param}.name", non_empty=True)}
     if tool.get("description") is not None:
         function["description"] = req_str(tool["description"], f"{param}.description")
@@ -357,7 +358,7 @@ def _tool_choice(choice: JSON) -> JSON:
         name = req_str(choice.get("name"), "tool_choice.name", non_empty=True)
         params["tool_choice"] = {"type": "function", "function": {"name": name}}
     else:
-        raise fail("tool_choice.type", f"expected one of auto, any, tool, none, got {kind!r}")
+        raise fail("tool_choice.type", f"expected one of auto, any, tool, none, got {shown(kind)}")
     disable = choice.get("disable_parallel_tool_use")
     if disable is not None and req_bool(disable, "tool_choice.disable_parallel_tool_use"):
         params["parallel_tool_calls"] = False
@@ -366,6 +367,6 @@ def _tool_choice(choice: JSON) -> JSON:
 
 def _response_format(fmt: JSON) -> JSON:
     if fmt.get("type") != "json_schema":
-        raise fail("output_config.format.type", f"expected 'json_schema', got {fmt.get('type')!r}")
+        raise fail("output_config.format.type", f"expected 'json_schema', got {shown(fmt.get('type'))}")
     schema = req_obj(fmt.get("schema"), "output_config.format.schema")
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}

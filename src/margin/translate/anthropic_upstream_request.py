@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from margin.errors import shown
 from margin.translate._util import (
     ANTHROPIC_PARAMS,
     CACHE_CONTROL,
@@ -135,7 +136,7 @@ def _split(messages: list[JSON]) -> tuple[list[JSON], list[JSON]]:
         elif role == "tool":
             turn = ("user", [_tool_result(msg, param)])
         else:
-            raise fail(f"{param}.role", f"role {role!r} cannot be sent to an Anthropic model")
+            raise fail(f"{param}.role", f"role {shown(role)} cannot be sent to an Anthropic model")
         _append(turns, *turn)
     _trim_prefill(turns)
     return system, turns
@@ -202,7 +203,7 @@ def _part(part: JSON, param: str) -> list[JSON]:
     elif kind == "file":
         block = _document(req_obj(part.get("file"), f"{param}.file"), f"{param}.file")
     else:
-        raise fail(f"{param}.type", f"content part type {kind!r} cannot be sent to an Anthropic model")
+        raise fail(f"{param}.type", f"content part type {shown(kind)} cannot be sent to an Anthropic model")
     if cache is not None:
         block[CACHE_CONTROL] = cache
     return [block]
@@ -215,7 +216,7 @@ def _image(value: object, param: str) -> JSON:
     if parsed is not None:
         media, data = parsed
         if media not in IMAGE_MEDIA_TYPES:
-            raise fail(f"{param}.url", f"image type {media!r} is not one of {', '.join(IMAGE_MEDIA_TYPES)}")
+            raise fail(f"{param}.url", f"image type {shown(media)} is not one of {', '.join(IMAGE_MEDIA_TYPES)}")
         return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
     if url.startswith("data:"):
         raise fail(f"{param}.url", "data URLs must be base64-encoded")
@@ -304,7 +305,7 @@ def _tools(params: JSON) -> JSON:
 
 def _tool(tool: JSON, param: str) -> JSON:
     if tool.get("type") != "function":
-        raise fail(f"{param}.type", f"tool type {tool.get('type')!r} cannot be sent to an Anthropic model")
+        raise fail(f"{param}.type", f"tool type {shown(tool.get('type'))} cannot be sent to an Anthropic model")
     function = req_obj(tool.get("function"), f"{param}.function")
     schema = function.get("parameters")
     out: JSON = {
