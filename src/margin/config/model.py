@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator, model_
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
+from margin.config.rollout import RolloutsConfig, RolloutSettings
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
 from margin.config.streaming import StreamingConfig
 
@@ -236,6 +237,9 @@ class ModelGroupConfig(Strict):
     gates: GatesConfig | None = Field(
         None, description="What a candidate must show in an offline eval before it takes traffic (docs/evals.md)"
     )
+    rollout: RolloutSettings | None = Field(
+        None, description="How a candidate deployment replaces the stable one: shadow, canary steps (docs/rollouts.md)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -384,7 +388,9 @@ class SemanticCacheConfig(Strict):
     ordered pairs); between `verify_above` and `threshold` a configured verifier decides."""
 
     enabled: bool = False
-    threshold: float = Field(0.90, gt=0, le=1, description="calibrate with `margin cache calibrate`")
+    threshold: float = Field(
+        0.975, gt=0, le=1, description="from a realistic held-out set (docs/caching.md); calibrate your own"
+    )
     verify_above: float | None = Field(None, gt=0, le=1, description="lower edge of the verifier band")
     guard: bool = True
     max_candidates: int = Field(4, ge=1, le=64)
@@ -460,6 +466,7 @@ class MarginConfig(Strict):
     budgets: list[BudgetConfig] = Field(default_factory=list)
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)
     limits: LimitsConfig = LimitsConfig()
+    rollouts: RolloutsConfig = RolloutsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> MarginConfig:
