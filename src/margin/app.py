@@ -38,12 +38,14 @@ from margin.pipeline.cache import CacheStage
 from margin.pipeline.cache_metrics import CacheCollector
 from margin.pipeline.call import Caller
 from margin.pipeline.durable import DurableIntents
+from margin.pipeline.error_labels import ErrorLabels
 from margin.pipeline.handler import Pipeline
 from margin.pipeline.ledger_rows import rows_for
 from margin.pipeline.meter import Meter
 from margin.pipeline.operator_gauges import OperatorGauges
 from margin.pipeline.record import Recorder, RequestRecord
 from margin.pipeline.recovery import Recovery
+from margin.pipeline.refusal_rows import RefusalRows
 from margin.pipeline.route import ModelTable, Router
 from margin.providers.base import Provider
 from margin.providers.health_probes import HealthProbes
@@ -87,7 +89,9 @@ def create_app(
         key_store=key_store, counters=counters, journal=journal,
     )  # fmt: skip
     durable = limits.stage.durable
-    recorder = Recorder(metrics, sinks=[ledger_sink(writer if config.metering.enabled else None, durable)])
+    refusals = RefusalRows(ErrorLabels())  # refused requests' rows, capped per key per second
+    metrics.registry.register(refusals)
+    recorder = Recorder(metrics, sinks=[ledger_sink(writer if config.metering.enabled else None, durable, refusals)])
     recovery = Recovery(journal, writer, limits.limiter)
     sweeper = IntentSweeper(limits.limiter, recovery.swept)
     table = ModelTable(config)
@@ -204,14 +208,19 @@ def price_book(config: MarginConfig) -> PriceBook:
     return PriceBook(config.deployments, catalog, UnknownPricePolicy(metering.unknown_price))
 
 
-def ledger_sink(writer: LedgerWriter | None, durable: DurableIntents) -> Callable[[list[RequestRecord]], None]:
-    """Recorded requests become ledger rows (none when metering is off); runs in the recorder's
-    background task. The journal then knows the request needs nothing more from it."""
+def ledger_sink(
+    writer: LedgerWriter | None, durable: DurableIntents, refusals: RefusalRows
+) -> Callable[[list[RequestRecord]], None]:
+    """Recorded requests become ledger rows (none when metering is off), a request that margin's
+    own limits refused its one `refused` row; runs in the recorder's background task. The journal
+    then knows the request needs nothing more from it."""
 
     def sink(batch: list[RequestRecord]) -> None:
         for record in batch:
             if writer is not None:
-                writer.submit(rows_for(record.ctx, overhead_ms=record.overhead_s * 1000))
+                rows = rows_for(record.ctx, overhead_ms=record.overhead_s * 1000)
+                refused = None if rows else refusals.row_of(record)
+                writer.submit(rows if refused is None else [refused])
             durable.ended(record.ctx.request_id)
 
     return sink

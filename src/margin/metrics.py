@@ -19,7 +19,8 @@ class Metrics:
             "margin_requests", "Requests answered", ["endpoint", "model_group", "status"], registry=r
         )
         self.errors = Counter(
-            "margin_errors", "Requests failed, by error (vocabulary: docs/metrics.md)", ["endpoint", "error"], registry=r
+            "margin_errors", "Requests failed, by error (vocabulary: docs/metrics.md)", ["endpoint", "error"],
+            registry=r,
         )
         self.attempts = Counter(
             "margin_upstream_attempts", "Calls to upstream deployments", ["deployment", "status"], registry=r

@@ -58,7 +58,7 @@ def _from_bucket(bucket: BucketRow) -> HourlyUsage:
     return HourlyUsage(
         hour=datetime.fromtimestamp(bucket.start, UTC),
         tier=row.group,
-        requests=row.requests,
+        requests=row.requests - row.refused_budget - row.refused_rate_limit,  # served traffic only
         input_tokens=_sum(row.tokens, INPUT_BUCKETS),
         output_tokens=_sum(row.tokens, OUTPUT_BUCKETS),
         cache_hits=row.cache_hits,
@@ -78,6 +78,8 @@ class _HourlyCells:
         self._spend: dict[tuple[int, str], Decimal] = {}
 
     def add(self, row: LedgerRow) -> None:
+        if row.status == "refused":
+            return  # never served: no capacity used
         key = (int(row.ts // HOUR) * HOUR, NO_VALUE if row.tier is None else str(row.tier))
         counts = self._counts.setdefault(key, [0, 0, 0, 0])
         counts[0] += row.attempt_index == 0

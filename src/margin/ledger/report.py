@@ -7,15 +7,20 @@ they saved, latency and TTFT p50/p95/p99 (from the rollups' histograms: within 4
 routing the all-premium counterfactual (what the premium tier would have charged for the same
 answers) and the savings against it (escalations and verifier calls count against them).
 
+Requests margin's own limits refused before any upstream call (402 budget, 429 rate or concurrency
+limit) are requests too, in their own columns (`refused_budget`, `refused_rate_limit`): they cost
+nothing and are never attempts; they count under "(none)" for model, deployment and cost_rank.
+
 A row with several tags counts under each of them, so tag lines may add up to more than the total;
-the total is always computed from a dimension where each row has exactly one value.
+the total is always computed from a dimension where each row has exactly one value. Groups are ids
+(key ids, cost ranks); `labels` names them for people (key names, the deployments of a rank).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -73,6 +78,8 @@ class SpendLine:
     all_premium: Decimal = Decimal(0)
     rejected: int = 0  # answers a cascade produced here, checked and escalated
     escalation_rate: float | None = None  # rejected / answers produced here (rejected + successful)
+    refused_budget: int = 0  # refused by a budget (402) before any upstream call
+    refused_rate_limit: int = 0  # refused by a rate or concurrency limit (429)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,10 @@ class SpendReport:
     group_by: str  # the dimension's name, as in REPORT_DIMENSIONS
     lines: list[SpendLine]
     total: SpendLine
+    labels: Mapping[str, str] = field(default_factory=dict)  # group -> what people call it
+
+    def label(self, group: str) -> str:
+        return self.labels.get(group, group)
 
 
 def parse_when(text: str, now: datetime) -> datetime:
@@ -140,6 +151,8 @@ def merge_rows(group: str, rows: Sequence[ReportRow]) -> ReportRow:
         saved_cost=sum((r.saved_cost for r in rows), Decimal(0)),
         routing_savings=sum((r.routing_savings for r in rows), Decimal(0)),
         rejected=sum(r.rejected for r in rows),
+        refused_budget=sum(r.refused_budget for r in rows),
+        refused_rate_limit=sum(r.refused_rate_limit for r in rows),
         latency_histogram=merge_histograms(r.latency_histogram for r in rows),
         ttft_histogram=merge_histograms(r.ttft_histogram for r in rows),
     )
@@ -168,6 +181,8 @@ def spend_line(row: ReportRow, total: ReportRow) -> SpendLine:
         all_premium=row.cost_total + row.routing_savings,
         rejected=row.rejected,
         escalation_rate=_share(row.rejected, row.rejected + row.successful),
+        refused_budget=row.refused_budget,
+        refused_rate_limit=row.refused_rate_limit,
     )
 
 
@@ -179,7 +194,14 @@ def report_dimension(name: str) -> str:
     return current
 
 
-async def build_spend_report(store: LedgerStore, *, since: datetime, until: datetime, group_by: str) -> SpendReport:
+async def build_spend_report(
+    store: LedgerStore,
+    *,
+    since: datetime,
+    until: datetime,
+    group_by: str,
+    labels: Mapping[str, str] | None = None,
+) -> SpendReport:
     """The report for [since, until) (minute resolution), from rollups only."""
     name = report_dimension(group_by)
     dimension = REPORT_DIMENSIONS[name]
@@ -188,18 +210,23 @@ async def build_spend_report(store: LedgerStore, *, since: datetime, until: date
     single_valued = rows if dimension != "tag" else await store.spend_report(start, end, "deployment")
     total = merge_rows(TOTAL, single_valued)
     lines = sorted((spend_line(row, total) for row in rows), key=lambda line: (-line.spend, line.group))
-    return SpendReport(since, until, name, lines, spend_line(total, total))
+    return SpendReport(since, until, name, lines, spend_line(total, total), dict(labels or {}))
 
 
 def _money(value: Decimal | None) -> str | None:
     return None if value is None else format(value.normalize(), "f")
 
 
-def line_to_json(line: SpendLine) -> dict[str, Any]:
-    """Money as exact decimal strings; shares as fractions; times in milliseconds."""
+def line_to_json(line: SpendLine, name: str | None = None) -> dict[str, Any]:
+    """Money as exact decimal strings; shares as fractions; times in milliseconds. `name`: what
+    people call the group (a key's name), when it is not the group id itself."""
+    named = {} if name is None or name == line.group else {"name": name}
     return {
         "group": line.group,
+        **named,
         "requests": line.requests,
+        "refused_budget": line.refused_budget,
+        "refused_rate_limit": line.refused_rate_limit,
         "attempts": line.attempts,
         "successful_requests": line.successful,
         "error_attempts": line.error_attempts,
@@ -222,12 +249,28 @@ def line_to_json(line: SpendLine) -> dict[str, Any]:
     }
 
 
+def flat_record(line: SpendLine, name: str | None = None) -> dict[str, Any]:
+    record = line_to_json(line)
+    record = {"group": record.pop("group"), "name": name or line.group, **record}
+    for metric in ("latency_ms", "ttft_ms"):
+        values = record.pop(metric)
+        assert isinstance(values, dict)
+        for q, value in values.items():
+            record[f"{metric.removesuffix('_ms')}_{q}_ms"] = value
+    return record
+
+
+def flat_records(report: SpendReport) -> list[dict[str, Any]]:
+    """One flat record per group and the total, every field; `name` beside `group`."""
+    return [flat_record(line, report.label(line.group)) for line in [*report.lines, report.total]]
+
+
 def report_to_json(report: SpendReport) -> dict[str, Any]:
     return {
         "since": report.since.isoformat(),
         "until": report.until.isoformat(),
         "group_by": report.group_by,
-        "groups": [line_to_json(line) for line in report.lines],
+        "groups": [line_to_json(line, report.label(line.group)) for line in report.lines],
         "total": line_to_json(report.total),
     }
 

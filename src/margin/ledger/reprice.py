@@ -9,6 +9,7 @@ else by the catalog entry of the row's model. Rows are left as they are, and cou
   at the time of the hit: a hit row keeps no usage to price again);
 - they are `unreconciled` (an attempt whose replica died before its usage was known): their cost is
   the reserved amount, not a price of usage; `margin reconcile` corrects them.
+- they are `refused` (margin's own limit refused the request: nothing was used, nothing to price).
 
 Rows of tiered routes also get their `routing_savings` (all-premium counterfactual - spend) again:
 the answering row prices its usage on the premium deployment it names (`extra["counterfactual"]`)
@@ -136,7 +137,7 @@ async def reprice_ledger(
 
 
 def _change_for(row: LedgerRow, book: PriceBook, catalog: PriceCatalog, result: RepriceResult) -> CostChange | None:
-    if row.price_basis in ("gpu_time", UNRECONCILED) or row.cache_result in CACHE_HITS:
+    if row.price_basis in ("gpu_time", UNRECONCILED) or row.cache_result in CACHE_HITS or row.status == "refused":
         result.rows_skipped += 1
         return None
     cost = current_cost(row, book, catalog)

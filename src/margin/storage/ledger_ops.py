@@ -51,7 +51,7 @@ def report_rows(totals: Iterable[Sequence[Any]], bins: Iterable[Sequence[Any]]) 
         group = str(record[0])
         counts = [int(v or 0) for v in record[1 : 1 + len(ROLLUP_INT_COLUMNS)]]
         cost, saved, routed = (Decimal(str(v if v is not None else 0)) for v in record[1 + len(ROLLUP_INT_COLUMNS) :])
-        attempts, requests, successful, errors, hits, unknown, rejected = counts[:n_counts]
+        attempts, requests, successful, errors, hits, unknown, rejected, by_budget, by_rate = counts[:n_counts]
         out.append(
             ReportRow(
                 group=group,
@@ -66,6 +66,8 @@ def report_rows(totals: Iterable[Sequence[Any]], bins: Iterable[Sequence[Any]]) 
                 saved_cost=saved,
                 routing_savings=routed,
                 rejected=rejected,
+                refused_budget=by_budget,
+                refused_rate_limit=by_rate,
                 latency_histogram=histograms.get((group, "latency"), {}),
                 ttft_histogram=histograms.get((group, "ttft"), {}),
             )

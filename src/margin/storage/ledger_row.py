@@ -13,7 +13,11 @@ from typing import Literal
 CacheResult = Literal["none", "miss", "exact", "semantic", "coalesced"]
 # unreconciled: the attempt went upstream and its replica died before its outcome was known; the row
 # carries the reserved amount until `margin reconcile` corrects it (price_basis "unreconciled").
-RowStatus = Literal["ok", "error", "cancelled", "unreconciled"]
+# refused: a request margin's own budget or rate limit refused before any upstream call; its one row
+# costs 0, names no deployment, and its error_class is the error code the client got (REFUSAL_CODES).
+RowStatus = Literal["ok", "error", "cancelled", "unreconciled", "refused"]
+BUDGET_REFUSED, RATE_LIMIT_REFUSED = "budget_exceeded", "rate_limit_exceeded"
+REFUSAL_CODES = (BUDGET_REFUSED, RATE_LIMIT_REFUSED)
 
 USAGE_COLUMNS = (
     "input_uncached",

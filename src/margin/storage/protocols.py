@@ -49,6 +49,8 @@ class ReportRow:
     ttft_histogram: Mapping[int, int] = field(default_factory=dict)
     routing_savings: Decimal = Decimal(0)  # all-premium counterfactual - spend, of tiered routes
     rejected: int = 0  # answers a cascade checked and did not send (it escalated)
+    refused_budget: int = 0  # requests a budget refused (402): in `requests`, never in `attempts`
+    refused_rate_limit: int = 0  # requests a rate or concurrency limit refused (429)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +299,7 @@ class Counters(Protocol):
 
 # --- durable reservations (issue 15, 4) ---------------------------------------------------------
 
-IntentState = Literal["open", "swept", "settled"]
+IntentState = Literal["open", "swept", "released", "settled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,10 +309,14 @@ class Intent:
     what was reserved and for whom, so that any replica can settle it when its own replica cannot:
 
     open    -> settled  the replica that made it settled it (the normal end of every request);
-    open    -> swept    its replica died, or its lease ended without a settle: settled as spent at the
-                        reserved amount by whoever found it, never released;
+    open    -> swept    its replica died, or its lease ended without a settle, after marking an
+                        attempt: settled as spent at the reserved amount by whoever found it;
+    open    -> released the same, but no attempt was marked: nothing went upstream (a mark is
+                        written before its attempt goes), so the holds are released;
     swept   -> settled  the outcome became known after all (a late settle, a journal replay): the
-                        difference between the actual and the reserved amounts is applied.
+                        difference between the actual and the reserved amounts is applied;
+    released -> settled a replica that was only stalled went upstream after all: its actual spend
+                        is applied.
     """
 
     id: str

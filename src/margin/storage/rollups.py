@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from margin.storage.ledger_row import USAGE_COLUMNS, LedgerRow
+from margin.storage.ledger_row import BUDGET_REFUSED, RATE_LIMIT_REFUSED, USAGE_COLUMNS, LedgerRow
 from margin.storage.protocols import GROUP_BY_CHOICES, GroupBy
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -22,8 +22,13 @@ NO_VALUE = "(none)"
 BINS_PER_DOUBLING = 8
 _SMALLEST_MS = 0.01
 CACHE_HITS = frozenset({"exact", "semantic", "coalesced"})
-# rejected: answers produced but not sent (a cascade checked and escalated them)
-COUNT_COLUMNS = ("attempts", "requests", "successful", "error_attempts", "cache_hits", "price_unknown", "rejected")
+# rejected: answers produced but not sent (a cascade checked and escalated them); refused_*: requests
+# margin's own limits refused (402 budget, 429 rate or concurrency), counted in `requests` too, never
+# as attempts (no upstream call) nor in the latency histograms.
+COUNT_COLUMNS = (
+    "attempts", "requests", "successful", "error_attempts", "cache_hits", "price_unknown", "rejected",
+    "refused_budget", "refused_rate_limit",
+)  # fmt: skip
 ROLLUP_INT_COLUMNS = (*COUNT_COLUMNS, *USAGE_COLUMNS)
 ROLLUP_MONEY_COLUMNS = ("cost_total", "saved_cost", "routing_savings")
 
@@ -41,14 +46,17 @@ class RollupDelta:
     routing_savings: Decimal = Decimal(0)
 
     def add_row(self, row: LedgerRow) -> None:
+        refused = row.status == "refused"
         flags = (
-            1,
+            not refused,
             row.attempt_index == 0,
             row.is_final and row.status == "ok",
-            row.status != "ok",
+            row.status not in ("ok", "refused"),
             row.cache_result in CACHE_HITS,
             row.price_unknown,
             row.status == "ok" and not row.is_final,
+            refused and row.error_class == BUDGET_REFUSED,
+            refused and row.error_class == RATE_LIMIT_REFUSED,
         )
         for i, value in enumerate((*flags, *(getattr(row, c) for c in USAGE_COLUMNS))):
             self.counts[i] += int(value)
@@ -111,6 +119,8 @@ def rollup_deltas(rows: Iterable[LedgerRow]) -> tuple[dict[RollupKey, RollupDelt
         signature = (minute, row.key_id, row.team, row.tags, row.model, row.tier, row.deployment)
         delta, timings = by_signature.setdefault(signature, (RollupDelta(), {}))
         delta.add_row(row)
+        if row.status == "refused":
+            continue  # answered by margin alone in microseconds: not an upstream latency
         for metric, ms in (("latency", row.latency_ms), ("ttft", row.ttft_ms)):
             if ms is not None:
                 timing = (metric, latency_bin(ms))

@@ -71,7 +71,7 @@ def test_report_prints_json_csv_and_a_table(tmp_path: Path) -> None:
     table = runner.invoke(report, ["--config", config])
     assert table.exit_code == 0 and "gpt-4o-mini" in table.output and "$2.000000" in table.output
     csv_out = runner.invoke(report, ["--format", "csv", "--by", "team", "--config", config])
-    assert csv_out.output.splitlines()[0].startswith("group,requests,")
+    assert csv_out.output.splitlines()[0].startswith("group,name,requests,refused_budget,refused_rate_limit,")
     bad = runner.invoke(report, ["--since", "yesterday-ish", "--config", config])
     assert bad.exit_code == 2 and "cannot read" in bad.output
 

@@ -61,7 +61,7 @@ async def test_report_by_tier_shows_spend_and_the_all_premium_counterfactual(tmp
     assert [(r.is_final, r.extra.get("counterfactual")) for r in hard] == [(False, "none"), (True, "big")]
     assert rows_for(contexts[0])[0].extra["counterfactual"] == "big"
     assert "counterfactual" not in rows_for(static)[0].extra
-    table = render(report, "table")
+    table = render(report, "table", wide=True)
     assert "all-premium" in table and "routing saved" in table
     total = report_to_json(report)["total"]
     assert Decimal(total["all_premium_usd"]) - Decimal(total["spend_usd"]) == Decimal(total["routing_savings_usd"])
