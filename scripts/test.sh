@@ -12,13 +12,12 @@
 #   7. The README's first command: `margin serve` on the embedded default, from an environment with only
 #      the extras that command installs, answering the openai and anthropic SDKs.
 #
-# Cost: llama-cpp-python builds from source once (about 10-14 minutes on 2 cores); uv caches the built
-# wheel (~/.cache/uv, or $UV_CACHE_DIR), so later runs on the same machine take it from the cache.
+# Cost: llama-cpp-python builds from source once per machine (about 10-14 minutes on 2 cores) into a
+# wheelhouse (~/.cache/margin/wheels, see scripts/env.sh); later runs install the built wheel in seconds.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -k ledger`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-UV_VERSION="0.13.10"
 step() { printf '\n== %s\n' "$*"; }
 
 step "system packages"
@@ -34,18 +33,11 @@ if [ -f scripts/system-packages.txt ] && command -v apt-get >/dev/null 2>&1; the
   fi
 fi
 
-step "uv $UV_VERSION"
-if [ "$(.tools/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
-  rm -rf .tools
-  python3 -m venv .tools
-  .tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
-fi
-UV="$PWD/.tools/bin/uv"
-export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+source scripts/env.sh
 
 step "fresh .venv from uv.lock (all extras)"
 rm -rf .venv
-"$UV" sync --locked --all-extras --python python3
+margin_sync .venv --all-extras
 PY="$PWD/.venv/bin/python"
 
 step "static checks"
@@ -73,5 +65,5 @@ rm -rf .venv-sdk-latest
 
 step "the README's first command: margin serve on the embedded default"
 rm -rf .venv-serve
-UV_PROJECT_ENVIRONMENT=.venv-serve "$UV" sync --locked --quiet --extra local --extra embed --python python3
+margin_sync .venv-serve --extra local --extra embed
 "$PY" scripts/smoke_serve.py --margin .venv-serve/bin/margin
