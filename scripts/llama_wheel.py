@@ -73,8 +73,10 @@ def download(url: str, sha256: str, into: Path) -> Path:
 
 def build(uv: str, sdist: Path, settings: dict[str, str], out_dir: Path) -> Path:
     flags = [f"--config-setting={key}={value}" for key, value in sorted(settings.items())]
-    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count()))}
-    subprocess.run([uv, "build", "--wheel", "--quiet", "--out-dir", str(out_dir), *flags, str(sdist)], check=True, env=env)
+    env = dict(os.environ)
+    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
+    command = [uv, "build", "--wheel", "--quiet", "--out-dir", str(out_dir), *flags, str(sdist)]
+    subprocess.run(command, check=True, env=env)
     wheels = sorted(out_dir.glob("*.whl"))
     if len(wheels) != 1:
         raise SystemExit(f"expected one wheel from the build, found {[w.name for w in wheels]}")
