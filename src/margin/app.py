@@ -23,6 +23,7 @@ from margin.api.routes import build_routes
 from margin.api.state import GatewayState
 from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
+from margin.budgets.alerts import webhook_sender
 from margin.budgets.sweeper import IntentSweeper
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -46,6 +47,7 @@ from margin.pipeline.operator_gauges import OperatorGauges
 from margin.pipeline.record import Recorder, RequestRecord
 from margin.pipeline.recovery import Recovery
 from margin.pipeline.refusal_rows import RefusalRows
+from margin.pipeline.rollout_stage import RolloutStage
 from margin.pipeline.route import ModelTable, Router
 from margin.providers.base import Provider
 from margin.providers.health_probes import HealthProbes
@@ -55,8 +57,14 @@ from margin.providers.registry import build_provider
 from margin.resilience.circuit import CircuitStore, InMemoryCircuits
 from margin.resilience.shared import SharedCircuits
 from margin.resilience.state import Resilience
+from margin.rollout.alerts import RolloutAlerts
+from margin.rollout.engine import RolloutEngine
+from margin.rollout.metrics import RolloutMetrics
+from margin.rollout.service import RolloutService
 from margin.storage import Counters, KeyStore, LedgerStore, open_ledger_store
 from margin.storage.limits_stores import open_redis_circuits
+from margin.storage.rollout_stores import open_rollout_store
+from margin.storage.rollouts import RolloutStore
 
 log = logging.getLogger("margin")
 
@@ -69,6 +77,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     key_store: KeyStore | None = None,
     counters: Counters | None = None,
+    rollout_store: RolloutStore | None = None,
 ) -> Starlette:
     """Build the gateway. `providers` replaces adapters by deployment name, `ledger`, `key_store` and
     `counters` the stores, `clock` the wall clock of budget windows (tests inject them); everything
@@ -92,6 +101,7 @@ def create_app(
     refusals = RefusalRows(ErrorLabels())  # refused requests' rows, capped per key per second
     metrics.registry.register(refusals)
     recorder = Recorder(metrics, sinks=[ledger_sink(writer if config.metering.enabled else None, durable, refusals)])
+    rollout_store = rollout_store or open_rollout_store(config.database.url, data_dir)
     recovery = Recovery(journal, writer, limits.limiter)
     sweeper = IntentSweeper(limits.limiter, recovery.swept)
     table = ModelTable(config)
@@ -102,6 +112,8 @@ def create_app(
     )
     caller = Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config)))
     caller.on_attempt = durable.attempt_started
+    rollouts = build_rollouts(config, rollout_store, metrics, clock=clock, caller=caller, meter=meter)
+    recorder.sinks.append(rollouts.sink)  # after the ledger's: each arm's signals
     pipeline = Pipeline(
         table=table,
         auth=limits.auth,
@@ -110,8 +122,9 @@ def create_app(
         recorder=recorder,
         limits=limits.stage,
         cache=cache,
-        router=Router(table, config, data_dir),
+        router=Router(table, config, data_dir, rollouts=rollouts),
     )
+    rollouts.lifecycle = pipeline.lifecycle  # shadow calls end like any request: metered, recorded
     metrics.registry.register(MalformedEventsCollector(built.values()))
     metrics.registry.register(LocalSlotsCollector(built.values()))  # slots, queue, stuck workers
     gauges = OperatorGauges(caller, limits.stage)  # circuits, in flight per deployment, team budgets
@@ -140,7 +153,7 @@ def create_app(
             Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header),
             *metrics_listener_guard(config),
         ],
-        lifespan=Lifespan(data_dir, store, limits, writer, state, recovery, sweeper, connections),
+        lifespan=Lifespan(data_dir, store, limits, writer, state, recovery, sweeper, connections, rollouts),
         exception_handlers={
             errors.MarginError: margin_error_handler,
             HTTPException: http_error_handler,
@@ -163,6 +176,7 @@ class Lifespan:
     recovery: Recovery  # replays dead replicas' journals, writes the rows of swept reservations
     sweeper: IntentSweeper  # settles dead replicas' reservations as spent
     connections: ConnectionGuard  # handed to the HTTP protocol through the lifespan state
+    rollouts: RolloutStage  # split table, signals, decisions, shadow calls (docs/rollouts.md)
 
     @contextlib.asynccontextmanager
     async def __call__(self, app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -170,11 +184,13 @@ class Lifespan:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.migrate()
         await self.limits.start()  # keys and counters (their migrations run after the ledger's)
+        await self.rollouts.engine.service.store.migrate()
         await pipeline.router.start()  # learned routers' model files, read off the event loop
         await self.writer.start()
         await self.recovery.start()  # this replica's journal opens; dead ones' are replayed
         await self.sweeper.start()
         await pipeline.recorder.start()
+        await self.rollouts.start()  # reads the live rollouts before the first request is served
         for provider in providers:
             await provider.start()
         try:
@@ -183,6 +199,8 @@ class Lifespan:
             await pipeline.caller.aclose()  # streams still draining after their client left
             for provider in providers:
                 await provider.aclose()
+            await self.rollouts.stop()  # shadow calls end, the last signals are flushed
+            await self.rollouts.engine.service.store.close()
             await self.sweeper.stop()
             await self.limits.stop()  # settles in flight reach the counters
             await pipeline.recorder.stop()  # drains records into the writer...
@@ -199,6 +217,21 @@ def metrics_listener_guard(config: MarginConfig) -> list[Middleware]:
     and no cost per request, without one)."""
     port = config.server.metrics_port
     return [] if port is None else [Middleware(MetricsListenerGuard, metrics_port=port)]
+
+
+def build_rollouts(
+    config: MarginConfig, store: RolloutStore, metrics: Metrics, *, clock: Callable[[], float], caller: Caller,
+    meter: Meter,
+) -> RolloutStage:  # fmt: skip
+    settings = config.rollouts
+    webhook = settings.alert_webhook
+    sender = webhook_sender(webhook, timeout_s=settings.alert_timeout_s) if webhook else None
+    service = RolloutService(
+        store, config, clock=clock, alerts=RolloutAlerts(sender), metrics=RolloutMetrics(metrics.registry)
+    )
+    groups = {g.name: tuple(g.deployments) for g in config.models}
+    engine = RolloutEngine(service, settings, group_deployments=groups, clock=clock)
+    return RolloutStage(engine, settings, caller=caller, meter=meter)
 
 
 def price_book(config: MarginConfig) -> PriceBook:

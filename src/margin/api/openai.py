@@ -32,7 +32,7 @@ def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
     ctx = RequestContext(request_id=rid, endpoint=endpoint, api_key=key, cache_control=control)
     ctx.purpose = request.headers.get("x-margin-purpose")  # checked by the auth stage
     timing.attach(request.scope, ctx)  # timed from the request's arrival to the response's last byte
-    for header, hint in (("x-margin-tier", "pin"), ("x-margin-max-tier", "cap")):
+    for header, hint in (("x-margin-tier", "pin"), ("x-margin-max-tier", "cap"), ("x-margin-session", "session")):
         value = request.headers.get(header)
         if value:
             ctx.route_hints[hint] = value  # pins or caps the tier of a tiered model group

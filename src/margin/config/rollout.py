@@ -11,6 +11,8 @@ from pydantic import Field, model_validator
 
 from margin.config.base import Strict
 
+StickySource = Literal["session", "user", "key"]
+_STICKY_DEFAULT: tuple[StickySource, ...] = ("session", "user", "key")
 GraderSpecText = str | dict[str, Any]  # a grader name or {type: NAME, ...options} (docs/evals.md)
 
 
@@ -86,5 +88,10 @@ class RolloutsConfig(Strict):
     refresh_s: float = Field(2.0, gt=0, le=300, description="how often each replica reads rollout state")
     decide_every_s: float = Field(5.0, gt=0, le=3600, description="how often a replica evaluates live rollouts")
     flush_every_s: float = Field(1.0, gt=0, le=60, description="how often a replica adds its signals to the store")
+    sticky_by: list[StickySource] = Field(
+        default_factory=lambda: list(_STICKY_DEFAULT),
+        description="what keeps one client on one arm, first present wins (session: the x-margin-session header); "
+        "a request with none of them is split on its own",
+    )
     alert_webhook: str | None = Field(None, description="POSTed a JSON body on every rollout transition")
     alert_timeout_s: float = Field(5.0, gt=0, le=60)

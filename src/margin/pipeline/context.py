@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from margin.rollout.split import Assignment
 from margin.routing.policies.outcome import RouteOutcome
 from margin.storage.ledger_row import LedgerRow
 from margin.types import Attempt, ChatRequest, Cost, EmbeddingRequest, Principal, RouteDecision, Usage
@@ -53,6 +54,7 @@ class RequestContext:
     route_outcome: RouteOutcome = field(default_factory=RouteOutcome)  # what tiered routing did
     counterfactual: Cost | None = None  # a routed request's cost had the premium tier answered it
     reservation: object | None = None  # stage ②'s ticket (margin.budgets.admission.Ticket), settled once
+    rollout: Assignment | None = None  # stage ④: the rollout arm that answers (margin.rollout.split)
     prompt_counts: PromptCounts | None = None
 
     # Set by the HTTP layer: when the response's last byte went to the server (perf_counter), and,

@@ -77,6 +77,8 @@ class Pipeline:
             life.usage = self.meter.usage_of(ctx, request, result.usage, result.body)
             if isinstance(lookup, CacheMiss) and self.cache is not None:
                 await self.cache.store(lookup, ctx, result, life.usage)
+            if self.router.rollouts is not None:
+                self.router.rollouts.answered(ctx, request, result)  # queues shadow/grading work only
             return result
 
     async def stream(self, ctx: RequestContext, request: ChatRequest) -> ResponseStream:

@@ -9,6 +9,8 @@ scorer, default) picks the tier to start at; the route is that tier's deployment
 above it up to the cap (overflow: a tier that is down, cold or full spills upward, labelled), then
 the fallbacks. When a cascade runs, `escalation` lists the tiers the call stage may climb to after
 checking each answer (`margin.pipeline.cascade`).
+
+A model group under a rollout then gets its split: the request's arm (`margin.pipeline.rollout_stage`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from margin.config.model import MarginConfig, ModelGroupConfig
 from margin.config.routing import CascadeConfig, RoutingConfig
 from margin.errors import ConfigError, InvalidRequest, ModelNotFound, PermissionDenied, shown
 from margin.pipeline.context import RequestContext
+from margin.pipeline.rollout_stage import RolloutStage
 from margin.routing.learned.scorer import ModelFileError
 from margin.routing.policies.features import CAP_KEY, PIN_KEY, RequestFeatures, features_of
 from margin.routing.policies.tiers import TierPlan, TierPolicy
@@ -144,8 +147,15 @@ class TieredGroup:
 class Router:
     """Stage ④ for every group: static routes as before, tier policies for tiered groups."""
 
-    def __init__(self, table: ModelTable, config: MarginConfig | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        table: ModelTable,
+        config: MarginConfig | None = None,
+        data_dir: Path | None = None,
+        rollouts: RolloutStage | None = None,
+    ) -> None:
         self.table = table
+        self.rollouts = rollouts  # applies a rollout's split to the decision (which arm answers)
         self.tiered: dict[str, TieredGroup] = {}
         for group in config.models if config is not None else ():
             if group.tiers:
@@ -165,6 +175,10 @@ class Router:
                     raise ConfigError(f"model group {group.name!r}: {error}") from error
 
     def decide(self, ctx: RequestContext, request: ChatRequest) -> RouteDecision:
+        decision = self._decide(ctx, request)
+        return decision if self.rollouts is None else self.rollouts.apply(ctx, decision)
+
+    def _decide(self, ctx: RequestContext, request: ChatRequest) -> RouteDecision:
         started = time.perf_counter()
         principal = ctx.principal
         decision = route(self.table, request.model, principal)

@@ -51,7 +51,7 @@ def row_savings(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> Dec
 
 def row_extra(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> dict[str, str]:
     decision, outcome = ctx.decision, ctx.route_outcome
-    extra = _counterfactual_extra(ctx, is_final=is_final)
+    extra = _counterfactual_extra(ctx, is_final=is_final) | _rollout_extra(ctx)
     if decision is None or decision.tier is None:
         return extra
     extra |= {"route_tier": decision.tier_of(attempt.deployment) or "-", "route_chosen": decision.tier}
@@ -60,6 +60,15 @@ def row_extra(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> dict[
         if outcome.check and not is_final:
             extra["cascade_check"] = outcome.check
     return extra
+
+
+def _rollout_extra(ctx: RequestContext) -> dict[str, str]:
+    """Every row of a request under a rollout names the rollout, the arm and the step (feedback and
+    `margin report` find them there)."""
+    rollout = ctx.rollout
+    if rollout is None:
+        return {}
+    return {"rollout": rollout.rollout_id, "rollout_arm": rollout.arm, "rollout_step": str(rollout.step)}
 
 
 def _counterfactual_extra(ctx: RequestContext, *, is_final: bool) -> dict[str, str]:

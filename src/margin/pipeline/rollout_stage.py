@@ -1,0 +1,194 @@
+"""Rollouts on the request path (docs/rollouts.md): the route stage asks "which arm?" (`apply`),
+the call stage's answer may be mirrored to the candidate or graded (`answered`: both only queue
+work), and the record stage feeds each arm's signals (`sink`). Shadow calls and online grading run
+in bounded queues beside the request path; a full queue drops the job and counts it.
+
+A shadow call is a request of its own: a ledger row tagged `shadow`, billed to the rollout's
+experiment principal (team `rollout:<id>`), never to the tenant whose request was mirrored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from margin import errors
+from margin.config.rollout import RolloutsConfig
+from margin.evals.graders.protocol import Grader, GraderEnv, Sample
+from margin.evals.graders.registry import build_grader
+from margin.pipeline.call import Caller
+from margin.pipeline.context import RequestContext
+from margin.pipeline.lifecycle import RequestLifecycle
+from margin.pipeline.meter import Meter
+from margin.pipeline.record import RequestRecord
+from margin.rollout.engine import RolloutEngine
+from margin.rollout.offpath import OffPathQueue
+from margin.rollout.service import settings_of
+from margin.rollout.split import Assignment
+from margin.routing.policies.checks import answer_text
+from margin.storage.rollouts import Arm
+from margin.types import ChatRequest, ChatResult, Principal, RouteDecision
+
+SHADOW_TAG = "shadow"
+_ANONYMOUS = Principal()  # a request without a key: its user and key say nothing of who asks
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerJob:
+    assignment: Assignment
+    request: ChatRequest
+    answer: str
+    request_id: str
+    endpoint: str
+
+
+def sticky_key(ctx: RequestContext, sticky_by: Sequence[str]) -> str:
+    """What keeps one client on one arm: the first of session header, user, key that is present;
+    otherwise the request itself."""
+    principal = ctx.principal
+    for source in sticky_by:
+        if source == "session" and (session := ctx.route_hints.get("session")):
+            return f"session:{session}"
+        if source == "user" and principal.user != _ANONYMOUS.user:
+            return f"user:{principal.org}/{principal.user}"
+        if source == "key" and principal.key_id != _ANONYMOUS.key_id:
+            return f"key:{principal.key_id}"
+    return f"request:{ctx.request_id}"
+
+
+class RolloutStage:
+    def __init__(self, engine: RolloutEngine, config: RolloutsConfig, *, caller: Caller, meter: Meter) -> None:
+        self.engine = engine
+        self.sticky_by = tuple(config.sticky_by)
+        self.caller, self.meter = caller, meter
+        self.lifecycle: Callable[[RequestContext], RequestLifecycle] | None = None  # the pipeline's, once built
+        self.shadows: OffPathQueue[AnswerJob] = OffPathQueue(self._shadow, size=1000, workers=4, name="rollout-shadow")
+        self.grading: OffPathQueue[AnswerJob] = OffPathQueue(self._grade, size=1000, workers=1, name="rollout-grade")
+        self._graders: dict[tuple[str, str], Grader] = {}
+
+    async def start(self) -> None:
+        await self.engine.start()
+        await self.shadows.start()
+        await self.grading.start()
+
+    async def stop(self) -> None:
+        await self.shadows.stop()
+        await self.grading.stop()
+        await self.engine.stop()
+
+    # --- stage ④ ---------------------------------------------------------------------------------
+
+    def apply(self, ctx: RequestContext, decision: RouteDecision) -> RouteDecision:
+        """The decision with this request's arm applied. Pinned routes (x-margin-tier, a deployment
+        asked for by name: no group has a rollout under that name) keep theirs."""
+        if decision.policy == "pin":
+            return decision
+        assignment = self.engine.split.assign(decision.model_group, sticky_key(ctx, self.sticky_by), ctx.request_id)
+        if assignment is None:
+            return decision
+        ctx.rollout = assignment
+        return dataclasses.replace(decision, deployments=assignment.reroute(decision.deployments))
+
+    # --- after the answer (non-streamed answers: the whole text is in hand) ----------------------
+
+    def answered(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
+        assignment = ctx.rollout
+        if assignment is None or not assignment.live or not (assignment.grade or assignment.shadow):
+            return
+        job = AnswerJob(assignment, request, answer_text(result.body), ctx.request_id, ctx.endpoint)
+        if assignment.grade:
+            self.grading.submit(job)  # a full grading queue just grades fewer answers
+        if assignment.shadow:
+            self._mirror(job)
+
+    def _mirror(self, job: AnswerJob) -> None:
+        a = job.assignment
+        budget = self.engine.shadow_budget.get(a.rollout_id)
+        spent = self.engine.shadow_spent.get(a.rollout_id, Decimal(0))
+        why = "budget" if budget is not None and spent >= budget else None
+        if why is None and not self.shadows.submit(job):
+            why = "queue_full"
+        if why is not None:
+            self.engine.signals.dropped((a.rollout_id, -1, "shadow"))
+            metrics = self.engine.service.metrics
+            if metrics is not None:
+                metrics.shadow_dropped.labels(a.model_group, why).inc()
+
+    def _grader(self, rollout_id: str, kind: str) -> Grader | None:
+        key = (rollout_id, kind)
+        if key not in self._graders:
+            record = self.engine.records.get(rollout_id)
+            if record is None:
+                return None
+            settings = settings_of(record)
+            spec = settings.online_grader if kind == "online" else settings.shadow.grader
+            if spec is None:
+                return None
+            self._graders[key] = build_grader(spec, GraderEnv())
+        return self._graders[key]
+
+    async def _grade(self, job: AnswerJob) -> None:
+        a = job.assignment
+        grader = self._grader(a.rollout_id, "online")
+        if grader is None:
+            return
+        grade = await grader.grade(Sample(job.request.messages, job.answer, item_id=job.request_id))
+        arm: Arm = "candidate" if a.arm == "candidate" else "stable"
+        self.engine.signals.quality((a.rollout_id, a.step, arm), grade.score or 0.0)  # no score fails
+
+    async def _shadow(self, job: AnswerJob) -> None:
+        """Ask the candidate the same question as the experiment's principal, then grade its
+        answer against the stable one."""
+        a = job.assignment
+        assert self.lifecycle is not None, "RolloutStage.lifecycle is set by the composition root"
+        ctx = RequestContext(request_id=f"{job.request_id}-shadow", endpoint=job.endpoint)  # type: ignore[arg-type]
+        ctx.principal = Principal(
+            key_id=f"rollout:{a.rollout_id}", org="margin", team=f"rollout:{a.rollout_id}", user=SHADOW_TAG,
+            tags=(SHADOW_TAG, f"rollout:{a.rollout_id}"), endpoint_class="batch",
+        )  # fmt: skip
+        ctx.authenticated = True
+        ctx.decision = RouteDecision(model_group=a.model_group, deployments=(a.candidate,), policy=SHADOW_TAG)
+        ctx.rollout = dataclasses.replace(a, arm="shadow", step=-1, shadow=False, grade=False)
+        request = dataclasses.replace(job.request, stream=False, include_usage=False)
+        try:
+            async with self.lifecycle(ctx) as life:
+                result = await self.caller.chat(ctx, request)
+                life.usage = self.meter.usage_of(ctx, request, result.usage, result.body)
+        except errors.MarginError:
+            return  # recorded as the shadow arm's error by the record stage
+        finally:
+            spent = ctx.cost.total.usd if ctx.cost is not None else Decimal(0)
+            self.engine.shadow_spent[a.rollout_id] = self.engine.shadow_spent.get(a.rollout_id, Decimal(0)) + spent
+        grader = self._grader(a.rollout_id, "shadow")
+        if grader is not None:
+            sample = Sample(
+                request.messages, answer_text(result.body), references=(job.answer,), item_id=job.request_id
+            )
+            grade = await grader.grade(sample)
+            self.engine.signals.quality((a.rollout_id, -1, "shadow"), grade.score or 0.0)
+
+    # --- stage ⑦ ---------------------------------------------------------------------------------
+
+    def sink(self, batch: list[RequestRecord]) -> None:
+        """Each finished request under a live rollout adds to its arm's signals: the outcome of
+        the arm's own deployment (its first attempt there), its latency, TTFT and cost."""
+        metrics = self.engine.service.metrics
+        for record in batch:
+            a = record.ctx.rollout
+            if a is None:
+                continue
+            if metrics is not None:
+                metrics.requests.labels(a.model_group, a.arm).inc()
+            if not a.live or a.arm == "promoted":
+                continue
+            own = a.stable if a.arm == "stable" else a.candidate
+            attempt = next((x for x in record.ctx.attempts if x.deployment == own), None)
+            if attempt is None:
+                continue  # answered from the cache, or refused before any call: says nothing of the arm
+            arm: Arm = a.arm
+            self.engine.signals.request(
+                (a.rollout_id, a.step, arm), ok=attempt.status == "ok", latency_ms=attempt.latency_ms,
+                ttft_ms=attempt.ttft_ms, cost=attempt.cost.total.usd if attempt.cost is not None else None,
+            )  # fmt: skip
