@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from margin.api import admin, admin_budgets, admin_deployments, admin_keys, anthropic, openai, ops
+from margin.api import admin, admin_budgets, admin_deployments, admin_keys, anthropic, openai, ops, rollouts
 
 
 def build_routes() -> list[Route]:
@@ -26,4 +26,10 @@ def build_routes() -> list[Route]:
         Route("/admin/keys/{key_id}/rotate", admin_keys.rotate, methods=["POST"]),
         Route("/admin/keys/{key_id}/revoke", admin_keys.revoke, methods=["POST"]),
         Route("/admin/budgets", admin_budgets.budgets, methods=["GET"]),
+        Route("/v1/feedback", rollouts.feedback, methods=["POST"]),
+        Route("/admin/rollouts", rollouts.rollouts, methods=["GET", "POST"]),
+        Route("/admin/rollouts/{ref}", rollouts.rollout, methods=["GET"]),
+        Route("/admin/rollouts/{ref}/history", rollouts.history, methods=["GET"]),
+        Route("/admin/rollouts/{ref}/verdict", rollouts.verdict, methods=["GET", "POST"]),
+        Route("/admin/rollouts/{ref}/{action}", rollouts.action, methods=["POST"]),
     ]

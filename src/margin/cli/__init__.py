@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "eval": "margin.cli.evals:eval_group",
 }
 
+    "rollout": "margin.cli.rollouts:rollout",
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -50,8 +50,6 @@ class ShadowSettings(Strict):
     min_duration_s: float = Field(60.0, ge=0)
     min_score: float = Field(0.9, ge=0, le=1, description="the mean shadow grade must be shown above this")
     grader: GraderSpecText = Field("normalised", description="compares the shadow answer with the stable one")
-    queue: int = Field(1000, ge=1, description="shadow calls waiting; when full, new ones are dropped and counted")
-    concurrency: int = Field(4, ge=1, le=256, description="shadow calls in flight at once (per replica)")
     budget_usd: Decimal = Field(Decimal("1.00"), ge=0, description="the rollout's experiment budget for shadow calls")
 
 
@@ -93,5 +91,10 @@ class RolloutsConfig(Strict):
         description="what keeps one client on one arm, first present wins (session: the x-margin-session header); "
         "a request with none of them is split on its own",
     )
+    shadow_queue: int = Field(
+        1000, ge=1, description="shadow calls waiting (per replica); when full, dropped and counted"
+    )
+    shadow_concurrency: int = Field(4, ge=1, le=256, description="shadow calls in flight at once (per replica)")
+    grading_queue: int = Field(1000, ge=1, description="answers waiting for the online grader (per replica)")
     alert_webhook: str | None = Field(None, description="POSTed a JSON body on every rollout transition")
     alert_timeout_s: float = Field(5.0, gt=0, le=60)

@@ -24,6 +24,7 @@ from margin.pipeline.lifecycle import RequestLifecycle
 from margin.pipeline.meter import Meter
 from margin.pipeline.record import RequestRecord
 from margin.rollout.engine import RolloutEngine
+from margin.rollout.feedback import FeedbackDesk
 from margin.rollout.offpath import OffPathQueue
 from margin.rollout.service import settings_of
 from margin.rollout.split import Assignment
@@ -64,9 +65,14 @@ class RolloutStage:
         self.sticky_by = tuple(config.sticky_by)
         self.caller, self.meter = caller, meter
         self.lifecycle: Callable[[RequestContext], RequestLifecycle] | None = None  # the pipeline's, once built
-        self.shadows: OffPathQueue[AnswerJob] = OffPathQueue(self._shadow, size=1000, workers=4, name="rollout-shadow")
-        self.grading: OffPathQueue[AnswerJob] = OffPathQueue(self._grade, size=1000, workers=1, name="rollout-grade")
+        self.shadows: OffPathQueue[AnswerJob] = OffPathQueue(
+            self._shadow, size=config.shadow_queue, workers=config.shadow_concurrency, name="rollout-shadow"
+        )
+        self.grading: OffPathQueue[AnswerJob] = OffPathQueue(
+            self._grade, size=config.grading_queue, workers=1, name="rollout-grade"
+        )
         self._graders: dict[tuple[str, str], Grader] = {}
+        self.feedback = FeedbackDesk(engine.service.store, engine.signals)  # POST /v1/feedback
 
     async def start(self) -> None:
         await self.engine.start()

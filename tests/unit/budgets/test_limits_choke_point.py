@@ -21,6 +21,7 @@ NOT_MODEL_SERVING = {
     ("/readyz", "GET"): "readiness (probes deployments' health endpoints, not models)",
     ("/metrics", "GET"): "Prometheus text",
     ("/openapi.json", "GET"): "the API description",
+    ("/v1/feedback", "POST"): "a client's score of an answer it already received (rollout quality signal)",
 }
 CHAT = [{"role": "user", "content": "hello world"}]
 # Every model-serving route, with the bodies that must be refused (streamed and not).
