@@ -1,11 +1,13 @@
 """Issue 15, 4 on real servers: a replica killed (SIGKILL) in the middle of a burst loses neither
 money nor ledger rows. Three `margin serve` processes share redis-server and PostgreSQL; one key
 has $1.00; each request's worst case is $0.05, its actual cost $0.03 (tests/e2e/limits_cluster.py);
-the fake upstream holds each answer 1.5 s so that the killed replica has attempts in flight.
+the fake upstream holds each answer 3 s so that the killed replica has attempts in flight.
 
 After the kill, whichever way the dead replica's work is taken over (its successor replays its
 journal on the same data dir, or the survivors sweep its reservations from Redis):
-- every upstream call has its ledger row: rows (unreconciled included) == the fake's call count;
+- every upstream call has its ledger row: rows (unreconciled included) == the fake's call count,
+  give or take unreconciled rows of attempts the kill caught between their durable mark and their
+  first byte upstream (charged at the reserved amount, as their outcome cannot be known);
 - the dead replica's reservations are settled as spent at the reserved amount, never released:
   after two lease periods (when its holds would have lapsed) another burst still cannot take the
   key past $1.00, counting unreconciled rows at their reserved $0.05;
@@ -38,10 +40,12 @@ from tests.support.redis import redis_server
 pytestmark = pytest.mark.slow
 
 LEASE_S = 8.0  # short leases: a hold left to lapse would be free again within the test
-UPSTREAM_DELAY_S = 1.5
-KILL_AFTER_S = 0.6  # into the burst: the killed replica's admitted requests wait on the upstream
+UPSTREAM_DELAY_S = 3.0
+AHEAD = 5  # requests sent to the victim first: it surely holds reservations in flight when killed
+KILL_AFTER_S = 0.3  # into the rest of the burst
 HEARTBEAT_TTL_S = 10.0  # margin.budgets.sweeper's default: a dead replica is noticed within this
 BUDGET = Decimal("1.00")
+REFUSED = {402, 503}  # over budget; or limits_unavailable when Redis answers late on a loaded machine
 
 
 @dataclass
@@ -104,7 +108,9 @@ class CrashCluster:
 
         with psycopg.connect(self.database) as conn:
             rows = conn.execute(
-                "SELECT status, price_basis, cost_total FROM ledger_attempts WHERE key_id = %s", (key_id,)
+                # refused rows record a 402 from margin's own limits: no upstream attempt, cost 0
+                "SELECT status, price_basis, cost_total FROM ledger_attempts WHERE key_id = %s AND status <> 'refused'",
+                (key_id,),
             ).fetchall()
         return {
             "rows": len(rows),
@@ -146,19 +152,28 @@ async def _one(http: httpx.AsyncClient, url: str, key: str) -> int:
 
 
 async def _burst_with_kill(cluster: CrashCluster, key: str, victim: Replica | None, count: int = 200) -> list[int]:
-    """`count` requests at once, round-robin; with a victim, its first few go out a moment ahead of
-    the rest (so it surely holds reservations in flight), and it is killed KILL_AFTER_S in."""
+    """`count` requests at once, round-robin. With a victim: its first few go out ahead of the rest
+    and, once the upstream holds them, the rest follow and the victim is killed under them all."""
     urls = cluster.urls
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        ahead = [_one(http, victim.url, key) for _ in range(5)] if victim is not None else []
-        first = asyncio.gather(*ahead)
-        await asyncio.sleep(0.1 if victim is not None else 0)
+        ahead: list[asyncio.Task[int]] = []
+        if victim is not None:
+            calls = await asyncio.to_thread(cluster.upstream_calls)
+            ahead = [asyncio.create_task(_one(http, victim.url, key)) for _ in range(AHEAD)]
+            await _upstream_holds(cluster, calls + AHEAD)
         rest = asyncio.gather(*(_one(http, urls[i % len(urls)], key) for i in range(count - len(ahead))))
         if victim is not None:
             await asyncio.sleep(KILL_AFTER_S)
             await asyncio.to_thread(cluster.kill, victim)
-        return list(await first) + list(await rest)
+        return list(await asyncio.gather(*ahead)) + list(await rest)
+
+
+async def _upstream_holds(cluster: CrashCluster, calls: int) -> None:
+    deadline = time.monotonic() + UPSTREAM_DELAY_S
+    while await asyncio.to_thread(cluster.upstream_calls) < calls:
+        assert time.monotonic() < deadline, "the victim's requests did not reach the upstream in time"
+        await asyncio.sleep(0.02)
 
 
 def _settled(cluster: CrashCluster, key_id: str, calls_before: int, timeout: float = 30.0) -> dict[str, Any]:
@@ -177,7 +192,7 @@ def _takeover_then_second_burst(cluster: CrashCluster, key: str, key_id: str, be
     time.sleep(2 * LEASE_S + 1)
     cluster.slow_upstream(False)
     second = asyncio.run(_burst_with_kill(cluster, key, None))
-    assert set(second) <= {200, 402}, sorted(set(second))
+    assert set(second) <= REFUSED | {200}, sorted(set(second))
     found = _settled(cluster, key_id, before)
     deadline = time.monotonic() + 10
     while cluster.spent(key_id) != found["cost"] and time.monotonic() < deadline:
@@ -187,7 +202,9 @@ def _takeover_then_second_burst(cluster: CrashCluster, key: str, key_id: str, be
 
 def _assert_nothing_lost(found: dict[str, Any]) -> None:
     assert found["unreconciled"] >= 1, found  # the kill did catch attempts in flight
-    assert found["rows"] == found["calls"], found  # every upstream call has its row
+    # Every upstream call has its row; the only rows without a call are unreconciled ones whose
+    # attempt the kill caught after its mark and before its first byte went upstream.
+    assert found["rows"] - found["unreconciled"] <= found["calls"] <= found["rows"], found
     assert found["cost"] <= BUDGET, found  # unreconciled rows at the reserved $0.05
     assert found["spent"] == found["cost"], found  # the counter and the ledger agree
 
@@ -198,7 +215,7 @@ def test_a_replica_killed_mid_burst_and_restarted_on_its_data_dir(crash_cluster:
     crash_cluster.slow_upstream(True)
     victim = crash_cluster.replicas[2]
     first = asyncio.run(_burst_with_kill(crash_cluster, key, victim))
-    assert first.count(0) >= 1 and set(first) <= {0, 200, 402}, sorted(set(first))
+    assert first.count(0) >= 1 and set(first) <= REFUSED | {0, 200}, sorted(set(first))
     crash_cluster.start(victim)  # the same data dir: its journal is replayed at start-up
     journal = victim.folder / "data" / "journal"
     assert len({p.name.split(".")[0] for p in journal.glob("*.jsonl")}) <= 1  # the dead one's is gone
@@ -236,7 +253,7 @@ def test_a_replica_killed_mid_burst_for_good_is_swept_by_the_survivors(crash_clu
     crash_cluster.slow_upstream(True)
     victim = crash_cluster.replicas[1]
     first = asyncio.run(_burst_with_kill(crash_cluster, key, victim))
-    assert first.count(0) >= 1 and set(first) <= {0, 200, 402}, sorted(set(first))
+    assert first.count(0) >= 1 and set(first) <= REFUSED | {0, 200}, sorted(set(first))
     time.sleep(HEARTBEAT_TTL_S + 3)  # its heartbeat lapses; a survivor sweeps within its next round
     swept = crash_cluster.ledger(key_id)
     assert swept["unreconciled"] >= 1, swept  # swept well before its holds would have lapsed

@@ -29,14 +29,15 @@ import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from margin import errors
 from margin.budgets.estimate import Demand
-from margin.budgets.intents import HeldCounter, Reservation, correction_plan, settle_plan
+from margin.budgets.intents import HeldCounter, Reservation, late_plans, settle_plan
 from margin.budgets.priority import PriorityQueue
 from margin.budgets.refusals import budget_exceeded, limits_unavailable, rate_limited
-from margin.budgets.rules import Applied, Rule, RuleBook
+from margin.budgets.rules import NANO, Applied, Rule, RuleBook
 from margin.budgets.windows import Lease, Span, SpanCache
 from margin.config.limits import PriorityConfig, StoreFailure
 from margin.storage.protocols import (
@@ -45,7 +46,6 @@ from margin.storage.protocols import (
     Counters,
     Intent,
     IntentCounters,
-    IntentState,
     SharedIntents,
     StorageError,
     Verdict,
@@ -221,7 +221,7 @@ class Limiter:
         return Reservation(note.request_id, counters, demand.cost_nano, demand.tokens, note.row)
 
     def _intent(self, reservation: Reservation, now: float) -> Intent:
-        sweep_at = self.lease.sweep_at(self.lease.slot(now))
+        sweep_at = self.lease.sweep_at(now)
         return Intent(reservation.request_id, self.owner, sweep_at, sweep_at + _KEEP_SWEPT_S, reservation.to_json())
 
     async def _shared(self, held: list[Held], intent: Intent | None) -> Verdict:
@@ -323,10 +323,7 @@ class Limiter:
         """Settle through the intent: exactly once, and a reservation a sweeper already charged at
         its reserved amount is corrected to the actual one."""
         counters = reservation.counters
-        plans: dict[IntentState, list[Adjust]] = {
-            "open": settle_plan(counters, cost_nano, tokens),
-            "swept": correction_plan(counters, cost_nano, tokens),
-        }
+        plans = late_plans(counters, cost_nano, tokens)
         store = ticket.store
         assert isinstance(store, IntentCounters)
         keep = max((c.hold_expires for c in counters), default=self.clock()) + self.lease.slot_s
@@ -336,9 +333,10 @@ class Limiter:
                 found = await store.finish(reservation.request_id, self.owner, plans, "settled", keep)
             except StorageError as exc:
                 return self._failed(finish, exc, store)
-            if found == "swept":
-                log.warning("reservation %s was swept before its settle: corrected to the actual amount",
-                            reservation.request_id)  # fmt: skip
+            if found in ("swept", "released"):  # its row stays unreconciled: what `margin reconcile` needs
+                log.warning("reservation %s was swept before its settle (replica stalled, or the request outlived "
+                            "its lease): counters corrected to the actual $%s", reservation.request_id,
+                            Decimal(cost_nano) / NANO)  # fmt: skip
             return True
 
         return await finish()

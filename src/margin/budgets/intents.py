@@ -8,7 +8,10 @@ replica's local journal). From it, whoever settles the reservation derives one o
 - `spent_plan`: release the holds, spend the reserved amounts (outcome unknown: a dead replica's
   reservation, or one whose lease ended without a settle: never silently released);
 - `release_plan`: release the holds, spend nothing (provably nothing went upstream);
-- `correction_plan`: after a `spent_plan`, move each spend counter by actual - reserved.
+- `correction_plan`: after a `spent_plan`, move each spend counter by actual - reserved;
+- `spend_plan`: after a `release_plan`, spend what was used after all (the holds are gone).
+
+`late_plans` gathers what a settle that knows the actual amounts applies, whatever state it finds.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from margin.storage.protocols import HOLD_SUFFIX, Adjust
+from margin.storage.protocols import HOLD_SUFFIX, Adjust, IntentState
 
 SPENT_KINDS = frozenset({"usd", "tokens", "tpm"})  # kinds whose settle records an amount spent
 
@@ -88,13 +91,26 @@ def _releases(counters: tuple[HeldCounter, ...]) -> list[Adjust]:
     ]
 
 
-def settle_plan(counters: tuple[HeldCounter, ...], cost_nano: int, tokens: int) -> list[Adjust]:
-    plan = _releases(counters)
+def spend_plan(counters: tuple[HeldCounter, ...], cost_nano: int, tokens: int) -> list[Adjust]:
+    plan = []
     for c in counters:
         actual = c.actual(cost_nano, tokens)
         if actual > 0:
             plan.append(Adjust(c.name, c.bucket, actual, c.bucket_expires))
     return plan
+
+
+def settle_plan(counters: tuple[HeldCounter, ...], cost_nano: int, tokens: int) -> list[Adjust]:
+    return _releases(counters) + spend_plan(counters, cost_nano, tokens)
+
+
+def late_plans(counters: tuple[HeldCounter, ...], cost_nano: int, tokens: int) -> dict[IntentState, list[Adjust]]:
+    """The plans of a settle that knows the actual amounts, by the state it may find the intent in."""
+    return {
+        "open": settle_plan(counters, cost_nano, tokens),
+        "swept": correction_plan(counters, cost_nano, tokens),
+        "released": spend_plan(counters, cost_nano, tokens),
+    }
 
 
 def spent_plan(counters: tuple[HeldCounter, ...]) -> list[Adjust]:

@@ -2,8 +2,10 @@
 
 Every `interval_s` each replica renews its heartbeat and asks the store for orphans: open intents
 whose owner's heartbeat is gone (the replica died: found within `heartbeat_ttl_s`) or whose lease
-has ended without a settle. Each orphan is settled as spent at its reserved amount, never released:
-whether its upstream call was answered is unknown, and if it was, the provider bills it. `finish`
+has ended without a settle. Each orphan with an attempt mark is settled as spent at its reserved
+amount, never released: whether its upstream call was answered is unknown, and if it was, the
+provider bills it. One without a mark is released: a mark is written before its attempt goes
+upstream, so none went. `finish`
 makes that exactly-once across replicas (two sweepers race; one finds it open). The one that swept
 it hands it on (`on_swept`) to write one `unreconciled` ledger row per attempt its owner marked.
 
@@ -22,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from margin.budgets.admission import Limiter
-from margin.budgets.intents import Reservation, spent_plan
+from margin.budgets.intents import Reservation, release_plan, spent_plan
 from margin.budgets.rules import NANO
 from margin.storage.protocols import Adjust, IntentCounters, IntentState, Orphan, SharedIntents, StorageError
 
@@ -92,7 +94,11 @@ class IntentSweeper:
         for orphan in await store.orphans(now, self.batch):
             intent = orphan.intent
             reservation = Reservation.from_json(intent.payload)
-            plans: dict[IntentState, list[Adjust]] = {"open": spent_plan(reservation.counters)}
+            if not orphan.attempts:  # marks precede their attempts: nothing went upstream
+                plans: dict[IntentState, list[Adjust]] = {"open": release_plan(reservation.counters)}
+                await store.finish(intent.id, intent.owner, plans, "released", now + KEEP_SWEPT_S)
+                continue
+            plans = {"open": spent_plan(reservation.counters)}
             found = await store.finish(intent.id, intent.owner, plans, "swept", now + KEEP_SWEPT_S)
             if found != "open":
                 continue  # settled meanwhile, or another replica swept it first

@@ -124,10 +124,11 @@ class SpanCache:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Slots holding reservations: a hold counts in its slot and the next, at least one whole slot.
-    A slot outlasts any request. A hold whose settle never comes (its replica died) is not left to
-    lapse: its intent is swept (settled as spent) halfway through the second slot, while the hold
-    still counts, so the money is never free in between (margin.budgets.sweeper)."""
+    """Slots holding reservations: a hold counts in its slot and the next, so at least one whole slot
+    (`slot_s`, by default the request deadline + 60 s: longer than any request). A hold whose settle
+    never comes (its replica died) is not left to lapse: its intent is swept (settled as spent) a
+    little before one slot has passed, after the request's deadline and while the hold still
+    counts, so the money is never free in between (margin.budgets.sweeper)."""
 
     slot_s: float
 
@@ -137,6 +138,8 @@ class Lease:
     def expires_at(self, slot: int) -> float:
         return (slot + 3) * self.slot_s
 
-    def sweep_at(self, slot: int) -> float:
-        """When a reservation made in `slot` is swept if nobody settled it (its lease ended)."""
-        return (slot + 1.5) * self.slot_s
+    def sweep_at(self, reserved_at: float) -> float:
+        """When a reservation made at `reserved_at` is swept if nobody settled it (its lease ended):
+        its hold counts until at least `reserved_at + slot_s`; the sweepers get the last quarter of
+        that, at most 30 s (they look every 2 s)."""
+        return reserved_at + self.slot_s - min(30.0, self.slot_s / 4)

@@ -21,10 +21,21 @@ class LedgerCollector:
         )
         yield CounterMetricFamily("margin_ledger_written_rows", "Rows written to the store", value=w.written_rows)
         yield CounterMetricFamily(
-            "margin_ledger_spilled_rows", "Rows spilled to the local file while the store was down",
+            "margin_ledger_spilled_rows",
+            "Rows spilled to the local file while the store was down",
             value=w.spilled_rows,
         )
         yield CounterMetricFamily(
             "margin_ledger_replayed_rows", "Spilled rows replayed into the store", value=w.replayed_rows
         )
         yield CounterMetricFamily("margin_ledger_lost_rows", "Rows neither store nor disk took", value=w.lost_rows)
+        journal = w.journal
+        if journal is not None and journal.is_open:
+            yield GaugeMetricFamily(
+                "margin_journal_open_requests",
+                "Requests the replica journal still holds (in flight, or unsettled)",
+                value=journal.open_requests(),
+            )
+            yield CounterMetricFamily(
+                "margin_journal_fsyncs", "Group fsyncs of the replica journal", value=journal.fsyncs
+            )

@@ -24,7 +24,7 @@ from typing import Any
 
 from margin.budgets.admission import Limiter
 from margin.budgets.estimate import nano_ceil
-from margin.budgets.intents import HeldCounter, Reservation, correction_plan, release_plan, settle_plan, spent_plan
+from margin.budgets.intents import HeldCounter, Reservation, late_plans, release_plan, spent_plan
 from margin.budgets.sweeper import KEEP_SWEPT_S
 from margin.ledger.journal import Adopted, Journal
 from margin.ledger.journal_replay import JournalContents, Trace, read_journal
@@ -114,14 +114,12 @@ class Recovery:
         counters = tuple(HeldCounter.from_json(c) for c in res["counters"]) if res else ()
         if trace.ended:
             cost, tokens = contents.spent(trace.request_id)
-            plans: dict[IntentState, list[Adjust]] = {"open": settle_plan(counters, nano_ceil(cost), tokens),
-                     "swept": correction_plan(counters, nano_ceil(cost), tokens)}  # fmt: skip
-            if await self._finish(trace, owner, plans, "settled"):
+            if await self._finish(trace, owner, late_plans(counters, nano_ceil(cost), tokens), "settled"):
                 result.settled += 1
             return []
         attempts = [trace.attempts[i] for i in sorted(trace.attempts)]
         if not attempts:
-            if await self._finish(trace, owner, {"open": release_plan(counters)}, "settled"):
+            if await self._finish(trace, owner, {"open": release_plan(counters)}, "released"):
                 result.released += 1
             return []
         if await self._finish(trace, owner, {"open": spent_plan(counters)}, "swept"):

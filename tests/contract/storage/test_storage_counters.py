@@ -206,6 +206,17 @@ async def test_a_swept_intent_is_spent_then_corrected_by_a_late_settle(counters:
     assert await counters.read("i", 10, 10) == 30
 
 
+async def test_a_released_intent_spends_what_a_late_settle_reports(counters: Counters) -> None:
+    assert isinstance(counters, IntentCounters)
+    assert (await counters.reserve_intent([charge("i", 50, 100)], _intent("r4"))).admitted
+    release = [Adjust("i" + HOLD_SUFFIX, 5, -50, LATER)]
+    assert await counters.finish("r4", "replica-b", {"open": release}, "released", LATER) == "open"
+    assert (await counters.read("i", 10, 10), await counters.read("i" + HOLD_SUFFIX, 4, 5)) == (0, 0)
+    plans: dict[IntentState, list[Adjust]] = {"open": SETTLE, "swept": CORRECTION, "released": SETTLE[1:]}
+    assert await counters.finish("r4", "replica-a", plans, "settled", LATER) == "released"
+    assert (await counters.read("i", 10, 10), await counters.read("i" + HOLD_SUFFIX, 4, 5)) == (30, 0)
+
+
 async def test_an_unknown_or_refused_intent_changes_nothing(counters: Counters) -> None:
     assert isinstance(counters, IntentCounters)
     assert await counters.finish("never", "replica-a", {"open": SETTLE}, "settled", LATER) is None

@@ -85,12 +85,29 @@ async def test_a_live_replicas_reservation_is_swept_only_when_its_lease_ends() -
     await sweeper.start()
     try:
         ticket = await reserve(live, "r2")
+        await live.mark_attempt(ticket, 0, '{"i":0,"d":"dep","m":"m","r":null,"t":1}')
         assert await sweeper.sweep_once() == 0
-        clock.now = LEASE.sweep_at(LEASE.slot(NOW))  # the lease ends with no settle
+        clock.now = LEASE.sweep_at(NOW)  # the lease ends with no settle
         assert await sweeper.sweep_once() == 1
     finally:
         await sweeper.stop()
     assert await spent_and_held(store, ticket) == (50_000_000, 0)
+
+
+async def test_a_reservation_with_no_attempt_marked_is_released_and_a_late_settle_spends() -> None:
+    store, clock, swept = MemoryCounters(), Clock(), Swept()
+    stalled, survivor = replica(store, "stalled", clock), replica(store, "survivor", clock)
+    ticket = await reserve(stalled, "r4")  # killed (or stalled) before its first attempt's mark
+    sweeper = IntentSweeper(survivor, swept)
+    await sweeper.start()
+    try:
+        assert await sweeper.sweep_once() == 0 and swept.orphans == []  # released, not spent: no rows
+    finally:
+        await sweeper.stop()
+    assert await spent_and_held(store, ticket) == (0, 0)
+    stalled.settle(ticket, cost_nano=30_000_000, tokens=30)  # it was only stalled, and went upstream after all
+    await stalled.drain()
+    assert await spent_and_held(store, ticket) == (30_000_000, 0)
 
 
 async def test_a_normal_settle_leaves_nothing_to_sweep() -> None:

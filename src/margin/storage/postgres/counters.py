@@ -25,7 +25,7 @@ _ADJUST = (
     "expires_at = greatest(margin_counters.expires_at, excluded.expires_at)"
 )
 _SUM = "SELECT coalesce(sum(value), 0) FROM margin_counters WHERE name = %s AND bucket BETWEEN %s AND %s"
-_STATES: dict[IntentState, int] = {"open": 1, "swept": 2, "settled": 3}
+_STATES: dict[IntentState, int] = {"open": 1, "swept": 2, "settled": 3, "released": 4}
 _STATE_OF = {code: state for state, code in _STATES.items()}
 _SET_MARKER = (
     "INSERT INTO margin_counters (name, bucket, value, expires_at) VALUES (%s, 0, %s, %s) "

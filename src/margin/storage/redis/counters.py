@@ -170,6 +170,8 @@ def _state(text: str) -> IntentState | None:
         return "swept"
     if text == "settled":
         return "settled"
+    if text == "released":
+        return "released"
     return None
 
 

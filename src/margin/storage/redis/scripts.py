@@ -110,7 +110,7 @@ redis.call('SET', marker, '1', 'PX', ARGV[2])
 return 1
 """
 
-# INTENT_LAYOUT: `{prefix}i:{id}` is a hash: s (open | swept | settled), o (owner), p (payload, while
+# INTENT_LAYOUT: `{prefix}i:{id}` is a hash: s (open | swept | released | settled), o (owner), p (payload, while
 # open), a<index> (attempt marks). `{prefix}io:{owner}` is a sorted set of the owner's open intents
 # scored by sweep_at; `{prefix}owners` the owners that have any; `{prefix}hb:{owner}` its heartbeat.
 

@@ -2,7 +2,7 @@
 the check and the add are atomic across every connection and process sharing the file.
 
 A reservation's intent is one more row of the same table, `intent:<id>` at bucket 0, whose value is
-its state (1 open, 2 swept, 3 settled): written in the reserve's transaction, moved by `finish` in
+its state (1 open, 2 swept, 3 settled, 4 released): written in the reserve's transaction, moved by `finish` in
 one transaction with the adjustments, pruned with the rest once it expires. SQLite serves one host,
 so nobody sweeps these: a restarted gateway's journal replay settles what its predecessor left open."""
 
@@ -50,7 +50,7 @@ def _sums(conn: sqlite3.Connection, charges: Sequence[Charge]) -> dict[str, int]
     return dict(conn.execute(_sums_sql(len(params) // 3), params).fetchall())
 
 
-_STATES: dict[IntentState, int] = {"open": 1, "swept": 2, "settled": 3}
+_STATES: dict[IntentState, int] = {"open": 1, "swept": 2, "settled": 3, "released": 4}
 _STATE_OF = {code: state for state, code in _STATES.items()}
 _SET_MARKER = (
     "INSERT INTO margin_counters (name, bucket, value, expires_at) VALUES (?, 0, ?, ?) "
