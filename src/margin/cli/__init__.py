@@ -7,6 +7,8 @@ import importlib.util
 
 import click
 
+from margin.cli.help import examples
+
 # name -> "module:attribute". Lazy so `margin --help` and `margin serve` never import the planner,
 # the router trainer or a storage driver they do not use.
 COMMANDS: dict[str, str] = {
@@ -25,9 +27,9 @@ COMMANDS: dict[str, str] = {
     "keys": "margin.cli.keys:keys",
     "migrate": "margin.cli.migrate:migrate",
     "eval": "margin.cli.evals:eval_group",
+    "rollout": "margin.cli.rollouts:rollout",
 }
 
-    "rollout": "margin.cli.rollouts:rollout",
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -47,7 +49,17 @@ def _exists(target: str) -> bool:
     return importlib.util.find_spec(target.split(":")[0]) is not None
 
 
-@click.group(cls=LazyGroup)
+@click.group(
+    cls=LazyGroup,
+    epilog=examples(
+        "margin serve                                  # the embedded default, offline",
+        "margin serve --config margin.yaml --data-dir /var/lib/margin",
+        "margin report --since 24h --by team",
+        "margin COMMAND --help                         # each command's options and examples",
+        "# shell completion (bash; zsh_source and fish_source too): docs/configuration.md",
+        'eval "$(_MARGIN_COMPLETE=bash_source margin)"',
+    ),
+)
 @click.version_option(package_name="margin")
 def main() -> None:
     """margin: one endpoint for every model tier, with cost truth."""

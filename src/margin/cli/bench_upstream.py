@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from margin.cli.help import examples
+from margin.cli.progress import Progress, progress
 from margin.config.base import EnvSecret, parse_secret
 from margin.planner.catalog import PRECISIONS, Catalog, Precision, load_catalog
 from margin.planner.measure import (
@@ -29,7 +31,15 @@ HEADER = (
 )
 
 
-@click.command("bench-upstream")
+@click.command(
+    "bench-upstream",
+    epilog=examples(
+        "margin bench-upstream http://127.0.0.1:8000/v1 --model meta-llama/Llama-3.1-8B-Instruct",
+        "margin bench-upstream http://gpu-box:8000/v1 --model llama --concurrency 1,8,32 --requests 64 \\",
+        "    --ignore-eos --gpu l4 --catalog-model llama-3.1-8b --out measured.yaml   # a planner override",
+        "margin bench-upstream https://api.openai.com/v1 --model gpt-4o-mini --api-key env:OPENAI_API_KEY --requests 8",
+    ),
+)
 @click.argument("url")
 @click.option("--model", required=True, help="Model name the endpoint serves.")
 @click.option("--api-key", default=None, metavar="env:VAR|KEY", help="Bearer key, or env:VAR to read it.")
@@ -77,13 +87,17 @@ def bench_upstream(
     spec = LoadSpec(url, model, _resolve_key(api_key), input_tokens, output_tokens, stream, ignore_eos, timeout_s)
     click.echo(HEADER)
     stats: list[LevelStats] = []
+    total = sum(max(requests_, level) for level in levels)
+    with progress(total, "requests") as bar:
 
-    def report(run: LevelRun) -> None:
-        stats.append(level_stats(run.concurrency, run.wall_s, run.samples))
-        click.echo(format_row(stats[-1]))
-        _echo_errors(run)
+        def report(run: LevelRun) -> None:
+            stats.append(level_stats(run.concurrency, run.wall_s, run.samples))
+            bar.echo(format_row(stats[-1]))
+            _echo_errors(run, bar)
 
-    asyncio.run(run_benchmark(spec, levels, requests_, warmup=warmup, on_level=report))
+        asyncio.run(
+            run_benchmark(spec, levels, requests_, warmup=warmup, on_level=report, on_request=lambda _: bar.advance())
+        )
     result = BenchRun(url, model, dt.datetime.now(dt.UTC).date().isoformat(), stream, input_tokens, output_tokens,
                       tuple(stats))  # fmt: skip
     _finish(result, catalog, target, out)
@@ -113,10 +127,10 @@ def _ms(seconds: float | None) -> str:
     return f"{'-':>9}" if seconds is None else f"{seconds * 1000:>7.0f}ms"
 
 
-def _echo_errors(run: LevelRun) -> None:
+def _echo_errors(run: LevelRun, bar: Progress) -> None:
     errors = sorted({s.error for s in run.samples if not s.ok})
     for error in errors[:3]:
-        click.echo(f"  concurrency {run.concurrency}: {error}", err=True)
+        bar.echo(f"  concurrency {run.concurrency}: {error}", err=True)
 
 
 def _resolve_key(api_key: str | None) -> str | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -15,26 +17,47 @@ from margin.caching.semantic.calibrate import CONFIDENCE
 from margin.caching.semantic.shadow import RouteShadow, read_records
 from margin.caching.semantic.shadow import by_route as shadow_by_route
 from margin.cli.cache_calibrate import both, calibrate_pairs, refused, report, shadow_summary, shadow_table
+from margin.cli.help import examples
+from margin.cli.options import check_data_dir, data_dir_option
 from margin.config import load_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
 from margin.errors import ConfigError
 
-CONFIG_OPTION = click.option(
+_CONFIG = click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="margin config file; its cache section names the store (default: SQLite in the data dir).",
 )
+F = TypeVar("F", bound=Callable[..., object])
 
 
-@click.group()
+def CONFIG_OPTION(command: F) -> F:  # a decorator constant, like click's options
+    """`--config FILE` and `--data-dir DIR`: where the cache lives."""
+    return data_dir_option(_CONFIG(command))
+
+
+@click.group(
+    epilog=examples(
+        "margin cache stats",
+        "margin cache invalidate --model chat",
+        "margin cache calibrate pairs.jsonl --target-precision 0.99",
+        "margin cache shadow-report --config margin.yaml",
+    )
+)
 def cache() -> None:
     """The response cache: calibration, statistics, invalidation."""
 
 
-@cache.command()
+@cache.command(
+    epilog=examples(
+        "margin cache calibrate pairs.jsonl                      # MiniLM (the `embed` extra)",
+        "margin cache calibrate pairs.jsonl --route support --target-precision 0.98 --json",
+        "margin cache calibrate --from-shadow --config margin.yaml",
+    )
+)
 @click.argument(
     "pairs_path", metavar="[PAIRS.jsonl]", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -85,7 +108,10 @@ def calibrate(
         ctx.exit(1)
 
 
-@cache.command("shadow-report")
+@cache.command(
+    "shadow-report",
+    epilog=examples("margin cache shadow-report --config margin.yaml", "margin cache shadow-report --json"),
+)
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def shadow_report(config_path: Path | None, as_json: bool) -> None:
@@ -110,7 +136,9 @@ def _shadow_routes(config_path: Path | None, routes: tuple[str, ...]) -> dict[st
     return found
 
 
-@cache.command()
+@cache.command(
+    epilog=examples("margin cache stats", "margin cache stats --config margin.yaml --data-dir /var/lib/margin")
+)
 @CONFIG_OPTION
 def stats(config_path: Path | None) -> None:
     """Entries, bytes and vectors in the configured cache store."""
@@ -127,7 +155,13 @@ async def _stats(backend: CacheBackend) -> CacheStats:
         await backend.close()
 
 
-@cache.command()
+@cache.command(
+    epilog=examples(
+        "margin cache invalidate --model chat",
+        "margin cache invalidate --tenant team:acme/search --tag feature:faq",
+        "margin cache invalidate --all --config margin.yaml",
+    )
+)
 @click.option("--tenant", help="e.g. key:ORG/KEY_ID, team:ORG/TEAM or org:ORG (as scoped by cache.scope)")
 @click.option("--model", help="a model group")
 @click.option("--tag", help="a key tag")
@@ -162,9 +196,11 @@ async def _invalidate(backend: CacheBackend, selector: Invalidation) -> int:
 
 def _config(config_path: Path | None) -> MarginConfig:
     try:
-        return load_config(config_path) if config_path is not None else MarginConfig()
+        config = load_config(config_path) if config_path is not None else MarginConfig()
     except ConfigError as error:
         raise click.ClickException(error.message) from None
+    check_data_dir(config)
+    return config
 
 
 def _backend(config: MarginConfig) -> CacheBackend:

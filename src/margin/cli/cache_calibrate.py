@@ -12,6 +12,7 @@ import orjson
 from margin.caching.semantic.calibrate import (
     Calibration,
     Deduplication,
+    LabelledPair,
     OperatingPoint,
     ScoredPair,
     by_route,
@@ -23,9 +24,11 @@ from margin.caching.semantic.calibrate import (
 )
 from margin.caching.semantic.engine import SemanticPolicy
 from margin.caching.semantic.shadow import RouteShadow
+from margin.cli.progress import Progress, progress
 from margin.embedding import Embedder, EmbedderUnavailableError, HashingEmbedder, MiniLMEmbedder
 
 Results = dict[str, tuple[Calibration, Calibration]]  # route -> (guarded, cosine only)
+_BATCH = 64  # pairs embedded at once
 
 
 def calibrate_pairs(
@@ -39,7 +42,21 @@ def calibrate_pairs(
     grouped = {r: p for r, p in by_route(pairs).items() if not routes or r in routes}
     if not grouped:
         raise click.ClickException("no labelled pairs for the requested routes (after deduplication)")
-    return {route: both(score_pairs(grouped[route], model), target, confidence) for route in sorted(grouped)}, dedup
+    results: Results = {}
+    with progress(sum(len(p) for p in grouped.values()), "embedding pairs") as bar:
+        for route in sorted(grouped):
+            results[route] = both(_scored(grouped[route], model, bar), target, confidence)
+    return results, dedup
+
+
+def _scored(pairs: Sequence[LabelledPair], model: Embedder, bar: Progress) -> list[ScoredPair]:
+    """`score_pairs`, a batch at a time so the bar moves (each pair is scored on its own)."""
+    scored: list[ScoredPair] = []
+    for start in range(0, len(pairs), _BATCH):
+        chunk = pairs[start : start + _BATCH]
+        scored += score_pairs(chunk, model, batch=_BATCH)
+        bar.advance(len(chunk))
+    return scored
 
 
 def both(scored: Sequence[ScoredPair], target: float, confidence: float) -> tuple[Calibration, Calibration]:

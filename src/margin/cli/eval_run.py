@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from margin.cli.progress import progress
 from margin.evals.asgi_wire import AsgiWire
 from margin.evals.gateway import GatewayTarget
 from margin.evals.graders.protocol import GraderEnv
@@ -70,12 +71,12 @@ async def _run(request: RunRequest, eval_set: EvalSet, out: Path, pending: int) 
         judge_target = GatewayTarget(wire, api_key=request.api_key, stream=False)
         env = GraderEnv(judge=eval_set.manifest.judge, judge_target=judge_target, embedder_factory=default_embedder)
         runner = Runner(eval_set, target, env, model=request.model)
-        with click.progressbar(length=pending, label=f"{eval_set.name} on {request.model}", file=None) as bar:
+        with progress(pending, f"{eval_set.name} on {request.model}") as bar:
             await runner.run(
                 out,
                 concurrency=request.concurrency,
                 retry_errors=request.retry_errors,
-                on_result=lambda _: bar.update(1),
+                on_result=lambda _: bar.advance(),
             )
     finally:
         await wire.aclose()

@@ -12,6 +12,8 @@ from typing import cast
 
 import click
 
+from margin.cli.help import examples
+from margin.cli.options import data_dir_option
 from margin.config.environment import EVAL_API_KEY
 from margin.errors import ConfigError
 from margin.evals.errors import EvalError
@@ -27,12 +29,28 @@ def fail(error: EvalError | ConfigError) -> EvalCliError:
     return EvalCliError(error.message)
 
 
-@click.group("eval")
+@click.group(
+    "eval",
+    epilog=examples(
+        "margin eval sets",
+        "margin eval run margin-basics --model smollm2                      # in-process, the embedded default",
+        "margin eval run margin-basics --model chat --url http://127.0.0.1:8080 --out base.jsonl",
+        "margin eval compare base.jsonl candidate.jsonl --max-drop 0.02",
+    ),
+)
 def eval_group() -> None:
     """Eval sets: run them through margin, compare two runs, gate a candidate (docs/evals.md)."""
 
 
-@eval_group.command("run")
+@eval_group.command(
+    "run",
+    epilog=examples(
+        "margin eval run margin-basics --model smollm2",
+        "margin eval run margin-basics --model chat --url http://127.0.0.1:8080 --api-key sk-margin-...",
+        "margin eval run my-set.jsonl --model chat --config margin.yaml --concurrency 8 --out my.jsonl",
+        "margin eval run my-set.jsonl --model chat --out my.jsonl --retry-errors     # resume, retry failures",
+    ),
+)
 @click.argument("eval_set", metavar="SET")
 @click.option("--model", required=True, help="The model group (or alias, or deployment) to evaluate.")
 @click.option("--url", default=None, help="A running margin, e.g. http://127.0.0.1:8080 (default: in-process).")
@@ -47,6 +65,7 @@ def eval_group() -> None:
 @click.option("--stream/--no-stream", default=False, show_default=True,
               help="Stream: measures time to first token, but streamed answers carry no cost header.")  # fmt: skip
 @click.option("--retry-errors", is_flag=True, help="Run again the items whose call failed.")
+@data_dir_option
 def run(
     eval_set: str,
     model: str,
@@ -74,7 +93,14 @@ def run(
         click.echo(f"warning: {errors} calls failed (see `error` in the results file)", err=True)
 
 
-@eval_group.command("compare")
+@eval_group.command(
+    "compare",
+    epilog=examples(
+        "margin eval compare base.jsonl candidate.jsonl",
+        "margin eval compare base.jsonl candidate.jsonl --gates-from margin.yaml --model-group chat",
+        "margin eval compare base.jsonl candidate.jsonl --format junit --output gate.xml   # CI",
+    ),
+)
 @click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("candidate", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
@@ -117,7 +143,10 @@ def compare(
         sys.exit(1)
 
 
-@eval_group.command("summary")
+@eval_group.command(
+    "summary",
+    epilog=examples("margin eval summary base.jsonl", "margin eval summary base.jsonl --format markdown"),
+)
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(("table", "markdown", "json")), default="table")
 def summary(results: Path, fmt: str) -> None:
@@ -133,7 +162,7 @@ def summary(results: Path, fmt: str) -> None:
     click.echo(render_summary(summarise(run_results), cast(SummaryFormat, fmt)))
 
 
-@eval_group.command("sets")
+@eval_group.command("sets", epilog=examples("margin eval sets"))
 def sets() -> None:
     """List the eval sets shipped with margin (usable by name as SET)."""
     from margin.evals.loader import PACKAGED, load_eval_set, packaged_sets

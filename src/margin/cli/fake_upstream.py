@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
+from margin.cli.help import examples
 
-@click.command("fake-upstream")
+
+@click.command(
+    "fake-upstream",
+    epilog=examples(
+        "margin fake-upstream --port 9090                        # echoes the last user message",
+        "margin fake-upstream --content 'scripted answer' --chunks 4 --chunk-delay-ms 20",
+        "margin fake-upstream --fault 'flaky=status=503,times=1'  # model flaky fails once, then answers",
+    ),
+)
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=int, default=9090)
 @click.option("--content", default=None, help="Fixed answer text (default: echo the last user message).")

@@ -15,6 +15,7 @@ import click
 import orjson
 from pydantic import ValidationError
 
+from margin.cli.help import examples
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.errors import ConfigError
@@ -51,12 +52,26 @@ def _echo(body: Any) -> None:
     click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
 
 
-@click.group()
+@click.group(
+    epilog=examples(
+        "margin keys create --name search-bot --team search --budget-usd 50",
+        "margin keys list",
+        "margin keys rotate key_3f2a... --grace 3600",
+        "margin keys revoke key_3f2a...",
+    )
+)
 def keys() -> None:
     """Create, list, rotate and revoke virtual API keys."""
 
 
-@keys.command("create")
+@keys.command(
+    "create",
+    epilog=examples(
+        "margin keys create --name search-bot --team search",
+        "margin keys create --name nightly --team data --budget-usd 20 --cost-rank 1",
+        "margin keys create --name ci --config margin.yaml --data-dir /var/lib/margin",
+    ),
+)
 @click.option("--name", default="")
 @click.option("--org", default="default", show_default=True)
 @click.option("--team", default="default", show_default=True)
@@ -114,7 +129,7 @@ def _cost_ranks(options: dict[str, Any]) -> list[int]:
     return [*options["cost_ranks"], *options["old_tiers"]]
 
 
-@keys.command("list")
+@keys.command("list", epilog=examples("margin keys list", "margin keys list --config margin.yaml | jq '.[].name'"))
 @CONFIG_OPTION
 def list_keys(config_path: Path | None) -> None:
     """List keys (prefixes only)."""
@@ -122,7 +137,13 @@ def list_keys(config_path: Path | None) -> None:
     _echo([public_view(r) for r in records])
 
 
-@keys.command("rotate")
+@keys.command(
+    "rotate",
+    epilog=examples(
+        "margin keys rotate key_3f2a...",
+        "margin keys rotate key_3f2a... --grace 3600   # the old secret works one more hour",
+    ),
+)
 @click.argument("key_id")
 @click.option("--grace", "grace_s", type=float, default=0.0, help="seconds the old secret keeps working")
 @CONFIG_OPTION
@@ -135,7 +156,7 @@ def rotate(config_path: Path | None, key_id: str, grace_s: float) -> None:
     _echo({"key": secret, **public_view(record)})
 
 
-@keys.command("revoke")
+@keys.command("revoke", epilog=examples("margin keys revoke key_3f2a..."))
 @click.argument("key_id")
 @CONFIG_OPTION
 def revoke(config_path: Path | None, key_id: str) -> None:

@@ -14,6 +14,7 @@ import click
 import orjson
 
 from margin.caching.backends import sqlite_cache_file
+from margin.cli.help import examples
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -22,7 +23,13 @@ from margin.storage.protocols import StorageError
 from margin.storage.schema import SchemaStatus, SchemaTarget, schema_status, schema_targets
 
 
-@click.command()
+@click.command(
+    epilog=examples(
+        "margin migrate --status                       # what is applied and what is pending",
+        "margin migrate --config margin.yaml           # apply pending migrations",
+        "margin migrate --database-url postgresql://margin@db/margin --json",
+    )
+)
 @click.option("--status", "show_status", is_flag=True, help="List each migration, applied or pending; change nothing.")
 @click.option(
     "--database-url", default=None, help="Instead of the config's database.url (sqlite:///PATH, postgresql://...)."

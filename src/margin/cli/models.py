@@ -14,11 +14,18 @@ from typing import Any
 
 import click
 
+from margin.cli.help import examples
 from margin.config.environment import ADMIN_KEY
 from margin.errors import ConfigError
 
 
-@click.command()
+@click.command(
+    epilog=examples(
+        "margin models                                       # the embedded default's deployments",
+        "margin models --config margin.yaml --no-health",
+        "margin models --url http://127.0.0.1:8080           # a running gateway's circuits (MARGIN_ADMIN_KEY)",
+    )
+)
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--no-health", is_flag=True, help="Do not probe the upstreams.")
 @click.option("--url", default=None, help="A running gateway to ask, e.g. http://127.0.0.1:8080 (shows circuits).")

@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from margin.cli.help import examples
+from margin.cli.progress import progress
 from margin.cli.report import CONFIG_OPTION, WHEN_HELP, load_margin_config, open_configured_store
 from margin.cli.reprice import price_catalog
 from margin.config.model import MarginConfig
@@ -23,6 +25,7 @@ from margin.ledger.report import parse_when
 from margin.planner.catalog import load_catalog
 from margin.planner.ledger_input import LedgerError, LedgerSummary, profile_from_ledger, summarize_ledger
 from margin.planner.plan import plan as build_plan
+from margin.planner.plan import plan_steps
 from margin.planner.profile import Profile, load_profile
 from margin.planner.render import FORMATS, Format, render
 from margin.storage.protocols import StorageError
@@ -57,7 +60,15 @@ def _measure(
     return profile_from_ledger(rows, profile), summarize_ledger(rows, model_group)
 
 
-@click.command("plan")
+@click.command(
+    "plan",
+    epilog=examples(
+        "margin plan profile.yaml                                   # a table (docs/planner.md has a profile)",
+        "margin plan profile.yaml --format html --out plan.html",
+        "margin plan profile.yaml --format xlsx --out plan.xlsx     # live formulas",
+        "margin plan profile.yaml --from-ledger --since 30d --config margin.yaml",
+    ),
+)
 @click.argument("profile_path", metavar="PROFILE.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--from-ledger", "from_ledger", is_flag=True,
               help="Measure volume, token sizes, hourly shape, cache hits and cost_rank mix from the ledger "
@@ -95,7 +106,10 @@ def plan(
         if from_ledger:
             profile, measured = _measure(profile, config, since, until, model_group)
         catalog = load_catalog(prices=price_catalog(config))
-        result = render(build_plan(profile, catalog, measured), fmt)
+        with progress(plan_steps(profile) + 1, "planning") as bar:  # the last step: rendering
+            built = build_plan(profile, catalog, measured, on_step=bar.advance)
+            result = render(built, fmt)
+            bar.advance()
     except (ValidationError, LedgerError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     except ModuleNotFoundError as exc:

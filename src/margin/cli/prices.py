@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from margin.cli.help import examples
+from margin.cli.options import data_dir_option
 from margin.errors import ConfigError
 from margin.metering.catalog import (
     PriceCatalog,
@@ -72,13 +74,26 @@ def _read_litellm_file(path: Path) -> object:
         raise click.ClickException(f"cannot read {path} as JSON: {exc}") from None
 
 
-@click.group()
+@click.group(
+    epilog=examples(
+        "margin prices show gpt-4o",
+        "margin prices import model_prices_and_context_window.json --dry-run",
+    )
+)
 def prices() -> None:
     """Inspect the price catalog and refresh it from LiteLLM's price file."""
 
 
-@prices.command("import")
+@prices.command(
+    "import",
+    epilog=examples(
+        "margin prices import model_prices_and_context_window.json --dry-run",
+        "margin prices import model_prices_and_context_window.json            # into <data dir>/prices.yaml",
+        "margin prices import prices.json --data-dir /var/lib/margin --force",
+    ),
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@data_dir_option
 @click.option("--force", is_flag=True, help=f"Accept price changes of more than {MAX_CHANGE_RATIO}x.")
 @click.option(
     "--catalog-out",
@@ -137,8 +152,12 @@ def _price_lines(entry: ModelPrice) -> list[str]:
     return lines
 
 
-@prices.command("show")
+@prices.command(
+    "show",
+    epilog=examples("margin prices show gpt-4o", "margin prices show qwen2.5-7b-instruct-turbo --provider together"),
+)
 @click.argument("model")
+@data_dir_option
 @click.option("--provider", default=None, help="Provider to qualify MODEL with (e.g. together).")
 @click.option(
     "--catalog",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from margin.cli.help import examples
 from margin.cli.report import CONFIG_OPTION, WHEN_HELP, load_margin_config, open_configured_store
 from margin.cli.reprice import _actor, price_sources
 from margin.config.model import MarginConfig
@@ -58,12 +59,19 @@ def time_now() -> float:
     return datetime.now(UTC).timestamp() + 60
 
 
-@click.group()
+@click.group(
+    epilog=examples(
+        "margin reconcile list --since 7d",
+        "margin reconcile settle req_1:0 --input 1200 --output 300 --note 'provider dashboard'",
+    )
+)
 def reconcile_group() -> None:
     """Ledger rows of attempts whose outcome is unknown (their replica died mid-call)."""
 
 
-@reconcile_group.command("list")
+@reconcile_group.command(
+    "list", epilog=examples("margin reconcile list", "margin reconcile list --since 7d --config margin.yaml")
+)
 @click.option("--since", default="30d", show_default=True, help=f"Rows from this time: {WHEN_HELP}.")
 @CONFIG_OPTION
 def list_rows(since: str, config_path: Path | None) -> None:
@@ -79,7 +87,14 @@ def list_rows(since: str, config_path: Path | None) -> None:
     click.echo(f"{len(rows)} unreconciled rows", err=True)
 
 
-@reconcile_group.command("settle")
+@reconcile_group.command(
+    "settle",
+    epilog=examples(
+        "margin reconcile settle req_1:0 --input 1200 --output 300 --note 'usage export'",
+        "margin reconcile settle req_1:0 --cost 0.0042 --note 'invoice line 17'",
+        "margin reconcile settle req_1:0 --as-reserved",
+    ),
+)
 @click.argument("attempt_id")
 @click.option("--input", "input_tokens", type=int, default=None, help="Uncached input tokens the provider billed.")
 @click.option("--cache-read", type=int, default=0, show_default=True, help="Cache-read input tokens.")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
+from margin.cli.help import examples
+from margin.cli.options import check_data_dir, data_dir_option
 from margin.config import load_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -23,21 +27,31 @@ from margin.ledger.report_render import FORMATS, ReportFormat, render
 from margin.storage import open_database_stores, open_ledger_store
 from margin.storage.protocols import LedgerStore, StorageError
 
-CONFIG_OPTION = click.option(
+_CONFIG = click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="margin config file; its database.url names the ledger (default: SQLite in the data dir).",
 )
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def CONFIG_OPTION(command: F) -> F:  # a decorator constant, like click's options
+    """`--config FILE` and `--data-dir DIR`: the commands that read margin's database take both."""
+    return data_dir_option(_CONFIG(command))
+
+
 WHEN_HELP = "now, 90m, 24h, 7d, 2w, or an ISO date/datetime (UTC unless it names a zone)"
 
 
 def load_margin_config(config_path: Path | None) -> MarginConfig:
     try:
-        return load_config(config_path) if config_path is not None else MarginConfig()
+        config = load_config(config_path) if config_path is not None else MarginConfig()
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
+    check_data_dir(config)
+    return config
 
 
 def open_configured_store(config: MarginConfig) -> LedgerStore:
@@ -81,7 +95,15 @@ async def _report_output(
     return render(report, fmt, wide=wide)
 
 
-@click.command()
+@click.command(
+    epilog=examples(
+        "margin report                                     # the last 7 days by model",
+        "margin report --since 24h --by team               # 402/429: refused by budgets, rate limits",
+        "margin report --by key --wide                     # keys by name, every column",
+        "margin report --since 2026-11-01 --until 2026-12-01 --format xlsx --out november.xlsx",
+        "margin report --config margin.yaml --format json | jq .total",
+    )
+)
 @click.option("--since", default=DEFAULT_SINCE, show_default=True, help=f"Start of the window: {WHEN_HELP}.")
 @click.option("--until", default="now", show_default=True, help="End of the window (exclusive), same forms.")
 @click.option("--by", "group_by", type=click.Choice(REPORT_BY_CHOICES), default="model", show_default=True,

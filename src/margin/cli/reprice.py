@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from margin.cli.help import examples
 from margin.cli.report import CONFIG_OPTION, WHEN_HELP, load_margin_config, open_configured_store
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -71,7 +72,12 @@ def _summary(result: RepriceResult, dry_run: bool) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(
+    epilog=examples(
+        "margin reprice --since 7d --dry-run            # what would change, and the totals",
+        "margin reprice --since 2026-11-01 --actor alice --config margin.yaml",
+    )
+)
 @click.option("--since", required=True, help=f"Reprice rows from this time: {WHEN_HELP}.")
 @click.option("--until", default="now", show_default=True, help="Up to this time (exclusive), same forms.")
 @click.option("--dry-run", is_flag=True, help="Show what would change without writing anything.")

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
+from margin.cli.help import examples
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -73,13 +74,27 @@ def echo_record(view: dict[str, Any]) -> None:
     click.echo(f"  {view['reason']}")
 
 
-@click.group("rollout")
+@click.group(
+    "rollout",
+    epilog=examples(
+        "margin rollout start chat --candidate chat-v2 --config margin.yaml",
+        "margin rollout status",
+        "margin rollout promote chat --reason 'canary looks fine'",
+        "margin rollout abort chat --reason 'latency regression'",
+    ),
+)
 def rollout() -> None:
     """Move a model group from its stable deployment to a candidate: offline gate, shadow, canary
     steps, automatic rollback (docs/rollouts.md)."""
 
 
-@rollout.command("start")
+@rollout.command(
+    "start",
+    epilog=examples(
+        "margin rollout start chat --candidate chat-v2 --config margin.yaml      # runs the offline gate first",
+        "margin rollout start chat --candidate chat-v2 --url http://127.0.0.1:8080 --api-key sk-margin-...",
+    ),
+)
 @click.argument("group")
 @click.option("--candidate", required=True, help="The deployment that replaces the stable one.")
 @click.option("--stable", default=None, help="The deployment it replaces (default: the group's first).")
@@ -133,7 +148,9 @@ def start(
         raise SystemExit(1)
 
 
-@rollout.command("status")
+@rollout.command(
+    "status", epilog=examples("margin rollout status", "margin rollout status chat --json --config margin.yaml")
+)
 @click.argument("ref", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @CONFIG_OPTION
@@ -164,7 +181,7 @@ def status(ref: str | None, as_json: bool, config_path: Path | None) -> None:
 
 
 def _operator(name: str, doc: str, call: Callable[[RolloutService, str, str, str], Awaitable[Any]]) -> None:
-    @rollout.command(name, help=doc)
+    @rollout.command(name, help=doc, epilog=examples(f"margin rollout {name} chat --reason 'why, for the audit'"))
     @click.argument("ref")
     @click.option("--reason", default="", help="Why (kept in the audit trail).")
     @CONFIG_OPTION
@@ -182,7 +199,10 @@ _operator("abort", "End a rollout: all traffic back to stable on every replica."
           lambda s, ref, who, why: s.abort(ref, actor=who, reason=why))  # fmt: skip
 
 
-@rollout.command("promote")
+@rollout.command(
+    "promote",
+    epilog=examples("margin rollout promote chat", "margin rollout promote chat --full --reason 'signed off'"),
+)
 @click.argument("ref")
 @click.option("--full", is_flag=True, help="Straight to promoted (skip the remaining steps).")
 @click.option("--reason", default="")
@@ -194,7 +214,7 @@ def promote(ref: str, full: bool, reason: str, config_path: Path | None) -> None
     echo_record(record_view(with_service(config, lambda s: s.promote(ref, actor=who, full=full, reason=reason))))
 
 
-@rollout.command("history")
+@rollout.command("history", epilog=examples("margin rollout history chat", "margin rollout history chat --json"))
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True)
 @CONFIG_OPTION

@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import click
+import numpy as np
+from numpy.typing import NDArray
 
+from margin.cli.help import examples
+from margin.cli.progress import progress
 from margin.embedding import EmbedderUnavailableError
-from margin.routing.learned.features import EMBEDDER_KINDS, FeatureSpec
+from margin.routing.learned.features import EMBEDDER_KINDS, FeatureSpec, Featurizer
 from margin.routing.learned.outcomes import OutcomeFormatError, Outcomes, TierPrices, load_outcomes
 from margin.routing.learned.scorer import ModelFileError
 
 
-@click.group()
+@click.group(
+    epilog=examples(
+        "margin router train outcomes.jsonl --out router.npz --fold 1 --fold 2 --fold 3",
+        "margin router eval outcomes.jsonl --model router.npz --fold 4 --html eval.html",
+        "margin router score outcomes.jsonl --model router.npz --out scores.csv --strong-share 0.3",
+    )
+)
 def router() -> None:
     """Train and evaluate the learned tier router (data format: docs/routing.md)."""
 
@@ -39,6 +50,7 @@ def _select(data: Path, benchmarks: tuple[str, ...], folds: tuple[int, ...], con
     return outcomes
 
 
+_FEATURE_BATCH = 256  # prompts embedded at once while training
 _data_argument = click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 _benchmark_option = click.option("--benchmark", "benchmarks", multiple=True, help="Keep only this benchmark.")
 _fold_option = click.option(
@@ -49,7 +61,13 @@ _contaminated_option = click.option(
 )
 
 
-@router.command()
+@router.command(
+    epilog=examples(
+        "margin router train outcomes.jsonl --out router.npz",
+        "margin router train outcomes.jsonl --out router.npz --fold 1 --fold 2 --fold 3   # keep fold 4 to evaluate",
+        "margin router train outcomes.jsonl --out router.npz --embedder hashing           # no extra needed",
+    )
+)
 @_data_argument
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Model file.")
 @click.option(
@@ -79,7 +97,9 @@ def train(
     outcomes = _select(data, benchmarks, folds, include_contaminated)
     spec = FeatureSpec(embedder=embedder, lexical=not no_lexical)  # type: ignore[arg-type]  # click.Choice
     try:
-        result = train_scorer(outcomes, TrainingConfig(features=spec))
+        featurizer = Featurizer(spec)
+        features = _features(featurizer, outcomes.prompts)
+        result = train_scorer(outcomes, TrainingConfig(features=spec), featurizer=featurizer, features=features)
     except EmbedderUnavailableError as error:
         raise click.ClickException(f"{error} (or train with --embedder hashing)") from error
     result.scorer.save(out)
@@ -89,7 +109,26 @@ def train(
     )
 
 
-@router.command(name="eval")
+def _features(featurizer: Featurizer, prompts: Sequence[str]) -> NDArray[np.float64]:
+    """The prompts' feature rows, a batch at a time under a progress bar (embedding is the slow
+    part of training; each row depends on its own prompt only)."""
+    rows = []
+    with progress(len(prompts), "embedding prompts") as bar:
+        for start in range(0, len(prompts), _FEATURE_BATCH):
+            batch = prompts[start : start + _FEATURE_BATCH]
+            rows.append(featurizer.transform(batch))
+            bar.advance(len(batch))
+    return np.vstack(rows)
+
+
+@router.command(
+    name="eval",
+    epilog=examples(
+        "margin router eval outcomes.jsonl --model router.npz --fold 4",
+        "margin router eval outcomes.jsonl --model router.npz --json",
+        "margin router eval outcomes.jsonl --model router.npz --html eval.html --strong-price 3 15",
+    ),
+)
 @_data_argument
 @click.option("--model", "model", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), help="Write an HTML report.")
@@ -145,7 +184,12 @@ def evaluate(
         click.echo(f"wrote {html_out}", err=as_json)
 
 
-@router.command()
+@router.command(
+    epilog=examples(
+        "margin router score outcomes.jsonl --model router.npz --out scores.csv",
+        "margin router score outcomes.jsonl --model router.npz --out scores.csv --strong-share 0.3",
+    )
+)
 @_data_argument
 @click.option("--model", "model", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV file.")

@@ -6,12 +6,23 @@ import os
 
 import click
 
+from margin.cli.help import examples
+from margin.cli.options import check_data_dir, data_dir_option, describe_data_dir
 from margin.config.environment import CONFIG_FILE
+from margin.config.model import MarginConfig
 from margin.errors import ConfigError
 
 
-@click.command()
+@click.command(
+    epilog=examples(
+        "margin serve                                   # embedded default: local SmolLM2, SQLite, no keys",
+        "margin serve --config margin.yaml --port 9000",
+        "margin serve --config margin.yaml --data-dir /var/lib/margin --workers 4",
+        "MARGIN_CONFIG=margin.yaml margin serve         # the same as --config",
+    )
+)
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config file.")
+@data_dir_option
 @click.option(
     "--host",
     default=None,
@@ -41,6 +52,7 @@ def serve(
         config = config_from_env()  # validate before forking workers, so errors surface once
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
+    check_data_dir(config)
     server = config.server
     bind = host or server.host
     api_port = port if port is not None else server.port
@@ -50,6 +62,8 @@ def serve(
     refused = metrics_listener_refusal(config, api_port)
     if refused:
         raise click.ClickException(refused)
+    if log_level in ("debug", "info"):
+        click.echo(startup_line(config), err=True)
     run_gateway(
         "margin.factory:app_from_env",
         metrics=metrics_listener(config),  # /metrics on its own socket (server.metrics_port)
@@ -67,3 +81,11 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=10,
     )
+
+
+def startup_line(config: MarginConfig) -> str:
+    """Where the config came from and where data goes, in uvicorn's log format (printed once,
+    before the workers start)."""
+    source = CONFIG_FILE.read()
+    origin = f"config {source}" if source else f"embedded default config ({CONFIG_FILE.name} unset, no --config)"
+    return f"INFO:     margin: {origin}; data dir {describe_data_dir(config)}"

@@ -72,10 +72,18 @@ ANTHROPIC_DEPLOYMENTS: list[dict[str, Any]] = [
 
 
 def resolve_data_dir(config: MarginConfig | None = None) -> Path:
+    return data_dir_and_source(config)[0]
+
+
+def data_dir_and_source(config: MarginConfig | None = None) -> tuple[Path, str]:
+    """Where margin keeps its state, and what said so: the config's `data_dir`, then
+    MARGIN_DATA_DIR (which `--data-dir` sets), then the user data directory."""
     if config is not None and config.data_dir:
-        return Path(config.data_dir).expanduser()
+        return Path(config.data_dir).expanduser(), "the config's data_dir"
     env = DATA_DIR.read()
-    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("margin"))
+    if env:
+        return Path(env).expanduser(), DATA_DIR.name
+    return Path(platformdirs.user_data_dir("margin")), "the default: the user data directory"
 
 
 def embedded_default(environ: Mapping[str, str] | None = None, *, embeddings: bool | None = None) -> MarginConfig:

@@ -35,7 +35,8 @@ DATA_DIR = EnvVar(
     "MARGIN_DATA_DIR",
     "the user data directory (`~/.local/share/margin` on Linux)",
     "Where margin keeps its state when the config sets no `data_dir`: the SQLite database, the cache, "
-    "the ledger spill file, the user price catalog `prices.yaml`.",
+    "the ledger spill file and journal, the user price catalog `prices.yaml`. `--data-dir DIR` (serve, report, "
+    "keys, cache ... ) sets it; `margin serve` logs the one it uses.",
 )
 CONFIG_FILE = EnvVar(
     "MARGIN_CONFIG",

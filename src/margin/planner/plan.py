@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from margin.planner.catalog import ApiPrice, Catalog, merge_overrides
@@ -16,6 +17,8 @@ from margin.planner.options import ApiOption, Option, enumerate_options
 from margin.planner.profile import HybridMix, HybridTier, Profile
 from margin.planner.recommend import Recommendation, contenders, recommend
 from margin.planner.sensitivity import SensitivityRow, sensitivity_rows
+
+Step = Callable[[], None]  # told when a unit of planning work is done (progress)
 
 CONTENDERS_PER_KIND = 3
 
@@ -61,26 +64,46 @@ def effective_catalog(profile: Profile, catalog: Catalog) -> Catalog:
     return Catalog.model_validate(merge_overrides(catalog.model_dump(), profile.overrides))
 
 
-def plan(profile: Profile, catalog: Catalog, measured: LedgerSummary | None = None) -> Plan:
+def plan(
+    profile: Profile, catalog: Catalog, measured: LedgerSummary | None = None, *, on_step: Step | None = None
+) -> Plan:
+    """`on_step` is called after each scenario of each class and after each class's crossovers and
+    sensitivity: `plan_steps(profile)` times in all (a progress bar's measure)."""
     catalog = effective_catalog(profile, catalog)
     options = enumerate_options(profile.candidates, catalog)
     classes = []
     for demand in class_demands(profile):
         prepared = prepare_class(options, demand, profile.availability, catalog)
-        classes.append(_plan_class(prepared, options, profile, catalog))
+        classes.append(_plan_class(prepared, options, profile, catalog, on_step or _no_step))
     return Plan(profile, catalog, tuple(classes), measured)
 
 
-def _plan_class(prepared: PreparedClass, options: tuple[Option, ...], profile: Profile, catalog: Catalog) -> ClassPlan:
+def plan_steps(profile: Profile) -> int:
+    return len(class_demands(profile)) * (len(profile.growth) + 1)
+
+
+def _no_step() -> None:
+    return None
+
+
+def _plan_class(
+    prepared: PreparedClass, options: tuple[Option, ...], profile: Profile, catalog: Catalog, on_step: Step
+) -> ClassPlan:
     demand = prepared.demand
-    scenarios = tuple(_scenario(prepared, demand.scaled(g), g, profile, catalog) for g in profile.growth)
+    scenarios = []
+    for growth in profile.growth:
+        scenarios.append(_scenario(prepared, demand.scaled(growth), growth, profile, catalog))
+        on_step()
     compare_to = _compare_to(prepared, scenarios[0].costs, profile)
     crossovers = _crossovers(prepared, compare_to, catalog)
     ids = _contender_ids(scenarios[0], compare_to)
     keep = tuple(o for o in options if o.id in ids)
     mix = _concrete_mix(profile.hybrid, scenarios[0].hybrid)
     rows = sensitivity_rows(catalog, profile, demand.name, keep, mix)
-    return ClassPlan(demand.name, demand.kind, compare_to, prepared.apis, prepared.hosted, scenarios, crossovers, rows)
+    on_step()
+    return ClassPlan(
+        demand.name, demand.kind, compare_to, prepared.apis, prepared.hosted, tuple(scenarios), crossovers, rows
+    )
 
 
 def _scenario(

@@ -102,9 +102,10 @@ async def run_benchmark(
     *,
     warmup: int = 1,
     on_level: Callable[[LevelRun], None] | None = None,
+    on_request: Callable[[RequestSample], None] | None = None,
 ) -> list[LevelRun]:
     """Run each concurrency level in turn (at least one request per worker), after `warmup` unmeasured
-    requests."""
+    requests. `on_level` sees each level's run, `on_request` each measured request (progress)."""
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s, sock_connect=min(10.0, spec.timeout_s))
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, headers=_headers(spec), timeout=timeout) as session:
@@ -112,14 +113,20 @@ async def run_benchmark(
             await one_request(session, spec, seed=-1 - index)
         runs = []
         for level in levels:
-            run = await run_level(session, spec, level, max(requests_per_level, level))
+            run = await run_level(session, spec, level, max(requests_per_level, level), on_request)
             runs.append(run)
             if on_level is not None:
                 on_level(run)
     return runs
 
 
-async def run_level(session: aiohttp.ClientSession, spec: LoadSpec, concurrency: int, requests: int) -> LevelRun:
+async def run_level(
+    session: aiohttp.ClientSession,
+    spec: LoadSpec,
+    concurrency: int,
+    requests: int,
+    on_request: Callable[[RequestSample], None] | None = None,
+) -> LevelRun:
     """`concurrency` workers share one queue of `requests` requests; each sends its next as soon as the last
     one ends."""
     pending: Iterator[int] = iter(range(requests))
@@ -128,6 +135,8 @@ async def run_level(session: aiohttp.ClientSession, spec: LoadSpec, concurrency:
     async def worker() -> None:
         for index in pending:
             samples.append(await one_request(session, spec, seed=concurrency * 1_000_003 + index))
+            if on_request is not None:
+                on_request(samples[-1])
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
