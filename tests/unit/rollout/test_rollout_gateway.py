@@ -99,3 +99,65 @@ async def test_a_restarted_gateway_resumes_the_rollout(tmp_path: Path) -> None:
         assert split is not None and split.step == 1 and split.candidate_bp == 6000
         answered = Counter([await ask(client, f"u{i}") for i in range(200)])
         assert 0.5 < answered["small"] / 200 < 0.7
+
+
+SHADOW_CONFIG = """
+data_dir: {data}
+cache: {{enabled: false}}
+deployments:
+  - {{name: big, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
+  - {{name: small, provider: fake, model: small, price: {{input: "0.1", output: "0.2"}}}}
+models:
+  - name: chat
+    deployments: [big]
+    rollout:
+      shadow: {{share: 1.0, min_requests: 10, min_duration_s: 0, budget_usd: "{budget}"}}
+rollouts: {{refresh_s: 60, decide_every_s: 60, flush_every_s: 60}}
+"""
+
+
+async def test_shadow_calls_are_metered_as_the_experiment_and_graded(tmp_path: Path) -> None:
+    app = create_app(parse_config(SHADOW_CONFIG.format(data=tmp_path, budget="1.00")), key_store=MemoryKeyStore())
+    async with app.router.lifespan_context(app):
+        stage = stage_of(app)
+        service = stage.engine.service
+        record = await service.start("chat", "small", actor="test")
+        await service.promote(record.rollout_id, actor="test")  # gated
+        assert [(r.state, r.step) for r, _ in await stage.engine.decide_all()] == [("shadow", -1)]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            for i in range(30):
+                assert await ask(client, f"u{i}") == "big"  # the client is only ever answered by stable
+        await stage.shadows.queue.join()
+        await app.state.gateway.pipeline.recorder.queue.join()
+        await stage.engine.flush()
+        windows = {w.arm: w for w in await service.store.windows(record.rollout_id)}
+        shadow = windows["shadow"]
+        assert shadow.requests == 30 and shadow.quality_n == 30 and shadow.quality_sum == 30.0  # the fake echoes
+        assert shadow.cost_total > 0
+        made = await stage.engine.decide_all()
+        assert [(r.state, r.step) for r, _ in made] == [("canary", 0)]
+    await asyncio.sleep(0)
+    with sqlite3.connect(tmp_path / "margin.db") as conn:
+        rows = conn.execute("SELECT team, tags, deployment, request_id FROM ledger_attempts WHERE tags LIKE '%shadow%'")
+        shadows = rows.fetchall()
+    assert len(shadows) == 30
+    assert all(team == f"rollout:{record.rollout_id}" and deployment == "small" for team, _, deployment, _ in shadows)
+    assert all(rid.endswith("-shadow") for *_, rid in shadows)
+
+
+async def test_a_spent_experiment_budget_drops_shadow_calls(tmp_path: Path) -> None:
+    app = create_app(parse_config(SHADOW_CONFIG.format(data=tmp_path, budget="0")), key_store=MemoryKeyStore())
+    async with app.router.lifespan_context(app):
+        stage = stage_of(app)
+        record = await stage.engine.service.start("chat", "small", actor="test")
+        await stage.engine.service.promote(record.rollout_id, actor="test")
+        await stage.engine.decide_all()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            for i in range(5):
+                await ask(client, f"u{i}")
+        await app.state.gateway.pipeline.recorder.queue.join()
+        await stage.engine.flush()
+        windows = {w.arm: w for w in await stage.engine.service.store.windows(record.rollout_id)}
+        assert windows["shadow"].dropped == 5 and windows["shadow"].requests == 0
+        metrics = app.state.gateway.metrics.render().decode()
+        assert 'margin_rollout_shadow_dropped_total{model_group="chat",why="budget"} 5.0' in metrics
