@@ -89,7 +89,7 @@ class Cluster:
             with psycopg.connect(self.database) as conn:
                 row = conn.execute(
                     "SELECT count(*), coalesce(sum(cost_total), 0), coalesce(sum(input_uncached + output), 0) "
-                    "FROM ledger_attempts WHERE key_id = %s",
+                    "FROM ledger_attempts WHERE key_id = %s AND status <> 'refused'",  # a 402/429's row: no attempt
                     (key_id,),
                 ).fetchone()
             assert row is not None
