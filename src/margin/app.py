@@ -17,12 +17,14 @@ from starlette.middleware import Middleware
 
 from margin import errors
 from margin.api.access import MetricsListenerGuard
+from margin.api.batch_lines import PipelineLines
 from margin.api.connections import CONNECTIONS_STATE_KEY, ConnectionGuard, ConnectionsCollector
 from margin.api.errors import http_error_handler, margin_error_handler, unexpected_error_handler
 from margin.api.routes import build_routes
 from margin.api.state import GatewayState
 from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
+from margin.batch.tier import BatchTier
 from margin.budgets.alerts import webhook_sender
 from margin.budgets.sweeper import IntentSweeper
 from margin.config.defaults import resolve_data_dir
@@ -62,6 +64,7 @@ from margin.rollout.engine import RolloutEngine
 from margin.rollout.metrics import RolloutMetrics
 from margin.rollout.service import RolloutService
 from margin.storage import Counters, KeyStore, LedgerStore, open_ledger_store
+from margin.storage.batch_stores import open_batch_store, open_blob_store
 from margin.storage.limits_stores import open_redis_circuits
 from margin.storage.rollout_stores import open_rollout_store
 from margin.storage.rollouts import RolloutStore
@@ -145,6 +148,7 @@ def create_app(
         probes=HealthProbes(built, interval_s=config.server.health_probe_interval_s),
         metrics_token=config.server.metrics_token.resolve() if config.server.metrics_token else None,
         metrics_port=config.server.metrics_port,
+        batches=build_batches(config, data_dir, pipeline, clock),
     )
     app = Starlette(
         routes=build_routes(),
@@ -193,9 +197,13 @@ class Lifespan:
         await self.rollouts.start()  # reads the live rollouts before the first request is served
         for provider in providers:
             await provider.start()
+        if self.state.batches is not None:
+            await self.state.batches.start()  # in-progress batches resume, off the request path
         try:
             yield {CONNECTIONS_STATE_KEY: self.connections}
         finally:
+            if self.state.batches is not None:
+                await self.state.batches.stop()  # lines in flight end (bounded), leases go back
             await pipeline.caller.aclose()  # streams still draining after their client left
             for provider in providers:
                 await provider.aclose()
@@ -210,6 +218,17 @@ class Lifespan:
             await close_circuits(pipeline.caller.resilience.circuits)
             if pipeline.cache is not None:
                 await pipeline.cache.close()
+
+
+def build_batches(
+    config: MarginConfig, data_dir: Path, pipeline: Pipeline, clock: Callable[[], float]
+) -> BatchTier | None:
+    """/v1/files and /v1/batches, whose lines enter `pipeline` as the live endpoints' requests do."""
+    if not config.batch.enabled:
+        return None
+    store = open_batch_store(config.database.url, data_dir)  # no I/O until the lifespan starts it
+    blobs = open_blob_store(config.batch.blob_dir, data_dir)
+    return BatchTier.build(config.batch, store, blobs, PipelineLines(pipeline), clock=clock)
 
 
 def metrics_listener_guard(config: MarginConfig) -> list[Middleware]:

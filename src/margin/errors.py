@@ -103,6 +103,13 @@ class MethodNotAllowed(InvalidRequest):
     code = "method_not_allowed"
 
 
+class Conflict(InvalidRequest):
+    """The object is not in a state that allows this (a finished batch cannot be cancelled)."""
+
+    status = 409
+    code = "conflict"
+
+
 class RequestTimeout(InvalidRequest):
     """The client did not finish sending its request in time (server.header_timeout_s)."""
 

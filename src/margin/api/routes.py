@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from margin.api import admin, admin_budgets, admin_deployments, admin_keys, anthropic, openai, ops, rollouts
+from margin.api import (
+    admin,
+    admin_budgets,
+    admin_deployments,
+    admin_keys,
+    anthropic,
+    batches,
+    files,
+    openai,
+    ops,
+    rollouts,
+)
 
 
 def build_routes() -> list[Route]:
@@ -15,6 +26,15 @@ def build_routes() -> list[Route]:
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/models", openai.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", openai.get_model, methods=["GET"]),
+        Route("/v1/files", files.create_file, methods=["POST"]),
+        Route("/v1/files", files.list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", files.file_content, methods=["GET"]),
+        Route("/v1/batches", batches.create_batch, methods=["POST"]),
+        Route("/v1/batches", batches.list_batches, methods=["GET"]),
+        Route("/v1/batches/{batch_id}", batches.get_batch, methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", batches.cancel_batch, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from margin.batch.tier import BatchTier
 from margin.config.model import MarginConfig
 from margin.metrics import Metrics
 from margin.pipeline.handler import Pipeline
@@ -29,6 +30,7 @@ class GatewayState:
     probes: HealthProbes  # /readyz: each deployment probed at a bounded rate
     metrics_token: str | None = None
     metrics_port: int | None = None  # /metrics is served on this listener only
+    batches: BatchTier | None = None  # /v1/files and /v1/batches (None: batch.enabled is off)
     started_at: float = field(default_factory=time.time)
 
     def model_cards(self, principal: Principal) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator, model_validator
 
 from margin.config.base import EnvSecret, Strict, parse_secret
+from margin.config.batch import BatchConfig
 from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
 from margin.config.rollout import RolloutsConfig, RolloutSettings
@@ -467,6 +468,7 @@ class MarginConfig(Strict):
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)
     limits: LimitsConfig = LimitsConfig()
     rollouts: RolloutsConfig = RolloutsConfig()
+    batch: BatchConfig = BatchConfig()
 
     @model_validator(mode="after")
     def _references(self) -> MarginConfig:

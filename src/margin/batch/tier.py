@@ -1,0 +1,48 @@
+"""The batch tier's parts, built by the composition root from the stores it opened: the file and
+batch services the HTTP layer calls, and the worker the lifespan starts and stops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from margin.batch.files import FileService
+from margin.batch.finalize import Finalizer
+from margin.batch.runner import LineExecutor, LineRunner
+from margin.batch.service import BatchService
+from margin.batch.validate import Validator
+from margin.batch.worker import BatchWorker
+from margin.config.batch import BatchConfig
+from margin.storage.batches import BatchStore
+from margin.storage.blobs import BlobStore
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTier:
+    settings: BatchConfig
+    store: BatchStore
+    blobs: BlobStore
+    files: FileService
+    batches: BatchService
+    worker: BatchWorker
+
+    @classmethod
+    def build(
+        cls, settings: BatchConfig, store: BatchStore, blobs: BlobStore, executor: LineExecutor,
+        *, clock: Callable[[], float], owner: str | None = None,
+    ) -> BatchTier:  # fmt: skip
+        files = FileService(store, blobs, settings, clock)
+        worker = BatchWorker(
+            store, blobs, LineRunner(executor, settings, clock), Validator(store, blobs, executor, settings),
+            Finalizer(store, blobs, clock), settings, clock=clock, owner=owner,
+        )  # fmt: skip
+        batches = BatchService(store, files, settings, clock, worker)
+        return cls(settings, store, blobs, files, batches, worker)
+
+    async def start(self) -> None:
+        await self.store.migrate()
+        await self.worker.start()  # batches left in progress by a previous run resume here
+
+    async def stop(self) -> None:
+        await self.worker.stop(grace_s=min(10.0, self.settings.lease_s))
+        await self.store.close()

@@ -1,0 +1,312 @@
+"""The batch worker: one per replica, an asyncio task started by the app's lifespan, never on a
+request's path. It leases chunks of lines, runs up to `batch.concurrency` lines at once through the
+pipeline and writes each line's result as soon as it has one (the checkpoint); it also validates new
+batches and finalises finished, expired and cancelled ones under a batch-level lease.
+
+What a crash costs: a line whose result was written is never run again (the store writes a result
+once and pending lines are read from the store); a line in flight when its worker died runs again
+once the chunk's lease expires (or at once, when the next process on the same host sees the dead
+process's id in the lease). Its first run's ledger rows are kept by the replica journal, so both
+runs that went upstream are billed, and the output has the line once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from margin.batch.finalize import Finalizer
+from margin.batch.runner import BudgetPause, LineRunner
+from margin.batch.validate import Validator
+from margin.config.batch import BatchConfig
+from margin.storage.batches import BatchRecord, BatchStore, ChunkLease, Ending, LineSpec
+from margin.storage.blobs import BlobNotFound, BlobStore
+from margin.storage.protocols import StorageError
+
+log = logging.getLogger("margin.batch")
+STATUS_FRESH_S = 0.5  # how stale a batch's status may be when a line is about to start
+
+
+def new_owner() -> str:
+    """`host:pid:random`: a successor on the same host can tell this process is gone."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def dead_here(owner: str, me: str) -> bool:
+    """Whether `owner` was a process on this host that is no longer running."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or owner == me:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # this process has the pid now: the owner that had it is gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(slots=True)
+class _Cached:
+    record: BatchRecord
+    read_at: float
+
+
+class BatchWorker:
+    def __init__(
+        self,
+        store: BatchStore,
+        blobs: BlobStore,
+        runner: LineRunner,
+        validator: Validator,
+        finalizer: Finalizer,
+        settings: BatchConfig,
+        *,
+        clock: Callable[[], float],
+        owner: str | None = None,
+    ) -> None:
+        self.store, self.blobs, self.runner = store, blobs, runner
+        self.validator, self.finalizer, self.settings, self.clock = validator, finalizer, settings, clock
+        self.owner = owner or new_owner()
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._max_chunks = math.ceil(settings.concurrency / settings.chunk_lines) + 1
+        self._chunks: dict[tuple[str, int], ChunkLease] = {}
+        self._lost: set[tuple[str, int]] = set()
+        self._halted: set[str] = set()  # batches this replica knows take no new line
+        self._cache: dict[str, _Cached] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            dead = [o for o in await self.store.lease_owners(self.clock()) if dead_here(o, self.owner)]
+            if dead:
+                log.info("batch: taking over the leases of %d dead process(es) on this host", len(dead))
+                await self.store.release_owners(dead)
+        except StorageError as exc:
+            log.warning("batch: could not look for dead workers' leases: %s", exc)
+        self._loops = [
+            asyncio.create_task(self._loop(), name="batch-worker"),
+            asyncio.create_task(self._renew_loop(), name="batch-leases"),
+        ]
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Start no new line, let the lines in flight finish (up to `grace_s`), give the leases back."""
+        self._closing = True
+        for task in self._loops:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def wake(self) -> None:
+        """New work may be waiting (a batch was created, validated or cancelled here)."""
+        self._wake.set()
+
+    def halt(self, batch_id: str) -> None:
+        """Start no new line of `batch_id` (it was cancelled on this replica)."""
+        self._halted.add(batch_id)
+        self._wake.set()
+
+    # --- the loops ----------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while not self._closing:
+            try:
+                busy = await self._batch_work()
+                busy = await self._claim_chunks() or busy
+            except StorageError as exc:
+                log.warning("batch: the store failed (%s); trying again in %.1fs", exc, self.settings.poll_s)
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
+                self._wake.clear()
+
+    async def _renew_loop(self) -> None:
+        every = self.settings.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            for key, lease in list(self._chunks.items()):
+                try:
+                    if not await self.store.renew_chunk(lease, self.clock() + self.settings.lease_s):
+                        log.warning("batch: lost the lease on %s chunk %d", lease.batch_id, lease.chunk_no)
+                        self._lost.add(key)
+                except StorageError as exc:
+                    log.warning("batch: could not renew a lease: %s", exc)
+
+    # --- lines --------------------------------------------------------------------------------------
+    async def _claim_chunks(self) -> bool:
+        claimed = False
+        while not self._closing and len(self._chunks) < self._max_chunks:
+            lease = await self.store.claim_chunk(self.owner, now=self.clock(), lease_s=self.settings.lease_s)
+            if lease is None:
+                break
+            self._chunks[(lease.batch_id, lease.chunk_no)] = lease
+            self._spawn(self._run_chunk(lease), f"batch-chunk-{lease.batch_id}-{lease.chunk_no}")
+            claimed = True
+        return claimed
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch: %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _run_chunk(self, lease: ChunkLease) -> None:
+        key = (lease.batch_id, lease.chunk_no)
+        done = False
+        try:
+            specs = await self.store.pending_lines(lease.batch_id, lease.chunk_no)
+            if specs:
+                await self._run_lines(lease, specs)
+            done = not await self.store.pending_lines(lease.batch_id, lease.chunk_no)
+        except (StorageError, BlobNotFound) as exc:
+            log.warning("batch: chunk %d of %s stopped: %s", lease.chunk_no, lease.batch_id, exc)
+        finally:
+            self._chunks.pop(key, None)
+            lost = key in self._lost
+            self._lost.discard(key)
+            if not lost:
+                with contextlib.suppress(StorageError):
+                    await self.store.release_chunk(lease, done=done)
+            self._wake.set()
+
+    async def _run_lines(self, lease: ChunkLease, specs: list[LineSpec]) -> None:
+        batch = await self._batch(lease.batch_id, fresh=True)
+        file = await self.store.get_file(batch.input_file_id)
+        if file is None:
+            raise BlobNotFound(batch.input_file_id)
+        first, last = specs[0], specs[-1]
+        data = await self.blobs.read_range(file.blob, first.offset, last.offset + last.length - first.offset)
+        running: list[asyncio.Task[None]] = []
+        for spec in specs:
+            await self._slots.acquire()
+            if not await self._may_start(lease):
+                self._slots.release()
+                break
+            start = spec.offset - first.offset
+            running.append(asyncio.create_task(self._line(batch, spec, data[start : start + spec.length])))
+        for outcome in await asyncio.gather(*running, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                log.error("batch: a line of %s failed inside margin", lease.batch_id, exc_info=outcome)
+
+    async def _line(self, batch: BatchRecord, spec: LineSpec, data: bytes) -> None:
+        try:
+            result = await self.runner.run(batch, spec, data)
+            if not await self.store.finish_line(batch.batch_id, result):
+                log.info("batch: line %d of %s already had a result (or the batch ended)", spec.line_no, batch.batch_id)
+        except BudgetPause as pause:
+            await self._pause(batch, pause.message)
+        finally:
+            self._slots.release()
+
+    async def _pause(self, batch: BatchRecord, reason: str) -> None:
+        until = self.clock() + self.settings.budget_pause_s
+        self._cache.pop(batch.batch_id, None)
+        changes = {"paused": f"budget: {reason}"[:500], "paused_until": until}
+        if await self.store.update_batch(batch.batch_id, ["in_progress"], changes):
+            log.info("batch: %s paused until %.0f (budget)", batch.batch_id, until)
+
+    async def _may_start(self, lease: ChunkLease) -> bool:
+        if self._closing or (lease.batch_id, lease.chunk_no) in self._lost or lease.batch_id in self._halted:
+            return False
+        batch = await self._batch(lease.batch_id)
+        now = self.clock()
+        paused = batch.paused_until is not None and batch.paused_until > now
+        return batch.status == "in_progress" and batch.ending is None and now < batch.expires_at and not paused
+
+    async def _batch(self, batch_id: str, *, fresh: bool = False) -> BatchRecord:
+        cached = self._cache.get(batch_id)
+        now = self.clock()
+        if fresh or cached is None or now - cached.read_at > STATUS_FRESH_S:
+            record = await self.store.get_batch(batch_id)
+            if record is None:
+                raise StorageError(f"batch {batch_id} is gone")
+            cached = self._cache[batch_id] = _Cached(record, now)
+        return cached.record
+
+    # --- batch-level work ---------------------------------------------------------------------------
+    async def _batch_work(self) -> bool:
+        record = await self.store.claim_batch(self.owner, now=self.clock(), lease_s=self.settings.lease_s)
+        if record is None:
+            return False
+        held = False
+        try:
+            if record.status == "validating":
+                await self._validate(record)
+            else:
+                held = not await self._try_finish(record)
+        finally:
+            if not held:
+                await self.store.release_batch(record.batch_id, self.owner)
+        return True
+
+    def _keep_alive(self, batch_id: str) -> Callable[[], Awaitable[None]]:
+        async def renew() -> None:
+            await self.store.renew_batch(batch_id, self.owner, self.clock() + self.settings.lease_s)
+
+        return renew
+
+    async def _validate(self, record: BatchRecord) -> None:
+        outcome = await self.validator.validate(record, self._keep_alive(record.batch_id))
+        now = self.clock()
+        if outcome.errors:
+            changes = {"status": "failed", "failed_at": now, "errors": outcome.errors, "total": outcome.lines}
+            await self.store.update_batch(record.batch_id, ["validating"], changes)
+            log.info("batch: %s failed validation (%d errors)", record.batch_id, outcome.error_count)
+        elif await self.store.open_batch(record.batch_id, chunk_lines=self.settings.chunk_lines, now=now):
+            log.info("batch: %s is in progress (%d lines)", record.batch_id, outcome.lines)
+        self._wake.set()
+
+    async def _try_finish(self, record: BatchRecord) -> bool:
+        """Finalise `record` if no worker still runs its lines; False when it must wait (its lease
+        is then held until the next look, so other batches are not blocked behind it)."""
+        now = self.clock()
+        ending = record.ending or await self._ending(record, now)
+        if record.status != "finalizing":
+            if record.ending is None:
+                await self.store.update_batch(record.batch_id, [record.status], {"ending": ending})
+                self._cache.pop(record.batch_id, None)
+            if await self.store.live_leases(record.batch_id, now) > 0:
+                await self.store.renew_batch(record.batch_id, self.owner, now + self.settings.poll_s)
+                return False
+        if record.status == "in_progress":
+            await self.store.update_batch(
+                record.batch_id, ["in_progress"], {"status": "finalizing", "finalizing_at": now}
+            )
+        keep_alive = self._keep_alive(record.batch_id)
+        if await self.finalizer.finalize(record, ending, keep_alive):
+            log.info("batch: %s %s", record.batch_id, ending)
+        self._halted.discard(record.batch_id)
+        self._cache.pop(record.batch_id, None)
+        return True
+
+    async def _ending(self, record: BatchRecord, now: float) -> Ending:
+        if record.status == "cancelling":
+            return "cancelled"
+        if await self.store.unfinished_chunks(record.batch_id) == 0:
+            return "completed"
+        return "expired" if now >= record.expires_at else "completed"

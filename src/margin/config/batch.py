@@ -1,0 +1,47 @@
+"""The batch tier's `batch:` section (docs/batch.md): OpenAI's limits by default, where the files
+live, and how hard a replica's worker runs lines beside interactive traffic."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from margin.config.base import Strict
+
+_WINDOW = re.compile(r"^(\d+)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def window_seconds(window: str) -> int:
+    """`24h` -> 86400 (a completion window: digits and one of s, m, h, d)."""
+    found = _WINDOW.match(window)
+    if found is None:
+        raise ValueError(f"a completion window is a number and a unit (s, m, h, d), like 24h: {window[:32]!r}")
+    return int(found.group(1)) * _UNIT_S[found.group(2)]
+
+
+class BatchConfig(Strict):
+    enabled: bool = Field(True, description="serve /v1/files and /v1/batches and run their lines")
+    max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="largest upload (OpenAI: 200 MB)")
+    max_requests: int = Field(50_000, ge=1, description="most lines in one batch (OpenAI: 50,000)")
+    max_line_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="longest single line of an input file")
+    completion_windows: list[str] = Field(
+        default_factory=lambda: ["24h"], description="windows a batch may ask for (OpenAI accepts 24h only)"
+    )
+    blob_dir: str = Field("{data_dir}/batch-files", description="where file contents are kept")
+    concurrency: int = Field(16, ge=1, le=4096, description="lines one replica runs at once")
+    chunk_lines: int = Field(100, ge=1, le=100_000, description="lines leased to a worker at a time")
+    lease_s: float = Field(30.0, gt=0, le=3600, description="a chunk not renewed this long is taken over")
+    poll_s: float = Field(1.0, gt=0, le=60, description="how often an idle worker looks for work")
+    line_attempts: int = Field(3, ge=1, le=20, description="tries per line on a transient failure")
+    retry_backoff_s: float = Field(1.0, ge=0, le=600, description="first wait before a line is tried again")
+    budget_pause_s: float = Field(60.0, gt=0, le=86_400, description="a batch out of budget waits this long")
+    max_errors_listed: int = Field(1000, ge=1, description="validation errors a failed batch lists")
+
+    @field_validator("completion_windows")
+    @classmethod
+    def _windows(cls, windows: list[str]) -> list[str]:
+        for window in windows:
+            window_seconds(window)
+        return windows
