@@ -34,7 +34,7 @@ from margin import errors
 from margin.metering.usage_fill import fill_unreported
 from margin.pipeline.call_run import Run
 from margin.pipeline.context import RequestContext
-from margin.pipeline.meter import TokenCounter, prompt_text
+from margin.pipeline.meter import TokenCounter, count_prompt_now
 from margin.pipeline.stream_buffer import FirstTokensHold
 from margin.providers.base import Provider
 from margin.resilience.deadline import deadline_error
@@ -367,8 +367,7 @@ class CallStream:
 
 def prompt_estimate(request: ChatRequest, count: TokenCounter) -> int:
     """Pre-flight prompt size, counted as the meter estimates it (3 tokens of framing per message)."""
-    framing = 0 if request.kind == "completion" else 3 * len(request.messages) + 3
-    return sum(count(t) for t in prompt_text(request)) + framing
+    return count_prompt_now(request, count)
 
 
 def _text_of(choice: JSON) -> str | None:

@@ -60,14 +60,14 @@ class Limits:
         applied = limiter.applicable(ctx.principal, deployments[0] if deployments else None, self._rules_of(ctx))
         if not applied:
             return  # nothing limits this request: no store round trip at all
-        counted = ctx.prompt_counts
-        prompts = dict(counted.tokens) if counted is not None and counted.request is request else None
-        demand = self.cascade_demand(request, ctx.decision, prompts)  # counted ahead, off the loop
+        counted = ctx.prompt_counts  # counted ahead, off the loop; the rest once here, kept for a refusal
+        prompts = dict(counted.tokens) if counted is not None and counted.request is request else {}
+        demand = self.cascade_demand(request, ctx.decision, prompts)
         note = self.durable.note(ctx)
         try:
             ticket = await limiter.reserve(ctx.principal, applied, demand, note)
         except BudgetRefusal as refusal:
-            raise self._explained(refusal, request, ctx.decision, demand) from None
+            raise self._explained(refusal, request, ctx.decision, demand, prompts) from None
         ctx.reservation = ticket
         self.durable.reserved(ctx, ticket, note, demand)
 
@@ -83,16 +83,21 @@ class Limits:
     # --- helpers ----------------------------------------------------------------------------------
 
     def _explained(
-        self, refusal: BudgetRefusal, request: ChatRequest | EmbeddingRequest, decision: RouteDecision, demand: Demand
+        self,
+        refusal: BudgetRefusal,
+        request: ChatRequest | EmbeddingRequest,
+        decision: RouteDecision,
+        demand: Demand,
+        prompts: dict[str, int],
     ) -> BudgetRefusal:
         """The refusal, naming what this request tried to reserve and the largest max_tokens that
-        would have fitted in what is left (refusal path only: a few demand computations)."""
+        would have fitted in what is left (refusal path only: a few demand computations, each with
+        the prompt sizes admission counted: only max_tokens changes between them)."""
         shortfall = refusal.shortfall
         kind = shortfall.applied.rule.kind
         requested = demand.cost_nano if kind == "usd" else demand.tokens
         fits = None
         if isinstance(request, ChatRequest) and shortfall.room > 0:
-            prompts: dict[str, int] = {}  # the prompt is counted once per deployment, not once per probe
 
             def needs(max_tokens: int) -> int:
                 params = {k: v for k, v in request.params.items() if k != "max_completion_tokens"}

@@ -11,6 +11,7 @@ from margin.metering.pricebook import PriceBook
 from margin.metering.usage_fill import fill_unreported
 from margin.pipeline.context import PromptCounts, RequestContext
 from margin.providers.base import Provider
+from margin.providers.token_count import INLINE_CHARS, INLINE_TEXTS
 from margin.types import COST_BUCKETS, JSON, ChatRequest, Chunk, Cost, EmbeddingRequest, Usage
 
 TokenCounter = Callable[[str], int]
@@ -33,6 +34,18 @@ def prompt_text(request: ChatRequest) -> list[str]:
         elif isinstance(content, list):
             texts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return texts
+
+
+def count_prompt_now(request: ChatRequest, count: TokenCounter) -> int:
+    """The prompt's tokens counted here, on the event loop, plus chat framing. A request's prompt is
+    counted ahead, off the loop (`Meter.count_ahead`); this is for the others (a continuation with
+    its prefill, a refusal's what-would-fit probes). A deployment's own counter (a local model's
+    tokenizer) is used only for a short prompt: over INLINE_CHARS, or INLINE_TEXTS texts, in all,
+    the byte estimate counts instead, so no prompt stalls the loop however it is split."""
+    texts = prompt_text(request)
+    if len(texts) > INLINE_TEXTS or sum(map(len, texts)) > INLINE_CHARS:
+        count = estimate_text_tokens
+    return sum(count(t) for t in texts) + framing_tokens(request)
 
 
 def framing_tokens(request: ChatRequest) -> int:
@@ -79,7 +92,7 @@ class Meter:
         return self.counter_for(ctx.deployment)
 
     def estimate_prompt(self, request: ChatRequest, count: TokenCounter) -> int:
-        return sum(count(t) for t in prompt_text(request)) + framing_tokens(request)
+        return count_prompt_now(request, count)
 
     def prompt_for(self, ctx: RequestContext, request: ChatRequest, deployment: str | None = None) -> int:
         """`request`'s prompt tokens on `deployment` (default: the one that answered): as counted
