@@ -184,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rollouts", type=int, default=1000)
     parser.add_argument("--rps", type=float, default=100.0, help="requests per second to the model group")
-    parser.add_argument("--tick", type=float, default=10.0, help="seconds between margin's looks")
+    parser.add_argument("--tick", type=float, default=5.0, help="seconds between margin's looks")
     parser.add_argument("--steps", type=float, nargs="+", default=[0.01, 0.05, 0.25, 0.5])
     parser.add_argument("--min-requests", type=int, default=200, help="per arm and step (margin)")
     parser.add_argument("--alpha", type=float, default=0.01, help="margin's declared false-alarm rate")

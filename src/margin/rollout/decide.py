@@ -89,8 +89,8 @@ def _arm_stats(name: str, stable: ArmTotals, candidate: ArmTotals) -> tuple[ArmS
 def decide(record: RolloutRecord, settings: RolloutSettings, windows: list[ArmWindow], now: float) -> Decision:
     if record.state == "gated":
         if settings.shadow.share > 0:
-            return Decision("advance", "the offline gate passed: shadow traffic starts", "shadow", SHADOW_STEP)
-        return Decision("advance", "the offline gate passed: the canary starts", "canary", 0)
+            return Decision("advance", "gated: shadow traffic starts", "shadow", SHADOW_STEP)
+        return Decision("advance", "gated: the canary starts", "canary", 0)
     if record.state == "shadow":
         return _shadow(record, settings, windows, now)
     if record.state == "canary":
