@@ -68,7 +68,7 @@ class Finalizer:
                 await self.blobs.delete(file_id)
         status, stamp = FINAL_STATUS[ending]
         changes: dict[str, Any] = {
-            "status": status, stamp: now, "ending": ending,
+            "status": status, stamp: now, "ending": ending, "paused": None, "paused_until": None,
             "output_file_id": out_id if sizes[out_id] else None, "error_file_id": err_id if sizes[err_id] else None,
         }  # fmt: skip
         return await self.store.update_batch(batch.batch_id, ["finalizing", "cancelling", "in_progress"], changes)

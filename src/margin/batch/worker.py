@@ -196,6 +196,8 @@ class BatchWorker:
 
     async def _run_lines(self, lease: ChunkLease, specs: list[LineSpec]) -> None:
         batch = await self._batch(lease.batch_id, fresh=True)
+        if batch.paused is not None:  # a chunk was leased, so the pause is over: say so on the batch
+            await self.store.update_batch(batch.batch_id, ["in_progress"], {"paused": None, "paused_until": None})
         file = await self.store.get_file(batch.input_file_id)
         if file is None:
             raise BlobNotFound(batch.input_file_id)

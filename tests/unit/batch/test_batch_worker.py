@@ -1,0 +1,229 @@
+"""The batch worker in one process over a real SQLite store and blob directory, with a scripted line
+executor and a frozen clock: expiry delivers what finished, a spent budget pauses the batch and it
+resumes, transient failures are tried again, two workers share one batch without running a line
+twice, and a batch left `validating` by a crash is validated when a worker starts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from margin import errors
+from margin.batch.service import NewBatch
+from margin.batch.tier import BatchTier
+from margin.config.batch import BatchConfig
+from margin.pipeline.context import RequestContext
+from margin.storage.batch_stores import open_batch_store, open_blob_store
+from margin.storage.batches import BatchRecord
+from margin.types import Principal
+
+OWNER = Principal(key_id="key_test", team="research", tags=("nightly",))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Executor:
+    """Answers each line with its prompt; `failures` scripts errors per custom prompt, `gate` holds lines."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.failures: dict[str, list[errors.MarginError]] = {}
+        self.gate: asyncio.Event | None = None
+        self.contexts: list[RequestContext] = []
+
+    def check(self, endpoint: str, body: dict[str, Any]) -> tuple[str, str | None] | None:
+        return None if "messages" in body else ("messages is required", "messages")
+
+    async def run(self, ctx: RequestContext, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        prompt = body["messages"][0]["content"]
+        self.calls[prompt] += 1
+        self.contexts.append(ctx)
+        if self.gate is not None:
+            await self.gate.wait()
+        pending = self.failures.get(prompt)
+        if pending:
+            raise pending.pop(0)
+        return {"object": "chat.completion", "choices": [{"message": {"content": prompt}}]}
+
+
+def lines(count: int) -> bytes:
+    rows = [
+        {"custom_id": f"c{n}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "m", "messages": [{"role": "user", "content": f"p{n}"}]}}
+        for n in range(count)
+    ]  # fmt: skip
+    return "\n".join(json.dumps(r) for r in rows).encode()
+
+
+async def once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def make_tier(tmp_path: Path, executor: Executor, clock: Clock, owner: str, **settings: Any) -> BatchTier:
+    values: dict[str, Any] = {"poll_s": 0.02, "lease_s": 5, "chunk_lines": 3, "concurrency": 4, "retry_backoff_s": 0}
+    config = BatchConfig(**(values | settings))
+    store = open_batch_store(f"sqlite:///{tmp_path}/margin.db", tmp_path)
+    return BatchTier.build(config, store, open_blob_store("{data_dir}/blobs", tmp_path), executor, clock=clock,
+                           owner=owner)  # fmt: skip
+
+
+async def submit(tier: BatchTier, count: int) -> str:
+    file = await tier.files.upload(OWNER.key_id, "in.jsonl", "batch", once(lines(count)))
+    batch = await tier.batches.create(OWNER, NewBatch(file.file_id, "/v1/chat/completions", "24h"))
+    return batch.batch_id
+
+
+async def until(
+    tier: BatchTier, batch_id: str, done: Callable[[BatchRecord], bool], timeout: float = 10
+) -> BatchRecord:
+    async with asyncio.timeout(timeout):
+        while True:
+            record = await tier.batches.get(OWNER.key_id, batch_id)
+            if done(record):
+                return record
+            await asyncio.sleep(0.02)
+
+
+async def output(tier: BatchTier, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    record = await tier.files.get(OWNER.key_id, file_id)
+    data = b"".join([block async for block in tier.files.content(record)])
+    return [json.loads(line) for line in data.splitlines()]
+
+
+async def test_lines_run_as_the_creator_at_the_batch_class_tagged_with_the_batch(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    tier = make_tier(tmp_path, executor, clock, "w1")
+    await tier.start()
+    try:
+        batch_id = await submit(tier, 7)
+        done = await until(tier, batch_id, lambda b: b.is_final)
+    finally:
+        await tier.stop()
+    assert done.status == "completed" and (done.total, done.completed, done.failed) == (7, 7, 0)
+    assert Counter(executor.calls) == Counter({f"p{n}": 1 for n in range(7)})
+    principal = executor.contexts[0].principal
+    assert principal.key_id == "key_test" and principal.team == "research" and principal.endpoint_class == "batch"
+    assert principal.tags == ("nightly", "batch", f"batch:{batch_id}")
+    assert executor.contexts[0].endpoint == "chat" and executor.contexts[0].authenticated
+
+
+async def test_expiry_delivers_what_finished_and_marks_the_rest_expired(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    tier = make_tier(tmp_path, executor, clock, "w1", concurrency=2)
+    await tier.start()
+    try:
+        batch_id = await submit(tier, 9)
+        executor.gate = asyncio.Event()
+        await until(tier, batch_id, lambda b: b.status == "in_progress")
+        while sum(executor.calls.values()) < 2:
+            await asyncio.sleep(0.01)
+        clock.now += 86_400  # the 24h window closes while two lines are in flight
+        executor.gate.set()
+        done = await until(tier, batch_id, lambda b: b.is_final)
+        finished = await output(tier, done.output_file_id)
+        unrun = await output(tier, done.error_file_id)
+    finally:
+        await tier.stop()
+    assert done.status == "expired" and done.expired_at == clock.now
+    assert len(finished) == 2 == sum(executor.calls.values())  # the two in flight finished and count
+    assert {line["error"]["code"] for line in unrun} == {"batch_expired"} and len(unrun) == 7
+    assert sorted(line["custom_id"] for line in finished + unrun) == sorted(f"c{n}" for n in range(9))
+
+
+async def test_a_spent_budget_pauses_the_batch_which_resumes_later(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    executor.failures["p0"] = [errors.BudgetExceeded("team research has spent its budget")]
+    tier = make_tier(tmp_path, executor, clock, "w1", concurrency=1, budget_pause_s=600)
+    await tier.start()
+    try:
+        batch_id = await submit(tier, 4)
+        paused = await until(tier, batch_id, lambda b: b.paused is not None)
+        assert paused.status == "in_progress" and paused.paused_until == clock.now + 600
+        assert "budget" in (paused.paused or "") and paused.completed == 0
+        await asyncio.sleep(0.2)
+        assert executor.calls["p1"] == 0  # nothing starts while paused
+        clock.now += 601
+        done = await until(tier, batch_id, lambda b: b.is_final)
+    finally:
+        await tier.stop()
+    assert done.status == "completed" and done.completed == 4 and executor.calls["p0"] == 2
+    assert done.paused is None and done.paused_until is None
+
+
+async def test_transient_failures_are_tried_again_and_others_fail_the_line(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    executor.failures["p0"] = [errors.UpstreamOverloaded("busy"), errors.RateLimited("slow down")]
+    executor.failures["p1"] = [errors.InvalidRequest("bad temperature", param="temperature")]
+    tier = make_tier(tmp_path, executor, clock, "w1")
+    await tier.start()
+    try:
+        batch_id = await submit(tier, 2)
+        done = await until(tier, batch_id, lambda b: b.is_final)
+        [failed] = await output(tier, done.error_file_id)
+    finally:
+        await tier.stop()
+    assert (done.completed, done.failed) == (1, 1) and executor.calls == Counter({"p0": 3, "p1": 1})
+    assert failed["custom_id"] == "c1" and failed["response"]["status_code"] == 400
+    assert failed["response"]["body"]["error"]["param"] == "temperature"
+
+
+async def test_two_workers_share_a_batch_and_run_each_line_once(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    first = make_tier(tmp_path, executor, clock, "w1")
+    second = make_tier(tmp_path, executor, clock, "w2")
+    await first.start()
+    await second.start()
+    try:
+        batch_id = await submit(first, 40)
+        done = await until(first, batch_id, lambda b: b.is_final)
+    finally:
+        await first.stop()
+        await second.stop()
+    assert done.completed == 40 and executor.calls == Counter({f"p{n}": 1 for n in range(40)})
+    owners = {ctx.request_id for ctx in executor.contexts}
+    assert len(owners) == 40
+
+
+async def test_a_batch_left_validating_by_a_crash_is_validated_on_start(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    crashed = make_tier(tmp_path, executor, clock, "host:1:dead")
+    await crashed.store.migrate()
+    batch_id = await submit(crashed, 3)  # created, never validated: that process died
+    await crashed.store.close()
+    tier = make_tier(tmp_path, executor, clock, "w2")
+    await tier.start()
+    try:
+        done = await until(tier, batch_id, lambda b: b.is_final)
+    finally:
+        await tier.stop()
+    assert done.status == "completed" and done.completed == 3
+
+
+@pytest.mark.parametrize("window", ["24h", "1h"])
+async def test_windows_other_than_the_configured_ones_are_refused(tmp_path: Path, window: str) -> None:
+    tier = make_tier(tmp_path, Executor(), Clock(), "w1")
+    await tier.store.migrate()
+    try:
+        file = await tier.files.upload(OWNER.key_id, "in.jsonl", "batch", once(lines(1)))
+        request = NewBatch(file.file_id, "/v1/chat/completions", window)
+        if window == "24h":
+            assert (await tier.batches.create(OWNER, request)).expires_at == 1_000_000.0 + 86_400
+        else:
+            with pytest.raises(errors.InvalidRequest, match="completion_window"):
+                await tier.batches.create(OWNER, request)
+    finally:
+        await tier.store.close()
