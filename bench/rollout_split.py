@@ -1,0 +1,109 @@
+"""What a live rollout adds to the request path, measured in one run:
+1. the route stage alone (`Router.decide`) for a group with a canary rollout vs the same group
+   without one, interleaved, p50 and p99 in microseconds;
+2. whole non-streamed requests through the gateway in process (fake provider, no network), with the
+   rollout vs without, interleaved in batches, p50 in milliseconds.
+
+    python bench/rollout_split.py [--decisions 50000] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+
+import httpx
+
+from margin.app import create_app
+from margin.config import parse_config
+from margin.pipeline.context import RequestContext
+from margin.pipeline.rollout_stage import RolloutStage
+from margin.storage.memory import MemoryKeyStore
+from margin.types import ChatRequest
+
+CONFIG = """
+data_dir: {data}
+cache: {{enabled: false}}
+metering: {{journal: false}}
+deployments:
+  - {{name: big, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
+  - {{name: small, provider: fake, model: small, price: {{input: "0.1", output: "0.2"}}}}
+  - {{name: big2, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
+models:
+  - {{name: chat, deployments: [big], rollout: {{steps: [{{share: 0.25}}]}}}}
+  - {{name: plain, deployments: [big2]}}
+rollouts: {{refresh_s: 300, decide_every_s: 300, flush_every_s: 60}}
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def route_stage(stage: RolloutStage, router: object, n: int) -> tuple[list[float], list[float]]:
+    timings: dict[str, list[float]] = {"chat": [], "plain": []}
+    decide = router.decide  # type: ignore[attr-defined]
+    for i in range(n):
+        for group in ("chat", "plain"):
+            ctx = RequestContext(request_id=f"req_{i}", endpoint="chat")
+            ctx.route_hints["session"] = f"s{i}"
+            request = ChatRequest(model=group, messages=[{"role": "user", "content": "hi"}])
+            started = time.perf_counter()
+            decide(ctx, request)
+            timings[group].append((time.perf_counter() - started) * 1e6)
+    assert stage.engine.split.get("chat") is not None and stage.engine.split.get("plain") is None
+    return timings["chat"], timings["plain"]
+
+
+async def requests(client: httpx.AsyncClient, n: int) -> tuple[list[float], list[float]]:
+    timings: dict[str, list[float]] = {"chat": [], "plain": []}
+    for i in range(n // 20):
+        for group in ("chat", "plain") if i % 2 else ("plain", "chat"):
+            for j in range(10):
+                body = {"model": group, "messages": [{"role": "user", "content": f"q {i} {j}"}]}
+                started = time.perf_counter()
+                response = await client.post("/v1/chat/completions", json=body, headers={"x-margin-session": f"{i}{j}"})
+                timings[group].append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200
+    return timings["chat"], timings["plain"]
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as data:
+        app = create_app(parse_config(CONFIG.format(data=data)), key_store=MemoryKeyStore())
+        async with app.router.lifespan_context(app):
+            pipeline = app.state.gateway.pipeline
+            stage: RolloutStage = pipeline.router.rollouts
+            record = await stage.engine.service.start("chat", "small", actor="bench")
+            for _ in range(2):
+                await stage.engine.service.promote(record.rollout_id, actor="bench")  # gated, canary 25%
+            await stage.engine.refresh()
+            with_rollout, without = route_stage(stage, pipeline.router, args.decisions)
+            print(f"route stage, {args.decisions} decisions each (microseconds):")
+            print(
+                f"  with a canary rollout  p50 {statistics.median(with_rollout):6.2f}  p99 {percentile(with_rollout, 0.99):6.2f}"
+            )
+            print(
+                f"  without                p50 {statistics.median(without):6.2f}  p99 {percentile(without, 0.99):6.2f}"
+            )
+            added = statistics.median(with_rollout) - statistics.median(without)
+            print(f"  added by the split     p50 {added:6.2f} us = {added / 1000:.4f} ms (target <= 0.05 ms)")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                await requests(client, 200)  # warm up
+                chat, plain = await requests(client, args.requests)
+            print(f"whole requests in process, {args.requests // 2} each (milliseconds):")
+            print(f"  with a canary rollout  p50 {statistics.median(chat):.3f}")
+            print(f"  without                p50 {statistics.median(plain):.3f}")
+            print(f"  difference             p50 {statistics.median(chat) - statistics.median(plain):+.3f} ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=50_000)
+    parser.add_argument("--requests", type=int, default=2000)
+    asyncio.run(main(parser.parse_args()))
