@@ -470,13 +470,20 @@ def check_ended_once(records: list[RequestRecord], sent: int) -> None:
     assert len(records) == sent and set(ends.values()) == {1}, ends
 
 
+# How a request that margin's own budget or rate limit refused ends (it gets one `refused` row).
+REFUSALS = frozenset({"BudgetRefusal", "BudgetExceededAsRateLimit", "RateLimited"})
+
+
 def expected_rows(records: list[RequestRecord]) -> Counter[str]:
-    """One row per upstream attempt of every request, or the one row of a cache hit."""
+    """One row per upstream attempt of every request, the one row of a cache hit, or the one row of
+    a request margin's limits refused."""
     ids: Counter[str] = Counter()
     for record in records:
         ctx = record.ctx
         if ctx.cache_row is not None:
             ids[ctx.cache_row.attempt_id] += 1
+        elif not ctx.attempts and record.status in REFUSALS:
+            ids[f"{ctx.request_id}:0"] += 1
         else:
             ids.update(f"{ctx.request_id}:{attempt.index}" for attempt in ctx.attempts)
     return ids
