@@ -44,6 +44,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def p99(values: list[float]) -> float:
+    return percentile(values, 0.99)
+
+
 def route_stage(stage: RolloutStage, router: object, n: int) -> tuple[list[float], list[float]]:
     timings: dict[str, list[float]] = {"chat": [], "plain": []}
     decide = router.decide  # type: ignore[attr-defined]
@@ -84,12 +88,8 @@ async def main(args: argparse.Namespace) -> None:
             await stage.engine.refresh()
             with_rollout, without = route_stage(stage, pipeline.router, args.decisions)
             print(f"route stage, {args.decisions} decisions each (microseconds):")
-            print(
-                f"  with a canary rollout  p50 {statistics.median(with_rollout):6.2f}  p99 {percentile(with_rollout, 0.99):6.2f}"
-            )
-            print(
-                f"  without                p50 {statistics.median(without):6.2f}  p99 {percentile(without, 0.99):6.2f}"
-            )
+            print(f"  with a canary rollout  p50 {statistics.median(with_rollout):6.2f}  p99 {p99(with_rollout):6.2f}")
+            print(f"  without                p50 {statistics.median(without):6.2f}  p99 {p99(without):6.2f}")
             added = statistics.median(with_rollout) - statistics.median(without)
             print(f"  added by the split     p50 {added:6.2f} us = {added / 1000:.4f} ms (target <= 0.05 ms)")
             transport = httpx.ASGITransport(app=app)
