@@ -91,10 +91,11 @@ def validate(model: type[Model], data: dict[str, Any]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = exc.errors(include_url=False, include_input=False)[0]  # each call builds every error
         param = ".".join(str(p) for p in first["loc"] if not _internal(p)) or None
         message = first["msg"].removeprefix("Value error, ")
-        more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+        count = exc.error_count()
+        more = f" (and {count - 1} more problems)" if count > 1 else ""
         where = f"{param}: " if param else ""
         raise InvalidRequest(f"{where}{message}{more}", param=param) from None
 
