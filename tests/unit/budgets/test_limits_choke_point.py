@@ -22,6 +22,20 @@ NOT_MODEL_SERVING = {
     ("/metrics", "GET"): "Prometheus text",
     ("/openapi.json", "GET"): "the API description",
     ("/v1/feedback", "POST"): "a client's score of an answer it already received (rollout quality signal)",
+    **{
+        route: "batch files and objects; each batch line passes stage ② in the worker (tests/unit/batch)"
+        for route in [
+            ("/v1/files", "POST"),
+            ("/v1/files", "GET"),
+            ("/v1/files/{file_id}", "GET"),
+            ("/v1/files/{file_id}", "DELETE"),
+            ("/v1/files/{file_id}/content", "GET"),
+            ("/v1/batches", "POST"),
+            ("/v1/batches", "GET"),
+            ("/v1/batches/{batch_id}", "GET"),
+            ("/v1/batches/{batch_id}/cancel", "POST"),
+        ]
+    },
 }
 CHAT = [{"role": "user", "content": "hello world"}]
 # Every model-serving route, with the bodies that must be refused (streamed and not).
