@@ -11,6 +11,7 @@ otherwise take their digits.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable
@@ -100,7 +101,7 @@ class Redacted:
 def redact(text: str) -> Redacted:
     out = Redacted(text)
     for rule in RULES:
-        out.text = rule.pattern.sub(lambda m, r=rule: _replace(m, r, out), out.text)
+        out.text = rule.pattern.sub(functools.partial(_replace, rule=rule, out=out), out.text)
     return out
 
 
