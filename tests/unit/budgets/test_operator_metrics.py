@@ -11,6 +11,9 @@ from limits_support import ADMIN, serve
 from prometheus_client.parser import text_string_to_metric_families
 
 from margin.pipeline.error_labels import ErrorLabels
+from margin.pipeline.operator_gauges import OperatorGauges
+from margin.resilience.circuit import CircuitView
+from margin.storage.protocols import StorageError
 
 AUTH = {"authorization": f"Bearer {ADMIN}"}
 TEAM_BUDGETS = """
@@ -81,3 +84,31 @@ async def test_metrics_show_circuits_in_flight_budgets_and_named_errors(tmp_path
     assert not re.search(r"^margin_\w+_created", after, re.M)
     teams = {dict(labels).get("team") for (name, labels) in samples(after) if name.startswith("margin_team_budget")}
     assert teams == {"search", "research", "default"}  # bounded: configured teams with keys, nothing per key or request
+
+
+async def test_a_store_that_fails_or_hangs_leaves_the_last_values_and_is_counted(tmp_path: Path) -> None:
+    async with serve(tmp_path, TEAM_BUDGETS) as gw:
+        await gw.create_key(team="search")
+        caller = gw.pipeline.caller
+        policy = caller.resilience.limits["big"].circuit
+        for _ in range(policy.failures):
+            await caller.resilience.circuits.record("big", policy, "failure", probe=False, error="UpstreamTimeout")
+        first = (await gw.client.get("/metrics", headers=AUTH)).text
+
+        async def fails(policies: object) -> list[CircuitView]:
+            raise StorageError("redis: TimeoutError")
+
+        async def hangs(policies: object) -> list[CircuitView]:
+            await asyncio.sleep(60)
+            return []
+
+        caller.resilience.circuits.views = fails
+        second = (await gw.client.get("/metrics", headers=AUTH)).text
+        caller.resilience.circuits.views = hangs
+        own = OperatorGauges(caller, gw.pipeline.limits, timeout_s=0.05)
+        await own.refresh()
+    assert value(first, "margin_circuit_state", deployment="big", state="open") == 1
+    assert value(second, "margin_circuit_state", deployment="big", state="open") == 1  # the last values
+    assert value(first, "margin_gauges_refresh_failures_total") == 0
+    assert value(second, "margin_gauges_refresh_failures_total") == 1
+    assert own.refresh_failures == 1 and own.circuits == {}  # timed out before anything was read
