@@ -133,6 +133,13 @@ class LineRunner:
         )
 
 
+def unrunnable(spec: LineSpec, code: str, message: str, finished_at: float) -> LineResult:
+    """The result of a line that cannot run at all (its input file was deleted under it)."""
+    line = {"id": new_line_id(), "custom_id": spec.custom_id, "response": None,
+            "error": {"code": code, "message": message}}  # fmt: skip
+    return LineResult(spec.line_no, "failed", orjson.dumps(line).decode(), "", finished_at)
+
+
 def _transient(error: errors.MarginError) -> bool:
     """Worth trying again later: margin's own rate limit, its capacity, or an upstream's passing trouble."""
     if isinstance(error, errors.RateLimited | errors.ServiceUnavailable):

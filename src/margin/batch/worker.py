@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from margin.batch.finalize import Finalizer
-from margin.batch.runner import BudgetPause, LineRunner
+from margin.batch.runner import BudgetPause, LineRunner, unrunnable
 from margin.batch.validate import Validator
 from margin.config.batch import BatchConfig
 from margin.storage.batches import BatchRecord, BatchStore, ChunkLease, Ending, LineSpec
@@ -199,10 +199,14 @@ class BatchWorker:
         if batch.paused is not None:  # a chunk was leased, so the pause is over: say so on the batch
             await self.store.update_batch(batch.batch_id, ["in_progress"], {"paused": None, "paused_until": None})
         file = await self.store.get_file(batch.input_file_id)
-        if file is None:
-            raise BlobNotFound(batch.input_file_id)
         first, last = specs[0], specs[-1]
-        data = await self.blobs.read_range(file.blob, first.offset, last.offset + last.length - first.offset)
+        try:
+            if file is None:
+                raise BlobNotFound(batch.input_file_id)
+            data = await self.blobs.read_range(file.blob, first.offset, last.offset + last.length - first.offset)
+        except BlobNotFound:
+            await self._fail_unreadable(batch, specs)
+            return
         running: list[asyncio.Task[None]] = []
         for spec in specs:
             await self._slots.acquire()
@@ -214,6 +218,11 @@ class BatchWorker:
         for outcome in await asyncio.gather(*running, return_exceptions=True):
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 log.error("batch: a line of %s failed inside margin", lease.batch_id, exc_info=outcome)
+
+    async def _fail_unreadable(self, batch: BatchRecord, specs: list[LineSpec]) -> None:
+        message = "The batch's input file was deleted before this request ran."
+        for spec in specs:
+            await self.store.finish_line(batch.batch_id, unrunnable(spec, "file_not_found", message, self.clock()))
 
     async def _line(self, batch: BatchRecord, spec: LineSpec, data: bytes) -> None:
         try:

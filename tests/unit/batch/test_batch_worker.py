@@ -227,3 +227,23 @@ async def test_windows_other_than_the_configured_ones_are_refused(tmp_path: Path
                 await tier.batches.create(OWNER, request)
     finally:
         await tier.store.close()
+
+
+async def test_lines_whose_input_file_was_deleted_fail_instead_of_hanging(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    tier = make_tier(tmp_path, executor, clock, "w1", concurrency=1)
+    await tier.start()
+    try:
+        batch_id = await submit(tier, 9)
+        executor.gate = asyncio.Event()
+        running = await until(tier, batch_id, lambda b: b.status == "in_progress")
+        while not executor.calls:
+            await asyncio.sleep(0.01)
+        await tier.files.delete(OWNER.key_id, running.input_file_id)
+        executor.gate.set()
+        done = await until(tier, batch_id, lambda b: b.is_final)
+        failed = await output(tier, done.error_file_id)
+    finally:
+        await tier.stop()
+    assert done.status == "completed" and done.completed + done.failed == 9 and done.failed >= 3
+    assert {line["error"]["code"] for line in failed} == {"file_not_found"}
