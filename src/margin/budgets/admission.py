@@ -326,7 +326,7 @@ class Limiter:
         plans = late_plans(counters, cost_nano, tokens)
         store = ticket.store
         assert isinstance(store, IntentCounters)
-        keep = max((c.hold_expires for c in counters), default=self.clock()) + self.lease.slot_s
+        keep = self.clock()  # a settled intent is deleted: nothing can follow it
 
         async def finish() -> bool:
             try:

@@ -80,7 +80,10 @@ class PostgresCounters:
             state = _STATE_OF.get(int(row[0])) if row is not None else None
             if state is not None and state in plans:
                 await self._adjust(conn, plans[state])
-                await conn.execute(_SET_MARKER, (marker, _STATES[to], keep_until))
+                if to == "settled":  # nothing can follow it: a later finish finds nothing and does nothing
+                    await conn.execute("DELETE FROM margin_counters WHERE name = %s AND bucket = 0", (marker,))
+                else:
+                    await conn.execute(_SET_MARKER, (marker, _STATES[to], keep_until))
         return state
 
     @staticmethod

@@ -117,6 +117,7 @@ return 1
 # ARGV: prefix, id, owner, to-state, time to live (ms), number of plans, then per plan: the state it
 # applies to, the number of adjustments k, and k x (counter key suffix `name:bucket`, delta, ttl ms).
 # Returns the state found ('' when the intent is unknown); applies the plan for that state if any.
+# A settled intent is deleted: nothing can follow it, and a later finish then finds nothing to do.
 FINISH = """
 local prefix, id, owner, to, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local key = prefix .. 'i:' .. id
@@ -143,8 +144,10 @@ for i = 0, count - 1 do
   end
 end
 redis.call('DEL', key)
-redis.call('HSET', key, 's', to, 'o', owner)
-redis.call('PEXPIRE', key, keep)
+if to ~= 'settled' then
+  redis.call('HSET', key, 's', to, 'o', owner)
+  redis.call('PEXPIRE', key, keep)
+end
 redis.call('ZREM', prefix .. 'io:' .. owner, id)
 return state
 """

@@ -111,7 +111,10 @@ def _finish(
         state = _STATE_OF.get(int(found[0])) if found is not None else None
         if state is not None and state in plans:
             _apply(conn, plans[state])
-            conn.execute(_SET_MARKER, (_marker(intent), _STATES[to], keep_until))
+            if to == "settled":  # nothing can follow it: a later finish finds nothing and does nothing
+                conn.execute("DELETE FROM margin_counters WHERE name = ? AND bucket = 0", (_marker(intent),))
+            else:
+                conn.execute(_SET_MARKER, (_marker(intent), _STATES[to], keep_until))
     return state
 
 
