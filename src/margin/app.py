@@ -62,6 +62,7 @@ from margin.resilience.state import Resilience
 from margin.rollout.alerts import RolloutAlerts
 from margin.rollout.engine import RolloutEngine
 from margin.rollout.metrics import RolloutMetrics
+from margin.rollout.sampling import ProductionSampler
 from margin.rollout.service import RolloutService
 from margin.storage import Counters, KeyStore, LedgerStore, open_ledger_store
 from margin.storage.batch_stores import open_batch_store, open_blob_store
@@ -250,7 +251,9 @@ def build_rollouts(
     )
     groups = {g.name: tuple(g.deployments) for g in config.models}
     engine = RolloutEngine(service, settings, group_deployments=groups, clock=clock)
-    return RolloutStage(engine, settings, caller=caller, meter=meter)
+    samples = {g.name: g.sample for g in config.models if g.sample is not None}
+    sampler = ProductionSampler(store, samples, clock=clock) if samples else None
+    return RolloutStage(engine, settings, caller=caller, meter=meter, sampler=sampler)
 
 
 def price_book(config: MarginConfig) -> PriceBook:

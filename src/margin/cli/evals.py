@@ -170,3 +170,12 @@ def sets() -> None:
     for name in packaged_sets():
         loaded = load_eval_set(name)
         click.echo(f"{name}  v{loaded.version}  {len(loaded.items)} items  {PACKAGED / (name + '.jsonl')}")
+
+
+def _sample_group() -> click.Command:
+    from margin.cli.eval_sample import sample
+
+    return sample
+
+
+eval_group.add_command(_sample_group())

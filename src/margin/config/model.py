@@ -12,7 +12,7 @@ from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
 from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
-from margin.config.rollout import RolloutsConfig, RolloutSettings
+from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
 from margin.config.streaming import StreamingConfig
 
@@ -240,6 +240,9 @@ class ModelGroupConfig(Strict):
     )
     rollout: RolloutSettings | None = Field(
         None, description="How a candidate deployment replaces the stable one: shadow, canary steps (docs/rollouts.md)"
+    )
+    sample: ProductionSample | None = Field(
+        None, description="Keep a redacted share of live requests as a rolling eval set (docs/evals.md)"
     )
 
     @model_validator(mode="before")

@@ -80,6 +80,15 @@ class RolloutSettings(Strict):
         return self
 
 
+class ProductionSample(Strict):
+    """A model group's `sample:`: a share of its live (non-streamed) requests, with their answers,
+    kept as a rolling eval set after PII redaction (docs/evals.md, "Production samples")."""
+
+    share: float = Field(0.01, gt=0, le=1, description="share of the group's requests kept")
+    max_items: int = Field(5000, ge=1, le=10_000_000, description="the newest this many are kept")
+    retention_days: float = Field(30.0, gt=0, description="older samples are deleted")
+
+
 class RolloutsConfig(Strict):
     """Gateway-wide rollout machinery."""
 

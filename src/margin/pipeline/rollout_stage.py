@@ -26,6 +26,7 @@ from margin.pipeline.record import RequestRecord
 from margin.rollout.engine import RolloutEngine
 from margin.rollout.feedback import FeedbackDesk
 from margin.rollout.offpath import OffPathQueue
+from margin.rollout.sampling import ProductionSampler, SampleJob
 from margin.rollout.service import settings_of
 from margin.rollout.split import Assignment
 from margin.routing.policies.checks import answer_text
@@ -60,8 +61,17 @@ def sticky_key(ctx: RequestContext, sticky_by: Sequence[str]) -> str:
 
 
 class RolloutStage:
-    def __init__(self, engine: RolloutEngine, config: RolloutsConfig, *, caller: Caller, meter: Meter) -> None:
+    def __init__(
+        self,
+        engine: RolloutEngine,
+        config: RolloutsConfig,
+        *,
+        caller: Caller,
+        meter: Meter,
+        sampler: ProductionSampler | None = None,
+    ) -> None:
         self.engine = engine
+        self.sampler = sampler  # groups with `sample:` keep a redacted share of their requests
         self.sticky_by = tuple(config.sticky_by)
         self.caller, self.meter = caller, meter
         self.lifecycle: Callable[[RequestContext], RequestLifecycle] | None = None  # the pipeline's, once built
@@ -73,15 +83,20 @@ class RolloutStage:
         )
         self._graders: dict[tuple[str, str], Grader] = {}
         self.feedback = FeedbackDesk(engine.service.store, engine.signals)  # POST /v1/feedback
+        self.sampling: OffPathQueue[SampleJob] = OffPathQueue(
+            self._sample, size=config.grading_queue, workers=1, name="production-sample"
+        )
 
     async def start(self) -> None:
         await self.engine.start()
         await self.shadows.start()
         await self.grading.start()
+        await self.sampling.start()
 
     async def stop(self) -> None:
         await self.shadows.stop()
         await self.grading.stop()
+        await self.sampling.stop()
         await self.engine.stop()
 
     # --- stage ④ ---------------------------------------------------------------------------------
@@ -100,6 +115,7 @@ class RolloutStage:
     # --- after the answer (non-streamed answers: the whole text is in hand) ----------------------
 
     def answered(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
+        self._maybe_sample(ctx, request, result)
         assignment = ctx.rollout
         if assignment is None or not assignment.live or not (assignment.grade or assignment.shadow):
             return
@@ -108,6 +124,13 @@ class RolloutStage:
             self.grading.submit(job)  # a full grading queue just grades fewer answers
         if assignment.shadow:
             self._mirror(job)
+
+    def _maybe_sample(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
+        group = ctx.decision.model_group if ctx.decision is not None else None
+        if self.sampler is None or group is None or not self.sampler.wants(group, ctx.request_id):
+            return
+        sample = SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, answer_text(result.body))
+        self.sampling.submit(sample)  # a full queue keeps fewer samples
 
     def _mirror(self, job: AnswerJob) -> None:
         a = job.assignment
@@ -134,6 +157,10 @@ class RolloutStage:
                 return None
             self._graders[key] = build_grader(spec, GraderEnv())
         return self._graders[key]
+
+    async def _sample(self, job: SampleJob) -> None:
+        assert self.sampler is not None
+        await self.sampler.keep(job)
 
     async def _grade(self, job: AnswerJob) -> None:
         a = job.assignment

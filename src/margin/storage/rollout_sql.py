@@ -16,6 +16,7 @@ from margin.storage.rollouts import (
     HistogramMetric,
     RequestTag,
     RolloutRecord,
+    SampleRecord,
     SignalDelta,
     TransitionRecord,
 )
@@ -30,6 +31,7 @@ SIGNAL_COLUMNS = (
     "quality_sumsq, dropped"
 )
 FEEDBACK_COLUMNS = "request_id, at, score, comment, rollout_id, arm"
+SAMPLE_COLUMNS = "sample_id, model_group, at, request_id, deployment, messages, answer, redactions"
 _MONEY = ("cost_success", "cost_total")
 _Histograms = dict[tuple[int, str], dict[HistogramMetric, dict[int, int]]]  # (step, arm) -> metric -> bucket
 _LIVE = "state NOT IN ('promoted', 'rolled_back', 'aborted')"
@@ -119,6 +121,21 @@ class RolloutSql:
     @property
     def insert_feedback(self) -> str:
         return self._p(f"INSERT INTO rollout_feedback ({FEEDBACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)")
+
+    @property
+    def insert_sample(self) -> str:
+        return self._p(f"INSERT INTO eval_samples ({SAMPLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+    @property
+    def prune_samples(self) -> str:
+        return self._p(
+            "DELETE FROM eval_samples WHERE model_group = ? AND (at < ? OR sample_id NOT IN "
+            "(SELECT sample_id FROM eval_samples WHERE model_group = ? ORDER BY at DESC LIMIT ?))"
+        )
+
+    @property
+    def select_samples(self) -> str:
+        return self._p(f"SELECT {SAMPLE_COLUMNS} FROM eval_samples WHERE model_group = ? ORDER BY at DESC LIMIT ?")
 
     @property
     def select_feedback(self) -> str:
@@ -222,6 +239,18 @@ def feedback_values(feedback: Feedback) -> tuple[Any, ...]:
 def feedback_from(values: Sequence[Any]) -> Feedback:
     request_id, at, score, comment, rollout_id, arm = values
     return Feedback(str(request_id), float(score), str(comment), float(at), rollout_id, arm)
+
+
+def sample_values(sample: SampleRecord) -> tuple[Any, ...]:
+    s = sample
+    return (s.sample_id, s.model_group, s.at, s.request_id, s.deployment, _json(s.messages), s.answer,
+            _json(s.redactions))  # fmt: skip
+
+
+def sample_from(values: Sequence[Any]) -> SampleRecord:
+    sample_id, group, at, request_id, deployment, messages, answer, redactions = values
+    return SampleRecord(str(sample_id), str(group), float(at), str(request_id), str(deployment), json.loads(messages),
+                        str(answer), json.loads(redactions))  # fmt: skip
 
 
 def _json(value: Any) -> str:

@@ -122,6 +122,20 @@ class Feedback:
     arm: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class SampleRecord:
+    """One live request of a model group kept for re-evaluation, PII already redacted."""
+
+    sample_id: str
+    model_group: str
+    at: float
+    request_id: str
+    deployment: str
+    messages: list[dict[str, Any]]
+    answer: str
+    redactions: dict[str, int]  # what was redacted, by kind
+
+
 class RolloutStore(Protocol):
     async def migrate(self) -> list[str]: ...
 
@@ -157,5 +171,15 @@ class RolloutStore(Protocol):
     async def add_feedback(self, feedback: Feedback) -> None: ...
 
     async def feedback_for(self, rollout_id: str) -> list[Feedback]: ...
+
+    async def add_sample(self, sample: SampleRecord) -> None: ...
+
+    async def prune_samples(self, model_group: str, *, keep: int, before: float) -> int:
+        """Remove the group's samples older than `before` and all but the newest `keep`."""
+        ...
+
+    async def samples(self, model_group: str, *, limit: int) -> list[SampleRecord]:
+        """Newest first."""
+        ...
 
     async def close(self) -> None: ...

@@ -21,6 +21,7 @@ from margin.storage.rollouts import (
     Feedback,
     RolloutRecord,
     RolloutStore,
+    SampleRecord,
     SignalDelta,
     TransitionRecord,
 )
@@ -140,3 +141,20 @@ async def test_requests_are_found_in_the_ledger_with_their_arm(stores: tuple[Rol
     assert await store.find_request("req_missing") is None
     await store.add_feedback(Feedback("req_a", 0.25, "meh", 10.0, "ro_1", "candidate"))
     assert await store.feedback_for("ro_1") == [Feedback("req_a", 0.25, "meh", 10.0, "ro_1", "candidate")]
+
+
+async def test_samples_are_kept_newest_first_and_pruned_by_count_and_age(
+    stores: tuple[RolloutStore, LedgerStore],
+) -> None:
+    store, _ = stores
+    for i in range(6):
+        sample = SampleRecord(f"s{i}", "chat", 100.0 + i, f"req_{i}", "big", [{"role": "user", "content": f"q{i}"}],
+                              f"a{i}", {"EMAIL": 1} if i == 0 else {})  # fmt: skip
+        await store.add_sample(sample)
+    await store.add_sample(SampleRecord("o1", "other", 100.0, "req_o", "x", [], "", {}))
+    newest = await store.samples("chat", limit=2)
+    assert [s.sample_id for s in newest] == ["s5", "s4"] and newest[0].messages == [{"role": "user", "content": "q5"}]
+    assert await store.prune_samples("chat", keep=4, before=101.5) == 2  # s0, s1: too old (s0, s1 also beyond 4)
+    assert [s.sample_id for s in await store.samples("chat", limit=10)] == ["s5", "s4", "s3", "s2"]
+    assert await store.prune_samples("chat", keep=3, before=0.0) == 1
+    assert [s.sample_id for s in await store.samples("other", limit=10)] == ["o1"]

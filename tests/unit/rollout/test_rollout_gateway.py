@@ -161,3 +161,47 @@ async def test_a_spent_experiment_budget_drops_shadow_calls(tmp_path: Path) -> N
         assert windows["shadow"].dropped == 5 and windows["shadow"].requests == 0
         metrics = app.state.gateway.metrics.render().decode()
         assert 'margin_rollout_shadow_dropped_total{model_group="chat",why="budget"} 5.0' in metrics
+
+
+SAMPLE_CONFIG = """
+data_dir: {data}
+cache: {{enabled: false}}
+deployments:
+  - {{name: big, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
+models:
+  - {{name: chat, deployments: [big], sample: {{share: 1.0, max_items: 3}}}}
+  - {{name: other, deployments: [big]}}
+"""
+
+
+async def test_production_samples_are_redacted_bounded_and_exported(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from margin.cli.eval_sample import export
+
+    text = SAMPLE_CONFIG.format(data=tmp_path)
+    app = create_app(parse_config(text), key_store=MemoryKeyStore())
+    async with app.router.lifespan_context(app):
+        stage = stage_of(app)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            for i in range(5):
+                said = f"mail ana{i}@example.com, card 4111 1111 1111 1111"
+                body = {"model": "chat", "messages": [{"role": "user", "content": said}]}
+                assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+            other = {"model": "other", "messages": [{"role": "user", "content": "not sampled"}]}
+            assert (await client.post("/v1/chat/completions", json=other)).status_code == 200
+        await stage.sampling.queue.join()
+        kept = await stage.engine.service.store.samples("chat", limit=10)
+        assert len(kept) == 5  # pruned on the first write of each 100
+        assert all(s.messages[0]["content"] == "mail [EMAIL], card [CARD]" for s in kept)
+        assert all(s.answer == "mail [EMAIL], card [CARD]" for s in kept)  # the fake echoes: redacted too
+        assert kept[0].redactions == {"EMAIL": 2, "CARD": 2}
+        assert await stage.engine.service.store.samples("other", limit=10) == []
+    (tmp_path / "margin.yaml").write_text(text)
+    args = ["chat", "--config", str(tmp_path / "margin.yaml"), "--limit", "2"]
+    result = await asyncio.to_thread(CliRunner().invoke, export, args)  # the command runs its own loop
+    assert result.exit_code == 0, result.output
+    items = [json.loads(line) for line in result.output.splitlines()]
+    assert len(items) == 2 and items[0]["reference"] == "mail [EMAIL], card [CARD]"
+    assert items[0]["tags"] == ["production", "chat", "deployment:big"]
+    assert "ana0@example.com" not in (tmp_path / "margin.db").read_bytes().decode("latin-1")

@@ -19,6 +19,8 @@ from margin.storage.rollout_sql import (
     request_tag,
     rollout_from,
     rollout_values,
+    sample_from,
+    sample_values,
     signal_values,
     transition_from,
     transition_values,
@@ -31,6 +33,7 @@ from margin.storage.rollouts import (
     Feedback,
     RequestTag,
     RolloutRecord,
+    SampleRecord,
     SignalDelta,
     TransitionRecord,
 )
@@ -114,6 +117,18 @@ class PostgresRolloutStore:
 
     async def feedback_for(self, rollout_id: str) -> list[Feedback]:
         return [feedback_from(r) for r in await self._rows(SQL.select_feedback, (rollout_id,))]
+
+    async def add_sample(self, sample: SampleRecord) -> None:
+        async with self.session.session() as conn:
+            await conn.execute(SQL.insert_sample, sample_values(sample))
+
+    async def prune_samples(self, model_group: str, *, keep: int, before: float) -> int:
+        async with self.session.session() as conn:
+            cursor = await conn.execute(SQL.prune_samples, (model_group, before, model_group, keep))
+            return cursor.rowcount
+
+    async def samples(self, model_group: str, *, limit: int) -> list[SampleRecord]:
+        return [sample_from(r) for r in await self._rows(SQL.select_samples, (model_group, limit))]
 
     async def close(self) -> None:
         await self.session.close()

@@ -14,6 +14,8 @@ from margin.storage.rollout_sql import (
     request_tag,
     rollout_from,
     rollout_values,
+    sample_from,
+    sample_values,
     signal_values,
     transition_from,
     transition_values,
@@ -26,6 +28,7 @@ from margin.storage.rollouts import (
     Feedback,
     RequestTag,
     RolloutRecord,
+    SampleRecord,
     SignalDelta,
     TransitionRecord,
 )
@@ -83,6 +86,10 @@ def _write(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> No
     conn.execute(sql, params)
 
 
+def _delete(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:
+    return conn.execute(sql, params).rowcount
+
+
 class SqliteRolloutStore:
     def __init__(self, path: Path | str | None = None, *, worker: SqliteWorker | None = None) -> None:
         if worker is None:
@@ -130,6 +137,15 @@ class SqliteRolloutStore:
 
     async def feedback_for(self, rollout_id: str) -> list[Feedback]:
         return [feedback_from(r) for r in await self.worker.call(_rows, SQL.select_feedback, (rollout_id,))]
+
+    async def add_sample(self, sample: SampleRecord) -> None:
+        await self.worker.call(_write, SQL.insert_sample, sample_values(sample))
+
+    async def prune_samples(self, model_group: str, *, keep: int, before: float) -> int:
+        return await self.worker.call(_delete, SQL.prune_samples, (model_group, before, model_group, keep))
+
+    async def samples(self, model_group: str, *, limit: int) -> list[SampleRecord]:
+        return [sample_from(r) for r in await self.worker.call(_rows, SQL.select_samples, (model_group, limit))]
 
     async def close(self) -> None:
         await self.worker.close()
