@@ -18,8 +18,11 @@ from typing import Any
 
 from margin.config.model import MarginConfig, ModelGroupConfig
 from margin.config.rollout import RolloutSettings
+from margin.evals.errors import GraderSpecError
+from margin.evals.graders.protocol import GraderEnv
+from margin.evals.graders.registry import build_grader, split_spec
 from margin.rollout.alerts import RolloutAlerts
-from margin.rollout.errors import RolloutConflict, RolloutNotFound, UnknownRolloutTarget
+from margin.rollout.errors import RolloutConflict, RolloutError, RolloutNotFound, UnknownRolloutTarget
 from margin.rollout.metrics import RolloutMetrics
 from margin.storage.rollouts import (
     DuplicateRollout,
@@ -47,6 +50,20 @@ def settings_of(record: RolloutRecord) -> RolloutSettings:
     """The settings the rollout started with (kept in its record, so a config edit mid-rollout
     changes nothing under it)."""
     return RolloutSettings.model_validate(record.plan)
+
+
+def _check_graders(settings: RolloutSettings) -> None:
+    """Build the online and shadow graders once, so a bad spec is refused before the rollout exists
+    (a judge needs a judge group: not available to online grading yet)."""
+    for where, spec in (("online_grader", settings.online_grader), ("shadow.grader", settings.shadow.grader)):
+        if spec is None:
+            continue
+        try:
+            build_grader(spec, GraderEnv())
+        except (GraderSpecError, RuntimeError) as exc:
+            raise RolloutError(f"rollout.{where}: {exc}", param=where) from None
+        if split_spec(spec)[0] == "judge":
+            raise RolloutError(f"rollout.{where}: a judge cannot grade online yet; use a grader without a judge")
 
 
 class RolloutService:
@@ -101,6 +118,7 @@ class RolloutService:
         group = self.group(group_name)
         chosen = self._targets(group, candidate, stable)
         settings = group.rollout or RolloutSettings()
+        _check_graders(settings)
         now = self.clock()
         record = RolloutRecord(
             rollout_id=f"ro_{uuid.uuid4().hex[:12]}", model_group=group.name, stable=chosen, candidate=candidate,

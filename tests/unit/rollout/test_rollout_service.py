@@ -113,3 +113,15 @@ def test_decide_moves_gated_to_shadow_or_canary() -> None:
     assert (decide(gated, SETTINGS, [], 0).to_state, decide(gated, SETTINGS, [], 0).to_step) == ("canary", 0)
     with_shadow = SETTINGS.model_copy(update={"shadow": SETTINGS.shadow.model_copy(update={"share": 0.2})})
     assert decide(gated, with_shadow, [], 0).to_state == "shadow"
+
+
+async def test_an_unknown_online_grader_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from margin.rollout.errors import RolloutError
+
+    store = open_rollout_store(f"sqlite:///{tmp_path}/m.db", tmp_path)
+    await store.migrate()
+    bad = CONFIG.replace("rollout: {steps:", "rollout: {online_grader: no_such_grader, steps:")
+    with pytest.raises(RolloutError, match=r"rollout.online_grader: unknown grader 'no_such_grader'"):
+        await RolloutService(store, parse_config(bad)).start("chat", "small", actor="t")
+    assert await store.recent() == []
+    await store.close()
