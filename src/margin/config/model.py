@@ -238,12 +238,8 @@ class ModelGroupConfig(Strict):
     gates: GatesConfig | None = Field(
         None, description="What a candidate must show in an offline eval before it takes traffic (docs/evals.md)"
     )
-    rollout: RolloutSettings | None = Field(
-        None, description="How a candidate deployment replaces the stable one: shadow, canary steps (docs/rollouts.md)"
-    )
-    sample: ProductionSample | None = Field(
-        None, description="Keep a redacted share of live requests as a rolling eval set (docs/evals.md)"
-    )
+    rollout: RolloutSettings | None = Field(None, description="Shadow, canary steps, rollback (docs/rollouts.md)")
+    sample: ProductionSample | None = Field(None, description="A redacted rolling eval set of live requests")
 
     @model_validator(mode="before")
     @classmethod
