@@ -139,7 +139,7 @@ def test_mixed_workload_is_routed_and_the_report_shows_the_counterfactual(demo: 
     assert Decimal(total["all_premium_usd"]) > Decimal(total["spend_usd"]) > 0
     shares = {g["group"]: g["request_share"] for g in report["groups"]}
     assert set(shares) == {"1", "3"} and abs(sum(shares.values()) - 1) < 1e-9
-    table = margin("report", "--by", "cost_rank", "--config", str(tmp / "margin.yaml"), env=env_of(tmp))
+    table = margin("report", "--by", "cost_rank", "--wide", "--config", str(tmp / "margin.yaml"), env=env_of(tmp))
     print("\nroutes:\n" + "\n".join(routes) + f"\n\n{table}")  # the docs' demo output (pytest -s)
     assert "all-premium" in table and "routing saved" in table
 
