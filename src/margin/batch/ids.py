@@ -9,8 +9,9 @@ def new_file_id() -> str:
     return "file-" + os.urandom(12).hex()
 
 
-def new_batch_id() -> str:
-    return "batch_" + os.urandom(12).hex()
+def new_batch_id(api: str = "openai") -> str:
+    """`batch_...`, or Anthropic's `msgbatch_...` for a Message Batch."""
+    return ("msgbatch_" if api == "anthropic" else "batch_") + os.urandom(12).hex()
 
 
 def new_line_id() -> str:

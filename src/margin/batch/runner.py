@@ -21,6 +21,7 @@ from margin.batch.validate import BodyChecker
 from margin.config.batch import BatchConfig
 from margin.pipeline.context import Endpoint, RequestContext
 from margin.storage.batches import BatchRecord, LineResult, LineSpec
+from margin.translate import anthropic_error_body
 from margin.types import Principal
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -101,7 +102,7 @@ class LineRunner:
                 raise BudgetPause(exc.message) from None
             except errors.MarginError as exc:
                 if attempt >= self.settings.line_attempts or not _transient(exc):
-                    return Answer(exc.status, exc.to_openai(), ctx)
+                    return Answer(exc.status, _error_body(batch, exc, ctx.request_id), ctx)
                 await asyncio.sleep(_wait_s(exc, self.settings.retry_backoff_s * 2 ** (attempt - 1)))
 
     def _context(self, batch: BatchRecord) -> RequestContext:
@@ -138,6 +139,13 @@ def unrunnable(spec: LineSpec, code: str, message: str, finished_at: float) -> L
     line = {"id": new_line_id(), "custom_id": spec.custom_id, "response": None,
             "error": {"code": code, "message": message}}  # fmt: skip
     return LineResult(spec.line_no, "failed", orjson.dumps(line).decode(), "", finished_at)
+
+
+def _error_body(batch: BatchRecord, error: errors.MarginError, request_id: str) -> dict[str, Any]:
+    """The error body the live endpoint would have sent (Anthropic's envelope for /v1/messages)."""
+    if batch.api == "anthropic":
+        return dict(anthropic_error_body(error, request_id=request_id))
+    return error.to_openai()
 
 
 def _transient(error: errors.MarginError) -> bool:

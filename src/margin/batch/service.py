@@ -93,7 +93,7 @@ class BatchService:
             )  # fmt: skip
         now = self.clock()
         record = BatchRecord(
-            batch_id=new_batch_id(), owner=principal.key_id, api=request.api, endpoint=request.endpoint,
+            batch_id=new_batch_id(request.api), owner=principal.key_id, api=request.api, endpoint=request.endpoint,
             input_file_id=file.file_id, completion_window=request.completion_window, status="validating",
             created_at=now, expires_at=now + window_seconds(request.completion_window),
             principal=principal_snapshot(principal), metadata=request.metadata,
@@ -103,31 +103,32 @@ class BatchService:
             self.worker.wake()
         return record
 
-    async def get(self, owner: str, batch_id: str) -> BatchRecord:
+    async def get(self, owner: str, batch_id: str, *, api: str = "openai") -> BatchRecord:
+        """`owner`'s batch of `api`'s shape (each API sees only its own batches)."""
         record = await self.store.get_batch(batch_id)
-        if record is None or record.owner != owner:
+        if record is None or record.owner != owner or record.api != api:
             raise NotFound(f"No such batch: {shown(batch_id)}.", param="batch_id", code="batch_not_found")
         return record
 
-    async def list(self, owner: str, *, after: str | None, limit: int, api: str | None = None) -> BatchPage:
+    async def list(self, owner: str, *, after: str | None, limit: int, api: str = "openai") -> BatchPage:
         if after is not None:
-            await self.get(owner, after)
-        return await self.store.list_batches(owner, after=after, limit=limit)
+            await self.get(owner, after, api=api)
+        return await self.store.list_batches(owner, after=after, limit=limit, api=api)
 
-    async def cancel(self, owner: str, batch_id: str) -> BatchRecord:
+    async def cancel(self, owner: str, batch_id: str, *, api: str = "openai") -> BatchRecord:
         """No new line starts; what finished is delivered once the lines in flight end."""
-        record = await self.get(owner, batch_id)
+        record = await self.get(owner, batch_id, api=api)
         now = self.clock()
         if record.status == "validating":
             changes = {"status": "cancelled", "cancelling_at": now, "cancelled_at": now, "ending": "cancelled"}
             if await self.store.update_batch(batch_id, ["validating"], changes):
-                return await self.get(owner, batch_id)
-            record = await self.get(owner, batch_id)
+                return await self.get(owner, batch_id, api=api)
+            record = await self.get(owner, batch_id, api=api)
         if record.status == "in_progress":
             changes = {"status": "cancelling", "cancelling_at": now, "ending": "cancelled"}
             if await self.store.update_batch(batch_id, ["in_progress"], changes) and self.worker is not None:
                 self.worker.halt(batch_id)
-            record = await self.get(owner, batch_id)
+            record = await self.get(owner, batch_id, api=api)
         if record.status in ("cancelling", "cancelled"):
             return record
         raise Conflict(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from margin.batch.anthropic import MessageBatches
 from margin.batch.files import FileService
 from margin.batch.finalize import Finalizer
 from margin.batch.runner import LineExecutor, LineRunner
@@ -24,6 +25,7 @@ class BatchTier:
     blobs: BlobStore
     files: FileService
     batches: BatchService
+    messages: MessageBatches  # Anthropic's shapes on the same engine
     worker: BatchWorker
 
     @classmethod
@@ -37,7 +39,8 @@ class BatchTier:
             Finalizer(store, blobs, clock), settings, clock=clock, owner=owner,
         )  # fmt: skip
         batches = BatchService(store, files, settings, clock, worker)
-        return cls(settings, store, blobs, files, batches, worker)
+        messages = MessageBatches(batches, files, executor, settings)
+        return cls(settings, store, blobs, files, batches, messages, worker)
 
     async def start(self) -> None:
         await self.store.migrate()

@@ -74,10 +74,12 @@ class BatchSql:
     def select_batch(self) -> str:
         return self._p(f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?")
 
-    def list_batches(self, *, owner: bool, after: bool, limit: int) -> str:
+    def list_batches(self, *, owner: bool, after: bool, limit: int, api: bool = False) -> str:
         where = ["TRUE"]
         if owner:
             where.append("owner = ?")
+        if api:
+            where.append("api = ?")
         if after:
             where.append("(created_at, batch_id) < (SELECT created_at, batch_id FROM batches WHERE batch_id = ?)")
         return self._p(

@@ -153,8 +153,10 @@ class BatchStore(Protocol):
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
-    async def list_batches(self, owner: str | None, *, after: str | None, limit: int) -> BatchPage:
-        """Batches, newest first, the page after batch `after`."""
+    async def list_batches(
+        self, owner: str | None, *, after: str | None, limit: int, api: str | None = None
+    ) -> BatchPage:
+        """Batches (of `api`'s shape, or all), newest first, the page after batch `after`."""
 
     async def update_batch(self, batch_id: str, expected: Collection[str], changes: dict[str, Any]) -> bool:
         """Apply `changes` (names in UPDATABLE) if the batch's status is one of `expected`."""

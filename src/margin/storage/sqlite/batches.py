@@ -138,9 +138,11 @@ class SqliteBatchStore:
         rows = await self._rows(SQL.select_batch, (batch_id,))
         return batch_from(rows[0]) if rows else None
 
-    async def list_batches(self, owner: str | None, *, after: str | None, limit: int) -> BatchPage:
-        sql = SQL.list_batches(owner=owner is not None, after=after is not None, limit=limit)
-        rows = [batch_from(r) for r in await self._rows(sql, [p for p in (owner, after) if p is not None])]
+    async def list_batches(
+        self, owner: str | None, *, after: str | None, limit: int, api: str | None = None
+    ) -> BatchPage:
+        sql = SQL.list_batches(owner=owner is not None, after=after is not None, limit=limit, api=api is not None)
+        rows = [batch_from(r) for r in await self._rows(sql, [p for p in (owner, api, after) if p is not None])]
         return BatchPage(rows[:limit], len(rows) > limit)
 
     async def update_batch(self, batch_id: str, expected: Collection[str], changes: dict[str, Any]) -> bool:
