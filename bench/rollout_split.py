@@ -32,9 +32,12 @@ deployments:
   - {{name: big, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
   - {{name: small, provider: fake, model: small, price: {{input: "0.1", output: "0.2"}}}}
   - {{name: big2, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
+  - {{name: big3, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
+  - {{name: small3, provider: fake, model: small, price: {{input: "0.1", output: "0.2"}}}}
 models:
   - {{name: chat, deployments: [big], rollout: {{steps: [{{share: 0.25}}]}}}}
   - {{name: plain, deployments: [big2]}}
+  - {{name: mirrored, deployments: [big3], rollout: {{shadow: {{share: 1.0, budget_usd: "1000"}}}}}}
 rollouts: {{refresh_s: 300, decide_every_s: 300, flush_every_s: 60}}
 """
 
@@ -63,17 +66,19 @@ def route_stage(stage: RolloutStage, router: object, n: int) -> tuple[list[float
     return timings["chat"], timings["plain"]
 
 
-async def requests(client: httpx.AsyncClient, n: int) -> tuple[list[float], list[float]]:
-    timings: dict[str, list[float]] = {"chat": [], "plain": []}
+async def requests(
+    client: httpx.AsyncClient, n: int, groups: tuple[str, str] = ("chat", "plain")
+) -> tuple[list[float], list[float]]:
+    timings: dict[str, list[float]] = {groups[0]: [], groups[1]: []}
     for i in range(n // 20):
-        for group in ("chat", "plain") if i % 2 else ("plain", "chat"):
+        for group in groups if i % 2 else tuple(reversed(groups)):
             for j in range(10):
                 body = {"model": group, "messages": [{"role": "user", "content": f"q {i} {j}"}]}
                 started = time.perf_counter()
                 response = await client.post("/v1/chat/completions", json=body, headers={"x-margin-session": f"{i}{j}"})
                 timings[group].append((time.perf_counter() - started) * 1000)
                 assert response.status_code == 200
-    return timings["chat"], timings["plain"]
+    return timings[groups[0]], timings[groups[1]]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -100,6 +105,19 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  with a canary rollout  p50 {statistics.median(chat):.3f}")
             print(f"  without                p50 {statistics.median(plain):.3f}")
             print(f"  difference             p50 {statistics.median(chat) - statistics.median(plain):+.3f} ms")
+            mirrored = await stage.engine.service.start("mirrored", "small3", actor="bench")
+            await stage.engine.service.promote(mirrored.rollout_id, actor="bench")  # gated
+            await stage.engine.decide_all()  # -> shadow: every request of `mirrored` is also sent to small3
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                noise = [await requests(client, args.requests, ("plain", "chat")) for _ in range(2)]
+                shadowed, plain2 = await requests(client, args.requests, ("mirrored", "plain"))
+            await stage.shadows.queue.join()
+            print(f"shadow traffic (every request mirrored), {args.requests // 2} each (milliseconds):")
+            print(f"  mirrored group         p50 {statistics.median(shadowed):.3f}")
+            print(f"  plain group            p50 {statistics.median(plain2):.3f}")
+            print(f"  difference             p50 {statistics.median(shadowed) - statistics.median(plain2):+.3f} ms")
+            spread = [statistics.median(a) - statistics.median(b) for a, b in noise]
+            print(f"  run-to-run noise (two runs of plain vs canary): {', '.join(f'{d:+.3f}' for d in spread)} ms")
 
 
 if __name__ == "__main__":
