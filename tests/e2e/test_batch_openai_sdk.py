@@ -77,6 +77,8 @@ def test_a_batch_runs_every_line_once_through_the_pipeline(client: openai.OpenAI
     assert Decimal(extension["cost_usd"]) == sum((Decimal(r["cost_total"]) for r in rows), Decimal(0)) > 0
     page = client.batches.list(limit=1)
     assert page.data[0].id == batch.id and page.has_more in (True, False)
+    nothing = httpx.post(f"{served[0]}/v1/batches/{batch.id}/retry_failed")
+    assert nothing.status_code == 409 and _error(nothing)["code"] == "nothing_to_retry"
 
 
 def test_a_line_the_gateway_refuses_goes_to_the_error_file(client: openai.OpenAI) -> None:
@@ -92,6 +94,13 @@ def test_a_line_the_gateway_refuses_goes_to_the_error_file(client: openai.OpenAI
     assert error["response"]["status_code"] == 404
     assert error["response"]["body"]["error"]["code"] == "model_not_found"
     assert [line["custom_id"] for line in file_lines(client, batch.output_file_id)] == ["good"]
+    # retry_failed (a margin extension): a new batch of the failed line only; the success is kept.
+    retried = client.post(f"/batches/{batch.id}/retry_failed", cast_to=openai.types.Batch, body={})
+    assert retried.id != batch.id and retried.status == "validating"
+    retried_input = [json.loads(line) for line in client.files.content(retried.input_file_id).text.splitlines()]
+    assert [line["custom_id"] for line in retried_input] == ["unknown-model"]
+    again = wait_for(client, retried.id)
+    assert again.request_counts is not None and (again.request_counts.total, again.request_counts.failed) == (1, 1)
 
 
 def test_malformed_lines_fail_the_batch_and_each_is_named(client: openai.OpenAI, served: tuple[str, Path]) -> None:
@@ -191,3 +200,9 @@ def test_cancel_mid_batch_stops_new_lines_and_delivers_what_finished(
     assert cancelling.request_counts is not None
     assert len(done) <= cancelling.request_counts.completed + 2  # concurrency 2: at most 2 in flight
     assert len(settled_ledger_rows(served[1], batch.id, len(done))) == len(done)
+    retried = client.post(f"/batches/{batch.id}/retry_failed", cast_to=openai.types.Batch, body={})
+    rerun = wait_for(client, retried.id)
+    assert rerun.status == "completed" and rerun.request_counts is not None
+    assert rerun.request_counts.completed == rerun.request_counts.total == 40 - len(done)
+    rerun_ids = {line["custom_id"] for line in file_lines(client, rerun.output_file_id)}
+    assert rerun_ids | {line["custom_id"] for line in done} == {f"s-{n}" for n in range(40)}

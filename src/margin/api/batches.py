@@ -35,6 +35,13 @@ async def list_batches(request: Request) -> Response:
     return json_response(list_object(page.items, batch_object, lambda b: b.batch_id, has_more=page.has_more))
 
 
+async def retry_failed(request: Request) -> Response:
+    """A margin extension: a new batch of the lines of a finished batch that did not succeed."""
+    tier = tier_of(request)
+    principal = await caller(request)
+    return json_response(batch_object(await tier.retries.retry_failed(principal, request.path_params["batch_id"])))
+
+
 async def cancel_batch(request: Request) -> Response:
     tier = tier_of(request)
     principal = await caller(request)

@@ -36,6 +36,7 @@ def build_routes() -> list[Route]:
         Route("/v1/batches", batches.list_batches, methods=["GET"]),
         Route("/v1/batches/{batch_id}", batches.get_batch, methods=["GET"]),
         Route("/v1/batches/{batch_id}/cancel", batches.cancel_batch, methods=["POST"]),
+        Route("/v1/batches/{batch_id}/retry_failed", batches.retry_failed, methods=["POST"]),
         Route("/v1/messages/batches", message_batches.create, methods=["POST"]),
         Route("/v1/messages/batches", message_batches.listing, methods=["GET"]),
         Route("/v1/messages/batches/{batch_id}", message_batches.retrieve, methods=["GET"]),

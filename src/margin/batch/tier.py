@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from margin.batch.anthropic import MessageBatches
 from margin.batch.files import FileService
 from margin.batch.finalize import Finalizer
+from margin.batch.retry import Retries
 from margin.batch.runner import LineExecutor, LineRunner
 from margin.batch.service import BatchService
 from margin.batch.validate import Validator
@@ -26,6 +27,7 @@ class BatchTier:
     files: FileService
     batches: BatchService
     messages: MessageBatches  # Anthropic's shapes on the same engine
+    retries: Retries  # POST /v1/batches/{id}/retry_failed
     worker: BatchWorker
 
     @classmethod
@@ -40,7 +42,8 @@ class BatchTier:
         )  # fmt: skip
         batches = BatchService(store, files, settings, clock, worker)
         messages = MessageBatches(batches, files, executor, settings)
-        return cls(settings, store, blobs, files, batches, messages, worker)
+        retries = Retries(store, files, batches, clock)
+        return cls(settings, store, blobs, files, batches, messages, retries, worker)
 
     async def start(self) -> None:
         await self.store.migrate()

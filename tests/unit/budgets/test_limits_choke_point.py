@@ -34,6 +34,7 @@ NOT_MODEL_SERVING = {
             ("/v1/batches", "GET"),
             ("/v1/batches/{batch_id}", "GET"),
             ("/v1/batches/{batch_id}/cancel", "POST"),
+            ("/v1/batches/{batch_id}/retry_failed", "POST"),
             ("/v1/messages/batches", "POST"),
             ("/v1/messages/batches", "GET"),
             ("/v1/messages/batches/{batch_id}", "GET"),
