@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 
 from margin.config.rollout import RolloutsConfig
+from margin.errors import MarginError
 from margin.rollout.arms import totals
 from margin.rollout.decide import Decision, decide
 from margin.rollout.service import RolloutService, replica_name, settings_of
@@ -75,6 +76,8 @@ class RolloutEngine:
                 await work()
             except StorageError as exc:  # the store is down: traffic keeps its last split; retried next tick
                 log.warning("rollout %s failed: %s", work.__name__, exc)
+            except (MarginError, ValueError) as exc:  # one bad rollout record must not stop the loop
+                log.error("rollout %s failed: %s: %s", work.__name__, type(exc).__name__, exc)
 
     async def refresh(self) -> None:
         records = await self.service.store.current()

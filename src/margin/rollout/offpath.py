@@ -57,7 +57,8 @@ class OffPathQueue(Generic[Job]):
             job = await self.queue.get()
             try:
                 await self.run(job)
-            except (MarginError, StorageError, ValueError, TypeError, KeyError) as exc:  # one job, not the worker
+            except (MarginError, StorageError, ValueError, TypeError, KeyError, RuntimeError, OSError) as exc:
+                # one job failed (a grader, an embedder, the store), not the worker
                 log.warning("%s job failed: %s: %s", self.name, type(exc).__name__, exc)
             finally:
                 self.queue.task_done()
