@@ -16,6 +16,19 @@ RequestKind = Literal["chat", "completion"]
 
 JSON = dict[str, Any]
 
+# The disjoint usage buckets, in the ledger's column order: the fields of `Usage`, the token columns of
+# a ledger row, and (with gpu_time) the amounts of a `Cost`. The one definition the others derive from.
+USAGE_BUCKETS = (
+    "input_uncached",
+    "input_cache_read",
+    "input_cache_write",
+    "output",
+    "output_reasoning",
+    "input_audio",
+    "output_audio",
+    "input_image",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Money:
@@ -112,17 +125,7 @@ PriceBasis = Literal["catalog", "unknown", "declared_zero", "gpu_time"]
 # Digits of Decimal precision for money arithmetic: no product or sum metering sees is ever rounded
 # (tokens are integers below 10**12, prices have at most a dozen significant digits).
 MONEY_PRECISION = 60
-COST_BUCKETS = (
-    "input_uncached",
-    "input_cache_read",
-    "input_cache_write",
-    "output",
-    "output_reasoning",
-    "input_audio",
-    "output_audio",
-    "input_image",
-    "gpu_time",
-)
+COST_BUCKETS = (*USAGE_BUCKETS, "gpu_time")  # a Cost has one amount per usage bucket, and GPU time
 
 
 @dataclass(frozen=True, slots=True)

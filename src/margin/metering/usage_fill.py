@@ -16,18 +16,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from margin.types import Usage
+from margin.types import USAGE_BUCKETS, Usage
 
-USAGE_BUCKETS = (
-    "input_uncached",
-    "input_cache_read",
-    "input_cache_write",
-    "output",
-    "output_reasoning",
-    "input_audio",
-    "output_audio",
-    "input_image",
-)
 OUTPUT_BUCKETS = ("output", "output_reasoning", "output_audio")
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from margin.types import COST_BUCKETS, USAGE_BUCKETS
+
 CacheResult = Literal["none", "miss", "exact", "semantic", "coalesced"]
 # unreconciled: the attempt went upstream and its replica died before its outcome was known; the row
 # carries the reserved amount until `margin reconcile` corrects it (price_basis "unreconciled").
@@ -19,17 +21,8 @@ RowStatus = Literal["ok", "error", "cancelled", "unreconciled", "refused"]
 BUDGET_REFUSED, RATE_LIMIT_REFUSED = "budget_exceeded", "rate_limit_exceeded"
 REFUSAL_CODES = (BUDGET_REFUSED, RATE_LIMIT_REFUSED)
 
-USAGE_COLUMNS = (
-    "input_uncached",
-    "input_cache_read",
-    "input_cache_write",
-    "output",
-    "output_reasoning",
-    "input_audio",
-    "output_audio",
-    "input_image",
-)
-COST_COLUMNS = tuple(f"cost_{b}" for b in (*USAGE_COLUMNS, "gpu_time"))
+USAGE_COLUMNS = USAGE_BUCKETS  # a row's token columns are named as the usage buckets
+COST_COLUMNS = tuple(f"cost_{b}" for b in COST_BUCKETS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,3 +40,16 @@ def test_a_wholly_estimated_usage_without_names_reads_as_prompt_and_answer() -> 
 def test_unknown_bucket_names_are_refused() -> None:
     with pytest.raises(ValueError, match="not usage buckets"):
         in_progress(Usage(), ("outputs",))
+
+
+def test_the_usage_buckets_are_usages_fields_a_rows_token_columns_and_a_costs_amounts() -> None:
+    from dataclasses import fields
+
+    from margin.storage.ledger_row import COST_COLUMNS, USAGE_COLUMNS, LedgerRow
+    from margin.types import COST_BUCKETS, USAGE_BUCKETS, Cost
+
+    assert tuple(f.name for f in fields(Usage) if f.type == "int") == USAGE_BUCKETS
+    assert USAGE_COLUMNS == USAGE_BUCKETS
+    row_fields = {f.name for f in fields(LedgerRow)}
+    assert set(USAGE_COLUMNS) <= row_fields and set(COST_COLUMNS) <= row_fields
+    assert tuple(f.name for f in fields(Cost) if f.type == "Decimal") == COST_BUCKETS
