@@ -6,7 +6,7 @@ body as it arrives. Failures to get an answer become `ConnectionError` / `Timeou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -43,8 +43,9 @@ class GatewayClient:
 
     @asynccontextmanager
     async def request(
-        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+        self, method: str, path: str, body: bytes | AsyncIterable[bytes] | None, headers: Mapping[str, str]
     ) -> AsyncIterator[GatewayResponse]:
+        """`body` may be a stream of blocks (an upload read from disk as it is sent)."""
         try:
             async with self._open().request(method, self.base_url + path, data=body, headers=dict(headers)) as resp:
                 yield GatewayResponse(resp)
