@@ -51,6 +51,7 @@ from margin.pipeline.recovery import Recovery
 from margin.pipeline.refusal_rows import RefusalRows
 from margin.pipeline.rollout_stage import RolloutStage
 from margin.pipeline.route import ModelTable, Router
+from margin.pipeline.self_completer import SelfCompleter
 from margin.providers.base import Provider
 from margin.providers.health_probes import HealthProbes
 from margin.providers.local_metrics import LocalSlotsCollector
@@ -60,6 +61,7 @@ from margin.resilience.circuit import CircuitStore, InMemoryCircuits
 from margin.resilience.shared import SharedCircuits
 from margin.resilience.state import Resilience
 from margin.rollout.alerts import RolloutAlerts
+from margin.rollout.drift import DriftWatch
 from margin.rollout.engine import RolloutEngine
 from margin.rollout.metrics import RolloutMetrics
 from margin.rollout.sampling import ProductionSampler
@@ -116,7 +118,10 @@ def create_app(
     )
     caller = Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config)))
     caller.on_attempt = durable.attempt_started
-    rollouts = build_rollouts(config, rollout_store, metrics, clock=clock, caller=caller, meter=meter)
+    completer = SelfCompleter()  # drift re-evaluations ask margin itself, through the pipeline
+    rollouts = build_rollouts(
+        config, rollout_store, metrics, clock=clock, caller=caller, meter=meter, completer=completer
+    )
     recorder.sinks.append(rollouts.sink)  # after the ledger's: each arm's signals
     pipeline = Pipeline(
         table=table,
@@ -129,6 +134,7 @@ def create_app(
         router=Router(table, config, data_dir, rollouts=rollouts),
     )
     rollouts.lifecycle = pipeline.lifecycle  # shadow calls end like any request: metered, recorded
+    completer.chat = pipeline.chat
     metrics.registry.register(MalformedEventsCollector(built.values()))
     metrics.registry.register(LocalSlotsCollector(built.values()))  # slots, queue, stuck workers
     gauges = OperatorGauges(caller, limits.stage)  # circuits, in flight per deployment, team budgets
@@ -241,19 +247,21 @@ def metrics_listener_guard(config: MarginConfig) -> list[Middleware]:
 
 def build_rollouts(
     config: MarginConfig, store: RolloutStore, metrics: Metrics, *, clock: Callable[[], float], caller: Caller,
-    meter: Meter,
+    meter: Meter, completer: SelfCompleter,
 ) -> RolloutStage:  # fmt: skip
     settings = config.rollouts
     webhook = settings.alert_webhook
     sender = webhook_sender(webhook, timeout_s=settings.alert_timeout_s) if webhook else None
-    service = RolloutService(
-        store, config, clock=clock, alerts=RolloutAlerts(sender), metrics=RolloutMetrics(metrics.registry)
-    )
+    alerts = RolloutAlerts(sender)
+    service = RolloutService(store, config, clock=clock, alerts=alerts, metrics=RolloutMetrics(metrics.registry))
     groups = {g.name: tuple(g.deployments) for g in config.models}
     engine = RolloutEngine(service, settings, group_deployments=groups, clock=clock)
     samples = {g.name: g.sample for g in config.models if g.sample is not None}
     sampler = ProductionSampler(store, samples, clock=clock) if samples else None
-    return RolloutStage(engine, settings, caller=caller, meter=meter, sampler=sampler)
+    stable = {g.name: g.deployments[0] for g in config.models}
+    watched = {name: s for name, s in samples.items() if s.reeval_every_s is not None}
+    drift = DriftWatch(store, watched, stable, completer, alerts, clock=clock) if watched else None
+    return RolloutStage(engine, settings, caller=caller, meter=meter, sampler=sampler, drift=drift)
 
 
 def price_book(config: MarginConfig) -> PriceBook:

@@ -87,6 +87,13 @@ class ProductionSample(Strict):
     share: float = Field(0.01, gt=0, le=1, description="share of the group's requests kept")
     max_items: int = Field(5000, ge=1, le=10_000_000, description="the newest this many are kept")
     retention_days: float = Field(30.0, gt=0, description="older samples are deleted")
+    reeval_every_s: float | None = Field(
+        None, ge=60, description="re-ask the stable deployment the newest samples this often (unset: never)"
+    )
+    reeval_items: int = Field(50, ge=1, le=10_000, description="samples per re-evaluation (newest first)")
+    reeval_grader: GraderSpecText = Field("normalised", description="grades each new answer against the stored one")
+    drift_margin: float = Field(0.05, gt=0, le=1, description="alert when a run scores this far below the baseline")
+    baseline_runs: int = Field(3, ge=1, le=100, description="the first runs, averaged, are the baseline")
 
 
 class RolloutsConfig(Strict):

@@ -23,6 +23,7 @@ from margin.pipeline.context import RequestContext
 from margin.pipeline.lifecycle import RequestLifecycle
 from margin.pipeline.meter import Meter
 from margin.pipeline.record import RequestRecord
+from margin.rollout.drift import DriftWatch
 from margin.rollout.engine import RolloutEngine
 from margin.rollout.feedback import FeedbackDesk
 from margin.rollout.offpath import OffPathQueue
@@ -69,8 +70,10 @@ class RolloutStage:
         caller: Caller,
         meter: Meter,
         sampler: ProductionSampler | None = None,
+        drift: DriftWatch | None = None,
     ) -> None:
         self.engine = engine
+        self.drift = drift  # re-asks the stable deployments their production samples (sample.reeval_every_s)
         self.sampler = sampler  # groups with `sample:` keep a redacted share of their requests
         self.sticky_by = tuple(config.sticky_by)
         self.caller, self.meter = caller, meter
@@ -92,11 +95,15 @@ class RolloutStage:
         await self.shadows.start()
         await self.grading.start()
         await self.sampling.start()
+        if self.drift is not None:
+            await self.drift.start()
 
     async def stop(self) -> None:
         await self.shadows.stop()
         await self.grading.stop()
         await self.sampling.stop()
+        if self.drift is not None:
+            await self.drift.stop()
         await self.engine.stop()
 
     # --- stage ④ ---------------------------------------------------------------------------------

@@ -62,6 +62,17 @@ class RolloutAlerts:
         except asyncio.QueueFull:
             log.error("rollout alert webhook queue is full: alert for %s dropped (it was logged)", record.rollout_id)
 
+    def emit_payload(self, payload: dict[str, Any], message: str) -> None:
+        """Any other rollout-side alert (a quality drift): logged as a warning, then POSTed."""
+        log.warning("%s", message)
+        self.sent = [*self.sent[-99:], payload]
+        if self.sender is None:
+            return
+        try:
+            self.queue.put_nowait(orjson.dumps(payload))
+        except asyncio.QueueFull:
+            log.error("rollout alert webhook queue is full: alert dropped (it was logged)")
+
     async def start(self) -> None:
         if self.sender is not None and self._task is None:
             self._task = asyncio.create_task(self._run(), name="margin-rollout-alerts")

@@ -205,3 +205,45 @@ async def test_production_samples_are_redacted_bounded_and_exported(tmp_path: Pa
     assert len(items) == 2 and items[0]["reference"] == "mail [EMAIL], card [CARD]"
     assert items[0]["tags"] == ["production", "chat", "deployment:big"]
     assert "ana0@example.com" not in (tmp_path / "margin.db").read_bytes().decode("latin-1")
+
+
+DRIFT_CONFIG = """
+data_dir: {data}
+cache: {{enabled: false}}
+deployments:
+  - {{name: big, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
+models:
+  - name: chat
+    deployments: [big]
+    sample: {{share: 1.0, reeval_every_s: 3600, reeval_items: 10, baseline_runs: 2, drift_margin: 0.2}}
+"""
+
+
+async def test_drift_re_evaluation_alerts_when_the_stable_answers_change(tmp_path: Path) -> None:
+    from margin.storage.rollouts import SampleRecord
+
+    app = create_app(parse_config(DRIFT_CONFIG.format(data=tmp_path)), key_store=MemoryKeyStore())
+    async with app.router.lifespan_context(app):
+        stage = stage_of(app)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            for i in range(6):
+                body = {"model": "chat", "messages": [{"role": "user", "content": f"what is {i} plus {i}"}]}
+                assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+        await stage.sampling.queue.join()
+        drift = stage.drift
+        assert drift is not None
+        runs = [await drift.run_once("chat") for _ in range(2)]  # the fake echoes: same answers as sampled
+        assert [(r.score, r.baseline, r.drifted) for r in runs] == [(1.0, None, False), (1.0, None, False)]
+        store = stage.engine.service.store
+        for i in range(6):  # production answers that today's deployment no longer gives
+            asked = [{"role": "user", "content": f"q{i}"}]
+            await store.add_sample(SampleRecord(f"old{i}", "chat", 2e9 + i, f"req_old{i}", "big", asked, "else", {}))
+        drifted = await drift.run_once("chat")
+        assert drifted.baseline == 1.0 and drifted.score is not None and drifted.score < 0.5 and drifted.drifted
+        alert = stage.engine.service.alerts.sent[-1]
+        assert alert["type"] == "margin.quality_drift" and alert["model_group"] == "chat"
+        await app.state.gateway.pipeline.recorder.queue.join()
+    await asyncio.sleep(0)
+    with sqlite3.connect(tmp_path / "margin.db") as conn:
+        tagged = conn.execute("SELECT COUNT(*) FROM ledger_attempts WHERE tags LIKE '%drift%'").fetchone()[0]
+    assert tagged == 2 * 6 + 10  # every re-asked sample is an ordinary, metered request

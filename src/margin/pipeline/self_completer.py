@@ -1,0 +1,50 @@
+"""margin asking itself, in process: a `Completer` (margin.evals) over the pipeline, for work beside
+the request path that needs answers (the drift re-evaluation of production samples). Each call is an
+ordinary request: authenticated as margin's own `drift` principal, tagged `eval` at class batch,
+metered and recorded, never served from the cache."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from margin.errors import MarginError
+from margin.evals.completion import Completion
+from margin.pipeline.context import RequestContext
+from margin.routing.policies.checks import answer_text
+from margin.types import ChatRequest, ChatResult, Principal
+
+Chat = Callable[[RequestContext, ChatRequest], Awaitable[ChatResult]]
+DRIFT_PRINCIPAL = Principal(
+    key_id="margin:drift", org="margin", team="margin:drift", user="drift", tags=("eval", "drift"),
+    endpoint_class="batch",
+)  # fmt: skip
+
+
+class SelfCompleter:
+    def __init__(self) -> None:
+        self.chat: Chat | None = None  # the pipeline's, set by the composition root
+
+    async def complete(
+        self, model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
+    ) -> Completion:
+        assert self.chat is not None, "SelfCompleter.chat is set by the composition root"
+        ctx = RequestContext(request_id="req_" + os.urandom(12).hex(), endpoint="chat")
+        ctx.principal, ctx.authenticated = DRIFT_PRINCIPAL, True
+        ctx.cache_control = "no-cache, no-store"
+        request = ChatRequest(model=model, messages=[dict(m) for m in messages], params=dict(params))
+        started = time.perf_counter()
+        try:
+            result = await self.chat(ctx, request)
+        except MarginError as exc:
+            return Completion(text=None, error=f"{type(exc).__name__}: {exc.message}", latency_ms=_ms(started))
+        return Completion(
+            text=answer_text(result.body), latency_ms=_ms(started), request_id=ctx.request_id,
+            deployment=ctx.deployment, cost_usd=ctx.cost.total.usd if ctx.cost is not None else None,
+        )  # fmt: skip
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
