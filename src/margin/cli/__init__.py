@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "migrate": "margin.cli.migrate:migrate",
     "eval": "margin.cli.evals:eval_group",
     "rollout": "margin.cli.rollouts:rollout",
+    "requests": "margin.cli.requests:requests",
     "batch": "margin.cli.batch:batch",
 }
 

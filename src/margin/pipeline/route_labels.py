@@ -39,6 +39,32 @@ def route_headers(ctx: RequestContext) -> dict[str, str]:
     return headers
 
 
+# The explanation headers a request's last ledger row keeps in `extra`, so `margin requests show`
+# and `GET /admin/requests/{id}` explain it after the fact exactly as its response headers did.
+EXPLAIN_HEADERS = {
+    "x-margin-route": "route",
+    "x-margin-cascade": "route_cascade",
+    "x-margin-cascade-check": "route_cascade_check",
+    "x-margin-overflow": "route_overflow",
+    "x-margin-fallback-from": "fallback_from",
+    "x-margin-fallback-reason": "fallback_reason",
+    "x-margin-degraded": "fallback_degraded",
+    "x-margin-cache": "cache",
+    "x-margin-cache-similarity": "cache_similarity",
+}
+
+
+def decision_extra(ctx: RequestContext) -> dict[str, str]:
+    """The routing decision as the response headers told it (policy, rule or score and threshold,
+    cascade, overflow, the fallback taken and why, the cache decision and similarity), plus the
+    route stage's reason on its own (`rule=...` or `score=...;threshold=...`)."""
+    headers = {**ctx.extra_headers, **route_headers(ctx)}
+    explained = {key: headers[name] for name, key in EXPLAIN_HEADERS.items() if name in headers}
+    if ctx.decision is not None and ctx.decision.reason:
+        explained["route_reason"] = ctx.decision.reason
+    return explained
+
+
 def row_savings(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> Decimal:
     """This row's share of (all-premium counterfactual - actual spend): the answering row carries
     the counterfactual minus its own cost, every other attempt (a rejected cheap answer, a verifier

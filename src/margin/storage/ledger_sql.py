@@ -19,6 +19,7 @@ from margin.storage.ledger_schema import (
     HISTOGRAM_TABLE,
     ROLLUP_TABLE,
 )
+from margin.storage.request_log import RequestQuery
 from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS
 
 ROLLUP_KEY = ("period_s", "bucket_start", "dimension", "value")
@@ -114,6 +115,34 @@ class LedgerSql:
             f"WHERE ts >= {p} AND ts < {p} AND (ts > {p} OR (ts = {p} AND attempt_id > {p})) "
             f"ORDER BY ts, attempt_id LIMIT {p}"
         )
+
+    def request_rows(self) -> str:
+        p = self.param
+        return f"SELECT {', '.join(COLUMN_NAMES)} FROM {ATTEMPTS_TABLE} WHERE request_id = {p} ORDER BY attempt_index"
+
+    def list_requests(self, query: RequestQuery) -> tuple[str, list[object]]:
+        """Each matching request's last row, newest first (`margin.storage.request_log`), and the
+        statement's parameters; only the filters given appear in the statement."""
+        p = self.param
+        last = f"(SELECT MAX(b.attempt_index) FROM {ATTEMPTS_TABLE} b WHERE b.request_id = a.request_id)"
+        where = [f"a.attempt_index = {last}"]
+        params: list[object] = []
+        for column, value in (("team", query.team), ("status", query.status)):
+            if value:
+                where.append(f"a.{column} = {p}")
+                params.append(value)
+        if query.since is not None:
+            where.append(f"a.ts >= {p}")
+            params.append(query.since)
+        if query.before is not None:
+            where.append(f"(a.ts < {p} OR (a.ts = {p} AND a.attempt_id < {p}))")
+            params.extend([query.before[0], query.before[0], query.before[1]])
+        columns = ", ".join(f"a.{name}" for name in COLUMN_NAMES)
+        sql = (
+            f"SELECT {columns} FROM {ATTEMPTS_TABLE} a WHERE {' AND '.join(where)} "
+            f"ORDER BY a.ts DESC, a.attempt_id DESC LIMIT {p}"
+        )
+        return sql, [*params, query.limit]
 
     def reprice_read(self, n: int) -> str:
         return f"SELECT {', '.join(REPRICE_READ_COLUMNS)} FROM {ATTEMPTS_TABLE} WHERE attempt_id IN ({self._params(n)})"

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
 from margin.storage.ledger_row import LedgerRow
+from margin.storage.request_log import RequestQuery
 
 GroupBy = Literal["key", "team", "tag", "model", "tier", "deployment"]
 GROUP_BY_CHOICES: tuple[GroupBy, ...] = ("key", "team", "tag", "model", "tier", "deployment")
@@ -129,6 +130,14 @@ class LedgerStore(Protocol):
         """The stored rollup cells of one period (60, 3600 or 86400 s) whose bucket starts in
         [since, until), per bucket and group, in (start, group) order. Hour and day cells outlive
         `prune`; minute cells do not. Raises ValueError for any other period."""
+        ...
+
+    async def request_rows(self, request_id: str) -> list[LedgerRow]:
+        """One request's rows in attempt order; empty when no row has that request id."""
+        ...
+
+    async def list_requests(self, query: RequestQuery) -> list[LedgerRow]:
+        """Each matching request's last row, newest first (`margin.storage.request_log`)."""
         ...
 
     async def record_audit(self, entry: AuditEntry) -> None: ...

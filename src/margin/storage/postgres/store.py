@@ -41,6 +41,7 @@ from margin.storage.ledger_schema import (
 from margin.storage.ledger_sql import LedgerSql
 from margin.storage.postgres.session import Connection, PgSession
 from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow
+from margin.storage.request_log import RequestQuery
 from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS, rollup_deltas, rollup_segments
 
 SQL = LedgerSql(param="%s", money_add="{a} + {b}", money_sum="SUM", row_id="ctid")
@@ -195,6 +196,17 @@ class PostgresLedgerStore:
         async with self._session() as conn:
             records = await (await conn.execute(SQL.bucket_report(), params)).fetchall()
         return bucket_rows(records, period_s)
+
+    async def request_rows(self, request_id: str) -> list[LedgerRow]:
+        async with self._session() as conn:
+            cursor = await conn.execute(SQL.request_rows(), (request_id,))
+            return [row_from_values(record) for record in await cursor.fetchall()]
+
+    async def list_requests(self, query: RequestQuery) -> list[LedgerRow]:
+        sql, params = SQL.list_requests(query)
+        async with self._session() as conn:
+            cursor = await conn.execute(sql, params)
+            return [row_from_values(record) for record in await cursor.fetchall()]
 
     async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         async with self._session() as conn:

@@ -31,6 +31,7 @@ from margin.storage.ledger_row import LedgerRow
 from margin.storage.ledger_schema import HISTOGRAM_TABLE, ROLLUP_TABLE, money_text, row_from_values, row_values
 from margin.storage.ledger_sql import LedgerSql
 from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow, StorageError
+from margin.storage.request_log import RequestQuery
 from margin.storage.rollups import MINUTE, rollup_deltas, rollup_segments
 from margin.storage.sqlite.functions import MONEY_ADD, MONEY_SUM, register_money_functions
 from margin.storage.sqlite.transactions import apply_migrations, transaction
@@ -190,6 +191,14 @@ class SqliteLedgerStore:
 
     def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return self._connection().execute(sql, params).fetchall()
+
+    async def request_rows(self, request_id: str) -> list[LedgerRow]:
+        records = await self._call(self._fetch_all, SQL.request_rows(), (request_id,))
+        return [row_from_values(record) for record in records]
+
+    async def list_requests(self, query: RequestQuery) -> list[LedgerRow]:
+        sql, params = SQL.list_requests(query)
+        return [row_from_values(record) for record in await self._call(self._fetch_all, sql, params)]
 
     async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         return await self._call(self._audit_log, limit)
