@@ -32,6 +32,7 @@ def ha_with_keda(tmp_dir: Path) -> list[Manifest]:
 
 def rendered_sets(tmp_dir: Path) -> dict[str, list[Manifest]]:
     return {
+        "base": render(K8S / "base"),
         "single": render(K8S / "overlays" / "single"),
         "ha": render(K8S / "overlays" / "ha"),
         "ha+keda": ha_with_keda(tmp_dir),

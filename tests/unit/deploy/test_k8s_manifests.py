@@ -18,7 +18,7 @@ from tests.unit.deploy.kustomize import Manifest
 from tests.unit.deploy.manifests import K8S, one, pod_specs, rendered_sets
 
 KUBERNETES_VERSION = "1.34.0"  # the oldest release the manifests target (preStop sleep is GA from 1.34)
-SET_NAMES = ("single", "ha", "ha+keda", "vllm")
+SET_NAMES = ("base", "single", "ha", "ha+keda", "vllm")
 
 
 @pytest.fixture(scope="module")
