@@ -10,8 +10,8 @@ from typing import Literal
 from margin.caching.coalesce import Flight
 from margin.caching.entry import CachedAnswer
 from margin.metering.pricebook import PriceBook
-from margin.storage.ledger_row import LedgerRow
-from margin.types import Cost, Principal
+from margin.storage.ledger_row import LedgerRow, RequestColumns, unattempted_row
+from margin.types import Cost
 
 HitKind = Literal["exact", "semantic", "coalesced"]
 CACHE_DEPLOYMENT = "cache"  # the `deployment` of hit rows: no upstream was called
@@ -48,11 +48,7 @@ def saved_cost(prices: PriceBook | None, answer: CachedAnswer | None) -> Decimal
 class HitOrigin:
     """Who asked and through which route: what a hit row needs besides the hit."""
 
-    request_id: str
-    endpoint: str
-    principal: Principal
-    model_group: str
-    route_policy: str
+    columns: RequestColumns
     started_wall: float
     latency_ms: float
 
@@ -60,38 +56,20 @@ class HitOrigin:
 def hit_ledger_row(origin: HitOrigin, hit: CacheHit, saved: Decimal) -> LedgerRow:
     """One row for a cache hit: zero usage and cost (nothing was called), the saved cost, and the
     tokens the cached answer had in `extra` for hit-rate reports."""
-    principal, answer = origin.principal, hit.answer
+    answer = hit.answer
     usage = answer.usage if answer is not None else None
     extra = {"cache_key": hit.key, "answered_by": answer.deployment if answer else ""}
     if usage is not None:
         extra |= {"cached_input_tokens": str(usage.input_total), "cached_output_tokens": str(usage.output_total)}
     if hit.similarity is not None:
         extra["similarity"] = f"{hit.similarity:.4f}"
-    return LedgerRow(
-        attempt_id=f"{origin.request_id}:0",
-        request_id=origin.request_id,
-        attempt_index=0,
+    return unattempted_row(
+        origin.columns,
         ts=origin.started_wall,
-        endpoint=origin.endpoint,
-        key_id=principal.key_id,
-        org=principal.org,
-        team=principal.team,
-        user=principal.user,
-        tags=principal.tags,
-        endpoint_class=principal.endpoint_class,
-        model_group=origin.model_group,
-        route_policy=origin.route_policy,
-        tier=None,
+        status="ok",
+        latency_ms=origin.latency_ms,
         deployment=CACHE_DEPLOYMENT,
         model=answer.model if answer else "",
-        fallback_index=0,
-        is_final=True,
-        status="ok",
-        error_class=None,
-        latency_ms=origin.latency_ms,
-        ttft_ms=None,
-        tokens_per_s=None,
-        usage_source="none",
         price_version=CACHE_PRICE_VERSION,
         price_basis="declared_zero",
         cache_result=hit.kind,

@@ -342,13 +342,8 @@ class CacheStage:
         ctx.cost = zero_cost(hit.answer)
         ctx.model = hit.answer.model if hit.answer is not None else None
         ctx.extra_headers["x-margin-saved-usd"] = format(saved, "f")
-        decision = ctx.decision
         origin = HitOrigin(
-            request_id=ctx.request_id,
-            endpoint=ctx.endpoint,
-            principal=ctx.principal,
-            model_group=decision.model_group if decision is not None else "",
-            route_policy=decision.policy if decision is not None else "",
+            columns=ctx.ledger_columns(),
             started_wall=ctx.wall_started,
             latency_ms=(time.perf_counter() - ctx.started) * 1000,
         )

@@ -9,7 +9,7 @@ from typing import Literal
 
 from margin.rollout.split import Assignment
 from margin.routing.policies.outcome import RouteOutcome
-from margin.storage.ledger_row import LedgerRow
+from margin.storage.ledger_row import LedgerRow, RequestColumns, request_columns
 from margin.types import Attempt, ChatRequest, Cost, EmbeddingRequest, Principal, RouteDecision, Usage
 
 Endpoint = Literal["chat", "completions", "embeddings", "messages"]
@@ -61,6 +61,14 @@ class RequestContext:
     # until then, what waits for it (the request's records, so they carry the complete overhead).
     written_at: float | None = None
     on_written: list[Callable[[], None]] | None = None
+
+    def ledger_columns(self) -> RequestColumns:
+        """The columns each of this request's ledger rows shares (who asked, the route taken)."""
+        decision = self.decision
+        model_group, policy = (decision.model_group, decision.policy) if decision is not None else ("", "")
+        return request_columns(
+            self.request_id, self.endpoint, self.principal, model_group=model_group, route_policy=policy
+        )
 
     def counted_prompt(self, request: ChatRequest | EmbeddingRequest, deployment: str | None) -> int | None:
         """`request`'s prompt tokens on `deployment` as counted ahead, or None (not counted)."""

@@ -27,20 +27,7 @@ from margin.types import Attempt
 
 def fields_of(ctx: RequestContext) -> dict[str, Any]:
     """The ledger row fields known once a request is routed."""
-    principal, decision = ctx.principal, ctx.decision
-    return row_fields(
-        request_id=ctx.request_id,
-        ts=ctx.wall_started,
-        endpoint=ctx.endpoint,
-        key_id=principal.key_id,
-        org=principal.org,
-        team=principal.team,
-        user=principal.user,
-        tags=principal.tags,
-        endpoint_class=principal.endpoint_class,
-        model_group=decision.model_group if decision else "",
-        route_policy=decision.policy if decision else "",
-    )
+    return row_fields(ts=ctx.wall_started, **ctx.ledger_columns())
 
 
 class DurableIntents:

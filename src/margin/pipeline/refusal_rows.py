@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from margin.pipeline.record import RequestRecord
-from margin.storage.ledger_row import REFUSAL_CODES, LedgerRow
+from margin.storage.ledger_row import REFUSAL_CODES, LedgerRow, unattempted_row
 
 Label = Callable[[str], str]  # error class name -> error code (margin.pipeline.error_labels)
 
@@ -25,33 +25,12 @@ Label = Callable[[str], str]  # error class name -> error code (margin.pipeline.
 def refusal_row(record: RequestRecord, code: str) -> LedgerRow:
     """The one row of a refused request; `code` is `budget_exceeded` or `rate_limit_exceeded`."""
     ctx = record.ctx
-    principal, decision = ctx.principal, ctx.decision
-    return LedgerRow(
-        attempt_id=f"{ctx.request_id}:0",
-        request_id=ctx.request_id,
-        attempt_index=0,
+    return unattempted_row(
+        ctx.ledger_columns(),
         ts=ctx.wall_started,
-        endpoint=ctx.endpoint,
-        key_id=principal.key_id,
-        org=principal.org,
-        team=principal.team,
-        user=principal.user,
-        tags=principal.tags,
-        endpoint_class=principal.endpoint_class,
-        model_group=decision.model_group if decision else "",
-        route_policy=decision.policy if decision else "",
-        tier=None,
-        deployment="",
-        model="",
-        fallback_index=0,
-        is_final=True,
         status="refused",
         error_class=code,
         latency_ms=record.latency_s * 1000,
-        ttft_ms=None,
-        tokens_per_s=None,
-        usage_source="none",
-        price_basis="none",
     )
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, TypedDict
 
-from margin.types import COST_BUCKETS, USAGE_BUCKETS
+from margin.types import COST_BUCKETS, USAGE_BUCKETS, Principal
 
 CacheResult = Literal["none", "miss", "exact", "semantic", "coalesced"]
 # unreconciled: the attempt went upstream and its replica died before its outcome was known; the row
@@ -87,3 +87,78 @@ class LedgerRow:
     # the usage buckets holding margin's estimate, comma-separated in USAGE_COLUMNS order; "" when every
     # figure was reported (usage_source "estimated" with "output" here: the input was reported)
     estimated_buckets: str = ""
+
+
+class RequestColumns(TypedDict):
+    """The columns every row of one request shares: who asked and the route it took (known once the
+    request is routed). Attempt rows, refusal rows, cache-hit rows and the durable intent all start
+    from these (`request_columns`), so a new "who" or "where" column is added in one place."""
+
+    request_id: str
+    endpoint: str
+    key_id: str
+    org: str
+    team: str
+    user: str
+    tags: tuple[str, ...]
+    endpoint_class: str
+    model_group: str
+    route_policy: str
+
+
+def request_columns(
+    request_id: str, endpoint: str, principal: Principal, *, model_group: str, route_policy: str
+) -> RequestColumns:
+    return RequestColumns(
+        request_id=request_id,
+        endpoint=endpoint,
+        key_id=principal.key_id,
+        org=principal.org,
+        team=principal.team,
+        user=principal.user,
+        tags=principal.tags,
+        endpoint_class=principal.endpoint_class,
+        model_group=model_group,
+        route_policy=route_policy,
+    )
+
+
+def unattempted_row(
+    columns: RequestColumns,
+    *,
+    ts: float,
+    status: RowStatus,
+    latency_ms: float,
+    error_class: str | None = None,
+    deployment: str = "",
+    model: str = "",
+    price_version: str = "",
+    price_basis: str = "none",
+    cache_result: CacheResult = "none",
+    saved_cost: Decimal = Decimal(0),
+    extra: dict[str, str] | None = None,
+) -> LedgerRow:
+    """The one row of a request that no upstream attempt answered (a refusal, a cache hit): attempt
+    0, final, no usage, no tier and no upstream timings."""
+    return LedgerRow(
+        **columns,
+        attempt_id=f"{columns['request_id']}:0",
+        attempt_index=0,
+        ts=ts,
+        tier=None,
+        deployment=deployment,
+        model=model,
+        fallback_index=0,
+        is_final=True,
+        status=status,
+        error_class=error_class,
+        latency_ms=latency_ms,
+        ttft_ms=None,
+        tokens_per_s=None,
+        usage_source="none",
+        price_version=price_version,
+        price_basis=price_basis,
+        cache_result=cache_result,
+        saved_cost=saved_cost,
+        extra={} if extra is None else extra,
+    )
