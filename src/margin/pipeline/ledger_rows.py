@@ -7,22 +7,24 @@ from decimal import Decimal
 from typing import TypedDict
 
 from margin.pipeline.context import RequestContext
-from margin.pipeline.route_labels import row_extra, row_savings
+from margin.pipeline.route_labels import decision_extra, row_extra, row_savings
 from margin.storage.ledger_row import LedgerRow
 from margin.types import Attempt, Cost, Usage
 
 
 def rows_for(ctx: RequestContext, *, overhead_ms: float | None = None) -> list[LedgerRow]:
     """The request's rows; its last row (the answering one, when there is one) carries the
-    request's `overhead_ms` in `extra`: the gateway's own time, arrival to last byte written."""
+    request's `overhead_ms` in `extra` (the gateway's own time, arrival to last byte written) and
+    the routing, fallback and cache decision its response headers carried (`decision_extra`)."""
     if ctx.cache_row is not None:
         rows = [ctx.cache_row]  # a cache hit: cost 0, with the saved cost; no upstream attempt
     else:
         final = len(ctx.attempts) - 1 if ctx.deployment else -1
         rows = [_row(ctx, attempt, is_final=i == final) for i, attempt in enumerate(ctx.attempts)]
-    if rows and overhead_ms is not None:
+    if rows:
         last = rows[-1]
-        rows[-1] = replace(last, extra={**last.extra, "overhead_ms": f"{overhead_ms:.3f}"})
+        timing = {"overhead_ms": f"{overhead_ms:.3f}"} if overhead_ms is not None else {}
+        rows[-1] = replace(last, extra={**last.extra, **decision_extra(ctx), **timing})
     return rows
 
 
