@@ -16,6 +16,7 @@ from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from margin.api.sse import EventStreamResponse, openai_events
 from margin.api.state import state_of
 from margin.errors import ModelNotFound, shown
+from margin.logs import bind_request
 from margin.pipeline.context import Endpoint, RequestContext
 from margin.pipeline.route_labels import route_headers
 from margin.types import ChatRequest, EmbeddingRequest
@@ -31,6 +32,7 @@ def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
     control = request.headers.get("x-margin-cache") or request.headers.get("cache-control")
     ctx = RequestContext(request_id=rid, endpoint=endpoint, api_key=key, cache_control=control)
     ctx.purpose = request.headers.get("x-margin-purpose")  # checked by the auth stage
+    bind_request(ctx)  # JSON log lines of this request name it (margin/logs.py)
     timing.attach(request.scope, ctx)  # timed from the request's arrival to the response's last byte
     for header, hint in (("x-margin-tier", "pin"), ("x-margin-max-tier", "cap"), ("x-margin-session", "session")):
         value = request.headers.get(header)

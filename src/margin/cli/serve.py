@@ -42,6 +42,7 @@ def serve(
 ) -> None:
     """Serve the OpenAI- and Anthropic-compatible API. With no --config: the embedded default."""
     from margin.factory import config_from_env
+    from margin.logs import json_line, log_config
     from margin.server.exposure import exposure_problems, refusal_message
     from margin.server.guarded import GuardedHttpProtocol
     from margin.server.listeners import metrics_listener, metrics_listener_refusal, run_gateway
@@ -63,7 +64,8 @@ def serve(
     if refused:
         raise click.ClickException(refused)
     if log_level in ("debug", "info"):
-        click.echo(startup_line(config), err=True)
+        line = startup_line(config)
+        click.echo(json_line(line.removeprefix("INFO:     ")) if config.logging.format == "json" else line, err=True)
     run_gateway(
         "margin.factory:app_from_env",
         metrics=metrics_listener(config),  # /metrics on its own socket (server.metrics_port)
@@ -79,6 +81,7 @@ def serve(
         server_header=False,
         access_log=access_log,
         log_level=log_level,
+        log_config=log_config(config.logging.format, log_level),  # json: margin/logs.py
         timeout_graceful_shutdown=10,
     )
 

@@ -12,6 +12,7 @@ from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
 from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
+from margin.config.observability import LoggingConfig
 from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
 from margin.config.streaming import StreamingConfig
@@ -468,6 +469,7 @@ class MarginConfig(Strict):
     limits: LimitsConfig = LimitsConfig()
     rollouts: RolloutsConfig = RolloutsConfig()
     batch: BatchConfig = BatchConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _references(self) -> MarginConfig:
