@@ -235,7 +235,10 @@ def build_batches(
         return None
     store = open_batch_store(config.database.url, data_dir)  # no I/O until the lifespan starts it
     blobs = open_blob_store(config.batch.blob_dir, data_dir)
-    return BatchTier.build(config.batch, store, blobs, PipelineLines(pipeline), clock=clock)
+    in_flight = pipeline.caller.in_flight  # upstream calls open now: the back-off's load signal
+    return BatchTier.build(
+        config.batch, store, blobs, PipelineLines(pipeline), clock=clock, load=lambda: sum(in_flight.values())
+    )
 
 
 def metrics_listener_guard(config: MarginConfig) -> list[Middleware]:

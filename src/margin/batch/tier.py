@@ -33,12 +33,12 @@ class BatchTier:
     @classmethod
     def build(
         cls, settings: BatchConfig, store: BatchStore, blobs: BlobStore, executor: LineExecutor,
-        *, clock: Callable[[], float], owner: str | None = None,
+        *, clock: Callable[[], float], owner: str | None = None, load: Callable[[], int] | None = None,
     ) -> BatchTier:  # fmt: skip
         files = FileService(store, blobs, settings, clock)
         worker = BatchWorker(
             store, blobs, LineRunner(executor, settings, clock), Validator(store, blobs, executor, settings),
-            Finalizer(store, blobs, clock), settings, clock=clock, owner=owner,
+            Finalizer(store, blobs, clock), settings, clock=clock, owner=owner, load=load,
         )  # fmt: skip
         batches = BatchService(store, files, settings, clock, worker)
         messages = MessageBatches(batches, files, executor, settings)

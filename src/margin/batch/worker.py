@@ -25,6 +25,7 @@ from typing import Any
 
 from margin.batch.finalize import Finalizer
 from margin.batch.runner import BudgetPause, LineRunner, unrunnable
+from margin.batch.schedule import OffPeak, Throttle
 from margin.batch.validate import Validator
 from margin.config.batch import BatchConfig
 from margin.storage.batches import BatchRecord, BatchStore, ChunkLease, Ending, LineSpec
@@ -76,11 +77,20 @@ class BatchWorker:
         *,
         clock: Callable[[], float],
         owner: str | None = None,
+        load: Callable[[], int] | None = None,
     ) -> None:
+        """`load`: upstream calls open on this replica now (the batch's own included); with
+        `batch.yield_above_in_flight` set, the batch backs off while the rest of them crowd it."""
         self.store, self.blobs, self.runner = store, blobs, runner
         self.validator, self.finalizer, self.settings, self.clock = validator, finalizer, settings, clock
         self.owner = owner or new_owner()
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._running = 0  # lines started and not finished
+        self._slot_freed = asyncio.Event()
+        self.off_peak = OffPeak(settings.windows)
+        total = load or (lambda: 0)
+        self.throttle = Throttle(
+            settings.concurrency, lambda: max(0, total() - self._running), settings.yield_above_in_flight
+        )
         self._max_chunks = math.ceil(settings.concurrency / settings.chunk_lines) + 1
         self._chunks: dict[tuple[str, int], ChunkLease] = {}
         self._lost: set[tuple[str, int]] = set()
@@ -103,6 +113,7 @@ class BatchWorker:
         self._loops = [
             asyncio.create_task(self._loop(), name="batch-worker"),
             asyncio.create_task(self._renew_loop(), name="batch-leases"),
+            asyncio.create_task(self._pressure_loop(), name="batch-pressure"),
         ]
 
     async def stop(self, grace_s: float = 10.0) -> None:
@@ -153,9 +164,28 @@ class BatchWorker:
                 except StorageError as exc:
                     log.warning("batch: could not renew a lease: %s", exc)
 
+    async def _pressure_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.pressure_check_s)
+            if self.throttle.adjust() > self._running:
+                self._slot_freed.set()
+
     # --- lines --------------------------------------------------------------------------------------
+    async def _acquire_slot(self) -> None:
+        while self._running >= self.throttle.limit:
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), self.settings.pressure_check_s)
+        self._running += 1
+
+    def _release_slot(self) -> None:
+        self._running -= 1
+        self._slot_freed.set()
+
     async def _claim_chunks(self) -> bool:
         claimed = False
+        if not self.off_peak.open(self.clock()):
+            return False
         while not self._closing and len(self._chunks) < self._max_chunks:
             lease = await self.store.claim_chunk(self.owner, now=self.clock(), lease_s=self.settings.lease_s)
             if lease is None:
@@ -209,9 +239,9 @@ class BatchWorker:
             return
         running: list[asyncio.Task[None]] = []
         for spec in specs:
-            await self._slots.acquire()
+            await self._acquire_slot()
             if not await self._may_start(lease):
-                self._slots.release()
+                self._release_slot()
                 break
             start = spec.offset - first.offset
             running.append(asyncio.create_task(self._line(batch, spec, data[start : start + spec.length])))
@@ -232,7 +262,7 @@ class BatchWorker:
         except BudgetPause as pause:
             await self._pause(batch, pause.message)
         finally:
-            self._slots.release()
+            self._release_slot()
 
     async def _pause(self, batch: BatchRecord, reason: str) -> None:
         until = self.clock() + self.settings.budget_pause_s
@@ -244,6 +274,8 @@ class BatchWorker:
     async def _may_start(self, lease: ChunkLease) -> bool:
         if self._closing or (lease.batch_id, lease.chunk_no) in self._lost or lease.batch_id in self._halted:
             return False
+        if not self.off_peak.open(self.clock()):
+            return False  # the window closed: the chunk goes back, its lines wait for the next one
         batch = await self._batch(lease.batch_id)
         now = self.clock()
         paused = batch.paused_until is not None and batch.paused_until > now

@@ -4,6 +4,9 @@ live, and how hard a replica's worker runs lines beside interactive traffic."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime, time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -19,6 +22,35 @@ def window_seconds(window: str) -> int:
     if found is None:
         raise ValueError(f"a completion window is a number and a unit (s, m, h, d), like 24h: {window[:32]!r}")
     return int(found.group(1)) * _UNIT_S[found.group(2)]
+
+
+_OFF_PEAK = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})(?:\s+(\S+))?\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start: time
+    end: time  # before `start`: the window runs past midnight
+    zone: ZoneInfo
+
+    def contains(self, instant: float) -> bool:
+        now = datetime.fromtimestamp(instant, self.zone).time()
+        if self.start <= self.end:
+            return self.start <= now < self.end
+        return now >= self.start or now < self.end
+
+
+def parse_window(text: str) -> Window:
+    """`22:00-06:00 Europe/Berlin` (the zone defaults to UTC)."""
+    found = _OFF_PEAK.match(text)
+    if found is None:
+        raise ValueError(f"a batch window is 'HH:MM-HH:MM Zone/Name', e.g. '22:00-06:00 Europe/Berlin': {text[:64]!r}")
+    h1, m1, h2, m2, zone = found.groups()
+    try:
+        tz = ZoneInfo(zone or "UTC")
+        return Window(time(int(h1), int(m1)), time(int(h2), int(m2)), tz)
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        raise ValueError(f"batch window {text[:64]!r}: {exc}") from None
 
 
 class BatchConfig(Strict):
@@ -38,10 +70,26 @@ class BatchConfig(Strict):
     retry_backoff_s: float = Field(1.0, ge=0, le=600, description="first wait before a line is tried again")
     budget_pause_s: float = Field(60.0, gt=0, le=86_400, description="a batch out of budget waits this long")
     max_errors_listed: int = Field(1000, ge=1, description="validation errors a failed batch lists")
+    windows: list[str] = Field(
+        default_factory=list,
+        description="off-peak windows when lines may start, e.g. '22:00-06:00 Europe/Berlin' (none: always)",
+    )
+    yield_above_in_flight: int | None = Field(
+        None, ge=0, description="interactive upstream calls open on a replica above which its batch concurrency "
+        "halves, coming back one line at a time when they are fewer (unset: no back-off)",
+    )  # fmt: skip
+    pressure_check_s: float = Field(0.25, gt=0, le=60, description="how often the back-off looks at the load")
 
     @field_validator("completion_windows")
     @classmethod
-    def _windows(cls, windows: list[str]) -> list[str]:
+    def _completion_windows(cls, windows: list[str]) -> list[str]:
         for window in windows:
             window_seconds(window)
+        return windows
+
+    @field_validator("windows")
+    @classmethod
+    def _off_peak_windows(cls, windows: list[str]) -> list[str]:
+        for window in windows:
+            parse_window(window)
         return windows

@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ class Executor:
     """Answers each line with its prompt; `failures` scripts errors per custom prompt, `gate` holds lines."""
 
     def __init__(self) -> None:
+        self.running = 0
+        self.most_running = 0
         self.calls: Counter[str] = Counter()
         self.failures: dict[str, list[errors.MarginError]] = {}
         self.gate: asyncio.Event | None = None
@@ -50,8 +53,14 @@ class Executor:
         prompt = body["messages"][0]["content"]
         self.calls[prompt] += 1
         self.contexts.append(ctx)
-        if self.gate is not None:
-            await self.gate.wait()
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(0.005)
+            if self.gate is not None:
+                await self.gate.wait()
+        finally:
+            self.running -= 1
         pending = self.failures.get(prompt)
         if pending:
             raise pending.pop(0)
@@ -71,12 +80,15 @@ async def once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-def make_tier(tmp_path: Path, executor: Executor, clock: Clock, owner: str, **settings: Any) -> BatchTier:
+def make_tier(
+    tmp_path: Path, executor: Executor, clock: Clock, owner: str, load: Callable[[], int] | None = None,
+    **settings: Any,
+) -> BatchTier:  # fmt: skip
     values: dict[str, Any] = {"poll_s": 0.02, "lease_s": 5, "chunk_lines": 3, "concurrency": 4, "retry_backoff_s": 0}
     config = BatchConfig(**(values | settings))
     store = open_batch_store(f"sqlite:///{tmp_path}/margin.db", tmp_path)
     return BatchTier.build(config, store, open_blob_store("{data_dir}/blobs", tmp_path), executor, clock=clock,
-                           owner=owner)  # fmt: skip
+                           owner=owner, load=load)  # fmt: skip
 
 
 async def submit(tier: BatchTier, count: int) -> str:
@@ -247,3 +259,41 @@ async def test_lines_whose_input_file_was_deleted_fail_instead_of_hanging(tmp_pa
         await tier.stop()
     assert done.status == "completed" and done.completed + done.failed == 9 and done.failed >= 3
     assert {line["error"]["code"] for line in failed} == {"file_not_found"}
+
+
+async def test_busy_interactive_traffic_backs_the_batch_off_to_one_line_at_a_time(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    interactive = [50]  # upstream calls open on this replica besides the batch's own
+    tier = make_tier(tmp_path, executor, clock, "w1", load=lambda: interactive[0] + executor.running,
+                     concurrency=8, yield_above_in_flight=4, pressure_check_s=0.01)  # fmt: skip
+    await tier.start()
+    try:
+        await asyncio.sleep(0.1)  # the throttle has looked at the load: 8 -> 1
+        batch_id = await submit(tier, 12)
+        await until(tier, batch_id, lambda b: b.is_final)
+        crowded = executor.most_running
+        interactive[0] = 0
+        executor.most_running = 0
+        await asyncio.sleep(0.2)  # pressure gone: the limit climbs back to 8
+        second = await submit(tier, 24)
+        await until(tier, second, lambda b: b.is_final)
+    finally:
+        await tier.stop()
+    assert crowded == 1 and executor.most_running > 1
+
+
+async def test_lines_start_only_inside_the_off_peak_window(tmp_path: Path) -> None:
+    executor, clock = Executor(), Clock()
+    clock.now = datetime(2026, 1, 10, 12, 0, tzinfo=UTC).timestamp()
+    tier = make_tier(tmp_path, executor, clock, "w1", windows=["22:00-06:00 UTC"])
+    await tier.start()
+    try:
+        batch_id = await submit(tier, 3)
+        await until(tier, batch_id, lambda b: b.status == "in_progress")  # validated at any hour
+        await asyncio.sleep(0.2)
+        assert sum(executor.calls.values()) == 0
+        clock.now = datetime(2026, 1, 10, 22, 30, tzinfo=UTC).timestamp()
+        done = await until(tier, batch_id, lambda b: b.is_final)
+    finally:
+        await tier.stop()
+    assert done.status == "completed" and sum(executor.calls.values()) == 3
