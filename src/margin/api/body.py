@@ -87,17 +87,32 @@ async def validated(model: type[Model], body: JsonBody) -> Model:
     return await off_loop_if_large(body, lambda: validate(model, body.data))
 
 
+# A body can hold thousands of wrong values (server.max_messages is 2,048): the message names every
+# problem up to this many, then says how many more there are.
+MAX_PROBLEMS_LISTED = 50
+
+
 def validate(model: type[Model], data: dict[str, Any]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]  # each call builds every error
-        param = ".".join(str(p) for p in first["loc"] if not _internal(p)) or None
-        message = first["msg"].removeprefix("Value error, ")
-        count = exc.error_count()
-        more = f" (and {count - 1} more problems)" if count > 1 else ""
-        where = f"{param}: " if param else ""
-        raise InvalidRequest(f"{where}{message}{more}", param=param) from None
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError) -> InvalidRequest:
+    """Every problem pydantic found, each as `field: what is wrong`, joined by `; `; `param` names the
+    first problem's field (the OpenAI envelope has room for one)."""
+    problems: list[tuple[str | None, str]] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        param = ".".join(str(p) for p in error["loc"] if not _internal(p)) or None
+        problem = (param, error["msg"].removeprefix("Value error, "))
+        if problem not in problems:  # a union reports each member's miss at the same place
+            problems.append(problem)
+    listed = [f"{param}: {message}" if param else message for param, message in problems[:MAX_PROBLEMS_LISTED]]
+    more = len(problems) - len(listed)
+    text = "; ".join(listed) + (f"; and {more} more" if more else "")
+    count = f"{len(problems)} problems: " if len(problems) > 1 else ""
+    return InvalidRequest(f"{count}{text}", param=problems[0][0])
 
 
 def _internal(part: Any) -> bool:

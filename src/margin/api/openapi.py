@@ -8,6 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from margin import __version__
+from margin.api.openapi_admin import REQUEST_MODELS, admin_paths
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -66,7 +67,12 @@ def _get(summary: str) -> dict[str, Any]:
 @cache
 def openapi_document() -> dict[str, Any]:
     keys, defs = models_json_schema(
-        [(ChatCompletionBody, "validation"), (CompletionBody, "validation"), (EmbeddingBody, "validation")],
+        [
+            (ChatCompletionBody, "validation"),
+            (CompletionBody, "validation"),
+            (EmbeddingBody, "validation"),
+            *((model, "validation") for model in REQUEST_MODELS),
+        ],
         ref_template="#/components/schemas/{model}",
     )
     schemas = dict(defs.get("$defs", {}))
@@ -84,6 +90,11 @@ def openapi_document() -> dict[str, Any]:
             "/v1/models": _get("List models"),
             "/healthz": _get("Liveness"),
             "/readyz": _get("Readiness"),
+            **admin_paths(),
         },
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            # the admin key; with none configured, admin endpoints answer callers on this machine only
+            "securitySchemes": {"adminKey": {"type": "http", "scheme": "bearer"}},
+        },
     }
