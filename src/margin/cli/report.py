@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import click
 
@@ -22,6 +22,7 @@ from margin.ledger.report import (
     build_spend_report,
     report_window,
 )
+from margin.ledger.report_focus import focus_charges, render_focus_csv
 from margin.ledger.report_labels import cost_rank_labels, deployment_labels, key_labels
 from margin.ledger.report_render import FORMATS, ReportFormat, render
 from margin.storage import open_database_stores, open_ledger_store
@@ -35,6 +36,7 @@ _CONFIG = click.option(
     help="margin config file; its database.url names the ledger (default: SQLite in the data dir).",
 )
 F = TypeVar("F", bound=Callable[..., object])
+OutputFormat = ReportFormat | Literal["focus"]  # focus: FinOps FOCUS CSV (ledger/report_focus.py)
 
 
 def CONFIG_OPTION(command: F) -> F:  # a decorator constant, like click's options
@@ -83,11 +85,13 @@ async def group_labels(config: MarginConfig, group_by: str) -> dict[str, str]:
 
 
 async def _report_output(
-    store: LedgerStore, config: MarginConfig, window: tuple[str, str], group_by: str, fmt: ReportFormat, wide: bool
+    store: LedgerStore, config: MarginConfig, window: tuple[str, str], group_by: str, fmt: OutputFormat, wide: bool
 ) -> str | bytes:
     try:
         start, end = report_window(*window)
         await store.migrate()
+        if fmt == "focus":  # per-charge rows of their own (every dimension), not the --by groups
+            return render_focus_csv(await focus_charges(store.query_rows(start.timestamp(), end.timestamp())))
         labels = await group_labels(config, group_by)
         report = await build_spend_report(store, since=start, until=end, group_by=group_by, labels=labels)
     finally:
@@ -102,20 +106,22 @@ async def _report_output(
         "margin report --by key --wide                     # keys by name, every column",
         "margin report --since 2026-11-01 --until 2026-12-01 --format xlsx --out november.xlsx",
         "margin report --config margin.yaml --format json | jq .total",
+        "margin report --since 2026-11-01 --until 2026-12-01 --format focus --out november-focus.csv",
     )
 )
 @click.option("--since", default=DEFAULT_SINCE, show_default=True, help=f"Start of the window: {WHEN_HELP}.")
 @click.option("--until", default="now", show_default=True, help="End of the window (exclusive), same forms.")
 @click.option("--by", "group_by", type=click.Choice(REPORT_BY_CHOICES), default="model", show_default=True,
               help="cost_rank: each deployment's cost_rank (`tier` is its deprecated name).")  # fmt: skip
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="xlsx needs --out (and the `xlsx` extra).")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, "focus"]), default="table", show_default=True,
+              help="xlsx needs --out (and the `xlsx` extra); focus: FinOps FOCUS CSV, one row per day and charge "
+                   "(ignores --by).")  # fmt: skip
 @click.option("--wide", is_flag=True, help="Every column in the table (the default keeps to 120 columns).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here instead of stdout (required for xlsx).")  # fmt: skip
 @CONFIG_OPTION
 def report(
-    since: str, until: str, group_by: str, fmt: ReportFormat, wide: bool, out: Path | None, config_path: Path | None
+    since: str, until: str, group_by: str, fmt: OutputFormat, wide: bool, out: Path | None, config_path: Path | None
 ) -> None:
     """Spend, requests (served, and refused by margin's budgets and rate limits), tokens, cost per
     request, shares, cache savings and latency percentiles, per key (by name), team, tag, model,
