@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from margin.pipeline.record import RequestRecord
+from margin.pipeline.route_labels import decision_extra
 from margin.storage.ledger_row import REFUSAL_CODES, LedgerRow, unattempted_row
 
 Label = Callable[[str], str]  # error class name -> error code (margin.pipeline.error_labels)
 
 
 def refusal_row(record: RequestRecord, code: str) -> LedgerRow:
-    """The one row of a refused request; `code` is `budget_exceeded` or `rate_limit_exceeded`."""
+    """The one row of a refused request; `code` is `budget_exceeded` or `rate_limit_exceeded`. Its
+    `extra` keeps the route already decided (`margin requests show` explains refusals too)."""
     ctx = record.ctx
     return unattempted_row(
         ctx.ledger_columns(),
@@ -31,6 +33,7 @@ def refusal_row(record: RequestRecord, code: str) -> LedgerRow:
         status="refused",
         error_class=code,
         latency_ms=record.latency_s * 1000,
+        extra=decision_extra(ctx),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from margin.pipeline.context import RequestContext
 from margin.pipeline.ledger_rows import rows_for
+from margin.pipeline.record import RequestRecord
+from margin.pipeline.refusal_rows import refusal_row
 from margin.pipeline.route_labels import decision_extra, route_headers
 from margin.routing.policies.outcome import RouteOutcome
 from margin.types import Attempt, RouteDecision, TierStep
@@ -45,3 +47,16 @@ def test_only_the_last_row_carries_the_decision() -> None:
     assert "route" not in first.extra and "overhead_ms" not in first.extra
     assert last.extra["route_reason"] == "score=0.6100;threshold=0.5800" and last.extra["overhead_ms"] == "1.500"
     assert last.extra["route_tier"] == "api" and last.extra["route_chosen"] == "local"
+
+
+def test_a_refused_request_keeps_the_route_it_was_refused_on() -> None:
+    ctx = learned_context()
+    ctx.extra_headers.clear()
+    ctx.route_outcome = RouteOutcome()
+    ctx.deployment = None
+    row = refusal_row(RequestRecord(ctx, "BudgetRefusal", None, 0.001, None, 0.001), "budget_exceeded")
+    assert row.status == "refused" and row.error_class == "budget_exceeded"
+    assert row.extra == {
+        "route": "learned;tier=-;deployment=-;chosen=local;score=0.6100;threshold=0.5800",  # nothing answered
+        "route_reason": "score=0.6100;threshold=0.5800",
+    }
