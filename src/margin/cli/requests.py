@@ -47,7 +47,7 @@ def _echo_json(body: Any) -> None:
 @click.group(
     epilog=examples(
         "margin requests list --team search --since 24h",
-        "margin requests show 0f8c2d5e-...                 # the id in a response's x-request-id",
+        "margin requests show req_a2f2672da8411808da005b65  # the id in a response's x-request-id",
     )
 )
 def requests() -> None:
@@ -56,9 +56,9 @@ def requests() -> None:
 
 @requests.command(
     epilog=examples(
-        "margin requests show 0f8c2d5e-6a1b-4f0e-9d3c-2b7a1e5f9c40",
-        "margin requests show 0f8c2d5e-... --format json | jq .decision",
-        "margin requests show 0f8c2d5e-... --config margin.yaml",
+        "margin requests show req_a2f2672da8411808da005b65",
+        "margin requests show req_a2f2672da8411808... --format json | jq .decision",
+        "margin requests show req_a2f2672da8411808... --config margin.yaml",
     )
 )
 @click.argument("request_id")
@@ -100,7 +100,7 @@ def _render_detail(found: dict[str, Any]) -> str:
         "margin requests list --team search --status error --since 24h",
         "margin requests list --status refused --limit 200 --format json",
         "# the next page: the cursor the previous page printed last",
-        "margin requests list --team search --cursor 1765100000.123/0f8c...:0",
+        "margin requests list --team search --cursor 1765100000.123/req_a2f2...:0",
     ),
 )
 @click.option("--team", default="", help="Only this team's requests.")
