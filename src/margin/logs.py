@@ -14,8 +14,6 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from uvicorn.config import LOGGING_CONFIG
-
 from margin.errors import redact_secrets
 from margin.types import Principal
 
@@ -64,11 +62,11 @@ def _request_fields() -> dict[str, str]:
     return {"request_id": request.request_id, "key_id": p.key_id, "org": p.org, "team": p.team, "user": p.user}
 
 
-def log_config(log_format: LogFormat, level: str) -> dict[str, Any]:
-    """uvicorn's `log_config` for `log_format`: text is uvicorn's own; json sends uvicorn's and
-    margin's loggers through one JSON handler on stderr (each worker applies it)."""
+def log_config(log_format: LogFormat, level: str) -> dict[str, Any] | None:
+    """uvicorn's `log_config` for `log_format`: None for text (keep uvicorn's own); json sends
+    uvicorn's and margin's loggers through one JSON handler on stderr (each worker applies it)."""
     if log_format == "text":
-        return LOGGING_CONFIG
+        return None
     upper = level.upper()
     handled = {"handlers": ["stderr"], "level": upper, "propagate": False}
     return {

@@ -66,6 +66,7 @@ def serve(
     if log_level in ("debug", "info"):
         line = startup_line(config)
         click.echo(json_line(line.removeprefix("INFO:     ")) if config.logging.format == "json" else line, err=True)
+    logging_options = {"log_config": json_logs} if (json_logs := log_config(config.logging.format, log_level)) else {}
     run_gateway(
         "margin.factory:app_from_env",
         metrics=metrics_listener(config),  # /metrics on its own socket (server.metrics_port)
@@ -81,8 +82,8 @@ def serve(
         server_header=False,
         access_log=access_log,
         log_level=log_level,
-        log_config=log_config(config.logging.format, log_level),  # json: margin/logs.py
         timeout_graceful_shutdown=10,
+        **logging_options,  # json: margin/logs.py; text: uvicorn's own
     )
 
 
