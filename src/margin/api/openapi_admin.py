@@ -106,9 +106,11 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def admin_paths() -> dict[str, dict[str, Any]]:
+    return _operator_paths() | _rollout_paths()
+
+
+def _operator_paths() -> dict[str, dict[str, Any]]:
     key_id = _query("key_id", "the key's id (key_...)", path=True)
-    ref = _query("ref", "a rollout id, or a model group's live rollout", path=True)
-    rollout = {**_OBJECT, "description": "a rollout (docs/rollouts.md)"}
     return {
         "/admin/spend": {
             "get": _operation(
@@ -154,6 +156,13 @@ def admin_paths() -> dict[str, dict[str, Any]]:
                 "One request explained", REQUEST_DETAIL, params=(_query("request_id", "x-request-id", path=True),)
             )
         },
+    }
+
+
+def _rollout_paths() -> dict[str, dict[str, Any]]:
+    ref = _query("ref", "a rollout id, or a model group's live rollout", path=True)
+    rollout = {**_OBJECT, "description": "a rollout (docs/rollouts.md)"}
+    return {
         "/admin/rollouts": {
             "get": _operation(
                 "Live rollouts and the 20 most recent",
