@@ -14,6 +14,7 @@ import click
 
 from margin.cli.batch_client import BatchClient
 from margin.cli.help import examples
+from margin.cli.report import CONFIG_OPTION
 from margin.config.environment import EVAL_API_KEY
 
 T = TypeVar("T")
@@ -39,6 +40,7 @@ def _run(url: str, api_key: str | None, work: Callable[[BatchClient], Awaitable[
 
 @click.group(
     epilog=examples(
+        "margin batch quote requests.jsonl --config margin.yaml   # cost per tier before anything runs",
         "margin batch submit requests.jsonl --endpoint /v1/chat/completions --wait",
         "margin batch status batch_abc123",
         "margin batch results batch_abc123 --out answers.jsonl",
@@ -112,6 +114,22 @@ def _summary(batch: dict[str, Any]) -> str:
     if len(errors) > 20:
         lines.append(f"  ... and {len(errors) - 20} more")
     return "\n".join(lines)
+
+
+@batch.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--expected-output-tokens",
+    type=click.IntRange(0),
+    default=None,
+    help="Output tokens per request for the expected figure (default: the ledger's mean per deployment).",
+)
+@CONFIG_OPTION
+def quote(file: Path, expected_output_tokens: int | None, config_path: Path | None) -> None:
+    """Worst-case and expected cost of FILE on each deployment that may answer it (no gateway needed)."""
+    from margin.cli.batch_quote import run_quote  # the price book and the ledger only when quoting
+
+    run_quote(file, expected_output_tokens, config_path)
 
 
 @batch.command()
