@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -18,6 +18,7 @@ from margin.evals.graders.similarity import default_embedder
 from margin.evals.loader import EvalSet, load_eval_set
 from margin.evals.render import render_summary
 from margin.evals.results import read_results
+from margin.evals.run_params import ParamValue
 from margin.evals.runner import Runner, check_models, pending_items
 from margin.evals.summary import summarise
 from margin.evals.wire import Wire
@@ -34,6 +35,7 @@ class RunRequest:
     out: Path | None
     stream: bool
     retry_errors: bool
+    params: dict[str, ParamValue] = field(default_factory=dict)  # --param overrides, already checked
 
 
 def execute_run(request: RunRequest) -> tuple[str, int]:
@@ -70,7 +72,7 @@ async def _run(request: RunRequest, eval_set: EvalSet, out: Path, pending: int) 
         check_models(await target.models(), request.model, eval_set)
         judge_target = GatewayTarget(wire, api_key=request.api_key, stream=False)
         env = GraderEnv(judge=eval_set.manifest.judge, judge_target=judge_target, embedder_factory=default_embedder)
-        runner = Runner(eval_set, target, env, model=request.model)
+        runner = Runner(eval_set, target, env, model=request.model, overrides=request.params)
         with progress(pending, f"{eval_set.name} on {request.model}") as bar:
             await runner.run(
                 out,

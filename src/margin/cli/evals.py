@@ -49,6 +49,7 @@ def eval_group() -> None:
         "margin eval run margin-basics --model chat --url http://127.0.0.1:8080 --api-key sk-margin-...",
         "margin eval run my-set.jsonl --model chat --config margin.yaml --concurrency 8 --out my.jsonl",
         "margin eval run my-set.jsonl --model chat --out my.jsonl --retry-errors     # resume, retry failures",
+        "margin eval run margin-basics --model smollm2 --param temperature=1.3 --param seed=7 --out hot.jsonl",
     ),
 )
 @click.argument("eval_set", metavar="SET")
@@ -65,6 +66,9 @@ def eval_group() -> None:
 @click.option("--stream/--no-stream", default=False, show_default=True,
               help="Stream: measures time to first token, but streamed answers carry no cost header.")  # fmt: skip
 @click.option("--retry-errors", is_flag=True, help="Run again the items whose call failed.")
+@click.option("--param", "param_pairs", multiple=True, metavar="KEY=VALUE",
+              help="A sampling setting for every call, over the set's own (temperature, top_p, seed, "
+                   "max_tokens, presence_penalty, frequency_penalty); repeatable.")  # fmt: skip
 @data_dir_option
 def run(
     eval_set: str,
@@ -76,15 +80,18 @@ def run(
     out: Path | None,
     stream: bool,
     retry_errors: bool,
+    param_pairs: tuple[str, ...],
 ) -> None:
     """Run every item of SET (a .jsonl or manifest .yaml, or a set shipped with margin) through
     margin, grade the answers, append them to the results file and print the run's summary."""
     from margin.cli.eval_run import RunRequest, execute_run
+    from margin.evals.run_params import parse_run_params
 
     if url is not None and config_path is not None:
         raise EvalCliError("--config builds margin in-process; with --url the running gateway has its own config")
-    request = RunRequest(eval_set, model, url, config_path, api_key, concurrency, out, stream, retry_errors)
     try:
+        params = parse_run_params(param_pairs)
+        request = RunRequest(eval_set, model, url, config_path, api_key, concurrency, out, stream, retry_errors, params)
         text, errors = execute_run(request)
     except (EvalError, ConfigError) as exc:
         raise fail(exc) from None

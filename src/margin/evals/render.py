@@ -11,6 +11,7 @@ from xml.etree import ElementTree
 
 from margin.evals.compare import Comparison
 from margin.evals.gates import GateResult, GateVerdict
+from margin.evals.run_params import describe_params
 from margin.evals.stats import Interval
 from margin.evals.summary import CostFigure, QualityFigure, RunSummary
 
@@ -51,6 +52,7 @@ def summary_rows(s: RunSummary) -> list[list[str]]:
     level = s.quality.interval.level if s.quality.interval else 0.95
     rows = [
         ["items", str(s.requests)],
+        ["settings", describe_params(s.run_params)],
         [f"quality (mean, {level:.0%} CI)", _quality(s.quality)],
         ["pass rate", _num(s.quality.pass_rate)],
         ["error rate", _num(s.error_rate)],
@@ -97,6 +99,7 @@ def render_summary(summary: RunSummary, fmt: SummaryFormat = "table") -> str:
 def comparison_rows(c: Comparison) -> list[list[str]]:
     b, k = c.baseline, c.candidate
     rows = [
+        ["settings", describe_params(b.run_params), describe_params(k.run_params), ""],
         ["quality (mean, CI)", _quality(b.quality), _quality(k.quality),
          f"{c.mean_diff:+.3f}{_interval(c.interval, signed=True)}" if c.mean_diff is not None else "n/a"],
         ["pass rate", _num(b.quality.pass_rate), _num(k.quality.pass_rate), ""],
@@ -190,6 +193,7 @@ def summary_json(s: RunSummary) -> dict[str, Any]:
     return {
         "set": s.set_name,
         "model": s.model,
+        "run_params": s.run_params,
         "requests": s.requests,
         "errors": s.errors,
         "error_rate": s.error_rate,

@@ -11,13 +11,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
 from margin.evals.errors import ResultsFileError
 from margin.evals.graders.protocol import JudgeOutcome
+from margin.evals.run_params import describe_params
 
 
 class ItemResult(BaseModel):
@@ -29,6 +30,8 @@ class ItemResult(BaseModel):
     set: str
     set_version: str
     model: str
+    # The run's settings: the set's params with the run's --param overrides (None: an older file).
+    run_params: dict[str, Any] | None = None
     answer: str | None
     error: str | None = None  # the call failed: no answer to grade
     status: int | None = None
@@ -82,6 +85,10 @@ class RunResults:
     def model(self) -> str:
         return next(iter(self.items.values())).model if self.items else ""
 
+    @property
+    def run_params(self) -> dict[str, Any] | None:
+        return next(iter(self.items.values())).run_params if self.items else None
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -115,13 +122,19 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
-def check_same_run(results: RunResults, set_name: str, model: str) -> None:
-    """A results file is resumed only by the run it belongs to (same set, same model)."""
+def check_same_run(results: RunResults, set_name: str, model: str, run_params: dict[str, Any] | None = None) -> None:
+    """A results file is resumed only by the run it belongs to (same set, same model, and the same
+    settings where the file recorded them: a rerun must not mix two temperatures in one run)."""
     for result in results:
         if result.set != set_name or result.model != model:
             raise ResultsFileError(
                 f"{results.path} holds results of set {result.set!r} for model {result.model!r}, "
                 f"not {set_name!r} for {model!r}: choose another --out"
+            )
+        if result.run_params is not None and run_params is not None and result.run_params != run_params:
+            raise ResultsFileError(
+                f"{results.path} holds results run with {describe_params(result.run_params)}, "
+                f"not {describe_params(run_params)}: choose another --out"
             )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -46,11 +47,22 @@ def check_models(available: Sequence[str], model: str, eval_set: EvalSet) -> Non
 
 
 class Runner:
-    def __init__(self, eval_set: EvalSet, target: Completer, env: GraderEnv, *, model: str) -> None:
+    def __init__(
+        self,
+        eval_set: EvalSet,
+        target: Completer,
+        env: GraderEnv,
+        *,
+        model: str,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`overrides`: the run's settings (--param), on top of the set's and each item's params."""
         self.eval_set = eval_set
         self.target = target
         self.env = env
         self.model = model
+        self.overrides = dict(overrides or {})
+        self.run_params = {**eval_set.manifest.params, **self.overrides}
         self._graders: dict[bytes, Grader] = {}
 
     def grader_for(self, item: EvalItem) -> Grader:
@@ -61,7 +73,7 @@ class Runner:
         return self._graders[key]
 
     async def run_item(self, item: EvalItem) -> ItemResult:
-        params = {**self.eval_set.manifest.params, **item.params}
+        params = {**self.eval_set.manifest.params, **item.params, **self.overrides}
         messages = item.chat_messages()
         completion = await self.target.complete(self.model, messages, params)
         grader = self.grader_for(item)
@@ -78,6 +90,7 @@ class Runner:
             set=self.eval_set.name,
             set_version=self.eval_set.version,
             model=self.model,
+            run_params=self.run_params,
             answer=completion.text,
             error=completion.error,
             status=completion.status,
@@ -108,7 +121,7 @@ class Runner:
         on_result: Callable[[ItemResult], None] | None = None,
     ) -> RunOutcome:
         done = read_results(results_path)
-        check_same_run(done, self.eval_set.name, self.model)
+        check_same_run(done, self.eval_set.name, self.model, self.run_params)
         todo = pending_items(self.eval_set, done, retry_errors=retry_errors)
         for item in todo:
             self.grader_for(item)  # build every grader before the first call: a bad one fails now

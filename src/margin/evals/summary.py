@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from margin.evals.results import ItemResult, RunResults
 from margin.evals.stats import Interval, mean_interval, percentile, weighted_mean
@@ -50,6 +51,7 @@ class RunSummary:
     output_tokens: int
     undecided: int  # graded items without a score (they count as failed)
     judge: dict[str, int] = field(default_factory=dict)  # agreed / disagreed / unparseable / error
+    run_params: dict[str, Any] | None = None  # the run's settings (None: not recorded, an older file)
 
     @property
     def error_rate(self) -> float | None:
@@ -108,4 +110,5 @@ def summarise(results: RunResults, level: float = 0.95) -> RunSummary:
         output_tokens=sum(r.output_tokens or 0 for r in rows),
         undecided=sum(1 for r in answered if r.score is None),
         judge=dict(Counter(r.judge for r in rows if r.judge is not None)),
+        run_params=results.run_params,
     )
