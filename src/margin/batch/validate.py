@@ -87,15 +87,15 @@ class Validator:
         if not raw.data.strip():
             return None  # blank lines (a trailing newline) are not requests
         outcome.lines += 1
-        problem = self._problem(endpoint, raw.data, seen)
-        if problem is not None:
-            code, message, param = problem
+        checked = self._checked(endpoint, raw.data, seen)
+        if not isinstance(checked, str):
+            code, message, param = checked
             outcome.fail(self.settings, code, raw.line_no, message, param)
             return None
-        custom_id = orjson.loads(raw.data)["custom_id"]
-        return LineSpec(raw.line_no, raw.offset, len(raw.data), custom_id)
+        return LineSpec(raw.line_no, raw.offset, len(raw.data), checked)
 
-    def _problem(self, endpoint: str, data: bytes, seen: set[str]) -> tuple[str, str, str | None] | None:
+    def _checked(self, endpoint: str, data: bytes, seen: set[str]) -> str | tuple[str, str, str | None]:
+        """The line's custom_id when it is a valid request, else (code, message, param)."""
         try:
             line = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -123,4 +123,4 @@ class Validator:
         if problem is not None:
             message, param = problem
             return "invalid_request", message, f"body.{param}" if param else "body"
-        return None
+        return custom_id
