@@ -29,6 +29,7 @@ from margin.budgets.alerts import webhook_sender
 from margin.budgets.sweeper import IntentSweeper
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
+from margin.dashboard.routes import Dashboard
 from margin.ledger.collector import LedgerCollector
 from margin.ledger.journal import Journal
 from margin.ledger.spill import SpillFile
@@ -158,7 +159,10 @@ def create_app(
         batches=build_batches(config, data_dir, pipeline, clock),
     )
     app = Starlette(
-        routes=build_routes(),
+        routes=[
+            *build_routes(),
+            *Dashboard(store, admin_key=state.admin_key, budgets=config.budgets, clock=clock).routes(),
+        ],
         # Outermost of margin's own layers: times each request from its arrival to its last byte.
         middleware=[
             Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header),

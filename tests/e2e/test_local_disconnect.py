@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,7 +22,7 @@ import openai
 import pytest
 
 from tests.conftest import HAS_LOCAL_MODEL
-from tests.support.processes import free_port, running
+from tests.support.processes import embedded_default
 
 pytestmark = [
     pytest.mark.local_model,
@@ -50,17 +49,7 @@ UNCACHED = {"cache-control": "no-cache, no-store"}
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp: Path = tmp_path_factory.mktemp("embedded-disconnect")
-    port = free_port()
-    env = {"MARGIN_DATA_DIR": str(tmp), "OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}
-    with running(
-        ["serve", "--port", str(port)],
-        f"http://127.0.0.1:{port}/readyz",
-        env=env,
-        timeout=60,
-        log=tmp / "gateway.log",
-    ):
-        url = f"http://127.0.0.1:{port}"
+    with embedded_default(tmp_path_factory.mktemp("embedded-disconnect")) as url:
         answered_within(url, 120)  # warm: a fresh llama.cpp context's first answer takes seconds more
         yield url
 

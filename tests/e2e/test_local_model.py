@@ -5,14 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from tests.conftest import HAS_LOCAL_MODEL
-from tests.support.processes import free_port, running
+from tests.support.processes import embedded_default
 
 pytestmark = [
     pytest.mark.local_model,
@@ -22,17 +21,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp: Path = tmp_path_factory.mktemp("embedded")
-    port = free_port()
-    env = {"MARGIN_DATA_DIR": str(tmp), "OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}
-    with running(
-        ["serve", "--port", str(port)],
-        f"http://127.0.0.1:{port}/readyz",
-        env=env,
-        timeout=60,
-        log=tmp / "gateway.log",
-    ):
-        yield f"http://127.0.0.1:{port}"
+    with embedded_default(tmp_path_factory.mktemp("embedded")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -69,6 +69,18 @@ def running(
 
 
 @contextmanager
+def embedded_default(data_dir: Path) -> Iterator[str]:
+    """`margin serve` with no config (the embedded default: local model and embeddings, no provider
+    keys) on a free port, its data dir `data_dir` and log `data_dir/gateway.log`, until /readyz says
+    ready; yields its base URL."""
+    port = free_port()
+    env = {"MARGIN_DATA_DIR": str(data_dir), "OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}
+    url = f"http://127.0.0.1:{port}"
+    with running(["serve", "--port", str(port)], f"{url}/readyz", env=env, timeout=60, log=data_dir / "gateway.log"):
+        yield url
+
+
+@contextmanager
 def fake_upstream(*extra: str) -> Iterator[str]:
     port = free_port()
     with running(["fake-upstream", "--port", str(port), *extra], f"http://127.0.0.1:{port}/v1/models"):

@@ -1,0 +1,92 @@
+"""The Overview page's figures: this month's spend against the global monthly budget, its burn rate
+and forecast, cost per request, what caching and routing saved, the cheapest cost rank's share of
+traffic, and the top teams, keys and models. Computed from the ledger's rollups only
+(`LedgerStore.spend_report`), never by scanning ledger rows, so a page view costs the same at any
+ledger size. The HTML page and the JSON twin both render this one dict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from margin.config.limits import BudgetConfig
+from margin.ledger.report import SpendLine, SpendReport, build_spend_report
+from margin.storage.protocols import LedgerStore
+
+TOP = 5
+MONEY = Decimal("0.000001")  # the figures shown round to the micro-dollar; the ledger keeps them exact
+
+
+def month_bounds(now: datetime) -> tuple[datetime, datetime]:
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start, end
+
+
+def monthly_global_limit(budgets: Sequence[BudgetConfig]) -> Decimal | None:
+    """The `scope: global` monthly USD budget, the one the Overview measures the month against."""
+    limits = [b.limit_usd for b in budgets if b.scope == "global" and b.window == "month" and b.limit_usd is not None]
+    return min(limits) if limits else None
+
+
+async def build_overview(store: LedgerStore, budgets: Sequence[BudgetConfig], now: datetime) -> dict[str, Any]:
+    start, end = month_bounds(now.astimezone(UTC))
+    reports = {
+        by: await build_spend_report(store, since=start, until=now, group_by=by)
+        for by in ("team", "key", "model", "cost_rank")
+    }
+    total = reports["model"].total
+    return {
+        "period": {"start": start.isoformat(), "end": end.isoformat(), "now": now.isoformat()},
+        "spend": _spend(total.spend, monthly_global_limit(budgets), elapsed=now - start, length=end - start),
+        "requests": {"total": total.requests, "successful": total.successful},
+        "cost_per_request_usd": _money(total.spend / total.requests if total.requests else None),
+        "cost_per_successful_request_usd": _money(total.spend / total.successful if total.successful else None),
+        "saved": {"cache_usd": _money(total.saved_cost), "routing_usd": _money(total.routing_savings)},
+        "cheapest_cost_rank_share": _cheapest_share(reports["cost_rank"]),
+        "top": {by: _top(reports[by]) for by in ("team", "key", "model")},
+    }
+
+
+def _spend(spent: Decimal, limit: Decimal | None, *, elapsed: Any, length: Any) -> dict[str, Any]:
+    """Spend so far; per day; a straight-line forecast to the month's end; against the budget."""
+    fraction = Decimal(elapsed.total_seconds()) / Decimal(length.total_seconds())
+    forecast = spent / fraction if fraction > 0 else spent
+    days = Decimal(elapsed.total_seconds()) / 86400
+    return {
+        "spent_usd": _money(spent),
+        "burn_usd_per_day": _money(spent / days if days > 0 else None),
+        "forecast_usd": _money(forecast),
+        "budget_usd": _money(limit),
+        "budget_used": _ratio(spent / limit if limit else None),
+        "forecast_over_budget": bool(limit is not None and forecast > limit),
+    }
+
+
+def _cheapest_share(report: SpendReport) -> dict[str, Any] | None:
+    """Requests answered at the lowest cost rank seen this month, over all requests (ranks are
+    numbers; `-` marks refusals and hits that reached no deployment, left out)."""
+    ranked = [line for line in report.lines if line.group.isdigit()]
+    answered = sum(line.requests for line in ranked)
+    if not answered:
+        return None
+    cheapest = min(ranked, key=lambda line: int(line.group))
+    return {"cost_rank": int(cheapest.group), "share": _ratio(Decimal(cheapest.requests) / answered)}
+
+
+def _top(report: SpendReport) -> list[dict[str, Any]]:
+    return [_line(line) for line in report.lines[:TOP]]
+
+
+def _line(line: SpendLine) -> dict[str, Any]:
+    return {"group": line.group, "spend_usd": _money(line.spend), "requests": line.requests}
+
+
+def _money(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount.quantize(MONEY, ROUND_HALF_EVEN))
+
+
+def _ratio(value: Decimal | None) -> str | None:
+    return None if value is None else str(value.quantize(Decimal("0.0001"), ROUND_HALF_EVEN))

@@ -1,0 +1,148 @@
+"""The dashboard's routes: `/dashboard` (the Overview page), its login and logout forms, and the
+JSON twin `/admin/api/overview`. The twin opens with the admin key as a bearer token (scripts) or
+the session cookie (the pages' own link). Without `server.admin_key` the dashboard is off: a 403
+says why. Errors are margin's own (margin/errors.py), rendered by the app's one handler."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from margin.config.limits import BudgetConfig
+from margin.dashboard.overview import build_overview
+from margin.dashboard.pages import CONTENT_SECURITY_POLICY, login_page, overview_page
+from margin.dashboard.session import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    SESSION_TTL_S,
+    Session,
+    SessionSigner,
+    cookie_header,
+)
+from margin.errors import AuthError, InvalidRequest, PermissionDenied
+from margin.storage.protocols import LedgerStore
+
+MAX_FORM_BYTES = 4096
+PAGE_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+class Dashboard:
+    def __init__(
+        self,
+        ledger: LedgerStore,
+        *,
+        admin_key: str | None,
+        budgets: Sequence[BudgetConfig],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger, self.budgets, self.clock = ledger, budgets, clock
+        self.signer = SessionSigner(admin_key, clock) if admin_key else None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/dashboard", self.overview_page, methods=["GET"]),
+            Route("/dashboard/login", self.login_form, methods=["GET"]),
+            Route("/dashboard/login", self.login, methods=["POST"]),
+            Route("/dashboard/logout", self.logout, methods=["POST"]),
+            Route("/admin/api/overview", self.overview_json, methods=["GET"]),
+        ]
+
+    async def overview_page(self, request: Request) -> Response:
+        signer = self._signer()
+        session = signer.session(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            return RedirectResponse("/dashboard/login", status_code=303)
+        figures = await self._overview()
+        return HTMLResponse(overview_page(figures, signer.csrf_token(session)), headers=PAGE_HEADERS)
+
+    async def overview_json(self, request: Request) -> Response:
+        self._require_viewer(request)
+        body = orjson.dumps(await self._overview())
+        return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
+
+    async def login_form(self, request: Request) -> Response:
+        self._signer()
+        token = secrets.token_urlsafe(24)
+        response = HTMLResponse(login_page(token), headers=PAGE_HEADERS)
+        response.headers.append("set-cookie", cookie_header(LOGIN_CSRF_COOKIE, token, 600, "/dashboard/login"))
+        return response
+
+    async def login(self, request: Request) -> Response:
+        signer = self._signer()
+        form = await _form(request)
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not expected or not secrets.compare_digest(form.get("csrf", ""), expected):
+            raise PermissionDenied("The login form expired or did not come from this dashboard: load it again.")
+        if not signer.is_admin_key(form.get("admin_key", "")):
+            token = secrets.token_urlsafe(24)
+            page = login_page(token, "That is not the admin key.")
+            refused = HTMLResponse(page, status_code=401, headers=PAGE_HEADERS)
+            refused.headers.append("set-cookie", cookie_header(LOGIN_CSRF_COOKIE, token, 600, "/dashboard/login"))
+            return refused
+        response = RedirectResponse("/dashboard", status_code=303)
+        response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, signer.new_cookie(), SESSION_TTL_S))
+        response.headers.append("set-cookie", cookie_header(LOGIN_CSRF_COOKIE, "", 0, "/dashboard/login"))
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        signer = self._signer()
+        session = self._session(request)
+        form = await _form(request)
+        if not secrets.compare_digest(form.get("csrf", ""), signer.csrf_token(session)):
+            raise PermissionDenied("The logout form did not come from this session.")
+        response = RedirectResponse("/dashboard/login", status_code=303)
+        response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", 0))
+        return response
+
+    async def _overview(self) -> dict[str, object]:
+        return await build_overview(self.ledger, self.budgets, datetime.fromtimestamp(self.clock(), UTC))
+
+    def _signer(self) -> SessionSigner:
+        if self.signer is None:
+            raise PermissionDenied("The dashboard needs server.admin_key: its login is the admin key.")
+        return self.signer
+
+    def _session(self, request: Request) -> Session:
+        session = self._signer().session(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            raise AuthError("No dashboard session, or it expired: log in at /dashboard/login.")
+        return session
+
+    def _require_viewer(self, request: Request) -> None:
+        """The admin key as a bearer token, or a live session cookie."""
+        signer = self._signer()
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            if not signer.is_admin_key(auth[7:]):
+                raise PermissionDenied("The key given is not the admin key.")
+            return
+        self._session(request)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small urlencoded form (the dashboard's only form bodies), bounded in size."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise InvalidRequest("Expected a form (application/x-www-form-urlencoded).")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise InvalidRequest("The form is too large.")
+    try:
+        fields = parse_qs(body.decode(), strict_parsing=False, max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The form could not be read.") from None
+    return {name: values[0] for name, values in fields.items()}

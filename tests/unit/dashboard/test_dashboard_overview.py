@@ -1,0 +1,156 @@
+"""The Overview page and its JSON twin (issue 21, sections 1-2), in process over a real SQLite ledger:
+the page shows exactly the twin's figures, computed from rollups (a ledger whose row scan fails
+still serves both), the login form sets a Secure HttpOnly SameSite=Strict session cookie behind a
+CSRF token, and nothing opens the dashboard without the admin key or a live session."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from margin.app import create_app
+from margin.config import parse_config
+from margin.storage import open_ledger_store
+from margin.storage.ledger_row import LedgerRow
+from margin.storage.memory import MemoryKeyStore
+from margin.storage.protocols import LedgerStore
+from tests.support.ledger_rows import make_row
+
+ADMIN = "sk-admin-dashboard-tests-0123456789"
+NOW = datetime(2026, 12, 15, 12, tzinfo=UTC).timestamp()
+CONFIG = """
+data_dir: {data}
+server: {{admin_key: env:DASHBOARD_ADMIN_KEY}}
+deployments:
+  - {{name: small, provider: fake, model: small, price: {{input: "1", output: "2"}}}}
+models:
+  - {{name: chat, deployments: [small]}}
+budgets:
+  - {{scope: global, limit_usd: 100, window: month}}
+"""
+
+
+class RollupsOnly:
+    """The real store, except that scanning ledger rows fails: the dashboard must not need it."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+
+    def query_rows(self, *args: Any, **kwargs: Any) -> Iterator[LedgerRow]:
+        raise AssertionError("the dashboard scanned ledger rows")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def seeded_rows() -> list[LedgerRow]:
+    day = datetime(2026, 12, 10, 9, tzinfo=UTC).timestamp()
+    return [
+        make_row(1, ts=day, team="search", key_id="key-s", cost_total=Decimal("1.25"), tier=1),
+        make_row(2, ts=day, team="search", key_id="key-s", cost_total=Decimal("0.75"), tier=1),
+        make_row(3, ts=day + 60, team="ads", key_id="key-a", cost_total=Decimal("4.5"), tier=3, model="gpt-4o"),
+        make_row(4, ts=day + 90, team="ads", key_id="key-a", status="error", is_final=True, cost_total=Decimal(0)),
+        make_row(5, ts=datetime(2026, 11, 30, tzinfo=UTC).timestamp(), team="old", cost_total=Decimal(9)),  # last month
+    ]
+
+
+@asynccontextmanager
+async def dashboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setenv("DASHBOARD_ADMIN_KEY", ADMIN)
+    store = open_ledger_store("sqlite:///{data_dir}/ledger.db", tmp_path)
+    await store.migrate()
+    await store.write(seeded_rows())
+    config = parse_config(CONFIG.format(data=tmp_path))
+    app = create_app(config, ledger=RollupsOnly(store), clock=lambda: NOW, key_store=MemoryKeyStore())  # type: ignore[arg-type]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://gw") as client:
+            yield client
+
+
+async def logged_in(client: httpx.AsyncClient) -> str:
+    form = await client.get("/dashboard/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None and form.cookies.get("margin_login_csrf") == csrf.group(1)
+    answer = await client.post("/dashboard/login", data={"csrf": csrf.group(1), "admin_key": ADMIN})
+    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard"
+    cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith("margin_session="))
+    for flag in ("HttpOnly", "Secure", "SameSite=Strict", "Max-Age=28800"):
+        assert flag in cookie, cookie
+    return cookie.split(";")[0].split("=", 1)[1]
+
+
+def figures_of(page: str) -> dict[str, str]:
+    return dict(re.findall(r'data-figure="([^"]+)">([^<]*)<', page))
+
+
+def twin_value(twin: dict[str, Any], path: str) -> str:
+    value: Any = twin
+    for part in path.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return "n/a" if value is None else str(value)
+
+
+def test_the_page_shows_exactly_the_json_twins_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run() -> None:
+        async with dashboard(tmp_path, monkeypatch) as client:
+            session = await logged_in(client)
+            page = await client.get("/dashboard", headers={"cookie": f"margin_session={session}"})
+            assert page.status_code == 200 and "default-src 'none'" in page.headers["content-security-policy"]
+            twin = (await client.get("/admin/api/overview", headers={"authorization": f"Bearer {ADMIN}"})).json()
+            shown = figures_of(page.text)
+            assert len(shown) >= 20
+            for path, text in shown.items():
+                assert text.lstrip("$") == twin_value(twin, path), path
+            assert twin["spend"]["spent_usd"] == "6.500000"  # this month only: November's row is left out
+            assert twin["spend"]["budget_usd"] == "100.000000" and twin["spend"]["budget_used"] == "0.0650"
+            assert twin["requests"] == {"total": 4, "successful": 3}
+            assert twin["cost_per_successful_request_usd"] == "2.166667"
+            assert [t["group"] for t in twin["top"]["team"]] == ["ads", "search"]
+            assert twin["cheapest_cost_rank_share"] == {"cost_rank": 1, "share": "0.7500"}  # 3 of 4 at rank 1
+            assert "<svg" in page.text and "http" not in page.text.replace('href="/', "")  # nothing external
+            assert ADMIN not in page.text and ADMIN not in str(twin)
+            same_by_session = await client.get("/admin/api/overview", headers={"cookie": f"margin_session={session}"})
+            assert same_by_session.json() == twin
+
+    asyncio.run(run())
+
+
+def test_nothing_opens_without_the_admin_key_or_a_live_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run() -> None:
+        async with dashboard(tmp_path, monkeypatch) as client:
+            assert (await client.get("/dashboard")).status_code == 303
+            assert (await client.get("/admin/api/overview")).status_code == 401
+            wrong = await client.get("/admin/api/overview", headers={"authorization": "Bearer sk-not-the-admin-key"})
+            assert wrong.status_code == 403 and "sk-not-the-admin-key" not in wrong.text
+            forged = f"{int(NOW) + 3600}.nonce.{'0' * 64}"
+            assert (
+                await client.get("/admin/api/overview", headers={"cookie": f"margin_session={forged}"})
+            ).status_code == 401
+            assert (await client.get("/dashboard", headers={"cookie": f"margin_session={forged}"})).status_code == 303
+            form = await client.get("/dashboard/login")
+            csrf = form.cookies["margin_login_csrf"]
+            no_csrf = await client.post("/dashboard/login", data={"csrf": "guess", "admin_key": ADMIN})
+            assert no_csrf.status_code == 403
+            bad_key = await client.post("/dashboard/login", data={"csrf": csrf, "admin_key": "sk-wrong-key-123"})
+            assert bad_key.status_code == 401 and "sk-wrong-key-123" not in bad_key.text
+            session = await logged_in(client)
+            cookies = {"cookie": f"margin_session={session}"}
+            assert (await client.post("/dashboard/logout", data={"csrf": "x"}, headers=cookies)).status_code == 403
+            page = (await client.get("/dashboard", headers=cookies)).text
+            token = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert token is not None
+            out = await client.post("/dashboard/logout", data={"csrf": token.group(1)}, headers=cookies)
+            assert out.status_code == 303 and "margin_session=;" in out.headers["set-cookie"]
+            assert (await client.post("/dashboard/login", content=b"{}")).status_code == 400  # not a form
+
+    asyncio.run(run())
