@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.ledger_rows import stored_row
 from tests.support.processes import fake_upstream, gateway
 
 
@@ -33,18 +32,6 @@ models:
             yield url, upstream, tmp / "data" / "margin.db"
 
 
-def ledger_row(db: Path, request_id: str) -> sqlite3.Row:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with sqlite3.connect(db) as conn:
-            conn.row_factory = sqlite3.Row
-            row = conn.execute("SELECT * FROM ledger_attempts WHERE request_id = ?", (request_id,)).fetchone()
-        if row is not None:
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"no ledger row for {request_id}")
-
-
 def streamed_text(sse: str) -> str:
     pieces = []
     for line in sse.splitlines():
@@ -61,7 +48,7 @@ def test_a_hit_is_a_zero_cost_row_that_records_what_it_saved(served: tuple[str, 
     second = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
     assert second.headers["x-margin-cache"] == "exact"
     assert second.json()["choices"] == first.json()["choices"]
-    paid, hit = ledger_row(db, first.headers["x-request-id"]), ledger_row(db, second.headers["x-request-id"])
+    paid, hit = stored_row(db, first.headers["x-request-id"]), stored_row(db, second.headers["x-request-id"])
     assert Decimal(paid["cost_total"]) > 0 and paid["cache_result"] in ("miss", "none")
     assert Decimal(hit["cost_total"]) == 0 and hit["cache_result"] == "exact"
     assert Decimal(hit["saved_cost"]) == Decimal(paid["cost_total"])
@@ -104,5 +91,5 @@ def test_identical_in_flight_requests_share_one_upstream_call(served: tuple[str,
     assert all(a.json()["choices"][0]["message"]["content"] == prompt for a in plain)
     kinds = [a.headers["x-margin-cache"] for a in answers]
     assert kinds[0] == "miss" and "coalesced" in kinds[1:] and set(kinds[1:]) <= {"coalesced", "exact"}
-    hits = [ledger_row(db, a.headers["x-request-id"]) for a in answers[1:]]
+    hits = [stored_row(db, a.headers["x-request-id"]) for a in answers[1:]]
     assert all(Decimal(h["cost_total"]) == 0 and Decimal(h["saved_cost"]) > 0 for h in hits)

@@ -4,8 +4,6 @@ all-MiniLM-L6-v2 answering the official openai SDK over loopback, metered into t
 from __future__ import annotations
 
 import base64
-import sqlite3
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +14,8 @@ import openai
 import pytest
 
 from margin.embedding import minilm_available
-from tests.support.processes import free_port, running
+from tests.support.ledger_rows import stored_row
+from tests.support.processes import embedded_default
 
 pytestmark = pytest.mark.skipif(not minilm_available(), reason="needs the `embed` extra")
 BREAD = ("How do I bake bread at home?", "What is a good recipe for homemade bread?")
@@ -26,34 +25,13 @@ MARKETS = "The stock market fell sharply on Tuesday."
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp: Path = tmp_path_factory.mktemp("embedded-embeddings")
-    port = free_port()
-    env = {"MARGIN_DATA_DIR": str(tmp), "OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}
-    with running(
-        ["serve", "--port", str(port)],
-        f"http://127.0.0.1:{port}/readyz",
-        env=env,
-        timeout=60,
-        log=tmp / "gateway.log",
-    ):
-        yield f"http://127.0.0.1:{port}", tmp / "margin.db"
+    with embedded_default(tmp) as url:
+        yield url, tmp / "margin.db"
 
 
 @pytest.fixture
 def client(embedded: tuple[str, Path]) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{embedded[0]}/v1", api_key="none", max_retries=0, timeout=60)
-
-
-def ledger_row(db: Path, request_id: str, timeout: float = 10) -> sqlite3.Row:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if db.exists():
-            with sqlite3.connect(db) as conn:
-                conn.row_factory = sqlite3.Row
-                row = conn.execute("SELECT * FROM ledger_attempts WHERE request_id = ?", (request_id,)).fetchone()
-            if row is not None:
-                return row
-        time.sleep(0.05)
-    raise AssertionError(f"no ledger row for {request_id}")
 
 
 def test_listed_in_models(client: openai.OpenAI) -> None:
@@ -114,7 +92,7 @@ def test_metered_into_the_ledger(embedded: tuple[str, Path], client: openai.Open
     raw = client.embeddings.with_raw_response.create(model="minilm", input=list(BREAD), encoding_format="float")
     answer = raw.parse()
     assert raw.headers["x-margin-deployment"] == "local-minilm"
-    row = ledger_row(embedded[1], raw.headers["x-request-id"])
+    row = stored_row(embedded[1], raw.headers["x-request-id"])
     assert row["endpoint"] == "embeddings" and row["status"] == "ok"
     assert row["deployment"] == "local-minilm" and row["model_group"] == "minilm"
     assert row["input_uncached"] == answer.usage.prompt_tokens and row["output"] == 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from margin.storage.ledger_row import LedgerRow
@@ -40,3 +42,20 @@ def make_row(n: int, *, ts: float | None = None, **changes: Any) -> LedgerRow:
         cost_total=Decimal("0.00000045"),
     )
     return replace(row, **changes)
+
+
+def stored_row(db: Path, request_id: str, timeout: float = 10) -> sqlite3.Row:
+    """The first ledger row of `request_id` in a gateway's SQLite ledger at `db`, once the writer
+    has stored it (rows are written off the request path); fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            with sqlite3.connect(db) as conn:
+                conn.row_factory = sqlite3.Row
+                row: sqlite3.Row | None = conn.execute(
+                    "SELECT * FROM ledger_attempts WHERE request_id = ?", (request_id,)
+                ).fetchone()
+            if row is not None:
+                return row
+        time.sleep(0.05)
+    raise AssertionError(f"no ledger row for {request_id}")
