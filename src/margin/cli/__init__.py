@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "models": "margin.cli.models:models",
     "fake-upstream": "margin.cli.fake_upstream:fake_upstream",
     "plan": "margin.cli.plan:plan",
+    "simulate": "margin.cli.simulate:simulate",
     "router": "margin.cli.router:router",
     "prices": "margin.cli.prices:prices",
     "bench-upstream": "margin.cli.bench_upstream:bench_upstream",

@@ -1,0 +1,158 @@
+"""The fleet simulator (margin simulate): exact costs on a constant trace, cold starts overflow for
+exactly their length, scale-to-zero saves GPU-hours on a diurnal trace, no request is ever lost, and
+impossible input is refused with the field and line."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from margin.cli import main
+from margin.errors import ConfigError
+from margin.planner.fleet.policy import FleetPolicy, load_policies
+from margin.planner.fleet.report import compare
+from margin.planner.fleet.simulate import simulate
+from margin.planner.fleet.trace import DiurnalProfile, read_trace
+
+
+def policy(**changes: object) -> FleetPolicy:
+    fields: dict[str, object] = {
+        "name": "p",
+        "usd_per_gpu_hour": Decimal("2.50"),
+        "requests_per_minute_per_replica": 60,
+        "min_replicas": 0,
+        "max_replicas": 10,
+        "overflow_usd_per_request": Decimal("0.002"),
+    }
+    return FleetPolicy.model_validate(fields | changes)
+
+
+def test_a_constant_trace_costs_replicas_times_hours_times_price_to_the_cent() -> None:
+    demand = np.full(30 * 1440, 100, dtype=np.int64)  # 100 requests a minute for 30 days
+    fixed = policy(min_replicas=3, max_replicas=3, gpus_per_replica=2)
+    result = simulate(fixed, demand)
+    assert result.gpu_hours == Decimal(3 * 2 * 720)
+    assert result.gpu_usd == Decimal("10800.00")  # 3 replicas x 2 GPUs x 720 h x $2.50
+    assert (result.served, result.overflowed, result.rejected) == (100 * len(demand), 0, 0)
+
+
+def test_a_cold_start_overflows_for_exactly_its_length() -> None:
+    demand = np.array([0] * 10 + [120] * 20, dtype=np.int64)
+    result = simulate(policy(cold_start_min=3, scale_down_after_min=100), demand)
+    # minute 10 asks for ceil(120 / (60 x 0.8)) = 3 replicas; they serve from minute 13
+    assert result.overflowed == 3 * 120
+    assert result.served == 17 * 120
+    assert result.overflow_usd == Decimal("0.720")
+    # paid while starting: 3 replicas for minutes 11..29 (decided at the end of minute 10)
+    assert result.replica_minutes == 3 * 19
+
+
+def test_without_an_overflow_tier_the_excess_is_rejected() -> None:
+    demand = np.array([200, 200, 200], dtype=np.int64)
+    result = simulate(policy(min_replicas=1, max_replicas=1, overflow_usd_per_request=None), demand)
+    assert (result.served, result.overflowed, result.rejected) == (180, 0, 420)
+
+
+def test_scale_to_zero_on_a_diurnal_trace_uses_far_fewer_gpu_hours_than_always_on_at_peak() -> None:
+    # 30 days; a raised cosine from 0 to 600 requests/minute peaking at 14:00, silent 01:00-06:00,
+    # Poisson noise; replicas serve 60 requests/minute at the SLA and take 5 minutes to start.
+    demand = DiurnalProfile(days=30, peak_rpm=600, quiet_hours=(1, 6), seed=7).demand()
+    candidates = [
+        policy(name=f"s2z-{ut}", cold_start_min=5, max_replicas=20, target_utilization=ut) for ut in (0.6, 0.8)
+    ]
+    comparison = compare(candidates, demand)
+    eligible = [r for r in comparison.results if r.overflowed <= 0.01 * r.offered]
+    best = min(eligible, key=lambda r: r.gpu_hours)
+    always_on = comparison.baselines[best.policy].always_on_gpu_hours
+    assert best.gpu_hours <= Decimal("0.6") * always_on
+    assert best.rejected == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    demand=st.lists(st.integers(0, 5000), min_size=1, max_size=300),
+    rpm=st.floats(0.5, 500),
+    cold=st.integers(0, 30),
+    bounds=st.tuples(st.integers(0, 5), st.integers(1, 40)).filter(lambda b: b[0] <= b[1]),
+    overflow=st.booleans(),
+    spot=st.floats(0, 1),
+)
+def test_no_request_is_lost(
+    demand: list[int], rpm: float, cold: int, bounds: tuple[int, int], overflow: bool, spot: float
+) -> None:
+    low, high = bounds
+    p = policy(
+        requests_per_minute_per_replica=rpm,
+        cold_start_min=cold,
+        min_replicas=low if (overflow or low > 0) else 1,
+        max_replicas=max(high, 1),
+        overflow_usd_per_request=Decimal("0.001") if overflow else None,
+        spot_share=spot,
+        spot_usd_per_gpu_hour=Decimal("1"),
+        spot_interruptions_per_hour=6.0,
+    )
+    result = simulate(p, np.asarray(demand, dtype=np.int64), seed=3)
+    assert result.served + result.overflowed + result.rejected == result.offered == sum(demand)
+    assert min(result.served, result.overflowed, result.rejected) >= 0
+    assert result.replica_minutes >= 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"usd_per_gpu_hour": "-1"}, "usd_per_gpu_hour"),
+        ({"requests_per_minute_per_replica": 0}, "requests_per_minute_per_replica"),
+        ({"min_replicas": 5, "max_replicas": 2}, "min_replicas (5) > max_replicas (2)"),
+        ({"overflow_usd_per_request": None}, "needs an overflow tier"),
+    ],
+)
+def test_impossible_policies_are_refused_naming_the_field_and_line(
+    tmp_path: Path, changes: dict[str, object], field: str
+) -> None:
+    fields = {"name": "bad", "usd_per_gpu_hour": "2", "requests_per_minute_per_replica": 10, "max_replicas": 3}
+    fields |= {"min_replicas": 0, "overflow_usd_per_request": "0.01"}
+    item = {k: v for k, v in (fields | changes).items() if v is not None}
+    path = tmp_path / "policies.yaml"
+    path.write_text(yaml.safe_dump({"policies": [{"name": "ok", **fields}, item]}, sort_keys=False))
+    with pytest.raises(ConfigError, match="policies\\[1\\]") as refused:
+        load_policies(path)
+    assert field in refused.value.message
+    assert f"{path}:" in refused.value.message
+
+
+def test_a_trace_with_a_bad_line_is_refused_with_its_number(tmp_path: Path) -> None:
+    path = tmp_path / "demand.csv"
+    path.write_text("# minute,requests\n0,10\n1,ten\n")
+    with pytest.raises(ConfigError, match=r"demand\.csv:3: expected `minute,requests`"):
+        read_trace(path)
+    path.write_text("0,10\n2,10\n")
+    with pytest.raises(ConfigError, match=r"demand\.csv:2: minute 2 out of order"):
+        read_trace(path)
+
+
+def test_the_command_prints_a_table_and_json_and_refuses_bad_input(tmp_path: Path) -> None:
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(
+        "policies:\n  - name: fixed\n    usd_per_gpu_hour: '2.50'\n    requests_per_minute_per_replica: 60\n"
+        "    min_replicas: 2\n    max_replicas: 2\n"
+    )
+    trace = tmp_path / "demand.csv"
+    trace.write_text("".join(f"{m},100\n" for m in range(60)))
+    runner = CliRunner()
+    table = runner.invoke(main, ["simulate", "--policies", str(policies), "--trace", str(trace)])
+    assert table.exit_code == 0, table.output
+    assert "fixed" in table.output and "5.00" in table.output  # 2 replicas x 1 h x $2.50
+    as_json = runner.invoke(main, ["simulate", "--policies", str(policies), "--trace", str(trace), "--format", "json"])
+    row = json.loads(as_json.output)["policies"][0]
+    assert (row["gpu_usd"], row["served"], row["api_only_usd"]) == ("5.00", 6000, None)
+    policies.write_text("policies:\n  - name: x\n    usd_per_gpu_hour: 0\n    max_replicas: 1\n")
+    bad = runner.invoke(main, ["simulate", "--policies", str(policies), "--trace", str(trace)])
+    assert bad.exit_code == 1 and "usd_per_gpu_hour" in bad.output
