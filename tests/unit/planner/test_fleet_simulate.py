@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 
 from margin.cli import main
 from margin.errors import ConfigError
+from margin.planner.amounts import cents, to_decimal
+from margin.planner.catalog import load_catalog
+from margin.planner.costing import HostedPricing, schedule_for, variable_lines
 from margin.planner.fleet.policy import FleetPolicy, load_policies
 from margin.planner.fleet.report import compare
 from margin.planner.fleet.simulate import simulate
@@ -156,3 +159,40 @@ def test_the_command_prints_a_table_and_json_and_refuses_bad_input(tmp_path: Pat
     policies.write_text("policies:\n  - name: x\n    usd_per_gpu_hour: 0\n    max_replicas: 1\n")
     bad = runner.invoke(main, ["simulate", "--policies", str(policies), "--trace", str(trace)])
     assert bad.exit_code == 1 and "usd_per_gpu_hour" in bad.output
+
+
+@pytest.mark.parametrize(("load_per_s", "capacity_per_s"), [(7.5, 2.0), (0.5, 3.0), (40.0, 1.25)])
+def test_a_constant_trace_agrees_with_the_planners_steady_state_compute_cost_to_the_cent(
+    load_per_s: float, capacity_per_s: float
+) -> None:
+    catalog = load_catalog()
+    hours = to_decimal(catalog.assumptions.hours_per_month.value)
+    utilization = catalog.assumptions.target_utilization.value
+    gpu_hour, gpus = Decimal("2.37"), 2
+    pricing = HostedPricing(
+        instance_usd_hr=gpu_hour * gpus,  # one replica per instance
+        price_note="on-demand",
+        replicas_per_instance=1,
+        min_replicas=1,
+        scale_to_zero=False,
+        hours_per_month=hours,
+        fixed_lines=(),
+        storage_usd_per_replica=Decimal(0),
+        egress_usd_per_request=Decimal(0),
+        target_utilization=utilization,
+    )
+    schedule = schedule_for((load_per_s,) * 24, capacity_per_s, pricing)
+    days = hours / 24
+    planner = variable_lines(pricing, schedule.instance_hours_per_day, schedule.peak, load_per_s * 86_400, days)[0]
+    fleet = policy(
+        usd_per_gpu_hour=gpu_hour,
+        gpus_per_replica=gpus,
+        requests_per_minute_per_replica=capacity_per_s * 60,
+        target_utilization=utilization,
+        min_replicas=1,
+        max_replicas=1000,
+    )
+    demand = np.full(int(hours * 60), round(load_per_s * 60), dtype=np.int64)
+    result = simulate(fleet, demand)
+    assert cents(result.gpu_usd) == cents(planner.amount)
+    assert result.peak_replicas == schedule.peak and result.overflowed == 0
