@@ -23,5 +23,9 @@ def test_prometheus_is_installed(program: str) -> None:
     assert shutil.which(program) is not None, f"{program} missing: scripts/system-packages.txt lists prometheus"
 
 
+def test_chromium_is_installed() -> None:
+    assert shutil.which("chromium") is not None, "chromium missing: scripts/system-packages.txt lists it"
+
+
 def test_postgresql_server_is_installed() -> None:
     assert find_bin_dir() is not None, "postgresql missing: scripts/system-packages.txt lists it"
