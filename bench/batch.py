@@ -7,6 +7,11 @@ the gateway's RSS before and at the end of the batch (files and results are stre
 not grow with N).
 
     python bench/batch.py [--lines 2000] [--concurrency 32] [--latencies-ms 0,200] [--batch-only]
+    python bench/batch.py --interactive [--seconds 8]
+
+`--interactive`: interactive p95 latency (4 clients, one request each at a time) on a gateway alone,
+then beside a running batch with the back-off off, then with it on (`batch.yield_above_in_flight: 1`),
+each on a fresh gateway in the same run.
 
 The gateway is pinned to core 0, the fake upstream and this client to core 1 (bench/harness.py).
 """
@@ -89,13 +94,65 @@ def run(latency_ms: float, lines: int, concurrency: int, *, with_live: bool = Tr
     )
 
 
+def upload_and_start(client: httpx.Client, lines: int) -> str:
+    content = b"".join(
+        orjson.dumps({"custom_id": f"i{n}", "method": "POST", "url": "/v1/chat/completions", "body": body(n, "bg")})
+        + b"\n"
+        for n in range(lines)
+    )
+    uploaded = client.post("/v1/files", files={"file": ("bg.jsonl", content)}, data={"purpose": "batch"})
+    spec = {"input_file_id": uploaded.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    batch_id: str = client.post("/v1/batches", json=spec).json()["id"]
+    while client.get(f"/v1/batches/{batch_id}").json()["status"] == "validating":
+        time.sleep(0.05)
+    return batch_id
+
+
+async def interactive_p95(base: str, seconds: float, clients: int = 4) -> tuple[float, int]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(base) as session:
+
+        async def client(k: int) -> None:
+            n = 0
+            while time.perf_counter() < deadline:
+                n += 1
+                started = time.perf_counter()
+                async with session.post("/v1/chat/completions", data=orjson.dumps(body(n, f"user{k}")),
+                                        headers={"content-type": "application/json"}) as response:  # fmt: skip
+                    await response.read()
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(client(k) for k in range(clients)))
+    latencies.sort()
+    return latencies[int(0.95 * (len(latencies) - 1))] * 1000, len(latencies)
+
+
+def interactive(seconds: float, concurrency: int) -> None:
+    variants = [("alone", None), ("batch, back-off off", ""), ("batch, back-off on", ", yield_above_in_flight: 1")]
+    with fake_upstream(1, "--fault", "fake-bench=delay=0.02") as upstream:
+        for name, backoff in variants:
+            extra = f"batch: {{concurrency: {concurrency}, chunk_lines: 200, poll_s: 0.05{backoff or ''}}}"
+            with gateway(gateway_config(upstream, extra=extra)) as (base, _, _), httpx.Client(base_url=base) as c:
+                batch_id = upload_and_start(c, 50_000) if backoff is not None else None
+                asyncio.run(interactive_p95(base, 1.0))  # warm-up
+                p95, count = asyncio.run(interactive_p95(base, seconds))
+                ran = c.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"] if batch_id else 0
+            print(f"{name:<22} interactive p95 {p95:7.1f} ms over {count:>5} requests; batch lines run {ran:>6}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latencies-ms", default="0,200")
     parser.add_argument("--batch-only", action="store_true", help="skip the live run (the memory check on a big N)")
+    parser.add_argument("--interactive", action="store_true", help="interactive p95 beside a batch, back-off off/on")
+    parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
+    if args.interactive:
+        interactive(args.seconds, args.concurrency)
+        return
     for latency in (float(v) for v in args.latencies_ms.split(",")):
         run(latency, args.lines, args.concurrency, with_live=not args.batch_only)
 
