@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.support.processes import fake_upstream, gateway
 
@@ -147,6 +148,27 @@ def serve(
         gateway(config_yaml(upstream, deps, groups, failover, deadline), tmp) as url,
     ):
         yield Served(url, upstream, tmp / "data" / "margin.db")
+
+
+def served_fixtures(
+    name: str, deps: Mapping[str, Dep], groups: Mapping[str, Group]
+) -> tuple[Callable[..., Iterator[Served]], Callable[..., Iterator[None]]]:
+    """A scenario module's two fixtures: `served`, its gateway and fake upstream (one per module, in a
+    temporary directory named `name`), and the autouse `healthy_afterwards`, which checks after each
+    test that the gateway still answers at once and holds no request open. Use as
+    `served, healthy_afterwards = served_fixtures("name", DEPS, GROUPS)`."""
+
+    @pytest.fixture(scope="module")
+    def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+        with serve(tmp_path_factory.mktemp(name), deps, groups) as running:
+            yield running
+
+    @pytest.fixture(autouse=True)
+    def healthy_afterwards(served: Served) -> Iterator[None]:
+        yield
+        served.assert_healthy()
+
+    return served, healthy_afterwards
 
 
 @dataclass

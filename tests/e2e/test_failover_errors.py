@@ -6,7 +6,6 @@ calls per deployment are bounded (the fake counts them), and the gateway is heal
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -19,7 +18,7 @@ from tests.e2e.failover_env import (
     Served,
     assert_complete,
     chat,
-    serve,
+    served_fixtures,
     stream,
 )
 
@@ -75,16 +74,7 @@ GROUPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serve(tmp_path_factory.mktemp("failover-errors"), DEPS, GROUPS) as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def healthy_afterwards(served: Served) -> Iterator[None]:
-    yield
-    served.assert_healthy()
+served, healthy_afterwards = served_fixtures("failover-errors", DEPS, GROUPS)
 
 
 def test_429_with_retry_after_is_waited_for_then_retried_in_place(served: Served) -> None:

@@ -11,13 +11,11 @@ be visible as a refusal: only a restart from scratch gives a whole answer.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import anthropic
 import httpx
 import openai
-import pytest
 
 from tests.e2e.failover_env import (
     DEADLINE_S,
@@ -27,7 +25,7 @@ from tests.e2e.failover_env import (
     Served,
     assert_clean_break,
     assert_complete,
-    serve,
+    served_fixtures,
     stream,
 )
 
@@ -57,16 +55,7 @@ GROUPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serve(tmp_path_factory.mktemp("failover-stream-buffer"), DEPS, GROUPS) as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def healthy_afterwards(served: Served) -> Iterator[None]:
-    yield
-    served.assert_healthy()
+served, healthy_afterwards = served_fixtures("failover-stream-buffer", DEPS, GROUPS)
 
 
 def test_a_cut_inside_the_window_restarts_on_a_fallback_that_refuses_prefill(served: Served) -> None:

@@ -7,7 +7,6 @@ The fake upstream echoes the prompt in 8 content events, so a complete answer is
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
@@ -21,7 +20,7 @@ from tests.e2e.failover_env import (
     Served,
     assert_clean_break,
     assert_complete,
-    serve,
+    served_fixtures,
     stream,
 )
 
@@ -58,16 +57,7 @@ GROUPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serve(tmp_path_factory.mktemp("failover-streams"), DEPS, GROUPS) as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def healthy_afterwards(served: Served) -> Iterator[None]:
-    yield
-    served.assert_healthy()
+served, healthy_afterwards = served_fixtures("failover-streams", DEPS, GROUPS)
 
 
 def test_a_stream_cut_after_visible_text_is_continued_on_a_prefill_fallback(served: Served) -> None:
