@@ -58,6 +58,16 @@ def test_a_cold_start_overflows_for_exactly_its_length() -> None:
     assert result.replica_minutes == 3 * 19
 
 
+def test_with_a_wait_allowed_a_cold_start_is_served_late_instead_of_overflowing() -> None:
+    demand = np.array([0] * 10 + [120] * 20, dtype=np.int64)
+    result = simulate(policy(cold_start_min=3, scale_down_after_min=100, max_wait_min=5), demand)
+    assert (result.served, result.overflowed, result.rejected) == (20 * 120, 0, 0)
+    assert result.late >= 3 * 120  # minutes 10-12 wait for the replicas that serve from minute 13
+    assert 1 <= result.p95_wait_min <= 3
+    short = simulate(policy(cold_start_min=3, scale_down_after_min=100, max_wait_min=1), demand)
+    assert short.overflowed > 0 and short.served + short.overflowed == 20 * 120
+
+
 def test_without_an_overflow_tier_the_excess_is_rejected() -> None:
     demand = np.array([200, 200, 200], dtype=np.int64)
     result = simulate(policy(min_replicas=1, max_replicas=1, overflow_usd_per_request=None), demand)
@@ -87,9 +97,10 @@ def test_scale_to_zero_on_a_diurnal_trace_uses_far_fewer_gpu_hours_than_always_o
     bounds=st.tuples(st.integers(0, 5), st.integers(1, 40)).filter(lambda b: b[0] <= b[1]),
     overflow=st.booleans(),
     spot=st.floats(0, 1),
+    wait=st.integers(0, 10),
 )
 def test_no_request_is_lost(
-    demand: list[int], rpm: float, cold: int, bounds: tuple[int, int], overflow: bool, spot: float
+    demand: list[int], rpm: float, cold: int, bounds: tuple[int, int], overflow: bool, spot: float, wait: int
 ) -> None:
     low, high = bounds
     p = policy(
@@ -101,11 +112,12 @@ def test_no_request_is_lost(
         spot_share=spot,
         spot_usd_per_gpu_hour=Decimal("1"),
         spot_interruptions_per_hour=6.0,
+        max_wait_min=wait,
     )
     result = simulate(p, np.asarray(demand, dtype=np.int64), seed=3)
     assert result.served + result.overflowed + result.rejected == result.offered == sum(demand)
     assert min(result.served, result.overflowed, result.rejected) >= 0
-    assert result.replica_minutes >= 0
+    assert result.replica_minutes >= 0 and 0 <= result.late <= result.served
 
 
 @pytest.mark.parametrize(

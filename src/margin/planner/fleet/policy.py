@@ -31,6 +31,9 @@ class FleetPolicy(BaseModel):
     max_replicas: int = Field(ge=1)
     target_utilization: float = Field(0.8, gt=0, le=1, description="scale so demand fills this share")
     scale_down_after_min: int = Field(10, ge=0, description="minutes below target before removing replicas")
+    max_wait_min: int = Field(
+        0, ge=0, le=60, description="minutes a request may wait for a replica before it overflows (0: at once)"
+    )
     overflow_usd_per_request: Decimal | None = Field(
         None, ge=0, description="the API tier that takes what the replicas cannot; None rejects it"
     )

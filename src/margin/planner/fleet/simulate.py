@@ -1,7 +1,7 @@
 """The discrete-event core: one minute per step, a reactive autoscaler, cold starts, spot
-interruptions, overflow to an API tier. Every offered request ends served, overflowed or rejected
-(no queue: what the ready replicas cannot take in its minute goes to the overflow tier, or is
-rejected when the policy has none). Money is Decimal, counted from whole replica-minutes."""
+interruptions, a bounded wait queue, overflow to an API tier. Every offered request ends served,
+overflowed or rejected: what the ready replicas cannot take waits up to `max_wait_min`, then goes to
+the overflow tier (or is rejected when the policy has none). Money is Decimal, counted from whole replica-minutes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from margin.planner.fleet.policy import FleetPolicy
+from margin.planner.fleet.queue import WaitQueue
 from margin.planner.fleet.trace import Demand
 
 Series = npt.NDArray[np.int64]
@@ -25,6 +26,8 @@ class PolicyResult:
     served: int
     overflowed: int
     rejected: int
+    late: int  # served after waiting a minute or more
+    p95_wait_min: int
     replica_minutes: int
     gpu_hours: Decimal
     gpu_usd: Decimal
@@ -56,8 +59,9 @@ def simulate(policy: FleetPolicy, demand: Demand, *, seed: int = 0) -> PolicyRes
     minutes = len(demand)
     rng = np.random.default_rng(seed)
     fleet = _Fleet(ready=desired_replicas(policy, int(demand[0])), pending=np.zeros(minutes + 2, dtype=np.int64))
+    queue = WaitQueue(policy.max_wait_min)
     lag = max(policy.cold_start_min, 1)  # a decision takes effect from the next minute at the earliest
-    served = overflowed = rejected = 0
+    served = gave_up = 0
     paid = np.zeros(minutes, dtype=np.int64)
     interrupt_p = min(1.0, policy.spot_interruptions_per_hour / 60)
     for minute in range(minutes):
@@ -67,16 +71,12 @@ def simulate(policy: FleetPolicy, demand: Demand, *, seed: int = 0) -> PolicyRes
         if interrupt_p > 0 and fleet.ready:
             fleet.ready -= int(rng.binomial(round(fleet.ready * policy.spot_share), interrupt_p))
         offered = int(demand[minute])
-        took = min(offered, int(fleet.ready * policy.requests_per_minute_per_replica))
-        excess = offered - took
-        served += took
-        if policy.overflow_usd_per_request is not None:
-            overflowed += excess
-        else:
-            rejected += excess
+        took, left = queue.step(minute, offered, int(fleet.ready * policy.requests_per_minute_per_replica))
+        served, gave_up = served + took, gave_up + left
         paid[minute] = fleet.ready + fleet.starting
-        _scale(policy, fleet, offered, min(minutes + 1, minute + lag))
-    return _result(policy, demand, served, overflowed, rejected, paid)
+        _scale(policy, fleet, offered + queue.backlog, min(minutes + 1, minute + lag))
+    gave_up += queue.drain()
+    return _result(policy, demand, served, gave_up, queue, paid)
 
 
 def _scale(policy: FleetPolicy, fleet: _Fleet, offered: int, ready_at: int) -> None:
@@ -98,20 +98,23 @@ def _scale(policy: FleetPolicy, fleet: _Fleet, offered: int, ready_at: int) -> N
 
 
 def _result(
-    policy: FleetPolicy, demand: Demand, served: int, overflowed: int, rejected: int, paid: Series
+    policy: FleetPolicy, demand: Demand, served: int, gave_up: int, queue: WaitQueue, paid: Series
 ) -> PolicyResult:
     replica_minutes = int(paid.sum())
-    overflow_price = policy.overflow_usd_per_request or Decimal(0)
+    has_overflow = policy.overflow_usd_per_request is not None
+    overflowed = gave_up if has_overflow else 0
     return PolicyResult(
         policy=policy.name,
         offered=int(demand.sum()),
         served=served,
         overflowed=overflowed,
-        rejected=rejected,
+        rejected=gave_up - overflowed,
+        late=queue.late(),
+        p95_wait_min=queue.p95_wait_min(),
         replica_minutes=replica_minutes,
         gpu_hours=Decimal(replica_minutes * policy.gpus_per_replica) / 60,
         gpu_usd=policy.usd_per_replica_minute() * replica_minutes,
-        overflow_usd=overflow_price * overflowed,
+        overflow_usd=(policy.overflow_usd_per_request or Decimal(0)) * overflowed,
         peak_replicas=int(paid.max()) if len(paid) else 0,
         replicas=paid,
     )
