@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import operator
 import re
 import string
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,16 @@ def _no_reference() -> Grade:
     return Grade.undecided("the item has no reference to compare with")
 
 
+def _against_references(sample: Sample, prepare: Callable[[str], str], matches: Callable[[str, str], bool]) -> Grade:
+    """Passes when `matches(answer, reference)` for any reference, both passed through `prepare`;
+    undecided when the item has no reference. Serves exact, normalised and contains."""
+    refs = reference_texts(sample.references)
+    if not refs:
+        return _no_reference()
+    answer = prepare(sample.answer)
+    return Grade.of(any(matches(answer, prepare(ref)) for ref in refs))
+
+
 @dataclass(frozen=True, slots=True)
 class ExactGrader:
     """The answer, surrounding whitespace removed, equals a reference exactly."""
@@ -38,11 +49,7 @@ class ExactGrader:
     requires_reference: bool = True
 
     async def grade(self, sample: Sample) -> Grade:
-        refs = reference_texts(sample.references)
-        if not refs:
-            return _no_reference()
-        answer = sample.answer.strip()
-        return Grade.of(any(answer == ref.strip() for ref in refs))
+        return _against_references(sample, str.strip, operator.eq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +61,7 @@ class NormalisedGrader:
     requires_reference: bool = True
 
     async def grade(self, sample: Sample) -> Grade:
-        refs = reference_texts(sample.references)
-        if not refs:
-            return _no_reference()
-        answer = normalise(sample.answer)
-        return Grade.of(any(answer == normalise(ref) for ref in refs))
+        return _against_references(sample, normalise, operator.eq)
 
 
 class RegexOptions(GraderOptions):
@@ -114,12 +117,8 @@ class ContainsGrader:
     requires_reference: bool = True
 
     async def grade(self, sample: Sample) -> Grade:
-        refs = reference_texts(sample.references)
-        if not refs:
-            return _no_reference()
         fold = str.casefold if self.options.ignore_case else str
-        answer = fold(sample.answer)
-        return Grade.of(any(fold(ref) in answer for ref in refs))
+        return _against_references(sample, fold, operator.contains)  # contains(answer, ref): ref in answer
 
 
 def _no_options(name: str, options: Mapping[str, Any]) -> None:
