@@ -24,8 +24,10 @@ TOKEN = "prometheus-scrape-token-for-tests"
 CONFIG = """
 deployments:
   - {name: small, provider: fake, model: small, price: {input: "1", output: "2"}}
+  - {name: unpriced, provider: fake, model: a-model-no-catalog-prices}
 models:
   - {name: cheap, deployments: [small]}
+  - {name: mystery, deployments: [unpriced]}
 server: {metrics_token: env:SCRAPE_TOKEN}
 """
 SCRAPE_CONFIG = """
@@ -102,3 +104,25 @@ def test_prometheus_scrapes_margin_and_reads_back_its_traffic(tmp_path: Path) ->
             for panel in json.loads((DEPLOY / "grafana" / "margin.json").read_text())["panels"]:
                 for target in panel.get("targets", []):  # Grafana's own variable, as it would expand it
                     query(prometheus_url, target["expr"].replace("$__rate_interval", "1m"))
+            assert firing(prometheus_url) == set()
+
+
+def firing(prometheus_url: str) -> set[tuple[str, str]]:
+    alerts = httpx.get(f"{prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    return {(a["labels"]["alertname"], a["labels"].get("deployment", "")) for a in alerts if a["state"] == "firing"}
+
+
+def test_an_unpriced_answer_fires_the_unknown_price_alert(tmp_path: Path) -> None:
+    with gateway(CONFIG, tmp_path, env={"SCRAPE_TOKEN": TOKEN}) as margin_url:
+        client = openai.OpenAI(base_url=f"{margin_url}/v1", api_key="unused", max_retries=0)
+        ask = {"model": "mystery", "messages": [{"role": "user", "content": "what does this cost?"}]}
+        client.chat.completions.create(**ask)  # type: ignore[call-overload]  # the counter exists from here
+        with prometheus(tmp_path, margin_url) as prometheus_url:
+            unknown = 'sum(margin_price_unknown_total{deployment="unpriced"})'
+            assert wait_for_value(prometheus_url, unknown, 1.0) == 1.0
+            assert firing(prometheus_url) == set()
+            client.chat.completions.create(**ask)  # type: ignore[call-overload]
+            deadline = time.monotonic() + 30
+            while ("MarginUnknownPrices", "unpriced") not in firing(prometheus_url):
+                assert time.monotonic() < deadline, "MarginUnknownPrices never fired"
+                time.sleep(0.5)
