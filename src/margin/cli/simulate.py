@@ -16,6 +16,7 @@ from margin.errors import ConfigError
     epilog=examples(
         "margin simulate --policies policies.yaml --profile diurnal.yaml",
         "margin simulate --policies policies.yaml --trace demand.csv --format json",
+        "margin simulate --policies policies.yaml --profile diurnal.yaml --format html > simulate.html",
     )
 )
 @click.option(
@@ -30,7 +31,7 @@ from margin.errors import ConfigError
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="a synthetic `diurnal:` profile (YAML)",
 )
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "html"]), default="table")
 @click.option("--seed", type=int, default=0, help="seed of the spot interruptions")
 def simulate(
     policies_path: Path, trace_path: Path | None, profile_path: Path | None, output_format: str, seed: int
@@ -54,7 +55,11 @@ def simulate(
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     comparison = compare(policies, demand, seed=seed)
-    if output_format == "json":
+    if output_format == "html":
+        from margin.planner.fleet.chart import render_html
+
+        click.echo(render_html(comparison, demand, policies), nl=False)
+    elif output_format == "json":
         click.echo(orjson.dumps(as_json(comparison), option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(as_table(comparison))

@@ -5,8 +5,10 @@ impossible input is refused with the field and line."""
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from margin.errors import ConfigError
 from margin.planner.amounts import cents, to_decimal
 from margin.planner.catalog import load_catalog
 from margin.planner.costing import HostedPricing, schedule_for, variable_lines
+from margin.planner.fleet.chart import cumulative_cost, render_html
 from margin.planner.fleet.policy import FleetPolicy, load_policies
 from margin.planner.fleet.report import compare
 from margin.planner.fleet.simulate import simulate
@@ -168,6 +171,8 @@ def test_the_command_prints_a_table_and_json_and_refuses_bad_input(tmp_path: Pat
     as_json = runner.invoke(main, ["simulate", "--policies", str(policies), "--trace", str(trace), "--format", "json"])
     row = json.loads(as_json.output)["policies"][0]
     assert (row["gpu_usd"], row["served"], row["api_only_usd"]) == ("5.00", 6000, None)
+    page = runner.invoke(main, ["simulate", "--policies", str(policies), "--trace", str(trace), "--format", "html"])
+    assert page.exit_code == 0 and page.output.count("<svg") == 3
     policies.write_text("policies:\n  - name: x\n    usd_per_gpu_hour: 0\n    max_replicas: 1\n")
     bad = runner.invoke(main, ["simulate", "--policies", str(policies), "--trace", str(trace)])
     assert bad.exit_code == 1 and "usd_per_gpu_hour" in bad.output
@@ -208,3 +213,21 @@ def test_a_constant_trace_agrees_with_the_planners_steady_state_compute_cost_to_
     result = simulate(fleet, demand)
     assert cents(result.gpu_usd) == cents(planner.amount)
     assert result.peak_replicas == schedule.peak and result.overflowed == 0
+
+
+def test_the_html_report_has_the_table_and_three_charts_of_the_trace(tmp_path: Path) -> None:
+    demand = DiurnalProfile(days=2, peak_rpm=300, quiet_hours=(1, 6), seed=1).demand()
+    candidates = [policy(name="fixed <4>", min_replicas=4, max_replicas=4), policy(name="s2z", cold_start_min=5)]
+    comparison = compare(candidates, demand)
+    page = render_html(comparison, demand, candidates)
+    assert "fixed &lt;4&gt;" in page and "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(svgs) == 3
+    for svg in svgs:
+        ElementTree.fromstring(svg)  # well-formed
+    replicas = ElementTree.fromstring(svgs[1])
+    lines = replicas.findall(".//{http://www.w3.org/2000/svg}polyline") or replicas.findall(".//polyline")
+    assert len(lines) == 2 and all(len(line.attrib["points"].split()) == 48 for line in lines)  # 2 days, hourly
+    fixed = next(r for r in comparison.results if r.policy == "fixed <4>")
+    last_cost = cumulative_cost(fixed, candidates[0])[-1]
+    assert round(last_cost, 2) == float(fixed.total_usd.quantize(Decimal("0.01")))

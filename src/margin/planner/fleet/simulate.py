@@ -34,6 +34,7 @@ class PolicyResult:
     overflow_usd: Decimal
     peak_replicas: int
     replicas: Series  # paid replicas (serving or starting) per minute, for the chart
+    gave_up: Series  # requests overflowed or rejected per minute, for the chart
 
     @property
     def total_usd(self) -> Decimal:
@@ -63,6 +64,7 @@ def simulate(policy: FleetPolicy, demand: Demand, *, seed: int = 0) -> PolicyRes
     lag = max(policy.cold_start_min, 1)  # a decision takes effect from the next minute at the earliest
     served = gave_up = 0
     paid = np.zeros(minutes, dtype=np.int64)
+    spilled = np.zeros(minutes, dtype=np.int64)
     interrupt_p = min(1.0, policy.spot_interruptions_per_hour / 60)
     for minute in range(minutes):
         arrived = int(fleet.pending[minute])
@@ -73,10 +75,13 @@ def simulate(policy: FleetPolicy, demand: Demand, *, seed: int = 0) -> PolicyRes
         offered = int(demand[minute])
         took, left = queue.step(minute, offered, int(fleet.ready * policy.requests_per_minute_per_replica))
         served, gave_up = served + took, gave_up + left
+        spilled[minute] = left
         paid[minute] = fleet.ready + fleet.starting
         _scale(policy, fleet, offered + queue.backlog, min(minutes + 1, minute + lag))
-    gave_up += queue.drain()
-    return _result(policy, demand, served, gave_up, queue, paid)
+    left = queue.drain()
+    if minutes:
+        spilled[-1] += left
+    return _result(policy, demand, served, gave_up + left, queue, (paid, spilled))
 
 
 def _scale(policy: FleetPolicy, fleet: _Fleet, offered: int, ready_at: int) -> None:
@@ -98,8 +103,9 @@ def _scale(policy: FleetPolicy, fleet: _Fleet, offered: int, ready_at: int) -> N
 
 
 def _result(
-    policy: FleetPolicy, demand: Demand, served: int, gave_up: int, queue: WaitQueue, paid: Series
+    policy: FleetPolicy, demand: Demand, served: int, gave_up: int, queue: WaitQueue, series: tuple[Series, Series]
 ) -> PolicyResult:
+    paid, spilled = series
     replica_minutes = int(paid.sum())
     has_overflow = policy.overflow_usd_per_request is not None
     overflowed = gave_up if has_overflow else 0
@@ -117,4 +123,5 @@ def _result(
         overflow_usd=(policy.overflow_usd_per_request or Decimal(0)) * overflowed,
         peak_replicas=int(paid.max()) if len(paid) else 0,
         replicas=paid,
+        gave_up=spilled,
     )
