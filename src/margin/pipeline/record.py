@@ -83,16 +83,20 @@ class Recorder:
             self.metrics.record_queue_depth.set(self.queue.qsize())
             # Sinks first: the ledger must not depend on a metrics update succeeding.
             for sink in self.sinks:
+                # Broad on purpose: sinks are pluggable (the ledger's, rollouts'...), so their errors are
+                # not ours to enumerate, and the recorder must outlive a failing one.
                 try:
                     pending = sink(batch)
                     if pending is not None:
                         await pending
-                except Exception:  # the recorder must outlive a failing sink (logged, with traceback)
+                except Exception:  # logged, with traceback
                     log.exception("a record sink failed on a batch of %d requests", len(batch))
+            # Broad on purpose: _observe runs label lookups and prometheus_client code whose errors are
+            # not ours to enumerate; metrics are best effort and must not stop the queue's task_done below.
             try:
                 for record in batch:
                     self._observe(record)
-            except Exception:  # metrics are best effort (logged, with traceback)
+            except Exception:  # logged, with traceback
                 log.exception("updating metrics for a batch of %d requests failed", len(batch))
             finally:
                 for _ in batch:

@@ -142,8 +142,8 @@ class SlotPool:
         try:
             # `wait` neither cancels the waiter on timeout nor loses a slot handed over meanwhile.
             await asyncio.wait((waiter,), timeout=max(0.0, timeout))
-        except BaseException:
-            self._abandon(waiter)
+        except BaseException:  # cleanup, then re-raised as it is: chiefly CancelledError (its client left)
+            self._abandon(waiter)  # whatever ends the wait, the waiter leaves the queue (no slot is lost)
             raise
         if not waiter.done():
             self._abandon(waiter)
