@@ -14,6 +14,7 @@ import click
 
 from margin.cli.batch_client import BatchClient
 from margin.cli.help import examples
+from margin.cli.progress import progress
 from margin.cli.report import CONFIG_OPTION
 from margin.config.environment import EVAL_API_KEY
 
@@ -52,7 +53,12 @@ def batch() -> None:
     """Batches on a running gateway: submit, follow, fetch results, cancel, retry."""
 
 
-@batch.command()
+@batch.command(
+    epilog=examples(
+        "margin batch submit requests.jsonl --endpoint /v1/chat/completions --wait",
+        "margin batch submit vectors.jsonl --endpoint /v1/embeddings --metadata job=nightly",
+    )
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--endpoint", type=click.Choice(ENDPOINTS), default="/v1/chat/completions", show_default=True)
 @click.option("--window", default="24h", show_default=True, help="completion_window")
@@ -79,19 +85,21 @@ def submit(file: Path, endpoint: str, window: str, metadata: tuple[str, ...], wa
 
 
 async def _follow(client: BatchClient, batch: dict[str, Any], every_s: float = 1.0) -> dict[str, Any]:
-    total = max(1, batch["request_counts"]["total"])
-    with click.progressbar(length=total, label="lines", show_pos=True, file=sys.stderr) as bar:
+    """Poll `batch` to its end; a progress bar of its lines on a terminal (docs: margin.cli.progress)."""
+    while batch["status"] == "validating":
+        await asyncio.sleep(every_s)
+        batch = await client.call("GET", f"/v1/batches/{batch['id']}")
+    with progress(batch["request_counts"]["total"], "lines") as bar:
         shown = 0
-        while batch["status"] not in FINAL:
+        while True:
+            counts = batch["request_counts"]
+            done = counts["completed"] + counts["failed"]
+            bar.advance(done - shown)
+            shown = done
+            if batch["status"] in FINAL:
+                return batch
             await asyncio.sleep(every_s)
             batch = await client.call("GET", f"/v1/batches/{batch['id']}")
-            counts = batch["request_counts"]
-            if counts["total"] and bar.length != counts["total"]:
-                bar.length = counts["total"]
-            done = counts["completed"] + counts["failed"]
-            bar.update(done - shown)
-            shown = done
-    return batch
 
 
 def _summary(batch: dict[str, Any]) -> str:
@@ -116,7 +124,12 @@ def _summary(batch: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@batch.command()
+@batch.command(
+    epilog=examples(
+        "margin batch quote requests.jsonl --config margin.yaml",
+        "margin batch quote requests.jsonl --expected-output-tokens 200",
+    )
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--expected-output-tokens",
@@ -132,7 +145,11 @@ def quote(file: Path, expected_output_tokens: int | None, config_path: Path | No
     run_quote(file, expected_output_tokens, config_path)
 
 
-@batch.command()
+@batch.command(
+    epilog=examples(
+        "margin batch status batch_abc123 --url http://127.0.0.1:8080",
+    )
+)
 @click.argument("batch_id")
 @_url
 @_key
@@ -141,7 +158,12 @@ def status(batch_id: str, url: str, api_key: str | None) -> None:
     click.echo(_summary(_run(url, api_key, lambda c: c.call("GET", f"/v1/batches/{batch_id}"))))
 
 
-@batch.command(name="list")
+@batch.command(
+    name="list",
+    epilog=examples(
+        "margin batch list --limit 5",
+    ),
+)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100))
 @_url
 @_key
@@ -155,7 +177,12 @@ def list_batches(limit: int, url: str, api_key: str | None) -> None:
                    f"{item['endpoint']}")  # fmt: skip
 
 
-@batch.command()
+@batch.command(
+    epilog=examples(
+        "margin batch results batch_abc123 --out answers.jsonl",
+        "margin batch results batch_abc123 --errors",
+    )
+)
 @click.argument("batch_id")
 @click.option("--errors", is_flag=True, help="The error file (failed, expired, cancelled lines) instead.")
 @click.option(
@@ -185,7 +212,11 @@ def results(batch_id: str, errors: bool, out: Path | None, url: str, api_key: st
     _run(url, api_key, work)
 
 
-@batch.command()
+@batch.command(
+    epilog=examples(
+        "margin batch cancel batch_abc123",
+    )
+)
 @click.argument("batch_id")
 @_url
 @_key
@@ -194,7 +225,11 @@ def cancel(batch_id: str, url: str, api_key: str | None) -> None:
     click.echo(_summary(_run(url, api_key, lambda c: c.call("POST", f"/v1/batches/{batch_id}/cancel"))))
 
 
-@batch.command()
+@batch.command(
+    epilog=examples(
+        "margin batch retry batch_abc123 --wait",
+    )
+)
 @click.argument("batch_id")
 @click.option("--wait", is_flag=True, help="Follow the new batch to its end.")
 @_url
