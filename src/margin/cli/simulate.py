@@ -1,21 +1,31 @@
 """`margin simulate`: price autoscaling policies for a self-hosted tier on a demand trace
-(docs/simulate.md)."""
+(docs/simulate.md). The trace is a file, a synthetic profile, or margin's own ledger."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import numpy as np
 import orjson
 
 from margin.cli.help import examples
+from margin.cli.report import CONFIG_OPTION, WHEN_HELP, load_margin_config, open_configured_store
+from margin.config.model import MarginConfig
 from margin.errors import ConfigError
+from margin.ledger.minute_demand import read_minute_demand
+from margin.ledger.report import parse_when
+from margin.planner.fleet.trace import Demand
+from margin.storage.protocols import StorageError
 
 
 @click.command(
     epilog=examples(
         "margin simulate --policies policies.yaml --profile diurnal.yaml",
         "margin simulate --policies policies.yaml --trace demand.csv --format json",
+        "margin simulate --policies policies.yaml --from-ledger --since 30d --model-group chat --config margin.yaml",
         "margin simulate --policies policies.yaml --profile diurnal.yaml --format html > simulate.html",
     )
 )
@@ -31,19 +41,33 @@ from margin.errors import ConfigError
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="a synthetic `diurnal:` profile (YAML)",
 )
+@click.option("--from-ledger", is_flag=True, help="Requests per minute that reached an upstream, from the ledger.")
+@CONFIG_OPTION
+@click.option("--since", default="30d", show_default=True, help=f"With --from-ledger: start. {WHEN_HELP}.")
+@click.option("--until", default="now", show_default=True, help="With --from-ledger: end (exclusive).")
+@click.option("--model-group", default=None, help="With --from-ledger: only this model group.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "html"]), default="table")
 @click.option("--seed", type=int, default=0, help="seed of the spot interruptions")
 def simulate(
-    policies_path: Path, trace_path: Path | None, profile_path: Path | None, output_format: str, seed: int
+    policies_path: Path,
+    trace_path: Path | None,
+    profile_path: Path | None,
+    from_ledger: bool,
+    config_path: Path | None,
+    since: str,
+    until: str,
+    model_group: str | None,
+    output_format: str,
+    seed: int,
 ) -> None:
-    """Replay per-minute demand against each policy: GPU-hours, cost, overflow, beside always-on
-    at peak and API-only."""
+    """Replay per-minute demand against each policy: GPU-hours, cost, overflow, late requests,
+    beside always-on at peak and API-only."""
     from margin.planner.fleet.policy import load_policies
     from margin.planner.fleet.report import as_json, as_table, compare
     from margin.planner.fleet.trace import load_profile, read_trace
 
-    if trace_path is not None and profile_path is not None:
-        raise click.UsageError("give one of --trace and --profile, not both")
+    if sum((trace_path is not None, profile_path is not None, from_ledger)) != 1:
+        raise click.UsageError("give exactly one of --trace FILE, --profile FILE and --from-ledger")
     try:
         policies = load_policies(policies_path)
         if trace_path is not None:
@@ -51,7 +75,7 @@ def simulate(
         elif profile_path is not None:
             demand = load_profile(profile_path)
         else:
-            raise click.UsageError("give --trace FILE or --profile FILE")
+            demand = _ledger_demand(config_path, since, until, model_group)
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     comparison = compare(policies, demand, seed=seed)
@@ -63,3 +87,31 @@ def simulate(
         click.echo(orjson.dumps(as_json(comparison), option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(as_table(comparison))
+
+
+def _ledger_demand(config_path: Path | None, since: str, until: str, model_group: str | None) -> Demand:
+    now = datetime.now(UTC)
+    try:
+        start, end = parse_when(since, now).timestamp(), parse_when(until, now).timestamp()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if end <= start:
+        raise click.UsageError(f"--since ({since}) must be before --until ({until})")
+    config = load_margin_config(config_path)
+    try:
+        counts = asyncio.run(_read(config, (start, end), model_group))
+    except StorageError as exc:
+        raise click.ClickException(f"cannot read the ledger: {exc}") from None
+    if not any(counts):
+        scope = f" for model group {model_group!r}" if model_group else ""
+        raise click.ClickException(f"no requests in the ledger between {since} and {until}{scope}")
+    return np.asarray(counts, dtype=np.int64)
+
+
+async def _read(config: MarginConfig, window: tuple[float, float], model_group: str | None) -> list[int]:
+    store = open_configured_store(config)
+    try:
+        await store.migrate()
+        return await read_minute_demand(store, window[0], window[1], model_group)
+    finally:
+        await store.close()
