@@ -104,7 +104,8 @@ def train(
         raise click.ClickException(f"{error} (or train with --embedder hashing)") from error
     result.scorer.save(out)
     click.echo(
-        f"trained {result.scorer.name} on {len(outcomes)} prompts: l2={result.l2:g}, "
+        f"trained {result.scorer.name} on {len(outcomes)} prompts: "
+        f"l2 {', '.join(f'{task}={value:g}' for task, value in result.l2.items())}, "
         f"out-of-fold APGR {result.out_of_fold_apgr:.3f}; saved {out}"
     )
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from margin.embedding import HashingEmbedder, minilm_available
+from margin.routing.learned.curve import apgr, routing_curve
 from margin.routing.learned.features import FeatureSpec, Featurizer
 from margin.routing.learned.logistic import fit_logistic
 from margin.routing.learned.outcomes import Outcomes, outcomes_from_records
 from margin.routing.learned.router import load_router
-from margin.routing.learned.scorer import ModelFileError, Scorer, load_scorer
-from margin.routing.learned.training import TrainingConfig, gain_labels, train_scorer
+from margin.routing.learned.scorer import LinearScorer, ModelFileError, Scorer, load_scorer
+from margin.routing.learned.task_heads import TaskHeadScorer
+from margin.routing.learned.training import TrainingConfig, fit_head, gain_labels, train_scorer
 
 HASHING = FeatureSpec(embedder="hashing", hashing_dim=128)
 
@@ -109,7 +112,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     loaded = load_scorer(path)
     assert path.exists()  # no ".npz" appended
     assert np.array_equal(loaded.score(outcomes.prompts[:20]), scorer.score(outcomes.prompts[:20]))
-    assert loaded.metadata["l2"] == 10.0
+    assert loaded.metadata["l2"] == {"*": 10.0}  # one benchmark: one (shared) head
     assert loaded.featurizer.spec == HASHING
 
 
@@ -173,3 +176,91 @@ def test_static_table_travels_in_the_model_file(tmp_path: Path) -> None:
     scorer.save(tmp_path / "static.npz")
     loaded = load_scorer(tmp_path / "static.npz")
     assert np.allclose(loaded.score(outcomes.prompts[:5]), scorer.score(outcomes.prompts[:5]))
+
+
+def opposite_tasks(n: int = 480, seed: int = 7) -> Outcomes:
+    """Two tasks of the same form where length means opposite things: long "proof" prompts defeat
+    the cheap tier, while in "chat" the short ones (terse riddles) do."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        task = "proof" if i % 2 else "chat"
+        long = bool(rng.random() < 0.5)
+        filler = " ".join(["and then some more words"] * int(rng.integers(8, 12) if long else 1))
+        hard = long if task == "proof" else not long
+        weak = float(rng.random() < (0.2 if hard else 0.9))
+        prompt = f"{'Prove' if task == 'proof' else 'Chat'}: {filler}"
+        records.append({"prompt": prompt, "weak_score": weak, "strong_score": 1.0, "benchmark": task})
+    return outcomes_from_records([r | {"fold": i // 2 % 4 + 1} for i, r in enumerate(records)])
+
+
+def held_out_apgr(outcomes: Outcomes, config: TrainingConfig) -> dict[str, float]:
+    train, test = outcomes.select(folds=[1, 2, 3]), outcomes.select(folds=[4])
+    scores = train_scorer(train, config).scorer.score(test.prompts)
+    result = {}
+    for task in ("proof", "chat"):
+        rows = np.array([b == task for b in test.benchmarks])
+        result[task] = apgr(routing_curve(scores[rows], test.weak_score[rows], test.strong_score[rows]))
+    return result
+
+
+def test_a_head_per_task_ranks_tasks_whose_signals_disagree() -> None:
+    outcomes = opposite_tasks()
+    # Lexical features only and no word score: what is left to tell the tasks apart is the heads.
+    config = TrainingConfig(features=FeatureSpec(embedder="none"), l2_grid=(1.0, 10.0), word_penalty=1e9)
+    per_task = held_out_apgr(outcomes, replace(config, min_task_rows=50))
+    assert min(per_task.values()) > 0.65  # each task ranked by its own rule (random: 0.5)
+    result = train_scorer(outcomes, replace(config, min_task_rows=50))
+    scorer = result.scorer
+    assert len(scorer.heads) == 2 and set(result.l2) == {"chat", "proof"}
+    assert scorer.gate is not None and scorer.gate.tasks == ("chat", "proof")
+    long_filler = " ".join(["and then some more words"] * 10)
+    chat = scorer.score(["Chat: and then some more words", f"Chat: {long_filler}"])
+    proof = scorer.score(["Prove: and then some more words", f"Prove: {long_filler}"])
+    assert chat[0] > chat[1] + 0.1 and proof[1] > proof[0] + 0.1  # length means opposite things
+    one_head = train_scorer(outcomes, replace(config, min_task_rows=10**6)).scorer
+    assert len(one_head.heads) == 1 and one_head.gate is None
+
+
+def test_small_tasks_share_a_head_and_everything_round_trips(tmp_path: Path) -> None:
+    outcomes = opposite_tasks()
+    tiny = outcomes_from_records(
+        [
+            {"prompt": f"Write a haiku about rain {i}", "weak_score": 6.0, "strong_score": 9.0, "fold": i % 4 + 1}
+            | {"benchmark": "haiku"}
+            for i in range(12)
+        ]
+    )
+    mixed = outcomes_from_records(
+        [
+            {"prompt": p, "weak_score": w, "strong_score": s, "fold": int(f), "benchmark": b}
+            for o in (outcomes, tiny)
+            for p, w, s, f, b in zip(o.prompts, o.weak_score, o.strong_score, o.fold, o.benchmarks, strict=True)
+        ]
+    )
+    result = train_scorer(mixed, TrainingConfig(features=HASHING, l2_grid=(3.0,), min_task_rows=50))
+    scorer = result.scorer
+    assert len(scorer.heads) == 3 and set(result.l2) == {"*", "chat", "proof"}
+    assert scorer.gate is not None and scorer.gate.tasks == ("chat", "haiku", "proof")
+    assert scorer.head_of_task[scorer.gate.tasks.index("haiku")] == 0  # the shared head
+    assert scorer.metadata["gain_scale"] == {"chat": 1.0, "haiku": 3.0, "proof": 1.0}
+    path = tmp_path / "heads.npz"
+    scorer.save(path)
+    loaded = load_scorer(path)
+    assert isinstance(loaded, TaskHeadScorer)
+    assert np.array_equal(loaded.score(mixed.prompts), scorer.score(mixed.prompts))
+    assert loaded.name == scorer.name == "task-heads[hashing+lexical+words; 3 heads]"
+    gated = loaded.gate.predict(loaded.featurizer.transform(mixed.prompts)) if loaded.gate else None
+    assert gated is not None and np.mean(np.array(loaded.gate.tasks)[gated] == np.array(mixed.benchmarks)) > 0.95
+
+
+def test_a_linear_model_file_from_before_task_heads_still_loads(tmp_path: Path) -> None:
+    outcomes = synthetic_outcomes(80)
+    featurizer = Featurizer(HASHING)
+    labels, _ = gain_labels(outcomes.weak_score, outcomes.strong_score)
+    linear = LinearScorer(featurizer, fit_head(featurizer.transform(outcomes.prompts), labels, 1.0), {"l2": 1.0})
+    path = tmp_path / "linear.npz"
+    linear.save(path)
+    loaded = load_scorer(path)
+    assert isinstance(loaded, LinearScorer) and loaded.name == "linear[hashing+lexical]"
+    assert np.array_equal(loaded.score(outcomes.prompts[:10]), linear.score(outcomes.prompts[:10]))

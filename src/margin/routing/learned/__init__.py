@@ -21,6 +21,7 @@ from margin.routing.learned.features import FeatureSpec, Featurizer
 from margin.routing.learned.outcomes import OutcomeFormatError, Outcomes, TierPrices, load_outcomes
 from margin.routing.learned.router import LearnedRouter, load_router
 from margin.routing.learned.scorer import LinearScorer, ModelFileError, Scorer, load_scorer
+from margin.routing.learned.task_heads import TaskHeadScorer
 from margin.routing.learned.thresholds import TierChoice, TierThresholds
 from margin.routing.learned.training import TrainingConfig, TrainingResult, train_scorer
 
@@ -38,6 +39,7 @@ __all__ = [
     "Outcomes",
     "RoutingCurve",
     "Scorer",
+    "TaskHeadScorer",
     "TierChoice",
     "TierPrices",
     "TierThresholds",

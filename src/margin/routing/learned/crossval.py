@@ -53,13 +53,15 @@ def cross_fold(
     prices: TierPrices | None = None,
     setting: str = "cross-fold",
 ) -> HeldOutResult:
-    """For each fold k: train on the other folds (L2 picked by inner cross-fold), test on fold k."""
+    """For each fold k: train on the other folds (hyper-parameters picked on inner folds of those),
+    test on fold k."""
     evaluations = []
     train_rows = 0
     for fold in np.unique(outcomes.fold):
         test = outcomes.fold == fold
         result = train_scorer(outcomes.take(~test), config, featurizer=featurizer, features=features[~test])
-        scores = result.scorer.head.predict(features[test])
+        test_prompts = [outcomes.prompts[i] for i in np.flatnonzero(test)]
+        scores = result.scorer.score_features(features[test], test_prompts)
         evaluations.append(evaluate_scores(scores, outcomes.take(test), prices))
         train_rows = max(train_rows, int(np.count_nonzero(~test)))
     return HeldOutResult(setting=setting, train_rows=train_rows, evaluations=tuple(evaluations))
@@ -77,7 +79,7 @@ def train_test(
     """Train on one set (e.g. a benchmark), evaluate on another."""
     (train_outcomes, train_features), (test_outcomes, test_features) = train, test
     result = train_scorer(train_outcomes, config, featurizer=featurizer, features=train_features)
-    scores = result.scorer.head.predict(test_features)
+    scores = result.scorer.score_features(test_features, test_outcomes.prompts)
     evaluation = evaluate_scores(scores, test_outcomes, prices)
     return HeldOutResult(setting=setting, train_rows=len(train_outcomes), evaluations=(evaluation,))
 

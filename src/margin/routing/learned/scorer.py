@@ -4,9 +4,10 @@ The probability counts ties as half ("falls short" in the Bradley-Terry sense), 
 expected difference and ranking by it is ranking by expected quality gain of the strong tier, which
 is exactly what a cost-quality curve rewards.
 
-A linear scorer is a logistic head over [embedding | standardised lexical] features. It is saved as a
-single .npz: arrays for the head, plus a JSON string with the kind, the feature spec and training
-metadata (calibration table included), loaded with allow_pickle=False.
+Two kinds: a task-head scorer (task_heads.py, what training produces) and a linear scorer, one
+logistic head over [embedding | standardised lexical] features (model files saved before task heads).
+Each is saved as a single .npz: arrays for the heads, plus a JSON string with the kind, the feature
+spec and training metadata (calibration table included), loaded with allow_pickle=False.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from numpy.typing import NDArray
 
 from margin.embedding import Embedder
 from margin.routing.learned.features import FeatureSpec, Featurizer
-from margin.routing.learned.logistic import sigmoid
+from margin.routing.learned.heads import LinearHead
+from margin.routing.learned.task_heads import FORMAT_VERSION as TASK_HEADS_VERSION
+from margin.routing.learned.task_heads import KIND as TASK_HEADS_KIND
+from margin.routing.learned.task_heads import TaskHeadScorer
 
 Vector = NDArray[np.float64]
 FORMAT_VERSION = 1
@@ -44,22 +48,12 @@ class ModelFileError(ValueError):
     """A router model file is missing, of an unknown kind, or from an incompatible version."""
 
 
-@dataclass(frozen=True)
-class LinearHead:
-    """Standardise, then logistic: p = sigmoid(((x - mean) / scale) . weights + bias)."""
-
-    mean: Vector
-    scale: Vector
-    weights: Vector
-    bias: float
-
-    def predict(self, features: NDArray[np.float64]) -> Vector:
-        return sigmoid(((features - self.mean) / self.scale) @ self.weights + self.bias)
-
-
 @dataclass
 class LinearScorer:
-    """Logistic regression over prompt features (see margin.routing.learned.training to fit one)."""
+    """One logistic head over prompt features: what `margin router train` saved before task heads.
+
+    Still loaded and served; training now produces a TaskHeadScorer (task_heads.py).
+    """
 
     featurizer: Featurizer
     head: LinearHead
@@ -74,6 +68,10 @@ class LinearScorer:
         if not prompts:
             return np.zeros(0)
         return self.head.predict(self.featurizer.transform(prompts))
+
+    def score_features(self, features: NDArray[np.float64], prompts: Sequence[str]) -> Vector:
+        """Scores from precomputed featurizer rows (the prompts are not needed by this scorer)."""
+        return self.head.predict(features)
 
     def save(self, path: Path | str) -> None:
         meta = {
@@ -108,7 +106,7 @@ class LinearScorer:
         return cls(featurizer=featurizer, head=head, metadata=dict(meta.get("metadata", {})))
 
 
-def load_scorer(path: Path | str, *, embedder: Embedder | None = None) -> LinearScorer:
+def load_scorer(path: Path | str, *, embedder: Embedder | None = None) -> LinearScorer | TaskHeadScorer:
     """Load a scorer saved by `save`. Pass `embedder` to share one instance (e.g. with the cache);
     it must be the same vector space (`name`) the scorer was trained on."""
     try:
@@ -119,12 +117,16 @@ def load_scorer(path: Path | str, *, embedder: Embedder | None = None) -> Linear
     if "meta" not in arrays:
         raise ModelFileError(f"{path} is not a margin router model (no metadata)")
     meta = json.loads(str(arrays.pop("meta")))
-    if meta.get("kind") != "linear" or meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: unsupported model kind/version {meta.get('kind')}/{meta.get('format_version')}")
+    kind, version = meta.get("kind"), meta.get("format_version")
+    known = {("linear", FORMAT_VERSION), (TASK_HEADS_KIND, TASK_HEADS_VERSION)}
+    if (kind, version) not in known:
+        raise ModelFileError(f"{path}: unsupported model kind/version {kind}/{version}")
     spec = FeatureSpec.from_json(meta["features"])
     if embedder is not None and spec.embedder_name != embedder.name:
         raise ModelFileError(f"{path} was trained on {spec.embedder_name} vectors, not {embedder.name}")
     try:
+        if kind == TASK_HEADS_KIND:
+            return TaskHeadScorer.from_arrays(meta, arrays, embedder)
         return LinearScorer.from_arrays(meta, arrays, embedder)
     except (KeyError, ValueError) as error:
         raise ModelFileError(f"{path} is incomplete or inconsistent: {error}") from error
