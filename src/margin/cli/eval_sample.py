@@ -16,7 +16,7 @@ from margin.cli.rollouts import with_service
 from margin.storage.rollouts import SampleRecord
 
 
-@click.group("sample")
+@click.group("sample", epilog=examples("margin eval sample export assistant --out rolling.jsonl"))
 def sample() -> None:
     """The rolling eval set kept from production traffic (docs/evals.md, "Production samples")."""
 
