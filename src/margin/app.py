@@ -24,7 +24,7 @@ from margin.api.routes import build_routes
 from margin.api.state import GatewayState
 from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
-from margin.batch.tier import BatchTier
+from margin.batch.tier import BatchTier, revocation_check
 from margin.budgets.alerts import webhook_sender
 from margin.budgets.sweeper import IntentSweeper
 from margin.config.defaults import resolve_data_dir
@@ -161,7 +161,9 @@ def create_app(
     app = Starlette(
         routes=[
             *build_routes(),
-            *Dashboard(store, admin_key=state.admin_key, budgets=config.budgets, clock=clock).routes(),
+            *Dashboard(
+                store, admin_key=state.admin_key, budgets=config.budgets, key_store=limits.key_store, clock=clock
+            ).routes(),
         ],
         # Outermost of margin's own layers: times each request from its arrival to its last byte.
         middleware=[
@@ -241,8 +243,9 @@ def build_batches(
     blobs = open_blob_store(config.batch.blob_dir, data_dir)
     in_flight = pipeline.caller.in_flight  # upstream calls open now: the back-off's load signal
     return BatchTier.build(
-        config.batch, store, blobs, PipelineLines(pipeline), clock=clock, load=lambda: sum(in_flight.values())
-    )
+        config.batch, store, blobs, PipelineLines(pipeline), clock=clock, load=lambda: sum(in_flight.values()),
+        key_revoked=revocation_check(pipeline.auth.keys),
+    )  # fmt: skip
 
 
 def metrics_listener_guard(config: MarginConfig) -> list[Middleware]:

@@ -105,6 +105,11 @@ class LineRunner:
                     return Answer(exc.status, _error_body(batch, exc, ctx.request_id), ctx)
                 await asyncio.sleep(_wait_s(exc, self.settings.retry_backoff_s * 2 ** (attempt - 1)))
 
+    def refused(self, batch: BatchRecord, spec: LineSpec, error: errors.MarginError) -> LineResult:
+        """The line's result when margin refuses it before it runs (no upstream call, no cost)."""
+        ctx = self._context(batch)
+        return self._result(spec, Answer(error.status, _error_body(batch, error, ctx.request_id), ctx))
+
     def _context(self, batch: BatchRecord) -> RequestContext:
         ctx = RequestContext(request_id=new_request_id(), endpoint=ENDPOINTS[batch.endpoint])
         ctx.principal = batch_principal(batch)

@@ -3,7 +3,7 @@ batch services the HTTP layer calls, and the worker the lifespan starts and stop
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from margin.batch.anthropic import MessageBatches
@@ -15,6 +15,7 @@ from margin.batch.service import BatchService
 from margin.batch.validate import Validator
 from margin.batch.worker import BatchWorker
 from margin.config.batch import BatchConfig
+from margin.identity.service import KeyService
 from margin.storage.batches import BatchStore
 from margin.storage.blobs import BlobStore
 
@@ -34,11 +35,12 @@ class BatchTier:
     def build(
         cls, settings: BatchConfig, store: BatchStore, blobs: BlobStore, executor: LineExecutor,
         *, clock: Callable[[], float], owner: str | None = None, load: Callable[[], int] | None = None,
+        key_revoked: Callable[[str], Awaitable[bool]] | None = None,
     ) -> BatchTier:  # fmt: skip
         files = FileService(store, blobs, settings, clock)
         worker = BatchWorker(
             store, blobs, LineRunner(executor, settings, clock), Validator(store, blobs, executor, settings),
-            Finalizer(store, blobs, clock), settings, clock=clock, owner=owner, load=load,
+            Finalizer(store, blobs, clock), settings, clock=clock, owner=owner, load=load, key_revoked=key_revoked,
         )  # fmt: skip
         batches = BatchService(store, files, settings, clock, worker)
         messages = MessageBatches(batches, files, executor, settings)
@@ -52,3 +54,16 @@ class BatchTier:
     async def stop(self) -> None:
         await self.worker.stop(grace_s=min(10.0, self.settings.lease_s))
         await self.store.close()
+
+
+def revocation_check(keys: KeyService | None) -> Callable[[str], Awaitable[bool]] | None:
+    """Whether a batch creator's key has been revoked, from the key store (None: no key store)."""
+    if keys is None:
+        return None
+    store = keys.store
+
+    async def revoked(key_id: str) -> bool:
+        record = await store.get_key(key_id)  # a store failure stops the chunk; it is tried again
+        return record is not None and record.revoked_at is not None
+
+    return revoked

@@ -28,6 +28,7 @@ from margin.batch.runner import BudgetPause, LineRunner, unrunnable
 from margin.batch.schedule import OffPeak, Throttle
 from margin.batch.validate import Validator
 from margin.config.batch import BatchConfig
+from margin.errors import AuthError
 from margin.storage.batches import BatchRecord, BatchStore, ChunkLease, Ending, LineSpec
 from margin.storage.blobs import BlobNotFound, BlobStore
 from margin.storage.protocols import StorageError
@@ -78,9 +79,13 @@ class BatchWorker:
         clock: Callable[[], float],
         owner: str | None = None,
         load: Callable[[], int] | None = None,
+        key_revoked: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         """`load`: upstream calls open on this replica now (the batch's own included); with
-        `batch.yield_above_in_flight` set, the batch backs off while the rest of them crowd it."""
+        `batch.yield_above_in_flight` set, the batch backs off while the rest of them crowd it.
+        `key_revoked(key_id)`: whether the creator's key has been revoked since (its lines then fail
+        with the 401 a live request would get)."""
+        self.key_revoked = key_revoked
         self.store, self.blobs, self.runner = store, blobs, runner
         self.validator, self.finalizer, self.settings, self.clock = validator, finalizer, settings, clock
         self.owner = owner or new_owner()
@@ -228,6 +233,9 @@ class BatchWorker:
         batch = await self._batch(lease.batch_id, fresh=True)
         if batch.paused is not None:  # a chunk was leased, so the pause is over: say so on the batch
             await self.store.update_batch(batch.batch_id, ["in_progress"], {"paused": None, "paused_until": None})
+        if self.key_revoked is not None and await self.key_revoked(batch.owner):
+            await self._fail_revoked(batch, specs)
+            return
         file = await self.store.get_file(batch.input_file_id)
         first, last = specs[0], specs[-1]
         try:
@@ -248,6 +256,11 @@ class BatchWorker:
         for outcome in await asyncio.gather(*running, return_exceptions=True):
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 log.error("batch: a line of %s failed inside margin", lease.batch_id, exc_info=outcome)
+
+    async def _fail_revoked(self, batch: BatchRecord, specs: list[LineSpec]) -> None:
+        refused = AuthError("The API key that created this batch has been revoked.")
+        for spec in specs:
+            await self.store.finish_line(batch.batch_id, self.runner.refused(batch, spec, refused))
 
     async def _fail_unreadable(self, batch: BatchRecord, specs: list[LineSpec]) -> None:
         message = "The batch's input file was deleted before this request ran."

@@ -1,6 +1,6 @@
-"""A batch whose budget runs out mid-batch, through the real pipeline (create_app, stage ② with a
-daily budget, fake providers): the refused line is not failed, the batch pauses and says why, and it
-resumes by itself when the next day's budget opens, every line answered once."""
+"""Batches through the real pipeline (create_app, stage ②, fake providers): a batch whose daily budget
+runs out pauses (the refused line is not failed) and resumes when the next day's budget opens, every
+line answered once; the lines of a key revoked mid-batch fail with the 401 a live request would get."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.unit.budgets.limits_support import serve
+from margin.storage.batch_stores import open_batch_store
+from tests.unit.budgets.limits_support import ADMIN, serve
 
 HOUR_S = 3600.0
 
@@ -66,3 +67,41 @@ async def test_a_spent_budget_pauses_the_batch_until_the_next_window(tmp_path: P
         done_counts = done["request_counts"]
         assert isinstance(done_counts, dict) and done_counts["completed"] == 5
         assert gw.calls() == 5  # every line answered once: the refused ones were never sent upstream
+
+
+async def test_lines_of_a_revoked_key_fail_with_401_once_it_is_revoked(tmp_path: Path) -> None:
+    extra = "batch: {poll_s: 0.02, concurrency: 1, chunk_lines: 1}"
+    async with serve(tmp_path, extra) as gw:
+        key, record = await gw.create_key(name="nightly")
+        auth = {"authorization": f"Bearer {key}"}
+        content = jsonl(6).replace(b'"cheap"', b'"slow"')  # 300 ms per line: time to revoke mid-batch
+        uploaded = await gw.client.post(
+            "/v1/files", files={"file": ("in.jsonl", io.BytesIO(content))}, data={"purpose": "batch"}, headers=auth
+        )
+        spec = {"input_file_id": uploaded.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+        batch_id = (await gw.client.post("/v1/batches", json=spec, headers=auth)).json()["id"]
+        async with asyncio.timeout(15):
+            while (await gw.client.get(f"/v1/batches/{batch_id}", headers=auth)).json()["request_counts"][
+                "completed"
+            ] < 1:
+                await asyncio.sleep(0.02)
+        revoked = await gw.client.post(
+            f"/admin/keys/{record['key_id']}/revoke", headers={"authorization": f"Bearer {ADMIN}"}
+        )
+        assert revoked.status_code == 200
+        # The key can no longer read its batch, so its database is read directly.
+        store = open_batch_store(f"sqlite:///{tmp_path}/margin.db", tmp_path)
+        try:
+            async with asyncio.timeout(15):
+                while not (ended := await store.get_batch(batch_id)) or not ended.is_final:
+                    await asyncio.sleep(0.05)
+            rows = await store.line_rows(batch_id, after_line=0, limit=100)
+        finally:
+            await store.close()
+        calls = gw.calls()
+    assert ended.status == "completed" and ended.failed >= 1 and 1 <= ended.completed < 6
+    results = [json.loads(r.result) for r in rows if r.result]
+    refused = [r for r in results if r["response"]["status_code"] == 401]
+    assert len(refused) == ended.failed
+    assert all(r["response"]["body"]["error"]["code"] == "invalid_api_key" for r in refused)
+    assert calls == ended.completed  # no refused line reached an upstream
