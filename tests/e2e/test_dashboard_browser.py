@@ -33,6 +33,8 @@ FIGURES = "JSON.stringify(Object.fromEntries([...document.querySelectorAll('[dat
 def twin_value(twin: dict[str, Any], path: str) -> str:
     value: Any = twin
     for part in path.split("."):
+        if value is None:  # a figure with nothing behind it yet (e.g. no traffic at any cost rank)
+            break
         value = value[int(part)] if isinstance(value, list) else value[part]
     return "n/a" if value is None else str(value)
 

@@ -1,4 +1,4 @@
-"""The Overview page's figures: this month's spend against the global monthly budget, its burn rate
+"""The Overview page's figures: this month's spend against the monthly budget, its burn rate
 and forecast, cost per request, what caching and routing saved, the cheapest cost rank's share of
 traffic, and the top teams, keys and models. Computed from the ledger's rollups only
 (`LedgerStore.spend_report`), never by scanning ledger rows, so a page view costs the same at any
@@ -7,6 +7,7 @@ ledger size. The HTML page and the JSON twin both render this one dict."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -25,28 +26,63 @@ def month_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def monthly_global_limit(budgets: Sequence[BudgetConfig]) -> Decimal | None:
-    """The `scope: global` monthly USD budget, the one the Overview measures the month against."""
-    limits = [b.limit_usd for b in budgets if b.scope == "global" and b.window == "month" and b.limit_usd is not None]
-    return min(limits) if limits else None
+def monthly_limit(budgets: Sequence[BudgetConfig], team: str | None) -> Decimal | None:
+    """The monthly USD budget the Overview measures the month against: `scope: global` for the
+    admin; for a team's viewer, the team's own (`team:NAME`, else `team:*`)."""
+    scopes = ("global",) if team is None else (f"team:{team}", "team:*")
+    for scope in scopes:
+        limits = [b.limit_usd for b in budgets if b.scope == scope and b.window == "month" and b.limit_usd is not None]
+        if limits:
+            return min(limits)
+    return None
 
 
-async def build_overview(store: LedgerStore, budgets: Sequence[BudgetConfig], now: datetime) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Totals:
+    spend: Decimal = Decimal(0)
+    requests: int = 0
+    successful: int = 0
+    saved_cost: Decimal = Decimal(0)
+    routing_savings: Decimal = Decimal(0)
+
+    @classmethod
+    def of(cls, line: SpendLine | None) -> Totals:
+        if line is None:
+            return cls()
+        return cls(line.spend, line.requests, line.successful, line.saved_cost, line.routing_savings)
+
+
+async def build_overview(
+    store: LedgerStore,
+    budgets: Sequence[BudgetConfig],
+    now: datetime,
+    *,
+    team: str | None = None,
+    team_keys: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Every team's figures (`team` None: the admin), or one team's (a viewer's, with `team_keys` the
+    ids of that team's keys): a viewer's figures never include another team's spend. Per-team
+    model and cost-rank splits are not in the rollups, so a viewer's page has no such sections."""
     start, end = month_bounds(now.astimezone(UTC))
-    reports = {
-        by: await build_spend_report(store, since=start, until=now, group_by=by)
-        for by in ("team", "key", "model", "cost_rank")
-    }
-    total = reports["model"].total
+    dimensions = ("team", "key", "model", "cost_rank") if team is None else ("team", "key")
+    reports = {by: await build_spend_report(store, since=start, until=now, group_by=by) for by in dimensions}
+    if team is None:
+        total = Totals.of(reports["model"].total)
+        top = {by: _top(reports[by].lines) for by in ("team", "key", "model")}
+    else:
+        total = Totals.of(next((line for line in reports["team"].lines if line.group == team), None))
+        top = {by: _top([line for line in reports[by].lines if line.group in allowed]) for by, allowed in (
+            ("team", {team}), ("key", team_keys))}  # fmt: skip
     return {
+        "scope": {"team": team},
         "period": {"start": start.isoformat(), "end": end.isoformat(), "now": now.isoformat()},
-        "spend": _spend(total.spend, monthly_global_limit(budgets), elapsed=now - start, length=end - start),
+        "spend": _spend(total.spend, monthly_limit(budgets, team), elapsed=now - start, length=end - start),
         "requests": {"total": total.requests, "successful": total.successful},
         "cost_per_request_usd": _money(total.spend / total.requests if total.requests else None),
         "cost_per_successful_request_usd": _money(total.spend / total.successful if total.successful else None),
         "saved": {"cache_usd": _money(total.saved_cost), "routing_usd": _money(total.routing_savings)},
-        "cheapest_cost_rank_share": _cheapest_share(reports["cost_rank"]),
-        "top": {by: _top(reports[by]) for by in ("team", "key", "model")},
+        "cheapest_cost_rank_share": _cheapest_share(reports["cost_rank"]) if team is None else None,
+        "top": top,
     }
 
 
@@ -76,8 +112,8 @@ def _cheapest_share(report: SpendReport) -> dict[str, Any] | None:
     return {"cost_rank": int(cheapest.group), "share": _ratio(Decimal(cheapest.requests) / answered)}
 
 
-def _top(report: SpendReport) -> list[dict[str, Any]]:
-    return [_line(line) for line in report.lines[:TOP]]
+def _top(lines: list[SpendLine]) -> list[dict[str, Any]]:
+    return [_line(line) for line in lines[:TOP]]
 
 
 def _line(line: SpendLine) -> dict[str, Any]:

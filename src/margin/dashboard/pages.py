@@ -72,18 +72,24 @@ def overview_page(figures: dict[str, Any], csrf: str) -> str:
               figures["cost_per_successful_request_usd"], "$"),
         _card("Saved by the cache", "saved.cache_usd", saved["cache_usd"], "$"),
         _card("Saved by routing (vs all-premium)", "saved.routing_usd", saved["routing_usd"], "$"),
-        _card("Share at the cheapest cost rank", "cheapest_cost_rank_share.share", share and share["share"]),
     ])  # fmt: skip
-    tops = "".join(_top_section(by, figures["top"][by]) for by in ("team", "key", "model"))
+    if figures["scope"]["team"] is None:  # per-team cost-rank splits are not in the rollups
+        cards += _card("Share at the cheapest cost rank", "cheapest_cost_rank_share.share", share and share["share"])
+    tops = "".join(_top_section(by, lines) for by, lines in figures["top"].items())
     period = figures["period"]
     return document(
         "Overview",
         '<form class="inline" method="post" action="/dashboard/logout">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}"><button type="submit">Log out</button></form>'
-        f"<h1>Overview</h1><p>{escape(period['start'][:10])} to {escape(period['end'][:10])} (UTC), "
+        f"<h1>Overview{_scope(figures['scope']['team'])}</h1>"
+        f"<p>{escape(period['start'][:10])} to {escape(period['end'][:10])} (UTC), "
         f'JSON: <a href="/admin/api/overview">/admin/api/overview</a></p>{warning}'
         f'<div class="cards">{cards}</div>{tops}',
     )
+
+
+def _scope(team: str | None) -> str:
+    return "" if team is None else f' · team <span data-figure="scope.team">{escape(team)}</span>'
 
 
 def _top_section(by: str, lines: list[dict[str, Any]]) -> str:

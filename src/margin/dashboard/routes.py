@@ -1,6 +1,7 @@
 """The dashboard's routes: `/dashboard` (the Overview page), its login and logout forms, and the
-JSON twin `/admin/api/overview`. The twin opens with the admin key as a bearer token (scripts) or
-the session cookie (the pages' own link). Without `server.admin_key` the dashboard is off: a 403
+JSON twin `/admin/api/overview`. The twin opens with the admin key (or a viewer key) as a bearer
+token (scripts) or the session cookie (the pages' own link). A viewer key is a virtual key tagged
+`dashboard:viewer`: it sees its own team's figures only. Without `server.admin_key` the dashboard is off: a 403
 says why. Errors are margin's own (margin/errors.py), rendered by the app's one handler."""
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from margin.dashboard.session import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     SESSION_TTL_S,
+    VIEWER_TAG,
     Session,
     SessionSigner,
     cookie_header,
 )
 from margin.errors import AuthError, InvalidRequest, PermissionDenied
-from margin.storage.protocols import LedgerStore
+from margin.identity.keys import hash_secret
+from margin.storage.protocols import KeyStore, LedgerStore
 
 MAX_FORM_BYTES = 4096
 PAGE_HEADERS = {
@@ -46,9 +49,10 @@ class Dashboard:
         *,
         admin_key: str | None,
         budgets: Sequence[BudgetConfig],
+        key_store: KeyStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.ledger, self.budgets, self.clock = ledger, budgets, clock
+        self.ledger, self.budgets, self.clock, self.key_store = ledger, budgets, clock, key_store
         self.signer = SessionSigner(admin_key, clock) if admin_key else None
 
     def routes(self) -> list[Route]:
@@ -65,12 +69,12 @@ class Dashboard:
         session = signer.session(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return RedirectResponse("/dashboard/login", status_code=303)
-        figures = await self._overview()
+        figures = await self._overview(session.team)
         return HTMLResponse(overview_page(figures, signer.csrf_token(session)), headers=PAGE_HEADERS)
 
     async def overview_json(self, request: Request) -> Response:
-        self._require_viewer(request)
-        body = orjson.dumps(await self._overview())
+        team = await self._require_viewer(request)
+        body = orjson.dumps(await self._overview(team))
         return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
     async def login_form(self, request: Request) -> Response:
@@ -86,14 +90,17 @@ class Dashboard:
         expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not expected or not secrets.compare_digest(form.get("csrf", ""), expected):
             raise PermissionDenied("The login form expired or did not come from this dashboard: load it again.")
-        if not signer.is_admin_key(form.get("admin_key", "")):
+        given = form.get("admin_key", "")
+        scope = await self._scope_of(given)
+        if scope is False:
             token = secrets.token_urlsafe(24)
             page = login_page(token, "That is not the admin key.")
             refused = HTMLResponse(page, status_code=401, headers=PAGE_HEADERS)
             refused.headers.append("set-cookie", cookie_header(LOGIN_CSRF_COOKIE, token, 600, "/dashboard/login"))
             return refused
         response = RedirectResponse("/dashboard", status_code=303)
-        response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, signer.new_cookie(), SESSION_TTL_S))
+        cookie = signer.new_cookie(team=scope if isinstance(scope, str) else None)
+        response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, cookie, SESSION_TTL_S))
         response.headers.append("set-cookie", cookie_header(LOGIN_CSRF_COOKIE, "", 0, "/dashboard/login"))
         return response
 
@@ -107,8 +114,25 @@ class Dashboard:
         response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", 0))
         return response
 
-    async def _overview(self) -> dict[str, object]:
-        return await build_overview(self.ledger, self.budgets, datetime.fromtimestamp(self.clock(), UTC))
+    async def _overview(self, team: str | None) -> dict[str, object]:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if team is None:
+            return await build_overview(self.ledger, self.budgets, now)
+        keys = await self.key_store.list_keys() if self.key_store is not None else []
+        team_keys = frozenset(k.key_id for k in keys if k.team == team)
+        return await build_overview(self.ledger, self.budgets, now, team=team, team_keys=team_keys)
+
+    async def _scope_of(self, given: str) -> str | bool | None:
+        """None: the admin key (every team); a team's name: a live viewer key of that team; False:
+        neither (a client key without the viewer tag opens nothing here)."""
+        if self._signer().is_admin_key(given):
+            return None
+        if not given or self.key_store is None:
+            return False
+        record = await self.key_store.find_key(hash_secret(given), self.clock())
+        if record is None or VIEWER_TAG not in record.tags:
+            return False
+        return record.team
 
     def _signer(self) -> SessionSigner:
         if self.signer is None:
@@ -121,15 +145,16 @@ class Dashboard:
             raise AuthError("No dashboard session, or it expired: log in at /dashboard/login.")
         return session
 
-    def _require_viewer(self, request: Request) -> None:
-        """The admin key as a bearer token, or a live session cookie."""
-        signer = self._signer()
+    async def _require_viewer(self, request: Request) -> str | None:
+        """The admin key or a viewer key as a bearer token, or a live session cookie; the team its
+        figures are limited to (None: every team)."""
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
-            if not signer.is_admin_key(auth[7:]):
-                raise PermissionDenied("The key given is not the admin key.")
-            return
-        self._session(request)
+            scope = await self._scope_of(auth[7:])
+            if scope is False:
+                raise PermissionDenied("The key given is neither the admin key nor a dashboard viewer key.")
+            return scope if isinstance(scope, str) else None
+        return self._session(request).team
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -1,10 +1,14 @@
 """Dashboard sessions: the admin key, typed once into the login form, becomes a signed, expiring
 session cookie (HttpOnly, Secure, SameSite=Strict); the key itself is never stored in the cookie or
-rendered. Every state-changing form carries a CSRF token: before login a double-submit token (a
-cookie and the same value in the form), after it a token bound to the session."""
+rendered. A viewer key (a virtual key tagged `dashboard:viewer`) logs in the same way and its
+session is scoped to its team: the scope is signed into the cookie. Every state-changing form
+carries a CSRF token: before login a double-submit token (a cookie and the same value in the form),
+after it a token bound to the session."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -17,10 +21,14 @@ LOGIN_CSRF_COOKIE = "margin_login_csrf"
 SESSION_TTL_S = 8 * 3600
 
 
+VIEWER_TAG = "dashboard:viewer"
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     nonce: str
     expires: int
+    team: str | None = None  # a viewer's team; None: the admin, who sees every team
 
 
 class SessionSigner:
@@ -33,27 +41,39 @@ class SessionSigner:
     def is_admin_key(self, given: str) -> bool:
         return hmac.compare_digest(given.encode(), self._admin_key)
 
-    def new_cookie(self) -> str:
+    def new_cookie(self, team: str | None = None) -> str:
         expires = int(self._clock()) + SESSION_TTL_S
         nonce = secrets.token_urlsafe(16)
-        return f"{expires}.{nonce}.{self._sign(f'{expires}.{nonce}')}"
+        scope = "*" if team is None else base64.urlsafe_b64encode(team.encode()).decode().rstrip("=")
+        signed = f"{expires}.{nonce}.{scope}"
+        return f"{signed}.{self._sign(signed)}"
 
     def session(self, cookie: str | None) -> Session | None:
         """The session `cookie` opens: None when it is missing, forged or expired."""
-        if not cookie or cookie.count(".") != 2:
+        if not cookie or cookie.count(".") != 3:
             return None
-        expires, nonce, signature = cookie.split(".")
-        if not expires.isdigit() or not hmac.compare_digest(signature, self._sign(f"{expires}.{nonce}")):
+        expires, nonce, scope, signature = cookie.split(".")
+        if not expires.isdigit() or not hmac.compare_digest(signature, self._sign(f"{expires}.{nonce}.{scope}")):
             return None
         if int(expires) <= self._clock():
             return None
-        return Session(nonce, int(expires))
+        if scope == "*":
+            return Session(nonce, int(expires))
+        team = _decoded(scope)
+        return None if team is None else Session(nonce, int(expires), team)
 
     def csrf_token(self, session: Session) -> str:
         return self._sign(f"csrf.{session.nonce}")
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
+
+
+def _decoded(scope: str) -> str | None:
+    try:
+        return base64.urlsafe_b64decode(scope + "=" * (-len(scope) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None  # signed by us, so never reached: no session rather than a wider one
 
 
 def cookie_header(name: str, value: str, max_age: int, path: str = "/") -> str:

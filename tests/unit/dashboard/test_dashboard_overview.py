@@ -96,6 +96,8 @@ def figures_of(page: str) -> dict[str, str]:
 def twin_value(twin: dict[str, Any], path: str) -> str:
     value: Any = twin
     for part in path.split("."):
+        if value is None:  # a figure with nothing behind it yet (e.g. no traffic at any cost rank)
+            break
         value = value[int(part)] if isinstance(value, list) else value[part]
     return "n/a" if value is None else str(value)
 
@@ -152,5 +154,58 @@ def test_nothing_opens_without_the_admin_key_or_a_live_session(tmp_path: Path, m
             out = await client.post("/dashboard/logout", data={"csrf": token.group(1)}, headers=cookies)
             assert out.status_code == 303 and "margin_session=;" in out.headers["set-cookie"]
             assert (await client.post("/dashboard/login", content=b"{}")).status_code == 400  # not a form
+
+    asyncio.run(run())
+
+
+async def created_key(client: httpx.AsyncClient, team: str, tags: list[str]) -> tuple[str, str]:
+    body = {"name": f"{team}-{len(tags)}", "team": team, "tags": tags}
+    created = await client.post("/admin/keys", json=body, headers={"authorization": f"Bearer {ADMIN}"})
+    assert created.status_code == 201, created.text
+    return created.json()["key"], created.json()["key_id"]
+
+
+async def viewer_session(client: httpx.AsyncClient, secret: str) -> httpx.Response:
+    form = await client.get("/dashboard/login")
+    csrf = form.cookies["margin_login_csrf"]
+    return await client.post("/dashboard/login", data={"csrf": csrf, "admin_key": secret})
+
+
+def test_a_team_viewer_sees_no_figure_of_another_team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run() -> None:
+        async with dashboard(tmp_path, monkeypatch) as client:
+            viewer, _ = await created_key(client, "search", ["dashboard:viewer"])
+            client_key, search_key = await created_key(client, "search", [])
+            _, ads_key = await created_key(client, "ads", [])
+            day = datetime(2026, 12, 11, tzinfo=UTC).timestamp()
+            store = client._transport.app.state.gateway.ledger  # type: ignore[attr-defined]
+            await store.write([
+                make_row(10, ts=day, team="search", key_id=search_key, cost_total=Decimal("0.25")),
+                make_row(11, ts=day, team="ads", key_id=ads_key, cost_total=Decimal("7.75"), model="ads-only-model"),
+            ])  # fmt: skip
+            answer = await viewer_session(client, viewer)
+            assert answer.status_code == 303
+            session = answer.cookies["margin_session"]
+            page = (await client.get("/dashboard", headers={"cookie": f"margin_session={session}"})).text
+            by_bearer = await client.get("/admin/api/overview", headers={"authorization": f"Bearer {viewer}"})
+            by_session = await client.get("/admin/api/overview", headers={"cookie": f"margin_session={session}"})
+            twin = by_bearer.json()
+            assert by_session.json() == twin and twin["scope"] == {"team": "search"}
+            assert twin["spend"]["spent_usd"] == "2.250000" and twin["requests"]["total"] == 3  # search: 1.25+0.75+0.25
+            assert [line["group"] for line in twin["top"]["team"]] == ["search"]
+            assert [line["group"] for line in twin["top"]["key"]] == [search_key]
+            assert "model" not in twin["top"] and twin["cheapest_cost_rank_share"] is None
+            for text in (page, by_bearer.text):
+                for other in ("ads", ads_key, "key-a", "4.500000", "7.750000", "ads-only-model", "gpt-4o"):
+                    assert other not in text, other
+            for path, shown in figures_of(page).items():
+                assert shown.lstrip("$") == twin_value(twin, path), path
+            assert viewer not in page and viewer not in by_bearer.text
+            refused = await viewer_session(client, client_key)  # a client key without the viewer tag
+            assert refused.status_code == 401 and client_key not in refused.text
+            forbidden = await client.get("/admin/api/overview", headers={"authorization": f"Bearer {client_key}"})
+            assert forbidden.status_code == 403
+            admin = await client.get("/admin/api/overview", headers={"authorization": f"Bearer {ADMIN}"})
+            assert {line["group"] for line in admin.json()["top"]["team"]} >= {"ads", "search"}
 
     asyncio.run(run())
