@@ -17,6 +17,7 @@ from margin.config.model import MarginConfig
 from margin.errors import ConfigError
 from margin.ledger.minute_demand import read_minute_demand
 from margin.ledger.report import parse_when
+from margin.planner.fleet.policy import FleetPolicy
 from margin.planner.fleet.trace import Demand
 from margin.storage.protocols import StorageError
 
@@ -27,11 +28,19 @@ from margin.storage.protocols import StorageError
         "margin simulate --policies policies.yaml --trace demand.csv --format json",
         "margin simulate --policies policies.yaml --from-ledger --since 30d --model-group chat --config margin.yaml",
         "margin simulate --policies policies.yaml --profile diurnal.yaml --format html > simulate.html",
+        "margin simulate --from-plan profile.yaml --profile diurnal.yaml --cold-start-min 8   # the plan's options",
     )
 )
+@click.option("--policies", "policies_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--policies", "policies_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "--from-plan",
+    "plan_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A `margin plan` profile: simulate its cheapest self-hosted options instead of --policies.",
 )
+@click.option("--class", "class_name", default=None, help="With --from-plan: the workload class (default: the first).")
+@click.option("--cold-start-min", type=click.IntRange(min=0), default=5, show_default=True, help="With --from-plan.")
+@click.option("--max-replicas", type=click.IntRange(min=1), default=50, show_default=True, help="With --from-plan.")
 @click.option(
     "--trace", "trace_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="minute,requests lines"
 )
@@ -49,7 +58,11 @@ from margin.storage.protocols import StorageError
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "html"]), default="table")
 @click.option("--seed", type=int, default=0, help="seed of the spot interruptions")
 def simulate(
-    policies_path: Path,
+    policies_path: Path | None,
+    plan_path: Path | None,
+    class_name: str | None,
+    cold_start_min: int,
+    max_replicas: int,
     trace_path: Path | None,
     profile_path: Path | None,
     from_ledger: bool,
@@ -68,8 +81,15 @@ def simulate(
 
     if sum((trace_path is not None, profile_path is not None, from_ledger)) != 1:
         raise click.UsageError("give exactly one of --trace FILE, --profile FILE and --from-ledger")
+    if (policies_path is None) == (plan_path is None):
+        raise click.UsageError("give one of --policies FILE and --from-plan PROFILE")
     try:
-        policies = load_policies(policies_path)
+        if policies_path is not None:
+            policies = load_policies(policies_path)
+        elif plan_path is not None:
+            policies = _plan_policies(plan_path, config_path, class_name, cold_start_min, max_replicas)
+        else:
+            raise click.UsageError("give --policies FILE or --from-plan PROFILE")
         if trace_path is not None:
             demand = read_trace(trace_path)
         elif profile_path is not None:
@@ -87,6 +107,25 @@ def simulate(
         click.echo(orjson.dumps(as_json(comparison), option=orjson.OPT_INDENT_2).decode())
     else:
         click.echo(as_table(comparison))
+
+
+def _plan_policies(
+    plan_path: Path, config_path: Path | None, class_name: str | None, cold_start_min: int, max_replicas: int
+) -> list[FleetPolicy]:
+    """The plan's cheapest self-hosted options as policies, API prices from the configured catalog."""
+    from margin.cli.reprice import price_catalog
+    from margin.planner.catalog import load_catalog
+    from margin.planner.fleet.from_plan import policies_from_plan
+    from margin.planner.plan import plan
+    from margin.planner.profile import load_profile as load_plan_profile
+
+    catalog = load_catalog(prices=price_catalog(load_margin_config(config_path)))
+    try:
+        profile = load_plan_profile(plan_path)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise click.ClickException(f"{plan_path}: {exc}") from None
+    planned = plan(profile, catalog)
+    return policies_from_plan(planned, class_name=class_name, cold_start_min=cold_start_min, max_replicas=max_replicas)
 
 
 def _ledger_demand(config_path: Path | None, since: str, until: str, model_group: str | None) -> Demand:
