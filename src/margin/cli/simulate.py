@@ -1,9 +1,11 @@
 """`margin simulate`: price autoscaling policies for a self-hosted tier on a demand trace
-(docs/simulate.md). The trace is a file, a synthetic profile, or margin's own ledger."""
+(docs/simulate.md). The trace is a file, a synthetic profile, or margin's own ledger. This module
+is imported only when the command runs (cli/__init__.py), so its imports cost nothing elsewhere."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from margin.config.model import MarginConfig
 from margin.errors import ConfigError
 from margin.ledger.minute_demand import read_minute_demand
 from margin.ledger.report import parse_when
-from margin.planner.fleet.policy import FleetPolicy
-from margin.planner.fleet.trace import Demand
+from margin.planner.fleet.policy import FleetPolicy, load_policies
+from margin.planner.fleet.report import Comparison, as_json, as_table, compare
+from margin.planner.fleet.trace import Demand, load_profile, read_trace
 from margin.storage.protocols import StorageError
 
 
@@ -75,10 +78,6 @@ def simulate(
 ) -> None:
     """Replay per-minute demand against each policy: GPU-hours, cost, overflow, late requests,
     beside always-on at peak and API-only."""
-    from margin.planner.fleet.policy import load_policies
-    from margin.planner.fleet.report import as_json, as_table, compare
-    from margin.planner.fleet.trace import load_profile, read_trace
-
     if sum((trace_path is not None, profile_path is not None, from_ledger)) != 1:
         raise click.UsageError("give exactly one of --trace FILE, --profile FILE and --from-ledger")
     if (policies_path is None) == (plan_path is None):
@@ -90,15 +89,21 @@ def simulate(
             policies = _plan_policies(plan_path, config_path, class_name, cold_start_min, max_replicas)
         else:
             raise click.UsageError("give --policies FILE or --from-plan PROFILE")
-        if trace_path is not None:
-            demand = read_trace(trace_path)
-        elif profile_path is not None:
-            demand = load_profile(profile_path)
-        else:
-            demand = _ledger_demand(config_path, since, until, model_group)
+        demand = _demand(trace_path, profile_path, lambda: _ledger_demand(config_path, since, until, model_group))
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
-    comparison = compare(policies, demand, seed=seed)
+    _echo(output_format, compare(policies, demand, seed=seed), demand, policies)
+
+
+def _demand(trace_path: Path | None, profile_path: Path | None, from_ledger: Callable[[], Demand]) -> Demand:
+    if trace_path is not None:
+        return read_trace(trace_path)
+    if profile_path is not None:
+        return load_profile(profile_path)
+    return from_ledger()
+
+
+def _echo(output_format: str, comparison: Comparison, demand: Demand, policies: list[FleetPolicy]) -> None:
     if output_format == "html":
         from margin.planner.fleet.chart import render_html
 
