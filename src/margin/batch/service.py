@@ -23,7 +23,7 @@ MAX_METADATA_KEYS = 16
 class WorkerSignals(Protocol):
     def wake(self) -> None: ...
 
-    def halt(self, batch_id: str) -> None: ...
+    def halt(self, batch_id: str, halted: bool = True) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +125,11 @@ class BatchService:
                 return await self.get(owner, batch_id, api=api)
             record = await self.get(owner, batch_id, api=api)
         if record.status == "in_progress":
+            if self.worker is not None:
+                self.worker.halt(batch_id)  # before the write: no line of this replica starts meanwhile
             changes = {"status": "cancelling", "cancelling_at": now, "ending": "cancelled"}
-            if await self.store.update_batch(batch_id, ["in_progress"], changes) and self.worker is not None:
-                self.worker.halt(batch_id)
+            if not await self.store.update_batch(batch_id, ["in_progress"], changes) and self.worker is not None:
+                self.worker.halt(batch_id, False)  # it ended another way first
             record = await self.get(owner, batch_id, api=api)
         if record.status in ("cancelling", "cancelled"):
             return record

@@ -100,6 +100,7 @@ class BatchWorker:
         self._chunks: dict[tuple[str, int], ChunkLease] = {}
         self._lost: set[tuple[str, int]] = set()
         self._halted: set[str] = set()  # batches this replica knows take no new line
+        self._paused: dict[str, float] = {}  # batch -> until when this replica paused it (budget)
         self._cache: dict[str, _Cached] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -138,9 +139,12 @@ class BatchWorker:
         """New work may be waiting (a batch was created, validated or cancelled here)."""
         self._wake.set()
 
-    def halt(self, batch_id: str) -> None:
-        """Start no new line of `batch_id` (it was cancelled on this replica)."""
-        self._halted.add(batch_id)
+    def halt(self, batch_id: str, halted: bool = True) -> None:
+        """Start no new line of `batch_id` (it is being cancelled on this replica), or again."""
+        if halted:
+            self._halted.add(batch_id)
+        else:
+            self._halted.discard(batch_id)
         self._wake.set()
 
     # --- the loops ----------------------------------------------------------------------------------
@@ -279,16 +283,19 @@ class BatchWorker:
 
     async def _pause(self, batch: BatchRecord, reason: str) -> None:
         until = self.clock() + self.settings.budget_pause_s
-        self._cache.pop(batch.batch_id, None)
+        self._paused[batch.batch_id] = until  # this replica's other chunks stop at once, before the store says so
         changes = {"paused": f"budget: {reason}"[:500], "paused_until": until}
         if await self.store.update_batch(batch.batch_id, ["in_progress"], changes):
             log.info("batch: %s paused until %.0f (budget)", batch.batch_id, until)
+        self._cache.pop(batch.batch_id, None)
 
     async def _may_start(self, lease: ChunkLease) -> bool:
         if self._closing or (lease.batch_id, lease.chunk_no) in self._lost or lease.batch_id in self._halted:
             return False
         if not self.off_peak.open(self.clock()):
             return False  # the window closed: the chunk goes back, its lines wait for the next one
+        if self._paused.get(lease.batch_id, 0.0) > self.clock():
+            return False
         batch = await self._batch(lease.batch_id)
         now = self.clock()
         paused = batch.paused_until is not None and batch.paused_until > now

@@ -165,9 +165,10 @@ async def test_a_spent_budget_pauses_the_batch_which_resumes_later(tmp_path: Pat
         batch_id = await submit(tier, 4)
         paused = await until(tier, batch_id, lambda b: b.paused is not None)
         assert paused.status == "in_progress" and paused.paused_until == clock.now + 600
-        assert "budget" in (paused.paused or "") and paused.completed == 0
+        assert "budget" in (paused.paused or "") and paused.completed <= 1  # a line of another chunk may go first
+        calls_at_pause = sum(executor.calls.values())
         await asyncio.sleep(0.2)
-        assert executor.calls["p1"] == 0  # nothing starts while paused
+        assert sum(executor.calls.values()) == calls_at_pause  # nothing starts while paused
         clock.now += 601
         done = await until(tier, batch_id, lambda b: b.is_final)
     finally:
