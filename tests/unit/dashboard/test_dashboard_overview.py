@@ -19,6 +19,7 @@ import pytest
 
 from margin.app import create_app
 from margin.config import parse_config
+from margin.dashboard.session import SESSION_TTL_S, SessionSigner
 from margin.storage import open_ledger_store
 from margin.storage.ledger_row import LedgerRow
 from margin.storage.memory import MemoryKeyStore
@@ -207,5 +208,26 @@ def test_a_team_viewer_sees_no_figure_of_another_team(tmp_path: Path, monkeypatc
             assert forbidden.status_code == 403
             admin = await client.get("/admin/api/overview", headers={"authorization": f"Bearer {ADMIN}"})
             assert {line["group"] for line in admin.json()["top"]["team"]} >= {"ads", "search"}
+
+    asyncio.run(run())
+
+
+def test_expired_sessions_and_unknown_pages_are_clear_4xx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run() -> None:
+        async with dashboard(tmp_path, monkeypatch) as client:
+            expired = SessionSigner(ADMIN, clock=lambda: NOW - SESSION_TTL_S - 1).new_cookie()  # validly signed
+            live = SessionSigner(ADMIN, clock=lambda: NOW).new_cookie()
+            assert (await client.get("/admin/api/overview", headers={"cookie": f"margin_session={live}"})).is_success
+            stale = await client.get("/admin/api/overview", headers={"cookie": f"margin_session={expired}"})
+            assert stale.status_code == 401 and "expired" in stale.json()["error"]["message"]
+            assert (await client.get("/dashboard", headers={"cookie": f"margin_session={expired}"})).status_code == 303
+            other_key = SessionSigner("sk-another-admin-key-000000", clock=lambda: NOW).new_cookie()
+            signed_elsewhere = await client.get(
+                "/admin/api/overview", headers={"cookie": f"margin_session={other_key}"}
+            )
+            assert signed_elsewhere.status_code == 401
+            for path in ("/dashboard/nope", "/admin/api/nope"):
+                missing = await client.get(path, headers={"cookie": f"margin_session={live}"})
+                assert missing.status_code == 404 and "Traceback" not in missing.text, path
 
     asyncio.run(run())
