@@ -71,6 +71,18 @@ def test_with_a_wait_allowed_a_cold_start_is_served_late_instead_of_overflowing(
     assert short.overflowed > 0 and short.served + short.overflowed == 20 * 120
 
 
+def test_a_spot_warning_as_long_as_the_cold_start_hides_interruptions() -> None:
+    demand = np.full(2 * 1440, 200, dtype=np.int64)  # 4 replicas' worth at 80%, two days
+    spot = {"spot_share": 1.0, "spot_usd_per_gpu_hour": Decimal("0.9"), "spot_interruptions_per_hour": 0.5}
+    fields = {"min_replicas": 5, "max_replicas": 5, "cold_start_min": 2, **spot}
+    unwarned = simulate(policy(**fields), demand, seed=11)
+    warned = simulate(policy(**fields, spot_warning_min=2), demand, seed=11)
+    assert unwarned.overflowed > 0  # each loss leaves a gap until the replacement has started
+    assert warned.overflowed == 0  # the replacement starts at the notice and is up when the replica goes
+    assert warned.replica_minutes > 5 * len(demand)  # the overlap is paid
+    assert warned.served == int(demand.sum())
+
+
 def test_without_an_overflow_tier_the_excess_is_rejected() -> None:
     demand = np.array([200, 200, 200], dtype=np.int64)
     result = simulate(policy(min_replicas=1, max_replicas=1, overflow_usd_per_request=None), demand)
@@ -101,9 +113,17 @@ def test_scale_to_zero_on_a_diurnal_trace_uses_far_fewer_gpu_hours_than_always_o
     overflow=st.booleans(),
     spot=st.floats(0, 1),
     wait=st.integers(0, 10),
+    warning=st.integers(0, 5),
 )
 def test_no_request_is_lost(
-    demand: list[int], rpm: float, cold: int, bounds: tuple[int, int], overflow: bool, spot: float, wait: int
+    demand: list[int],
+    rpm: float,
+    cold: int,
+    bounds: tuple[int, int],
+    overflow: bool,
+    spot: float,
+    wait: int,
+    warning: int,
 ) -> None:
     low, high = bounds
     p = policy(
@@ -116,6 +136,7 @@ def test_no_request_is_lost(
         spot_usd_per_gpu_hour=Decimal("1"),
         spot_interruptions_per_hour=6.0,
         max_wait_min=wait,
+        spot_warning_min=warning,
     )
     result = simulate(p, np.asarray(demand, dtype=np.int64), seed=3)
     assert result.served + result.overflowed + result.rejected == result.offered == sum(demand)

@@ -25,6 +25,12 @@ class FleetPolicy(BaseModel):
     spot_usd_per_gpu_hour: Decimal | None = Field(None, gt=0, description="spot price; spot_share uses it")
     spot_share: float = Field(0.0, ge=0, le=1, description="share of replicas on spot capacity")
     spot_interruptions_per_hour: float = Field(0.0, ge=0, description="per spot replica")
+    spot_warning_min: int = Field(
+        0,
+        ge=0,
+        le=30,
+        description="notice before a spot replica is lost (AWS: 2); its replacement starts at the notice",
+    )
     requests_per_minute_per_replica: float = Field(gt=0, description="throughput at the SLA")
     cold_start_min: int = Field(0, ge=0, description="minutes from scale-up to serving (paid, not serving)")
     min_replicas: int = Field(0, ge=0)

@@ -45,8 +45,33 @@ class PolicyResult:
 class _Fleet:
     ready: int
     pending: Series  # replicas that start serving at each minute
+    leaving: Series  # spot replicas under notice that stop at each minute
     starting: int = 0  # scaled up, not serving yet (paid)
+    noticed: int = 0  # serving, but under an interruption notice (the autoscaler has replaced them)
     below_for: int = 0
+
+    def tick(self, minute: int) -> None:
+        arrived, gone = int(self.pending[minute]), int(self.leaving[minute])
+        self.ready += arrived - gone
+        self.starting -= arrived
+        self.noticed -= gone
+
+    def interrupt(self, count: int, *, notice_ends: int | None, ready_at: int) -> None:
+        """`count` spot replicas get an interruption notice. Without warning they are gone at once
+        (the autoscaler replaces them as it sees the shortfall); with one, replacements start now
+        and the noticed replicas serve until the notice ends."""
+        if notice_ends is None:
+            self.ready -= count
+            return
+        self.leaving[notice_ends] += count
+        self.noticed += count
+        self.pending[ready_at] += count
+        self.starting += count
+
+    @property
+    def counted(self) -> int:
+        """What the autoscaler counts: serving (less those leaving) and starting."""
+        return self.ready - self.noticed + self.starting
 
 
 def desired_replicas(policy: FleetPolicy, requests: int) -> int:
@@ -59,7 +84,8 @@ def simulate(policy: FleetPolicy, demand: Demand, *, seed: int = 0) -> PolicyRes
     """Replay `demand` (requests per minute) against `policy`."""
     minutes = len(demand)
     rng = np.random.default_rng(seed)
-    fleet = _Fleet(ready=desired_replicas(policy, int(demand[0])), pending=np.zeros(minutes + 2, dtype=np.int64))
+    end = minutes + 1  # events past the trace land here and are never read
+    fleet = _Fleet(desired_replicas(policy, int(demand[0])), np.zeros(end + 1, np.int64), np.zeros(end + 1, np.int64))
     queue = WaitQueue(policy.max_wait_min)
     lag = max(policy.cold_start_min, 1)  # a decision takes effect from the next minute at the earliest
     served = gave_up = 0
@@ -67,17 +93,17 @@ def simulate(policy: FleetPolicy, demand: Demand, *, seed: int = 0) -> PolicyRes
     spilled = np.zeros(minutes, dtype=np.int64)
     interrupt_p = min(1.0, policy.spot_interruptions_per_hour / 60)
     for minute in range(minutes):
-        arrived = int(fleet.pending[minute])
-        fleet.ready += arrived
-        fleet.starting -= arrived
-        if interrupt_p > 0 and fleet.ready:
-            fleet.ready -= int(rng.binomial(round(fleet.ready * policy.spot_share), interrupt_p))
+        fleet.tick(minute)
+        if interrupt_p > 0 and fleet.ready > fleet.noticed:
+            notices = int(rng.binomial(round((fleet.ready - fleet.noticed) * policy.spot_share), interrupt_p))
+            warned = min(end, minute + policy.spot_warning_min) if policy.spot_warning_min else None
+            fleet.interrupt(notices, notice_ends=warned, ready_at=min(end, minute + lag))
         offered = int(demand[minute])
         took, left = queue.step(minute, offered, int(fleet.ready * policy.requests_per_minute_per_replica))
         served, gave_up = served + took, gave_up + left
         spilled[minute] = left
         paid[minute] = fleet.ready + fleet.starting
-        _scale(policy, fleet, offered + queue.backlog, min(minutes + 1, minute + lag))
+        _scale(policy, fleet, offered + queue.backlog, min(end, minute + lag))
     left = queue.drain()
     if minutes:
         spilled[-1] += left
@@ -88,7 +114,7 @@ def _scale(policy: FleetPolicy, fleet: _Fleet, offered: int, ready_at: int) -> N
     """Scale up at once (the new replicas serve after the cold start); scale down only after
     `scale_down_after_min` minutes in a row wanting fewer."""
     desired = desired_replicas(policy, offered)
-    total = fleet.ready + fleet.starting
+    total = fleet.counted
     if desired > total:
         fleet.pending[ready_at] += desired - total
         fleet.starting += desired - total
@@ -96,7 +122,7 @@ def _scale(policy: FleetPolicy, fleet: _Fleet, offered: int, ready_at: int) -> N
     elif desired < total:
         fleet.below_for += 1
         if fleet.below_for > policy.scale_down_after_min:
-            fleet.ready -= min(fleet.ready, total - desired)
+            fleet.ready -= min(fleet.ready - fleet.noticed, total - desired)
             fleet.below_for = 0
     else:
         fleet.below_for = 0
