@@ -1,144 +1,323 @@
-"""Learned-router benchmark on the RouteLLM outcomes (../shared/data/routellm), one table.
+"""Learned-router benchmark on the RouteLLM outcomes (../shared/data/routellm), in one run.
 
-In-benchmark: train on 3 folds, test on the 4th, per benchmark (metrics averaged over the 4 test
-folds). Cross-benchmark: train on all of one benchmark, test on all of another. Contaminated prompts
-are excluded. Published anchors (RouteLLM routers trained on Chatbot Arena data, so not like-for-like)
-are printed beside. The last column is the scorer's single-prompt latency, embedding included.
+It measures the model that `margin router train DATA` with defaults produces: one model over every
+benchmark of the file (contaminated rows dropped, as train drops them). Cross-validation over the
+file's own folds (its `fold` field): for each fold, train on the other folds (every searched
+hyper-parameter is picked on inner folds of those rows), score the held-out fold, and report each
+benchmark's metrics as the mean and spread over the held-out folds. A bag-of-words ridge regression
+trained on the same rows in the same fold is the baseline. Also measured: the strong share that
+thresholds calibrated for a configured share give on the held-out fold, transfer across benchmarks,
+and the decision latency (scorer + thresholds, one prompt per call) pinned to one core.
 
-    python bench/router.py [--data DIR] [--features static,hashing,none]
+Embeddings of the prompts are cached in bench/results/router_cache/ (git-ignored), so a rerun
+skips the embedder; the static token table is cached there too (distilling it takes ~40 s).
+
+    python bench/router.py [--data DIR] [--embedder static] [--no-cross] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from margin.routing.learned.crossval import HeldOutResult, cross_fold, rows_of, train_test
+from margin.embedding import StaticMiniLMEmbedder
+from margin.routing.learned.baselines import fit_bag_of_words_ridge
+from margin.routing.learned.crossval import rows_of
+from margin.routing.learned.evaluation import Evaluation, evaluate_scores
 from margin.routing.learned.features import FeatureSpec, Featurizer
 from margin.routing.learned.outcomes import Outcomes, load_outcomes
-from margin.routing.learned.scorer import LinearScorer
-from margin.routing.learned.training import train_scorer
+from margin.routing.learned.router import LearnedRouter
+from margin.routing.learned.thresholds import TierThresholds
+from margin.routing.learned.training import TrainingResult, train_scorer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm"
 DATA_FILE = "routellm_pairs_train.jsonl"
-# (label, APGR, CPT50, CPT80) from the data README.
-ANCHORS = {
-    "mmlu": ("RouteLLM best (published)", 0.603, 0.354, 0.703),
-    "gsm8k": ("RouteLLM best (published)", 0.622, 0.336, 0.633),
-}
+CACHE = Path(__file__).resolve().parent / "results" / "router_cache"
+# (APGR, CPT50, CPT80) of the best published RouteLLM router, from the data README.
+ANCHORS = {"mmlu": (0.603, 0.354, 0.703), "gsm8k": (0.622, 0.336, 0.633)}
 CROSS = (("mmlu", "gsm8k"), ("gsm8k", "mmlu"), ("mmlu+gsm8k", "mtbench"))
-HEADER = ("features", "setting", "train", "test", "APGR", "CPT(50%)", "CPT(80%)", "red@95%", "p50 ms")
+SHARES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    router: dict[str, Evaluation]  # by benchmark
+    baseline: dict[str, Evaluation]
+    realised_share: dict[float, float]  # configured share -> share of held-out prompts sent strong
+    seconds: float
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("MARGIN_ROUTELLM_DIR", DEFAULT_DATA)))
-    parser.add_argument("--features", default="static,hashing,none", help="comma-separated embedder kinds")
-    parser.add_argument("--latency-prompts", type=int, default=300)
+    parser.add_argument("--embedder", default="static", help="the featurizer's embedder (train's --embedder)")
+    parser.add_argument("--no-cross", action="store_true", help="skip the cross-benchmark rows")
+    parser.add_argument("--latency-prompts", type=int, default=1000)
+    parser.add_argument("--json", type=Path, help="also write every number as JSON here")
     args = parser.parse_args()
     path = args.data / DATA_FILE
     if not path.is_file():
         print(f"no data at {path}; pass --data", file=sys.stderr)
         return 2
     outcomes = load_outcomes(path).select(include_contaminated=False)
-    rows: list[tuple[str, ...]] = []
-    baselines: list[HeldOutResult] = []
-    for kind in args.features.split(","):
-        kind_rows, results = _rows_for(kind.strip(), outcomes, args.latency_prompts)
-        rows += kind_rows
-        baselines = baselines or results[:2]
-    for benchmark, (label, *anchor) in ANCHORS.items():
-        rows.append(("-", f"{label}: {benchmark}", "-", "-", *_fmt_anchor(anchor), "-", "-"))
-    rows += [_random_row(result) for result in baselines]
-    print(_table(rows))
-    print("red@95%: strong-call reduction vs always-strong at 95% of strong-only quality.")
-    print("Cross-fold cells are means over the 4 test folds (APGR +- std over folds).")
+    featurizer = build_featurizer(args.embedder)
+    features = cached_features(featurizer, outcomes)
+    folds: list[FoldResult] = []
+    last: TrainingResult | None = None
+    for fold in outcomes.fold_names():
+        result, last = run_fold(outcomes, features, featurizer, fold)
+        folds.append(result)
+    assert last is not None  # the file has at least one fold
+    cross = [] if args.no_cross else cross_benchmark(outcomes, features, featurizer)
+    latency = decision_latency(last, outcomes, args.latency_prompts)
+    print(report(outcomes, folds, cross, latency, last))
+    if args.json:
+        args.json.write_text(json.dumps(as_json(folds, cross, latency), indent=2), encoding="utf-8")
     return 0
 
 
-def _rows_for(kind: str, outcomes: Outcomes, latency_prompts: int) -> tuple[list[tuple[str, ...]], list[HeldOutResult]]:
+def build_featurizer(embedder: str) -> Featurizer:
+    spec = FeatureSpec(embedder=embedder)  # type: ignore[arg-type]  # from the command line
+    if embedder != "static":
+        return Featurizer(spec)
+    table_path = CACHE / "static_table.npy"
+    if not table_path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.save(table_path, StaticMiniLMEmbedder.distil().table)
+    return Featurizer(spec, StaticMiniLMEmbedder(np.load(table_path), max_tokens=spec.max_tokens, keep=spec.keep))
+
+
+def cached_features(featurizer: Featurizer, outcomes: Outcomes) -> np.ndarray:
+    """The featurizer's rows for every prompt, from the cache when the prompts and spec match."""
+    digest = hashlib.sha256(json.dumps([featurizer.spec.to_json(), outcomes.prompts]).encode()).hexdigest()[:16]
+    path = CACHE / f"features_{featurizer.spec.embedder}_{digest}.npy"
+    if path.is_file():
+        return np.load(path)
     started = time.perf_counter()
-    featurizer = Featurizer(FeatureSpec(embedder=kind))  # type: ignore[arg-type]  # from the command line
     features = featurizer.transform(outcomes.prompts)
-    print(f"[{kind}] featurized {len(outcomes)} prompts in {time.perf_counter() - started:.1f}s", file=sys.stderr)
-    results: list[HeldOutResult] = []
-    for benchmark in ("mmlu", "gsm8k"):
-        mask = rows_of(outcomes, [benchmark])
-        results.append(cross_fold(outcomes.take(mask), features[mask], featurizer, setting=f"{benchmark} cross-fold"))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, features)
+    print(f"featurized {len(outcomes)} prompts in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    return features
+
+
+def run_fold(
+    outcomes: Outcomes, features: np.ndarray, featurizer: Featurizer, fold: int
+) -> tuple[FoldResult, TrainingResult]:
+    started = time.perf_counter()
+    test = outcomes.fold == fold
+    train_rows, test_rows = outcomes.take(~test), outcomes.take(test)
+    trained = train_scorer(train_rows, featurizer=featurizer, features=features[~test])
+    scores = trained.scorer.score_features(features[test], test_rows.prompts)
+    baseline = fit_bag_of_words_ridge(train_rows).score(test_rows.prompts)
+    realised = {}
+    for share in SHARES:
+        threshold = trained.calibration.threshold_for_share(share)
+        realised[share] = float(np.mean(scores >= threshold))
+    result = FoldResult(
+        fold=fold,
+        router=per_benchmark(scores, test_rows),
+        baseline=per_benchmark(baseline, test_rows),
+        realised_share=realised,
+        seconds=time.perf_counter() - started,
+    )
+    print(f"fold {fold}: trained and scored in {result.seconds:.0f}s (l2 {trained.l2})", file=sys.stderr)
+    return result, trained
+
+
+def per_benchmark(scores: np.ndarray, outcomes: Outcomes) -> dict[str, Evaluation]:
+    evaluations = {}
+    for benchmark in outcomes.benchmark_names():
+        rows = rows_of(outcomes, [benchmark])
+        evaluations[benchmark] = evaluate_scores(scores[rows], outcomes.take(rows))
+    return evaluations
+
+
+def cross_benchmark(outcomes: Outcomes, features: np.ndarray, featurizer: Featurizer) -> list[dict[str, Any]]:
+    """Train on every row of one benchmark (or two), evaluate on every row of another."""
+    rows = []
     for source, target in CROSS:
         train_mask, test_mask = rows_of(outcomes, source.split("+")), rows_of(outcomes, [target])
-        results.append(
-            train_test(
-                (outcomes.take(train_mask), features[train_mask]),
-                (outcomes.take(test_mask), features[test_mask]),
-                featurizer,
-                setting=f"{source} -> {target}",
-            )
+        train_rows, test_rows = outcomes.take(train_mask), outcomes.take(test_mask)
+        trained = train_scorer(train_rows, featurizer=featurizer, features=features[train_mask])
+        scores = trained.scorer.score_features(features[test_mask], test_rows.prompts)
+        baseline = fit_bag_of_words_ridge(train_rows).score(test_rows.prompts)
+        rows.append(
+            {
+                "setting": f"{source} -> {target}",
+                "test_rows": len(test_rows),
+                "router": evaluate_scores(scores, test_rows).router_summary,
+                "baseline": evaluate_scores(baseline, test_rows).router_summary,
+            }
         )
-    latency = _latency_p50_ms(featurizer, features, outcomes, latency_prompts)
-    print(f"[{kind}] done in {time.perf_counter() - started:.1f}s", file=sys.stderr)
-    return [_row(kind, result, latency) for result in results], results
+    return rows
 
 
-def _latency_p50_ms(featurizer: Featurizer, features: np.ndarray, outcomes: Outcomes, count: int) -> float:
-    """p50 of scoring one prompt at a time (what the request path does), embedding included."""
-    scorer: LinearScorer = train_scorer(outcomes, featurizer=featurizer, features=features, config=None).scorer
+def decision_latency(trained: TrainingResult, outcomes: Outcomes, count: int) -> dict[str, float]:
+    """Milliseconds per LearnedRouter.route(prompt) (featurize, word score, gate, head, threshold),
+    one prompt per call, with this process pinned to one CPU."""
+    table = trained.calibration
+    router = LearnedRouter(trained.scorer, TierThresholds.by_share(table, ("cheap", "strong"), [0.3]))
     rng = np.random.default_rng(0)
     sample = [outcomes.prompts[i] for i in rng.choice(len(outcomes), size=min(count, len(outcomes)), replace=False)]
-    scorer.score(sample[:2])  # warm-up: lazy tokenizer / session load
-    timings = []
-    for prompt in sample:
-        start = time.perf_counter()
-        scorer.score([prompt])
-        timings.append(time.perf_counter() - start)
-    return float(np.median(timings) * 1e3)
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        router.route_many(sample[:20])  # warm-up: tokenizer load, first-call allocations
+        timings = []
+        for prompt in sample:
+            started = time.perf_counter()
+            router.route(prompt)
+            timings.append((time.perf_counter() - started) * 1e3)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    values = np.array(timings)
+    return {
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "p99": float(np.percentile(values, 99)),
+        "max": float(values.max()),
+        "load_1min": os.getloadavg()[0],
+    }
 
 
-def _row(kind: str, result: HeldOutResult, latency_ms: float) -> tuple[str, ...]:
-    folds = len(result.evaluations)
-    apgr = f"{result.mean('apgr'):.3f}" + (f"+-{result.std('apgr'):.3f}" if folds > 1 else "")
-    return (
-        kind,
-        result.setting,
-        str(result.train_rows),
-        str(result.test_rows),
-        apgr,
-        f"{result.mean('cpt50'):.1%}",
-        f"{result.mean('cpt80'):.1%}",
-        f"{result.mean('strong_call_reduction_at_95'):.1%}",
-        f"{latency_ms:.2f}",
+def fold_stats(folds: list[FoldResult], benchmark: str, side: str, metric: str) -> tuple[float, float, float]:
+    """Mean, std and min over the held-out folds of one summary metric."""
+    values = [getattr(getattr(f, side)[benchmark].router_summary, metric) for f in folds if benchmark in f.router]
+    return float(np.mean(values)), float(np.std(values)), float(np.min(values))
+
+
+def report(
+    outcomes: Outcomes,
+    folds: list[FoldResult],
+    cross: list[dict[str, Any]],
+    latency: dict[str, float],
+    last: TrainingResult,
+) -> str:
+    lines = [
+        f"Model: {last.scorer.name} (margin router train defaults), {len(folds)}-fold cross-validation over "
+        f"the file's folds, {len(outcomes)} uncontaminated prompts.",
+        "",
+        *benchmark_table(outcomes, folds),
+        "",
+        "Realised strong share on the held-out fold at a configured share (thresholds from the model's calibration):",
+        *share_table(folds),
+        "",
+    ]
+    if cross:
+        lines += [*cross_table(cross), ""]
+    lines.append(
+        f"Decision latency, one prompt per call, one core: p50 {latency['p50']:.2f} ms, p95 {latency['p95']:.2f} ms, "
+        f"p99 {latency['p99']:.2f} ms, max {latency['max']:.2f} ms (load average {latency['load_1min']:.1f})."
     )
-
-
-def _random_row(result: HeldOutResult) -> tuple[str, ...]:
-    return (
-        "-",
-        f"random router: {result.setting}",
-        "-",
-        str(result.test_rows),
-        f"{result.random_mean('apgr'):.3f}",
-        f"{result.random_mean('cpt50'):.1%}",
-        f"{result.random_mean('cpt80'):.1%}",
-        f"{result.random_mean('strong_call_reduction_at_95'):.1%}",
-        "-",
-    )
-
-
-def _fmt_anchor(values: list[float]) -> tuple[str, str, str]:
-    apgr, cpt50, cpt80 = values
-    return f"{apgr:.3f}", f"{cpt50:.1%}", f"{cpt80:.1%}"
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [HEADER, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def benchmark_table(outcomes: Outcomes, folds: list[FoldResult]) -> list[str]:
+    header = (
+        "benchmark",
+        "test rows",
+        "APGR (+-std, min)",
+        "CPT(50%)",
+        "CPT(80%)",
+        "red@95%",
+        "BoW ridge APGR",
+        "BoW CPT(50%)",
+        "gain over BoW",
+        "published",
+    )
+    rows = []
+    for benchmark in outcomes.benchmark_names():
+        mean, std, low = fold_stats(folds, benchmark, "router", "apgr")
+        base_mean, base_std, _ = fold_stats(folds, benchmark, "baseline", "apgr")
+        gains = [f.router[benchmark].router_summary.apgr - f.baseline[benchmark].router_summary.apgr for f in folds]
+        anchor = ANCHORS.get(benchmark)
+        rows.append(
+            (
+                benchmark,
+                str(sum(f.router[benchmark].rows for f in folds)),
+                f"{mean:.3f} +-{std:.3f} ({low:.3f})",
+                f"{fold_stats(folds, benchmark, 'router', 'cpt50')[0]:.1%}",
+                f"{fold_stats(folds, benchmark, 'router', 'cpt80')[0]:.1%}",
+                f"{fold_stats(folds, benchmark, 'router', 'strong_call_reduction_at_95')[0]:.1%}",
+                f"{base_mean:.3f} +-{base_std:.3f}",
+                f"{fold_stats(folds, benchmark, 'baseline', 'cpt50')[0]:.1%}",
+                f"{np.mean(gains):+.3f} (min {np.min(gains):+.3f})",
+                f"{anchor[0]:.3f} / {anchor[1]:.1%}" if anchor else "-",
+            )
+        )
+    notes = [
+        "APGR: mean over held-out folds, +- std, (min); CPT and red@95% (strong calls saved at 95% of strong-only",
+        "quality): means. Random router: APGR 0.500, CPT(50%) 50%. published: best RouteLLM router, APGR / CPT(50%).",
+    ]
+    return [*_table(header, rows), *notes]
+
+
+def share_table(folds: list[FoldResult]) -> list[str]:
+    header = ("configured", *(f"fold {f.fold}" for f in folds), "worst error")
+    rows = []
+    for share in SHARES:
+        realised = [f.realised_share[share] for f in folds]
+        worst = max(realised, key=lambda value: abs(value - share))
+        rows.append((f"{share:.0%}", *(f"{value:.1%}" for value in realised), f"{(worst - share) * 100:+.1f} points"))
+    return _table(header, rows)
+
+
+def cross_table(cross: list[dict[str, Any]]) -> list[str]:
+    header = ("cross-benchmark", "test rows", "APGR", "CPT(50%)", "CPT(80%)", "BoW ridge APGR")
+    rows = [
+        (
+            item["setting"],
+            str(item["test_rows"]),
+            f"{item['router'].apgr:.3f}",
+            f"{item['router'].cpt50:.1%}",
+            f"{item['router'].cpt80:.1%}",
+            f"{item['baseline'].apgr:.3f}",
+        )
+        for item in cross
+    ]
+    return _table(header, rows)
+
+
+def as_json(folds: list[FoldResult], cross: list[dict[str, Any]], latency: dict[str, float]) -> dict[str, Any]:
+    def summary(evaluation: Evaluation) -> dict[str, float]:
+        s = evaluation.router_summary
+        return {"apgr": s.apgr, "cpt50": s.cpt50, "cpt80": s.cpt80, "red95": s.strong_call_reduction_at_95}
+
+    return {
+        "folds": [
+            {
+                "fold": f.fold,
+                "router": {b: summary(e) for b, e in f.router.items()},
+                "baseline": {b: summary(e) for b, e in f.baseline.items()},
+                "realised_share": {str(k): v for k, v in f.realised_share.items()},
+                "seconds": f.seconds,
+            }
+            for f in folds
+        ],
+        "cross": [
+            {"setting": c["setting"], "router_apgr": c["router"].apgr, "baseline_apgr": c["baseline"].apgr}
+            for c in cross
+        ],
+        "latency_ms": latency,
+    }
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
 
 
 if __name__ == "__main__":

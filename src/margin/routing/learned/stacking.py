@@ -84,7 +84,13 @@ class WordFit:
 def fit_word_scorer(
     prompts: Sequence[str], embedding: Matrix, targets: Vector, folds: NDArray[np.int64], alphas: Sequence[float]
 ) -> WordFit:
-    """Pick alpha by out-of-fold squared error, then refit on every row.
+    """Pick alpha by out-of-fold squared error; the scorer is the mean of that alpha's fold ridges.
+
+    The mean of the fold ridges (one ridge: the mean of their weights), not a refit on every row:
+    the heads learn from out-of-fold word scores, and the fold ridges' scores of new prompts spread
+    like those, while a refit on all rows spreads wider (the same alpha over more rows). On held-out
+    RouteLLM folds the refit moved the realised strong share up to 4.6 points below a configured 80%;
+    the mean of the fold ridges keeps every configured share from 10% to 90% within about 2 points.
 
     The vocabulary is built once from all training prompts: it depends on no label, and a word seen
     only in the held-out fold gets no weight from the other folds anyway.
@@ -93,28 +99,35 @@ def fit_word_scorer(
         raise ValueError("word alphas must not be empty")
     vocabulary = Vocabulary.fit(prompts)
     words = vocabulary.transform(prompts)
-    best: tuple[float, float, Vector] | None = None
+    best: tuple[float, float, Vector, RidgeModel] | None = None
     for alpha in alphas:
-        oof = _out_of_fold(words, embedding, targets, folds, alpha)
+        oof, model = _cross_fit(words, embedding, targets, folds, alpha)
         error = float(np.mean((oof - targets) ** 2))
         if best is None or error < best[0]:
-            best = (error, alpha, oof)
+            best = (error, alpha, oof, model)
     assert best is not None  # alphas is not empty
-    _, alpha, oof = best
-    final = WordScorer(vocabulary, fit_ridge(words, embedding, targets, alpha))
-    return WordFit(scorer=final, out_of_fold=oof, alpha=alpha)
+    _, alpha, oof, model = best
+    return WordFit(scorer=WordScorer(vocabulary, model), out_of_fold=oof, alpha=alpha)
 
 
-def _out_of_fold(
+def _cross_fit(
     words: SparseRows, embedding: Matrix, targets: Vector, folds: NDArray[np.int64], alpha: float
-) -> Vector:
+) -> tuple[Vector, RidgeModel]:
+    """Out-of-fold scores and the mean of the fold ridges (a single fold: one in-sample ridge)."""
     fold_names = np.unique(folds)
-    if fold_names.size < 2:  # a single fold: nothing to hold out, score in-sample
-        return np.asarray(fit_ridge(words, embedding, targets, alpha).predict(words, embedding), dtype=np.float64)
+    if fold_names.size < 2:  # nothing to hold out: score in-sample
+        model = fit_ridge(words, embedding, targets, alpha)
+        return np.asarray(model.predict(words, embedding), dtype=np.float64), model
     scores = np.zeros(targets.size)
+    models = []
     for fold in fold_names:
         test = np.flatnonzero(folds == fold)
         train = np.flatnonzero(folds != fold)
-        model = fit_ridge(words.take(train), embedding[train], targets[train], alpha)
-        scores[test] = model.predict(words.take(test), embedding[test])
-    return scores
+        models.append(fit_ridge(words.take(train), embedding[train], targets[train], alpha))
+        scores[test] = models[-1].predict(words.take(test), embedding[test])
+    mean = RidgeModel(
+        word_weights=np.mean([m.word_weights for m in models], axis=0),
+        dense_weights=np.mean([m.dense_weights for m in models], axis=0),
+        bias=float(np.mean([m.bias for m in models])),
+    )
+    return scores, mean
