@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,41 @@ def _drop_lexical_version(path: Path) -> None:
     arrays["meta"] = np.array(json.dumps(meta))
     with path.open("wb") as handle:
         np.savez(handle, **arrays)
+
+
+# The regexes the word counts were first written as; the set lookups over \w runs must agree with them.
+REFERENCE = {
+    "math_density": re.compile(r"[=+*/^<>%$\\]|\b(?:sqrt|log|sin|cos|integral|derivative|matrix|probability)\b"),
+    "code_density": re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]|\bimport\b|\bfunction\b"),
+    "log_quantities": re.compile(
+        r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty"
+        r"|hundred|thousand|million|half|twice|double|triple|third|quarter|dozen)\b",
+        re.IGNORECASE,
+    ),
+    "relation_density": re.compile(
+        r"\b(?:each|per|every|more|less|fewer|times|than|left|remaining|total|average|rate|after|before"
+        r"|twice|half)\b",
+        re.IGNORECASE,
+    ),
+    "money_mentions": re.compile(r"\$\s?\d|\bdollars?\b|\bcents?\b", re.IGNORECASE),
+}
+TRICKY = [
+    "One2 three_four TWICE Half-price, $ 5 and $7 Dollars, 3 CENTS; per-cent",
+    "def f(x): return {x}; ```code``` import os; class A: pass; undefined functions",
+    "sqrt(2) + log x = Sin y; logarithm sqrtx matrix_1 Probability",
+    "\u017fix dollars (a long s), \u212aelvin, Each EACH each_ more-than-less",
+    "",
+]
+
+
+@pytest.mark.parametrize("prompt", TRICKY)
+def test_word_counts_match_the_regexes_they_replace(prompt: str) -> None:
+    (row,) = lexical_features([prompt])
+    words = max(len(re.findall(r"[A-Za-z]+", prompt)), 1)
+    numerals = len(re.findall(r"\d+(?:[.,]\d+)*", prompt))
+    assert column(row, "math_density") == len(REFERENCE["math_density"].findall(prompt)) / words
+    assert column(row, "code_density") == len(REFERENCE["code_density"].findall(prompt)) / words
+    quantities = numerals + len(REFERENCE["log_quantities"].findall(prompt))
+    assert column(row, "log_quantities") == pytest.approx(math.log1p(quantities))
+    assert column(row, "relation_density") == len(REFERENCE["relation_density"].findall(prompt)) / words
+    assert column(row, "money_mentions") == len(REFERENCE["money_mentions"].findall(prompt))
