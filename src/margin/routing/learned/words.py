@@ -58,11 +58,12 @@ class Vocabulary:
         indptr = [0]
         for prompt in prompts:
             counts = Counter(i for i in map(self._index.get, words_of(prompt)) if i is not None)
-            columns = sorted(counts)
-            weights = np.array([(1.0 + np.log(counts[c])) * self.idf[c] for c in columns], dtype=np.float64)
-            norm = float(np.sqrt(weights @ weights)) if columns else 1.0
+            columns = np.array(sorted(counts), dtype=np.int64)
+            tf = np.array([counts[c] for c in columns.tolist()], dtype=np.float64)
+            weights = (1.0 + np.log(tf)) * self.idf[columns]
+            norm = float(np.sqrt(weights @ weights)) if columns.size else 1.0
             data.extend((weights / norm).tolist())
-            indices.extend(columns)
+            indices.extend(columns.tolist())
             indptr.append(len(indices))
         return SparseRows(
             data=np.asarray(data, dtype=np.float64),
