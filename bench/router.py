@@ -205,8 +205,8 @@ def report(
     last: TrainingResult,
 ) -> str:
     lines = [
-        f"Model: {last.scorer.name} (margin router train defaults), {len(folds)}-fold cross-validation over "
-        f"the file's folds, {len(outcomes)} uncontaminated prompts.",
+        f"Model: {last.scorer.name} (margin router train defaults; {last.scorer.metadata['vocabulary_size']} "
+        f"terms), {len(folds)}-fold cross-validation over the file's folds, {len(outcomes)} uncontaminated prompts.",
         "",
         *benchmark_table(outcomes, folds),
         "",

@@ -117,3 +117,21 @@ def test_bag_of_words_baseline_ranks_the_hard_subject_first() -> None:
     curve = routing_curve(baseline.score(test.prompts), test.weak_score, test.strong_score)
     assert apgr(curve) > 0.63  # random is 0.5; physics first, as a perfect ranker would: 0.69
     assert baseline.name.startswith("bow-ridge[alpha=")
+
+
+def test_word_pairs_are_terms_of_their_own_and_survive_a_model_file() -> None:
+    vocabulary = Vocabulary.fit(["more than ten", "less than ten", "more than five"], min_prompts=2, ngrams=2)
+    assert vocabulary.words == ("more", "more than", "ten", "than", "than ten")
+    matrix = dense_of(vocabulary.transform(["ten more than"]))
+    assert np.count_nonzero(matrix) == 4  # ten, more, than, "more than" ("ten more" is not a term)
+    from margin.routing.learned.stacking import WordScorer
+
+    scorer = WordScorer(
+        vocabulary, fit_ridge(vocabulary.transform(["more than ten"]), np.zeros((1, 0)), np.ones(1), 1.0)
+    )
+    arrays = scorer.arrays()
+    assert arrays["vocabulary"].dtype == np.uint8  # UTF-8 bytes, not 4 bytes a character
+    again = WordScorer.from_arrays(arrays)
+    assert again.vocabulary.ngrams == 2 and again.vocabulary.words == vocabulary.words
+    prompts = ["more than ten", "less"]
+    assert np.array_equal(again.score(prompts, np.zeros((2, 0))), scorer.score(prompts, np.zeros((2, 0))))

@@ -1,4 +1,4 @@
-"""The word score: a ridge regression over [bag of words | embedding], stacked into the heads.
+"""The word score: a ridge regression over [words and word pairs | embedding], stacked into the heads.
 
 Words carry what a mean-pooled embedding blurs: the subject of an MMLU question, the kind of word
 problem. On its own a bag-of-words ridge already ranks MMLU as well as the embedding head; stacked
@@ -41,8 +41,11 @@ class WordScorer:
 
     def arrays(self) -> dict[str, NDArray[Any]]:
         return {
-            "vocabulary": np.array(self.vocabulary.words, dtype=np.str_),
+            # UTF-8 bytes of the terms joined by newlines (terms never hold one): a numpy string
+            # array would store 4 bytes a character, padded to the longest term (16 MB, not 1).
+            "vocabulary": np.frombuffer("\n".join(self.vocabulary.words).encode("utf-8"), dtype=np.uint8),
             "idf": self.vocabulary.idf,
+            "ngrams": np.array(self.vocabulary.ngrams),
             "word_weights": np.asarray(self.ridge.word_weights),
             "word_dense_weights": np.asarray(self.ridge.dense_weights),
             "word_bias": np.array(self.ridge.bias),
@@ -50,7 +53,12 @@ class WordScorer:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> WordScorer:
-        vocabulary = Vocabulary(words=tuple(str(w) for w in arrays["vocabulary"].tolist()), idf=arrays["idf"])
+        text = arrays["vocabulary"].tobytes().decode("utf-8")
+        vocabulary = Vocabulary(
+            words=tuple(text.split("\n")) if text else (),
+            idf=arrays["idf"],
+            ngrams=int(arrays["ngrams"]) if "ngrams" in arrays else 1,
+        )
         ridge = RidgeModel(
             word_weights=arrays["word_weights"],
             dense_weights=arrays["word_dense_weights"],
@@ -82,7 +90,13 @@ class WordFit:
 
 
 def fit_word_scorer(
-    prompts: Sequence[str], embedding: Matrix, targets: Vector, folds: NDArray[np.int64], alphas: Sequence[float]
+    prompts: Sequence[str],
+    embedding: Matrix,
+    targets: Vector,
+    folds: NDArray[np.int64],
+    alphas: Sequence[float],
+    *,
+    ngrams: int = 1,
 ) -> WordFit:
     """Pick alpha by out-of-fold squared error; the scorer is the mean of that alpha's fold ridges.
 
@@ -97,7 +111,7 @@ def fit_word_scorer(
     """
     if not alphas:
         raise ValueError("word alphas must not be empty")
-    vocabulary = Vocabulary.fit(prompts)
+    vocabulary = Vocabulary.fit(prompts, ngrams=ngrams)
     words = vocabulary.transform(prompts)
     best: tuple[float, float, Vector, RidgeModel] | None = None
     for alpha in alphas:

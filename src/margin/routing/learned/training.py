@@ -50,7 +50,9 @@ class TrainingConfig:
     # The word score is one column that summarises thousands of words: penalised 100x less.
     word_penalty: float = 0.01
     # Candidate ridge strengths of the word score (picked by out-of-fold squared error).
-    word_alphas: tuple[float, ...] = (3.0, 10.0, 30.0)
+    word_alphas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    # 2: word pairs too ("more than", "which of"), 1: single words.
+    word_ngrams: int = 2
     # How far the word score's target is pulled to the category mean (stacking.py), and the
     # pseudo-rows that shrink a small category's mean to the overall one.
     word_blend: float = 0.5
@@ -148,7 +150,9 @@ def train_scorer(
         labels, outcomes.categories, blend=config.word_blend, smoothing=config.category_smoothing
     )
     embedding = matrix[:, : featurizer.embedding_dim]
-    word_fit = fit_word_scorer(outcomes.prompts, embedding, targets, outcomes.fold, config.word_alphas)
+    word_fit = fit_word_scorer(
+        outcomes.prompts, embedding, targets, outcomes.fold, config.word_alphas, ngrams=config.word_ngrams
+    )
     # The heads learn from out-of-fold word scores: in-sample ones would look better than they are.
     stacked = np.hstack([matrix, word_fit.out_of_fold[:, None]])
     penalty = np.concatenate(
