@@ -264,3 +264,26 @@ def test_a_linear_model_file_from_before_task_heads_still_loads(tmp_path: Path) 
     loaded = load_scorer(path)
     assert isinstance(loaded, LinearScorer) and loaded.name == "linear[hashing+lexical]"
     assert np.array_equal(loaded.score(outcomes.prompts[:10]), linear.score(outcomes.prompts[:10]))
+
+
+def test_features_read_at_most_max_chars_of_a_prompt(tmp_path: Path) -> None:
+    """A long prompt costs no more than its last max_chars: a prefix of any length changes nothing."""
+    spec = FeatureSpec(embedder="hashing", hashing_dim=128, max_chars=300)
+    assert spec.clip("x" * 500 + "tail") == ("x" * 500 + "tail")[-300:]
+    assert FeatureSpec(embedder="none", keep="head", max_chars=3).clip("abcdef") == "abc"
+    outcomes = synthetic_outcomes(80)
+    scorer = train_scorer(outcomes, TrainingConfig(features=spec, l2_grid=(1.0,))).scorer
+    question = outcomes.prompts[0]
+    padded = "Some pasted context. " * 5000 + " " + question  # 105,000 characters
+    assert np.array_equal(scorer.score([padded]), scorer.score([spec.clip(padded)]))
+    assert scorer.score([padded])[0] != scorer.score([question])[0]  # the kept tail differs from the question
+    scorer.save(tmp_path / "clip.npz")
+    assert load_scorer(tmp_path / "clip.npz").featurizer.spec.max_chars == 300
+
+
+def test_specs_saved_before_max_chars_read_every_character() -> None:
+    legacy = {key: value for key, value in HASHING.to_json().items() if key != "max_chars"}
+    assert FeatureSpec.from_json(legacy).max_chars is None
+    assert FeatureSpec.from_json(HASHING.to_json()) == HASHING
+    with pytest.raises(ValueError, match="max_chars"):
+        FeatureSpec(embedder="none", max_chars=0)

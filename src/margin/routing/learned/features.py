@@ -20,6 +20,8 @@ from margin.routing.learned.lexical import LEXICAL_VERSION, feature_names, lexic
 EmbedderKind = Literal["static", "minilm", "hashing", "none"]
 EMBEDDER_KINDS: tuple[EmbedderKind, ...] = ("static", "minilm", "hashing", "none")
 STATIC_TABLE = "static_table"
+# 99% of the RouteLLM prompts are shorter; 512 tokens (what the embedder keeps) are about 2,300.
+DEFAULT_MAX_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,10 @@ class FeatureSpec:
     few-shot prefixes and pasted context come first, the question that predicts difficulty last.
     `lexical_version` names the lexical column set (see margin.routing.learned.lexical); specs read
     from model files that predate it get version 1, the set those files were trained on.
+    `max_chars` cuts every prompt to its last (or first, with keep="head") characters before any
+    feature is computed: featurizing is linear in the text, and a 3,000-character prompt took 2.6 ms
+    against a 2 ms budget (a 100,000-character one would take 80). Specs from model files that
+    predate it read as None: no cut, as they were trained.
     """
 
     embedder: EmbedderKind = "static"
@@ -39,13 +45,22 @@ class FeatureSpec:
     keep: Literal["head", "tail"] = "tail"
     hashing_dim: int = 512
     lexical_version: int = LEXICAL_VERSION
+    max_chars: int | None = DEFAULT_MAX_CHARS
 
     def __post_init__(self) -> None:
+        if self.max_chars is not None and self.max_chars < 1:
+            raise ValueError("max_chars must be at least 1 (or None for no cut)")
         if self.embedder not in EMBEDDER_KINDS:
             raise ValueError(f"embedder must be one of {EMBEDDER_KINDS}, not {self.embedder!r}")
         feature_names(self.lexical_version)  # raises on a version this code cannot compute
         if self.embedder == "none" and not self.lexical:
             raise ValueError("a scorer needs at least one kind of feature")
+
+    def clip(self, text: str) -> str:
+        """The part of a prompt the features read (see max_chars)."""
+        if self.max_chars is None or len(text) <= self.max_chars:
+            return text
+        return text[-self.max_chars :] if self.keep == "tail" else text[: self.max_chars]
 
     def build_embedder(self, static_table: NDArray[np.floating] | None = None) -> Embedder | None:
         """The embedder this spec names; `static` distils its table (~40 s) unless one is given."""
@@ -76,6 +91,7 @@ class FeatureSpec:
             "keep": self.keep,
             "hashing_dim": self.hashing_dim,
             "lexical_version": self.lexical_version,
+            "max_chars": self.max_chars,
         }
 
     @classmethod
@@ -87,6 +103,7 @@ class FeatureSpec:
             keep=data["keep"],
             hashing_dim=int(data["hashing_dim"]),
             lexical_version=int(data.get("lexical_version", 1)),
+            max_chars=None if data.get("max_chars") is None else int(data["max_chars"]),
         )
 
 
@@ -112,11 +129,12 @@ class Featurizer:
         return self.embedding_dim + self.lexical_dim
 
     def transform(self, prompts: Sequence[str]) -> NDArray[np.float64]:
+        texts = [self.spec.clip(prompt) for prompt in prompts]
         blocks: list[NDArray[np.float64]] = []
         if self.embedder is not None:
-            blocks.append(self.embedder.embed(prompts).astype(np.float64))
+            blocks.append(self.embedder.embed(texts).astype(np.float64))
         if self.spec.lexical:
-            blocks.append(lexical_features(prompts, self.spec.lexical_version))
+            blocks.append(lexical_features(texts, self.spec.lexical_version))
         return np.hstack(blocks) if len(blocks) > 1 else blocks[0]
 
     def arrays(self) -> dict[str, NDArray[Any]]:

@@ -65,7 +65,8 @@ class TaskHeadScorer:
     def score_features(self, features: Matrix, prompts: Sequence[str]) -> Vector:
         """Scores from precomputed featurizer rows (`features[i]` is `prompts[i]`'s row)."""
         embedding = features[:, : self.featurizer.embedding_dim]
-        full = np.hstack([features, self.words.score(prompts, embedding)[:, None]])
+        texts = [self.featurizer.spec.clip(prompt) for prompt in prompts]
+        full = np.hstack([features, self.words.score(texts, embedding)[:, None]])
         if self.gate is None:
             return self.heads[0].predict(full)
         head_index = np.asarray(self.head_of_task)[self.gate.predict(features)]

@@ -150,9 +150,8 @@ def train_scorer(
         labels, outcomes.categories, blend=config.word_blend, smoothing=config.category_smoothing
     )
     embedding = matrix[:, : featurizer.embedding_dim]
-    word_fit = fit_word_scorer(
-        outcomes.prompts, embedding, targets, outcomes.fold, config.word_alphas, ngrams=config.word_ngrams
-    )
+    texts = [featurizer.spec.clip(prompt) for prompt in outcomes.prompts]  # what the scorer will read
+    word_fit = fit_word_scorer(texts, embedding, targets, outcomes.fold, config.word_alphas, ngrams=config.word_ngrams)
     # The heads learn from out-of-fold word scores: in-sample ones would look better than they are.
     stacked = np.hstack([matrix, word_fit.out_of_fold[:, None]])
     penalty = np.concatenate(
