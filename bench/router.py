@@ -55,6 +55,7 @@ class FoldResult:
     router: dict[str, Evaluation]  # by benchmark
     baseline: dict[str, Evaluation]
     realised_share: dict[float, float]  # configured share -> share of held-out prompts sent strong
+    gated_right: dict[str, float]  # benchmark -> share of its held-out prompts the gate sent to its task
     seconds: float
 
 
@@ -130,10 +131,20 @@ def run_fold(
         router=per_benchmark(scores, test_rows),
         baseline=per_benchmark(baseline, test_rows),
         realised_share=realised,
+        gated_right=gate_accuracy(trained, features[test], test_rows),
         seconds=time.perf_counter() - started,
     )
     print(f"fold {fold}: trained and scored in {result.seconds:.0f}s (l2 {trained.l2})", file=sys.stderr)
     return result, trained
+
+
+def gate_accuracy(trained: TrainingResult, features: np.ndarray, outcomes: Outcomes) -> dict[str, float]:
+    gate = trained.scorer.gate
+    if gate is None:
+        return {}
+    predicted = np.asarray(gate.tasks)[gate.predict(features)]
+    truth = np.asarray(outcomes.benchmarks)
+    return {name: float(np.mean(predicted[truth == name] == name)) for name in outcomes.benchmark_names()}
 
 
 def per_benchmark(scores: np.ndarray, outcomes: Outcomes) -> dict[str, Evaluation]:
@@ -222,6 +233,13 @@ def report(
         "",
         "Realised strong share on the held-out fold at a configured share (thresholds from the model's calibration):",
         *share_table(folds),
+        "",
+        "Gate: held-out prompts sent to their own benchmark's task: "
+        + ", ".join(
+            f"{name} {np.mean([f.gated_right[name] for f in folds if name in f.gated_right]):.1%}"
+            for name in outcomes.benchmark_names()
+            if any(name in f.gated_right for f in folds)
+        ),
         "",
     ]
     if cross:
@@ -313,6 +331,7 @@ def as_json(folds: list[FoldResult], cross: list[dict[str, Any]], latency: dict[
                 "router": {b: summary(e) for b, e in f.router.items()},
                 "baseline": {b: summary(e) for b, e in f.baseline.items()},
                 "realised_share": {str(k): v for k, v in f.realised_share.items()},
+                "gated_right": f.gated_right,
                 "seconds": f.seconds,
             }
             for f in folds

@@ -11,6 +11,7 @@ import pytest
 from margin.embedding import HashingEmbedder, minilm_available
 from margin.routing.learned.curve import apgr, routing_curve
 from margin.routing.learned.features import FeatureSpec, Featurizer
+from margin.routing.learned.gate import TaskGate
 from margin.routing.learned.logistic import fit_logistic
 from margin.routing.learned.outcomes import Outcomes, outcomes_from_records
 from margin.routing.learned.router import load_router
@@ -287,3 +288,14 @@ def test_specs_saved_before_max_chars_read_every_character() -> None:
     assert FeatureSpec.from_json(HASHING.to_json()) == HASHING
     with pytest.raises(ValueError, match="max_chars"):
         FeatureSpec(embedder="none", max_chars=0)
+
+
+def test_the_gate_finds_a_small_task_beside_a_large_one() -> None:
+    rng = np.random.default_rng(11)
+    large = rng.normal(size=(600, 6))
+    small = rng.normal(size=(12, 6)) + np.array([2.5, 0, 0, 0, 0, 0])  # apart along one feature only
+    gate = TaskGate.fit(np.vstack([large, small]), ["big"] * 600 + ["tiny"] * 12)
+    fresh_small = rng.normal(size=(200, 6)) + np.array([2.5, 0, 0, 0, 0, 0])
+    fresh_large = rng.normal(size=(200, 6))
+    assert np.mean(gate.predict(fresh_small) == gate.tasks.index("tiny")) > 0.8
+    assert np.mean(gate.predict(fresh_large) == gate.tasks.index("big")) > 0.8
