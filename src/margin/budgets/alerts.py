@@ -59,31 +59,30 @@ def webhook_sender(url: str, *, timeout_s: float) -> Sender:
     return send
 
 
-class AlertSink:
-    def __init__(self, sender: Sender | None = None, *, retries: int = 3, backoff_s: float = 0.5) -> None:
+class WebhookQueue:
+    """POSTs JSON bodies from a bounded queue on a background task, retried with backoff: alerts never
+    wait on the webhook, and a full queue drops (the alert was already logged). Budget and rollout
+    alerts both deliver through it."""
+
+    def __init__(self, sender: Sender | None, *, name: str, retries: int = 3, backoff_s: float = 0.5) -> None:
         self.sender = sender
+        self.name = name
         self.retries = retries
         self.backoff_s = backoff_s
-        self.queue: asyncio.Queue[Alert] = asyncio.Queue(_MAX_QUEUE)
-        self.sent: list[Alert] = []  # what went out (delivered or logged only), newest last; bounded
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(_MAX_QUEUE)
         self._task: asyncio.Task[None] | None = None
 
-    def emit(self, alert: Alert) -> None:
-        log.warning(
-            "budget alert: %s %s at %s of %s (used %s, window %s, resets %s)",
-            alert.scope, alert.kind, alert.threshold, alert.limit, alert.used, alert.window, alert.reset_at,
-        )  # fmt: skip
-        self.sent = [*self.sent[-99:], alert]
+    def offer(self, body: bytes, what: str) -> None:
         if self.sender is None:
             return
         try:
-            self.queue.put_nowait(alert)
+            self.queue.put_nowait(body)
         except asyncio.QueueFull:
-            log.error("budget alert webhook queue is full: alert for %s dropped (it was logged)", alert.scope)
+            log.error("%s webhook queue is full: alert for %s dropped (it was logged)", self.name, what)
 
     async def start(self) -> None:
         if self.sender is not None and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="margin-budget-alerts")
+            self._task = asyncio.create_task(self._run(), name=f"margin-{self.name}-alerts")
 
     async def stop(self, drain_s: float = 2.0) -> None:
         if self._task is None:
@@ -98,21 +97,40 @@ class AlertSink:
 
     async def _run(self) -> None:
         while True:
-            alert = await self.queue.get()
+            body = await self.queue.get()
             try:
-                await self._deliver(alert)
+                await self._deliver(body)
             finally:
                 self.queue.task_done()
 
-    async def _deliver(self, alert: Alert) -> None:
+    async def _deliver(self, body: bytes) -> None:
         assert self.sender is not None
-        body = alert.payload()
         for attempt in range(self.retries + 1):
             try:
                 await self.sender(body)
                 return
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 if attempt == self.retries:
-                    log.error("budget alert webhook failed %d times for %s: %s", attempt + 1, alert.scope, exc)
+                    log.error("%s alert webhook failed %d times: %s", self.name, attempt + 1, exc)
                     return
                 await asyncio.sleep(self.backoff_s * 2**attempt)
+
+
+class AlertSink:
+    def __init__(self, sender: Sender | None = None, *, retries: int = 3, backoff_s: float = 0.5) -> None:
+        self.webhook = WebhookQueue(sender, name="budget", retries=retries, backoff_s=backoff_s)
+        self.sent: list[Alert] = []  # what went out (delivered or logged only), newest last; bounded
+
+    def emit(self, alert: Alert) -> None:
+        log.warning(
+            "budget alert: %s %s at %s of %s (used %s, window %s, resets %s)",
+            alert.scope, alert.kind, alert.threshold, alert.limit, alert.used, alert.window, alert.reset_at,
+        )  # fmt: skip
+        self.sent = [*self.sent[-99:], alert]
+        self.webhook.offer(alert.payload(), alert.scope)
+
+    async def start(self) -> None:
+        await self.webhook.start()
+
+    async def stop(self, drain_s: float = 2.0) -> None:
+        await self.webhook.stop(drain_s)
