@@ -12,6 +12,7 @@ from typing import Any, cast
 from margin.storage.ledger_schema import money_text
 from margin.storage.rollouts import (
     ArmWindow,
+    DriftRecord,
     Feedback,
     HistogramMetric,
     RequestTag,
@@ -255,3 +256,62 @@ def sample_from(values: Sequence[Any]) -> SampleRecord:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+DRIFT_COLUMNS = (
+    "run_id, model_group, deployment, at, items, score, ci_low, ci_high, baseline, baseline_runs, baseline_from, "
+    "baseline_to, in_baseline, drift_margin, drifted"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftSql:
+    param: str  # "?" or "%s"
+
+    def _p(self, sql: str) -> str:
+        return sql.replace("?", self.param)
+
+    @property
+    def insert(self) -> str:
+        return self._p(f"INSERT INTO drift_runs ({DRIFT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+    def select_recent(self, *, by_group: bool) -> str:
+        where = "WHERE model_group = ? " if by_group else ""
+        return self._p(f"SELECT {DRIFT_COLUMNS} FROM drift_runs {where}ORDER BY at DESC, run_id DESC LIMIT ?")
+
+    @property
+    def select_baseline(self) -> str:
+        return self._p(
+            f"SELECT {DRIFT_COLUMNS} FROM drift_runs WHERE model_group = ? AND deployment = ? AND in_baseline = ? "
+            "ORDER BY at, run_id LIMIT ?"
+        )
+
+    @property
+    def prune(self) -> str:
+        """Parameters: group, False (not a baseline run), before, group, keep."""
+        return self._p(
+            "DELETE FROM drift_runs WHERE model_group = ? AND in_baseline = ? AND (at < ? OR run_id NOT IN "
+            "(SELECT run_id FROM drift_runs WHERE model_group = ? ORDER BY at DESC, run_id DESC LIMIT ?))"
+        )
+
+
+def drift_values(run: DriftRecord, *, boolean: type[int] | type[bool] = int) -> tuple[Any, ...]:
+    r = run
+    return (
+        r.run_id, r.model_group, r.deployment, r.at, r.items, r.score, r.ci_low, r.ci_high, r.baseline,
+        r.baseline_runs, r.baseline_from, r.baseline_to, boolean(r.in_baseline), r.drift_margin, boolean(r.drifted),
+    )  # fmt: skip
+
+
+def _opt(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def drift_from(values: Sequence[Any]) -> DriftRecord:
+    run_id, group, deployment, at, items, score, low, high, baseline, n, since, until, member, margin, drifted = values
+    return DriftRecord(
+        run_id=str(run_id), model_group=str(group), deployment=str(deployment), at=float(at), items=int(items),
+        score=_opt(score), ci_low=_opt(low), ci_high=_opt(high), baseline=_opt(baseline), baseline_runs=int(n),
+        baseline_from=_opt(since), baseline_to=_opt(until), in_baseline=bool(member), drift_margin=float(margin),
+        drifted=bool(drifted),
+    )  # fmt: skip

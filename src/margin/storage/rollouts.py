@@ -18,8 +18,10 @@ from margin.storage.protocols import StorageError
 
 RolloutState = Literal["pending", "gated", "shadow", "canary", "promoted", "rolled_back", "aborted"]
 TERMINAL_STATES: frozenset[str] = frozenset({"promoted", "rolled_back", "aborted"})
-Arm = Literal["stable", "candidate", "shadow"]
-HistogramMetric = Literal["latency", "ttft"]
+Arm = Literal["stable", "candidate", "shadow", "judge"]  # judge: the online judge's own calls (their cost)
+# latency, ttft: milliseconds in 10% buckets (margin.rollout.arms); judge: outcomes of the online
+# judge on the arm's answers, counted by code (margin.rollout.arms.JUDGE_OUTCOMES)
+HistogramMetric = Literal["latency", "ttft", "judge"]
 
 
 class DuplicateRollout(StorageError):
@@ -136,7 +138,45 @@ class SampleRecord:
     redactions: dict[str, int]  # what was redacted, by kind
 
 
-class RolloutStore(Protocol):
+@dataclass(frozen=True, slots=True)
+class DriftRecord:
+    run_id: str
+    model_group: str
+    deployment: str
+    at: float
+    items: int  # samples re-asked
+    score: float | None  # mean grade; None when no sample could be asked
+    ci_low: float | None  # 95% bootstrap interval of the mean grade
+    ci_high: float | None
+    baseline: float | None  # the baseline window's mean; None until the window is full
+    baseline_runs: int  # runs in the baseline window (0 until it is full)
+    baseline_from: float | None  # when the window's first and last runs ran
+    baseline_to: float | None
+    in_baseline: bool  # this run is one of its (group, deployment)'s baseline window
+    drift_margin: float
+    drifted: bool  # the alert fired
+
+
+class DriftHistoryStore(Protocol):
+    async def add_drift_run(self, run: DriftRecord) -> None: ...
+
+    async def drift_runs(self, *, model_group: str | None = None, limit: int = 50) -> list[DriftRecord]:
+        """Newest first."""
+        ...
+
+    async def drift_baseline(self, model_group: str, deployment: str, *, runs: int) -> list[DriftRecord]:
+        """The first `runs` runs marked as the baseline window of (group, deployment), oldest first."""
+        ...
+
+    async def prune_drift_runs(self, model_group: str, *, keep: int, before: float) -> int:
+        """Remove the group's runs older than `before` and all but the newest `keep`, except the
+        runs of a baseline window."""
+        ...
+
+
+class RolloutStore(DriftHistoryStore, Protocol):
+    """Rollout state, feedback, production samples and their drift history, in one database."""
+
     async def migrate(self) -> list[str]: ...
 
     async def create(self, record: RolloutRecord, created: TransitionRecord) -> None:

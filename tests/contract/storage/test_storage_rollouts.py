@@ -17,6 +17,7 @@ from tests.support.postgres import PostgresServer, postgres_server
 from margin.storage import LedgerStore, open_ledger_store
 from margin.storage.rollout_stores import open_rollout_store
 from margin.storage.rollouts import (
+    DriftRecord,
     DuplicateRollout,
     Feedback,
     RolloutRecord,
@@ -158,3 +159,39 @@ async def test_samples_are_kept_newest_first_and_pruned_by_count_and_age(
     assert [s.sample_id for s in await store.samples("chat", limit=10)] == ["s5", "s4", "s3", "s2"]
     assert await store.prune_samples("chat", keep=3, before=0.0) == 1
     assert [s.sample_id for s in await store.samples("other", limit=10)] == ["o1"]
+
+
+def drift(run_id: str, at: float, *, group: str = "chat", member: bool = False, **changes: object) -> DriftRecord:
+    base = DriftRecord(
+        run_id=run_id, model_group=group, deployment="big", at=at, items=50, score=0.9, ci_low=0.82, ci_high=0.96,
+        baseline=None, baseline_runs=0, baseline_from=None, baseline_to=None, in_baseline=member, drift_margin=0.05,
+        drifted=False,
+    )  # fmt: skip
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def test_drift_runs_are_kept_newest_first_and_pruning_spares_the_baseline_window(
+    stores: tuple[RolloutStore, LedgerStore],
+) -> None:
+    store, _ = stores
+    for i in range(2):
+        await store.add_drift_run(drift(f"b{i}", 100.0 + i, member=True))
+    await store.add_drift_run(drift("n0", 100.5, member=True, deployment="small"))  # another deployment's window
+    low = drift("r0", 102.0, score=0.7, ci_low=0.6, ci_high=0.8, baseline=0.9, baseline_runs=2, baseline_from=100.0,
+                baseline_to=101.0, drifted=True)  # fmt: skip
+    await store.add_drift_run(low)
+    for i in range(1, 4):
+        await store.add_drift_run(drift(f"r{i}", 102.0 + i, score=None, ci_low=None, ci_high=None, items=0))
+    await store.add_drift_run(drift("o0", 100.0, group="other"))
+    newest = await store.drift_runs(model_group="chat", limit=2)
+    assert [r.run_id for r in newest] == ["r3", "r2"] and newest[0].score is None and newest[0].ci_low is None
+    assert (await store.drift_runs(model_group="chat", limit=10))[3] == low  # every field as written
+    assert [r.run_id for r in await store.drift_runs(limit=3)] == ["r3", "r2", "r1"]
+    window = await store.drift_baseline("chat", "big", runs=5)
+    assert [r.run_id for r in window] == ["b0", "b1"] and all(r.in_baseline for r in window)
+    assert [r.run_id for r in await store.drift_baseline("chat", "big", runs=1)] == ["b0"]
+    assert await store.prune_drift_runs("chat", keep=2, before=102.5) == 2  # r0, r1; n0 is a baseline run too
+    assert [r.run_id for r in await store.drift_runs(model_group="chat", limit=10)] == ["r3", "r2", "b1", "n0", "b0"]
+    assert await store.prune_drift_runs("chat", keep=0, before=1e12) == 2
+    assert [r.run_id for r in await store.drift_runs(model_group="chat", limit=10)] == ["b1", "n0", "b0"]
+    assert [r.run_id for r in await store.drift_runs(model_group="other", limit=10)] == ["o0"]

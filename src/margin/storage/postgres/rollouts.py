@@ -12,7 +12,10 @@ import psycopg
 from margin.storage.postgres.session import PgSession
 from margin.storage.protocols import StorageError
 from margin.storage.rollout_sql import (
+    DriftSql,
     RolloutSql,
+    drift_from,
+    drift_values,
     feedback_from,
     feedback_values,
     histogram_values,
@@ -29,6 +32,7 @@ from margin.storage.rollout_sql import (
 )
 from margin.storage.rollouts import (
     ArmWindow,
+    DriftRecord,
     DuplicateRollout,
     Feedback,
     RequestTag,
@@ -39,6 +43,7 @@ from margin.storage.rollouts import (
 )
 
 SQL = RolloutSql(param="%s", money_add="{a} + {b}")
+DRIFT = DriftSql(param="%s")
 
 
 class PostgresRolloutStore:
@@ -129,6 +134,22 @@ class PostgresRolloutStore:
 
     async def samples(self, model_group: str, *, limit: int) -> list[SampleRecord]:
         return [sample_from(r) for r in await self._rows(SQL.select_samples, (model_group, limit))]
+
+    async def add_drift_run(self, run: DriftRecord) -> None:
+        async with self.session.session() as conn:
+            await conn.execute(DRIFT.insert, drift_values(run, boolean=bool))
+
+    async def drift_runs(self, *, model_group: str | None = None, limit: int = 50) -> list[DriftRecord]:
+        params: tuple[Any, ...] = (limit,) if model_group is None else (model_group, limit)
+        return [drift_from(r) for r in await self._rows(DRIFT.select_recent(by_group=model_group is not None), params)]
+
+    async def drift_baseline(self, model_group: str, deployment: str, *, runs: int) -> list[DriftRecord]:
+        return [drift_from(r) for r in await self._rows(DRIFT.select_baseline, (model_group, deployment, True, runs))]
+
+    async def prune_drift_runs(self, model_group: str, *, keep: int, before: float) -> int:
+        async with self.session.session() as conn:
+            cursor = await conn.execute(DRIFT.prune, (model_group, False, before, model_group, keep))
+            return cursor.rowcount
 
     async def close(self) -> None:
         await self.session.close()

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from margin.storage.rollout_sql import (
+    DriftSql,
     RolloutSql,
+    drift_from,
+    drift_values,
     feedback_from,
     feedback_values,
     histogram_values,
@@ -24,6 +27,7 @@ from margin.storage.rollout_sql import (
 )
 from margin.storage.rollouts import (
     ArmWindow,
+    DriftRecord,
     DuplicateRollout,
     Feedback,
     RequestTag,
@@ -37,6 +41,7 @@ from margin.storage.sqlite.transactions import transaction
 from margin.storage.sqlite.worker import SqliteWorker
 
 SQL = RolloutSql(param="?", money_add="dec_add({a}, {b})")
+DRIFT = DriftSql(param="?")
 
 
 def _create(conn: sqlite3.Connection, record: RolloutRecord, created: TransitionRecord) -> None:
@@ -146,6 +151,21 @@ class SqliteRolloutStore:
 
     async def samples(self, model_group: str, *, limit: int) -> list[SampleRecord]:
         return [sample_from(r) for r in await self.worker.call(_rows, SQL.select_samples, (model_group, limit))]
+
+    async def add_drift_run(self, run: DriftRecord) -> None:
+        await self.worker.call(_write, DRIFT.insert, drift_values(run))
+
+    async def drift_runs(self, *, model_group: str | None = None, limit: int = 50) -> list[DriftRecord]:
+        params: tuple[object, ...] = (limit,) if model_group is None else (model_group, limit)
+        rows = await self.worker.call(_rows, DRIFT.select_recent(by_group=model_group is not None), params)
+        return [drift_from(r) for r in rows]
+
+    async def drift_baseline(self, model_group: str, deployment: str, *, runs: int) -> list[DriftRecord]:
+        rows = await self.worker.call(_rows, DRIFT.select_baseline, (model_group, deployment, True, runs))
+        return [drift_from(r) for r in rows]
+
+    async def prune_drift_runs(self, model_group: str, *, keep: int, before: float) -> int:
+        return await self.worker.call(_delete, DRIFT.prune, (model_group, False, before, model_group, keep))
 
     async def close(self) -> None:
         await self.worker.close()
