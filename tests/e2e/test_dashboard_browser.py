@@ -1,6 +1,7 @@
 """The dashboard in a real browser (issue 21, section 3): headless Chromium logs in through the form
 on a real `margin serve` that OpenAI-SDK traffic filled, the Overview loads with no console error and
-no request leaving 127.0.0.1, its figures equal the JSON twin's, and a screenshot is written."""
+no request leaving 127.0.0.1, its figures equal the JSON twin's, its Chart.js charts (the vendored
+library, served by the dashboard itself) drew the twin's figures, and a screenshot is written."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ models:
 budgets:
   - {scope: global, limit_usd: 50, window: month}
 """
+# Every Chart.js chart on the page: its datasets and their values, its legend, and whether its canvas
+# has any painted pixel.
+CHARTS = """JSON.stringify(Object.fromEntries(Object.entries(window.marginCharts || {}).map(([id, c]) => [id, {
+  labels: c.data.labels, datasets: c.data.datasets.map(d => ({label: d.label, data: d.data})),
+  legend: c.legend.legendItems.map(i => i.text),
+  painted: c.ctx.getImageData(0, 0, c.canvas.width, c.canvas.height).data.some((v, i) => i % 4 === 3 && v > 0),
+}])))"""
 FIGURES = "JSON.stringify(Object.fromEntries([...document.querySelectorAll('[data-figure]')].map(e => [e.dataset.figure, e.textContent])))"  # noqa: E501
 
 
@@ -70,20 +78,26 @@ def test_overview_in_chromium_matches_its_json_twin(tmp_path: Path) -> None:
             client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": f"hi {n}"}])
         twin = wait_for_requests(url, 5)
 
-        async def browse() -> tuple[dict[str, str], list[str], list[str], str]:
+        async def browse() -> tuple[dict[str, str], dict[str, Any], list[str], list[str], str]:
             async with chromium_page(tmp_path / "profile") as page:
                 await log_in(page, url)
                 figures = json.loads(await page.evaluate(FIGURES))
+                charts = json.loads(await page.evaluate(CHARTS))
                 html = await page.evaluate("document.documentElement.outerHTML")
                 await page.screenshot(tmp_path / "overview.png")
-                return figures, page.requests, page.errors, html
+                return figures, charts, page.requests, page.errors, html
 
-        figures, requests, errors, html = asyncio.run(browse())
+        figures, charts, requests, errors, html = asyncio.run(browse())
     assert twin["requests"]["total"] == 5 and twin["spend"]["spent_usd"] != "0.000000"
     assert len(figures) >= 20
     for path, shown in figures.items():
         assert shown.lstrip("$") == twin_value(twin, path), path
     assert errors == [], errors
+    assert sorted(charts) == [f"chart-top-{by}" for by in sorted(twin["top"])]  # Chart.js drew every chart
+    for by, lines in twin["top"].items():
+        chart = charts[f"chart-top-{by}"]
+        assert chart["painted"] and chart["labels"] == [line["group"] for line in lines]
+        assert chart["datasets"][0]["data"] == [float(line["spend_usd"]) for line in lines]
     assert requests and all(urlsplit(r).hostname == "127.0.0.1" or r.startswith("data:") for r in requests), requests
     assert ADMIN not in html
     screenshot = (tmp_path / "overview.png").read_bytes()

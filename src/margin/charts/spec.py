@@ -153,8 +153,12 @@ def line_chart(
     series: Sequence[Series],
     markers: Sequence[Marker] = (),
     height: int = 380,
+    *,
+    categories: Sequence[str] = (),
 ) -> ChartSpec:
-    return ChartSpec("line", title, x, y, series, markers=markers, height=height)
+    """Lines through (x, y) points; or, with `categories` (e.g. hours or days as labels) and an `x`
+    axis of scale "category", through one value per category per series (`Series.values`)."""
+    return ChartSpec("line", title, x, y, series, categories=categories, markers=markers, height=height)
 
 
 def bar_chart(

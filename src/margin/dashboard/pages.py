@@ -1,6 +1,7 @@
 """The HTML of the login form and the Overview page. Every figure shown carries
 `data-figure="<path in the JSON twin>"`, so a test (and a browser test) can compare the two. Nothing
-here loads from outside the page: styles are inline and charts are SVG (charts.py)."""
+here loads from outside the page: styles are inline and charts are drawn by the vendored Chart.js,
+served by the dashboard itself (charts.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
-from margin.dashboard.charts import bar_chart
+from margin.dashboard.charts import CHART_MARKER, bar_chart, page_scripts
 
-# Inline styles only; no script at all.
+# Inline styles; scripts only from the dashboard's own static route (the vendored Chart.js and its
+# renderer); chart data sits in JSON blocks, which are never executed.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 STYLE = """
@@ -28,10 +30,12 @@ svg rect{fill:#3d6cb9}form.inline{display:inline}
 
 
 def document(title: str, body: str) -> str:
+    """A page; one whose body holds a chart (dashboard.charts) also loads the chart scripts."""
+    scripts = page_scripts() if CHART_MARKER in body else ""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)} · margin</title>'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
-        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+        f"<style>{STYLE}</style>{scripts}</head><body>{body}</body></html>"
     )
 
 
@@ -99,7 +103,8 @@ def _top_section(by: str, lines: list[dict[str, Any]]) -> str:
         f'<td class="n">{_figure(f"top.{by}.{i}.requests", line["requests"])}</td></tr>'
         for i, line in enumerate(lines)
     )
-    chart = bar_chart(f"Spend by {by}", [(line["group"], Decimal(line["spend_usd"])) for line in lines])
+    bars = [(line["group"], Decimal(line["spend_usd"])) for line in lines]
+    chart = bar_chart(f"Spend by {by}", bars, chart_id=f"chart-top-{by}", value_label="$ this month")
     return (
         f"<h2>Top {by}s</h2>{chart}<table><thead><tr><th>{by}</th><th>spend</th><th>requests</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"

@@ -17,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from margin.charts import asset_bytes, asset_names
 from margin.config.limits import BudgetConfig
+from margin.dashboard.charts import STATIC_PREFIX
 from margin.dashboard.overview import build_overview
 from margin.dashboard.pages import CONTENT_SECURITY_POLICY, login_page, overview_page
 from margin.dashboard.session import (
@@ -29,7 +31,7 @@ from margin.dashboard.session import (
     SessionSigner,
     cookie_header,
 )
-from margin.errors import AuthError, InvalidRequest, PermissionDenied
+from margin.errors import AuthError, InvalidRequest, NotFound, PermissionDenied
 from margin.identity.keys import hash_secret
 from margin.storage.protocols import KeyStore, LedgerStore
 
@@ -62,6 +64,7 @@ class Dashboard:
             Route("/dashboard/login", self.login, methods=["POST"]),
             Route("/dashboard/logout", self.logout, methods=["POST"]),
             Route("/admin/api/overview", self.overview_json, methods=["GET"]),
+            Route(f"{STATIC_PREFIX}/{{name}}", static_asset, methods=["GET"]),
         ]
 
     async def overview_page(self, request: Request) -> Response:
@@ -155,6 +158,16 @@ class Dashboard:
                 raise PermissionDenied("The key given is neither the admin key nor a dashboard viewer key.")
             return scope if isinstance(scope, str) else None
         return self._session(request).team
+
+
+async def static_asset(request: Request) -> Response:
+    """The chart scripts (the vendored Chart.js, its annotation plugin, margin's renderer) and
+    nothing else; public, like any page's scripts, and never a page's figures."""
+    name = request.path_params["name"]
+    if name not in asset_names():
+        raise NotFound(f"No dashboard asset {name!r}.")
+    headers = {"cache-control": "public, max-age=86400", "x-content-type-options": "nosniff"}
+    return Response(asset_bytes(name), media_type="text/javascript; charset=utf-8", headers=headers)
 
 
 async def _form(request: Request) -> dict[str, str]:

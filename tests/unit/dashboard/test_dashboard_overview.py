@@ -6,6 +6,7 @@ CSRF token, and nothing opens the dashboard without the admin key or a live sess
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from margin.app import create_app
+from margin.charts import asset_bytes, asset_names
 from margin.config import parse_config
 from margin.dashboard.session import SESSION_TTL_S, SessionSigner
 from margin.storage import open_ledger_store
@@ -90,6 +92,29 @@ async def logged_in(client: httpx.AsyncClient) -> str:
     return cookie.split(";")[0].split("=", 1)[1]
 
 
+def chart_spec(page: str, chart_id: str) -> dict[str, Any]:
+    found = re.search(f'<script type="application/json" id="{chart_id}-spec">([^<]*)</script>', page)
+    assert found is not None, chart_id
+    spec: dict[str, Any] = json.loads(found.group(1))
+    return spec
+
+
+def test_the_chart_scripts_are_served_locally_and_nothing_else_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def run() -> None:
+        async with dashboard(tmp_path, monkeypatch) as client:
+            for name in asset_names():  # no session needed: public library code, no figures
+                answer = await client.get(f"/dashboard/static/{name}")
+                assert answer.status_code == 200 and answer.content == asset_bytes(name)
+                assert answer.headers["content-type"].startswith("text/javascript")
+            for name in ("VERSIONS.json", "..%2Fassets.py", "LICENSE-chart.js.md", "nope.js"):
+                missing = await client.get(f"/dashboard/static/{name}")
+                assert missing.status_code == 404 and "Traceback" not in missing.text, name
+
+    asyncio.run(run())
+
+
 def figures_of(page: str) -> dict[str, str]:
     return dict(re.findall(r'data-figure="([^"]+)">([^<]*)<', page))
 
@@ -120,7 +145,12 @@ def test_the_page_shows_exactly_the_json_twins_figures(tmp_path: Path, monkeypat
             assert twin["cost_per_successful_request_usd"] == "2.166667"
             assert [t["group"] for t in twin["top"]["team"]] == ["ads", "search"]
             assert twin["cheapest_cost_rank_share"] == {"cost_rank": 1, "share": "0.7500"}  # 3 of 4 at rank 1
-            assert "<svg" in page.text and "http" not in page.text.replace('href="/', "")  # nothing external
+            assert "http" not in page.text.replace('href="/', "")  # nothing external
+            assert re.findall(r'<script src="([^"]+)"', page.text) == [f"/dashboard/static/{n}" for n in asset_names()]
+            for by, lines in twin["top"].items():  # each top list's chart plots exactly the twin's figures
+                spec = chart_spec(page.text, f"chart-top-{by}")
+                assert spec["categories"] == [line["group"] for line in lines]
+                assert spec["series"][0]["values"] == [float(line["spend_usd"]) for line in lines]
             assert ADMIN not in page.text and ADMIN not in str(twin)
             same_by_session = await client.get("/admin/api/overview", headers={"cookie": f"margin_session={session}"})
             assert same_by_session.json() == twin

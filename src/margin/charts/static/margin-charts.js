@@ -138,7 +138,7 @@
     return {
       type: spec.kind,
       data: {
-        labels: line ? undefined : spec.categories,
+        labels: spec.categories.length ? spec.categories : undefined,
         datasets: spec.series.map(function (s) { return dataset(s, spec.kind); }),
       },
       options: {
