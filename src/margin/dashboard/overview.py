@@ -65,7 +65,9 @@ async def build_overview(
     model and cost-rank splits are not in the rollups, so a viewer's page has no such sections."""
     start, end = month_bounds(now.astimezone(UTC))
     dimensions = ("team", "key", "model", "cost_rank") if team is None else ("team", "key")
-    reports = {by: await build_spend_report(store, since=start, until=now, group_by=by) for by in dimensions}
+    reports = {
+        by: await build_spend_report(store, since=start, until=now, group_by=by, histograms=False) for by in dimensions
+    }
     if team is None:
         total = Totals.of(reports["model"].total)
         top = {by: _top(reports[by].lines) for by in ("team", "key", "model")}

@@ -201,13 +201,17 @@ async def build_spend_report(
     until: datetime,
     group_by: str,
     labels: Mapping[str, str] | None = None,
+    histograms: bool = True,
 ) -> SpendReport:
-    """The report for [since, until) (minute resolution), from rollups only."""
+    """The report for [since, until) (minute resolution), from rollups only; `histograms=False`
+    leaves the latency and TTFT percentiles out (and their histograms unread)."""
     name = report_dimension(group_by)
     dimension = REPORT_DIMENSIONS[name]
     start, end = since.timestamp(), until.timestamp()
-    rows = await store.spend_report(start, end, dimension)
-    single_valued = rows if dimension != "tag" else await store.spend_report(start, end, "deployment")
+    rows = await store.spend_report(start, end, dimension, histograms=histograms)
+    single_valued = (
+        rows if dimension != "tag" else await store.spend_report(start, end, "deployment", histograms=histograms)
+    )
     total = merge_rows(TOTAL, single_valued)
     lines = sorted((spend_line(row, total) for row in rows), key=lambda line: (-line.spend, line.group))
     return SpendReport(since, until, name, lines, spend_line(total, total), dict(labels or {}))

@@ -36,8 +36,9 @@ def histogram_params(bins: Mapping[HistogramKey, int]) -> list[tuple[Any, ...]]:
     return [(*key, n) for key, n in sorted(bins.items())]
 
 
-def segment_params(segments: Sequence[tuple[int, int, int]]) -> list[int]:
-    return [value for segment in segments for value in segment]
+def segment_params(group_by: str, segments: Sequence[tuple[int, int, int]]) -> list[Any]:
+    """Parameters of `LedgerSql.report` and `histogram_report`: the dimension and each segment."""
+    return [value for segment in segments for value in (group_by, *segment)]
 
 
 def report_rows(totals: Iterable[Sequence[Any]], bins: Iterable[Sequence[Any]]) -> list[ReportRow]:

@@ -80,16 +80,23 @@ class LedgerSql:
             f"ON CONFLICT ({', '.join(HISTOGRAM_KEY)}) DO UPDATE SET n = {HISTOGRAM_TABLE}.n + excluded.n"
         )
 
-    def _segments(self, n: int) -> str:
-        one = f"(period_s = {self.param} AND bucket_start >= {self.param} AND bucket_start < {self.param})"
-        return " OR ".join([one] * n)
+    def _cells(self, table: str, columns: Sequence[str], segments: int) -> str:
+        """The cells of one dimension in each (period_s, [first, end)) segment, as a UNION ALL of
+        range scans on the primary key's (dimension, period_s, bucket_start) prefix: the cost follows
+        the cells inside the window, never the table's size (an OR of segments was planned as a scan
+        of the whole dimension)."""
+        p = self.param
+        one = (
+            f"SELECT {', '.join(columns)} FROM {table} "
+            f"WHERE dimension = {p} AND period_s = {p} AND bucket_start >= {p} AND bucket_start < {p}"
+        )
+        return " UNION ALL ".join([one] * segments)
 
     def report(self, segments: int) -> str:
+        """Totals per value over the segments; parameters: `segment_params`."""
         sums = [f"SUM({c})" for c in ROLLUP_INT_COLUMNS] + [f"{self.money_sum}({c})" for c in ROLLUP_MONEY_COLUMNS]
-        return (
-            f"SELECT value, {', '.join(sums)} FROM {ROLLUP_TABLE} "
-            f"WHERE dimension = {self.param} AND ({self._segments(segments)}) GROUP BY value ORDER BY value"
-        )
+        cells = self._cells(ROLLUP_TABLE, ("value", *ROLLUP_INT_COLUMNS, *ROLLUP_MONEY_COLUMNS), segments)
+        return f"SELECT value, {', '.join(sums)} FROM ({cells}) AS cells GROUP BY value ORDER BY value"
 
     def bucket_report(self) -> str:
         """Every cell of one dimension and period whose bucket starts in [since, until): the primary key's
@@ -103,10 +110,8 @@ class LedgerSql:
         )
 
     def histogram_report(self, segments: int) -> str:
-        return (
-            f"SELECT value, metric, bin, SUM(n) FROM {HISTOGRAM_TABLE} "
-            f"WHERE dimension = {self.param} AND ({self._segments(segments)}) GROUP BY value, metric, bin"
-        )
+        cells = self._cells(HISTOGRAM_TABLE, ("value", "metric", "bin", "n"), segments)
+        return f"SELECT value, metric, bin, SUM(n) FROM ({cells}) AS cells GROUP BY value, metric, bin"
 
     def page(self) -> str:
         p = self.param

@@ -120,10 +120,12 @@ class LedgerStore(Protocol):
         """Replace the costs of stored rows and move their rollups by the difference, atomically."""
         ...
 
-    async def spend_report(self, since: float, until: float, group_by: GroupBy) -> list[ReportRow]:
+    async def spend_report(
+        self, since: float, until: float, group_by: GroupBy, *, histograms: bool = True
+    ) -> list[ReportRow]:
         """Aggregates per group for since <= ts < until, widened to whole minutes (since rounds down,
         until up), from rollups only: UTC day buckets where the window covers whole days, then hours,
-        then minutes."""
+        then minutes. `histograms=False` leaves the latency and TTFT histograms empty (and unread)."""
         ...
 
     async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:

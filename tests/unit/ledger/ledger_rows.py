@@ -55,8 +55,10 @@ class FlakyStore:
     async def update_costs(self, changes: Sequence[CostChange]) -> None:
         await self.inner.update_costs(changes)
 
-    async def spend_report(self, since: float, until: float, group_by: GroupBy) -> list[ReportRow]:
-        return await self.inner.spend_report(since, until, group_by)
+    async def spend_report(
+        self, since: float, until: float, group_by: GroupBy, *, histograms: bool = True
+    ) -> list[ReportRow]:
+        return await self.inner.spend_report(since, until, group_by, histograms=histograms)
 
     async def record_audit(self, entry: AuditEntry) -> None:
         await self.inner.record_audit(entry)

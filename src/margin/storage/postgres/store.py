@@ -180,15 +180,19 @@ class PostgresLedgerStore:
                 return
             after = (page[-1].ts, page[-1].attempt_id)
 
-    async def spend_report(self, since: float, until: float, group_by: GroupBy) -> list[ReportRow]:
+    async def spend_report(
+        self, since: float, until: float, group_by: GroupBy, *, histograms: bool = True
+    ) -> list[ReportRow]:
         segments = rollup_segments(since, until)
         if not segments:
             return []
-        params = [group_by, *segment_params(segments)]
+        params = segment_params(group_by, segments)
+        bins: list[Any] = []
         async with self._session() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             totals = await (await conn.execute(SQL.report(len(segments)), params)).fetchall()
-            bins = await (await conn.execute(SQL.histogram_report(len(segments)), params)).fetchall()
+            if histograms:
+                bins = await (await conn.execute(SQL.histogram_report(len(segments)), params)).fetchall()
         return report_rows(totals, bins)
 
     async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:

@@ -171,18 +171,20 @@ class SqliteLedgerStore:
     def _page(self, params: tuple[Any, ...]) -> list[LedgerRow]:
         return [row_from_values(record) for record in self._connection().execute(SQL.page(), params)]
 
-    async def spend_report(self, since: float, until: float, group_by: GroupBy) -> list[ReportRow]:
+    async def spend_report(
+        self, since: float, until: float, group_by: GroupBy, *, histograms: bool = True
+    ) -> list[ReportRow]:
         segments = rollup_segments(since, until)
         if not segments:
             return []
-        return await self._call(self._report, group_by, segments)
+        return await self._call(self._report, group_by, segments, histograms)
 
-    def _report(self, group_by: GroupBy, segments: list[tuple[int, int, int]]) -> list[ReportRow]:
+    def _report(self, group_by: GroupBy, segments: list[tuple[int, int, int]], histograms: bool) -> list[ReportRow]:
         conn = self._connection()
-        params = [group_by, *segment_params(segments)]
+        params = segment_params(group_by, segments)
         with transaction(conn, "BEGIN"):  # one snapshot for totals and histograms
             totals = conn.execute(SQL.report(len(segments)), params).fetchall()
-            bins = conn.execute(SQL.histogram_report(len(segments)), params).fetchall()
+            bins = conn.execute(SQL.histogram_report(len(segments)), params).fetchall() if histograms else []
         return report_rows(totals, bins)
 
     async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:
