@@ -159,6 +159,13 @@ def _operator_paths() -> dict[str, dict[str, Any]]:
     }
 
 
+DRIFT_RUN = _obj(
+    run_id=_STR, model_group=_STR, deployment=_STR, at=_STR, items=_INT, score=_OPT_NUM, ci_low=_OPT_NUM,
+    ci_high=_OPT_NUM, baseline=_OPT_NUM, baseline_runs=_INT, baseline_from=_OPT_STR, baseline_to=_OPT_STR,
+    in_baseline=_BOOL, drift_margin=_NUM, drifted=_BOOL,
+)  # fmt: skip
+
+
 def _rollout_paths() -> dict[str, dict[str, Any]]:
     ref = _query("ref", "a rollout id, or a model group's live rollout", path=True)
     rollout = {**_OBJECT, "description": "a rollout (docs/rollouts.md)"}
@@ -175,6 +182,13 @@ def _rollout_paths() -> dict[str, dict[str, Any]]:
         "/admin/rollouts/{ref}/verdict": {
             "get": _operation("A rollout's current verdict", _OBJECT, params=(ref,)),
             "post": _operation("Evaluate the verdict now", _OBJECT, params=(ref,)),
+        },
+        "/admin/drift/history": {
+            "get": _operation(
+                "Scheduled re-evaluations of production samples (quality drift), newest first",
+                _list_of(DRIFT_RUN),
+                params=(_query("group", "only this model group"), _query("limit", "1 to 1000 (default 50)")),
+            )
         },
         "/admin/rollouts/{ref}/{action}": {
             "post": _operation(

@@ -13,6 +13,7 @@ from margin.api import (
     anthropic,
     batches,
     files,
+    drift,
     message_batches,
     openai,
     ops,
@@ -63,3 +64,4 @@ def build_routes() -> list[Route]:
         Route("/admin/rollouts/{ref}/verdict", rollouts.verdict, methods=["GET", "POST"]),
         Route("/admin/rollouts/{ref}/{action}", rollouts.action, methods=["POST"]),
     ]
+        Route("/admin/drift/history", drift.history, methods=["GET"]),

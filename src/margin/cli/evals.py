@@ -186,3 +186,12 @@ def _sample_group() -> click.Command:
 
 
 eval_group.add_command(_sample_group())
+
+
+def _drift_group() -> click.Command:
+    from margin.cli.eval_drift import drift
+
+    return drift
+
+
+eval_group.add_command(_drift_group())

@@ -114,3 +114,7 @@ class RolloutsConfig(Strict):
     grading_queue: int = Field(1000, ge=1, description="answers waiting for the online grader (per replica)")
     alert_webhook: str | None = Field(None, description="POSTed a JSON body on every rollout transition")
     alert_timeout_s: float = Field(5.0, gt=0, le=60)
+    history_runs: int = Field(
+        1000, ge=1, le=1_000_000, description="re-evaluations kept in the drift history (newest; the baseline's always)"
+    )
+    history_days: float = Field(365.0, gt=0, description="older re-evaluations are deleted (the baseline's never)")

@@ -249,3 +249,77 @@ async def test_drift_re_evaluation_alerts_when_the_stable_answers_change(tmp_pat
     with sqlite3.connect(tmp_path / "margin.db") as conn:
         tagged = conn.execute("SELECT COUNT(*) FROM ledger_attempts WHERE tags LIKE '%drift%'").fetchone()[0]
     assert tagged == 2 * 6 + 10  # every re-asked sample is an ordinary, metered request
+
+
+ADMIN = "sk-admin-drift-test-0123456789"
+DRIFT_HISTORY_CONFIG = (
+    DRIFT_CONFIG.replace("drift_margin: 0.2}", "drift_margin: 0.2, history_runs: 3}")
+    + f"server: {{{{admin_key: {ADMIN}}}}}\n"
+)
+
+
+async def test_drift_history_is_kept_and_a_restarted_gateway_keeps_its_baseline(tmp_path: Path) -> None:
+    """Every re-evaluation is a row in the database; the baseline window survives a restart, so the
+    restarted gateway compares against it (not against a new baseline built from drifted runs); the
+    history is pruned to `history_runs` but never loses the window; CLI and admin API read it."""
+    import jsonschema
+    from click.testing import CliRunner
+
+    from margin.cli.eval_drift import history
+    from margin.storage.rollouts import SampleRecord
+
+    text = DRIFT_HISTORY_CONFIG.format(data=tmp_path)
+    app = create_app(parse_config(text), key_store=MemoryKeyStore())
+    async with app.router.lifespan_context(app):
+        stage = stage_of(app)
+        store = stage.engine.service.store
+        for i in range(3):
+            asked = [{"role": "user", "content": f"what is {i} plus {i}"}]
+            await store.add_sample(
+                SampleRecord(f"s{i}", "chat", 1e9 + i, f"req_{i}", "big", asked, asked[0]["content"], {})
+            )
+        assert stage.drift is not None
+        window = [await stage.drift.run_once("chat") for _ in range(2)]  # the fake echoes: 1.0 each
+        assert [(r.score, r.in_baseline, r.baseline) for r in window] == [(1.0, True, None), (1.0, True, None)]
+    app = create_app(parse_config(text), key_store=MemoryKeyStore())  # a restart: nothing kept in memory
+    async with app.router.lifespan_context(app):
+        stage = stage_of(app)
+        store = stage.engine.service.store
+        for i in range(3):  # production answers that today's deployment no longer gives
+            asked = [{"role": "user", "content": f"q{i}"}]
+            await store.add_sample(SampleRecord(f"old{i}", "chat", 2e9 + i, f"req_old{i}", "big", asked, "else", {}))
+        assert stage.drift is not None
+        runs = [await stage.drift.run_once("chat") for _ in range(3)]
+        assert all(r.drifted and r.baseline == 1.0 and not r.in_baseline for r in runs)
+        assert runs[0].baseline_runs == 2 and runs[0].baseline_to == window[1].at
+        first = runs[0]
+        assert first.score is not None and first.ci_low is not None and first.ci_high is not None
+        assert first.ci_low <= first.score <= first.ci_high
+        kept = await store.drift_runs(model_group="chat", limit=10)
+        assert [r.run_id for r in kept] == [r.run_id for r in reversed(runs)] + [r.run_id for r in reversed(window)]
+        assert kept[-1] == window[0]  # history_runs: 3 newest, and the window's two
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            assert (await client.get("/admin/drift/history")).status_code == 401
+            admin = {"authorization": f"Bearer {ADMIN}"}
+            listed = await client.get("/admin/drift/history?group=chat&limit=2", headers=admin)
+            assert listed.status_code == 200, listed.text
+            assert [r["run_id"] for r in listed.json()["data"]] == [runs[2].run_id, runs[1].run_id]
+            assert listed.json()["data"][0]["drifted"] is True and listed.json()["data"][0]["baseline"] == 1.0
+            document = (await client.get("/openapi.json")).json()
+            schema = document["paths"]["/admin/drift/history"]["get"]["responses"]["200"]["content"]
+            jsonschema.validate(listed.json(), {**schema["application/json"]["schema"], "components": {}})
+            unknown = await client.get("/admin/drift/history?group=nope", headers=admin)
+            assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "group"
+            bad = await client.get("/admin/drift/history?limit=0", headers=admin)
+            assert bad.status_code == 400 and "limit" in bad.json()["error"]["message"]
+    (tmp_path / "margin.yaml").write_text(text)
+    args = ["--group", "chat", "--limit", "4", "--config", str(tmp_path / "margin.yaml")]
+    result = await asyncio.to_thread(CliRunner().invoke, history, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 4 and "DRIFT (margin 0.2)" in lines[0] and "baseline 1.000 (2 runs" in lines[0]
+    assert "score 1.000 [1.000, 1.000]  baseline run" in lines[3]
+    result = await asyncio.to_thread(CliRunner().invoke, history, [*args, "--json"])
+    assert [r["run_id"] for r in json.loads(result.output)["runs"]][:1] == [runs[2].run_id]
+    result = await asyncio.to_thread(CliRunner().invoke, history, ["--group", "nope", *args[2:]])
+    assert result.exit_code != 0 and "unknown model group 'nope'" in result.output
