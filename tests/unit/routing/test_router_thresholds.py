@@ -31,7 +31,12 @@ def test_calibration_points(table: CalibrationTable) -> None:
 
 def test_threshold_by_share(table: CalibrationTable) -> None:
     assert table.threshold_for_share(0.3) == pytest.approx(0.75)
-    assert table.threshold_for_share(0.35) == pytest.approx(0.75)  # never above the target share
+    # between two points: interpolated, so continuous scores on new prompts give about 35%
+    assert table.threshold_for_share(0.35) == pytest.approx(0.70)
+    assert table.threshold_for_share(0.0) == math.inf
+    assert table.threshold_for_share(0.04) == math.inf  # nearer to share 0 than to 10%
+    assert table.threshold_for_share(0.06) == pytest.approx(0.95)
+    assert table.threshold_for_share(1.0) == pytest.approx(0.05)
     assert np.count_nonzero(table.threshold_for_share(0.3) <= SCORES) == 3
     with pytest.raises(ValueError):
         table.threshold_for_share(1.5)
@@ -42,6 +47,14 @@ def test_threshold_by_quality(table: CalibrationTable) -> None:
     threshold = table.threshold_for_quality(0.95)
     assert threshold == pytest.approx(0.65)
     assert table.share_for_threshold(threshold) == pytest.approx(0.4)
+
+
+def test_share_grid_points_are_not_rounded_down() -> None:
+    """ceil(s n) / n sits a hair above s: the threshold for 20% must be the 20% point, not the 10%."""
+    scores = np.linspace(0.999, 0.001, 1003)
+    table = calibrate(scores, np.zeros(1003), np.ones(1003), points=11)
+    for share in (0.1, 0.2, 0.3, 0.7):
+        assert abs(np.mean(scores >= table.threshold_for_share(share)) - share) < 0.002
 
 
 def test_json_round_trip(table: CalibrationTable) -> None:

@@ -30,11 +30,25 @@ class CalibrationTable:
     pgr: Vector
 
     def threshold_for_share(self, share: float) -> float:
-        """Threshold whose held-out strong-tier share is closest to (not above) `share`."""
+        """Threshold for a held-out strong-tier share of `share`, interpolated linearly between the
+        two table points around it.
+
+        The table's points sit at ceil(s n) / n, a hair above each grid share s, so the earlier rule
+        "the closest point not above the share" took the point one step (1 point of share) below
+        nearly every time: on held-out RouteLLM folds a configured 20% came out 17.4-19.7%.
+        """
         if not 0.0 <= share <= 1.0:
             raise ValueError("share must be in [0, 1]")
-        index = int(np.searchsorted(self.strong_share, share + 1e-12, side="right")) - 1
-        return float(self.threshold[max(index, 0)])
+        shares, thresholds = self.strong_share, self.threshold
+        above = int(np.searchsorted(shares, share, side="left"))  # first point with share >= `share`
+        if above == 0 or above == shares.size:
+            return float(thresholds[min(above, shares.size - 1)])
+        below = above - 1
+        low, high = float(shares[below]), float(shares[above])
+        if not np.isfinite(thresholds[below]):  # share 0 (+inf): the nearer of the two points
+            return float(thresholds[below] if share - low < high - share else thresholds[above])
+        weight = (share - low) / (high - low)
+        return float(thresholds[below] + weight * (thresholds[above] - thresholds[below]))
 
     def threshold_for_quality(self, fraction_of_strong: float) -> float:
         """Highest threshold (fewest strong calls) whose held-out quality reaches the target fraction
