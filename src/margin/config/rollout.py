@@ -94,6 +94,10 @@ class ProductionSample(Strict):
     reeval_grader: GraderSpecText = Field("normalised", description="grades each new answer against the stored one")
     drift_margin: float = Field(0.05, gt=0, le=1, description="alert when a run scores this far below the baseline")
     baseline_runs: int = Field(3, ge=1, le=100, description="the first runs, averaged, are the baseline")
+    history_runs: int = Field(
+        1000, ge=1, le=1_000_000, description="re-evaluations kept in the drift history (newest; the baseline's always)"
+    )
+    history_days: float = Field(365.0, gt=0, description="older re-evaluations are deleted (the baseline's never)")
 
 
 class RolloutsConfig(Strict):
@@ -114,7 +118,3 @@ class RolloutsConfig(Strict):
     grading_queue: int = Field(1000, ge=1, description="answers waiting for the online grader (per replica)")
     alert_webhook: str | None = Field(None, description="POSTed a JSON body on every rollout transition")
     alert_timeout_s: float = Field(5.0, gt=0, le=60)
-    history_runs: int = Field(
-        1000, ge=1, le=1_000_000, description="re-evaluations kept in the drift history (newest; the baseline's always)"
-    )
-    history_days: float = Field(365.0, gt=0, description="older re-evaluations are deleted (the baseline's never)")
