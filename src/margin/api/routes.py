@@ -12,8 +12,8 @@ from margin.api import (
     admin_requests,
     anthropic,
     batches,
-    files,
     drift,
+    files,
     message_batches,
     openai,
     ops,
@@ -63,5 +63,5 @@ def build_routes() -> list[Route]:
         Route("/admin/rollouts/{ref}/history", rollouts.history, methods=["GET"]),
         Route("/admin/rollouts/{ref}/verdict", rollouts.verdict, methods=["GET", "POST"]),
         Route("/admin/rollouts/{ref}/{action}", rollouts.action, methods=["POST"]),
-    ]
         Route("/admin/drift/history", drift.history, methods=["GET"]),
+    ]
