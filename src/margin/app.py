@@ -135,6 +135,7 @@ def create_app(
         router=Router(table, config, data_dir, rollouts=rollouts),
     )
     rollouts.lifecycle = pipeline.lifecycle  # shadow calls end like any request: metered, recorded
+    rollouts.judge.chat = pipeline.chat  # the online judge asks margin itself, as the rollout's experiment
     completer.chat = pipeline.chat
     metrics.registry.register(MalformedEventsCollector(built.values()))
     metrics.registry.register(LocalSlotsCollector(built.values()))  # slots, queue, stuck workers

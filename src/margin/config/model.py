@@ -497,4 +497,18 @@ class MarginConfig(Strict):
             policies = group.routing.policies() if group.routing is not None else []
             if any(p.cascade and p.cascade.verifier and p.cascade.verifier.model not in seen for p in policies):
                 raise ValueError(f"model group {group.name!r}: the cascade verifier names an unknown model group")
+            _check_judge(group, seen)
         return self
+
+
+def _check_judge(group: ModelGroupConfig, names: set[str]) -> None:
+    """A rollout's online judge is another model group served by this gateway."""
+    judge = group.rollout.judge if group.rollout is not None else None
+    if judge is None:
+        return
+    where = f"models[{group.name}].rollout.judge.model"
+    if judge.model not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise ValueError(f"{where}: unknown model group {judge.model!r} (configured groups and aliases: {known})")
+    if judge.model in (group.name, *group.aliases):
+        raise ValueError(f"{where}: a group cannot judge its own rollout; name another model group")

@@ -50,7 +50,30 @@ class ShadowSettings(Strict):
     min_duration_s: float = Field(60.0, ge=0)
     min_score: float = Field(0.9, ge=0, le=1, description="the mean shadow grade must be shown above this")
     grader: GraderSpecText = Field("normalised", description="compares the shadow answer with the stable one")
-    budget_usd: Decimal = Field(Decimal("1.00"), ge=0, description="the rollout's experiment budget for shadow calls")
+    budget_usd: Decimal = Field(
+        Decimal("1.00"), ge=0, description="the rollout's experiment budget for shadow and judge calls"
+    )
+
+
+class OnlineJudge(Strict):
+    """A judge on a sample of live requests: a model group served through margin grades the answer
+    against `rubric` (the evals judge grader: asked twice with the texts in swapped order, a verdict
+    counts only when both orders agree). `scored`: a share of the canary's requests of both arms is
+    judged, and the score is that arm's quality; shadow pairs are judged with the stable answer as the
+    reference. `pairwise`: only shadow pairs (the candidate's answer against the stable one)."""
+
+    model: str = Field(min_length=1, description="the judge: a configured model group (or alias), not this one")
+    mode: Literal["scored", "pairwise"] = "scored"
+    rubric: str = Field("Is the answer correct, complete and responsive to the question?", min_length=1)
+    scale: int = Field(10, ge=1, le=100)
+    pass_score: float = Field(0.7, ge=0, le=1, description="share of the scale at which an answer passes")
+    max_tokens: int = Field(200, ge=1)
+    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0}, description="the judge's parameters")
+    share: float = Field(0.05, ge=0, le=1, description="share of canary requests (and shadow pairs) judged")
+
+    def grader_spec(self) -> dict[str, Any]:
+        """The spec of the evals judge grader (docs/evals.md) this judge is."""
+        return {"type": "judge", **self.model_dump(mode="json", exclude={"share"})}
 
 
 class RolloutSettings(Strict):
@@ -68,6 +91,7 @@ class RolloutSettings(Strict):
         None, description="grades each arm's answers without a reference (json_valid, json_schema, regex, ...)"
     )
     grade_share: float = Field(1.0, ge=0, le=1, description="share of answers the online grader sees")
+    judge: OnlineJudge | None = Field(None, description="a judge model group on a sample of requests")
     promote_requires: Literal["last", "every"] = Field(
         "last", description="steps that need every signal shown within its margin to end (others: no harm shown)"
     )
@@ -116,5 +140,12 @@ class RolloutsConfig(Strict):
     )
     shadow_concurrency: int = Field(4, ge=1, le=256, description="shadow calls in flight at once (per replica)")
     grading_queue: int = Field(1000, ge=1, description="answers waiting for the online grader (per replica)")
+    judge_queue: int = Field(
+        200, ge=1, description="answers waiting for the online judge (per replica); when full, dropped and counted"
+    )
+    judge_concurrency: int = Field(2, ge=1, le=64, description="judged answers in flight at once (per replica)")
+    answer_max_chars: int = Field(
+        65_536, ge=1, description="a streamed answer longer than this is not graded, shadowed or judged (counted)"
+    )
     alert_webhook: str | None = Field(None, description="POSTed a JSON body on every rollout transition")
     alert_timeout_s: float = Field(5.0, gt=0, le=60)

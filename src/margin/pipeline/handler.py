@@ -88,7 +88,7 @@ class Pipeline:
             if isinstance(lookup, CacheHit):
                 return await life.stream(self._replayed(life, request, lookup))
             first, rest = await self.tiers.open_stream(ctx, request)
-            return await life.stream(self._metered(life, first, rest, lookup))
+            return await life.stream(self._metered(life, request, first, rest, lookup))
 
     async def embed(self, ctx: RequestContext, request: EmbeddingRequest) -> EmbeddingResult:
         async with self.lifecycle(ctx) as life:
@@ -144,7 +144,12 @@ class Pipeline:
                 await life.end(status, life.ctx.usage)
 
     async def _metered(
-        self, life: RequestLifecycle, first: Chunk, rest: CallStream, lookup: CacheHit | CacheMiss | None
+        self,
+        life: RequestLifecycle,
+        request: ChatRequest,
+        first: Chunk,
+        rest: CallStream,
+        lookup: CacheHit | CacheMiss | None,
     ) -> AsyncGenerator[Chunk, None]:
         ctx = life.ctx
         meters = AttemptMeters(self.meter, ctx, rest)
@@ -160,8 +165,13 @@ class Pipeline:
             tail = meters.current.usage_chunk()
             if tail is not None:
                 yield tail
+            if self.router.rollouts is not None and ctx.rollout is not None:
+                # the whole answer, joined once now: queues shadow/grading/judge work only
+                self.router.rollouts.streamed(ctx, request, meters.current, switched=rest.switched)
         except BaseException as error:  # whatever ended the stream names its end (the client leaving too)
             status = status_of(error)
+            if self.router.rollouts is not None and ctx.rollout is not None:
+                self.router.rollouts.stream_cut(ctx, status)  # a cut answer is not graded: counted
             raise
         finally:
             if status == "cancelled" and self.caller.drains:

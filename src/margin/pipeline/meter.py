@@ -180,7 +180,8 @@ class StreamMeter:
         self.prompt_tokens = prompt_tokens
         self.reported: Usage | None = None
         self.so_far: Usage | None = None  # a report in progress (Chunk.usage_so_far)
-        self.generated: list[str] = []
+        self.generated: list[str] = []  # the answer's text (choice content), piece by piece
+        self.other: list[str] = []  # reasoning and tool-call arguments: billed as output too
         self.last_body: JSON | None = None
 
     def observe(self, chunk: Chunk) -> Chunk | None:
@@ -199,9 +200,9 @@ class StreamMeter:
                     self.generated.append(text)
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                 if isinstance(reasoning, str):
-                    self.generated.append(reasoning)  # billed as output too
+                    self.other.append(reasoning)
                 for call in delta.get("tool_calls") or ():
-                    self.generated.append(str((call.get("function") or {}).get("arguments") or ""))
+                    self.other.append(str((call.get("function") or {}).get("arguments") or ""))
         elif chunk.usage is not None and not self.request.include_usage:
             return None  # the usage-only chunk margin asked for on the client's behalf
         return chunk
@@ -211,8 +212,16 @@ class StreamMeter:
             return self.reported
         # Count the whole text once: a tokenizer (or the bytes/4 rule) applied piece by piece
         # over-counts, since pieces split words.
-        output = self.estimate("".join(self.generated))
+        output = self.estimate("".join(self.generated) + "".join(self.other))
         return fill_unreported(self.so_far, Usage(input_uncached=self.prompt_tokens, output=output, source="estimated"))
+
+    def answer(self, max_chars: int) -> str | None:
+        """The streamed answer's text as a non-streamed answer would carry it (the first choice's
+        content; with n > 1 the choices' pieces interleave, so only n == 1 is meaningful); None when
+        it is longer than `max_chars`. Joined once, after the stream: nothing is added per chunk."""
+        if sum(map(len, self.generated)) > max_chars:
+            return None
+        return "".join(self.generated)
 
     def usage_chunk(self) -> Chunk | None:
         """The usage chunk the client asked for, when the upstream did not send one. Its usage is

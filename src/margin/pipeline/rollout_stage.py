@@ -1,7 +1,8 @@
 """Rollouts on the request path (docs/rollouts.md): the route stage asks "which arm?" (`apply`),
-the call stage's answer may be mirrored to the candidate or graded (`answered`: both only queue
-work), and the record stage feeds each arm's signals (`sink`). Shadow calls and online grading run
-in bounded queues beside the request path; a full queue drops the job and counts it.
+the call stage's answer may be mirrored to the candidate, graded or judged (`answered`, and
+`streamed` for a stream's answer once it has ended: all only queue work), and the record stage feeds
+each arm's signals (`sink`). Shadow calls, online grading and the online judge run in bounded queues
+beside the request path; a full queue drops the job and counts it.
 
 A shadow call is a request of its own: a ledger row tagged `shadow`, billed to the rollout's
 experiment principal (team `rollout:<id>`), never to the tenant whose request was mirrored.
@@ -21,8 +22,9 @@ from margin.evals.graders.registry import build_grader
 from margin.pipeline.call import Caller
 from margin.pipeline.context import RequestContext
 from margin.pipeline.lifecycle import RequestLifecycle
-from margin.pipeline.meter import Meter
+from margin.pipeline.meter import Meter, StreamMeter
 from margin.pipeline.record import RequestRecord
+from margin.pipeline.rollout_judge import JUDGE_TAG, JudgeJob, OnlineJudgeDesk
 from margin.rollout.drift import DriftWatch
 from margin.rollout.engine import RolloutEngine
 from margin.rollout.feedback import FeedbackDesk
@@ -89,12 +91,15 @@ class RolloutStage:
         self.sampling: OffPathQueue[SampleJob] = OffPathQueue(
             self._sample, size=config.grading_queue, workers=1, name="production-sample"
         )
+        self.judge = OnlineJudgeDesk(engine, size=config.judge_queue, workers=config.judge_concurrency)
+        self.answer_max_chars = config.answer_max_chars
 
     async def start(self) -> None:
         await self.engine.start()
         await self.shadows.start()
         await self.grading.start()
         await self.sampling.start()
+        await self.judge.queue.start()
         if self.drift is not None:
             await self.drift.start()
 
@@ -102,6 +107,7 @@ class RolloutStage:
         await self.shadows.stop()
         await self.grading.stop()
         await self.sampling.stop()
+        await self.judge.queue.stop()
         if self.drift is not None:
             await self.drift.stop()
         await self.engine.stop()
@@ -119,30 +125,65 @@ class RolloutStage:
         ctx.rollout = assignment
         return dataclasses.replace(decision, deployments=assignment.reroute(decision.deployments))
 
-    # --- after the answer (non-streamed answers: the whole text is in hand) ----------------------
+    # --- after the answer: the whole text is in hand -------------------------------------------
 
     def answered(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
-        self._maybe_sample(ctx, request, result)
-        assignment = ctx.rollout
-        if assignment is None or not assignment.live or not (assignment.grade or assignment.shadow):
+        """A non-streamed answer."""
+        self._maybe_sample(ctx, request, answer_text(result.body))
+        self._hand_off(ctx, request, answer_text(result.body))
+
+    def streamed(self, ctx: RequestContext, request: ChatRequest, meter: StreamMeter, *, switched: bool) -> None:
+        """A stream that ended whole: its answer as the stream meter collected it (joined once here,
+        nothing added per chunk), handed off exactly like a non-streamed answer. A stream another
+        deployment took over mid-way, one with several choices, or an answer over
+        `rollouts.answer_max_chars` is not graded (counted)."""
+        a = ctx.rollout
+        if a is None or not (a.live and (a.grade or a.shadow or a.judge)):
             return
-        job = AnswerJob(assignment, request, answer_text(result.body), ctx.request_id, ctx.endpoint)
+        text = meter.answer(self.answer_max_chars) if request.n == 1 and not switched else None
+        if text is None:
+            self._unjudged(a, "too_long" if request.n == 1 and not switched else "not_whole")
+            return
+        self._hand_off(ctx, request, text)
+
+    def stream_cut(self, ctx: RequestContext, status: str) -> None:
+        """A stream that did not end whole (the client left, the upstream broke): nothing of its
+        answer is graded, shadowed or judged; counted."""
+        a = ctx.rollout
+        if a is not None and a.live and (a.grade or a.shadow or a.judge):
+            self._unjudged(a, "client_left" if status == "cancelled" else "error")
+
+    def _unjudged(self, a: Assignment, why: str) -> None:
+        metrics = self.engine.service.metrics
+        if metrics is not None:
+            metrics.streams_unjudged.labels(a.model_group, why).inc()
+
+    def _hand_off(self, ctx: RequestContext, request: ChatRequest, text: str) -> None:
+        assignment = ctx.rollout
+        if assignment is None or not assignment.live or not (assignment.grade or assignment.shadow or assignment.judge):
+            return
+        job = AnswerJob(assignment, request, text, ctx.request_id, ctx.endpoint)
         if assignment.grade:
             self.grading.submit(job)  # a full grading queue just grades fewer answers
         if assignment.shadow:
             self._mirror(job)
+        elif assignment.judge and assignment.arm in ("stable", "candidate") and assignment.step >= 0:
+            arm: Arm = "candidate" if assignment.arm == "candidate" else "stable"
+            self.judge.submit(JudgeJob(assignment, arm, assignment.step, request.messages, text, None, ctx.request_id))
 
-    def _maybe_sample(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
+    def _maybe_sample(self, ctx: RequestContext, request: ChatRequest, answer: str) -> None:
         group = ctx.decision.model_group if ctx.decision is not None else None
         if self.sampler is None or group is None or not self.sampler.wants(group, ctx.request_id):
             return
-        sample = SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, answer_text(result.body))
+        if ctx.rollout is not None and ctx.rollout.arm == JUDGE_TAG:
+            return  # the judge's own calls are not production traffic
+        sample = SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, answer)
         self.sampling.submit(sample)  # a full queue keeps fewer samples
 
     def _mirror(self, job: AnswerJob) -> None:
         a = job.assignment
-        budget = self.engine.shadow_budget.get(a.rollout_id)
-        spent = self.engine.shadow_spent.get(a.rollout_id, Decimal(0))
+        budget = self.engine.experiment_budget.get(a.rollout_id)
+        spent = self.engine.experiment_spent.get(a.rollout_id, Decimal(0))
         why = "budget" if budget is not None and spent >= budget else None
         if why is None and not self.shadows.submit(job):
             why = "queue_full"
@@ -190,7 +231,7 @@ class RolloutStage:
         )  # fmt: skip
         ctx.authenticated = True
         ctx.decision = RouteDecision(model_group=a.model_group, deployments=(a.candidate,), policy=SHADOW_TAG)
-        ctx.rollout = dataclasses.replace(a, arm="shadow", step=-1, shadow=False, grade=False)
+        ctx.rollout = dataclasses.replace(a, arm="shadow", step=-1, shadow=False, grade=False, judge=False)
         request = dataclasses.replace(job.request, stream=False, include_usage=False)
         try:
             async with self.lifecycle(ctx) as life:
@@ -199,13 +240,13 @@ class RolloutStage:
         except errors.MarginError:
             return  # recorded as the shadow arm's error by the record stage
         finally:
-            spent = ctx.cost.total.usd if ctx.cost is not None else Decimal(0)
-            self.engine.shadow_spent[a.rollout_id] = self.engine.shadow_spent.get(a.rollout_id, Decimal(0)) + spent
+            self.judge.add_spent(a.rollout_id, ctx.cost.total.usd if ctx.cost is not None else Decimal(0))
+        answer = answer_text(result.body)
+        if a.judge:  # the shadow pair: the candidate's answer, the stable one as the reference
+            self.judge.submit(JudgeJob(a, "shadow", -1, request.messages, answer, job.answer, job.request_id))
         grader = self._grader(a.rollout_id, "shadow")
         if grader is not None:
-            sample = Sample(
-                request.messages, answer_text(result.body), references=(job.answer,), item_id=job.request_id
-            )
+            sample = Sample(request.messages, answer, references=(job.answer,), item_id=job.request_id)
             grade = await grader.grade(sample)
             self.engine.signals.quality((a.rollout_id, -1, "shadow"), grade.score or 0.0)
 
@@ -223,6 +264,9 @@ class RolloutStage:
                 metrics.requests.labels(a.model_group, a.arm).inc()
             if not a.live or a.arm == "promoted":
                 continue
+            if a.arm == JUDGE_TAG:  # a judge call: its cost is the experiment's (its budget)
+                self._judge_call(record, a)
+                continue
             own = a.stable if a.arm == "stable" else a.candidate
             attempt = next((x for x in record.ctx.attempts if x.deployment == own), None)
             if attempt is None:
@@ -232,3 +276,10 @@ class RolloutStage:
                 (a.rollout_id, a.step, arm), ok=attempt.status == "ok", latency_ms=attempt.latency_ms,
                 ttft_ms=attempt.ttft_ms, cost=attempt.cost.total.usd if attempt.cost is not None else None,
             )  # fmt: skip
+
+    def _judge_call(self, record: RequestRecord, a: Assignment) -> None:
+        cost = record.ctx.cost.total.usd if record.ctx.cost is not None else None
+        self.engine.signals.request(
+            (a.rollout_id, a.step, "judge"), ok=record.status == "ok", latency_ms=record.latency_s * 1000,
+            ttft_ms=None, cost=cost,
+        )  # fmt: skip

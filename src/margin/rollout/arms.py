@@ -13,6 +13,9 @@ from margin.storage.rollouts import ArmWindow, HistogramMetric
 # so a p95 read off it is within 10% and replicas' histograms add exactly.
 GROWTH = 1.1
 _LOG_GROWTH = math.log(GROWTH)
+# The online judge's outcomes on an arm's answers, kept as the "judge" histogram (bucket = index):
+# only `agreed` verdicts add to the quality signal.
+JUDGE_OUTCOMES = ("agreed", "disagreed", "unparseable", "error", "dropped")
 
 
 def bucket_of(ms: float) -> int:
@@ -82,7 +85,14 @@ class ArmTotals:
             "quality_n": self.quality_n,
             "cost_usd": str(self.cost_total),
             "dropped": self.dropped,
+            **self._judged(),
         }
+
+    def _judged(self) -> dict[str, object]:
+        counts = self.histograms.get("judge")
+        if not counts:
+            return {}
+        return {"judge": {name: counts.get(i, 0) for i, name in enumerate(JUDGE_OUTCOMES)}}
 
 
 def totals(windows: Iterable[ArmWindow], *, arm: str, steps: Iterable[int] | None = None) -> ArmTotals:

@@ -46,8 +46,10 @@ class RolloutEngine:
         self.signals = SignalBuffer()
         self.actor = f"auto:decider@{replica_name()}"
         self.records: dict[str, RolloutRecord] = {}  # the rollouts read at the last refresh, by id
-        self.shadow_budget: dict[str, Decimal] = {}  # experiment budget of rollouts in shadow
-        self.shadow_spent: dict[str, Decimal] = {}  # their shadow spend: the store's, plus this replica's since
+        # The experiment budget of live rollouts (shadow.budget_usd) and what their shadow and judge
+        # calls spent: the store's, plus this replica's since.
+        self.experiment_budget: dict[str, Decimal] = {}
+        self.experiment_spent: dict[str, Decimal] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -82,7 +84,9 @@ class RolloutEngine:
     async def refresh(self) -> None:
         records = await self.service.store.current()
         self.records = {r.rollout_id: r for r in records}
-        self.shadow_budget = {r.rollout_id: settings_of(r).shadow.budget_usd for r in records if r.state == "shadow"}
+        self.experiment_budget = {
+            r.rollout_id: settings_of(r).shadow.budget_usd for r in records if r.state in ("shadow", "canary")
+        }
         self.split.replace(self._splits(records))
         metrics = self.service.metrics
         if metrics is not None:
@@ -122,8 +126,9 @@ class RolloutEngine:
             if record.terminal:
                 continue
             windows = await self.service.store.windows(record.rollout_id)
-            if record.state == "shadow":
-                self.shadow_spent[record.rollout_id] = totals(windows, arm="shadow").cost_total
+            if record.state in ("shadow", "canary"):
+                spent = totals(windows, arm="shadow").cost_total + totals(windows, arm="judge").cost_total
+                self.experiment_spent[record.rollout_id] = spent
             decision = decide(record, settings_of(record), windows, self.clock())
             if decision.action == "wait":
                 continue

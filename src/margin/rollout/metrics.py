@@ -19,6 +19,14 @@ class RolloutMetrics:
             "margin_rollout_shadow_dropped", "Shadow calls dropped (queue full or experiment budget spent)",
             ["model_group", "why"], registry=r,
         )  # fmt: skip
+        self.judge = Counter(
+            "margin_rollout_judge", "Online judge outcomes (agreed, disagreed, unparseable, error) and drops "
+            "(queue_full, budget)", ["model_group", "outcome"], registry=r,
+        )  # fmt: skip
+        self.streams_unjudged = Counter(
+            "margin_rollout_streams_unjudged", "Streamed answers due for grading, shadow or judge that were not "
+            "handed off (client_left, error, too_long, not_whole)", ["model_group", "why"], registry=r,
+        )  # fmt: skip
         self.candidate_share = Gauge(
             "margin_rollout_candidate_share", "Share of a group's requests this replica sends to the candidate",
             ["model_group"], registry=r,

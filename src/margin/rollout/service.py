@@ -53,8 +53,8 @@ def settings_of(record: RolloutRecord) -> RolloutSettings:
 
 
 def _check_graders(settings: RolloutSettings) -> None:
-    """Build the online and shadow graders once, so a bad spec is refused before the rollout exists
-    (a judge needs a judge group: not available to online grading yet)."""
+    """Build the online and shadow graders and the judge once, so a bad spec is refused before the
+    rollout exists (the judge's model group is checked with the config)."""
     for where, spec in (("online_grader", settings.online_grader), ("shadow.grader", settings.shadow.grader)):
         if spec is None:
             continue
@@ -63,7 +63,16 @@ def _check_graders(settings: RolloutSettings) -> None:
         except (GraderSpecError, RuntimeError) as exc:
             raise RolloutError(f"rollout.{where}: {exc}", param=where) from None
         if split_spec(spec)[0] == "judge":
-            raise RolloutError(f"rollout.{where}: a judge cannot grade online yet; use a grader without a judge")
+            raise RolloutError(
+                f"rollout.{where}: a judge grades live answers through `rollout.judge` (docs/rollouts.md); "
+                "use a grader without a judge here",
+                param=where,
+            )
+    if settings.judge is not None:
+        try:
+            build_grader(settings.judge.grader_spec(), GraderEnv())
+        except (GraderSpecError, RuntimeError) as exc:
+            raise RolloutError(f"rollout.judge: {exc}", param="judge") from None
 
 
 class RolloutService:

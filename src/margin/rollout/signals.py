@@ -69,6 +69,13 @@ class SignalBuffer:
             cell.quality_sum += score
             cell.quality_sumsq += score * score
 
+    def judged(self, key: _Key, outcome: int) -> None:
+        """One online-judge outcome (margin.rollout.arms.JUDGE_OUTCOMES) on the arm's answers."""
+        cell = self._cell(key)
+        if cell is not None:
+            cells = cell.histograms.setdefault("judge", {})
+            cells[outcome] = cells.get(outcome, 0) + 1
+
     def dropped(self, key: _Key) -> None:
         cell = self._cell(key)
         if cell is not None:

@@ -19,7 +19,7 @@ from margin.config.rollout import RolloutSettings
 from margin.storage.rollouts import RolloutRecord
 
 SCALE = 10_000  # buckets: shares are honoured to 0.01%
-RequestArm = Literal["stable", "candidate", "promoted", "shadow"]
+RequestArm = Literal["stable", "candidate", "promoted", "shadow", "judge"]
 
 
 def bucket(salt: str, key: str) -> int:
@@ -39,6 +39,7 @@ class GroupSplit:
     candidate_bp: int  # buckets (of SCALE) sent to the candidate
     shadow_bp: int  # share of stable requests mirrored to the candidate
     grade_bp: int  # share of answers the online grader sees
+    judge_bp: int = 0  # share of answers (canary) or shadow pairs the online judge sees
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class Assignment:
     shadow: bool  # also send this request to the candidate, off the client path
     grade: bool  # grade this answer with the group's online grader
     live: bool  # feeds the rollout's signals
+    judge: bool = False  # have the online judge grade this answer (or, shadowed, the shadow pair)
 
     def reroute(self, deployments: tuple[str, ...]) -> tuple[str, ...]:
         """The route for this arm: on the candidate arm the candidate takes the stable deployment's
@@ -84,7 +86,17 @@ def split_of(record: RolloutRecord, settings: RolloutSettings) -> GroupSplit | N
         candidate=record.candidate, step=record.step, live=record.state != "promoted",
         candidate_bp=round(shares["candidate"] * SCALE), shadow_bp=round(shares["shadow"] * SCALE),
         grade_bp=round(settings.grade_share * SCALE) if settings.online_grader is not None else 0,
+        judge_bp=_judge_bp(record, settings),
     )  # fmt: skip
+
+
+def _judge_bp(record: RolloutRecord, settings: RolloutSettings) -> int:
+    """A scored judge sees a share of the canary's answers and of the shadow pairs; a pairwise judge
+    needs a pair, so it only sees shadow pairs."""
+    judge = settings.judge
+    if judge is None or (record.state == "canary" and judge.mode == "pairwise"):
+        return 0
+    return round(judge.share * SCALE)
 
 
 class SplitTable:
@@ -112,5 +124,5 @@ class SplitTable:
         return Assignment(
             rollout_id=split.rollout_id, model_group=model_group, arm=arm, step=split.step, stable=split.stable,
             candidate=split.candidate, shadow=arm == "stable" and by_request < split.shadow_bp,
-            grade=by_request < split.grade_bp, live=split.live,
+            grade=by_request < split.grade_bp, live=split.live, judge=by_request < split.judge_bp,
         )  # fmt: skip

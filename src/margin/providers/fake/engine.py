@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ class FakeBehaviour:
     chunks: int = 8
     dimensions: int = 16
     wrong: float = 0.0  # share of prompts answered WRONG_ANSWER instead (the `wrong=` fault)
+    judge: bool = False  # answer judge prompts with a verdict (the `judge` fault)
 
 
 WRONG_ANSWER = "I do not know."
@@ -66,6 +68,8 @@ def answer_for(messages: list[JSON], behaviour: FakeBehaviour, params: JSON) -> 
         text = text or "Hello from the fake upstream."
     if answered_wrongly(message_text(last_user) if last_user else "", behaviour.wrong):
         text = WRONG_ANSWER
+    if behaviour.judge:
+        text = judge_reply(message_text(last_user) if last_user else "")
     prefill = _prefill(messages)
     if prefill and text.startswith(prefill):
         text = text[len(prefill) :]  # continue the assistant's own beginning, as prefill-capable models do
@@ -73,6 +77,30 @@ def answer_for(messages: list[JSON], behaviour: FakeBehaviour, params: JSON) -> 
     if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
         text = orjson.dumps({"answer": text}).decode()
     return text
+
+
+def judge_reply(prompt: str) -> str:
+    """A verdict in the format margin's judge grader asks for (margin.evals.graders.judge): an answer
+    that is WRONG_ANSWER scores 0 (or loses), any other the top of the scale (or wins); the same
+    prompt always gets the same verdict, whatever the order of the texts."""
+    if "WINNER:" in prompt:
+        first = WRONG_ANSWER in _section(prompt, "Answer A:\n", "\n\nAnswer B:")
+        second = WRONG_ANSWER in _section(prompt, "Answer B:\n", "\n\nWhich answer")
+        return "WINNER: TIE" if first == second else "WINNER: B" if first else "WINNER: A"
+    scale = re.search(r"a number from 0 to (\d+)", prompt)
+    top = scale.group(1) if scale else "10"
+    wrong = WRONG_ANSWER in _section(prompt, "Answer to grade:\n", "\n\n")
+    return f"SCORE: {0 if wrong else top}"
+
+
+def _section(text: str, start: str, end: str) -> str:
+    """The text between `start` and the next `end` (to the end of `text` without one)."""
+    at = text.find(start)
+    if at < 0:
+        return ""
+    rest = text[at + len(start) :]
+    stop = rest.find(end)
+    return rest if stop < 0 else rest[:stop]
 
 
 def _prefill(messages: list[JSON]) -> str:

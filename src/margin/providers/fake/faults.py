@@ -26,6 +26,10 @@ A fault is a comma-separated spec, e.g. ``status=429,retry_after=2,times=1`` or 
 ``reject_prefill``     refuse a request whose last message is the assistant's (no prefill support)
 ``wrong=P``            answer a share P (0..1) of prompts "I do not know." instead, chosen by a hash of
                        the last user message: the same prompts every run (a worse model, for evals)
+``judge``              answer as a judge of margin's judge grader, deterministically: ``SCORE: 0``
+                       for an answer to grade that is the ``wrong=`` fault's "I do not know.", the
+                       top of the asked scale otherwise; pairwise, the other answer wins against it
+                       (``WINNER: TIE`` when both or neither are)
 ``cut_after_event=T``  Anthropic face: drop the connection right after the first event of type T
                        (``message_start``, ``ping``, ``content_block_start``, ``content_block_delta``,
                        ``content_block_stop``, ``message_delta``)
@@ -78,6 +82,7 @@ class Fault:
     max_context: int | None = None
     reject_prefill: bool = False
     wrong: float = 0.0
+    judge: bool = False
     cut_after_event: str | None = None
     usage_input: int | None = None
     usage_cache_read: int | None = None

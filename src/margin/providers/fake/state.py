@@ -63,9 +63,12 @@ async def before_headers(request: web.Request, model: str) -> Fault | None:
 
 
 def behaviour_for(request: web.Request, fault: Fault | None) -> engine.FakeBehaviour:
-    """The fake's behaviour for this request: the server's, with a `wrong=` fault's share applied."""
+    """The fake's behaviour for this request: the server's, with a `wrong=` fault's share and the
+    `judge` fault applied."""
     behaviour = request.app[BEHAVIOUR]
-    return replace(behaviour, wrong=fault.wrong) if fault is not None and fault.wrong else behaviour
+    if fault is None or not (fault.wrong or fault.judge):
+        return behaviour
+    return replace(behaviour, wrong=fault.wrong or behaviour.wrong, judge=fault.judge or behaviour.judge)
 
 
 def malformed_body() -> web.Response:
