@@ -19,10 +19,13 @@ Method, fixed before any tuning:
    the first candidate it likes. A hit is wrong when the answers differ.
 6. Curves over thresholds on test; the default setting of each decision is chosen on train (the
    lowest threshold whose train wrong rate is <= 0.25%, half the target) and reported on test.
+7. The learned decision (margin.caching.semantic.learned: the guard, then a logistic model over
+   cosine, rank, gap to the best candidate and lexical overlap) is fitted on the train split only
+   (`--fit-learned` rewrites the shipped model file from it); its threshold is a probability.
 
 Embeddings are cached in bench/results/comqa/ (one MiniLM pass over ~11k texts, ~1 min on 2 cores).
 
-    python bench/cache_realistic.py [--curve]
+    python bench/cache_realistic.py [--curve] [--fit-learned]
 """
 
 from __future__ import annotations
@@ -42,9 +45,19 @@ import numpy as np
 
 from margin.caching.semantic.calibrate import normalise
 from margin.caching.semantic.guard import Features, agree, features
+from margin.caching.semantic.learned import (
+    SHIPPED,
+    LearnedDecision,
+    PairContext,
+    fit_decision,
+    load_decision,
+    pair_features,
+)
 from margin.embedding import MiniLMEmbedder, minilm_available
 
 DATA = Path(__file__).parent / "results" / "comqa"
+LEARNED_OUT = Path(__file__).parents[1] / "src" / "margin" / "caching" / "semantic" / SHIPPED
+LEARNED_L2 = 1.0
 FILES = ("comqa_train.json", "comqa_dev.json")
 CANDIDATES = 4
 TRAIN_WRONG_BUDGET = 0.0025
@@ -218,6 +231,15 @@ def candidates(split: Split, vectors: dict[str, np.ndarray]) -> list[Query]:
 
 Feats = Callable[[str], Features]
 Decision = Callable[[Query, float], Candidate | None]
+COSINE_GRID = [round(x, 3) for x in np.arange(0.70, 1.0001, 0.005)]
+PROBABILITY_GRID = sorted({round(float(x), 4) for x in 1 - np.geomspace(0.5, 0.0005, 120)})
+BUDGETS = (0.0025, 0.005, 0.01)
+
+
+@dataclass(frozen=True)
+class Rule:
+    decide: Decision
+    grid: Sequence[float]
 
 
 def cosine(query: Query, threshold: float) -> Candidate | None:
@@ -235,6 +257,48 @@ def guarded(feats: Feats) -> Decision:
         return None
 
     return decide
+
+
+def learned(model: LearnedDecision, feats: Feats) -> Decision:
+    """As the engine decides with a learned model: candidates best first down to the model's cosine
+    floor, the guard first, then the model's probability against the threshold."""
+    scores: dict[tuple[str, str], float] = {}
+
+    def probability(query: Query, rank: int) -> float:
+        c = query.candidates[rank]
+        key = (query.question.text, c.cached.text)
+        if key not in scores:
+            context = PairContext(rank, query.candidates[0].similarity)
+            row = pair_features(feats(query.question.text), feats(c.cached.text), c.similarity, context)
+            scores[key] = model.probability(row)
+        return scores[key]
+
+    def decide(query: Query, threshold: float) -> Candidate | None:
+        for rank, c in enumerate(query.candidates):
+            if c.similarity < model.floor:
+                return None
+            if agree(feats(c.cached.text), feats(query.question.text)).ok and probability(query, rank) >= threshold:
+                return c
+        return None
+
+    return decide
+
+
+def fit_learned(train: Sequence[Query], feats: Feats, floor: float) -> LearnedDecision:
+    """The learned model from the train split only: every candidate above the floor that the guard lets through."""
+    rows, labels = [], []
+    for query in train:
+        for rank, c in enumerate(query.candidates):
+            if c.similarity < floor or not agree(feats(c.cached.text), feats(query.question.text)).ok:
+                continue
+            context = PairContext(rank, query.candidates[0].similarity)
+            rows.append(pair_features(feats(query.question.text), feats(c.cached.text), c.similarity, context))
+            labels.append(right(query, c))
+    source = (
+        f"ComQA train split of bench/cache_realistic.py ({len(train)} queries, {len(rows)} guard-passing candidate "
+        f"pairs with cosine >= {floor}; MiniLM; L2 {LEARNED_L2}); python bench/cache_realistic.py --fit-learned"
+    )
+    return fit_decision(np.stack(rows), labels, l2=LEARNED_L2, trained_on=source, floor=floor)
 
 
 def right(query: Query, hit: Candidate) -> bool:
@@ -290,7 +354,7 @@ def composition(split: Split) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
 
 
-def run(show_curve: bool, decisions: dict[str, Decision] | None = None) -> int:
+def run(show_curve: bool, fit: bool) -> int:
     questions = load_questions()
     if questions is None:
         print(f"ComQA not found in {DATA}: run bench/fetch_comqa.py first (skipped)")
@@ -308,9 +372,17 @@ def run(show_curve: bool, decisions: dict[str, Decision] | None = None) -> int:
             found = cache[text] = features(text)
         return found
 
-    chosen = decisions or {"cosine": cosine, "guarded": guarded(feats)}
     train, test = candidates(splits["train"], vectors), candidates(splits["test"], vectors)
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    if fit:
+        LEARNED_OUT.write_bytes(fit_learned(train, feats, floor=0.8).to_json())
+        print(f"fitted on the train split only, written to {LEARNED_OUT}")
+    model = load_decision()
+    chosen = {
+        "cosine": Rule(cosine, COSINE_GRID),
+        "guarded": Rule(guarded(feats), COSINE_GRID),
+        "learned": Rule(learned(model, feats), PROBABILITY_GRID),
+    }
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; learned model: {model.trained_on}")
     for split in splits.values():
         print(f"{split.name}: {len(split.cached)} cached, {len(split.queries)} queries ({composition(split)})")
     for label, keep in (("all test queries (real + adversarial)", None), ("real test queries only", "real")):
@@ -324,34 +396,36 @@ def run(show_curve: bool, decisions: dict[str, Decision] | None = None) -> int:
     return 0
 
 
-def report(label: str, chosen: dict[str, Decision], train: list[Query], test: list[Query], show_curve: bool) -> None:
-    grid = [round(x, 3) for x in np.arange(0.70, 1.0001, 0.005)]
+def report(label: str, chosen: dict[str, Rule], train: list[Query], test: list[Query], show_curve: bool) -> None:
     print(f"\n{label}: {len(test)}")
-    print(
-        f"{'decision':<10} {'default (from train)':>20} {'test hit':>9} {'test wrong':>11}"
-        "   best test hit at wrong <= 0.5%"
-    )
+    budgets = "".join(f"  {'wrong <= ' + format(b, '.2%'):>20}" for b in BUDGETS)
+    print(f"{'decision':<9} {'default (train)':>15} {'test hit':>9} {'wrong':>6}{budgets}   (best test hit, x cosine)")
     test_curves = {}
-    for name, decide in chosen.items():
-        default = default_from_train(curve(train, decide, grid))
-        at_default = curve(test, decide, [default])[0]
-        test_curves[name] = curve(test, decide, grid)
-        best = best_within(test_curves[name], 0.005)
-        best_text = (
-            f"{best.hit_rate:.2%} (threshold {best.threshold:.3f}, wrong {best.wrong_rate:.2%})" if best else "-"
-        )
-        print(f"{name:<10} {default:>20.3f} {at_default.hit_rate:>9.2%} {at_default.wrong_rate:>11.2%}   {best_text}")
+    for name, rule in chosen.items():
+        default = default_from_train(curve(train, rule.decide, rule.grid))
+        at_default = curve(test, rule.decide, [default])[0]
+        test_curves[name] = curve(test, rule.decide, rule.grid)
+        cells = ""
+        for budget in BUDGETS:
+            best = best_within(test_curves[name], budget)
+            base = best_within(test_curves["cosine"], budget)
+            ratio = f"{best.hits / base.hits:.2f}x" if best and base and base.hits else "-"
+            cells += f"  {f'{best.hit_rate:.2%} ({ratio})' if best else '-':>20}"
+        print(f"{name:<9} {default:>15.4f} {at_default.hit_rate:>9.2%} {at_default.wrong_rate:>6.2%}{cells}")
     if show_curve:
-        print("test curve: threshold, then hit% / wrong% per decision (" + ", ".join(test_curves) + ")")
-        for i, t in enumerate(grid):
-            cells = "  ".join(f"{c[i].hit_rate:6.2%} / {c[i].wrong_rate:5.2%}" for c in test_curves.values())
-            print(f"{t:.3f}  {cells}")
+        print("test curves: threshold  hit% / wrong%")
+        for name, points in test_curves.items():
+            print(f"{name}: " + ", ".join(f"{p.threshold:g} {p.hit_rate:.1%}/{p.wrong_rate:.2%}" for p in points))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--curve", action="store_true", help="print the whole test curve")
-    return run(parser.parse_args().curve)
+    parser.add_argument("--curve", action="store_true", help="print the whole test curve of each decision")
+    parser.add_argument(
+        "--fit-learned", action="store_true", help=f"fit the learned decision on the train split, write {SHIPPED}"
+    )
+    args = parser.parse_args()
+    return run(args.curve, args.fit_learned)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from margin.caching.semantic.engine import SemanticPolicy
+from margin.caching.semantic.learned import cached_decision
 from margin.config.model import CacheConfig
 
 T = TypeVar("T")
@@ -38,6 +39,10 @@ def policy_for(config: CacheConfig, model_group: str) -> RoutePolicy:
             max_candidates=semantic.max_candidates,
             mode=semantic.mode,
             shadow_floor=semantic.shadow_floor,
+            learned=cached_decision(str(semantic.learned_model) if semantic.learned_model else None)
+            if semantic.decision == "learned"
+            else None,
+            min_probability=semantic.min_probability,
         )
         if config.enabled and semantic.enabled
         else None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic import AliasChoices, Field, FilePath, IPvAnyNetwork, field_validator, model_validator
 
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
@@ -401,6 +401,9 @@ class SemanticCacheConfig(Strict):
         "serve nothing (calibrate with `margin cache calibrate --from-shadow`)",
     )
     shadow_floor: float = Field(0.8, gt=0, le=1, description="shadow mode records candidates from this cosine up")
+    decision: Literal["cosine", "learned"] = Field("cosine", description="learned: a logistic model decides")
+    min_probability: float = Field(0.956, gt=0, lt=1, description="decision learned: the least probability a hit needs")
+    learned_model: FilePath | None = Field(None, description="decision learned: `calibrate --fit-learned` output")
 
 
 class SemanticEngineConfig(Strict):

@@ -15,6 +15,7 @@ from margin.caching.backend import CacheBackend
 from margin.caching.semantic.batcher import MicroBatcher
 from margin.caching.semantic.guard import Features, agree, features
 from margin.caching.semantic.index import PartitionIndex
+from margin.caching.semantic.learned import LearnedDecision, PairContext, pair_features
 from margin.caching.semantic.verifier import Verifier
 from margin.embedding import Matrix
 
@@ -27,6 +28,8 @@ class SemanticPolicy:
     max_candidates: int = 4
     mode: str = "serve"  # or "shadow": look up and record, serve nothing
     shadow_floor: float = 0.8
+    learned: LearnedDecision | None = None  # set: its probability, not `threshold`, accepts a hit
+    min_probability: float = 0.956
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,8 @@ class SemanticEngine:
         loaded = await self._partition(partition)
         if self._monotonic() - loaded.synced_at >= self.sync_interval_s:
             loaded = await self._catch_up(partition, loaded)
+        if policy.learned is not None:
+            return self._find_learned(loaded, text, vector, policy, policy.learned)
         floor = policy.threshold if self.verifier is None or policy.verify_above is None else policy.verify_above
         query: Features | None = None  # computed only once a candidate clears the floor
         for key, similarity in loaded.index.search(vector, policy.max_candidates):
@@ -101,6 +106,26 @@ class SemanticEngine:
                 return SemanticMatch(key, similarity, verified=False, question=cached_text)
             if self.verifier is not None and await self.verifier.same_answer(cached_text, text):
                 return SemanticMatch(key, similarity, verified=True, question=cached_text)
+        return None
+
+    def _find_learned(
+        self, loaded: _Partition, text: str, vector: Matrix, policy: SemanticPolicy, model: LearnedDecision
+    ) -> SemanticMatch | None:
+        """The learned decision: candidates best first down to the model's cosine floor; the guard
+        (when on) rejects first, then the model's probability must reach `min_probability`."""
+        query: Features | None = None
+        found = loaded.index.search(vector, policy.max_candidates)
+        for rank, (key, similarity) in enumerate(found):
+            if similarity < model.floor:
+                break
+            query = query or features(text)
+            cached = loaded.features_of(key)
+            if policy.guard and not agree(cached, query).ok:
+                self.rejected_by_guard += 1
+                continue
+            row = pair_features(query, cached, similarity, PairContext(rank, found[0][1]))
+            if model.probability(row) >= policy.min_probability:
+                return SemanticMatch(key, similarity, verified=False, question=loaded.texts[key])
         return None
 
     async def add(self, partition: str, key: str, text: str, vector: Matrix) -> None:

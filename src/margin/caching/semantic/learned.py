@@ -1,0 +1,177 @@
+"""The learned decision: a logistic model over similarity and lexical features of a (query,
+cached question) pair that the guard let through, whose output is the probability that the two
+have the same answer. The guard stays a hard rule in front of it: its checks as soft features
+(weights learned) served fewer hits at equal wrong rate on ComQA's train split (docs/caching.md).
+
+Features are cheap (a few set operations on the guard's tokens, computed only for candidates that
+clear the floor) and scoring is one dot product, so the stage adds microseconds to a lookup. The
+weights are a small JSON file; the package ships one fitted on the train split of ComQA
+(`python bench/cache_realistic.py --fit-learned`), and `margin cache calibrate --fit-learned OUT`
+fits one on a deployment's own labelled pairs (fitting needs scipy, the `evals` extra; scoring
+needs numpy only).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from margin.caching.semantic.guard import Features, stem
+from margin.caching.semantic.lexicon import COMMON
+
+Vector = NDArray[np.float64]
+Matrix = NDArray[np.float64]
+FEATURES = (
+    "cosine",
+    "cosine_closeness",  # -log(1 - cosine): spreads the top of the scale, where decisions are made
+    "behind_best",  # best candidate's cosine minus this one's
+    "rank",
+    "token_jaccard",
+    "content_jaccard",  # words outside the common-word list
+    "char3_jaccard",
+    "length_ratio",
+    "same_opener",  # the first word (what/how/is ...) is the same
+    "unshared_content",  # stemmed words outside the common-word list found in only one of the two
+    "same_wh",  # the same set of question words (what/when/where/who/which/why/how)
+)
+_WH = frozenset(("what", "when", "where", "who", "which", "why", "how", "whom", "whose"))
+SHIPPED = "learned-comqa.json"
+DEFAULT_FLOOR = 0.8  # candidates below this cosine are not scored (nothing below it was trained on)
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PairContext:
+    """Where a candidate stands among those the index returned for the query."""
+
+    rank: int = 0
+    best_similarity: float | None = None  # None: this candidate is the best
+
+
+def pair_features(query: Features, cached: Features, similarity: float, context: PairContext) -> Vector:
+    q_tokens, c_tokens = set(query.tokens), set(cached.tokens)
+    q_content, c_content = q_tokens - COMMON, c_tokens - COMMON
+    best = similarity if context.best_similarity is None else context.best_similarity
+    lengths = (len(query.tokens), len(cached.tokens))
+    values = [
+        similarity,
+        -math.log(max(1e-4, 1.0 - similarity)),
+        best - similarity,
+        float(context.rank),
+        _jaccard(q_tokens, c_tokens),
+        _jaccard(q_content, c_content),
+        _jaccard(_trigrams(query.text), _trigrams(cached.text)),
+        min(lengths) / max(lengths) if max(lengths) else 1.0,
+        1.0 if query.tokens[:1] == cached.tokens[:1] else 0.0,
+        float(len({stem(t) for t in q_content} ^ {stem(t) for t in c_content})),
+        1.0 if q_tokens & _WH == c_tokens & _WH else 0.0,
+    ]
+    return np.asarray(values, dtype=np.float64)
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def _trigrams(text: str) -> set[str]:
+    squeezed = " ".join(text.split())
+    return {squeezed[i : i + 3] for i in range(len(squeezed) - 2)}
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: one loaded model per file
+class LearnedDecision:
+    """Standardised features -> logistic probability. `trained_on` says what data fitted it."""
+
+    weights: Vector
+    bias: float
+    mean: Vector
+    scale: Vector
+    trained_on: str = ""
+    floor: float = DEFAULT_FLOOR
+    features: tuple[str, ...] = FEATURES
+
+    def probability(self, features: Vector) -> float:
+        z = float(((features - self.mean) / self.scale) @ self.weights) + self.bias
+        return 0.5 * (1.0 + math.tanh(0.5 * z))
+
+    def probabilities(self, rows: Matrix) -> Vector:
+        z = ((rows - self.mean) / self.scale) @ self.weights + self.bias
+        result: Vector = 0.5 * (1.0 + np.tanh(0.5 * z))
+        return result
+
+    def to_json(self) -> bytes:
+        body = {
+            "format": _FORMAT,
+            "trained_on": self.trained_on,
+            "floor": self.floor,
+            "features": list(self.features),
+            "weights": [round(float(w), 6) for w in self.weights],
+            "bias": round(self.bias, 6),
+            "mean": [round(float(m), 6) for m in self.mean],
+            "scale": [round(float(s), 6) for s in self.scale],
+        }
+        return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> LearnedDecision:
+        body = orjson.loads(raw)
+        if body.get("format") != _FORMAT or tuple(body.get("features", ())) != FEATURES:
+            raise ValueError(f"not a learned-decision file of format {_FORMAT} with features {', '.join(FEATURES)}")
+        return cls(
+            weights=np.asarray(body["weights"], dtype=np.float64),
+            bias=float(body["bias"]),
+            mean=np.asarray(body["mean"], dtype=np.float64),
+            scale=np.asarray(body["scale"], dtype=np.float64),
+            trained_on=str(body.get("trained_on", "")),
+            floor=float(body.get("floor", DEFAULT_FLOOR)),
+        )
+
+
+def load_decision(path: Path | None = None) -> LearnedDecision:
+    """The decision in `path`, or the one shipped with the package."""
+    if path is not None:
+        return LearnedDecision.from_json(path.read_bytes())
+    return LearnedDecision.from_json(resources.files("margin.caching.semantic").joinpath(SHIPPED).read_bytes())
+
+
+@functools.lru_cache(maxsize=8)
+def cached_decision(path: str | None) -> LearnedDecision:
+    """`load_decision`, read once per file for the life of the process (route policies are rebuilt often)."""
+    return load_decision(Path(path) if path is not None else None)
+
+
+def fit_decision(
+    rows: Matrix, labels: Sequence[bool], *, l2: float = 1.0, trained_on: str = "", floor: float = DEFAULT_FLOOR
+) -> LearnedDecision:
+    """L2-regularised logistic regression on standardised features (scipy's L-BFGS, `evals` extra)."""
+    optimize: Any = importlib.import_module("scipy.optimize")
+    y = np.asarray(labels, dtype=np.float64)
+    if rows.shape != (len(y), len(FEATURES)) or len(set(labels)) < 2:
+        raise ValueError("fitting needs one feature row per label and both labels present")
+    mean = rows.mean(axis=0)
+    scale = rows.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    design = np.hstack([(rows - mean) / scale, np.ones((len(y), 1))])
+
+    def loss(theta: Vector) -> tuple[float, Vector]:
+        z = design @ theta
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))
+        penalty = theta.copy()
+        penalty[-1] = 0.0  # the bias is not penalised
+        value = float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * penalty @ penalty)
+        return value, design.T @ (p - y) + l2 * penalty
+
+    found = optimize.minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B")
+    theta = np.asarray(found.x, dtype=np.float64)
+    return LearnedDecision(theta[:-1], float(theta[-1]), mean, scale, trained_on, floor)
