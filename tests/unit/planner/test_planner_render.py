@@ -14,9 +14,11 @@ import yaml
 from click.testing import CliRunner
 from planner_helpers import BASE
 
+from margin.charts import asset_names
 from margin.cli.plan import plan as plan_command
 from margin.planner import Catalog, Profile, plan
 from margin.planner.render import render
+from margin.planner.render.featured import cost_of, featured_ids
 
 PROFILE = {
     **BASE,
@@ -82,12 +84,38 @@ def test_xlsx_results_are_formulas_over_assumptions(result: object) -> None:
     assert "SUMPRODUCT(ROUNDUP(" in curve and "MATCH(1,INDEX(" in curve
 
 
-def test_html_is_self_contained_with_three_chart_kinds(result: object) -> None:
+def chart_specs(page: str) -> dict[str, dict[str, object]]:
+    found = re.findall(r'<script type="application/json" id="([^"]+)-spec">([^<]*)</script>', page)
+    return {chart_id: json.loads(data) for chart_id, data in found}
+
+
+def test_html_is_self_contained_with_every_option_charted(result: object) -> None:
     page = render(result, "html")  # type: ignore[arg-type]
     assert isinstance(page, str)
-    assert page.count("<svg") == 3
-    assert "<script" not in page and "<link" not in page
-    assert "crossover" in page and "tier-mix savings" in page
+    assert "<link" not in page and " src=" not in page and " href=" not in page  # nothing fetched
+    assert page.count("<script>") == len(asset_names())  # Chart.js, its annotation plugin, the renderer: inline
+    specs = chart_specs(page)
+    assert sorted(specs) == ["class-0-cost", "class-0-savings", "class-0-utilisation"]
+    cp = result.classes[0]  # type: ignore[attr-defined]
+    labels = [cost_of(cp.scenarios[0], i).label for i in featured_ids(cp)]
+    colours: dict[str, str] = {}
+    for spec in specs.values():
+        for series in spec["series"]:  # type: ignore[attr-defined]
+            assert colours.setdefault(series["name"], series["colour"]) == series["colour"], series["name"]
+    cost, utilisation = specs["class-0-cost"], specs["class-0-utilisation"]
+    assert [s["name"] for s in cost["series"]] == labels  # type: ignore[attr-defined]
+    assert [s["name"] for s in utilisation["series"]] == labels  # type: ignore[attr-defined]
+    assert len(set(colours.values())) == len(colours)  # no two names share a colour
+    markers = {m["id"]: m for m in cost["markers"]}  # type: ignore[attr-defined]
+    assert markers["today"]["x"] == cp.scenarios[0].demand.requests_per_day and "y" not in markers["today"]
+    crossing = [c for c in cp.crossovers if c.requests_per_day is not None and c.option_id in featured_ids(cp)]
+    assert crossing and {f"crossover:{c.option_id}" for c in crossing} <= set(markers)
+    for c in crossing:
+        assert markers[f"crossover:{c.option_id}"]["x"] == c.requests_per_day
+    assert cost["x"]["min"] <= cp.scenarios[0].demand.requests_per_day <= cost["x"]["max"]  # type: ignore[index]
+    assert utilisation["x"] == {"label": "replica utilisation", "scale": "linear", "format": "percent",
+                                "min": 0, "max": 1, "step": 0.1}  # fmt: skip
+    assert "tier-mix savings" in specs["class-0-savings"]["title"]  # type: ignore[operator]
 
 
 def test_cli_writes_each_format(tmp_path: Path) -> None:

@@ -21,16 +21,18 @@
     return number(v);
   }
 
-  // Log axes label 1, 2 and 5 times each power of ten; the other gridlines stay unlabelled.
-  function niceLog(v) {
+  // Which log-axis gridlines get a label: 1, 2 and 5 times each power of ten, only the powers
+  // themselves past `decades` (the other gridlines stay unlabelled).
+  function niceLog(v, span, decades) {
     if (v <= 0) {
       return false;
     }
     var m = v / Math.pow(10, Math.floor(Math.log10(v) + 1e-9));
-    return [1, 2, 5].some(function (n) { return Math.abs(m - n) < 1e-6; });
+    var steps = span > Math.pow(10, decades) ? [1] : [1, 2, 5];
+    return steps.some(function (n) { return Math.abs(m - n) < 1e-6; });
   }
 
-  function scale(axis, labels) {
+  function scale(axis, labels, vertical) {
     var type = { log: "logarithmic", category: "category", linear: "linear" }[axis.scale];
     var out = { type: type, title: { display: !!axis.label, text: axis.label }, ticks: {} };
     if (axis.min !== undefined) { out.min = axis.min; }
@@ -44,7 +46,7 @@
     out.ticks.callback = function (value, index, ticks) {
       // A log axis spanning under 4x labels every gridline; a wider one only 1, 2 and 5 x 10^n.
       var span = ticks.length > 1 ? ticks[ticks.length - 1].value / ticks[0].value : 1;
-      if (type === "logarithmic" && span > 4 && !niceLog(value)) {
+      if (type === "logarithmic" && span > 4 && !niceLog(value, span, vertical ? 4 : 6)) {
         return "";
       }
       return format(axis.format, value);
@@ -107,19 +109,34 @@
     };
   }
 
-  function annotations(markers) {
+  // Where x sits along the axis, 0 to 1 (0.5 when the axis has no pinned range).
+  function fraction(axis, x) {
+    if (axis.min === undefined || axis.max === undefined || axis.max <= axis.min) {
+      return 0.5;
+    }
+    if (axis.scale === "log") {
+      return (Math.log(x) - Math.log(axis.min)) / (Math.log(axis.max) - Math.log(axis.min));
+    }
+    return (x - axis.min) / (axis.max - axis.min);
+  }
+
+  function annotations(markers, xAxis) {
     var out = {};
     markers.forEach(function (m) {
       out[m.id] = annotation(m);
       if (m.y !== undefined && m.label) {
+        // The label grows away from the nearer edge, so it is never cut off by the chart's border.
+        var right = fraction(xAxis, m.x) > 0.5;
         out[m.id + ":label"] = {
           type: "label",
           xValue: m.x,
           yValue: m.y,
-          content: m.label,
-          position: { x: "start", y: "end" },
-          xAdjust: 8,
+          content: m.label.split("\n"),
+          position: { x: right ? "end" : "start", y: "end" },
+          xAdjust: right ? -8 : 8,
           yAdjust: -8,
+          textAlign: right ? "right" : "left",
+          backgroundColor: "rgba(255,255,255,0.85)",
           color: m.colour,
           font: { size: 11 },
         };
@@ -130,7 +147,7 @@
 
   function config(spec) {
     var line = spec.kind === "line";
-    var scales = { x: scale(spec.x, spec.categories), y: scale(spec.y, spec.categories) };
+    var scales = { x: scale(spec.x, spec.categories, false), y: scale(spec.y, spec.categories, true) };
     if (spec.stacked) {
       scales.x.stacked = true;
       scales.y.stacked = true;
@@ -160,7 +177,7 @@
               },
             },
           },
-          annotation: { annotations: annotations(spec.markers) },
+          annotation: { annotations: annotations(spec.markers, spec.x) },
         },
       },
     };
