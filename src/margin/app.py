@@ -19,6 +19,7 @@ from margin import errors
 from margin.api.access import MetricsListenerGuard
 from margin.api.batch_lines import PipelineLines
 from margin.api.connections import CONNECTIONS_STATE_KEY, ConnectionGuard, ConnectionsCollector
+from margin.api.dashboard_live import GatewayLive
 from margin.api.errors import http_error_handler, margin_error_handler, unexpected_error_handler
 from margin.api.routes import build_routes
 from margin.api.state import GatewayState
@@ -30,6 +31,7 @@ from margin.budgets.sweeper import IntentSweeper
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
 from margin.dashboard.routes import Dashboard
+from margin.dashboard.views import PageViews
 from margin.ledger.collector import LedgerCollector
 from margin.ledger.journal import Journal
 from margin.ledger.spill import SpillFile
@@ -159,12 +161,15 @@ def create_app(
         metrics_port=config.server.metrics_port,
         batches=build_batches(config, data_dir, pipeline, clock),
     )
+    dashboard = Dashboard(
+        store, admin_key=state.admin_key, budgets=config.budgets, key_store=limits.key_store, clock=clock
+    )
+    dashboard_live = GatewayLive(limits.stage, caller, built.values(), pipeline.cache, limits.upkeep.alerts)
     app = Starlette(
         routes=[
             *build_routes(),
-            *Dashboard(
-                store, admin_key=state.admin_key, budgets=config.budgets, key_store=limits.key_store, clock=clock
-            ).routes(),
+            *dashboard.routes(),
+            *PageViews(dashboard, dashboard_live).routes(),
         ],
         # Outermost of margin's own layers: times each request from its arrival to its last byte.
         middleware=[

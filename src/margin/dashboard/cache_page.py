@@ -1,0 +1,57 @@
+"""Cache: from the rollups, requests, cache hits, hit rate and the cost the hits saved, in total and
+per model (a team's viewer: its team and its keys); from the running process (admin only), lookups
+since start by result: exact, semantic, coalesced, misses, bypassed. Hits by kind and bypass reasons
+are not in the rollups (a cell counts hits of every kind; bypasses are not counted by reason)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from margin.dashboard.explorer import Scope
+from margin.dashboard.live import LiveSource
+from margin.dashboard.query import check_params, window
+from margin.dashboard.tables import Cell, money, page_figures, ratio, table
+from margin.ledger.report import TOTAL, merge_rows
+from margin.storage.protocols import GroupBy, LedgerStore, ReportRow
+
+PARAMS = ("since", "until")
+COLUMNS = ("group", "requests", "cache_hits", "hit_rate", "saved_usd")
+
+
+async def build_cache(
+    store: LedgerStore, live: LiveSource, query: Mapping[str, str], now: datetime, scope: Scope
+) -> dict[str, Any]:
+    check_params(query, PARAMS)
+    win = window(query, now.astimezone(UTC), default_since="7d", default_period="day")
+    since, until = win.since.timestamp(), win.until.timestamp()
+    dimension: GroupBy = "model" if scope.team is None else "key"
+    rows = await store.spend_report(since, until, dimension, histograms=False)
+    if scope.team is not None:
+        keys = scope.team_keys
+        rows = [row for row in rows if row.group in keys]
+        teams = [r for r in await store.spend_report(since, until, "team", histograms=False) if r.group == scope.team]
+        total = merge_rows(TOTAL, teams)
+    else:
+        total = merge_rows(TOTAL, rows)
+    rows = sorted(rows, key=lambda row: (-row.saved_cost, row.group))
+    tables = {"groups": table(f"By {dimension}", COLUMNS, [_row(row) for row in rows])}
+    counters = live.cache_counters() if scope.team is None else None
+    if counters is not None:
+        lookups = sum(counters.values())
+        tables["lookups"] = table("Lookups since this replica started", ("result", "lookups", "share"),
+                                  [[name, n, ratio(n, lookups)] for name, n in counters.items()])  # fmt: skip
+    return page_figures(
+        "cache",
+        scope.team,
+        window=win.as_json(),
+        summary={"requests": total.requests, "cache_hits": total.cache_hits,
+                 "hit_rate": ratio(total.cache_hits, total.requests), "saved_usd": money(total.saved_cost)},
+        tables=tables,
+        notes=["Hits by kind and bypass reasons are not in the rollups; the lookups table is this replica's."],
+    )  # fmt: skip
+
+
+def _row(row: ReportRow) -> list[Cell]:
+    return [row.group, row.requests, row.cache_hits, ratio(row.cache_hits, row.requests), money(row.saved_cost)]
