@@ -2,9 +2,14 @@
 1. the route stage alone (`Router.decide`) for a group with a canary rollout vs the same group
    without one, interleaved, p50 and p99 in microseconds;
 2. whole non-streamed requests through the gateway in process (fake provider, no network), with the
-   rollout vs without, interleaved in batches, p50 in milliseconds.
+   rollout vs without, interleaved in batches, p50 in milliseconds;
+3. shadow traffic: a group whose every request is mirrored vs a group without a rollout;
+4. streamed requests of 16 and 128 content chunks under a canary rollout whose online grader sees
+   every answer (each stream's answer collected and handed off at its end) vs groups without one:
+   p50 per stream and the cost of each further chunk (the 128-chunk minus the 16-chunk p50, over
+   112 chunks), with and without.
 
-    python bench/rollout_split.py [--decisions 50000] [--requests 2000]
+    python bench/rollout_split.py [--decisions 50000] [--requests 2000] [--streams 2000]
 """
 
 from __future__ import annotations
@@ -34,10 +39,20 @@ deployments:
   - {{name: big2, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
   - {{name: big3, provider: fake, model: big, price: {{input: "1", output: "2"}}}}
   - {{name: small3, provider: fake, model: small, price: {{input: "0.1", output: "0.2"}}}}
+  - {{name: r16, provider: fake, model: big, price: {{input: "1", output: "2"}}, fake: {{chunks: 16}}}}
+  - {{name: r128, provider: fake, model: big, price: {{input: "1", output: "2"}}, fake: {{chunks: 128}}}}
+  - {{name: c16, provider: fake, model: small, price: {{input: "1", output: "2"}}, fake: {{chunks: 16}}}}
+  - {{name: c128, provider: fake, model: small, price: {{input: "1", output: "2"}}, fake: {{chunks: 128}}}}
+  - {{name: p16, provider: fake, model: big, price: {{input: "1", output: "2"}}, fake: {{chunks: 16}}}}
+  - {{name: p128, provider: fake, model: big, price: {{input: "1", output: "2"}}, fake: {{chunks: 128}}}}
 models:
   - {{name: chat, deployments: [big], rollout: {{steps: [{{share: 0.25}}]}}}}
   - {{name: plain, deployments: [big2]}}
   - {{name: mirrored, deployments: [big3], rollout: {{shadow: {{share: 1.0, budget_usd: "1000"}}}}}}
+  - {{name: graded16, deployments: [r16], rollout: {{steps: [{{share: 0.25}}], online_grader: {GRADER}}}}}
+  - {{name: graded128, deployments: [r128], rollout: {{steps: [{{share: 0.25}}], online_grader: {GRADER}}}}}
+  - {{name: plain16, deployments: [p16]}}
+  - {{name: plain128, deployments: [p128]}}
 rollouts: {{refresh_s: 300, decide_every_s: 300, flush_every_s: 60}}
 """
 
@@ -67,13 +82,14 @@ def route_stage(stage: RolloutStage, router: object, n: int) -> tuple[list[float
 
 
 async def requests(
-    client: httpx.AsyncClient, n: int, groups: tuple[str, str] = ("chat", "plain")
+    client: httpx.AsyncClient, n: int, groups: tuple[str, str] = ("chat", "plain"), *, stream: bool = False
 ) -> tuple[list[float], list[float]]:
     timings: dict[str, list[float]] = {groups[0]: [], groups[1]: []}
     for i in range(n // 20):
         for group in groups if i % 2 else tuple(reversed(groups)):
             for j in range(10):
-                body = {"model": group, "messages": [{"role": "user", "content": f"q {i} {j}"}]}
+                text = f"q {i} {j}" + (" lorem ipsum" * 40 if stream else "")  # a stream: >= 128 chunks of text
+                body = {"model": group, "messages": [{"role": "user", "content": text}], "stream": stream}
                 started = time.perf_counter()
                 response = await client.post("/v1/chat/completions", json=body, headers={"x-margin-session": f"{i}{j}"})
                 timings[group].append((time.perf_counter() - started) * 1000)
@@ -83,7 +99,8 @@ async def requests(
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as data:
-        app = create_app(parse_config(CONFIG.format(data=data)), key_store=MemoryKeyStore())
+        text = CONFIG.format(data=data, GRADER="{type: regex, pattern: '.'}")
+        app = create_app(parse_config(text), key_store=MemoryKeyStore())
         async with app.router.lifespan_context(app):
             pipeline = app.state.gateway.pipeline
             stage: RolloutStage = pipeline.router.rollouts
@@ -118,10 +135,37 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  difference             p50 {statistics.median(shadowed) - statistics.median(plain2):+.3f} ms")
             spread = [statistics.median(a) - statistics.median(b) for a, b in noise]
             print(f"  run-to-run noise (two runs of plain vs canary): {', '.join(f'{d:+.3f}' for d in spread)} ms")
+            await streams(app, stage, args.streams)
+
+
+async def streams(app: object, stage: RolloutStage, n: int) -> None:
+    for group, candidate in (("graded16", "c16"), ("graded128", "c128")):
+        record = await stage.engine.service.start(group, candidate, actor="bench")
+        for _ in range(2):
+            await stage.engine.service.promote(record.rollout_id, actor="bench")  # gated, canary 25%
+    await stage.engine.refresh()
+    p50: dict[str, float] = {}
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        for pair in (("graded16", "plain16"), ("graded128", "plain128")):
+            await requests(client, 200, pair, stream=True)  # warm up
+            graded, plain = await requests(client, n, pair, stream=True)
+            p50[pair[0]], p50[pair[1]] = statistics.median(graded), statistics.median(plain)
+    await stage.grading.queue.join()
+    print(f"streamed requests, {n // 2} each per length (milliseconds; every answer graded under the rollout):")
+    for chunks in (16, 128):
+        with_p50, without_p50 = p50[f"graded{chunks}"], p50[f"plain{chunks}"]
+        line = f"with a rollout p50 {with_p50:.3f}  without {without_p50:.3f}  difference {with_p50 - without_p50:+.3f}"
+        print(f"  {chunks:3d} chunks  {line}")
+    with_us = (p50["graded128"] - p50["graded16"]) / 112 * 1000
+    without_us = (p50["plain128"] - p50["plain16"]) / 112 * 1000
+    print(f"  per further chunk: with a rollout {with_us:.2f} us, without {without_us:.2f} us, "
+          f"difference {with_us - without_us:+.2f} us")  # fmt: skip
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--streams", type=int, default=2000)
     asyncio.run(main(parser.parse_args()))
