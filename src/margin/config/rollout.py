@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from margin.config.base import Strict
+from margin.config.pii import SampleRedaction
 
 StickySource = Literal["session", "user", "key"]
 _STICKY_DEFAULT: tuple[StickySource, ...] = ("session", "user", "key")
@@ -122,6 +123,9 @@ class ProductionSample(Strict):
         1000, ge=1, le=1_000_000, description="re-evaluations kept in the drift history (newest; the baseline's always)"
     )
     history_days: float = Field(365.0, gt=0, description="older re-evaluations are deleted (the baseline's never)")
+    redact: SampleRedaction = Field(
+        default_factory=SampleRedaction, description="names and addresses too (the `pii` extra), beyond the patterns"
+    )
 
 
 class RolloutsConfig(Strict):

@@ -107,6 +107,8 @@ class RolloutStage:
         await self.shadows.stop()
         await self.grading.stop()
         await self.sampling.stop()
+        if self.sampler is not None:
+            self.sampler.close()  # its redaction thread (the `pii` extra's)
         await self.judge.queue.stop()
         if self.drift is not None:
             await self.drift.stop()

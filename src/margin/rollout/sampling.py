@@ -1,22 +1,36 @@
 """The rolling production sample of each model group that asks for one (`sample:`): a share of its
 live non-streamed requests, chosen by a hash of the request id, redacted (margin.evals.redact) and
-written by a worker beside the request path; the store is pruned to the group's size and age."""
+written by a worker beside the request path; the store is pruned to the group's size and age.
+
+With `sample.redact.names_and_addresses: presidio` (the `pii` extra) the whole redaction of a sample
+runs in one thread of the sampler's own, off the event loop: the patterns, then Presidio
+(margin.evals.pii), whose analyzer is built there on the first sample (once per process and spaCy
+model). It is bounded: a sample with more text than `max_chars` is not analysed, and one whose
+analysis outlasts `timeout_s` is not waited for; neither is kept (counted in `skipped`)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from margin.config.pii import SampleRedaction
 from margin.config.rollout import ProductionSample
+from margin.evals.pii import PresidioRedactor
 from margin.evals.redact import redact
 from margin.rollout.split import SCALE, bucket
 from margin.storage.rollouts import RolloutStore, SampleRecord
 
 _PRUNE_EVERY = 100  # samples written per group between prunes
 _SALT = "margin-sample"
+log = logging.getLogger("margin.rollout")
+TextFilter = Callable[[str, dict[str, int]], str]  # more redaction after the patterns: (text, found) -> text
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,19 +42,38 @@ class SampleJob:
     answer: str
 
 
-def redacted_messages(messages: Sequence[Mapping[str, Any]], found: dict[str, int]) -> list[dict[str, Any]]:
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "\n".join(str(p) for p in parts)
+    return str(content or "")
+
+
+def _clean(text: str, found: dict[str, int], more: TextFilter | None) -> str:
+    clean = redact(text)
+    for label, n in clean.found.items():
+        found[label] = found.get(label, 0) + n
+    return clean.text if more is None else more(clean.text, found)
+
+
+def redacted_messages(
+    messages: Sequence[Mapping[str, Any]], found: dict[str, int], more: TextFilter | None = None
+) -> list[dict[str, Any]]:
     """The messages with every text part redacted (other parts, e.g. images, are dropped)."""
-    out = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-            content = "\n".join(str(p) for p in parts)
-        clean = redact(str(content or ""))
-        for label, n in clean.found.items():
-            found[label] = found.get(label, 0) + n
-        out.append({"role": str(message.get("role", "user")), "content": clean.text})
-    return out
+    return [
+        {"role": str(m.get("role", "user")), "content": _clean(_text(m.get("content")), found, more)} for m in messages
+    ]
+
+
+def text_size(job: SampleJob) -> int:
+    return sum(len(_text(m.get("content"))) for m in job.messages) + len(job.answer)
+
+
+def redact_job(job: SampleJob, more: TextFilter | None = None) -> tuple[list[dict[str, Any]], str, dict[str, int]]:
+    """The job's messages and answer redacted, and the count of each kind found."""
+    found: dict[str, int] = {}
+    messages = redacted_messages(job.messages, found, more)
+    return messages, _clean(job.answer, found, more), found
 
 
 class ProductionSampler:
@@ -51,32 +84,67 @@ class ProductionSampler:
         self.groups = groups
         self.clock = clock
         self._written: dict[str, int] = {}
+        self._names: dict[str, PresidioRedactor] = {}  # by spaCy model: one analyzer each, per process
+        self._thread: ThreadPoolExecutor | None = None  # started by the first sample that needs Presidio
+        self.skipped: dict[str, int] = {}  # samples not kept, by why (too_long, timeout)
 
     def wants(self, model_group: str, request_id: str) -> bool:
         settings = self.groups.get(model_group)
         return settings is not None and bucket(_SALT, request_id) < settings.share * SCALE
 
     async def keep(self, job: SampleJob) -> None:
-        found: dict[str, int] = {}
-        messages = redacted_messages(job.messages, found)
-        answer = redact(job.answer)
-        for label, n in answer.found.items():
-            found[label] = found.get(label, 0) + n
+        settings = self.groups[job.model_group]
+        if settings.redact.names_and_addresses == "off":
+            messages, answer, found = redact_job(job)
+        else:
+            cleaned = await self._off_loop(job, settings.redact)
+            if cleaned is None:
+                return
+            messages, answer, found = cleaned
         now = self.clock()
         await self.store.add_sample(
             SampleRecord(
-                f"smp_{uuid.uuid4().hex[:16]}",
-                job.model_group,
-                now,
-                job.request_id,
-                job.deployment,
-                messages,
-                answer.text,
+                f"smp_{uuid.uuid4().hex[:16]}", job.model_group, now, job.request_id, job.deployment, messages, answer,
                 found,
             )
-        )
+        )  # fmt: skip
         count = self._written[job.model_group] = self._written.get(job.model_group, 0) + 1
         if count % _PRUNE_EVERY == 1:
-            settings = self.groups[job.model_group]
             before = now - settings.retention_days * 86400
             await self.store.prune_samples(job.model_group, keep=settings.max_items, before=before)
+
+    async def _off_loop(
+        self, job: SampleJob, settings: SampleRedaction
+    ) -> tuple[list[dict[str, Any]], str, dict[str, int]] | None:
+        """The job redacted in the sampler's thread, Presidio included; None (counted) when it is too
+        long or took too long. The analyzer's first load is waited for without the time limit."""
+        if text_size(job) > settings.max_chars:
+            self._skip(job, "too_long")
+            return None
+        names = self._names.get(settings.spacy_model)
+        if names is None:
+            names = self._names[settings.spacy_model] = PresidioRedactor(settings.spacy_model)
+        more = functools.partial(_names, names, settings)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="margin-pii")
+        pending = asyncio.get_running_loop().run_in_executor(self._thread, redact_job, job, more)
+        try:
+            async with asyncio.timeout(settings.timeout_s if names.loaded else None):
+                return await pending
+        except TimeoutError:
+            self._skip(job, "timeout")
+            return None
+
+    def _skip(self, job: SampleJob, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+        log.info("production sample of %s (request %s) not kept: %s", job.model_group, job.request_id, why)
+
+    def close(self) -> None:
+        """Stop the redaction thread (an analysis under way finishes; none waits to start)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=False, cancel_futures=True)
+            self._thread = None
+
+
+def _names(names: PresidioRedactor, settings: SampleRedaction, text: str, found: dict[str, int]) -> str:
+    return names.redact(text, settings.entities, settings.score_threshold, found)
