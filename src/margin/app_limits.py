@@ -4,19 +4,27 @@ the config, and starts and stops them with the app."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from margin.budgets.admission import Limiter, Policy
 from margin.budgets.alerts import AlertSink, webhook_sender
+from margin.budgets.live import LiveObjects
+from margin.budgets.object_service import ObjectService
+from margin.budgets.objects import config_objects
+from margin.budgets.reload import read_config_file, reload_objects
 from margin.budgets.rules import RuleBook
 from margin.budgets.upkeep import Upkeep
 from margin.budgets.windows import Lease
+from margin.config.environment import CONFIG_FILE
 from margin.config.model import MarginConfig
-from margin.errors import ConfigError
+from margin.errors import ConfigError, MarginError
 from margin.identity.service import KeyService
 from margin.ledger.journal import Journal
 from margin.metering.pricebook import PriceBook
@@ -27,6 +35,7 @@ from margin.pipeline.meter import Meter
 from margin.storage import open_database_stores, open_redis_counters
 from margin.storage.memory import MemoryCounters
 from margin.storage.protocols import Counters, KeyStore, LedgerStore, StorageError
+from margin.storage.team_stores import open_object_store
 
 log = logging.getLogger("margin")
 
@@ -41,6 +50,9 @@ class LimitsParts:
     stage: Limits
     auth: Authenticator
     uses_redis: bool
+    objects: LiveObjects  # teams, budgets and rate limits, from the config and the database (live)
+    config: MarginConfig  # as started: a reload says which other sections changed (restart needed)
+    _reloads: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         await self.key_store.migrate()
@@ -49,10 +61,33 @@ class LimitsParts:
             await self.keys.keys_exist()  # known before the first request: keys exist -> keys required
         except StorageError as exc:  # asked again by the first request (which fails closed meanwhile)
             log.warning("the key store did not say whether keys exist: %s", exc)
+        await self.objects.start()  # before the first request: the stored budgets apply to it
         await self.upkeep.start()
+        if CONFIG_FILE.read():  # SIGHUP: the config file's teams, budgets and rate limits, again
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._reload_soon)
+
+    def _reload_soon(self) -> None:
+        task = asyncio.ensure_future(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> None:
+        service = ObjectService(self.objects.store, lambda model, data: model.model_validate(data),
+                                config=lambda: self.objects.config)  # fmt: skip
+        try:
+            path, new = read_config_file()
+            done = await reload_objects(self.objects, service, self.config, path, new)
+        except MarginError as exc:
+            log.error("SIGHUP: %s", exc.message)
+            return
+        log.info("SIGHUP: reloaded %s (%d changes)", path, len(done.changes))
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await self.upkeep.stop()
+        await self.objects.stop()
         for store in (self.counters, self.key_store):
             try:
                 await store.close()
@@ -106,7 +141,13 @@ def build_limits(
         default_max_output_tokens=settings.default_max_output_tokens,
         durable=DurableIntents(journal, limiter),
     )
-    return LimitsParts(key_store, counters, keys, limiter, upkeep, stage, Authenticator(keys, config.auth), uses_redis)
+    declared = config_objects(config.teams, config.budgets, config.rate_limits)
+    objects = LiveObjects(open_object_store(config.database.url, data_dir), limiter, zone, declared,
+                          every_s=max(settings.key_cache_s, 0.5))  # fmt: skip
+    auth = Authenticator(keys, config.auth)
+    auth.place = objects.place
+    stage.objects = objects
+    return LimitsParts(key_store, counters, keys, limiter, upkeep, stage, auth, uses_redis, objects, config)
 
 
 def _counters(config: MarginConfig, database: Counters, clock: Callable[[], float]) -> tuple[Counters, bool]:

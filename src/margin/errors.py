@@ -110,6 +110,13 @@ class Conflict(InvalidRequest):
     code = "conflict"
 
 
+class Unprocessable(InvalidRequest):
+    """Well-formed JSON that does not describe a valid object (every problem named in the message)."""
+
+    status = 422
+    code = "invalid_object"
+
+
 class RequestTimeout(InvalidRequest):
     """The client did not finish sending its request in time (server.header_timeout_s)."""
 

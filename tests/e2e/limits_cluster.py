@@ -76,7 +76,7 @@ class Cluster:
         return int(httpx.get(f"{self.upstream}/_fake/stats").json()["total"])
 
     def budgets(self) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.urls[1]}/admin/budgets", headers={"authorization": f"Bearer {ADMIN}"})
+        response = httpx.get(f"{self.urls[1]}/admin/budgets/status", headers={"authorization": f"Bearer {ADMIN}"})
         data: list[dict[str, Any]] = response.json()["data"]
         return data
 

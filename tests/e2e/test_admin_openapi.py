@@ -65,7 +65,7 @@ def test_every_admin_route_is_documented_with_its_schemas(served: tuple[str, dic
         ok = next(code for code in operation["responses"] if code.startswith("2"))
         assert operation["responses"][ok]["content"]["application/json"]["schema"], (path, method)
         assert operation["security"] == [{"adminKey": []}]
-        if method == "post" and not path.endswith("/revoke") and "verdict" not in path:
+        if method == "post" and not path.endswith(("/revoke", "/reload")) and "verdict" not in path:
             assert "requestBody" in operation, path
     key_body = document["paths"]["/admin/keys"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     key_spec = document["components"]["schemas"][key_body["$ref"].rsplit("/", 1)[1]]
@@ -82,7 +82,7 @@ def test_real_admin_responses_match_their_schemas(served: tuple[str, dict[str, A
     check(document, "/admin/keys", "get", httpx.get(f"{url}/admin/keys", timeout=10))
     rotated = httpx.post(f"{url}/admin/keys/{key_id}/rotate", json={"grace_s": 5}, timeout=10)
     check(document, "/admin/keys/{key_id}/rotate", "post", rotated)
-    check(document, "/admin/budgets", "get", httpx.get(f"{url}/admin/budgets", timeout=10))
+    check(document, "/admin/budgets/status", "get", httpx.get(f"{url}/admin/budgets/status", timeout=10))
     check(document, "/admin/deployments", "get", httpx.get(f"{url}/admin/deployments", timeout=10))
     spend = httpx.get(f"{url}/admin/spend", params={"since": "1h", "by": "team"}, timeout=10)
     check(document, "/admin/spend", "get", spend)

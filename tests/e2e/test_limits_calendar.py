@@ -64,6 +64,6 @@ limits: {{timezone: America/New_York}}
             now[0] = at(2026, 2, 1, 0, 0, 0)  # the 1st, local midnight: a new month
             assert (await status()).status_code == 200
             assert providers["up"].calls == spent + 1
-            budgets = await http.get("/admin/budgets", headers={"authorization": f"Bearer {ADMIN}"})
+            budgets = await http.get("/admin/budgets/status", headers={"authorization": f"Bearer {ADMIN}"})
             (entry,) = budgets.json()["data"]
             assert entry["reset_at"] == "2026-03-01T05:00:00Z" and entry["window"] == "month@America/New_York"

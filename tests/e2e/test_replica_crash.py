@@ -100,7 +100,9 @@ class CrashCluster:
         assert httpx.post(f"{self.upstream}/_fake/faults", json={"fake-metered": spec}).status_code == 200
 
     def spent(self, key_id: str) -> Decimal:
-        entry = next(b for b in self.admin("GET", "/admin/budgets").json()["data"] if b["scope"] == f"key:{key_id}")
+        entry = next(
+            b for b in self.admin("GET", "/admin/budgets/status").json()["data"] if b["scope"] == f"key:{key_id}"
+        )
         return Decimal(entry["spent"])
 
     def ledger(self, key_id: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`GET /admin/budgets`: spend, reserved, limit and reset time per budget scope."""
+"""`GET /admin/budgets/status`: spend, reserved, limit and reset time per budget scope."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The running gateway's side of the dashboard (`margin.dashboard.live.LiveSource`): budget counters
-as `GET /admin/budgets` reads them, the budget alerts this replica sent, circuit states, local-tier
+as `GET /admin/budgets/status` reads them, the budget alerts this replica sent, circuit states, local-tier
 queues and cache counters. Built by the composition root; read only when a page asks."""
 
 from __future__ import annotations

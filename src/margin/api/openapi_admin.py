@@ -13,9 +13,12 @@ from pydantic import BaseModel
 
 from margin.api.admin_keys import RotateBody
 from margin.api.rollouts import ActionBody, StartBody
+from margin.config.limits import BudgetConfig, RateLimitConfig, TeamConfig
 from margin.identity.key_spec import KeySpec
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (KeySpec, RotateBody, StartBody, ActionBody)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    KeySpec, RotateBody, StartBody, ActionBody, TeamConfig, BudgetConfig, RateLimitConfig,
+)  # fmt: skip
 _ERROR_STATUSES = (400, 401, 403, 404, 503)
 _STR, _INT, _NUM, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 _OPT_STR, _OPT_NUM = {"type": ["string", "null"]}, {"type": ["number", "null"]}
@@ -106,7 +109,64 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def admin_paths() -> dict[str, dict[str, Any]]:
-    return _operator_paths() | _rollout_paths()
+    return _operator_paths() | _rollout_paths() | _object_paths()
+
+
+_OBJECT_COMMON: dict[str, Any] = dict(
+    object=_STR, id=_STR, source={"enum": ["api", "config"]}, read_only=_BOOL, created_at=_OPT_STR,
+    updated_at=_OPT_STR, version=_INT,
+)  # fmt: skip
+_OPT_INT = {"type": ["integer", "null"]}
+TEAM = _obj(("id", "name", "keys", "users", "source"), **_OBJECT_COMMON, name=_STR, description=_STR,
+            keys=_STRS, users=_STRS)  # fmt: skip
+BUDGET_OBJECT = _obj(("id", "scope", "window", "source"), **_OBJECT_COMMON, scope=_STR,
+                     limit_usd={**_STR, "description": "exact decimal"}, limit_tokens=_INT, window=_STR, hours=_INT,
+                     thresholds={"type": "array", "items": _NUM}, on_store_failure=_STR)  # fmt: skip
+LIMIT_OBJECT = _obj(("id", "scope", "source"), **_OBJECT_COMMON, scope=_STR, requests_per_minute=_INT,
+                    tokens_per_minute=_INT, concurrency=_INT, on_store_failure=_STR)  # fmt: skip
+CHANGE = _obj(seq=_INT, at=_STR, actor=_STR, kind={"enum": ["team", "budget", "limit"]}, id=_STR,
+              action={"enum": ["create", "update", "delete"]}, before={"type": ["object", "null"]},
+              after={"type": ["object", "null"]})  # fmt: skip
+RELOAD = _obj(object={"const": "reload"}, config=_STR, changes={"type": "array", "items": CHANGE},
+              restart_needed=_STRS, audited=_BOOL)  # fmt: skip
+_PAGING = (_query("limit", "1 to 1000 (default 100)"), _query("cursor", "a previous page's next_cursor"))
+
+
+def _conflicts(operation: dict[str, Any]) -> dict[str, Any]:
+    """409 (a duplicate, or an object the config file declares) and 422 (every problem of a body)."""
+    error = operation["responses"]["400"]
+    operation["responses"] |= {"409": error, "422": error}
+    return operation
+
+
+def _object_paths() -> dict[str, dict[str, Any]]:
+    paths: dict[str, dict[str, Any]] = {}
+    kinds = (("teams", "team", TEAM, TeamConfig), ("budgets", "budget", BUDGET_OBJECT, BudgetConfig),
+             ("limits", "rate limit", LIMIT_OBJECT, RateLimitConfig))  # fmt: skip
+    for path, noun, schema, model in kinds:
+        object_id = _query("object_id", f"the {noun}'s id" + (" (its name)" if noun == "team" else ""), path=True)
+        patch = {"type": "object", "description": f"any fields of {model.__name__}; the others stay"}
+        deleted = {"allOf": [schema, _obj(deleted=_BOOL)]}
+        paths[f"/admin/{path}"] = {
+            "get": _operation(f"List {noun}s, by id", _list_of(schema, next_cursor=_OPT_STR), params=_PAGING),
+            "post": _conflicts(_operation(f"Create a {noun}", schema, body=_ref(model), status=201)),
+        }
+        paths[f"/admin/{path}/{{object_id}}"] = {
+            "get": _operation(f"One {noun}", schema, params=(object_id,)),
+            "patch": _conflicts(_operation(f"Change a {noun}", schema, body=patch, params=(object_id,))),
+            "delete": _conflicts(_operation(f"Delete a {noun}", deleted, params=(object_id,))),
+        }
+    paths["/admin/audit"] = {
+        "get": _operation(
+            "Who changed which team, budget or rate limit, newest first",
+            _list_of(CHANGE, next_cursor=_OPT_STR),
+            params=(_query("kind", "team, budget or limit"), _query("id", "one object's changes"), *_PAGING),
+        )
+    }
+    paths["/admin/reload"] = {
+        "post": _conflicts(_operation("Apply the config file's teams, budgets and rate limits again", RELOAD))
+    }
+    return paths
 
 
 def _operator_paths() -> dict[str, dict[str, Any]]:
@@ -137,7 +197,9 @@ def _operator_paths() -> dict[str, dict[str, Any]]:
             "post": _operation("Rotate a key's secret", KEY_WITH_SECRET, body=_ref(RotateBody), params=(key_id,))
         },
         "/admin/keys/{key_id}/revoke": {"post": _operation("Revoke a key", KEY, params=(key_id,))},
-        "/admin/budgets": {"get": _operation("Budgets: spent, reserved, remaining, reset", _list_of(BUDGET))},
+        "/admin/budgets/status": {
+            "get": _operation("Budgets per scope: spent, reserved, remaining, reset", _list_of(BUDGET))
+        },
         "/admin/requests": {
             "get": _operation(
                 "The per-request log, newest first",

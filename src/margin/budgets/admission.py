@@ -148,6 +148,23 @@ class Limiter:
         self._failures = 0
         self._was_down = False
 
+    def replace_rules(self, rules: RuleBook) -> None:
+        """Swap in new rules (teams, budgets and rate limits changed live): requests admitted from now
+        on match them; reservations in flight keep their counters and settle there."""
+        self.rules = rules
+        self._applicable = {}
+
+    async def catch_up(self, applied: Applied) -> None:
+        """Raise a budget counter to the ledger's figure for its current window (never lower it): a
+        budget created mid-window counts what its scope spent since the window began. Raises
+        StorageError when the ledger or the counters cannot say."""
+        window = applied.rule.window
+        if window is None or not applied.rule.is_budget:
+            return
+        span = self._spans.span(window, self.clock())
+        floor = await self.ledger_amount(applied, span)
+        await self.counters.sync(applied.name, span.first, span.last, floor, span.expires_at)
+
     # --- reserve ----------------------------------------------------------------------------------
 
     def applicable(self, principal: Principal, deployment: str | None, extra: tuple[Rule, ...]) -> list[Applied]:

@@ -1,4 +1,4 @@
-"""`GET /admin/budgets`: spend, reserved, limit and reset time per budget scope, read live from the
+"""`GET /admin/budgets/status`: spend, reserved, limit and reset time per budget scope, read live from the
 counters. Wildcard budgets (`team:*`) are listed for every member known from the key store."""
 
 from __future__ import annotations

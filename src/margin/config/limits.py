@@ -73,6 +73,16 @@ class RateLimitConfig(Strict):
         return self
 
 
+class TeamConfig(Strict):
+    """A team and its members: keys (by id) and users whose requests count as this team's, whatever
+    team their key was created with (docs/teams.md). Budgets and rate limits name it as `team:NAME`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:@/+-]{1,128}$")
+    description: str = Field("", max_length=2000)
+    keys: list[str] = Field(default_factory=list, description="key ids (key_...) that belong to this team")
+    users: list[str] = Field(default_factory=list, description="user names whose keys belong to this team")
+
+
 class PriorityConfig(Strict):
     """Priority classes (a key's endpoint_class). When a concurrency limit is saturated, requests wait
     up to `queue_timeout_s` for a slot and interactive waiters go first; batch requests may only

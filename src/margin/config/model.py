@@ -11,7 +11,7 @@ from pydantic import AliasChoices, Field, FilePath, IPvAnyNetwork, field_validat
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
 from margin.config.gates import GatesConfig
-from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig
+from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig, TeamConfig
 from margin.config.observability import LoggingConfig
 from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
@@ -469,6 +469,7 @@ class MarginConfig(Strict):
     redis: RedisConfig | None = None
     budgets: list[BudgetConfig] = Field(default_factory=list)
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)
+    teams: list[TeamConfig] = Field(default_factory=list)  # docs/teams.md
     limits: LimitsConfig = LimitsConfig()
     rollouts: RolloutsConfig = RolloutsConfig()
     batch: BatchConfig = BatchConfig()

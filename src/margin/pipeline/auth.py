@@ -14,6 +14,7 @@ last "no keys" is older than the 5 s it is kept) cannot tell whether keys are re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from margin.errors import AuthError, ServiceUnavailable
@@ -31,6 +32,7 @@ class Authenticator:
     def __init__(self, keys: KeyService | None = None, mode: AuthMode = None) -> None:
         self.keys = keys
         self.mode = mode
+        self.place: Callable[[Principal], Principal] | None = None  # the team objects' members (docs/teams.md)
 
     async def authenticate(self, ctx: RequestContext) -> Principal:
         """The key's principal, plus what the request declares it is for (`x-margin-purpose`)."""
@@ -71,4 +73,5 @@ class Authenticator:
             raise AuthError("The API key presented is not valid.")
         if record.revoked_at is not None:
             raise AuthError("The API key presented has been revoked.")
-        return principal_of(record)
+        principal = principal_of(record)
+        return principal if self.place is None else self.place(principal)

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from margin.budgets.admission import Limiter, Ticket
 from margin.budgets.estimate import Demand, WorstRates, demand_of, largest_fitting, max_output_tokens, nano_ceil
+from margin.budgets.live import LiveObjects
 from margin.budgets.refusals import BudgetRefusal
 from margin.budgets.rules import Rule, key_rules
 from margin.config.model import DeploymentConfig
@@ -50,6 +51,7 @@ class Limits:
         self.zone = zone or ZoneInfo("UTC")
         self.default_max_output_tokens = default_max_output_tokens
         self._key_rules: dict[str, tuple[object, tuple[Rule, ...]]] = {}
+        self.objects: LiveObjects | None = None  # teams, budgets and rate limits kept live (docs/teams.md)
 
     async def admit(self, ctx: RequestContext, request: ChatRequest | EmbeddingRequest) -> None:
         self._restrict_cost_ranks(ctx)

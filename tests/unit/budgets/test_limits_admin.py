@@ -1,5 +1,5 @@
 """Key administration over HTTP, the keyless embedded default, secrets kept out of every output,
-`GET /admin/budgets`, the 429 variant of a refusal, and threshold alerts to a webhook."""
+`GET /admin/budgets/status`, the 429 variant of a refusal, and threshold alerts to a webhook."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ async def test_admin_budgets_lists_spend_reserved_limit_and_reset(tmp_path: Path
         key, view = await gw.create_key(team="search", budget=budget)
         assert (await gw.chat(key, model="cheap", max_tokens=3)).status_code == 200
         await gw.settled()
-        data = (await gw.client.get("/admin/budgets", headers=AUTH)).json()["data"]
+        data = (await gw.client.get("/admin/budgets/status", headers=AUTH)).json()["data"]
         by_scope = {(e["scope"], e["kind"]): e for e in data}
         team = by_scope[("team:search", "usd")]
         assert team["limit"] == "2" and team["spent"] == "0.012" and team["reserved"] == "0"

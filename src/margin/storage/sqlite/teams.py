@@ -1,0 +1,105 @@
+"""The object store (teams, budgets, rate limits and their audit trail) on SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from margin.storage.sqlite.transactions import transaction
+from margin.storage.sqlite.worker import SqliteWorker
+from margin.storage.team_sql import (
+    ObjectSql,
+    change_from,
+    change_params,
+    change_values,
+    object_from,
+    object_values,
+    update_values,
+)
+from margin.storage.teams import Change, DuplicateObject, ObjectKind, StoredObject
+
+SQL = ObjectSql(param="?")
+
+
+def _create(conn: sqlite3.Connection, obj: StoredObject, change: Change) -> None:
+    with transaction(conn):
+        try:
+            conn.execute(SQL.insert_object, object_values(obj))
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateObject(f"{obj.kind} {obj.object_id!r} ({obj.unique_key}) exists already") from exc
+        conn.execute(SQL.insert_change, change_values(change))
+
+
+def _update(conn: sqlite3.Connection, obj: StoredObject, expected_version: int, change: Change) -> bool:
+    with transaction(conn):
+        try:
+            cursor = conn.execute(SQL.update_object, update_values(obj, expected_version))
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateObject(f"another {obj.kind} is {obj.unique_key}") from exc
+        if cursor.rowcount != 1:
+            return False
+        conn.execute(SQL.insert_change, change_values(change))
+    return True
+
+
+def _delete(conn: sqlite3.Connection, kind: ObjectKind, object_id: str, change: Change) -> bool:
+    with transaction(conn):
+        if conn.execute(SQL.delete_object, (kind, object_id)).rowcount != 1:
+            return False
+        conn.execute(SQL.insert_change, change_values(change))
+    return True
+
+
+def _record(conn: sqlite3.Connection, change: Change) -> None:
+    conn.execute(SQL.insert_change, change_values(change))
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    return conn.execute(sql, params).fetchall()
+
+
+class SqliteObjectStore:
+    def __init__(self, path: Path | str | None = None, *, worker: SqliteWorker | None = None) -> None:
+        if worker is None:
+            if path is None:
+                raise ValueError("SqliteObjectStore needs a path or a worker")
+            worker = SqliteWorker(path)
+        self.worker = worker
+
+    async def migrate(self) -> list[str]:
+        return await self.worker.migrate()
+
+    async def create(self, obj: StoredObject, change: Change) -> None:
+        await self.worker.call(_create, obj, change)
+
+    async def update(self, obj: StoredObject, expected_version: int, change: Change) -> bool:
+        return await self.worker.call(_update, obj, expected_version, change)
+
+    async def delete(self, kind: ObjectKind, object_id: str, change: Change) -> bool:
+        return await self.worker.call(_delete, kind, object_id, change)
+
+    async def record(self, change: Change) -> None:
+        await self.worker.call(_record, change)
+
+    async def get(self, kind: ObjectKind, object_id: str) -> StoredObject | None:
+        rows = await self.worker.call(_rows, SQL.select_one, (kind, object_id))
+        return object_from(rows[0]) if rows else None
+
+    async def objects(self, kind: ObjectKind | None = None) -> list[StoredObject]:
+        params: tuple[object, ...] = () if kind is None else (kind,)
+        return [object_from(r) for r in await self.worker.call(_rows, SQL.select_all(kind is not None), params)]
+
+    async def changes(
+        self,
+        *,
+        kind: ObjectKind | None = None,
+        object_id: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[Change]:
+        sql, _ = SQL.select_changes(kind is not None, object_id is not None, before_seq is not None)
+        rows = await self.worker.call(_rows, sql, change_params(kind, object_id, before_seq, limit))
+        return [change_from(r) for r in rows]
+
+    async def close(self) -> None:
+        await self.worker.close()
