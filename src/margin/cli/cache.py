@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -16,7 +17,15 @@ from margin.caching.group_settings import policy_for
 from margin.caching.semantic.calibrate import CONFIDENCE
 from margin.caching.semantic.shadow import RouteShadow, read_records
 from margin.caching.semantic.shadow import by_route as shadow_by_route
-from margin.cli.cache_calibrate import both, calibrate_pairs, refused, report, shadow_summary, shadow_table
+from margin.cli.cache_calibrate import (
+    both,
+    calibrate_pairs,
+    fit_learned,
+    refused,
+    report,
+    shadow_summary,
+    shadow_table,
+)
 from margin.cli.help import examples
 from margin.cli.options import check_data_dir, data_dir_option
 from margin.config import load_config
@@ -56,6 +65,7 @@ def cache() -> None:
         "margin cache calibrate pairs.jsonl                      # MiniLM (the `embed` extra)",
         "margin cache calibrate pairs.jsonl --route support --target-precision 0.98 --json",
         "margin cache calibrate --from-shadow --config margin.yaml",
+        "margin cache calibrate pairs.jsonl --fit-learned learned.json   # needs scipy (the `evals` extra)",
     )
 )
 @click.argument(
@@ -73,6 +83,13 @@ def cache() -> None:
 @click.option("--route", "routes", multiple=True, help="Calibrate only these routes (model groups).")
 @click.option("--embedder", type=click.Choice(["minilm", "hashing"]), default="minilm", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--fit-learned",
+    "learned_out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Fit the learned decision (semantic: {decision: learned}) on the pairs and write it here.",
+)
 @CONFIG_OPTION
 @click.pass_context
 def calibrate(
@@ -84,6 +101,7 @@ def calibrate(
     routes: tuple[str, ...],
     embedder: str,
     as_json: bool,
+    learned_out: Path | None,
     config_path: Path | None,
 ) -> None:
     """Pick per-route semantic thresholds from labelled pairs ({"a","b","same","route"} per line),
@@ -94,6 +112,15 @@ def calibrate(
     there is refused (exit status 1) with the number of further labelled pairs it would take."""
     if (pairs_path is None) != from_shadow:
         raise click.UsageError("give PAIRS.jsonl or --from-shadow (one of them)")
+    if learned_out is not None:
+        if pairs_path is None:
+            raise click.UsageError("--fit-learned needs PAIRS.jsonl (the shadow record keeps no question texts)")
+        _require_scipy()
+        fitted, text = fit_learned(
+            pairs_path, learned_out, target=target_precision, confidence=confidence, routes=routes, embedder=embedder
+        )
+        click.echo(text)
+        ctx.exit(1 if fitted.recommended is None else 0)
     if from_shadow:
         shadow = _shadow_routes(config_path, routes)
         results = {r: both(s.graded, target_precision, confidence) for r, s in sorted(shadow.items())}
@@ -106,6 +133,13 @@ def calibrate(
     click.echo(report(results, dedup, target=target_precision, confidence=confidence, as_json=as_json))
     if refused(results):
         ctx.exit(1)
+
+
+def _require_scipy() -> None:
+    if importlib.util.find_spec("scipy") is None:
+        raise click.ClickException(
+            "--fit-learned needs the `evals` extra (scipy is not installed): pip install 'margin[evals]'"
+        )
 
 
 @cache.command(

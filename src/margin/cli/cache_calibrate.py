@@ -23,6 +23,7 @@ from margin.caching.semantic.calibrate import (
     score_pairs,
 )
 from margin.caching.semantic.engine import SemanticPolicy
+from margin.caching.semantic.learned import fit_out_of_fold, pair_table
 from margin.caching.semantic.shadow import RouteShadow
 from margin.cli.progress import Progress, progress
 from margin.embedding import Embedder, EmbedderUnavailableError, HashingEmbedder, MiniLMEmbedder
@@ -47,6 +48,43 @@ def calibrate_pairs(
         for route in sorted(grouped):
             results[route] = both(_scored(grouped[route], model, bar), target, confidence)
     return results, dedup
+
+
+def fit_learned(
+    pairs_path: Path, out: Path, *, target: float, confidence: float, routes: Sequence[str], embedder: str
+) -> tuple[Calibration, str]:
+    """Fit the learned decision on labelled pairs, write it to `out`, and choose `min_probability`
+    with the confidence bound on out-of-fold probabilities (each from a model that never saw the pair)."""
+    try:
+        pairs, dedup = deduplicate(read_pairs(pairs_path))
+        pairs = [p for p in pairs if not routes or p.route in routes]
+        table = pair_table([(p.a, p.b, p.same) for p in pairs], _embedder(embedder))
+        source = f"{len(pairs)} labelled pairs of {pairs_path.name} (margin cache calibrate --fit-learned)"
+        fitted = fit_out_of_fold(table, trained_on=source)
+    except (ValueError, EmbedderUnavailableError) as error:
+        raise click.ClickException(f"cannot fit the learned decision: {error}") from None
+    out.write_bytes(fitted.model.to_json())
+    scored = [ScoredPair(p, True, same) for p, same in zip(fitted.probabilities, fitted.same, strict=True)]
+    result = choose_threshold(scored, target, guard=True, confidence=confidence)
+    lines = [
+        _dedup_line(dedup),
+        f"learned decision fitted on {len(fitted.same)} guard-passing pairs with cosine >= {fitted.model.floor}, "
+        f"written to {out}",
+    ]
+    if result.refusal is not None:
+        return result, "\n".join([*lines, f"min_probability: {result.refusal}"])
+    point = result.best
+    lines += [
+        f"min_probability {point.threshold:.4f} (out-of-fold): precision {point.precision:.4f}, "
+        f"{confidence:.0%} lower bound {point.precision_lower_bound:.3f}, {point.served} hits, {point.wrong} wrong",
+        "",
+        "suggested config (keep `mode: shadow` until the route's own traffic confirms it):",
+        "      semantic:",
+        "        decision: learned",
+        f"        learned_model: {out}",
+        f"        min_probability: {min(0.9999, round(point.threshold, 4))}",
+    ]
+    return result, "\n".join(lines)
 
 
 def _scored(pairs: Sequence[LabelledPair], model: Embedder, bar: Progress) -> list[ScoredPair]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 from test_cache_support import HAS_MINILM, Upstream, backend_for, context, minilm, request, serve, stage_for
 
@@ -21,6 +23,7 @@ from margin.caching.semantic.learned import (
     load_decision,
     pair_features,
 )
+from margin.cli.cache import cache
 from margin.config.model import CacheConfig, SemanticCacheConfig
 from margin.embedding import HashingEmbedder
 
@@ -128,3 +131,26 @@ async def test_a_route_with_the_learned_decision_serves_a_paraphrase_not_a_negat
     negated = await serve(stage, context(), request("How can I not reset my router password?"), upstream)
     assert negated.kind != "semantic" and upstream.calls == 2
     await stage.close()
+
+
+def test_calibrate_fits_the_learned_decision_where_cosine_cannot_separate(tmp_path: Path) -> None:
+    """Hashing vectors score a swapped noun (a different question: 0.85-0.86) above a reworded
+    opener (the same question: 0.84-0.85): no cosine threshold separates them, the lexical features do."""
+    rows = []
+    for i in range(60):
+        printer = f"how do i reset the password of the office printer {i}"
+        rows.append({"a": printer, "b": "please, " + printer.replace("how do i", "how can i"), "same": 1})
+        rows.append({"a": printer, "b": printer.replace("printer", "router"), "same": 0})
+    path, out = tmp_path / "pairs.jsonl", tmp_path / "learned.json"
+    path.write_text("\n".join(orjson.dumps(r).decode() for r in rows))
+    runner = CliRunner()
+    plain = runner.invoke(cache, ["calibrate", str(path), "--embedder", "hashing", "--target-precision", "0.9"])
+    assert plain.exit_code == 1 and "refused" in plain.output
+    args = ["calibrate", str(path), "--embedder", "hashing", "--target-precision", "0.9", "--fit-learned", str(out)]
+    fitted = runner.invoke(cache, args)
+    assert fitted.exit_code == 0, fitted.output
+    assert "fitted on 120 guard-passing pairs" in fitted.output and "decision: learned" in fitted.output
+    model = load_decision(out)
+    assert "120 labelled pairs of pairs.jsonl" in model.trained_on
+    shadow = runner.invoke(cache, ["calibrate", "--from-shadow", "--fit-learned", str(out)])
+    assert shadow.exit_code == 2 and "needs PAIRS.jsonl" in shadow.output

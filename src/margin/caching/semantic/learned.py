@@ -26,8 +26,9 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from margin.caching.semantic.guard import Features, stem
+from margin.caching.semantic.guard import Features, agree, features, stem
 from margin.caching.semantic.lexicon import COMMON
+from margin.embedding import Embedder
 
 Vector = NDArray[np.float64]
 Matrix = NDArray[np.float64]
@@ -175,3 +176,51 @@ def fit_decision(
     found = optimize.minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B")
     theta = np.asarray(found.x, dtype=np.float64)
     return LearnedDecision(theta[:-1], float(theta[-1]), mean, scale, trained_on, floor)
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """Labelled pairs as the learned decision sees them (each pair on its own: rank 0)."""
+
+    rows: Matrix
+    guard_ok: list[bool]
+    same: list[bool]
+
+
+def pair_table(pairs: Sequence[tuple[str, str, bool]], embedder: Embedder, *, batch: int = 64) -> PairTable:
+    rows, guard_ok, same = [], [], []
+    for start in range(0, len(pairs), batch):
+        chunk = pairs[start : start + batch]
+        vectors = embedder.embed([text for a, b, _ in chunk for text in (a, b)])
+        for i, (a, b, label) in enumerate(chunk):
+            fa, fb = features(a), features(b)
+            rows.append(pair_features(fb, fa, float(vectors[2 * i] @ vectors[2 * i + 1]), PairContext()))
+            guard_ok.append(agree(fa, fb).ok)
+            same.append(label)
+    return PairTable(np.stack(rows) if rows else np.zeros((0, len(FEATURES))), guard_ok, same)
+
+
+@dataclass(frozen=True)
+class FoldedFit:
+    model: LearnedDecision
+    probabilities: list[float]  # out of fold, one per pair the model was fitted on
+    same: list[bool]
+
+
+def fit_out_of_fold(table: PairTable, *, folds: int = 2, l2: float = 1.0, trained_on: str = "") -> FoldedFit:
+    """The model fitted on every guard-passing pair above the floor, and each such pair's probability
+    from a model that never saw it (by fold): a threshold chosen on those is not flattered by the fit."""
+    eligible = [i for i, ok in enumerate(table.guard_ok) if ok and table.rows[i, 0] >= DEFAULT_FLOOR]
+    labels = [table.same[i] for i in eligible]
+    out_of_fold = np.zeros(len(eligible))
+    fold_of = np.zeros(len(eligible), dtype=np.int64)
+    for label in (True, False):  # stratified: each fold gets its share of both labels
+        where = [k for k, same in enumerate(labels) if same is label]
+        fold_of[where] = np.arange(len(where)) % folds
+    for fold in range(folds):
+        held = fold_of == fold
+        train = [i for i, h in zip(eligible, held, strict=True) if not h]
+        model = fit_decision(table.rows[train], [table.same[i] for i in train], l2=l2)
+        out_of_fold[held] = model.probabilities(table.rows[[i for i, h in zip(eligible, held, strict=True) if h]])
+    final = fit_decision(table.rows[eligible], labels, l2=l2, trained_on=trained_on)
+    return FoldedFit(final, [float(p) for p in out_of_fold], labels)
