@@ -27,7 +27,7 @@ from tests.support.cli import run_margin
 from tests.support.processes import fake_upstream, gateway
 
 
-def config(upstream: str, *, shadow: float) -> str:
+def config(upstream: str, *, shadow: float, mode: str = "scored") -> str:
     def deployment(name: str) -> str:
         return (
             f"  - {{name: {name}, provider: openai_compat, model: fake-{name}, base_url: '{upstream}/v1', "
@@ -44,7 +44,7 @@ def config(upstream: str, *, shadow: float) -> str:
         "    rollout:\n"
         "      min_requests: 30\n"
         f"      shadow: {{share: {shadow}, min_requests: 1000, min_duration_s: 0, budget_usd: '5'}}\n"
-        "      judge: {model: judge, share: 1.0}\n"
+        f"      judge: {{model: judge, share: 1.0, mode: {mode}}}\n"
         "      margins: {error_rate: 0.02, quality: 0.02, latency: null, ttft: null}\n"
         "      steps: [{share: 0.5, min_requests: 30, min_duration_s: 0}]\n"
         "  - {name: judge, deployments: [judge]}\n"
@@ -72,21 +72,26 @@ class Served:
             time.sleep(0.1)
         return found
 
-    def ledger(self) -> list[tuple[str, str, str, dict[str, Any]]]:
-        with sqlite3.connect(self.tmp / "data" / "margin.db") as conn:
-            rows = conn.execute("SELECT key_id, team, tags, extra FROM ledger_attempts").fetchall()
-        return [(k, t, tags, json.loads(e) if e else {}) for k, t, tags, e in rows]
+    def ledger(self, *, rows: int) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """The ledger once it holds `rows` rows (its writer adds them in batches, a moment later)."""
+        deadline = time.monotonic() + 10
+        while True:
+            with sqlite3.connect(self.tmp / "data" / "margin.db") as conn:
+                found = conn.execute("SELECT key_id, team, tags, extra FROM ledger_attempts").fetchall()
+            if len(found) >= rows or time.monotonic() > deadline:
+                return [(k, t, tags, json.loads(e) if e else {}) for k, t, tags, e in found]
+            time.sleep(0.1)
 
 
-def serve(tmp: Path, *, shadow: float) -> Iterator[Served]:
+def serve(tmp: Path, *, shadow: float, mode: str = "scored") -> Iterator[Served]:
     faults = ("--fault", "fake-worse=wrong=0.3", "--fault", "fake-judge=judge")
-    with fake_upstream(*faults) as upstream, gateway(config(upstream, shadow=shadow), tmp) as url:
+    with fake_upstream(*faults) as upstream, gateway(config(upstream, shadow=shadow, mode=mode), tmp) as url:
         yield Served(url, tmp)
 
 
-@pytest.fixture
-def shadowed(tmp_path: Path) -> Iterator[Served]:
-    yield from serve(tmp_path, shadow=1.0)
+@pytest.fixture(params=["scored", "pairwise"])
+def shadowed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    yield from serve(tmp_path, shadow=1.0, mode=request.param)
 
 
 @pytest.fixture
@@ -123,10 +128,13 @@ def test_streamed_answers_are_shadowed_compared_and_judged(shadowed: Served) -> 
     # 20 shadow comparisons and 20 judged pairs, each pair's two orders agreeing
     assert shadow["requests"] == 20 and shadow["quality_n"] == 40 and shadow["quality"] == 1.0
     assert shadow["judge"] == {"agreed": 20, "disagreed": 0, "unparseable": 0, "error": 0, "dropped": 0}
-    rows = shadowed.ledger()
+    rows = shadowed.ledger(rows=20 + 20 + 40)  # the clients', the shadow calls, the judge calls
     judge_rows = [r for r in rows if "judge" in r[2]]
     assert len([r for r in rows if "shadow" in r[2]]) == 20 and len(judge_rows) == 40
     assert all(k == t == f"rollout:{rid}" and extra["rollout_arm"] == "judge" for k, t, _, extra in judge_rows)
+    done = run_margin("rollout", "status", "assistant", "--config", shadowed.tmp / "margin.yaml",
+                      data_dir=shadowed.tmp / "data")  # fmt: skip
+    assert "judge on candidate  agreed 20  disagreed 0  unparseable 0  error 0  dropped 0" in done.stdout
 
 
 def test_the_online_judge_rolls_a_worse_candidate_back(canary: Served) -> None:
@@ -153,8 +161,13 @@ def test_the_online_judge_rolls_a_worse_candidate_back(canary: Served) -> None:
     stable, candidate = last["stable"], last["candidate"]
     assert stable["quality"] == 1.0 and candidate["quality"] < 0.9  # only the judge graded: it saw the refusals
     assert candidate["judge"]["agreed"] > 0 and candidate["judge"]["unparseable"] == 0
-    rows = canary.ledger()
+    judge_calls = 2 * (candidate["judge"]["agreed"] + stable_judged(last))
+    rows = canary.ledger(rows=asked + judge_calls)
     judge_rows = [r for r in rows if "judge" in r[2]]
     assert judge_rows and all(k == t == f"rollout:{rid}" for k, t, *_ in judge_rows)  # the experiment's
     tenant = [r for r in rows if "judge" not in r[2]]
     assert len(tenant) == asked and not any(t.startswith("rollout:") for _, t, *_ in tenant)
+
+
+def stable_judged(arms: dict[str, Any]) -> int:
+    return int(arms["stable"].get("judge", {}).get("agreed", 0))

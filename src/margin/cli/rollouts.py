@@ -178,6 +178,10 @@ def status(ref: str | None, as_json: bool, config_path: Path | None) -> None:
                 f"  {signal['signal']:<16} {signal['verdict']:<12} stable {signal['stable']}  candidate "
                 f"{signal['candidate']}  worse by {signal['worse_by']} [{low}, {high}] (margin {signal['margin']})"
             )
+        for arm, summary in view.get("analysis", {}).get("arms", {}).items():
+            if summary.get("judge"):  # the online judge's outcomes on this arm's answers
+                counts = "  ".join(f"{outcome} {n}" for outcome, n in summary["judge"].items())
+                click.echo(f"  judge on {arm:<10} {counts}")
 
 
 def _operator(name: str, doc: str, call: Callable[[RolloutService, str, str, str], Awaitable[Any]]) -> None:
