@@ -29,7 +29,8 @@ async def budget_entries(stage: Limits) -> list[dict[str, Any]]:
     if limiter is None:
         return []
     records = [k for k in await stage.keys.list() if k.revoked_at is None] if stage.keys is not None else []
-    principals = [ANONYMOUS, *(principal_of(k) for k in records)]
+    place = stage.objects.place if stage.objects is not None else None  # teams by their members
+    principals = [ANONYMOUS, *(place(principal_of(k)) if place else principal_of(k) for k in records)]
     own: dict[str, tuple[Rule, ...]] = {k.key_id: key_rules(k.key_id, policy_of_record(k), stage.zone) for k in records}
     return [await describe(limiter, applied) for applied in budget_scopes(limiter, principals, own)]
 

@@ -152,8 +152,8 @@ class ObjectService:
     def _writable(current: Declared) -> None:
         if current.source == "config":
             raise Conflict(
-                f"The {NOUN[current.kind]} {current.object_id!r} is declared in the config file, which is "
-                "read-only over the API: change it there and reload (SIGHUP or `margin reload`)."
+                f"The {NOUN[current.kind]} {current.object_id!r} is declared in the config file, and objects "
+                "declared there are read-only here: change it in the file and reload (SIGHUP or `margin reload`)."
             )
 
     def _not_declared(self, kind: ObjectKind, object_id: str | None, key: str) -> None:
@@ -183,7 +183,8 @@ class ObjectService:
                    for member_kind, members in (("keys", spec.keys), ("users", spec.users)) for member in members
                    if (member_kind, member) in taken]  # fmt: skip
         if clashes:
-            raise Conflict(f"{len(clashes)} members belong to another team already: " + "; ".join(clashes))
+            which = "a member belongs" if len(clashes) == 1 else f"{len(clashes)} members belong"
+            raise Conflict(f"{which} to another team already: " + "; ".join(clashes))
 
 
 def _members(body: Mapping[str, Any], kind: str) -> list[str]:
