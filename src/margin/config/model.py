@@ -13,7 +13,7 @@ from margin.config.batch import BatchConfig
 from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig, TeamConfig
 from margin.config.observability import LoggingConfig
-from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings
+from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings, check_judge
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
 from margin.config.streaming import StreamingConfig
 
@@ -501,18 +501,5 @@ class MarginConfig(Strict):
             policies = group.routing.policies() if group.routing is not None else []
             if any(p.cascade and p.cascade.verifier and p.cascade.verifier.model not in seen for p in policies):
                 raise ValueError(f"model group {group.name!r}: the cascade verifier names an unknown model group")
-            _check_judge(group, seen)
+            check_judge(group.name, group.aliases, group.rollout, seen)
         return self
-
-
-def _check_judge(group: ModelGroupConfig, names: set[str]) -> None:
-    """A rollout's online judge is another model group served by this gateway."""
-    judge = group.rollout.judge if group.rollout is not None else None
-    if judge is None:
-        return
-    where = f"models[{group.name}].rollout.judge.model"
-    if judge.model not in names:
-        known = ", ".join(sorted(names)) or "none"
-        raise ValueError(f"{where}: unknown model group {judge.model!r} (configured groups and aliases: {known})")
-    if judge.model in (group.name, *group.aliases):
-        raise ValueError(f"{where}: a group cannot judge its own rollout; name another model group")

@@ -4,6 +4,7 @@ state, where alerts go). A rollout keeps the group's settings as they were when 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -103,6 +104,19 @@ class RolloutSettings(Strict):
         if shares != sorted(shares) or len(set(shares)) != len(shares):
             raise ValueError("rollout.steps: shares must grow from step to step")
         return self
+
+
+def check_judge(group: str, aliases: Sequence[str], rollout: RolloutSettings | None, names: set[str]) -> None:
+    """A rollout's online judge is another model group (or alias) served by this gateway."""
+    judge = rollout.judge if rollout is not None else None
+    if judge is None:
+        return
+    where = f"models[{group}].rollout.judge.model"
+    if judge.model not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise ValueError(f"{where}: unknown model group {judge.model!r} (configured groups and aliases: {known})")
+    if judge.model in (group, *aliases):
+        raise ValueError(f"{where}: a group cannot judge its own rollout; name another model group")
 
 
 class ProductionSample(Strict):
