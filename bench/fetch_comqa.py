@@ -2,9 +2,17 @@
 (bench/results/comqa/, git-ignored). Nothing is committed: the data stays with whoever fetched it.
 
 ComQA (Abujabal et al., NAACL 2019): 11,214 real user questions from WikiAnswers, grouped by
-crowd workers into paraphrase clusters, each cluster annotated with its answers. The authors
-publish it at qa.mpi-inf.mpg.de/comqa under CC BY 4.0 (check their page before redistributing;
-margin never redistributes it). Its train and dev files (cluster format) are also kept in a public
+crowd workers into paraphrase clusters, each cluster annotated with its answers, published by the
+authors at qa.mpi-inf.mpg.de/comqa. Licence: none stated that we could find. The Hugging Face
+dataset card `com_qa` (which names one of the authors as point of contact) declares "license:
+unknown"; the paper (ACL Anthology N19-1027, arXiv 1809.09528) states none for the data (the
+Anthology's licence covers the paper); aorogat/CBench ships no licence file; a third-party
+mirror's "MIT" label is not the authors'. Questions from WikiAnswers are user content under that site's terms. So margin
+does not redistribute ComQA: this script copies it into a git-ignored folder for local research
+use (measuring the cache), and nothing of it is committed. The one derived artefact in the repo,
+the learned decision's weights (margin/caching/semantic/learned-comqa.json: 11 weights, a bias and
+feature means fitted on the train split), contains no text of the data set. Check the authors'
+page before any other use. Its train and dev files (cluster format) are also kept in a public
 GitHub repository, aorogat/CBench, at commit e473c69 (later removed from its tip), which is where
 this script reads them from:
 
