@@ -5,6 +5,7 @@ chart that shares the palette."""
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +46,10 @@ class Palette:
 
 
 def _hashed_colour(name: str) -> str:
+    """A stable mid-dark colour from the name (as #RRGGBB: spreadsheets read it too)."""
     digest = hashlib.sha256(name.encode()).digest()
-    return f"hsl({digest[0] * 360 // 256}, {55 + digest[1] % 30}%, {30 + digest[2] % 25}%)"
+    red, green, blue = colorsys.hls_to_rgb(digest[0] / 256, (30 + digest[2] % 25) / 100, (55 + digest[1] % 30) / 100)
+    return "#" + "".join(f"{round(c * 255):02X}" for c in (red, green, blue))
 
 
 @dataclass(frozen=True, slots=True)

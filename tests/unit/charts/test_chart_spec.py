@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from margin.charts import COLOURS, Axis, Marker, Palette, Series, bar_chart, line_chart
@@ -15,6 +17,7 @@ def test_a_name_keeps_its_colour_and_names_get_distinct_colours() -> None:
     assert len(set(colours)) == 32 - 2  # 30 new names, none sharing a colour
     assert [palette[n] for n in names] == colours  # asked again: the same answer
     assert len(set(COLOURS)) == len(COLOURS) == 20
+    assert all(re.fullmatch(r"#[0-9A-F]{6}", c) for c in colours)  # past the 20: hashed, still #RRGGBB
 
 
 def test_line_spec_json() -> None:

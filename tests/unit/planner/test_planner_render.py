@@ -13,11 +13,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from planner_helpers import BASE
+from xlsxwriter.utility import xl_cell_to_rowcol, xl_col_to_name
 
 from margin.charts import asset_names
 from margin.cli.plan import plan as plan_command
 from margin.planner import Catalog, Profile, plan
 from margin.planner.render import render
+from margin.planner.render.chart_specs import plan_palette
 from margin.planner.render.featured import cost_of, featured_ids
 
 PROFILE = {
@@ -82,6 +84,51 @@ def test_xlsx_results_are_formulas_over_assumptions(result: object) -> None:
     assert any(f.startswith("G") and "+H" in f for f in formulas)  # total = GPU + hidden + other
     curve = book.read("xl/worksheets/sheet4.xml").decode()
     assert "SUMPRODUCT(ROUNDUP(" in curve and "MATCH(1,INDEX(" in curve
+
+
+def cells_with_formulas(sheet_xml: str) -> set[str]:
+    return set(re.findall(r'<c r="([A-Z]+\d+)"[^>]*><f>', sheet_xml))
+
+
+def cells_of(reference: str) -> tuple[str, list[str]]:
+    """'Sheet'!$C$2:$E$2 -> ("Sheet", ["C2", "D2", "E2"]) (one row or one column)."""
+    sheet, span = reference.split("!")
+    first, last = span.replace("$", "").split(":")
+    (c1, r1), (c2, r2) = (re.fullmatch(r"([A-Z]+)(\d+)", cell).groups() for cell in (first, last))  # type: ignore[union-attr]
+    if r1 == r2:
+        return sheet.strip("'"), [f"{xl_col_to_name(c)}{r1}" for c in range(col(c1), col(c2) + 1)]
+    return sheet.strip("'"), [f"{c1}{r}" for r in range(int(r1), int(r2) + 1)]
+
+
+def col(letters: str) -> int:
+    return xl_cell_to_rowcol(f"{letters}1")[1]
+
+
+def test_xlsx_charts_are_native_and_plot_the_live_formulas(result: object) -> None:
+    pytest.importorskip("xlsxwriter")
+    book = zipfile.ZipFile(io.BytesIO(render(result, "xlsx")))  # type: ignore[arg-type]
+    assert '<sheet name="Charts"' in book.read("xl/workbook.xml").decode()
+    sheets = {name: book.read(f"xl/worksheets/sheet{i}.xml").decode()
+              for i, name in enumerate(("Assumptions", "Hours", "Results", "Curve", "Charts"), start=1)}  # fmt: skip
+    formulas = {name: cells_with_formulas(xml) for name, xml in sheets.items()}
+    charts = sorted(n for n in book.namelist() if re.fullmatch(r"xl/charts/chart\d+\.xml", n))
+    assert len(charts) == 2 * len(result.classes)  # type: ignore[attr-defined]  # cost curve + totals per class
+    cp = result.classes[0]  # type: ignore[attr-defined]
+    labels = [cost_of(cp.scenarios[0], i).label for i in featured_ids(cp)]
+    palette = plan_palette(result)  # type: ignore[arg-type]
+    cost, totals = (book.read(n).decode() for n in charts[:2])
+    for chart, kind in ((cost, "scatterChart"), (totals, "barChart")):
+        assert f"<c:{kind}>" in chart
+        names = re.findall(r"<c:tx><c:v>([^<]*)</c:v></c:tx>", chart)
+        assert names[: len(labels)] == labels  # every option the report lists
+        for series in re.findall(r"<c:ser>.*?</c:ser>", chart)[: len(labels)]:
+            name = re.search(r"<c:v>([^<]*)</c:v>", series).group(1)  # type: ignore[union-attr]
+            assert f'<a:srgbClr val="{palette[name].lstrip("#")}"/>' in series, name  # the HTML report's colour
+        for reference in re.findall(r"<c:(?:val|xVal|yVal)><c:numRef><c:f>([^<]*)</c:f>", chart):
+            sheet, cells = cells_of(reference)
+            assert set(cells) <= formulas[sheet], reference  # the chart plots live formulas (growth labels aside)
+    assert "today: " in cost and "crossovers" in cost and "'Curve'!" in cost and "'Results'!$J$" in totals
+    assert cost.count('<c:logBase val="10"/>') == 2
 
 
 def chart_specs(page: str) -> dict[str, dict[str, object]]:

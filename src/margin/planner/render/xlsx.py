@@ -6,7 +6,7 @@ numbers, so viewers that do not recalculate still show them.
 
 Sheets: Assumptions (every input, with its source) / Hours (instances per hour per option and scenario) /
 Results (cost lines, $/M tokens, comparison API, crossover) / Curve (cost at 20 volumes per decade,
-0.01x-1000x).
+0.01x-1000x) / Charts (native Excel charts over those formulas: xlsx_charts.py).
 Storage and egress lines (zero unless configured) are carried as planner values, not formulas."""
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from margin.planner.costing import api_cost_per_request, instances_for, replicas
 from margin.planner.crossover import schedule_grid
 from margin.planner.evaluate import PreparedHosted
 from margin.planner.plan import ClassPlan, Plan
+from margin.planner.render.chart_specs import plan_palette
 from margin.planner.render.featured import cost_of, featured_ids
+from margin.planner.render.xlsx_charts import CurveRows, Formulas, ResultRows, add_charts
 
 GRID = [10 ** ((k - 40) / 20) for k in range(121)]
 HIDDEN = ("build_engineering_months", "run_fte", "on_call_monthly_usd", "maintenance_hours_per_month")
@@ -74,21 +76,37 @@ def render_xlsx(plan: Plan) -> bytes:
     _write_headers(ws, bold)
     rows = {"Hours": 1, "Results": 1, "Curve": 1}
     hpm = Decimal(repr(plan.catalog.assumptions.hours_per_month.value))
+    curves: list[CurveRows] = []
+    results: list[ResultRows] = []
     for cp in plan.classes:
         for option_id in featured_ids(cp):
             hosted = next((h for h in cp.hosted if h.option.id == option_id), None)
             crossover = None
             if hosted is not None and cp.compare_to is not None:
                 crossover = _write_curve(ws["Curve"], rows["Curve"], cp, hosted, layout, hpm)
+                curves.append(CurveRows(cp.name, option_id, rows["Curve"], crossover))
                 rows["Curve"] += 3
+            results.append(ResultRows(cp.name, option_id, rows["Results"]))
             for index in range(len(cp.scenarios)):
                 if hosted is not None:
                     _write_hours(ws["Hours"], rows["Hours"], cp, hosted, index, layout)
                 _write_result(ws["Results"], rows, cp, option_id, index, layout, crossover)
                 rows["Results"] += 1
                 rows["Hours"] += 1 if hosted is not None else 0
+    add_charts(book, plan, plan_palette(plan), _chart_formulas(plan, layout), curves, results)
     book.close()
     return buffer.getvalue()
+
+
+def _chart_formulas(plan: Plan, layout: _Layout) -> Formulas:
+    api_per_request = {
+        (cp.name, option_id): _per_request(layout.option(cp.name, option_id), layout.globals)
+        for cp in plan.classes
+        for option_id in featured_ids(cp)
+        if option_id.startswith("api:")
+    }
+    volumes = {cp.name: layout.volume(cp.name, 0) for cp in plan.classes}
+    return Formulas(volumes, api_per_request, layout.days, GRID)
 
 
 def _write_headers(ws: dict[str, Any], bold: Any) -> None:
