@@ -27,9 +27,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -57,6 +58,7 @@ budgets:
   - {{scope: "team:*", limit_usd: 5000, window: month}}
 """
 # (page, twin): every dashboard page the app serves, with the query a user would send.
+ROUND = 5  # requests per page in a row before the next page and ledger
 PAGES: tuple[tuple[str, str], ...] = (
     ("/dashboard", "/admin/api/overview"),
     ("/dashboard/spend?by=team&period=day&since=30d", "/admin/api/spend?by=team&period=day&since=30d"),
@@ -77,11 +79,12 @@ async def timed(client: httpx.AsyncClient, path: str, headers: dict[str, str], r
     return seconds
 
 
-async def measure(url: str, data: Path, repeat: int, only: str) -> dict[str, list[float]]:
+@asynccontextmanager
+async def logged_in(url: str, data: Path) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """The real app over the ledger at `url`, a session cookie and a bearer header."""
     os.environ["BENCH_DASHBOARD_ADMIN_KEY"] = ADMIN
     app = create_app(parse_config(CONFIG.format(data=data, url=url)), key_store=MemoryKeyStore())
     transport = httpx.ASGITransport(app=app)
-    times: dict[str, list[float]] = {}
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="https://gw") as client,
@@ -90,28 +93,47 @@ async def measure(url: str, data: Path, repeat: int, only: str) -> dict[str, lis
         csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
         assert csrf is not None
         await client.post("/dashboard/login", data={"csrf": csrf.group(1), "admin_key": ADMIN})
-        session = {"cookie": f"margin_session={client.cookies['margin_session']}"}
-        bearer = {"authorization": f"Bearer {ADMIN}"}
-        for page, twin in PAGES:
-            if only and not any(part in twin for part in only.split(",")):
-                continue
-            await timed(client, page, session, 2)  # warm-up
-            times[f"page {page}"] = await timed(client, page, session, repeat)
-            times[f"twin {twin}"] = await timed(client, twin, bearer, repeat)
+        cookie = f"margin_session={client.cookies['margin_session']}"
+        client.cookies.clear()
+        yield client, {"session": cookie}
+
+
+async def measure(ledgers: dict[int, tuple[str, Path]], args: argparse.Namespace) -> dict[str, dict[int, list[float]]]:
+    """Every page and twin on every ledger, in interleaved rounds (size after size, round after
+    round), so the machine's load falls on every size alike."""
+    pages = [(page, twin) for page, twin in PAGES if not args.pages or any(p in twin for p in args.pages.split(","))]
+    times: dict[str, dict[int, list[float]]] = {}
+    async with AsyncExitStack() as stack:
+        apps = {rows: await stack.enter_async_context(logged_in(url, data)) for rows, (url, data) in ledgers.items()}
+        for round_ in range(-1, args.repeat // ROUND):
+            for rows, (client, auth) in apps.items():
+                session, bearer = {"cookie": auth["session"]}, {"authorization": f"Bearer {ADMIN}"}
+                for page, twin in pages:
+                    for name, path, headers in ((f"page {page}", page, session), (f"twin {twin}", twin, bearer)):
+                        seconds = await timed(client, path, headers, ROUND)
+                        if round_ >= 0:  # round -1 warms up
+                            times.setdefault(name, {}).setdefault(rows, []).extend(seconds)
     return times
 
 
-async def insert_rate(url: str, data: Path, rows: int = 3000, batch: int = 100) -> float:
-    """Rows/s that `store.write` (rows and their rollups, one transaction a batch) sustains now."""
-    store = open_ledger_store(url, data)
+async def insert_rates(ledgers: dict[int, tuple[str, Path]], rows: int = 3000, batch: int = 100) -> dict[int, float]:
+    """Rows/s that `store.write` (rows and their rollups, one transaction per batch of 100, the
+    writer's path) sustains on each ledger, in interleaved rounds of 500 rows."""
+    stores = {size: open_ledger_store(url, data) for size, (url, data) in ledgers.items()}
+    spent = dict.fromkeys(stores, 0.0)
+    written = dict.fromkeys(stores, 0)
     rng, now = random.Random(7), time.time()
-    fresh = [row for n in range(rows) for row in request_rows(10**9 + n, now, rng)]
-    start = time.perf_counter()
-    for first in range(0, len(fresh), batch):
-        await store.write(fresh[first : first + batch])
-    elapsed = time.perf_counter() - start
-    await store.close()
-    return len(fresh) / elapsed
+    for first in range(0, rows, 500):
+        for size, store in stores.items():
+            fresh = [row for n in range(first, first + 500) for row in request_rows(size * 10 + 10**9 + n, now, rng)]
+            start = time.perf_counter()
+            for at in range(0, len(fresh), batch):
+                await store.write(fresh[at : at + batch])
+            spent[size] += time.perf_counter() - start
+            written[size] += len(fresh)
+    for store in stores.values():
+        await store.close()
+    return {size: written[size] / spent[size] for size in stores}
 
 
 def p(values: list[float], q: int) -> float:
@@ -119,19 +141,36 @@ def p(values: list[float], q: int) -> float:
 
 
 @contextmanager
-def ledger_url(backend: str, postgres_url: str | None, name: str) -> Iterator[tuple[str, Path]]:
-    with tempfile.TemporaryDirectory(prefix="margin-dash-bench-") as tmp:
-        if backend == "sqlite":
-            yield f"sqlite:///{tmp}/ledger.db", Path(tmp)
-        elif postgres_url is not None:
-            yield postgres_url, Path(tmp)
-        else:
-            with throwaway_postgres(name) as url:
-                yield url, Path(tmp)
+def ledgers(backend: str, sizes: list[int], args: argparse.Namespace) -> Iterator[dict[int, tuple[str, Path]]]:
+    """A seeded ledger of each size: SQLite files (kept in --keep DIR and reused when given), or
+    databases of one PostgreSQL server."""
+    with tempfile.TemporaryDirectory(prefix="margin-dash-bench-") as tmp, ExitStack() as stack:
+        root = Path(args.keep) if args.keep else Path(tmp)
+        server = None if backend == "sqlite" or args.postgres_url else stack.enter_context(throwaway_postgres())
+        out: dict[int, tuple[str, Path]] = {}
+        for rows in sizes:
+            data = root / f"{backend}-{rows}"
+            data.mkdir(parents=True, exist_ok=True)
+            start, now = time.perf_counter(), time.time()
+            if backend == "sqlite":
+                url = f"sqlite:///{data}/ledger.db"
+                if (data / "seeded").exists():
+                    print(f"sqlite {rows:>9}: reusing {data}", flush=True)
+                    out[rows] = url, data
+                    continue
+                (data / "ledger.db").unlink(missing_ok=True)
+                stored = seed_sqlite(data / "ledger.db", rows, now)
+                (data / "seeded").touch()
+            else:
+                url = args.postgres_url if server is None else server.create_database(f"dash{rows}")
+                stored = seed_postgres(url, rows, now)
+            print(f"{backend} {stored:>9} ledger rows seeded in {time.perf_counter() - start:.1f} s", flush=True)
+            out[rows] = url, data
+        yield out
 
 
 @contextmanager
-def throwaway_postgres(name: str) -> Iterator[str]:
+def throwaway_postgres() -> Iterator[Any]:
     from tests.support.postgres import PostgresServer, find_bin_dir
 
     bin_dir = find_bin_dir()
@@ -141,51 +180,43 @@ def throwaway_postgres(name: str) -> Iterator[str]:
     try:
         server.init()
         server.start()
-        yield server.create_database(name)
+        yield server
     finally:
         server.stop("immediate")
         shutil.rmtree(server.root, ignore_errors=True)
 
 
-def run_size(backend: str, rows: int, args: argparse.Namespace) -> tuple[dict[str, list[float]], float]:
-    with ledger_url(backend, args.postgres_url, f"dash{rows}") as (url, data):
-        start, now = time.perf_counter(), time.time()
-        stored = seed_sqlite(data / "ledger.db", rows, now) if backend == "sqlite" else seed_postgres(url, rows, now)
-        print(f"{backend} {stored:>9} ledger rows seeded in {time.perf_counter() - start:.1f} s", flush=True)
-        times = asyncio.run(measure(url, data, args.repeat, args.pages))
-        rate = asyncio.run(insert_rate(url, data))
-    for name, seconds in times.items():
-        print(f"    {name:<62} p50 {p(seconds, 50):7.1f} ms   p95 {p(seconds, 95):7.1f} ms", flush=True)
-    print(f"    insert throughput (store.write, batches of 100): {rate:,.0f} rows/s", flush=True)
-    return times, rate
+def report(backend: str, sizes: list[int], times: dict[str, dict[int, list[float]]], rates: dict[int, float]) -> None:
+    small, large = sizes[0], sizes[-1]
+    missed = 0
+    for name, by_size in times.items():
+        p95 = {rows: p(seconds, 95) for rows, seconds in by_size.items()}
+        growth = p95[large] / p95[small] - 1
+        ok = max(p95.values()) <= 300 and growth <= 0.2
+        missed += not ok
+        cells = "  ".join(f"{rows:>9,}: p50 {p(by_size[rows], 50):6.1f} p95 {p95[rows]:6.1f}" for rows in sizes)
+        print(f"{backend} {name:<58} {cells} ms  p95 {growth:+.0%} {'ok' if ok else 'MISSED'}")
+    for rows in sizes:
+        print(f"{backend} insert throughput at {rows:>9,} rows: {rates[rows]:,.0f} rows/s")
+    print(f"{backend}: insert throughput at {large:,} / at {small:,} rows: {rates[large] / rates[small]:.2f}; "
+          f"pages within target: {len(times) - missed}/{len(times)}", flush=True)  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="10000,100000", help="ledger sizes, comma-separated")
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=40, help="requests per page and twin (in rounds of 5)")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--pages", default="", help="only the pages whose twin path contains one of these (commas)")
+    parser.add_argument("--keep", default="", help="keep (and reuse) the seeded SQLite ledgers in this folder")
     parser.add_argument("--postgres-url", default=os.environ.get("MARGIN_BENCH_POSTGRES_URL"))
     args = parser.parse_args()
     sizes = sorted(int(r) for r in args.rows.split(","))
     for backend in args.backends.split(","):
-        p95s: dict[str, dict[int, float]] = {}
-        rates: dict[int, float] = {}
-        for rows in sizes:
-            times, rates[rows] = run_size(backend, rows, args)
-            for name, seconds in times.items():
-                p95s.setdefault(name, {})[rows] = p(seconds, 95)
-        small, large = sizes[0], sizes[-1]
-        missed = 0
-        for name, by_size in p95s.items():
-            growth = by_size[large] / by_size[small] - 1
-            ok = max(by_size.values()) <= 300 and growth <= 0.2
-            missed += not ok
-            print(f"{backend} {name:<62} p95 {by_size[small]:6.1f} -> {by_size[large]:6.1f} ms ({growth:+.0%}) "
-                  f"{'ok' if ok else 'MISSED'}")  # fmt: skip
-        print(f"{backend}: insert throughput at {large:,} rows / at {small:,} rows: {rates[large] / rates[small]:.2f}; "
-              f"pages within target: {len(p95s) - missed}/{len(p95s)}", flush=True)  # fmt: skip
+        with ledgers(backend, sizes, args) as seeded:
+            times = asyncio.run(measure(seeded, args))
+            rates = asyncio.run(insert_rates(seeded))
+        report(backend, sizes, times, rates)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ class Window:
         return {"since": self.since.isoformat(), "until": self.until.isoformat(), "period": self.period}
 
 
+def _minute(moment: datetime, *, up: bool) -> datetime:
+    floor = moment.replace(second=0, microsecond=0)
+    return floor + timedelta(minutes=1) if up and floor != moment else floor
+
+
 def check_params(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(query) - set(allowed))
     if unknown:
@@ -50,6 +55,7 @@ def window(query: Mapping[str, str], now: datetime, *, default_since: str, defau
         since, until = report_window(query.get("since") or default_since, query.get("until"), now)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
+    since, until = _minute(since, up=False), _minute(until, up=True)  # the rollups' resolution
     if until - since > MAX_WINDOW:
         raise InvalidRequest(f"the window is longer than {MAX_WINDOW.days} days: narrow since/until")
     if (until - since).total_seconds() / PERIODS[period] > MAX_BUCKETS:
