@@ -91,12 +91,11 @@ def _given(options: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
 
 def _commands(group: click.Group, kind: ObjectKind, noun: str, fields: dict[str, str], options: list[Any]) -> None:
     """list, show, create, update and delete for one kind; `options` are its field options."""
+    _read_commands(group, kind, noun)
+    _write_commands(group, kind, noun, fields, options)
 
-    def with_fields(command: Callable[..., None]) -> Callable[..., None]:
-        for option in reversed(options):
-            command = option(command)
-        return command
 
+def _read_commands(group: click.Group, kind: ObjectKind, noun: str) -> None:
     plural = f"{noun}s" if noun != "rate limit" else "limits"
 
     @group.command("list", epilog=examples(f"margin {plural} list", f"margin {plural} list --limit 20 --cursor ID"))
@@ -107,15 +106,11 @@ def _commands(group: click.Group, kind: ObjectKind, noun: str, fields: dict[str,
         page = _run(config_path, lambda s: s.page(kind, limit=limit, cursor=cursor))
         _echo({"object": "list", "data": [object_view(d) for d in page.items], "next_cursor": page.next_cursor})
 
-    list_command.help = f"List {noun}s (config-declared and stored), by id."
-
     @group.command("show", epilog=examples(f"margin {plural} show ID"))
     @click.argument("object_id")
     @CONFIG_OPTION
     def show(config_path: Path | None, object_id: str) -> None:
         _echo(object_view(_run(config_path, lambda s: s.get(kind, object_id))))
-
-    show.help = f"Show one {noun}."
 
     @group.command("delete", epilog=examples(f"margin {plural} delete ID"))
     @click.argument("object_id")
@@ -123,8 +118,14 @@ def _commands(group: click.Group, kind: ObjectKind, noun: str, fields: dict[str,
     def delete(config_path: Path | None, object_id: str) -> None:
         _echo({**object_view(_run(config_path, lambda s: s.delete(kind, object_id, ACTOR))), "deleted": True})
 
+    list_command.help = f"List {noun}s (config-declared and stored), by id."
+    show.help = f"Show one {noun}."
     delete.help = f"Delete a {noun} (not one the config file declares)."
 
+
+def _write_commands(
+    group: click.Group, kind: ObjectKind, noun: str, fields: dict[str, str], options: list[Any]
+) -> None:
     def create(config_path: Path | None, **given: Any) -> None:
         body = _given(given, fields)
         _echo(object_view(_run(config_path, lambda s: s.create(kind, body, ACTOR))))
@@ -140,14 +141,18 @@ def _commands(group: click.Group, kind: ObjectKind, noun: str, fields: dict[str,
 
     create.__doc__ = f"Create a {noun}."
     update.__doc__ = f"Change the fields given of a {noun}; the others stay."
-    group.command("create", epilog=examples(*CREATE_EXAMPLES[kind]))(CONFIG_OPTION(with_fields(create)))
-    clears = [click.option("--clear-keys", is_flag=True), click.option("--clear-users", is_flag=True)]
-    update_command = with_fields(update)
-    for option in clears if kind == "team" else []:
-        update_command = option(update_command)
-    group.command("update", epilog=examples(*UPDATE_EXAMPLES[kind]))(
-        CONFIG_OPTION(click.argument("object_id")(update_command))
-    )
+    clears = [
+        click.option("--clear-keys", is_flag=True, help="no member keys"),
+        click.option("--clear-users", is_flag=True, help="no member users"),
+    ]
+    for function, extra in ((create, []), (update, clears if kind == "team" else [])):
+        for option in reversed([*options, *extra]):
+            function = option(function)
+        if function.__name__ == "update":
+            function = click.argument("object_id")(function)
+        name = function.__name__
+        epilog = examples(*(CREATE_EXAMPLES if name == "create" else UPDATE_EXAMPLES)[kind])
+        group.command(name, epilog=epilog)(CONFIG_OPTION(function))
 
 
 CREATE_EXAMPLES: dict[ObjectKind, tuple[str, ...]] = {
