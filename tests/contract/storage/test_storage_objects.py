@@ -93,3 +93,11 @@ async def test_delete_and_paging_back_through_changes(store: ObjectStore) -> Non
     assert [c.object_id for c in older] == ["t3", "t2", "t1", "t0"]
     assert [c.object_id for c in await store.changes(object_id="t1")] == ["t1", "t1"]
     assert await store.changes(kind="budget") == []
+
+
+async def test_an_audit_row_alone_for_a_config_change(store: ObjectStore) -> None:
+    declared = {"scope": "team:ops", "limit_usd": "5"}
+    await store.record(Change(7.0, "config", "budget", "bud_cfg_1", "create", None, declared))
+    assert await store.objects() == []  # config objects are never stored, only their audit rows
+    (row,) = await store.changes(kind="budget", object_id="bud_cfg_1")
+    assert (row.actor, row.action, row.before, row.after, row.at) == ("config", "create", None, declared, 7.0)
