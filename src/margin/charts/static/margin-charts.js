@@ -1,7 +1,7 @@
-/* margin's chart renderer: turns each <canvas data-chart-spec="ID"> and its JSON spec (the
- * <script type="application/json" id="ID">, built by margin.charts.spec) into a Chart.js chart.
- * Needs Chart.js 4 and chartjs-plugin-annotation 3 loaded first (margin/charts/vendor). Every
- * chart drawn is kept in window.marginCharts by canvas id (tests read them there). */
+/* margin's chart renderer: draws each canvas that names its spec in a data-chart-spec attribute
+ * (the id of a JSON script block built by margin.charts.spec) as a Chart.js chart. Needs Chart.js 4
+ * and chartjs-plugin-annotation 3 loaded first (margin/charts/vendor). Every chart drawn is kept in
+ * window.marginCharts by canvas id (tests read them there). */
 (function () {
   "use strict";
   var compact = new Intl.NumberFormat("en-US", { notation: "compact", maximumSignificantDigits: 3 });

@@ -1,6 +1,7 @@
-"""`margin simulate --format html`: the comparison table and three inline-SVG charts (demand,
-replicas, cumulative cost) per hour of the trace. No JavaScript, no external assets. Chart
-coordinates are floats (presentation only); the table prints the Decimal amounts."""
+"""`margin simulate --format html`: the comparison table and three charts (demand, replicas,
+cumulative cost) per hour of the trace, drawn by the Chart.js the file carries inline (margin.charts):
+one file, no external assets, one colour per policy. Chart coordinates are floats (presentation
+only); the table prints the Decimal amounts."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from html import escape
 
 import numpy as np
 
+from margin.charts import Axis, Palette, Series, chart_html, inline_scripts, line_chart
 from margin.planner.fleet.policy import FleetPolicy
 from margin.planner.fleet.report import COLUMNS, Comparison, as_json
 from margin.planner.fleet.simulate import PolicyResult
 from margin.planner.fleet.trace import Demand
 from margin.planner.render.html import STYLE
-from margin.planner.render.svg_charts import Series, line_chart
 
 MINUTES_PER_HOUR = 60
 
@@ -42,37 +43,40 @@ def cumulative_cost(result: PolicyResult, policy: FleetPolicy) -> list[float]:
 
 def render_html(comparison: Comparison, demand: Demand, policies: list[FleetPolicy]) -> str:
     by_name = {p.name: p for p in policies}
+    palette = Palette(["demand", *(r.policy for r in comparison.results)])  # a policy's colour in every chart
+    hour = Axis("hour", "linear", "number", min=0)
     charts = [
         line_chart(
             "Demand",
-            "hour",
-            "requests/minute (hourly mean)",
-            [Series("demand", _points(_hourly(demand, "mean")))],
-            log_x=False,
-            log_y=False,
+            hour,
+            Axis("requests/minute (hourly mean)", min=0),
+            [Series("demand", palette["demand"], points=_points(_hourly(demand, "mean")))],
         ),
         line_chart(
             "Replicas (paid: serving or starting)",
-            "hour",
-            "replicas (hourly max)",
-            [Series(r.policy, _points(_hourly(r.replicas, "max"))) for r in comparison.results],
-            log_x=False,
-            log_y=False,
+            hour,
+            Axis("replicas (hourly max)", min=0),
+            [
+                Series(r.policy, palette[r.policy], points=_points(_hourly(r.replicas, "max")))
+                for r in comparison.results
+            ],
         ),
         line_chart(
             "Cumulative cost (GPU + overflow)",
-            "hour",
-            "USD",
-            [Series(r.policy, _points(cumulative_cost(r, by_name[r.policy]))) for r in comparison.results],
-            log_x=False,
-            log_y=False,
+            hour,
+            Axis("USD", format="usd", min=0),
+            [
+                Series(r.policy, palette[r.policy], points=_points(cumulative_cost(r, by_name[r.policy])))
+                for r in comparison.results
+            ],
         ),
     ]
+    shown = "".join(chart_html(spec, f"chart-{i}") for i, spec in enumerate(charts))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>margin simulate</title>"
-        f"<style>{STYLE}</style></head><body><h1>margin simulate</h1>"
+        f"<style>{STYLE}</style>{inline_scripts()}</head><body><h1>margin simulate</h1>"
         f"<p>{comparison.minutes:,} minutes of demand, {int(demand.sum()):,} requests.</p>"
-        f"{_table(comparison)}{''.join(charts)}</body></html>\n"
+        f"{_table(comparison)}{shown}</body></html>\n"
     )
 
 
