@@ -77,7 +77,7 @@ class TeamConfig(Strict):
     """A team and its members: keys (by id) and users whose requests count as this team's, whatever
     team their key was created with (docs/teams.md). Budgets and rate limits name it as `team:NAME`."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.:@/+-]{1,128}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:@+-]{1,128}$", description="a key's team name, without `/` (a URL path)")
     description: str = Field("", max_length=2000)
     keys: list[str] = Field(default_factory=list, description="key ids (key_...) that belong to this team")
     users: list[str] = Field(default_factory=list, description="user names whose keys belong to this team")
