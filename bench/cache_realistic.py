@@ -233,7 +233,7 @@ Feats = Callable[[str], Features]
 Decision = Callable[[Query, float], Candidate | None]
 COSINE_GRID = [round(x, 3) for x in np.arange(0.70, 1.0001, 0.005)]
 PROBABILITY_GRID = sorted({round(float(x), 4) for x in 1 - np.geomspace(0.5, 0.0005, 120)})
-BUDGETS = (0.0025, 0.005, 0.01)
+BUDGETS = (0.001, 0.0025, 0.005, 0.01, 0.02)
 
 
 @dataclass(frozen=True)
@@ -398,7 +398,7 @@ def run(show_curve: bool, fit: bool) -> int:
 
 def report(label: str, chosen: dict[str, Rule], train: list[Query], test: list[Query], show_curve: bool) -> None:
     print(f"\n{label}: {len(test)}")
-    budgets = "".join(f"  {'wrong <= ' + format(b, '.2%'):>20}" for b in BUDGETS)
+    budgets = "".join(f"  {'wrong <= ' + format(b, '.2%'):>18}" for b in BUDGETS)
     print(f"{'decision':<9} {'default (train)':>15} {'test hit':>9} {'wrong':>6}{budgets}   (best test hit, x cosine)")
     test_curves = {}
     for name, rule in chosen.items():
@@ -410,7 +410,7 @@ def report(label: str, chosen: dict[str, Rule], train: list[Query], test: list[Q
             best = best_within(test_curves[name], budget)
             base = best_within(test_curves["cosine"], budget)
             ratio = f"{best.hits / base.hits:.2f}x" if best and base and base.hits else "-"
-            cells += f"  {f'{best.hit_rate:.2%} ({ratio})' if best else '-':>20}"
+            cells += f"  {f'{best.hit_rate:.1%} ({ratio})' if best else '-':>18}"
         print(f"{name:<9} {default:>15.4f} {at_default.hit_rate:>9.2%} {at_default.wrong_rate:>6.2%}{cells}")
     if show_curve:
         print("test curves: threshold  hit% / wrong%")
