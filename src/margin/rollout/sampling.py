@@ -3,20 +3,23 @@ live non-streamed requests, chosen by a hash of the request id, redacted (margin
 written by a worker beside the request path; the store is pruned to the group's size and age.
 
 With `sample.redact.names_and_addresses: presidio` (the `pii` extra) the whole redaction of a sample
-runs in one thread of the sampler's own, off the event loop: the patterns, then Presidio
-(margin.evals.pii), whose analyzer is built there on the first sample (once per process and spaCy
-model). It is bounded: a sample with more text than `max_chars` is not analysed, and one whose
-analysis outlasts `timeout_s` is not waited for; neither is kept (counted in `skipped`)."""
+runs in a worker process of the sampler's own (spawned on the first such sample): the patterns, then
+Presidio (margin.evals.pii), whose analyzer is built there once. A process, not a thread: spaCy holds
+the GIL for most of its ~15 ms a sample, which a thread would take from the event loop (see
+bench/pii_redaction.py). It is bounded: a sample with more text than `max_chars` is not analysed, and
+one whose analysis outlasts `timeout_s` is not waited for; neither is kept (counted in `skipped`)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
+import multiprocessing
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,9 +87,9 @@ class ProductionSampler:
         self.groups = groups
         self.clock = clock
         self._written: dict[str, int] = {}
-        self._names: dict[str, PresidioRedactor] = {}  # by spaCy model: one analyzer each, per process
-        self._thread: ThreadPoolExecutor | None = None  # started by the first sample that needs Presidio
-        self.skipped: dict[str, int] = {}  # samples not kept, by why (too_long, timeout)
+        self._worker: ProcessPoolExecutor | None = None  # spawned by the first sample that needs Presidio
+        self._loaded: set[str] = set()  # spaCy models the worker has built an analyzer for
+        self.skipped: dict[str, int] = {}  # samples not kept, by why (too_long, timeout, worker_died)
 
     def wants(self, model_group: str, request_id: str) -> bool:
         settings = self.groups.get(model_group)
@@ -116,35 +119,60 @@ class ProductionSampler:
     async def _off_loop(
         self, job: SampleJob, settings: SampleRedaction
     ) -> tuple[list[dict[str, Any]], str, dict[str, int]] | None:
-        """The job redacted in the sampler's thread, Presidio included; None (counted) when it is too
+        """The job redacted in the worker process, Presidio included; None (counted) when it is too
         long or took too long. The analyzer's first load is waited for without the time limit."""
         if text_size(job) > settings.max_chars:
             self._skip(job, "too_long")
             return None
-        names = self._names.get(settings.spacy_model)
-        if names is None:
-            names = self._names[settings.spacy_model] = PresidioRedactor(settings.spacy_model)
-        more = functools.partial(_names, names, settings)
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="margin-pii")
-        pending = asyncio.get_running_loop().run_in_executor(self._thread, redact_job, job, more)
+        loop = asyncio.get_running_loop()
+        if self._worker is None:
+            self._worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        if settings.spacy_model not in self._loaded:
+            try:
+                await loop.run_in_executor(self._worker, load_presidio, settings.spacy_model)
+            except BrokenProcessPool:
+                self.close()
+                raise
+            self._loaded.add(settings.spacy_model)
+        pending = loop.run_in_executor(self._worker, redact_with_presidio, job, settings)
         try:
-            async with asyncio.timeout(settings.timeout_s if names.loaded else None):
+            async with asyncio.timeout(settings.timeout_s):
                 return await pending
         except TimeoutError:
             self._skip(job, "timeout")
-            return None
+        except BrokenProcessPool:  # the worker died (killed, out of memory): the next sample spawns another
+            self.close()
+            self._skip(job, "worker_died")
+        return None
 
     def _skip(self, job: SampleJob, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
         log.info("production sample of %s (request %s) not kept: %s", job.model_group, job.request_id, why)
 
     def close(self) -> None:
-        """Stop the redaction thread (an analysis under way finishes; none waits to start)."""
-        if self._thread is not None:
-            self._thread.shutdown(wait=False, cancel_futures=True)
-            self._thread = None
+        """Stop the redaction process (an analysis under way finishes; none waits to start)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._worker = None
+            self._loaded.clear()
 
 
-def _names(names: PresidioRedactor, settings: SampleRedaction, text: str, found: dict[str, int]) -> str:
-    return names.redact(text, settings.entities, settings.score_threshold, found)
+# --- in the worker process ------------------------------------------------------------------------
+
+
+@functools.cache
+def _presidio(spacy_model: str) -> PresidioRedactor:
+    return PresidioRedactor(spacy_model)  # one per process and model
+
+
+def load_presidio(spacy_model: str) -> None:
+    _presidio(spacy_model).load()
+
+
+def redact_with_presidio(job: SampleJob, settings: SampleRedaction) -> tuple[list[dict[str, Any]], str, dict[str, int]]:
+    names = _presidio(settings.spacy_model)
+
+    def more(text: str, found: dict[str, int]) -> str:
+        return names.redact(text, settings.entities, settings.score_threshold, found)
+
+    return redact_job(job, more)

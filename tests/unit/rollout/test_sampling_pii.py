@@ -1,6 +1,6 @@
 """Names and addresses in production samples (the `pii` extra: Presidio on the installed spaCy
 model): found and replaced by typed placeholders beside the pattern redactions, in the sampler's own
-thread (never the event loop), bounded in length and time; without the extra installed the config
+worker process (never the gateway's process), bounded in length and time; without the extra installed the config
 is refused at load time, naming the install command."""
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ async def _ask(app: object, texts: Sequence[str]) -> RolloutStage:
 async def test_samples_lose_names_and_addresses_beside_the_pattern_redactions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: list[str] = []
+    here: list[str] = []
     real = PresidioRedactor.redact
 
     def watched(self: PresidioRedactor, *args: object, **kwargs: object) -> str:
-        threads.append(threading.current_thread().name)
+        here.append(threading.current_thread().name)
         return real(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(PresidioRedactor, "redact", watched)
+    monkeypatch.setattr(PresidioRedactor, "redact", watched)  # counts analyses in this process only
     app = create_app(parse_config(CONFIG.format(data=tmp_path, extra="")), key_store=MemoryKeyStore())
     said = (
         "My name is Alice Johnson, I live at 221B Baker Street, London; mail alice@example.com, "
@@ -95,20 +95,24 @@ async def test_samples_lose_names_and_addresses_beside_the_pattern_redactions(
     assert kept[0].messages == [{"role": "user", "content": clean}]
     assert kept[0].answer == clean  # the fake echoes: the answer is redacted the same way
     assert kept[0].redactions == {"NAME": 2, "ADDRESS": 2, "LOCATION": 2, "EMAIL": 2, "CARD": 2}
-    assert threads and all(name.startswith("margin-pii") for name in threads)  # never the event loop's thread
+    assert here == []  # analysed in the sampler's worker process, none in the gateway's
     stored = (tmp_path / "margin.db").read_bytes().decode("latin-1")
     assert "Alice" not in stored and "Baker" not in stored and "alice@example.com" not in stored
 
 
 async def test_a_sample_too_long_or_too_slow_to_analyse_is_not_kept(tmp_path: Path) -> None:
-    extra = ", max_chars: 5000, timeout_s: 0.001"
+    extra = ", max_chars: 100000, timeout_s: 1.0"
     app = create_app(parse_config(CONFIG.format(data=tmp_path, extra=extra)), key_store=MemoryKeyStore())
-    long_enough = " ".join(f"Alice Johnson met Bob Smith in Paris on day {i}." for i in range(40))  # ~2,000 chars
+    slow = " ".join(f"Alice Johnson met Bob Smith in Paris on day {i}." for i in range(800))  # ~40,000 characters
     async with app.router.lifespan_context(app):
-        stage = await _ask(app, ["My name is Alice Johnson"])  # the first: the analyzer loads, no time limit
-        assert len(await stage.engine.service.store.samples("chat", limit=10)) == 1
-        await _ask(app, ["x" * 3000, long_enough])  # 6,000 characters with its echo; then ~4 ms of analysis
-        assert stage.sampler is not None and stage.sampler.skipped == {"too_long": 1, "timeout": 1}
+        stage = await _ask(app, ["x" * 50001])  # with its echo, over max_chars: not analysed at all
+        assert stage.sampler is not None and stage.sampler.skipped == {"too_long": 1}
+        await _ask(app, ["My name is Alice Johnson"])  # the worker starts and loads (no time limit), then ~5 ms
+        assert [s.messages[0]["content"] for s in await stage.engine.service.store.samples("chat", limit=10)] == [
+            "My name is [NAME]"
+        ]
+        await _ask(app, [slow])  # seconds of analysis (80,000 characters with its echo): not waited for
+        assert stage.sampler.skipped == {"too_long": 1, "timeout": 1}
         assert len(await stage.engine.service.store.samples("chat", limit=10)) == 1
 
 
