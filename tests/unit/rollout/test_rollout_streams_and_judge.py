@@ -43,12 +43,13 @@ models:
       steps: [{{share: 0.5, min_requests: 1000, min_duration_s: 0}}]
       judge: {{model: judge, share: 1.0}}
   - {{name: judge, deployments: [echo]}}
-rollouts: {{refresh_s: 60, decide_every_s: 60, flush_every_s: 60, judge_queue: {queue}, judge_concurrency: 1}}
+rollouts: {{refresh_s: 60, decide_every_s: 60, flush_every_s: 60, judge_queue: {queue}, judge_concurrency: 1,
+           answer_max_chars: {max_chars}}}
 """
 
 
 def make_app(tmp: Path, **values: Any) -> Starlette:
-    settings = {"delay": 0, "judge_ms": 0, "shadow": 1.0, "budget": "1.00", "queue": 200} | values
+    settings = {"delay": 0, "judge_ms": 0, "shadow": 1.0, "budget": "1.00", "queue": 200, "max_chars": 65536} | values
     return create_app(parse_config(CONFIG.format(data=tmp, **settings)), key_store=MemoryKeyStore())
 
 
@@ -124,6 +125,21 @@ async def test_a_stream_the_client_leaves_is_not_graded(tmp_path: Path) -> None:
         assert got[("stable", -1)].quality_n == 0
         metrics = app.state.gateway.metrics.render().decode()
         assert 'margin_rollout_streams_unjudged_total{model_group="chat",why="client_left"} 1.0' in metrics
+
+
+async def test_a_streamed_answer_over_the_cap_is_not_graded(tmp_path: Path) -> None:
+    app = make_app(tmp_path, max_chars=4)
+    async with app.router.lifespan_context(app):
+        stage = stage_of(app)
+        rid = await start(stage, shadow=True)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+            for i in (1, 22, 333):  # answers "hi 1" (4 characters: graded), "hi 22", "hi 333" (over the cap)
+                assert (await client.post("/v1/chat/completions", json=streamed_body(i))).status_code == 200
+        await settle(app, stage)
+        got = await windows(stage, rid)
+        assert got[("stable", -1)].quality_n == 1 and got[("shadow", -1)].requests == 1
+        metrics = app.state.gateway.metrics.render().decode()
+        assert 'margin_rollout_streams_unjudged_total{model_group="chat",why="too_long"} 2.0' in metrics
 
 
 async def left_after_first_chunk(app: Starlette, body: dict[str, Any]) -> None:
@@ -211,6 +227,6 @@ async def test_a_spent_experiment_budget_stops_the_judge(tmp_path: Path) -> None
     ],
 )
 def test_a_judge_group_that_does_not_exist_is_a_config_error(tmp_path: Path, judge: str, message: str) -> None:
-    text = CONFIG.format(data=tmp_path, delay=0, judge_ms=0, shadow=0, budget="1", queue=1)
+    text = CONFIG.format(data=tmp_path, delay=0, judge_ms=0, shadow=0, budget="1", queue=1, max_chars=1)
     with pytest.raises(Exception, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_config(text.replace("judge: {model: judge", f"judge: {{model: {judge}"))
