@@ -130,9 +130,12 @@ class RolloutStage:
     # --- after the answer: the whole text is in hand -------------------------------------------
 
     def answered(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
-        """A non-streamed answer."""
-        self._maybe_sample(ctx, request, answer_text(result.body))
-        self._hand_off(ctx, request, answer_text(result.body))
+        """A non-streamed answer (its text is only read out when something will use it)."""
+        if self.sampler is not None:
+            self._maybe_sample(ctx, request, result)
+        a = ctx.rollout
+        if a is not None and a.live and (a.grade or a.shadow or a.judge):
+            self._hand_off(ctx, request, answer_text(result.body))
 
     def streamed(self, ctx: RequestContext, request: ChatRequest, meter: StreamMeter, *, switched: bool) -> None:
         """A stream that ended whole: its answer as the stream meter collected it (joined once here,
@@ -173,13 +176,13 @@ class RolloutStage:
             arm: Arm = "candidate" if assignment.arm == "candidate" else "stable"
             self.judge.submit(JudgeJob(assignment, arm, assignment.step, request.messages, text, None, ctx.request_id))
 
-    def _maybe_sample(self, ctx: RequestContext, request: ChatRequest, answer: str) -> None:
+    def _maybe_sample(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
         group = ctx.decision.model_group if ctx.decision is not None else None
         if self.sampler is None or group is None or not self.sampler.wants(group, ctx.request_id):
             return
         if ctx.rollout is not None and ctx.rollout.arm == JUDGE_TAG:
             return  # the judge's own calls are not production traffic
-        sample = SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, answer)
+        sample = SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, answer_text(result.body))
         self.sampling.submit(sample)  # a full queue keeps fewer samples
 
     def _mirror(self, job: AnswerJob) -> None:
