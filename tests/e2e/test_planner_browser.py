@@ -80,10 +80,12 @@ async def click_legend_entry(page: Page, chart_id: str, index: int) -> bool:
 
 
 async def screenshot_chart(page: Page, chart_id: str, path: Path) -> None:
+    """The chart alone (the clip is in page coordinates: the viewport's plus the scroll)."""
     rect = json.loads(await page.evaluate(
         f"JSON.stringify(document.getElementById({json.dumps(chart_id)}).getBoundingClientRect().toJSON())"
     ))  # fmt: skip
-    clip = {"x": rect["x"], "y": rect["y"], "width": rect["width"], "height": rect["height"], "scale": 1}
+    x, y = await page.evaluate("scrollX"), await page.evaluate("scrollY")
+    clip = {"x": rect["x"] + x, "y": rect["y"] + y, "width": rect["width"], "height": rect["height"], "scale": 1}
     shot = await page.send("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
     path.write_bytes(base64.b64decode(shot["data"]))
 
