@@ -62,6 +62,14 @@ LEGEND_ENTRY = """new Promise(done => { const c = window.marginCharts[CHART]; c.
   requestAnimationFrame(() => requestAnimationFrame(() => {
     const r = c.canvas.getBoundingClientRect(), b = c.legend.legendHitBoxes[INDEX];
     done(JSON.stringify({x: r.left + b.left + b.width / 2, y: r.top + b.top + b.height / 2})); })); })"""
+# The legend index of the first option with a crossover marker on a chart.
+CROSSING_OPTION = """(() => { const spec = JSON.parse(document.getElementById(CHART + '-spec').textContent);
+  const marker = spec.markers.find(m => m.kind === 'crossover' && m.series);
+  return spec.series.findIndex(s => s.name === marker.series); })()"""
+# Whether each marker of the chart is shown now: {id: shown}.
+MARKERS_SHOWN = """JSON.stringify(Object.fromEntries(Chart.registry.getPlugin('annotation')
+  .getAnnotations(window.marginCharts[CHART]).map(e => [e.options.id, e.options.display])))"""
+Clicked = tuple[bool, str, dict[str, bool]]  # hidden by the click, that option's label, each marker shown
 LOG_LABEL = re.compile(r"^\$?(1|2|5)(0*)(K|M|B)?$|^\$?0\.0*(1|2|5)$")
 
 
@@ -96,21 +104,29 @@ def test_the_plan_report_draws_every_option_offline_in_chromium(tmp_path: Path) 
     done = run_margin("plan", profile, "--format", "html", "--out", report, data_dir=tmp_path / "data")
     assert done.returncode == 0, done.stderr
 
-    async def browse() -> tuple[dict[str, Any], list[list[list[str]]], bool, list[str], list[str]]:
+    async def browse() -> tuple[dict[str, Any], list[list[list[str]]], Clicked, list[str], list[str]]:
         async with chromium_page(tmp_path / "profile") as page:
             await page.navigate(report.as_uri())
             charts = json.loads(await page.evaluate(CHARTS))
             tables = json.loads(await page.evaluate(TABLES))
-            hidden = await click_legend_entry(page, "class-0-cost", 1)
+            option = await page.evaluate(CROSSING_OPTION.replace("CHART", '"class-0-cost"'))
+            hidden = await click_legend_entry(page, "class-0-cost", option)
+            shown = json.loads(await page.evaluate(MARKERS_SHOWN.replace("CHART", '"class-0-cost"')))
+            hidden_name = charts["class-0-cost"]["datasets"][option]["label"]
             await page.screenshot(tmp_path / "plan.png")
             for chart_id in charts:
                 await screenshot_chart(page, chart_id, tmp_path / f"{chart_id}.png")
-            return charts, tables, hidden, page.requests, page.errors
+            return charts, tables, (hidden, hidden_name, shown), page.requests, page.errors
 
-    charts, tables, hidden, requests, errors = asyncio.run(browse())
+    charts, tables, (hidden, hidden_name, shown), requests, errors = asyncio.run(browse())
     assert errors == [], errors
     assert requests == [report.as_uri()], requests  # the one file: no script, font or image fetched
     assert hidden, "a click on a legend entry hides its line"
+    spec = re.search(r'id="class-0-cost-spec">([^<]*)<', report.read_text())
+    assert spec is not None
+    of_hidden = {m["id"] for m in json.loads(spec.group(1))["markers"] if m.get("series") == hidden_name}
+    with_labels = of_hidden | {f"{i}:label" for i in of_hidden if f"{i}:label" in shown}
+    assert of_hidden and {i for i, on in shown.items() if not on} == with_labels  # its markers went, no other
     assert sorted(charts) == sorted(f"class-{i}-{k}" for i in (0, 1) for k in ("cost", "utilisation", "savings"))
     colours: dict[str, str] = {}
     for chart_id, chart in charts.items():

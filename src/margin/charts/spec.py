@@ -94,7 +94,8 @@ class Series:
 @dataclass(frozen=True, slots=True)
 class Marker:
     """`x` alone: a vertical line across the chart (today's demand); `x` and `y`: a point (a
-    crossover). `id` is unique within the chart (tests and the page look markers up by it)."""
+    crossover). `id` is unique within the chart (tests and the page look markers up by it). A marker
+    that belongs to a `series` (by name) hides with it when its legend entry is clicked."""
 
     id: str
     kind: MarkerKind
@@ -102,12 +103,15 @@ class Marker:
     x: float
     y: float | None = None
     colour: str = "#333333"
+    series: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "kind": self.kind, "label": self.label, "x": float(self.x)}
         out["colour"] = self.colour
         if self.y is not None:
             out["y"] = float(self.y)
+        if self.series is not None:
+            out["series"] = self.series
         return out
 
 

@@ -120,10 +120,21 @@
     return (x - axis.min) / (axis.max - axis.min);
   }
 
-  function annotations(markers, xAxis) {
+  // A marker that belongs to a series is shown only while that series is.
+  function shownWith(names, series) {
+    var index = names.indexOf(series);
+    return function (ctx) {
+      return index < 0 || ctx.chart.isDatasetVisible(index);
+    };
+  }
+
+  function annotations(markers, xAxis, names) {
     var out = {};
     markers.forEach(function (m) {
       out[m.id] = annotation(m);
+      if (m.series !== undefined) {
+        out[m.id].display = shownWith(names, m.series);
+      }
       if (m.y !== undefined && m.label) {
         // The label grows away from the nearer edge, so it is never cut off by the chart's border.
         var right = fraction(xAxis, m.x) > 0.5;
@@ -136,6 +147,7 @@
           xAdjust: right ? -8 : 8,
           yAdjust: -8,
           textAlign: right ? "right" : "left",
+          display: m.series === undefined ? true : shownWith(names, m.series),
           backgroundColor: "rgba(255,255,255,0.85)",
           color: m.colour,
           font: { size: 11 },
@@ -177,7 +189,9 @@
               },
             },
           },
-          annotation: { annotations: annotations(spec.markers, spec.x) },
+          annotation: {
+            annotations: annotations(spec.markers, spec.x, spec.series.map(function (s) { return s.name; })),
+          },
         },
       },
     };

@@ -65,7 +65,7 @@ def cost_chart(cp: ClassPlan, plan: Plan, palette: Palette) -> ChartSpec:
         costs = self_cost_curve(volumes, hosted.capacity, today, hosted.pricing, plan.catalog)
         points = [(v, float(c)) for v, c in zip(volumes, costs, strict=True)]
         series.append(Series(label, palette[label], points=points))
-        markers += _crossover_marker(cp, hosted, label if option_id == first else "", palette[label], plan)
+        markers += _crossover_marker(cp, hosted, label, palette[label], plan, labelled=option_id == first)
     return line_chart(
         f"{cp.name}: monthly cost vs volume (every option; click a legend entry to hide or show it)",
         Axis("requests/day (log)", "log", "number", min=volumes[0], max=volumes[-1]),
@@ -88,16 +88,19 @@ def _first_crossover(cp: ClassPlan) -> str | None:
     return min(crossings, key=lambda c: c.requests_per_day or 0).option_id if crossings else None
 
 
-def _crossover_marker(cp: ClassPlan, hosted: PreparedHosted, label: str, colour: str, plan: Plan) -> list[Marker]:
-    """A point where the option's cost meets the comparison API's; `label` "" leaves it unlabelled."""
+def _crossover_marker(
+    cp: ClassPlan, hosted: PreparedHosted, series: str, colour: str, plan: Plan, labelled: bool
+) -> list[Marker]:
+    """A point where the option (`series`: its label) costs as much as the comparison API; the first
+    crossover of the chart is `labelled`."""
     cross = cp.crossover_for(hosted.option.id)
     if cross is None or cross.requests_per_day is None:
         return []
     at = self_cost_curve([cross.requests_per_day], hosted.capacity, cp.scenarios[0].demand, hosted.pricing,
                          plan.catalog)[0]  # fmt: skip
-    text = f"first crossover: {cross.requests_per_day:,.0f} requests/day\n{label}" if label else ""
+    text = f"first crossover: {cross.requests_per_day:,.0f} requests/day\n{series}" if labelled else ""
     marker_id = f"crossover:{hosted.option.id}"
-    return [Marker(marker_id, "crossover", text, cross.requests_per_day, float(at), colour)]
+    return [Marker(marker_id, "crossover", text, cross.requests_per_day, float(at), colour, series)]
 
 
 def utilisation_chart(cp: ClassPlan, palette: Palette) -> ChartSpec:
@@ -134,7 +137,7 @@ def utilisation_chart(cp: ClassPlan, palette: Palette) -> ChartSpec:
 
 
 def _break_even(option_id: str, label: str, utilisation: float, per_m: Decimal, palette: Palette) -> Marker:
-    return Marker(f"break-even:{option_id}", "crossover", "", utilisation, float(per_m), palette[label])
+    return Marker(f"break-even:{option_id}", "crossover", "", utilisation, float(per_m), palette[label], label)
 
 
 def savings_chart(cp: ClassPlan, palette: Palette) -> ChartSpec | None:
