@@ -66,6 +66,7 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("/dashboard/performance?since=7d", "/admin/api/performance?since=7d"),
     ("/dashboard/budgets", "/admin/api/budgets"),
     ("/dashboard/cache?since=30d", "/admin/api/cache?since=30d"),
+    ("/dashboard/rollouts", "/admin/api/rollouts"),
 )
 
 

@@ -169,7 +169,12 @@ def create_app(
         routes=[
             *build_routes(),
             *dashboard.routes(),
-            *PageViews(dashboard, dashboard_live).routes(),
+            *PageViews(
+                dashboard,
+                dashboard_live,
+                rollouts=rollout_store,
+                batches=state.batches.store if state.batches else None,
+            ).routes(),
         ],
         # Outermost of margin's own layers: times each request from its arrival to its last byte.
         middleware=[

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from margin.dashboard.activity import build_activity
 from margin.dashboard.budget_page import build_budgets
 from margin.dashboard.cache_page import build_cache
 from margin.dashboard.explorer import BY_CHOICES, Scope, build_spend
@@ -26,16 +27,29 @@ from margin.dashboard.performance import build_performance
 from margin.dashboard.routes import PAGE_HEADERS, Dashboard
 from margin.dashboard.session import SESSION_COOKIE
 from margin.errors import InvalidRequest
+from margin.storage.batches import BatchStore
+from margin.storage.rollouts import RolloutStore
 
 Builder = Callable[[Scope, dict[str, str]], Awaitable[dict[str, Any]]]
-TITLES = {"spend": "Spend explorer", "performance": "Performance", "budgets": "Budgets and keys", "cache": "Cache"}
+TITLES = {
+    "spend": "Spend explorer", "performance": "Performance", "budgets": "Budgets and keys", "cache": "Cache",
+    "rollouts": "Rollouts, evals and batches",
+}  # fmt: skip
 JSON_HEADERS = {"cache-control": "no-store"}
 
 
 class PageViews:
-    def __init__(self, dashboard: Dashboard, live: LiveSource | None = None) -> None:
+    def __init__(
+        self,
+        dashboard: Dashboard,
+        live: LiveSource | None = None,
+        *,
+        rollouts: RolloutStore | None = None,
+        batches: BatchStore | None = None,
+    ) -> None:
         self.dashboard = dashboard
         self.live: LiveSource = live or NoLive()
+        self.rollouts, self.batches = rollouts, batches
 
     def routes(self) -> list[Route]:
         routes = [Route("/dashboard/spend.csv", self.spend_csv, methods=["GET"])]
@@ -53,6 +67,8 @@ class PageViews:
             return await build_performance(ledger, self.live, query, now, scope)
         if name == "budgets":
             return await build_budgets(self.live, query, scope)
+        if name == "rollouts":
+            return await build_activity(self.rollouts, self.batches, query, scope)
         return await build_cache(ledger, self.live, query, now, scope)
 
     async def scope(self, team: str | None) -> Scope:

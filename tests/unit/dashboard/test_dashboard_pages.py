@@ -24,6 +24,7 @@ import pytest
 from margin.app import create_app
 from margin.config import parse_config
 from margin.storage import open_ledger_store
+from margin.storage.batches import BatchRecord
 from margin.storage.memory import MemoryKeyStore
 from tests.support.ledger_rows import make_row
 from tests.unit.dashboard.test_dashboard_overview import RollupsOnly, logged_in, viewer_session
@@ -44,7 +45,7 @@ budgets:
 PAGES = (
     "spend", "spend?by=key&period=hour&since=2026-12-10&until=2026-12-12", "spend?by=user", "spend?by=org",
     "spend?by=model&since=30d", "spend?by=tag", "spend?by=cost_rank", "spend?by=team&team=search",
-    "performance", "performance?since=7d&period=day", "budgets", "cache", "cache?since=30d",
+    "performance", "performance?since=7d&period=day", "budgets", "cache", "cache?since=30d", "rollouts",
 )  # fmt: skip
 FIGURE = re.compile(r'data-figure="([^"]+)">([^<]*)<')
 ADS_SECRETS = ("ads", "7.75", "ads-only-model", "1.5")  # team ads' name, spend, model and cost
@@ -82,6 +83,13 @@ async def dashboard(
                 make_row(4, ts=day + 86400, team="ads", key_id=keys["ads_id"], user="ads-person", status="error",
                          cost_total=Decimal(0), deployment="big", latency_ms=900.0),
             ])  # fmt: skip
+            batches = app.state.gateway.batches.store
+            for team in ("search", "ads"):
+                await batches.add_batch(BatchRecord(
+                    batch_id=f"batch_{team}", owner=keys[f"{team}_id"], api="openai", endpoint="/v1/chat/completions",
+                    input_file_id="file_x", completion_window="24h", status="completed", created_at=NOW - 3600,
+                    expires_at=NOW + 86400, principal={}, total=3, completed=2, failed=1, cost=Decimal("0.125"),
+                ))  # fmt: skip
             yield client, keys
 
 
@@ -137,6 +145,10 @@ def test_the_figures_come_from_the_rollups(tmp_path: Path, monkeypatch: pytest.M
             performance = (await client.get("/admin/api/performance?since=7d&period=day", headers=bearer)).json()
             rows = {row[0]: row for row in performance["tables"]["deployments"]["rows"]}
             assert rows["big"][1:3] == [2, "0.5000"] and rows["small"][1:3] == [2, "0.0000"]
+            activity = (await client.get("/admin/api/rollouts", headers=bearer)).json()
+            assert sorted(row[0] for row in activity["tables"]["batches"]["rows"]) == ["batch_ads", "batch_search"]
+            assert activity["tables"]["batches"]["rows"][0][-6:] == [3, 2, 1, 0, 0, "0.125000"]
+            assert activity["tables"]["rollouts"]["rows"] == [] and activity["summary"]["batches_running"] == 0
             budgets = (await client.get("/admin/api/budgets", headers=bearer)).json()
             scopes = [row[0] for row in budgets["tables"]["budgets"]["rows"]]
             assert {"global", "team:search", "team:ads"} <= set(scopes)
@@ -181,6 +193,9 @@ def test_a_team_viewer_sees_no_figure_of_another_team(tmp_path: Path, monkeypatc
             assert own["summary"]["spend_usd"] == "1.750000" and own["scope"] == {"team": "search"}
             budgets = (await client.get("/admin/api/budgets", headers=bearer)).json()
             assert [row[0] for row in budgets["tables"]["budgets"]["rows"]] == ["team:search"]
+            activity = (await client.get("/admin/api/rollouts", headers=bearer)).json()
+            assert [row[0] for row in activity["tables"]["batches"]["rows"]] == ["batch_search"]
+            assert set(activity["tables"]) == {"batches"}  # rollouts and evals mix every team
             for refused in ("/admin/api/spend?by=model", "/admin/api/spend?team=ads", "/admin/api/performance",
                             "/admin/api/spend?by=org"):  # fmt: skip
                 got = await client.get(refused, headers=bearer)
