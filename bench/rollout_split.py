@@ -7,7 +7,7 @@
 4. streamed requests of 16 and 128 content chunks under a canary rollout whose online grader sees
    every answer (each stream's answer collected and handed off at its end) vs groups without one:
    p50 per stream and the cost of each further chunk (the 128-chunk minus the 16-chunk p50, over
-   112 chunks), with and without.
+   112 chunks), with and without; and the same for two groups without a rollout (the run's noise).
 
     python bench/rollout_split.py [--decisions 50000] [--requests 2000] [--streams 2000]
 """
@@ -45,6 +45,8 @@ deployments:
   - {{name: c128, provider: fake, model: small, price: {{input: "1", output: "2"}}, fake: {{chunks: 128}}}}
   - {{name: p16, provider: fake, model: big, price: {{input: "1", output: "2"}}, fake: {{chunks: 16}}}}
   - {{name: p128, provider: fake, model: big, price: {{input: "1", output: "2"}}, fake: {{chunks: 128}}}}
+  - {{name: q16, provider: fake, model: big, price: {{input: "1", output: "2"}}, fake: {{chunks: 16}}}}
+  - {{name: q128, provider: fake, model: big, price: {{input: "1", output: "2"}}, fake: {{chunks: 128}}}}
 models:
   - {{name: chat, deployments: [big], rollout: {{steps: [{{share: 0.25}}]}}}}
   - {{name: plain, deployments: [big2]}}
@@ -53,6 +55,8 @@ models:
   - {{name: graded128, deployments: [r128], rollout: {{steps: [{{share: 0.25}}], online_grader: {GRADER}}}}}
   - {{name: plain16, deployments: [p16]}}
   - {{name: plain128, deployments: [p128]}}
+  - {{name: same16, deployments: [q16]}}
+  - {{name: same128, deployments: [q128]}}
 rollouts: {{refresh_s: 300, decide_every_s: 300, flush_every_s: 60}}
 """
 
@@ -144,23 +148,35 @@ async def streams(app: object, stage: RolloutStage, n: int) -> None:
         for _ in range(2):
             await stage.engine.service.promote(record.rollout_id, actor="bench")  # gated, canary 25%
     await stage.engine.refresh()
-    p50: dict[str, float] = {}
+    p50: dict[tuple[str, str], tuple[float, float]] = {}  # each pair interleaved in its own run
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        for pair in (("graded16", "plain16"), ("graded128", "plain128")):
+        for pair in (
+            ("graded16", "plain16"),
+            ("graded128", "plain128"),
+            ("same16", "plain16"),
+            ("same128", "plain128"),
+        ):
             await requests(client, 200, pair, stream=True)  # warm up
-            graded, plain = await requests(client, n, pair, stream=True)
-            p50[pair[0]], p50[pair[1]] = statistics.median(graded), statistics.median(plain)
+            first, second = await requests(client, n, pair, stream=True)
+            p50[pair] = statistics.median(first), statistics.median(second)
     await stage.grading.queue.join()
     print(f"streamed requests, {n // 2} each per length (milliseconds; every answer graded under the rollout):")
     for chunks in (16, 128):
-        with_p50, without_p50 = p50[f"graded{chunks}"], p50[f"plain{chunks}"]
-        line = f"with a rollout p50 {with_p50:.3f}  without {without_p50:.3f}  difference {with_p50 - without_p50:+.3f}"
-        print(f"  {chunks:3d} chunks  {line}")
-    with_us = (p50["graded128"] - p50["graded16"]) / 112 * 1000
-    without_us = (p50["plain128"] - p50["plain16"]) / 112 * 1000
-    print(f"  per further chunk: with a rollout {with_us:.2f} us, without {without_us:.2f} us, "
-          f"difference {with_us - without_us:+.2f} us")  # fmt: skip
+        graded, plain = p50[(f"graded{chunks}", f"plain{chunks}")]
+        print(f"  {chunks:3d} chunks  with a rollout p50 {graded:.3f}  without {plain:.3f}")
+    print("  " + _per_chunk(p50, "graded", "with a rollout"))
+    print("  noise: " + _per_chunk(p50, "same", "a second group without a rollout"))
+
+
+def _per_chunk(p50: dict[tuple[str, str], tuple[float, float]], group: str, label: str) -> str:
+    """Each further chunk's cost: the 128-chunk minus the 16-chunk p50, over 112 chunks."""
+    (a16, b16), (a128, b128) = p50[(f"{group}16", "plain16")], p50[(f"{group}128", "plain128")]
+    first, second = (a128 - a16) / 112 * 1000, (b128 - b16) / 112 * 1000
+    return (
+        f"{label}: {a16 - b16:+.3f} ms at 16 chunks, {a128 - b128:+.3f} ms at 128; per further chunk "
+        f"{first:.2f} against {second:.2f} us ({first - second:+.2f} us)"
+    )
 
 
 if __name__ == "__main__":
