@@ -98,11 +98,13 @@ class DriftWatch:
         return await self._record(group, deployment, scores, settings)
 
     async def window(self, group: str, deployment: str, runs: int) -> list[DriftRecord]:
-        """The baseline window's runs of (group, deployment): read from the database once per process."""
+        """The baseline window's runs of (group, deployment), from the database until it is full
+        (other replicas may be adding to it), then from memory."""
         key = (group, deployment)
-        if key not in self.windows:
-            self.windows[key] = await self.store.drift_baseline(group, deployment, runs=runs)
-        return self.windows[key]
+        cached = self.windows.get(key)
+        if cached is None or len(cached) < runs:
+            cached = self.windows[key] = await self.store.drift_baseline(group, deployment, runs=runs)
+        return cached
 
     async def _record(
         self, group: str, deployment: str, scores: list[float], settings: ProductionSample
@@ -121,8 +123,6 @@ class DriftWatch:
             in_baseline=score is not None and not full, drift_margin=settings.drift_margin, drifted=drifted,
         )  # fmt: skip
         await self.store.add_drift_run(run)
-        if run.in_baseline:
-            self.windows[(group, deployment)] = [*window, run]
         await self.store.prune_drift_runs(
             group, keep=settings.history_runs, before=run.at - settings.history_days * 86400
         )

@@ -266,6 +266,7 @@ async def test_drift_history_is_kept_and_a_restarted_gateway_keeps_its_baseline(
     from click.testing import CliRunner
 
     from margin.cli.eval_drift import history
+    from margin.rollout.drift import DriftWatch
     from margin.storage.rollouts import SampleRecord
 
     text = DRIFT_HISTORY_CONFIG.format(data=tmp_path)
@@ -278,9 +279,14 @@ async def test_drift_history_is_kept_and_a_restarted_gateway_keeps_its_baseline(
             await store.add_sample(
                 SampleRecord(f"s{i}", "chat", 1e9 + i, f"req_{i}", "big", asked, asked[0]["content"], {})
             )
-        assert stage.drift is not None
-        window = [await stage.drift.run_once("chat") for _ in range(2)]  # the fake echoes: 1.0 each
+        drift = stage.drift
+        assert drift is not None
+        replica = DriftWatch(drift.store, drift.groups, drift.stable, drift.completer, drift.alerts)  # another one
+        window = [await drift.run_once("chat"), await replica.run_once("chat")]  # the fake echoes: 1.0 each
         assert [(r.score, r.in_baseline, r.baseline) for r in window] == [(1.0, True, None), (1.0, True, None)]
+        compared = await drift.run_once("chat")  # the window is full, with the other replica's run
+        assert (compared.in_baseline, compared.baseline, compared.baseline_runs) == (False, 1.0, 2)
+        assert not compared.drifted
     app = create_app(parse_config(text), key_store=MemoryKeyStore())  # a restart: nothing kept in memory
     async with app.router.lifespan_context(app):
         stage = stage_of(app)
@@ -297,7 +303,7 @@ async def test_drift_history_is_kept_and_a_restarted_gateway_keeps_its_baseline(
         assert first.ci_low <= first.score <= first.ci_high
         kept = await store.drift_runs(model_group="chat", limit=10)
         assert [r.run_id for r in kept] == [r.run_id for r in reversed(runs)] + [r.run_id for r in reversed(window)]
-        assert kept[-1] == window[0]  # history_runs: 3 newest, and the window's two
+        assert kept[-1] == window[0]  # history_runs: the 3 newest, and the window's two (not `compared`)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             assert (await client.get("/admin/drift/history")).status_code == 401
             admin = {"authorization": f"Bearer {ADMIN}"}
