@@ -7,12 +7,13 @@ and the ledger's insert throughput on that ledger (`store.write`, batches of 100
 path). Prints each page's p50/p95 per size, the growth of the largest size's p95 over the smallest's,
 and the insert throughput ratio between sizes, all measured in this run.
 
-    python bench/dashboard.py [--rows 10000,100000] [--repeat 30] [--backends sqlite,postgres]
+    python bench/dashboard.py [--rows 10000,100000] [--repeat 40] [--backends sqlite,postgres]
     python bench/dashboard.py --rows 100000,1000000      # the issue's sizes (minutes to seed)
 
 PostgreSQL is a throwaway server started the way the tests start one (tests/support/postgres.py),
-or --postgres-url. Targets (issue 21): p95 <= 300 ms on both backends, and no page more than 20%
-slower at the largest size than at the smallest.
+or --postgres-url (`postgresql://.../dash{rows}`: one database per size, kept, a seeding resumed).
+SQLite ledgers are kept with --keep DIR. Targets (issue 21): p95 <= 300 ms on both backends, and no
+page more than 20% slower at the largest size than at the smallest.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def ledgers(backend: str, sizes: list[int], args: argparse.Namespace) -> Iterato
                 stored = seed_sqlite(data / "ledger.db", rows, now)
                 (data / "seeded").touch()
             else:
-                url = args.postgres_url if server is None else server.create_database(f"dash{rows}")
+                url = args.postgres_url.format(rows=rows) if server is None else server.create_database(f"dash{rows}")
                 stored = seed_postgres(url, rows, now)
             print(f"{backend} {stored:>9} ledger rows seeded in {time.perf_counter() - start:.1f} s", flush=True)
             out[rows] = url, data
@@ -210,7 +211,11 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--pages", default="", help="only the pages whose twin path contains one of these (commas)")
     parser.add_argument("--keep", default="", help="keep (and reuse) the seeded SQLite ledgers in this folder")
-    parser.add_argument("--postgres-url", default=os.environ.get("MARGIN_BENCH_POSTGRES_URL"))
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("MARGIN_BENCH_POSTGRES_URL"),
+        help="a database per size, {rows} in the URL naming it (a seeding resumes where it stopped)",
+    )
     args = parser.parse_args()
     sizes = sorted(int(r) for r in args.rows.split(","))
     for backend in args.backends.split(","):

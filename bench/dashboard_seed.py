@@ -81,19 +81,20 @@ def request_rows(n: int, ts: float, rng: random.Random) -> list[LedgerRow]:
     return [error] if error.is_final else [error, answered]
 
 
-def days(rows: int, now: float) -> Iterator[list[LedgerRow]]:
-    """About `rows` rows between now - 90 days and now, a UTC day at a time, in time order."""
+def days(rows: int, now: float, after: float = 0.0) -> Iterator[list[LedgerRow]]:
+    """About `rows` rows between now - 90 days and now, a UTC day at a time, in time order; days
+    that start before `after` are left out (a seeding resumed after its last committed day)."""
     start = now - SPAN_DAYS * DAY
     weights = {day: (2 if (day // DAY + 3) % 7 < 5 else 1) for day in range(int(start // DAY) * DAY, int(now), DAY)}
     per_weight = rows / sum(w * (min(d + DAY, now) - max(d, start)) / DAY for d, w in weights.items())
-    n = 0
     for day, weight in weights.items():
+        if day <= after:
+            continue
         lo, hi = max(day, start), min(day + DAY, now)
         rng = random.Random(day)
         out: list[LedgerRow] = []
-        for _ in range(round(per_weight * weight * (hi - lo) / DAY)):
-            out.extend(request_rows(n, rng.uniform(lo + 1, hi), rng))
-            n += 1
+        for i in range(round(per_weight * weight * (hi - lo) / DAY)):
+            out.extend(request_rows((day // DAY) * 10**6 + i, rng.uniform(lo + 1, hi), rng))
         yield out
 
 
@@ -119,12 +120,15 @@ def seed_sqlite(path: Path, rows: int, now: float) -> int:
 
 
 def seed_postgres(url: str, rows: int, now: float) -> int:
+    """Seeds the database at `url`, resuming after the last day a previous seeding committed."""
     import psycopg
 
     asyncio.run(_migrate(url, Path(".")))
-    stored = 0
     with psycopg.connect(url, autocommit=False) as conn:
-        for chunk in days(rows, now):
+        found = conn.execute(f"SELECT COUNT(*), MAX(ts) FROM {ATTEMPTS_TABLE}").fetchone()
+        stored, last = (int(found[0]), float(found[1] or 0)) if found else (0, 0.0)
+        conn.commit()
+        for chunk in days(rows, now, after=last):
             deltas, bins = rollup_deltas(chunk)
             with conn.cursor() as cursor:
                 _copy(cursor, ATTEMPTS_TABLE, COLUMN_NAMES,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from margin.dashboard.query import check_params, choice, window
+from margin.dashboard.query import Window, check_params, choice, window
 from margin.dashboard.tables import Cell, money, page_figures, ratio, table
 from margin.errors import InvalidRequest, PermissionDenied
 from margin.ledger.report import REPORT_DIMENSIONS, TOTAL, merge_rows
@@ -121,10 +121,13 @@ async def build_spend(store: LedgerStore, query: Mapping[str, str], now: datetim
     dimension, group_of = grouping(spend, scope)
     if scope.team is not None and spend.by == "team":
         group_of = lambda value: value if value == scope.team else None  # noqa: E731
-    rows = grouped(await store.spend_report(win.since.timestamp(), win.until.timestamp(), dimension,
-                                            histograms=False), group_of)  # fmt: skip
+    raw = await store.spend_report(win.since.timestamp(), win.until.timestamp(), dimension, histograms=False)
+    rows = grouped(raw, group_of)
     total = merge_rows(TOTAL, rows)
-    buckets = await store.bucket_report(win.since.timestamp(), win.until.timestamp(), dimension, win.period_s)
+    values = {row.group for row in raw} | (set(scope.keys) | {NO_VALUE} if dimension == "key" else set())
+    if dimension == "team":
+        values |= {record.team for record in scope.keys.values()}
+    series = await _series(store, win, dimension, spend.by, group_of, [row.group for row in rows], values)
     notes = ["A row with several tags counts under each of them."] if spend.by == "tag" else []
     return page_figures(
         "spend",
@@ -135,7 +138,7 @@ async def build_spend(store: LedgerStore, query: Mapping[str, str], now: datetim
                  "cache_saved_usd": money(total.saved_cost), "routing_saved_usd": money(total.routing_savings)},
         tables={
             "groups": table(f"Spend by {spend.by}", GROUP_COLUMNS, [_group_row(row, total) for row in rows]),
-            "series": _series(spend.by, win.period, buckets, group_of, [row.group for row in rows]),
+            "series": series,
         },
         notes=notes,
     )  # fmt: skip
@@ -148,21 +151,31 @@ def _group_row(row: ReportRow, total: ReportRow) -> list[Cell]:
     ]  # fmt: skip
 
 
-def _series(by: str, period: str, buckets: Sequence[Any], group_of: Callable[[str], str | None],
-            ranked: Sequence[str]) -> dict[str, Any]:  # fmt: skip
-    """Spend per bucket of the largest groups (by spend over the window), the rest as `other`."""
+async def _series(
+    store: LedgerStore,
+    win: Window,
+    dimension: GroupBy,
+    by: str,
+    group_of: Callable[[str], str | None],
+    ranked: Sequence[str],
+    values: set[str],
+) -> dict[str, Any]:
+    """Spend per bucket of the largest groups (by spend over the window), the rest as `other`, summed
+    by the store: the page reads a few rows per bucket however many cells the window holds."""
     shown = list(ranked[:TOP_SERIES])
+    groups = {value: group_of(value) for value in values}
+    labels = {value: group for value, group in groups.items() if group is not None and group in shown}
+    filtered = any(group is None for group in groups.values())
+    included = sorted(v for v, g in groups.items() if g is not None and v not in labels) if filtered else None
+    since, until = win.since.timestamp(), win.until.timestamp()
     points: dict[int, dict[str, Decimal]] = {}
-    for bucket in buckets:
-        group = group_of(bucket.row.group)
-        if group is None:
-            continue
-        column = group if group in shown else "other"
-        cells = points.setdefault(bucket.start, {})
-        cells[column] = cells.get(column, Decimal(0)) + bucket.row.cost_total
+    for start, label, spend in await store.bucket_spend(since, until, dimension, win.period_s, labels, included):
+        cells = points.setdefault(start, {})
+        column = "other" if label is None else label
+        cells[column] = cells.get(column, Decimal(0)) + spend
     columns = [*shown, *(["other"] if len(ranked) > TOP_SERIES else [])]
     rows: list[list[Cell]] = [
         [datetime.fromtimestamp(start, UTC).isoformat(), *(money(cells.get(c, Decimal(0))) for c in columns)]
         for start, cells in sorted(points.items())
     ]
-    return table(f"Spend per {period} by {by} (USD)", [period, *columns], rows)
+    return table(f"Spend per {win.period} by {by} (USD)", [win.period, *columns], rows)

@@ -83,6 +83,25 @@ def bucket_params(since: float, until: float, group_by: str, period_s: int) -> t
     return (group_by, period_s, math.ceil(since / period_s) * period_s, math.ceil(until / period_s) * period_s)
 
 
+def bucket_spend_params(
+    since: float, until: float, group_by: str, period_s: int, labels: Mapping[str, str], included: Sequence[str] | None
+) -> list[Any]:
+    """Parameters of `LedgerSql.bucket_spend(len(labels), spend_included(labels, included))`."""
+    pairs = [item for value, label in labels.items() for item in (value, label)]
+    only = [] if included is None else [*labels, *included]
+    return [*pairs, *bucket_params(since, until, group_by, period_s), *only]
+
+
+def spend_included(labels: Mapping[str, str], included: Sequence[str] | None) -> int | None:
+    return None if included is None else len(labels) + len(included)
+
+
+def bucket_spend_rows(records: Iterable[Sequence[Any]]) -> list[tuple[int, str | None, Decimal]]:
+    return [
+        (int(start), None if label is None else str(label), Decimal(str(cost or 0))) for start, label, cost in records
+    ]
+
+
 def bucket_rows(records: Iterable[Sequence[Any]], period_s: int) -> list[BucketRow]:
     """BucketRows from `LedgerSql.bucket_report` records (bucket_start, value, sums...)."""
     return [BucketRow(int(record[0]), period_s, report_rows([record[1:]], ())[0]) for record in records]

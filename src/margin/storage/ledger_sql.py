@@ -109,6 +109,19 @@ class LedgerSql:
             "ORDER BY bucket_start, value"
         )
 
+    def bucket_spend(self, labels: int, included: int | None) -> str:
+        """Spend per bucket of one dimension and period, summed per label in SQL (`labels` CASE
+        pairs of value and label, NULL for any other value); with `included`, only cells whose
+        value is one of that many values count. A range scan, whatever the labels."""
+        p = self.param
+        label = ("CASE value " + " ".join([f"WHEN {p} THEN {p}"] * labels) + " ELSE NULL END") if labels else "NULL"
+        only = f" AND value IN ({self._params(included)})" if included else ""
+        return (
+            f"SELECT bucket_start, {label} AS label, {self.money_sum}(cost_total) FROM {ROLLUP_TABLE} "
+            f"WHERE dimension = {p} AND period_s = {p} AND bucket_start >= {p} AND bucket_start < {p}{only} "
+            "GROUP BY bucket_start, label ORDER BY bucket_start"
+        )
+
     def histogram_report(self, segments: int) -> str:
         cells = self._cells(HISTOGRAM_TABLE, ("value", "metric", "bin", "n"), segments)
         return f"SELECT value, metric, bin, SUM(n) FROM ({cells}) AS cells GROUP BY value, metric, bin"

@@ -134,6 +134,21 @@ class LedgerStore(Protocol):
         `prune`; minute cells do not. Raises ValueError for any other period."""
         ...
 
+    async def bucket_spend(
+        self,
+        since: float,
+        until: float,
+        group_by: GroupBy,
+        period_s: int,
+        labels: Mapping[str, str],
+        included: Sequence[str] | None = None,
+    ) -> list[tuple[int, str | None, Decimal]]:
+        """Spend per bucket (as `bucket_report` chooses them) summed in the store per label: a cell whose
+        value is a key of `labels` counts under its label, any other under None; with `included`, only
+        the cells whose value is in `labels` or `included` count. (bucket_start, label, spend) in bucket
+        order: a time series of a few lines costs one range scan and returns a few rows per bucket."""
+        ...
+
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         """One request's rows in attempt order; empty when no row has that request id."""
         ...

@@ -390,3 +390,28 @@ async def test_bucket_report_keeps_hours_after_prune_and_rejects_other_periods(s
     assert day.row.requests == 90
     with pytest.raises(ValueError, match="rollup period"):
         await store.bucket_report(DAY0, DAY0 + DAY, "key", 600)
+
+
+async def test_bucket_spend_sums_the_bucket_report_per_label_in_the_store(store: LedgerStore) -> None:
+    rows = _random_rows(300, seed=13)
+    await store.write(rows)
+    lo, hi = DAY0 + 5 * HOUR + 17, DAY0 + 2 * DAY
+    cells = await store.bucket_report(lo, hi, "key", 3600)
+
+    def expected(label_of: dict[str, str | None], counted: set[str] | None) -> dict[tuple[int, str | None], Decimal]:
+        sums: dict[tuple[int, str | None], Decimal] = {}
+        for cell in cells:
+            if counted is None or cell.row.group in counted:
+                key = (cell.start, label_of.get(cell.row.group))
+                sums[key] = sums.get(key, Decimal(0)) + cell.row.cost_total
+        return sums
+
+    labels = {"k1": "first", "k2": "second"}
+    every = await store.bucket_spend(lo, hi, "key", 3600, labels)  # k3 (and any other key): None
+    assert {(start, label): spend for start, label, spend in every} == expected(dict(labels), None)
+    assert [start for start, _, _ in every] == sorted(start for start, _, _ in every) and len(every) > 40
+    only_k1 = await store.bucket_spend(lo, hi, "key", 3600, {"k1": "first"}, included=[])
+    assert {(s, label): spend for s, label, spend in only_k1} == expected({"k1": "first"}, {"k1"})
+    k1_and_k3 = await store.bucket_spend(lo, hi, "key", 3600, {"k1": "first"}, included=["k3"])
+    assert {(s, label): spend for s, label, spend in k1_and_k3} == expected({"k1": "first"}, {"k1", "k3"})
+    assert await store.bucket_spend(lo, hi, "key", 3600, {}, included=[]) == []

@@ -9,8 +9,9 @@ that replicas writing the same cells lock them in the same order.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -21,12 +22,15 @@ from margin.storage.ledger_ops import (
     audit_params,
     bucket_params,
     bucket_rows,
+    bucket_spend_params,
+    bucket_spend_rows,
     cost_change_params,
     histogram_params,
     report_rows,
     reprice_deltas,
     rollup_params,
     segment_params,
+    spend_included,
 )
 from margin.storage.ledger_row import USAGE_COLUMNS, LedgerRow
 from margin.storage.ledger_schema import (
@@ -200,6 +204,23 @@ class PostgresLedgerStore:
         async with self._session() as conn:
             records = await (await conn.execute(SQL.bucket_report(), params)).fetchall()
         return bucket_rows(records, period_s)
+
+    async def bucket_spend(
+        self,
+        since: float,
+        until: float,
+        group_by: GroupBy,
+        period_s: int,
+        labels: Mapping[str, str],
+        included: Sequence[str] | None = None,
+    ) -> list[tuple[int, str | None, Decimal]]:
+        params = bucket_spend_params(since, until, group_by, period_s, labels, included)
+        n = spend_included(labels, included)
+        if n == 0:
+            return []
+        async with self._session() as conn:
+            records = await (await conn.execute(SQL.bucket_spend(len(labels), n), params)).fetchall()
+        return bucket_spend_rows(records)
 
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         async with self._session() as conn:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,12 +21,15 @@ from margin.storage.ledger_ops import (
     audit_params,
     bucket_params,
     bucket_rows,
+    bucket_spend_params,
+    bucket_spend_rows,
     cost_change_params,
     histogram_params,
     report_rows,
     reprice_deltas,
     rollup_params,
     segment_params,
+    spend_included,
 )
 from margin.storage.ledger_row import LedgerRow
 from margin.storage.ledger_schema import HISTOGRAM_TABLE, ROLLUP_TABLE, money_text, row_from_values, row_values
@@ -193,6 +197,21 @@ class SqliteLedgerStore:
 
     def _fetch_all(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return self._connection().execute(sql, params).fetchall()
+
+    async def bucket_spend(
+        self,
+        since: float,
+        until: float,
+        group_by: GroupBy,
+        period_s: int,
+        labels: Mapping[str, str],
+        included: Sequence[str] | None = None,
+    ) -> list[tuple[int, str | None, Decimal]]:
+        params = bucket_spend_params(since, until, group_by, period_s, labels, included)
+        n = spend_included(labels, included)
+        if n == 0:
+            return []
+        return bucket_spend_rows(await self._call(self._fetch_all, SQL.bucket_spend(len(labels), n), params))
 
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         records = await self._call(self._fetch_all, SQL.request_rows(), (request_id,))
