@@ -389,17 +389,11 @@ class SemanticCacheConfig(Strict):
     ordered pairs); between `verify_above` and `threshold` a configured verifier decides."""
 
     enabled: bool = False
-    threshold: float = Field(
-        0.975, gt=0, le=1, description="from a realistic held-out set (docs/caching.md); calibrate your own"
-    )
+    threshold: float = Field(0.975, gt=0, le=1, description="from a realistic held-out set (docs/caching.md)")
     verify_above: float | None = Field(None, gt=0, le=1, description="lower edge of the verifier band")
     guard: bool = True
     max_candidates: int = Field(4, ge=1, le=64)
-    mode: Literal["serve", "shadow"] = Field(
-        "serve",
-        description="shadow: look up and record whether the would-be hit's answer agrees with the fresh one, "
-        "serve nothing (calibrate with `margin cache calibrate --from-shadow`)",
-    )
+    mode: Literal["serve", "shadow"] = Field("serve", description="shadow: grade would-be hits, serve none")
     shadow_floor: float = Field(0.8, gt=0, le=1, description="shadow mode records candidates from this cosine up")
     decision: Literal["cosine", "learned"] = Field("cosine", description="learned: a logistic model decides")
     min_probability: float = Field(0.956, gt=0, lt=1, description="decision learned: the least probability a hit needs")
