@@ -104,6 +104,7 @@ async def _report_output(
         "margin report                                     # the last 7 days by model",
         "margin report --since 24h --by team               # 402/429: refused by budgets, rate limits",
         "margin report --by key --wide                     # keys by name, every column",
+        "margin report --since 24h --by batch              # each batch's lines (the total: all traffic)",
         "margin report --since 2026-11-01 --until 2026-12-01 --format xlsx --out november.xlsx",
         "margin report --config margin.yaml --format json | jq .total",
         "margin report --since 2026-11-01 --until 2026-12-01 --format focus --out november-focus.csv",
@@ -125,7 +126,7 @@ def report(
 ) -> None:
     """Spend, requests (served, and refused by margin's budgets and rate limits), tokens, cost per
     request, shares, cache savings and latency percentiles, per key (by name), team, tag, model,
-    cost_rank or deployment."""
+    cost_rank, deployment or batch."""
     if fmt == "xlsx" and out is None:
         raise click.UsageError("--format xlsx writes a binary workbook: give --out FILE.xlsx")
     if group_by in DEPRECATED_DIMENSIONS:

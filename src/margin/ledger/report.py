@@ -1,6 +1,6 @@
 """Spend reports from the ledger's rollups: `margin report` and `GET /admin/spend` share this.
 
-Per group (key, team, tag, model, cost_rank or deployment) and in total: spend, requests, attempts,
+Per group (key, team, tag, model, cost_rank, deployment or batch) and in total: spend, requests, attempts,
 tokens, cost per 1,000 requests, cost per successful request (the numerator is every attempt's
 cost, failed and retried ones included), share of requests and of spend, cache hits and the cost
 they saved, latency and TTFT p50/p95/p99 (from the rollups' histograms: within 4.5%), and for tiered
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -35,9 +35,13 @@ TOTAL = "(total)"
 # The report's dimensions as users name them -> the ledger dimension each reads. The ledger's `tier`
 # column holds each deployment's cost_rank; `--by tier` is accepted as the old name until the next
 # release (tier now means only the named tiers of a tiered model group).
+# `batch` reads the tag rollups: every batch line's rows carry the tag `batch:<id>` (one batch per
+# row), so a batch's line is its tag's, named by the batch id; rows of no batch are left out.
 REPORT_DIMENSIONS: dict[str, GroupBy] = {
     "key": "key", "team": "team", "tag": "tag", "model": "model", "cost_rank": "tier", "deployment": "deployment",
+    "batch": "tag",
 }  # fmt: skip
+BATCH_TAG_PREFIX = "batch:"
 DEPRECATED_DIMENSIONS: dict[str, str] = {"tier": "cost_rank"}
 REPORT_BY_CHOICES: tuple[str, ...] = (*REPORT_DIMENSIONS, *DEPRECATED_DIMENSIONS)
 _INPUT_BUCKETS = ("input_uncached", "input_cache_read", "input_cache_write", "input_audio", "input_image")
@@ -186,6 +190,15 @@ def spend_line(row: ReportRow, total: ReportRow) -> SpendLine:
     )
 
 
+def batch_rows(tag_rows: Sequence[ReportRow]) -> list[ReportRow]:
+    """The tag rows of batches (`batch:<id>`), each named by its batch id."""
+    return [
+        replace(row, group=row.group.removeprefix(BATCH_TAG_PREFIX))
+        for row in tag_rows
+        if row.group.startswith(BATCH_TAG_PREFIX) and len(row.group) > len(BATCH_TAG_PREFIX)
+    ]
+
+
 def report_dimension(name: str) -> str:
     """The current name of report dimension `name` (old names map to new ones); ValueError if unknown."""
     current = DEPRECATED_DIMENSIONS.get(name, name)
@@ -209,6 +222,8 @@ async def build_spend_report(
     dimension = REPORT_DIMENSIONS[name]
     start, end = since.timestamp(), until.timestamp()
     rows = await store.spend_report(start, end, dimension, histograms=histograms)
+    if name == "batch":
+        rows = batch_rows(rows)
     single_valued = (
         rows if dimension != "tag" else await store.spend_report(start, end, "deployment", histograms=histograms)
     )

@@ -107,3 +107,29 @@ async def test_admin_spend_returns_the_report_as_json(store: LedgerStore) -> Non
     assert set(body["total"]["latency_ms"]) == {"p50", "p95", "p99"}
     with pytest.raises(ValueError, match="by"):
         await admin_spend(store, {"by": "colour"}, now=NOW)
+
+
+async def test_by_batch_names_each_batch_by_its_id_and_leaves_other_rows_out(tmp_path: Path) -> None:
+    opened = open_ledger_store("sqlite:///{data_dir}/ledger.db", tmp_path)
+    await opened.migrate()
+    base = NOW.timestamp() - 3600
+    rows = [
+        make_row(1, ts=base, tags=("batch", "batch:batch_a"), cost_total=Decimal("0.10")),
+        make_row(2, ts=base + 1, tags=("batch", "batch:batch_a", "team-x"), cost_total=Decimal("0.15")),
+        make_row(3, ts=base + 2, tags=("batch", "batch:batch_b"), cost_total=Decimal("0.05")),
+        make_row(4, ts=base + 3, tags=("interactive",), cost_total=Decimal("0.70")),
+        make_row(5, ts=base + 4, tags=("batch:",), cost_total=Decimal("0.01")),  # no id: not a batch
+    ]
+    await opened.write(rows)
+    try:
+        since, until = report_window("1d", "now", NOW)
+        report = await build_spend_report(opened, since=since, until=until, group_by="batch")
+        assert [(line.group, line.spend, line.requests) for line in report.lines] == [
+            ("batch_a", Decimal("0.25"), 2),
+            ("batch_b", Decimal("0.05"), 1),
+        ]
+        assert report.total.spend == Decimal("1.01") and report.lines[0].spend_share == pytest.approx(0.25 / 1.01)
+        body = await admin_spend(opened, {"since": "2h", "by": "batch"}, now=NOW)
+        assert body["group_by"] == "batch" and [g["group"] for g in body["groups"]] == ["batch_a", "batch_b"]
+    finally:
+        await opened.close()
