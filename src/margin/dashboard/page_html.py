@@ -31,8 +31,16 @@ def nav(csrf: str) -> str:
 
 
 def figures_page(
-    title: str, figures: dict[str, Any], csrf: str, *, twin: str, controls: str = "", charts: str = ""
+    title: str,
+    figures: dict[str, Any],
+    csrf: str,
+    *,
+    twin: str,
+    query: dict[str, str] | None = None,
+    controls: str = "",
+    charts: str = "",
 ) -> str:
+    """The page; `query` is what the request asked (the twin link asks the same)."""
     team = figures["scope"]["team"]
     scope = "" if team is None else f' · team <span data-figure="scope.team">{escape(team)}</span>'
     win = figures.get("window")
@@ -40,8 +48,8 @@ def figures_page(
         f'<p>From {figure("window.since", win["since"])} to {figure("window.until", win["until"])} (UTC). '
         if win else "<p>"
     )  # fmt: skip
-    query = {k: v for k, v in figures.get("query", {}).items() if v}
-    link = twin + (f"?{urlencode(query)}" if query else "")
+    asked = {k: v for k, v in (query or {}).items() if v}
+    link = twin + (f"?{urlencode(asked)}" if asked else "")
     notes = "".join(f'<p class="note">{escape(note)}</p>' for note in figures["notes"])
     cards = "".join(
         f'<div class="card">{escape(name.replace("_", " "))}<b>{figure(f"summary.{name}", value)}</b></div>'

@@ -85,8 +85,9 @@ class PageViews:
             query = _query(request)
             figures = await self.figures(name, await self.scope(session.team), query)
             controls = spend_controls(query, BY_CHOICES) if name == "spend" else ""
-            html = figures_page(TITLES[name], figures, signer.csrf_token(session), twin=f"/admin/api/{name}",
-                                controls=controls, charts=page_charts(figures))  # fmt: skip
+            csrf, charts = signer.csrf_token(session), page_charts(figures)
+            html = figures_page(TITLES[name], figures, csrf, twin=f"/admin/api/{name}", query=query,
+                                controls=controls, charts=charts)  # fmt: skip
             return HTMLResponse(html, headers=PAGE_HEADERS)
 
         return page
