@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -55,6 +56,7 @@ from margin.pipeline.refusal_rows import RefusalRows
 from margin.pipeline.rollout_stage import RolloutStage
 from margin.pipeline.route import ModelTable, Router
 from margin.pipeline.self_completer import SelfCompleter
+from margin.pipeline.tracing import build_tracer
 from margin.providers.base import Provider
 from margin.providers.health_probes import HealthProbes
 from margin.providers.local_metrics import LocalSlotsCollector
@@ -126,6 +128,9 @@ def create_app(
         config, rollout_store, metrics, clock=clock, caller=caller, meter=meter, completer=completer
     )
     recorder.sinks.append(rollouts.sink)  # after the ledger's: each arm's signals
+    tracer = build_tracer(config, metrics.registry)  # OpenTelemetry spans (or nothing) when recorded
+    if tracer.enabled:
+        recorder.sinks.append(tracer.export)
     pipeline = Pipeline(
         table=table,
         auth=limits.auth,
@@ -160,6 +165,7 @@ def create_app(
         metrics_token=config.server.metrics_token.resolve() if config.server.metrics_token else None,
         metrics_port=config.server.metrics_port,
         batches=build_batches(config, data_dir, pipeline, clock),
+        tracer=tracer,
     )
     dashboard = Dashboard(
         store, admin_key=state.admin_key, budgets=config.budgets, key_store=limits.key_store, clock=clock
@@ -217,6 +223,7 @@ class Lifespan:
         await self.writer.start()
         await self.recovery.start()  # this replica's journal opens; dead ones' are replayed
         await self.sweeper.start()
+        self.state.tracer.open()  # the span exporter's thread
         await pipeline.recorder.start()
         await self.rollouts.start()  # reads the live rollouts before the first request is served
         for provider in providers:
@@ -236,6 +243,7 @@ class Lifespan:
             await self.sweeper.stop()
             await self.limits.stop()  # settles in flight reach the counters
             await pipeline.recorder.stop()  # drains records into the writer...
+            await asyncio.to_thread(self.state.tracer.close)  # the last spans go (bounded by its timeout)
             await self.writer.stop()  # ...which drains rows into the store (or the spill file)
             await self.recovery.stop()  # the journal closes (deleted when nothing in it is needed)
             await self.store.close()

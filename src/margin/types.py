@@ -314,6 +314,8 @@ class UpstreamClock:
 
     sent_at: float | None = None
     read_at: float | None = None
+    # W3C trace context for the upstream call (`traceparent`...), set when the request is traced.
+    trace_headers: dict[str, str] | None = None
 
     def seconds(self) -> float | None:
         """None until the adapter has marked both ends."""

@@ -34,6 +34,9 @@ def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
     ctx.purpose = request.headers.get("x-margin-purpose")  # checked by the auth stage
     bind_request(ctx)  # JSON log lines of this request name it (margin/logs.py)
     timing.attach(request.scope, ctx)  # timed from the request's arrival to the response's last byte
+    tracer = state_of(request).tracer
+    if tracer.enabled:
+        ctx.trace = tracer.start(request.headers)  # a child of the client's traceparent, if sampled
     for header, hint in (("x-margin-tier", "pin"), ("x-margin-max-tier", "cap"), ("x-margin-session", "session")):
         value = request.headers.get(header)
         if value:

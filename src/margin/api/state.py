@@ -12,6 +12,7 @@ from margin.batch.tier import BatchTier
 from margin.config.model import MarginConfig
 from margin.metrics import Metrics
 from margin.pipeline.handler import Pipeline
+from margin.pipeline.tracing import NoTracer, Tracer
 from margin.providers.base import Provider
 from margin.providers.health_probes import HealthProbes
 from margin.storage import LedgerStore
@@ -31,6 +32,7 @@ class GatewayState:
     metrics_token: str | None = None
     metrics_port: int | None = None  # /metrics is served on this listener only
     batches: BatchTier | None = None  # /v1/files and /v1/batches (None: batch.enabled is off)
+    tracer: Tracer = field(default_factory=NoTracer)  # OpenTelemetry, when `tracing.enabled`
     started_at: float = field(default_factory=time.time)
 
     def model_cards(self, principal: Principal) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
 from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig, TeamConfig
-from margin.config.observability import LoggingConfig
+from margin.config.observability import LoggingConfig, TracingConfig
 from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings, check_judge
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
 from margin.config.streaming import StreamingConfig
@@ -396,7 +396,7 @@ class SemanticCacheConfig(Strict):
     mode: Literal["serve", "shadow"] = Field("serve", description="shadow: grade would-be hits, serve none")
     shadow_floor: float = Field(0.8, gt=0, le=1, description="shadow mode records candidates from this cosine up")
     decision: Literal["cosine", "learned"] = Field("cosine", description="learned: a logistic model decides")
-    min_probability: float = Field(0.956, gt=0, lt=1, description="decision learned: the least probability a hit needs")
+    min_probability: float = Field(0.959, gt=0, lt=1, description="decision learned: the least probability a hit needs")
     learned_model: FilePath | None = Field(None, description="decision learned: `calibrate --fit-learned` output")
 
 
@@ -468,6 +468,7 @@ class MarginConfig(Strict):
     rollouts: RolloutsConfig = RolloutsConfig()
     batch: BatchConfig = BatchConfig()
     logging: LoggingConfig = LoggingConfig()
+    tracing: TracingConfig = TracingConfig()  # OpenTelemetry (docs/observability.md)
 
     @model_validator(mode="after")
     def _references(self) -> MarginConfig:

@@ -21,6 +21,7 @@ from margin.errors import AuthError, ServiceUnavailable
 from margin.identity.principals import for_purpose, principal_of
 from margin.identity.service import KeyService
 from margin.pipeline.context import RequestContext
+from margin.pipeline.trace import stage
 from margin.storage.protocols import StorageError
 from margin.types import Principal
 
@@ -34,6 +35,7 @@ class Authenticator:
         self.mode = mode
         self.place: Callable[[Principal], Principal] | None = None  # the team objects' members (docs/teams.md)
 
+    @stage("auth")
     async def authenticate(self, ctx: RequestContext) -> Principal:
         """The key's principal, plus what the request declares it is for (`x-margin-purpose`)."""
         return for_purpose(await self.principal_for(ctx.api_key), ctx.purpose)

@@ -66,6 +66,7 @@ from margin.embedding import (
 )
 from margin.metering.pricebook import PriceBook
 from margin.pipeline.context import RequestContext
+from margin.pipeline.trace import stage
 from margin.storage.ledger_row import LedgerRow
 from margin.types import ChatRequest, ChatResult, Chunk, Usage
 
@@ -169,6 +170,7 @@ class CacheStage:
 
     # -- lookup
 
+    @stage("cache")
     async def lookup(
         self, ctx: RequestContext, request: ChatRequest, *, control: str | None = None
     ) -> CacheHit | CacheMiss:

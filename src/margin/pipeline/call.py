@@ -78,6 +78,8 @@ class Caller:
         )
         ctx.attempts.append(attempt)
         timing.track(attempt.upstream)  # the adapter marks when its upstream's part starts and ends
+        if ctx.trace is not None:  # the upstream's span becomes a child of this attempt's
+            attempt.upstream.trace_headers = ctx.trace.upstream_headers(attempt.index)
         self.in_flight[name] += 1
         attempt.gpu_seconds = float(self.in_flight[name])  # sharers at start; turned into seconds at the end
         return attempt

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from margin.pipeline.trace import RequestTrace
 from margin.rollout.split import Assignment
 from margin.routing.policies.outcome import RouteOutcome
 from margin.storage.ledger_row import LedgerRow, RequestColumns, request_columns
@@ -56,6 +57,7 @@ class RequestContext:
     reservation: object | None = None  # stage ②'s ticket (margin.budgets.admission.Ticket), settled once
     rollout: Assignment | None = None  # stage ④: the rollout arm that answers (margin.rollout.split)
     prompt_counts: PromptCounts | None = None
+    trace: RequestTrace | None = None  # set when this request is traced (margin.pipeline.trace)
 
     # Set by the HTTP layer: when the response's last byte went to the server (perf_counter), and,
     # until then, what waits for it (the request's records, so they carry the complete overhead).

@@ -26,6 +26,7 @@ from margin.metering.pricebook import PriceBook
 from margin.pipeline.context import RequestContext
 from margin.pipeline.durable import DurableIntents
 from margin.pipeline.meter import Meter
+from margin.pipeline.trace import stage
 from margin.types import ChatRequest, EmbeddingRequest, RouteDecision
 
 
@@ -53,6 +54,7 @@ class Limits:
         self._key_rules: dict[str, tuple[object, tuple[Rule, ...]]] = {}
         self.objects: LiveObjects | None = None  # teams, budgets and rate limits kept live (docs/teams.md)
 
+    @stage("limits")
     async def admit(self, ctx: RequestContext, request: ChatRequest | EmbeddingRequest) -> None:
         self._restrict_cost_ranks(ctx)
         limiter = self.limiter

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from margin.metering.pricebook import PriceBook
 from margin.metering.usage_fill import fill_unreported
 from margin.pipeline.context import PromptCounts, RequestContext
+from margin.pipeline.trace import stage
 from margin.providers.base import Provider
 from margin.providers.token_count import INLINE_CHARS, INLINE_TEXTS
 from margin.types import COST_BUCKETS, JSON, ChatRequest, Chunk, Cost, EmbeddingRequest, Usage
@@ -101,6 +102,7 @@ class Meter:
         counted = ctx.counted_prompt(request, name)
         return counted if counted is not None else self.estimate_prompt(request, self.counter_for(name))
 
+    @stage("count_tokens")
     async def count_ahead(
         self, ctx: RequestContext, request: ChatRequest | EmbeddingRequest, deployments: Iterable[str]
     ) -> None:
@@ -127,6 +129,7 @@ class Meter:
         output = sum(count(t) for t in answer_text(body))
         return Usage(input_uncached=self.prompt_for(ctx, request), output=output, source="estimated")
 
+    @stage("meter")
     def settle(self, ctx: RequestContext, usage: Usage | None) -> Cost | None:
         """Price every attempt (failed ones cost what they were billed: nothing unless they carry
         usage) and return the cost of the request: the sum of its attempts."""

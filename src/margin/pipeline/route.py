@@ -26,6 +26,7 @@ from margin.config.routing import CascadeConfig, RoutingConfig
 from margin.errors import ConfigError, InvalidRequest, ModelNotFound, PermissionDenied, shown
 from margin.pipeline.context import RequestContext
 from margin.pipeline.rollout_stage import RolloutStage
+from margin.pipeline.trace import stage
 from margin.routing.learned.scorer import ModelFileError
 from margin.routing.policies.features import CAP_KEY, PIN_KEY, RequestFeatures, features_of
 from margin.routing.policies.tiers import TierPlan, TierPolicy
@@ -174,6 +175,7 @@ class Router:
                 except ModelFileError as error:  # a gateway that cannot route as configured must not start
                     raise ConfigError(f"model group {group.name!r}: {error}") from error
 
+    @stage("route")
     def decide(self, ctx: RequestContext, request: ChatRequest) -> RouteDecision:
         decision = self._decide(ctx, request)
         return decision if self.rollouts is None else self.rollouts.apply(ctx, decision)

@@ -80,7 +80,7 @@ class AnthropicProvider:
         data = orjson.dumps(body)
         timing.sent()
         try:
-            response = await self._session.post(self._base + "/v1/messages", data=data)
+            response = await self._session.post(self._base + "/v1/messages", data=data, headers=timing.trace_headers())
         except aiohttp.ClientError as exc:
             raise errors.UpstreamConnection(f"{name}: {type(exc).__name__}", deployment=name) from exc
         finally:

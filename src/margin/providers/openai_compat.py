@@ -93,7 +93,7 @@ class OpenAICompatProvider:
         data = orjson.dumps(body)
         timing.sent()
         try:
-            response = await self._session.post(self._base + path, data=data)
+            response = await self._session.post(self._base + path, data=data, headers=timing.trace_headers())
         except TimeoutError as exc:
             raise errors.UpstreamTimeout(
                 f"{self.deployment.name}: connect timed out", deployment=self.deployment.name

@@ -43,6 +43,13 @@ def received() -> None:
         clock.read_at = time.perf_counter()
 
 
+def trace_headers() -> dict[str, str] | None:
+    """The W3C trace context the adapter sends with the request it is about to write (None when
+    the request is not traced)."""
+    clock = _CURRENT.get()
+    return clock.trace_headers if clock is not None else None
+
+
 async def read_body(response: aiohttp.ClientResponse) -> bytes:
     """The whole body of an HTTP upstream's answer: its part of the attempt ends with the last byte
     (or with its failure)."""
