@@ -42,6 +42,12 @@ def test_pair_features_describe_the_pair() -> None:
     assert row["cosine_closeness"] == pytest.approx(-np.log(0.1))
     assert row["token_jaccard"] == pytest.approx(3 / 6)  # did, elvis, die of what, year, did, elvis, die, when
     assert row["same_opener"] == 0.0 and row["same_wh"] == 0.0 and row["unshared_content"] == 1.0  # year
+    assert row["query_only_content"] == 1.0 and row["cached_only_content"] == 0.0  # the query adds "year"
+    assert row["and_differs"] == 0.0 and row["wh_count_gap"] == 0.0
+    both = dict(
+        zip(FEATURES, pair_features(features("When and where was X born?"), b, 0.9, PairContext()), strict=True)
+    )
+    assert both["and_differs"] == 1.0 and both["wh_count_gap"] == 1.0
     same = pair_features(a, a, 1.0, PairContext())
     assert same[FEATURES.index("char3_jaccard")] == 1.0 and same[FEATURES.index("length_ratio")] == 1.0
 

@@ -44,11 +44,15 @@ FEATURES = (
     "same_opener",  # the first word (what/how/is ...) is the same
     "unshared_content",  # stemmed words outside the common-word list found in only one of the two
     "same_wh",  # the same set of question words (what/when/where/who/which/why/how)
+    "query_only_content",  # the two halves of unshared_content: an aspect added by the query...
+    "cached_only_content",  # ...or one the cached question has and the query lacks
+    "and_differs",  # "when and where" vs "where": one side joins two asks
+    "wh_count_gap",  # how many more question words one side has
 )
 _WH = frozenset(("what", "when", "where", "who", "which", "why", "how", "whom", "whose"))
 SHIPPED = "learned-comqa.json"
 DEFAULT_FLOOR = 0.8  # candidates below this cosine are not scored (nothing below it was trained on)
-_FORMAT = 1
+_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,8 @@ class PairContext:
 def pair_features(query: Features, cached: Features, similarity: float, context: PairContext) -> Vector:
     q_tokens, c_tokens = set(query.tokens), set(cached.tokens)
     q_content, c_content = q_tokens - COMMON, c_tokens - COMMON
+    q_stems, c_stems = {stem(t) for t in q_content}, {stem(t) for t in c_content}
+    q_wh, c_wh = [t for t in query.tokens if t in _WH], [t for t in cached.tokens if t in _WH]
     best = similarity if context.best_similarity is None else context.best_similarity
     lengths = (len(query.tokens), len(cached.tokens))
     values = [
@@ -74,8 +80,12 @@ def pair_features(query: Features, cached: Features, similarity: float, context:
         _jaccard(_trigrams(query.text), _trigrams(cached.text)),
         min(lengths) / max(lengths) if max(lengths) else 1.0,
         1.0 if query.tokens[:1] == cached.tokens[:1] else 0.0,
-        float(len({stem(t) for t in q_content} ^ {stem(t) for t in c_content})),
+        float(len(q_stems ^ c_stems)),
         1.0 if q_tokens & _WH == c_tokens & _WH else 0.0,
+        float(len(q_stems - c_stems)),
+        float(len(c_stems - q_stems)),
+        1.0 if query.tokens.count("and") != cached.tokens.count("and") else 0.0,
+        float(abs(len(q_wh) - len(c_wh))),
     ]
     return np.asarray(values, dtype=np.float64)
 
