@@ -65,6 +65,7 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("/dashboard/spend?by=team&period=day&since=30d", "/admin/api/spend?by=team&period=day&since=30d"),
     ("/dashboard/spend?by=key&period=hour&since=2d", "/admin/api/spend?by=key&period=hour&since=2d"),
     ("/dashboard/performance?since=7d", "/admin/api/performance?since=7d"),
+    ("/dashboard/performance?since=24h&period=hour", "/admin/api/performance?since=24h&period=hour"),
     ("/dashboard/budgets", "/admin/api/budgets"),
     ("/dashboard/cache?since=30d", "/admin/api/cache?since=30d"),
     ("/dashboard/rollouts", "/admin/api/rollouts"),

@@ -49,7 +49,7 @@ async def build_performance(
     check_params(query, PARAMS)
     if scope.team is not None:
         raise PermissionDenied("performance is per deployment, whose figures mix every team: ask the admin")
-    win = window(query, now.astimezone(UTC), default_since="24h", default_period="hour")
+    win = window(query, now.astimezone(UTC), default_since="7d", default_period="day")
     since, until = win.since.timestamp(), win.until.timestamp()
     rows = [r for r in await store.spend_report(since, until, "deployment") if r.group != NO_VALUE]
     circuits, queues = await live.circuits(), live.local_queues()
