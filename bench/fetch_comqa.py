@@ -10,7 +10,7 @@ Anthology's licence covers the paper); aorogat/CBench ships no licence file; a t
 mirror's "MIT" label is not the authors'. Questions from WikiAnswers are user content under that site's terms. So margin
 does not redistribute ComQA: this script copies it into a git-ignored folder for local research
 use (measuring the cache), and nothing of it is committed. The one derived artefact in the repo,
-the learned decision's weights (margin/caching/semantic/learned-comqa.json: 11 weights, a bias and
+the learned decision's weights (margin/caching/semantic/learned-comqa.json: 15 weights, a bias and
 feature means fitted on the train split), contains no text of the data set. Check the authors'
 page before any other use. Its train and dev files (cluster format) are also kept in a public
 GitHub repository, aorogat/CBench, at commit e473c69 (later removed from its tip), which is where
