@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from margin.api.body import validate
 from margin.api.openai import chat_request
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
-from margin.errors import InvalidRequest
+from margin.batch.backoff import tier_load_from
+from margin.errors import InvalidRequest, ModelNotFound
 from margin.pipeline.context import RequestContext
 from margin.pipeline.handler import Pipeline
 from margin.translate import chat_result_to_message, parse_messages_request
@@ -40,6 +41,20 @@ class PipelineLines:
         except InvalidRequest as exc:
             return exc.message, exc.param
         return None
+
+    def tier_of(self, body: dict[str, Any]) -> tuple[str, ...]:
+        """The deployments of the line's model group (its first choice), sorted; () if unknown."""
+        model = body.get("model")
+        if not isinstance(model, str):
+            return ()
+        try:
+            return tuple(sorted(self.pipeline.table.resolve(model).deployments))
+        except ModelNotFound:
+            return ()
+
+    def tier_load(self, tier: tuple[str, ...]) -> int:
+        """Upstream calls open now on the tier's deployments (the whole replica's for ())."""
+        return tier_load_from(self.pipeline.caller.in_flight)(tier)
 
     async def run(self, ctx: RequestContext, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         if endpoint == "/v1/embeddings":

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from margin.batch.anthropic import MessageBatches
+from margin.batch.backoff import Tier, TierSignals
 from margin.batch.files import FileService
 from margin.batch.finalize import Finalizer
 from margin.batch.retry import Retries
@@ -36,11 +38,15 @@ class BatchTier:
         cls, settings: BatchConfig, store: BatchStore, blobs: BlobStore, executor: LineExecutor,
         *, clock: Callable[[], float], owner: str | None = None, load: Callable[[], int] | None = None,
         key_revoked: Callable[[str], Awaitable[bool]] | None = None,
+        tier_load: Callable[[Tier], int] | None = None, tier_of: Callable[[dict[str, Any]], Tier] | None = None,
     ) -> BatchTier:  # fmt: skip
         files = FileService(store, blobs, settings, clock)
+        if isinstance(executor, TierSignals):  # the pipeline's executor: a back-off per tier
+            tier_load, tier_of = tier_load or executor.tier_load, tier_of or executor.tier_of
         worker = BatchWorker(
             store, blobs, LineRunner(executor, settings, clock), Validator(store, blobs, executor, settings),
             Finalizer(store, blobs, clock), settings, clock=clock, owner=owner, load=load, key_revoked=key_revoked,
+            tier_load=tier_load, tier_of=tier_of,
         )  # fmt: skip
         batches = BatchService(store, files, settings, clock, worker)
         messages = MessageBatches(batches, files, executor, settings)

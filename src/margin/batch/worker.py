@@ -19,13 +19,17 @@ import math
 import os
 import secrets
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from margin.batch.backoff import Tier, TierBackoff
 from margin.batch.finalize import Finalizer
 from margin.batch.runner import BudgetPause, LineRunner, unrunnable
-from margin.batch.schedule import OffPeak, Throttle
+from margin.batch.schedule import OffPeak
 from margin.batch.validate import Validator
 from margin.config.batch import BatchConfig
 from margin.errors import AuthError
@@ -34,6 +38,7 @@ from margin.storage.blobs import BlobNotFound, BlobStore
 from margin.storage.protocols import StorageError
 
 log = logging.getLogger("margin.batch")
+PARKED_CHUNKS_FACTOR = 4
 STATUS_FRESH_S = 0.5  # how stale a batch's status may be when a line is about to start
 
 
@@ -80,9 +85,14 @@ class BatchWorker:
         owner: str | None = None,
         load: Callable[[], int] | None = None,
         key_revoked: Callable[[str], Awaitable[bool]] | None = None,
+        tier_load: Callable[[Tier], int] | None = None,
+        tier_of: Callable[[dict[str, Any]], Tier] | None = None,
     ) -> None:
-        """`load`: upstream calls open on this replica now (the batch's own included); with
-        `batch.yield_above_in_flight` set, the batch backs off while the rest of them crowd it.
+        """`tier_load(tier)`: upstream calls open now on a tier's deployments (the batch's own
+        included; `()`: the whole replica) and `tier_of(body)`: the tier a line's body is bound for;
+        with `batch.yield_above_in_flight` (or a deployment's `yield_above_by_deployment`) set, the
+        lines of each tier back off while interactive calls crowd that tier (backoff.py). `load`
+        alone: upstream calls open on this replica, one back-off for every line.
         `key_revoked(key_id)`: whether the creator's key has been revoked since (its lines then fail
         with the 401 a live request would get)."""
         self.key_revoked = key_revoked
@@ -93,10 +103,12 @@ class BatchWorker:
         self._slot_freed = asyncio.Event()
         self.off_peak = OffPeak(settings.windows)
         total = load or (lambda: 0)
-        self.throttle = Throttle(
-            settings.concurrency, lambda: max(0, total() - self._running), settings.yield_above_in_flight
-        )
+        self.backoff = TierBackoff(settings, tier_load or (lambda _tier: total()), tier_of)
         self._max_chunks = math.ceil(settings.concurrency / settings.chunk_lines) + 1
+        # A chunk whose every tier waits on its back-off does not count towards `_max_chunks`, so lines
+        # bound for other tiers are found in further chunks (up to PARKED_CHUNKS_FACTOR times as many).
+        self._tier_loops: dict[tuple[str, int], int] = {}  # chunk -> tiers its lines are bound for
+        self._parked: Counter[tuple[str, int]] = Counter()  # chunk -> tiers of it waiting on the back-off
         self._chunks: dict[tuple[str, int], ChunkLease] = {}
         self._lost: set[tuple[str, int]] = set()
         self._halted: set[str] = set()  # batches this replica knows take no new line
@@ -176,26 +188,44 @@ class BatchWorker:
     async def _pressure_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.pressure_check_s)
-            if self.throttle.adjust() > self._running:
+            if self.backoff.adjust():
                 self._slot_freed.set()
 
     # --- lines --------------------------------------------------------------------------------------
-    async def _acquire_slot(self) -> None:
-        while self._running >= self.throttle.limit:
+    async def _acquire_slot(self, tier: Tier, chunk: tuple[str, int]) -> None:
+        while self._running >= self.settings.concurrency or not self.backoff.may_start(tier):
             self._slot_freed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_freed.wait(), self.settings.pressure_check_s)
+            parked = self._running < self.settings.concurrency  # held back by its tier, not the replica
+            if parked:
+                self._parked[chunk] += 1
+                self._wake.set()  # another chunk may hold lines for a tier with room
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), self.settings.pressure_check_s)
+            finally:
+                if parked:
+                    self._parked[chunk] -= 1
         self._running += 1
+        self.backoff.started(tier)
 
-    def _release_slot(self) -> None:
+    def _active_chunks(self) -> int:
+        """Chunks held, less those whose every tier waits on its back-off."""
+        return sum(1 for key in self._chunks if self._parked[key] < self._tier_loops.get(key, 1))
+
+    def _release_slot(self, tier: Tier) -> None:
         self._running -= 1
+        self.backoff.ended(tier)
         self._slot_freed.set()
 
     async def _claim_chunks(self) -> bool:
         claimed = False
         if not self.off_peak.open(self.clock()):
             return False
-        while not self._closing and len(self._chunks) < self._max_chunks:
+        while (
+            not self._closing
+            and self._active_chunks() < self._max_chunks
+            and len(self._chunks) < self._max_chunks * PARKED_CHUNKS_FACTOR
+        ):
             lease = await self.store.claim_chunk(self.owner, now=self.clock(), lease_s=self.settings.lease_s)
             if lease is None:
                 break
@@ -226,6 +256,8 @@ class BatchWorker:
             log.warning("batch: chunk %d of %s stopped: %s", lease.chunk_no, lease.batch_id, exc)
         finally:
             self._chunks.pop(key, None)
+            self._tier_loops.pop(key, None)
+            self._parked.pop(key, None)
             lost = key in self._lost
             self._lost.discard(key)
             if not lost:
@@ -249,17 +281,39 @@ class BatchWorker:
         except BlobNotFound:
             await self._fail_unreadable(batch, specs)
             return
-        running: list[asyncio.Task[None]] = []
+        by_tier: dict[Tier, list[tuple[LineSpec, bytes]]] = {}
         for spec in specs:
-            await self._acquire_slot()
-            if not await self._may_start(lease):
-                self._release_slot()
-                break
             start = spec.offset - first.offset
-            running.append(asyncio.create_task(self._line(batch, spec, data[start : start + spec.length])))
+            line = data[start : start + spec.length]
+            by_tier.setdefault(self._tier(line), []).append((spec, line))
+        # Each tier's lines start as its back-off allows: a crowded tier does not hold up the others.
+        self._tier_loops[(lease.batch_id, lease.chunk_no)] = len(by_tier)
+        starts = [self._start_lines(lease, batch, tier, lines) for tier, lines in by_tier.items()]
+        running = [task for tasks in await asyncio.gather(*starts) for task in tasks]
         for outcome in await asyncio.gather(*running, return_exceptions=True):
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 log.error("batch: a line of %s failed inside margin", lease.batch_id, exc_info=outcome)
+
+    def _tier(self, line: bytes) -> Tier:
+        if not self.backoff.per_tier:
+            return ()
+        try:
+            body = orjson.loads(line).get("body")
+        except (orjson.JSONDecodeError, AttributeError):
+            return ()  # validated already; a line that is not an object fails in the runner
+        return self.backoff.tier_of(body) if isinstance(body, dict) else ()
+
+    async def _start_lines(
+        self, lease: ChunkLease, batch: BatchRecord, tier: Tier, lines: list[tuple[LineSpec, bytes]]
+    ) -> list[asyncio.Task[None]]:
+        running: list[asyncio.Task[None]] = []
+        for spec, line in lines:
+            await self._acquire_slot(tier, (lease.batch_id, lease.chunk_no))
+            if not await self._may_start(lease):
+                self._release_slot(tier)
+                break
+            running.append(asyncio.create_task(self._line(batch, spec, line, tier)))
+        return running
 
     async def _fail_revoked(self, batch: BatchRecord, specs: list[LineSpec]) -> None:
         refused = AuthError("The API key that created this batch has been revoked.")
@@ -271,7 +325,7 @@ class BatchWorker:
         for spec in specs:
             await self.store.finish_line(batch.batch_id, unrunnable(spec, "file_not_found", message, self.clock()))
 
-    async def _line(self, batch: BatchRecord, spec: LineSpec, data: bytes) -> None:
+    async def _line(self, batch: BatchRecord, spec: LineSpec, data: bytes, tier: Tier) -> None:
         try:
             result = await self.runner.run(batch, spec, data)
             if not await self.store.finish_line(batch.batch_id, result):
@@ -279,7 +333,7 @@ class BatchWorker:
         except BudgetPause as pause:
             await self._pause(batch, pause.message)
         finally:
-            self._release_slot()
+            self._release_slot(tier)
 
     async def _pause(self, batch: BatchRecord, reason: str) -> None:
         until = self.clock() + self.settings.budget_pause_s

@@ -75,8 +75,12 @@ class BatchConfig(Strict):
         description="off-peak windows when lines may start, e.g. '22:00-06:00 Europe/Berlin' (none: always)",
     )
     yield_above_in_flight: int | None = Field(
-        None, ge=0, description="interactive upstream calls open on a replica above which its batch concurrency "
-        "halves, coming back one line at a time when they are fewer (unset: no back-off)",
+        None, ge=0, description="interactive upstream calls open on a tier's deployments above which the batch "
+        "lines bound for that tier halve, coming back one line at a time when they are fewer (unset: no back-off)",
+    )  # fmt: skip
+    yield_above_by_deployment: dict[str, int] = Field(
+        default_factory=dict, description="per deployment, the interactive calls open on it above which batch "
+        "lines bound for its tier back off (overrides yield_above_in_flight for that tier)",
     )  # fmt: skip
     pressure_check_s: float = Field(0.25, gt=0, le=60, description="how often the back-off looks at the load")
 
@@ -86,6 +90,14 @@ class BatchConfig(Strict):
         for window in windows:
             window_seconds(window)
         return windows
+
+    @field_validator("yield_above_by_deployment")
+    @classmethod
+    def _thresholds(cls, thresholds: dict[str, int]) -> dict[str, int]:
+        for name, value in thresholds.items():
+            if value < 0:
+                raise ValueError(f"batch.yield_above_by_deployment.{name[:64]}: a number of calls, 0 or more")
+        return thresholds
 
     @field_validator("windows")
     @classmethod

@@ -298,3 +298,80 @@ async def test_lines_start_only_inside_the_off_peak_window(tmp_path: Path) -> No
     finally:
         await tier.stop()
     assert done.status == "completed" and sum(executor.calls.values()) == 3
+
+
+class TieredExecutor(Executor):
+    """Lines name a model per tier; `interactive` is the interactive calls open on each tier's
+    deployment, and each line holds its tier's deployment for 20 ms (as the caller counts it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interactive: Counter[str] = Counter()
+        self.open: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+        self.finished: dict[str, list[float]] = {"local": [], "api": []}
+
+    def tier_of(self, body: dict[str, Any]) -> tuple[str, ...]:
+        return (str(body["model"]),)
+
+    def tier_load(self, tier: tuple[str, ...]) -> int:
+        names = tier or ("local", "api")
+        return sum(self.interactive[n] + self.open[n] for n in names)
+
+    async def run(self, ctx: RequestContext, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = str(body["model"])
+        self.open[name] += 1
+        self.most[name] = max(self.most[name], self.open[name])
+        try:
+            await asyncio.sleep(0.02)
+        finally:
+            self.open[name] -= 1
+        self.finished[name].append(asyncio.get_running_loop().time())
+        return {"object": "chat.completion", "choices": [{"message": {"content": name}}]}
+
+
+def tier_lines(count: int, model: str, first: int = 0) -> bytes:
+    rows = [
+        {"custom_id": f"{model}{n}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": model, "messages": [{"role": "user", "content": f"p{n}"}]}}
+        for n in range(first, first + count)
+    ]  # fmt: skip
+    return "\n".join(json.dumps(r) for r in rows).encode()
+
+
+async def test_a_crowded_tier_backs_off_its_own_lines_only(tmp_path: Path) -> None:
+    """Interactive load on the local tier only: the local lines run one at a time while the API tier's
+    lines, submitted after them, run at the full concurrency and finish first; then the other way round."""
+    executor, clock = TieredExecutor(), Clock()
+    executor.interactive["local"] = 50
+    tier = make_tier(tmp_path, executor, clock, "w1", concurrency=8, chunk_lines=4, yield_above_in_flight=4,
+                     pressure_check_s=0.01)  # fmt: skip
+    await tier.start()
+    try:
+        loop = asyncio.get_running_loop()
+        local_file = await tier.files.upload(OWNER.key_id, "l.jsonl", "batch", once(tier_lines(24, "local")))
+        api_file = await tier.files.upload(OWNER.key_id, "a.jsonl", "batch", once(tier_lines(48, "api")))
+        started = loop.time()
+        local = await tier.batches.create(OWNER, NewBatch(local_file.file_id, "/v1/chat/completions", "24h"))
+        api = await tier.batches.create(OWNER, NewBatch(api_file.file_id, "/v1/chat/completions", "24h"))
+        await until(tier, api.batch_id, lambda b: b.is_final)
+        api_s = loop.time() - started
+        local_done_when_api_done = len(executor.finished["local"])
+        await until(tier, local.batch_id, lambda b: b.is_final)
+        local_s = loop.time() - started
+        crowded = dict(executor.most)
+        # The other way round: the API tier is crowded, the local one idle.
+        executor.interactive.update({"local": -50, "api": 50})
+        executor.most.clear()
+        await asyncio.sleep(0.1)  # the back-off has looked at the new load: api 8 -> 1, local 1 -> 8
+        both = await tier.files.upload(
+            OWNER.key_id, "b.jsonl", "batch", once(tier_lines(16, "api", 100) + b"\n" + tier_lines(16, "local", 100))
+        )
+        mixed = await tier.batches.create(OWNER, NewBatch(both.file_id, "/v1/chat/completions", "24h"))
+        await until(tier, mixed.batch_id, lambda b: b.is_final)
+    finally:
+        await tier.stop()
+    # 48 API lines at 8 at a time of 20 ms: ~0.12 s of work; 24 local lines one at a time: ~0.48 s.
+    assert crowded["local"] == 1 and crowded["api"] > 4, crowded
+    assert api_s < local_s / 2 and local_done_when_api_done < 24, (api_s, local_s, local_done_when_api_done)
+    assert executor.most["api"] == 1 and executor.most["local"] > 4, dict(executor.most)
