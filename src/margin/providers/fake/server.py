@@ -2,7 +2,8 @@
 protocols, with scripted faults. Tests and benchmarks use it in place of paid APIs.
 
 Control endpoints: ``GET /_fake/stats`` (calls per model), ``POST /_fake/reset``,
-``POST /_fake/faults`` with ``{"model": spec}`` to script faults at run time.
+``POST /_fake/faults`` with ``{"model": spec}`` to script faults at run time, ``GET|POST /_fake/batches``
+(lines run by the batch APIs per model; the delay between lines).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 from margin.metering.usage import openai_usage
 from margin.providers.fake import engine
 from margin.providers.fake.anthropic_wire import anthropic_routes
+from margin.providers.fake.batches import batch_routes
 from margin.providers.fake.faults import Fault, FaultBook
 from margin.providers.fake.state import (
     BEHAVIOUR,
@@ -54,6 +56,7 @@ def create_fake_app(
     app.router.add_post("/_fake/reset", reset)
     app.router.add_post("/_fake/faults", set_faults)
     anthropic_routes(app)
+    batch_routes(app)  # the providers' own Files and Batch APIs (fake/batches.py)
     return app
 
 
