@@ -212,3 +212,23 @@ class BatchStore(Protocol):
         """The owners of leases that have not expired or been released."""
 
     async def close(self) -> None: ...
+
+
+# `native` batches (margin.batch.native): what a provider's own Batch API reports, as the provider
+# clients (margin.providers.batch_api) hand it to the batch tier.
+@dataclass(frozen=True, slots=True)
+class NativeProgress:
+    ended: bool  # the provider will run no more lines (completed, cancelled, expired, failed)
+    status: str  # the provider's own word for it
+    done: int  # lines the provider has answered (successes and errors)
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class NativeAnswer:
+    """One line as the provider answered it: a status and body, or an error when it never ran."""
+
+    custom_id: str
+    status_code: int | None  # None: the line never ran (cancelled or expired at the provider)
+    body: dict[str, Any] | None
+    error: dict[str, Any] | None = None  # {code, message} of a line that never ran

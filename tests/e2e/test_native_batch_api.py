@@ -1,0 +1,130 @@
+"""`native` batches, provider side: margin's clients of the providers' own Batch APIs
+(margin.providers.batch_api) against the `margin fake-upstream` process over real HTTP, and each
+answer mapped to margin's output line at the price catalog's batch price (half the standard price
+for gpt-4o-mini and claude-3-5-haiku): every custom_id once, the cost exact, a line the provider did
+not run costs nothing, and which batches may go native at all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from margin.batch.native import NativeBatchAPI, native_deployment, native_result, upstream_lines
+from margin.config.model import DeploymentConfig
+from margin.metering.catalog import load_builtin_catalog
+from margin.metering.pricebook import PriceBook
+from margin.metering.unknown import UnknownPricePolicy
+from margin.providers.batch_api import AnthropicBatchAPI, OpenAIBatchAPI
+from margin.storage.batches import LineResult
+from margin.types import Usage
+from tests.support.processes import fake_upstream
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[str]:
+    with fake_upstream() as url:
+        yield url
+
+
+def _book() -> PriceBook:
+    deployments = [
+        DeploymentConfig(
+            name="oa", provider="openai_compat", model="gpt-4o-mini", base_url="http://x/v1", api_key=None
+        ),
+        DeploymentConfig(name="an", provider="anthropic", model="claude-3-5-haiku", base_url="http://x", api_key=None),
+    ]
+    return PriceBook(deployments, load_builtin_catalog(), UnknownPricePolicy.BLOCK)
+
+
+async def _run(api: NativeBatchAPI, endpoint: str, lines: list[tuple[str, dict[str, Any]]], deployment: str,
+               cancel_after_s: float | None = None) -> list[LineResult]:  # fmt: skip
+    native_id = await api.submit(
+        endpoint, upstream_lines(lines, "gpt-4o-mini" if deployment == "oa" else "claude-3-5-haiku")
+    )
+    if cancel_after_s is not None:
+        await asyncio.sleep(cancel_after_s)
+        await api.cancel(native_id)
+    async with asyncio.timeout(20):
+        while not (await api.progress(native_id)).ended:
+            await asyncio.sleep(0.05)
+    book, line_no = _book(), {custom_id: n for n, (custom_id, _) in enumerate(lines, 1)}
+    return [
+        native_result(answer, line_no[answer.custom_id], provider=api.provider, request_id=f"req_{n}",
+                      finished_at=time.time(), price=lambda usage: book.cost(deployment, usage, batch=True))
+        async for n, answer in _numbered(api.answers(native_id))
+    ]  # fmt: skip
+
+
+async def _numbered(answers: Any) -> Any:
+    n = 0
+    async for answer in answers:
+        n += 1
+        yield n, answer
+
+
+def _chat(n: int, model: str = "chat") -> tuple[str, dict[str, Any]]:
+    return f"q{n}", {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": f"say {n}"}]}
+
+
+def _standard(deployment: str, usage: Usage) -> Decimal:
+    return _book().cost(deployment, usage).total.usd
+
+
+async def test_openai_native_batch_each_line_once_at_half_price(fake: str) -> None:
+    api = OpenAIBatchAPI(f"{fake}/v1", "sk-fake-secret")
+    try:
+        lines = [_chat(n) for n in range(6)]
+        lines.append(("bad", {"model": "chat", "max_tokens": 16}))  # no messages: the provider answers 400
+        results = await _run(api, "/v1/chat/completions", lines, "oa")
+    finally:
+        await api.aclose()
+    by_id = {json.loads(r.result)["custom_id"]: r for r in results}
+    assert sorted(by_id) == sorted(c for c, _ in lines) and len(results) == len(lines)
+    assert by_id["bad"].outcome == "failed" and by_id["bad"].cost == 0
+    good = [by_id[f"q{n}"] for n in range(6)]
+    assert all(r.outcome == "completed" and r.input_tokens > 0 for r in good)
+    for r in good:
+        usage = Usage(input_uncached=r.input_tokens, output=r.output_tokens)
+        assert r.cost == _standard("oa", usage) / 2 and r.cost > 0
+    line = json.loads(good[0].result)
+    assert line["response"]["status_code"] == 200 and line["response"]["body"]["model"] == "gpt-4o-mini"
+    assert httpx.get(f"{fake}/_fake/batches").json()["lines_run"]["gpt-4o-mini"] >= 7
+
+
+async def test_anthropic_native_batch_and_a_cancel(fake: str) -> None:
+    api = AnthropicBatchAPI(fake, "sk-ant-fake-secret")
+    try:
+        results = await _run(api, "/v1/messages", [_chat(n) for n in range(4)], "an")
+        httpx.post(f"{fake}/_fake/batches", json={"line_delay_s": 0.05}).raise_for_status()
+        try:
+            cancelled = await _run(api, "/v1/messages", [_chat(n) for n in range(40)], "an", cancel_after_s=0.3)
+        finally:
+            httpx.post(f"{fake}/_fake/batches", json={"line_delay_s": 0}).raise_for_status()
+    finally:
+        await api.aclose()
+    assert [r.outcome for r in results] == ["completed"] * 4
+    for r in results:
+        assert r.cost == _standard("an", Usage(input_uncached=r.input_tokens, output=r.output_tokens)) / 2
+    assert len(cancelled) == 40 and len({json.loads(r.result)["custom_id"] for r in cancelled}) == 40
+    unrun = [json.loads(r.result) for r in cancelled if json.loads(r.result)["response"] is None]
+    assert 0 < len(unrun) < 40 and {u["error"]["code"] for u in unrun} == {"batch_cancelled"}
+    assert sum(r.cost for r in cancelled if json.loads(r.result)["response"] is None) == 0
+
+
+def test_which_batches_go_native() -> None:
+    oa, an = OpenAIBatchAPI("http://x/v1", None), AnthropicBatchAPI("http://x", None)
+    apis: dict[str, NativeBatchAPI] = {"oa": oa, "an": an}
+    where = {"chat": "oa", "gpt": "oa", "claude": "an", "local": "qwen"}.get
+    assert native_deployment("/v1/chat/completions", ["chat", "gpt"], where, apis) == "oa"
+    assert native_deployment("/v1/messages", ["claude"], where, apis) == "an"
+    assert native_deployment("/v1/chat/completions", ["chat", "claude"], where, apis) is None  # two deployments
+    assert native_deployment("/v1/chat/completions", ["local"], where, apis) is None  # no Batch API
+    assert native_deployment("/v1/chat/completions", ["nope"], where, apis) is None  # unknown model
+    assert native_deployment("/v1/messages", ["chat"], where, apis) is None  # OpenAI runs no /v1/messages batch
