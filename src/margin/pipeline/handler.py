@@ -165,13 +165,13 @@ class Pipeline:
             tail = meters.current.usage_chunk()
             if tail is not None:
                 yield tail
-            if self.router.rollouts is not None and ctx.rollout is not None:
-                # the whole answer, joined once now: queues shadow/grading/judge work only
+            if self.router.rollouts is not None:
+                # the whole answer, joined once now if used: queues sample/shadow/grading/judge work only
                 self.router.rollouts.streamed(ctx, request, meters.current, switched=rest.switched)
         except BaseException as error:  # whatever ended the stream names its end (the client leaving too)
             status = status_of(error)
-            if self.router.rollouts is not None and ctx.rollout is not None:
-                self.router.rollouts.stream_cut(ctx, status)  # a cut answer is not graded: counted
+            if self.router.rollouts is not None:
+                self.router.rollouts.stream_cut(ctx, status)  # a cut answer is neither sampled nor graded: counted
             raise
         finally:
             if status == "cancelled" and self.caller.drains:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from prometheus_client import Counter
+
 from margin import errors
 from margin.config.rollout import RolloutsConfig
 from margin.evals.graders.protocol import Grader, GraderEnv, Sample
@@ -77,6 +79,8 @@ class RolloutStage:
         self.engine = engine
         self.drift = drift  # re-asks the stable deployments their production samples (sample.reeval_every_s)
         self.sampler = sampler  # groups with `sample:` keep a redacted share of their requests
+        if sampler is not None and engine.service.metrics is not None:
+            sampler.on_skip = engine.service.metrics.sample_skipped
         self.sticky_by = tuple(config.sticky_by)
         self.caller, self.meter = caller, meter
         self.lifecycle: Callable[[RequestContext], RequestLifecycle] | None = None  # the pipeline's, once built
@@ -93,6 +97,7 @@ class RolloutStage:
         )
         self.judge = OnlineJudgeDesk(engine, size=config.judge_queue, workers=config.judge_concurrency)
         self.answer_max_chars = config.answer_max_chars
+        self._requests: dict[tuple[str, str], Counter] = {}  # margin_rollout_requests_total's series, once looked up
 
     async def start(self) -> None:
         await self.engine.start()
@@ -121,52 +126,68 @@ class RolloutStage:
         asked for by name: no group has a rollout under that name) keep theirs."""
         if decision.policy == "pin":
             return decision
-        assignment = self.engine.split.assign(decision.model_group, sticky_key(ctx, self.sticky_by), ctx.request_id)
-        if assignment is None:
+        split = self.engine.split.get(decision.model_group)
+        if split is None:
             return decision
-        ctx.rollout = assignment
-        return dataclasses.replace(decision, deployments=assignment.reroute(decision.deployments))
+        assignment = ctx.rollout = split.assign(sticky_key(ctx, self.sticky_by), ctx.request_id)
+        route = assignment.reroute(decision.deployments)
+        return decision if route is decision.deployments else dataclasses.replace(decision, deployments=route)
 
     # --- after the answer: the whole text is in hand -------------------------------------------
 
     def answered(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
         """A non-streamed answer (its text is only read out when something will use it)."""
-        if self.sampler is not None:
-            self._maybe_sample(ctx, request, result)
+        group = self._sampled(ctx)
         a = ctx.rollout
-        if a is not None and a.live and (a.grade or a.shadow or a.judge):
-            self._hand_off(ctx, request, answer_text(result.body))
+        graded = a is not None and a.live and (a.grade or a.shadow or a.judge)
+        if group is None and not graded:
+            return
+        text = answer_text(result.body)
+        if group is not None:
+            self.sampling.submit(SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, text))
+        if graded:
+            self._hand_off(ctx, request, text)  # a full queue keeps fewer samples, grades fewer answers
 
     def streamed(self, ctx: RequestContext, request: ChatRequest, meter: StreamMeter, *, switched: bool) -> None:
         """A stream that ended whole: its answer as the stream meter collected it (joined once here,
-        nothing added per chunk), handed off exactly like a non-streamed answer. A stream another
-        deployment took over mid-way, one with several choices, or an answer over
-        `rollouts.answer_max_chars` is not graded (counted)."""
+        nothing added per chunk), sampled and handed off exactly like a non-streamed answer. A stream
+        another deployment took over mid-way, one with several choices, or an answer over
+        `rollouts.answer_max_chars` is neither sampled nor graded (counted)."""
         a = ctx.rollout
-        if a is None or not (a.live and (a.grade or a.shadow or a.judge)):
-            return
-        text = meter.answer(self.answer_max_chars) if request.n == 1 and not switched else None
+        graded = a is not None and a.live and (a.grade or a.shadow or a.judge)
+        group = self._sampled(ctx)
+        if group is None and not graded:
+            return  # a stream nothing reads the answer of: nothing built, nothing joined
+        whole = request.n == 1 and not switched
+        text = meter.answer(self.answer_max_chars) if whole else None
         if text is None:
-            self._unjudged(a, "too_long" if request.n == 1 and not switched else "not_whole")
-            return
-        self._hand_off(ctx, request, text)
+            self._not_handed_off(ctx, group, graded, "too_long" if whole else "not_whole")
+        else:
+            if group is not None:
+                self.sampling.submit(SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, text))
+            if graded:
+                self._hand_off(ctx, request, text)
 
     def stream_cut(self, ctx: RequestContext, status: str) -> None:
         """A stream that did not end whole (the client left, the upstream broke): nothing of its
-        answer is graded, shadowed or judged; counted."""
+        answer is sampled, graded, shadowed or judged; counted."""
         a = ctx.rollout
-        if a is not None and a.live and (a.grade or a.shadow or a.judge):
-            self._unjudged(a, "client_left" if status == "cancelled" else "error")
+        graded = a is not None and a.live and (a.grade or a.shadow or a.judge)
+        group = self._sampled(ctx)
+        if group is not None or graded:
+            self._not_handed_off(ctx, group, graded, "client_left" if status == "cancelled" else "error")
 
-    def _unjudged(self, a: Assignment, why: str) -> None:
+    def _not_handed_off(self, ctx: RequestContext, group: str | None, graded: bool, why: str) -> None:
+        if group is not None and self.sampler is not None:
+            self.sampler.not_kept(group, why)
         metrics = self.engine.service.metrics
-        if metrics is not None:
-            metrics.streams_unjudged.labels(a.model_group, why).inc()
+        if graded and metrics is not None and ctx.rollout is not None:
+            metrics.streams_unjudged.labels(ctx.rollout.model_group, why).inc()
 
     def _hand_off(self, ctx: RequestContext, request: ChatRequest, text: str) -> None:
+        """Queue the answer for the grader, the shadow call or the judge (its assignment wants one)."""
         assignment = ctx.rollout
-        if assignment is None or not assignment.live or not (assignment.grade or assignment.shadow or assignment.judge):
-            return
+        assert assignment is not None
         job = AnswerJob(assignment, request, text, ctx.request_id, ctx.endpoint)
         if assignment.grade:
             self.grading.submit(job)  # a full grading queue just grades fewer answers
@@ -176,14 +197,15 @@ class RolloutStage:
             arm: Arm = "candidate" if assignment.arm == "candidate" else "stable"
             self.judge.submit(JudgeJob(assignment, arm, assignment.step, request.messages, text, None, ctx.request_id))
 
-    def _maybe_sample(self, ctx: RequestContext, request: ChatRequest, result: ChatResult) -> None:
-        group = ctx.decision.model_group if ctx.decision is not None else None
-        if self.sampler is None or group is None or not self.sampler.wants(group, ctx.request_id):
-            return
-        if ctx.rollout is not None and ctx.rollout.arm == JUDGE_TAG:
-            return  # the judge's own calls are not production traffic
-        sample = SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, answer_text(result.body))
-        self.sampling.submit(sample)  # a full queue keeps fewer samples
+    def _sampled(self, ctx: RequestContext) -> str | None:
+        """The model group whose production sample keeps this request, if one does (the judge's own
+        calls are not production traffic)."""
+        if self.sampler is None or ctx.decision is None:
+            return None
+        group = ctx.decision.model_group
+        if not self.sampler.wants(group, ctx.request_id) or (ctx.rollout is not None and ctx.rollout.arm == JUDGE_TAG):
+            return None
+        return group
 
     def _mirror(self, job: AnswerJob) -> None:
         a = job.assignment
@@ -266,7 +288,10 @@ class RolloutStage:
             if a is None:
                 continue
             if metrics is not None:
-                metrics.requests.labels(a.model_group, a.arm).inc()
+                counted = self._requests.get((a.model_group, a.arm))
+                if counted is None:
+                    counted = self._requests[(a.model_group, a.arm)] = metrics.requests.labels(a.model_group, a.arm)
+                counted.inc()
             if not a.live or a.arm == "promoted":
                 continue
             if a.arm == JUDGE_TAG:  # a judge call: its cost is the experiment's (its budget)

@@ -27,6 +27,10 @@ class RolloutMetrics:
             "margin_rollout_streams_unjudged", "Streamed answers due for grading, shadow or judge that were not "
             "handed off (client_left, error, too_long, not_whole)", ["model_group", "why"], registry=r,
         )  # fmt: skip
+        self.samples_skipped = Counter(
+            "margin_production_samples_skipped", "Requests chosen for a production sample that were not kept "
+            "(client_left, error, not_whole, too_long, timeout, worker_died)", ["model_group", "why"], registry=r,
+        )  # fmt: skip
         self.candidate_share = Gauge(
             "margin_rollout_candidate_share", "Share of a group's requests this replica sends to the candidate",
             ["model_group"], registry=r,
@@ -35,3 +39,6 @@ class RolloutMetrics:
     def transition(self, group: str, from_state: str, to_state: str, actor: str) -> None:
         kind = actor.split(":", 1)[0]  # "auto", "cli", "admin-api": bounded label values
         self.transitions.labels(group, from_state or "-", to_state, kind).inc()
+
+    def sample_skipped(self, group: str, why: str) -> None:
+        self.samples_skipped.labels(group, why).inc()

@@ -1,6 +1,8 @@
 """The rolling production sample of each model group that asks for one (`sample:`): a share of its
-live non-streamed requests, chosen by a hash of the request id, redacted (margin.evals.redact) and
-written by a worker beside the request path; the store is pruned to the group's size and age.
+live requests, chosen by a hash of the request id, redacted (margin.evals.redact) and written by a
+worker beside the request path; the store is pruned to the group's size and age. A streamed answer
+is kept as its stream meter joined it once the stream ended whole (margin.pipeline.rollout_stage);
+one that did not end whole, or is over `rollouts.answer_max_chars`, is not kept (counted).
 
 With `sample.redact.names_and_addresses: presidio` (the `pii` extra) the whole redaction of a sample
 runs in a worker process of the sampler's own (spawned on the first such sample): the patterns, then
@@ -89,7 +91,10 @@ class ProductionSampler:
         self._written: dict[str, int] = {}
         self._worker: ProcessPoolExecutor | None = None  # spawned by the first sample that needs Presidio
         self._loaded: set[str] = set()  # spaCy models the worker has built an analyzer for
-        self.skipped: dict[str, int] = {}  # samples not kept, by why (too_long, timeout, worker_died)
+        # samples not kept, by why: too_long, timeout, worker_died (redaction); client_left, error,
+        # not_whole, too_long (a stream that did not end whole, or over rollouts.answer_max_chars)
+        self.skipped: dict[str, int] = {}
+        self.on_skip: Callable[[str, str], None] | None = None  # (model group, why): the metric
 
     def wants(self, model_group: str, request_id: str) -> bool:
         settings = self.groups.get(model_group)
@@ -146,8 +151,14 @@ class ProductionSampler:
         return None
 
     def _skip(self, job: SampleJob, why: str) -> None:
-        self.skipped[why] = self.skipped.get(why, 0) + 1
+        self.not_kept(job.model_group, why)
         log.info("production sample of %s (request %s) not kept: %s", job.model_group, job.request_id, why)
+
+    def not_kept(self, model_group: str, why: str) -> None:
+        """Count a request chosen for the sample that is not kept."""
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+        if self.on_skip is not None:
+            self.on_skip(model_group, why)
 
     def close(self) -> None:
         """Stop the redaction process (an analysis under way finishes; none waits to start)."""

@@ -10,9 +10,10 @@ swaps whole (no lock, no I/O).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from margin.config.rollout import RolloutSettings
@@ -23,9 +24,17 @@ RequestArm = Literal["stable", "candidate", "promoted", "shadow", "judge"]
 
 
 def bucket(salt: str, key: str) -> int:
-    """0..SCALE-1, uniform and stable across processes and versions (not Python's salted hash())."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt.encode()[:64]).digest()
-    return int.from_bytes(digest, "big") % SCALE
+    """0..SCALE-1, uniform and stable across processes and versions (not Python's salted hash()):
+    keyed BLAKE2b of `key` under `salt`. The keyed state is made once per salt and copied."""
+    hasher = _keyed(salt).copy()
+    hasher.update(key.encode())
+    return int.from_bytes(hasher.digest(), "big") % SCALE
+
+
+@functools.lru_cache(maxsize=256)
+def _keyed(salt: str) -> hashlib.blake2b:
+    """BLAKE2b keyed by `salt`, before any data: copying it costs less than keying a new one."""
+    return hashlib.blake2b(digest_size=8, key=salt.encode()[:64])
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +49,34 @@ class GroupSplit:
     shadow_bp: int  # share of stable requests mirrored to the candidate
     grade_bp: int  # share of answers the online grader sees
     judge_bp: int = 0  # share of answers (canary) or shadow pairs the online judge sees
+    # The assignments handed out so far, by (arm, shadow, grade, judge): immutable, so shared by
+    # every request that lands on the same ones (no object built per request).
+    _made: dict[tuple[RequestArm, bool, bool, bool], Assignment] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def assign(self, sticky_key: str, request_id: str) -> Assignment:
+        """This request's arm (by a hash of its sticky key) and what is done with its answer (by a
+        hash of its id); a hash is only taken when a share between none and all depends on it."""
+        if not self.live:
+            return self._assignment("promoted", False, False, False)
+        on_candidate = self.candidate_bp >= SCALE or (
+            self.candidate_bp > 0 and bucket(self.rollout_id, sticky_key) < self.candidate_bp
+        )
+        arm: RequestArm = "candidate" if on_candidate else "stable"
+        by_request = bucket(self.rollout_id, request_id) if self.shadow_bp or self.grade_bp or self.judge_bp else SCALE
+        shadow = arm == "stable" and by_request < self.shadow_bp
+        return self._assignment(arm, shadow, by_request < self.grade_bp, by_request < self.judge_bp)
+
+    def _assignment(self, arm: RequestArm, shadow: bool, grade: bool, judge: bool) -> Assignment:
+        made = self._made.get((arm, shadow, grade, judge))
+        if made is None:
+            made = self._made[(arm, shadow, grade, judge)] = Assignment(
+                rollout_id=self.rollout_id, model_group=self.model_group, arm=arm, step=self.step,
+                stable=self.stable, candidate=self.candidate, shadow=shadow, grade=grade, live=self.live,
+                judge=judge,
+            )  # fmt: skip
+        return made
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +153,4 @@ class SplitTable:
 
     def assign(self, model_group: str, sticky_key: str, request_id: str) -> Assignment | None:
         split = self._groups.get(model_group)
-        if split is None:
-            return None
-        on_candidate = split.candidate_bp >= SCALE or bucket(split.rollout_id, sticky_key) < split.candidate_bp
-        arm: RequestArm = "promoted" if not split.live else "candidate" if on_candidate else "stable"
-        by_request = bucket(split.rollout_id, request_id) if split.live else SCALE
-        return Assignment(
-            rollout_id=split.rollout_id, model_group=model_group, arm=arm, step=split.step, stable=split.stable,
-            candidate=split.candidate, shadow=arm == "stable" and by_request < split.shadow_bp,
-            grade=by_request < split.grade_bp, live=split.live, judge=by_request < split.judge_bp,
-        )  # fmt: skip
+        return None if split is None else split.assign(sticky_key, request_id)
