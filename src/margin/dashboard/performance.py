@@ -20,10 +20,9 @@ from margin.dashboard.tables import Cell, page_figures, ratio, table
 from margin.errors import PermissionDenied
 from margin.ledger.report import TOTAL, merge_rows
 from margin.storage.protocols import LedgerStore, ReportRow
-from margin.storage.rollups import NO_VALUE, percentile
+from margin.storage.rollups import NO_VALUE, bin_midpoint, percentile
 
 PARAMS = ("since", "until", "period")
-MAX_SERIES_BUCKETS = 48  # one histogram read per bucket
 QS = (0.5, 0.95, 0.99)
 DEPLOYMENT_COLUMNS = (
     "deployment", "attempts", "error_rate", "retry_share", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
@@ -81,15 +80,18 @@ def _deployment_row(name: str, row: ReportRow | None, circuit: str | None, queue
 
 
 async def _series(store: LedgerStore, since: float, until: float, period_s: int, period: str) -> dict[str, Any]:
-    """Per bucket (the last MAX_SERIES_BUCKETS of the window) and deployment."""
-    first = max(int(since // period_s) * period_s, (int(until // period_s) - MAX_SERIES_BUCKETS + 1) * period_s)
+    """Per bucket and deployment: attempts and error rate from the rollup cells, p95s computed by the
+    store from the histograms (one row per point, however many bins are filled)."""
+    cells = await store.bucket_report(since, until, "deployment", period_s)
+    points = await store.bucket_percentiles(since, until, "deployment", period_s, 0.95)
+    p95 = {(start, value, metric): bin_midpoint(index) for start, value, metric, index in points}
     out: list[list[Cell]] = []
-    for start in range(first, int(until), period_s):
-        rows = await store.spend_report(max(start, since), min(start + period_s, until), "deployment")
-        bucket = datetime.fromtimestamp(start, UTC).isoformat()
-        out.extend(
-            [bucket, row.group, row.attempts, ratio(row.error_attempts, row.attempts),
-             _ms(row.latency_histogram, 0.95), _ms(row.ttft_histogram, 0.95)]
-            for row in rows if row.group != NO_VALUE
-        )  # fmt: skip
-    return table(f"Per {period} (the last {MAX_SERIES_BUCKETS} at most)", SERIES_COLUMNS, out)
+    for cell in cells:
+        row = cell.row
+        if row.group == NO_VALUE:
+            continue
+        latency, ttft = (p95.get((cell.start, row.group, metric)) for metric in ("latency", "ttft"))
+        out.append([datetime.fromtimestamp(cell.start, UTC).isoformat(), row.group, row.attempts,
+                    ratio(row.error_attempts, row.attempts), None if latency is None else round(latency, 1),
+                    None if ttft is None else round(ttft, 1)])  # fmt: skip
+    return table(f"Per {period}", SERIES_COLUMNS, out)

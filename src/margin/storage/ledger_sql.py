@@ -122,6 +122,20 @@ class LedgerSql:
             "GROUP BY bucket_start, label ORDER BY bucket_start"
         )
 
+    def bucket_percentiles(self) -> str:
+        """Per bucket, value and metric, the histogram bin holding the nearest-rank q-quantile (the
+        first bin whose running count reaches q x the total), computed by the database: one row per
+        (bucket, value, metric) however many bins are filled. Parameters: `bucket_params` and q."""
+        p = self.param
+        part = "PARTITION BY bucket_start, value, metric"
+        return (
+            "SELECT bucket_start, value, metric, MIN(bin) FROM ("
+            f"SELECT bucket_start, value, metric, bin, SUM(n) OVER ({part} ORDER BY bin ROWS UNBOUNDED PRECEDING) "
+            f"AS seen, SUM(n) OVER ({part}) AS total FROM {HISTOGRAM_TABLE} "
+            f"WHERE dimension = {p} AND period_s = {p} AND bucket_start >= {p} AND bucket_start < {p}"
+            f") AS ranked WHERE seen >= {p} * total GROUP BY bucket_start, value, metric ORDER BY bucket_start, value"
+        )
+
     def histogram_report(self, segments: int) -> str:
         cells = self._cells(HISTOGRAM_TABLE, ("value", "metric", "bin", "n"), segments)
         return f"SELECT value, metric, bin, SUM(n) FROM ({cells}) AS cells GROUP BY value, metric, bin"

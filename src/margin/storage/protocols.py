@@ -149,6 +149,14 @@ class LedgerStore(Protocol):
         order: a time series of a few lines costs one range scan and returns a few rows per bucket."""
         ...
 
+    async def bucket_percentiles(
+        self, since: float, until: float, group_by: GroupBy, period_s: int, q: float
+    ) -> list[tuple[int, str, str, int]]:
+        """Per bucket (as `bucket_report` chooses them), group and metric ("latency" | "ttft"), the
+        histogram bin of the nearest-rank q-quantile (`rollups.percentile`'s, computed by the store):
+        (bucket_start, group, metric, bin), one row per series point."""
+        ...
+
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         """One request's rows in attempt order; empty when no row has that request id."""
         ...

@@ -25,7 +25,7 @@ from margin.metering.pricing import price_usage
 from margin.metering.unknown import UnknownPricePolicy
 from margin.storage import GROUP_BY_CHOICES, GroupBy, LedgerStore, ReportRow, open_ledger_store
 from margin.storage.ledger_row import LedgerRow
-from margin.storage.rollups import latency_bin
+from margin.storage.rollups import bin_midpoint, latency_bin, percentile
 from margin.types import Usage
 
 D = Decimal
@@ -415,3 +415,19 @@ async def test_bucket_spend_sums_the_bucket_report_per_label_in_the_store(store:
     k1_and_k3 = await store.bucket_spend(lo, hi, "key", 3600, {"k1": "first"}, included=["k3"])
     assert {(s, label): spend for s, label, spend in k1_and_k3} == expected({"k1": "first"}, {"k1", "k3"})
     assert await store.bucket_spend(lo, hi, "key", 3600, {}, included=[]) == []
+
+
+async def test_bucket_percentiles_are_the_raw_rows_nearest_rank_bins(store: LedgerStore) -> None:
+    rows = _random_rows(300, seed=17)
+    await store.write(rows)
+    lo, hi = DAY0 + 5 * HOUR + 17, DAY0 + 2 * DAY
+    for q in (0.5, 0.95, 0.99):
+        found = await store.bucket_percentiles(lo, hi, "model", 3600, q)
+        expected = {}
+        for start in range(int(DAY0 + 6 * HOUR), int(hi), 3600):
+            for group, agg in _expected(rows, start, start + HOUR, "model").items():
+                for metric, histogram in (("latency", agg["lat"]), ("ttft", agg["ttft"])):
+                    if histogram:
+                        expected[(start, group, metric)] = percentile(histogram, q)
+        assert {(s, g, m): bin_midpoint(b) for s, g, m, b in found} == expected and len(expected) > 40
+        assert [(s, g) for s, g, _, _ in found] == sorted((s, g) for s, g, _, _ in found)

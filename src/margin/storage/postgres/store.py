@@ -222,6 +222,14 @@ class PostgresLedgerStore:
             records = await (await conn.execute(SQL.bucket_spend(len(labels), n), params)).fetchall()
         return bucket_spend_rows(records)
 
+    async def bucket_percentiles(
+        self, since: float, until: float, group_by: GroupBy, period_s: int, q: float
+    ) -> list[tuple[int, str, str, int]]:
+        params = (*bucket_params(since, until, group_by, period_s), q)
+        async with self._session() as conn:
+            records = await (await conn.execute(SQL.bucket_percentiles(), params)).fetchall()
+        return [(int(start), str(value), str(metric), int(index)) for start, value, metric, index in records]
+
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         async with self._session() as conn:
             cursor = await conn.execute(SQL.request_rows(), (request_id,))

@@ -213,6 +213,13 @@ class SqliteLedgerStore:
             return []
         return bucket_spend_rows(await self._call(self._fetch_all, SQL.bucket_spend(len(labels), n), params))
 
+    async def bucket_percentiles(
+        self, since: float, until: float, group_by: GroupBy, period_s: int, q: float
+    ) -> list[tuple[int, str, str, int]]:
+        params = (*bucket_params(since, until, group_by, period_s), q)
+        records = await self._call(self._fetch_all, SQL.bucket_percentiles(), params)
+        return [(int(start), str(value), str(metric), int(index)) for start, value, metric, index in records]
+
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         records = await self._call(self._fetch_all, SQL.request_rows(), (request_id,))
         return [row_from_values(record) for record in records]
