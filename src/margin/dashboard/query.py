@@ -4,9 +4,10 @@ says what to send instead (never a 500, never a silently ignored filter)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from margin.errors import InvalidRequest
 from margin.ledger.report import report_window
@@ -30,9 +31,10 @@ class Window:
         return {"since": self.since.isoformat(), "until": self.until.isoformat(), "period": self.period}
 
 
-def _minute(moment: datetime, *, up: bool) -> datetime:
-    floor = moment.replace(second=0, microsecond=0)
-    return floor + timedelta(minutes=1) if up and floor != moment else floor
+def _aligned(moment: datetime, period_s: int, *, up: bool) -> datetime:
+    seconds = moment.timestamp()
+    edge = (math.ceil(seconds / period_s) if up else math.floor(seconds / period_s)) * period_s
+    return datetime.fromtimestamp(edge, UTC)
 
 
 def check_params(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
@@ -49,13 +51,17 @@ def choice(query: Mapping[str, str], name: str, choices: tuple[str, ...], defaul
 
 
 def window(query: Mapping[str, str], now: datetime, *, default_since: str, default_period: str) -> Window:
-    """[since, until) from `since`/`until` (now, 24h, 7d, 2026-05-01, ...) and the series' `period`."""
+    """[since, until) from `since`/`until` (now, 24h, 7d, 2026-05-01, ...) widened to whole buckets of
+    the series' `period` (hour or UTC day)."""
     period = choice(query, "period", tuple(PERIODS), default_period)
     try:
         since, until = report_window(query.get("since") or default_since, query.get("until"), now)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    since, until = _minute(since, up=False), _minute(until, up=True)  # the rollups' resolution
+    # Whole buckets of the period: the figures are sums of the period's own rollup cells (as many per
+    # window at any traffic, and the series adds up to the totals). Until "now" rounds up to the end
+    # of the current bucket, which holds nothing later than now: the same figures.
+    since, until = _aligned(since, PERIODS[period], up=False), _aligned(until, PERIODS[period], up=True)
     if until - since > MAX_WINDOW:
         raise InvalidRequest(f"the window is longer than {MAX_WINDOW.days} days: narrow since/until")
     if (until - since).total_seconds() / PERIODS[period] > MAX_BUCKETS:
