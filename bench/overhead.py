@@ -7,8 +7,10 @@ and, side by side at concurrency 1 and 16, the overhead margin reports (the `x-m
 header and the `margin_overhead_seconds` histogram) against the added latency measured here.
 `--journal-only` compares the replica journal on and off (docs/ledger.md), alone and with a Redis
 budget (whose reservations then carry a durable intent and each attempt a mark in Redis).
+`--tracing-only` compares OpenTelemetry tracing off and on at 100% sampling, exporting to a loopback
+OTLP/HTTP collector (bench/otlp_sink.py), and what the tracing seam costs a request when off.
 
-    python bench/overhead.py [--requests 2000] [--seconds 10] [--journal-only]
+    python bench/overhead.py [--requests 2000] [--seconds 10] [--journal-only | --tracing-only]
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -28,19 +32,23 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import (
     cpu_seconds,
     fake_upstream,
+    free_port,
     gateway,
     gateway_config,
     overhead_histogram,
     percentile,
+    process,
     redis_server,
     rss_mb,
 )
 
 REPORTED_CONCURRENCY = 16  # where issue 14 saw the header read 10-100x below the added latency
+TRACING = "tracing: {{enabled: true, endpoint: {sink}/v1/traces, sample_ratio: 1.0}}"
+# a non-streamed request's spans: itself, auth, route, limits, cache, its attempt, meter, record
+TRACED_SPANS = 8
+ROUNDS = 16
 
-BODY = orjson.dumps(
-    {"model": "bench", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
-)
+BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]})
 LONG_STREAM_BODY = orjson.dumps(
     {
         "model": "bench-long",
@@ -267,6 +275,91 @@ async def journal_cost(requests: int, extra: str = "", label: str = "journal") -
         print(f"{name:60s} {value:>16s}")
 
 
+@contextmanager
+def otlp_sink(core: int | None = 1) -> Iterator[str]:
+    """bench/otlp_sink.py: a loopback OTLP/HTTP collector that counts the spans it decodes."""
+    port = free_port()
+    script = os.path.join(os.path.dirname(__file__), "otlp_sink.py")
+    with process([sys.executable, script, "--port", str(port)], f"http://127.0.0.1:{port}/stats", core=core):
+        yield f"http://127.0.0.1:{port}"
+
+
+def seam_off_us(stages: int = 6, n: int = 200_000) -> float:
+    """What tracing off costs a request in-process (us): `stages` calls through `@stage` for an
+    untraced context, against the same calls undecorated."""
+    from margin.pipeline.context import RequestContext
+    from margin.pipeline.trace import stage
+
+    def bare(self: object, ctx: RequestContext) -> int:
+        return 1
+
+    decorated = stage("bench")(bare)
+    ctx = RequestContext(request_id="bench", endpoint="chat")
+    timings = []
+    for method in (bare, decorated, bare, decorated):
+        started = time.perf_counter()
+        for _ in range(n):
+            method(None, ctx)
+        timings.append(time.perf_counter() - started)
+    per_call = (min(timings[1], timings[3]) - min(timings[0], timings[2])) / n
+    return per_call * stages * 1e6
+
+
+async def tracing_cost(requests: int) -> None:
+    """Tracing off vs on at 100% sampling, exporting to a loopback collector: two gateways on the
+    same core, requests interleaved at c=1, then CPU per request at c=16."""
+    with (
+        fake_upstream(1) as upstream,
+        otlp_sink(1) as sink,
+        gateway(gateway_config(upstream)) as (off_base, pid_off, _),
+        gateway(gateway_config(upstream, extra=TRACING.format(sink=sink))) as (on_base, pid_on, _),
+    ):
+        on_url, off_url = f"{on_base}/v1/chat/completions", f"{off_base}/v1/chat/completions"
+        on: list[float] = []
+        off: list[float] = []
+        added: list[float] = []  # each round's p50 difference: drift between rounds cancels out
+        async with aiohttp.ClientSession() as session:
+            await latencies(session, on_url, BODY, 200)
+            await latencies(session, off_url, BODY, 200)
+            for round_ in range(ROUNDS):  # interleaved, each side first in turn
+                urls = (on_url, off_url) if round_ % 2 == 0 else (off_url, on_url)
+                got = {url: await latencies(session, url, BODY, requests // ROUNDS) for url in urls}
+                on += got[on_url]
+                off += got[off_url]
+                added.append(percentile(got[on_url], 50) - percentile(got[off_url], 50))
+        cpu0 = cpu_seconds(pid_on)
+        count_on, _ = await throughput(on_url, BODY, 3.0, REPORTED_CONCURRENCY)
+        cpu_on = cpu_seconds(pid_on) - cpu0
+        cpu0 = cpu_seconds(pid_off)
+        count_off, _ = await throughput(off_url, BODY, 3.0, REPORTED_CONCURRENCY)
+        cpu_off = cpu_seconds(pid_off) - cpu0
+        traced = 200 + len(on) + count_on  # warm-up, c=1 and c=16 requests through the traced gateway
+        spans = await received_spans(sink, expected=traced * TRACED_SPANS)
+    rows = [
+        ("tracing on / off c=1 p50 (ms)", f"{percentile(on, 50):.3f} / {percentile(off, 50):.3f}"),
+        ("tracing on added c=1 p50 (ms)  [target <= 0.15]", f"{percentile(on, 50) - percentile(off, 50):.3f}"),
+        (f"tracing on added c=1 p50, median of {ROUNDS} rounds (ms)", f"{statistics.median(added):.3f}"),
+        ("tracing on added c=1 p99 (ms)", f"{percentile(on, 99) - percentile(off, 99):.3f}"),
+        ("tracing CPU per request on / off (ms)", f"{cpu_on * 1e3 / count_on:.3f} / {cpu_off * 1e3 / count_off:.3f}"),
+        ("spans received / requests traced", f"{spans} / {traced}"),
+        ("tracing off: seam per request, in-process (us)", f"{seam_off_us():.3f}"),
+    ]
+    for name, value in rows:
+        print(f"{name:60s} {value:>16s}")
+
+
+async def received_spans(sink: str, expected: int, wait_s: float = 10.0) -> int:
+    """The collector's span count once `expected` arrived (or after `wait_s`)."""
+    deadline = time.perf_counter() + wait_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"{sink}/stats") as response:
+                spans = int((await response.json())["spans"])
+            if spans >= expected or time.perf_counter() > deadline:
+                return spans
+            await asyncio.sleep(0.1)
+
+
 async def journal_only(requests: int) -> None:
     await journal_cost(requests)
     with redis_server() as redis:
@@ -283,8 +376,11 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--journal-only", action="store_true", help="only the journal on/off comparison")
+    parser.add_argument("--tracing-only", action="store_true", help="only the OpenTelemetry on/off comparison")
     args = parser.parse_args()
-    if args.journal_only:
+    if args.tracing_only:
+        asyncio.run(tracing_cost(args.requests))
+    elif args.journal_only:
         asyncio.run(journal_only(args.requests))
     else:
         asyncio.run(main(args.requests, args.seconds, args.concurrency))

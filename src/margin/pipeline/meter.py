@@ -102,7 +102,7 @@ class Meter:
         counted = ctx.counted_prompt(request, name)
         return counted if counted is not None else self.estimate_prompt(request, self.counter_for(name))
 
-    @stage("count_tokens")
+    @stage("limits")  # counting the prompt is the first half of admission: one span with the reservation
     async def count_ahead(
         self, ctx: RequestContext, request: ChatRequest | EmbeddingRequest, deployments: Iterable[str]
     ) -> None:

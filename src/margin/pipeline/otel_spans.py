@@ -4,8 +4,7 @@ OpenTelemetry itself (`margin.pipeline.otel` hands them to the SDK).
     chat <model group>            server    the request, from its first byte to its last
     ├── margin.auth               internal  each stage the request went through, timed by
     ├── margin.route                        `margin.pipeline.trace.stage`
-    ├── margin.count_tokens
-    ├── margin.limits
+    ├── margin.limits                       counting the prompt, then the reservation
     ├── margin.cache
     ├── chat <upstream model>     client    each upstream attempt (the upstream's own spans are
     ├── chat <upstream model>               its children, through `traceparent`)
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit
 from margin.config.model import DeploymentConfig
 from margin.pipeline.context import RequestContext
 from margin.pipeline.record import RequestRecord
-from margin.pipeline.trace import RequestTrace
+from margin.pipeline.trace import RequestTrace, StageTime
 from margin.types import Attempt, Cost, Usage
 
 Value = str | int | float | bool
@@ -81,10 +80,8 @@ def spans_of(
     ended = ctx.started + record.latency_s
     spans = [request_span(record, trace, operation, ended)]
     last = ctx.started
-    for stage in trace.stages:
-        attributes: dict[str, Value] = {"margin.stage": stage.name}
-        if stage.error is not None:
-            attributes["error.type"] = stage.error
+    for stage in merged(trace.stages):
+        attributes: dict[str, Value] = {} if stage.error is None else {"error.type": stage.error}
         spans.append(
             SpanPlan(
                 f"margin.{stage.name}", new_id(), trace.span_id, "internal", stage.started, stage.ended,
@@ -98,6 +95,17 @@ def spans_of(
         last = max(last, attempt.started_at + attempt.latency_ms / 1000)
     spans.append(SpanPlan("margin.record", new_id(), trace.span_id, "internal", last, max(last, now), {}))
     return spans
+
+
+def merged(stages: list[StageTime]) -> list[StageTime]:
+    """Consecutive parts of one stage as one span (limits: counting the prompt, then reserving)."""
+    out: list[StageTime] = []
+    for stage in stages:
+        if out and out[-1].name == stage.name and out[-1].error is None:
+            out[-1] = StageTime(stage.name, out[-1].started, stage.ended, stage.error)
+        else:
+            out.append(stage)
+    return out
 
 
 def request_span(record: RequestRecord, trace: RequestTrace, operation: str, ended: float) -> SpanPlan:

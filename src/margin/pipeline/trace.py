@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class StageTime:
-    name: str  # auth, route, count_tokens, limits, cache, meter
+    name: str  # auth, route, limits, cache, meter
     started: float  # time.perf_counter()
     ended: float
     error: str | None = None  # the exception's class name when the stage raised (a refusal, a failure)
