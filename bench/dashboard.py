@@ -126,9 +126,10 @@ async def insert_rates(ledgers: dict[int, tuple[str, Path]], rows: int = 3000, b
     spent = dict.fromkeys(stores, 0.0)
     written = dict.fromkeys(stores, 0)
     rng, now = random.Random(7), time.time()
+    base = time.time_ns() // 1000 * 10**7  # new request ids on every run (a kept ledger has the last run's)
     for first in range(0, rows, 500):
-        for size, store in stores.items():
-            fresh = [row for n in range(first, first + 500) for row in request_rows(size * 10 + 10**9 + n, now, rng)]
+        for i, (size, store) in enumerate(stores.items()):
+            fresh = [row for n in range(first, first + 500) for row in request_rows(base + i * 10**6 + n, now, rng)]
             start = time.perf_counter()
             for at in range(0, len(fresh), batch):
                 await store.write(fresh[at : at + batch])

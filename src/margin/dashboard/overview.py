@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -65,8 +65,12 @@ async def build_overview(
     model and cost-rank splits are not in the rollups, so a viewer's page has no such sections."""
     start, end = month_bounds(now.astimezone(UTC))
     dimensions = ("team", "key", "model", "cost_rank") if team is None else ("team", "key")
+    # Up to the end of today: the month's day cells only (today's holds nothing later than now), so a
+    # page view reads as many cells at any traffic.
+    today_end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     reports = {
-        by: await build_spend_report(store, since=start, until=now, group_by=by, histograms=False) for by in dimensions
+        by: await build_spend_report(store, since=start, until=today_end, group_by=by, histograms=False)
+        for by in dimensions
     }
     if team is None:
         total = Totals.of(reports["model"].total)
