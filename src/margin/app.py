@@ -289,7 +289,8 @@ def build_rollouts(
     sampler = ProductionSampler(store, samples, clock=clock) if samples else None
     stable = {g.name: g.deployments[0] for g in config.models}
     watched = {name: s for name, s in samples.items() if s.reeval_every_s is not None}
-    drift = DriftWatch(store, watched, stable, completer, alerts, clock=clock) if watched else None
+    judges = {g.name: g.rollout.judge for g in config.models if g.rollout is not None}  # the drift judge's base
+    drift = DriftWatch(store, watched, stable, completer, alerts, clock=clock, judges=judges) if watched else None
     return RolloutStage(engine, settings, caller=caller, meter=meter, sampler=sampler, drift=drift)
 
 

@@ -224,7 +224,12 @@ def _operator_paths() -> dict[str, dict[str, Any]]:
 DRIFT_RUN = _obj(
     run_id=_STR, model_group=_STR, deployment=_STR, at=_STR, items=_INT, score=_OPT_NUM, ci_low=_OPT_NUM,
     ci_high=_OPT_NUM, baseline=_OPT_NUM, baseline_runs=_INT, baseline_from=_OPT_STR, baseline_to=_OPT_STR,
-    in_baseline=_BOOL, drift_margin=_NUM, drifted=_BOOL,
+    in_baseline=_BOOL, drift_margin=_NUM, drifted=_BOOL, inconclusive=_BOOL,
+    judge={
+        "type": ["object", "null"], "description": "the judge's outcomes (reeval_grader: judge); null otherwise",
+        "properties": {"agreed": _INT, "disagreed": _INT, "unparseable": _INT, "failed": _INT, "spent_usd": _OPT_STR},
+        "required": ["agreed", "disagreed", "unparseable", "failed", "spent_usd"],
+    },
 )  # fmt: skip
 
 

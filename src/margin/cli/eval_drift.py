@@ -1,6 +1,7 @@
 """`margin eval drift history`: the scheduled re-evaluations of production samples (docs/evals.md,
 "Production samples"), newest first: each run's score with its 95% interval, the baseline it was
-compared with and whether the drift alert fired."""
+compared with, whether the drift alert fired, and for a judged run the judge's outcomes and whether
+it was inconclusive."""
 
 from __future__ import annotations
 
@@ -31,9 +32,17 @@ def line(view: dict[str, Any]) -> str:
     else:
         against = "baseline run" if view["in_baseline"] else "no baseline yet"
     flag = f"  DRIFT (margin {view['drift_margin']})" if view["drifted"] else ""
+    flag += "  INCONCLUSIVE (too few agreed judge verdicts)" if view["inconclusive"] else ""
+    judge = view["judge"]
+    judged = (
+        f"  judge agreed {judge['agreed']}  disagreed {judge['disagreed']}  unparseable {judge['unparseable']}  "
+        f"failed {judge['failed']}  ${judge['spent_usd']}"
+        if judge is not None
+        else ""
+    )
     return (
         f"{view['at']}  {view['model_group']}/{view['deployment']}  {view['items']} items  "
-        f"score {_number(view['score'])}{interval}  {against}{flag}"
+        f"score {_number(view['score'])}{interval}  {against}{flag}{judged}"
     )
 
 

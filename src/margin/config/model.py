@@ -496,5 +496,5 @@ class MarginConfig(Strict):
             policies = group.routing.policies() if group.routing is not None else []
             if any(p.cascade and p.cascade.verifier and p.cascade.verifier.model not in seen for p in policies):
                 raise ValueError(f"model group {group.name!r}: the cascade verifier names an unknown model group")
-            check_judge(group.name, group.aliases, group.rollout, seen)
+            check_judge(group.name, group.aliases, group.rollout, seen, group.sample)
         return self

@@ -106,17 +106,44 @@ class RolloutSettings(Strict):
         return self
 
 
-def check_judge(group: str, aliases: Sequence[str], rollout: RolloutSettings | None, names: set[str]) -> None:
-    """A rollout's online judge is another model group (or alias) served by this gateway."""
+def check_judge(
+    group: str, aliases: Sequence[str], rollout: RolloutSettings | None, names: set[str],
+    sample: ProductionSample | None = None,
+) -> None:  # fmt: skip
+    """A rollout's online judge, and the drift re-evaluation's, is another model group (or alias)
+    served by this gateway."""
     judge = rollout.judge if rollout is not None else None
-    if judge is None:
-        return
-    where = f"models[{group}].rollout.judge.model"
-    if judge.model not in names:
+    if sample is not None and is_judge_spec(sample.reeval_grader):
+        spec = drift_judge_spec(sample, judge)
+        where = f"models[{group}].sample.reeval_grader"
+        if spec.get("model") is None:
+            raise ValueError(f"{where}: a judge needs a model: set models[{group}].rollout.judge, or a `model` here")
+        if spec.get("mode") == "pairwise":
+            raise ValueError(f"{where}.mode: the drift judge scores each answer against the rubric (mode: scored)")
+        _check_judge_model(f"{where}.model", str(spec["model"]), (group, *aliases), names, "answers")
+    if judge is not None:
+        _check_judge_model(f"models[{group}].rollout.judge.model", judge.model, (group, *aliases), names, "rollout")
+
+
+def is_judge_spec(spec: GraderSpecText) -> bool:
+    return spec == "judge" or (isinstance(spec, dict) and spec.get("type") == "judge")
+
+
+def drift_judge_spec(sample: ProductionSample, judge: OnlineJudge | None) -> dict[str, Any]:
+    """The drift re-evaluation's judge grader spec: the group's judge (`rollout.judge`, its mode
+    aside: drift is scored against the rubric), overridden field by field by a `reeval_grader` of
+    `{type: judge, ...}`."""
+    base = judge.grader_spec() if judge is not None else {"type": "judge"}
+    own = sample.reeval_grader if isinstance(sample.reeval_grader, dict) else {}
+    return {**base, "mode": "scored", **own}
+
+
+def _check_judge_model(where: str, model: str, own: Sequence[str], names: set[str], what: str) -> None:
+    if model not in names:
         known = ", ".join(sorted(names)) or "none"
-        raise ValueError(f"{where}: unknown model group {judge.model!r} (configured groups and aliases: {known})")
-    if judge.model in (group, *aliases):
-        raise ValueError(f"{where}: a group cannot judge its own rollout; name another model group")
+        raise ValueError(f"{where}: unknown model group {model!r} (configured groups and aliases: {known})")
+    if model in own:
+        raise ValueError(f"{where}: a group cannot judge its own {what}; name another model group")
 
 
 class ProductionSample(Strict):
@@ -130,7 +157,17 @@ class ProductionSample(Strict):
         None, ge=60, description="re-ask the stable deployment the newest samples this often (unset: never)"
     )
     reeval_items: int = Field(50, ge=1, le=10_000, description="samples per re-evaluation (newest first)")
-    reeval_grader: GraderSpecText = Field("normalised", description="grades each new answer against the stored one")
+    reeval_grader: GraderSpecText = Field(
+        "normalised",
+        description="grades each new answer against the stored one; `judge`: the group's judge (rollout.judge) "
+        "scores each new answer against its rubric",
+    )
+    reeval_min_verdicts: int = Field(
+        10, ge=1, description="a judged run with fewer agreed verdicts is inconclusive (recorded, never alerted)"
+    )
+    judge_budget_usd: Decimal = Field(
+        Decimal("0.50"), ge=0, description="the drift judge's spend per re-evaluation; past it, answers go unjudged"
+    )
     drift_margin: float = Field(0.05, gt=0, le=1, description="alert when a run scores this far below the baseline")
     baseline_runs: int = Field(3, ge=1, le=100, description="the first runs, averaged, are the baseline")
     history_runs: int = Field(

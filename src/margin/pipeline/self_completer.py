@@ -1,10 +1,12 @@
 """margin asking itself, in process: a `Completer` (margin.evals) over the pipeline, for work beside
 the request path that needs answers (the drift re-evaluation of production samples). Each call is an
 ordinary request: authenticated as margin's own `drift` principal, tagged `eval` at class batch,
-metered and recorded, never served from the cache."""
+metered and recorded, never served from the cache. Its judge (`judging()`) asks as the same
+principal, tagged `judge` and `drift`: the drift judge's calls are rows of their own, never a tenant's."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,23 +23,39 @@ DRIFT_PRINCIPAL = Principal(
     key_id="margin:drift", org="margin", team="margin:drift", user="drift", tags=("eval", "drift"),
     endpoint_class="batch",
 )  # fmt: skip
+DRIFT_JUDGE_PRINCIPAL = dataclasses.replace(DRIFT_PRINCIPAL, tags=("judge", "drift"))
 
 
 class SelfCompleter:
-    def __init__(self) -> None:
-        self.chat: Chat | None = None  # the pipeline's, set by the composition root
+    def __init__(self, principal: Principal = DRIFT_PRINCIPAL, parent: SelfCompleter | None = None) -> None:
+        self.principal = principal
+        self._parent = parent
+        self._chat: Chat | None = None  # the pipeline's, set by the composition root
+
+    @property
+    def chat(self) -> Chat | None:
+        return self._parent.chat if self._parent is not None else self._chat
+
+    @chat.setter
+    def chat(self, chat: Chat | None) -> None:
+        self._chat = chat
+
+    def judging(self) -> SelfCompleter:
+        """The same pipeline asked as the drift judge (tags `judge`, `drift`)."""
+        return SelfCompleter(DRIFT_JUDGE_PRINCIPAL, parent=self)
 
     async def complete(
         self, model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
     ) -> Completion:
-        assert self.chat is not None, "SelfCompleter.chat is set by the composition root"
+        chat = self.chat
+        assert chat is not None, "SelfCompleter.chat is set by the composition root"
         ctx = RequestContext(request_id="req_" + os.urandom(12).hex(), endpoint="chat")
-        ctx.principal, ctx.authenticated = DRIFT_PRINCIPAL, True
+        ctx.principal, ctx.authenticated = self.principal, True
         ctx.cache_control = "no-cache, no-store"
         request = ChatRequest(model=model, messages=[dict(m) for m in messages], params=dict(params))
         started = time.perf_counter()
         try:
-            result = await self.chat(ctx, request)
+            result = await chat(ctx, request)
         except MarginError as exc:
             return Completion(text=None, error=f"{type(exc).__name__}: {exc.message}", latency_ms=_ms(started))
         return Completion(

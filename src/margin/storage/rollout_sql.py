@@ -260,7 +260,8 @@ def _json(value: Any) -> str:
 
 DRIFT_COLUMNS = (
     "run_id, model_group, deployment, at, items, score, ci_low, ci_high, baseline, baseline_runs, baseline_from, "
-    "baseline_to, in_baseline, drift_margin, drifted"
+    "baseline_to, in_baseline, drift_margin, drifted, judge_agreed, judge_disagreed, judge_unparseable, judge_failed, "
+    "judge_spent_usd, inconclusive"
 )
 
 
@@ -273,7 +274,7 @@ class DriftSql:
 
     @property
     def insert(self) -> str:
-        return self._p(f"INSERT INTO drift_runs ({DRIFT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        return self._p(f"INSERT INTO drift_runs ({DRIFT_COLUMNS}) VALUES ({', '.join('?' * 21)})")
 
     def select_recent(self, *, by_group: bool) -> str:
         where = "WHERE model_group = ? " if by_group else ""
@@ -295,11 +296,16 @@ class DriftSql:
         )
 
 
-def drift_values(run: DriftRecord, *, boolean: type[int] | type[bool] = int) -> tuple[Any, ...]:
+def drift_values(
+    run: DriftRecord, *, boolean: type[int] | type[bool] = int, money: type[str] | type[Decimal] = str
+) -> tuple[Any, ...]:
     r = run
+    spent = None if r.judge_spent_usd is None else money_text(r.judge_spent_usd)
     return (
         r.run_id, r.model_group, r.deployment, r.at, r.items, r.score, r.ci_low, r.ci_high, r.baseline,
         r.baseline_runs, r.baseline_from, r.baseline_to, boolean(r.in_baseline), r.drift_margin, boolean(r.drifted),
+        r.judge_agreed, r.judge_disagreed, r.judge_unparseable, r.judge_failed,
+        spent if spent is None or money is str else Decimal(spent), boolean(r.inconclusive),
     )  # fmt: skip
 
 
@@ -308,10 +314,18 @@ def _opt(value: Any) -> float | None:
 
 
 def drift_from(values: Sequence[Any]) -> DriftRecord:
-    run_id, group, deployment, at, items, score, low, high, baseline, n, since, until, member, margin, drifted = values
+    head, judged = values[:15], values[15:]
+    run_id, group, deployment, at, items, score, low, high, baseline, n, since, until, member, margin, drifted = head
+    agreed, disagreed, unparseable, failed, spent, inconclusive = judged
     return DriftRecord(
         run_id=str(run_id), model_group=str(group), deployment=str(deployment), at=float(at), items=int(items),
         score=_opt(score), ci_low=_opt(low), ci_high=_opt(high), baseline=_opt(baseline), baseline_runs=int(n),
         baseline_from=_opt(since), baseline_to=_opt(until), in_baseline=bool(member), drift_margin=float(margin),
-        drifted=bool(drifted),
+        drifted=bool(drifted), judge_agreed=_count(agreed), judge_disagreed=_count(disagreed),
+        judge_unparseable=_count(unparseable), judge_failed=_count(failed),
+        judge_spent_usd=None if spent is None else Decimal(str(spent)), inconclusive=bool(inconclusive),
     )  # fmt: skip
+
+
+def _count(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -155,6 +155,14 @@ class DriftRecord:
     in_baseline: bool  # this run is one of its (group, deployment)'s baseline window
     drift_margin: float
     drifted: bool  # the alert fired
+    # A judged run (sample.reeval_grader: judge): the judge's outcomes over the run's answers (None
+    # for other graders); `failed` is a failed judge call or one not made (the judge budget spent).
+    judge_agreed: int | None = None
+    judge_disagreed: int | None = None
+    judge_unparseable: int | None = None
+    judge_failed: int | None = None
+    judge_spent_usd: Decimal | None = None
+    inconclusive: bool = False  # too few agreed verdicts: no baseline run, no alert
 
 
 class DriftHistoryStore(Protocol):

@@ -178,19 +178,24 @@ async def test_drift_runs_are_kept_newest_first_and_pruning_spares_the_baseline_
         await store.add_drift_run(drift(f"b{i}", 100.0 + i, member=True))
     await store.add_drift_run(drift("n0", 100.5, member=True, deployment="small"))  # another deployment's window
     low = drift("r0", 102.0, score=0.7, ci_low=0.6, ci_high=0.8, baseline=0.9, baseline_runs=2, baseline_from=100.0,
-                baseline_to=101.0, drifted=True)  # fmt: skip
+                baseline_to=101.0, drifted=True, judge_agreed=12, judge_disagreed=2, judge_unparseable=1,
+                judge_failed=3, judge_spent_usd=Decimal("0.004217"))  # fmt: skip
     await store.add_drift_run(low)
+    undecided = drift("i0", 101.5, score=None, judge_agreed=0, judge_disagreed=9, judge_unparseable=0, judge_failed=0,
+                      judge_spent_usd=Decimal(0), inconclusive=True)  # fmt: skip
+    await store.add_drift_run(undecided)  # a judged run too few of whose verdicts agreed
     for i in range(1, 4):
         await store.add_drift_run(drift(f"r{i}", 102.0 + i, score=None, ci_low=None, ci_high=None, items=0))
     await store.add_drift_run(drift("o0", 100.0, group="other"))
     newest = await store.drift_runs(model_group="chat", limit=2)
     assert [r.run_id for r in newest] == ["r3", "r2"] and newest[0].score is None and newest[0].ci_low is None
     assert (await store.drift_runs(model_group="chat", limit=10))[3] == low  # every field as written
+    assert (await store.drift_runs(model_group="chat", limit=10))[4] == undecided
     assert [r.run_id for r in await store.drift_runs(limit=3)] == ["r3", "r2", "r1"]
     window = await store.drift_baseline("chat", "big", runs=5)
     assert [r.run_id for r in window] == ["b0", "b1"] and all(r.in_baseline for r in window)
     assert [r.run_id for r in await store.drift_baseline("chat", "big", runs=1)] == ["b0"]
-    assert await store.prune_drift_runs("chat", keep=2, before=102.5) == 2  # r0, r1; n0 is a baseline run too
+    assert await store.prune_drift_runs("chat", keep=2, before=102.5) == 3  # i0, r0, r1; n0 is a baseline run too
     assert [r.run_id for r in await store.drift_runs(model_group="chat", limit=10)] == ["r3", "r2", "b1", "n0", "b0"]
     assert await store.prune_drift_runs("chat", keep=0, before=1e12) == 2
     assert [r.run_id for r in await store.drift_runs(model_group="chat", limit=10)] == ["b1", "n0", "b0"]

@@ -25,6 +25,7 @@ class FakeBehaviour:
     dimensions: int = 16
     wrong: float = 0.0  # share of prompts answered WRONG_ANSWER instead (the `wrong=` fault)
     judge: bool = False  # answer judge prompts with a verdict (the `judge` fault)
+    judge_bias: bool = False  # ... with a verdict that depends on the order of the texts (`judge_bias`)
 
 
 WRONG_ANSWER = "I do not know."
@@ -70,6 +71,8 @@ def answer_for(messages: list[JSON], behaviour: FakeBehaviour, params: JSON) -> 
         text = WRONG_ANSWER
     if behaviour.judge:
         text = judge_reply(message_text(last_user) if last_user else "")
+    if behaviour.judge_bias:
+        text = biased_judge_reply(message_text(last_user) if last_user else "")
     prefill = _prefill(messages)
     if prefill and text.startswith(prefill):
         text = text[len(prefill) :]  # continue the assistant's own beginning, as prefill-capable models do
@@ -91,6 +94,19 @@ def judge_reply(prompt: str) -> str:
     top = scale.group(1) if scale else "10"
     wrong = WRONG_ANSWER in _section(prompt, "Answer to grade:\n", "\n\n")
     return f"SCORE: {0 if wrong else top}"
+
+
+def biased_judge_reply(prompt: str) -> str:
+    """A judge that favours what it reads first (the `judge_bias` fault): scored, the top of the
+    scale in the judge grader's first order (the rubric first, or the reference before the answer)
+    and 0 in the swapped one; pairwise, always answer A. Its two orders never agree."""
+    if "WINNER:" in prompt:
+        return "WINNER: A"
+    scale = re.search(r"a number from 0 to (\d+)", prompt)
+    top = scale.group(1) if scale else "10"
+    reference, answer = prompt.find("Reference answer"), prompt.find("Answer to grade:")
+    first_order = reference < answer if reference >= 0 else prompt.startswith("Rubric:")
+    return f"SCORE: {top if first_order else 0}"
 
 
 def _section(text: str, start: str, end: str) -> str:

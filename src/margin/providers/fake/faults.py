@@ -30,6 +30,9 @@ A fault is a comma-separated spec, e.g. ``status=429,retry_after=2,times=1`` or 
                        for an answer to grade that is the ``wrong=`` fault's "I do not know.", the
                        top of the asked scale otherwise; pairwise, the other answer wins against it
                        (``WINNER: TIE`` when both or neither are)
+``judge_bias``         answer as a judge that favours whatever it reads first, so its two orders never
+                       agree: scored, the top of the scale in the grader's first order and 0 in the
+                       swapped one; pairwise, always ``WINNER: A``
 ``cut_after_event=T``  Anthropic face: drop the connection right after the first event of type T
                        (``message_start``, ``ping``, ``content_block_start``, ``content_block_delta``,
                        ``content_block_stop``, ``message_delta``)
@@ -83,6 +86,7 @@ class Fault:
     reject_prefill: bool = False
     wrong: float = 0.0
     judge: bool = False
+    judge_bias: bool = False
     cut_after_event: str | None = None
     usage_input: int | None = None
     usage_cache_read: int | None = None

@@ -64,11 +64,14 @@ async def before_headers(request: web.Request, model: str) -> Fault | None:
 
 def behaviour_for(request: web.Request, fault: Fault | None) -> engine.FakeBehaviour:
     """The fake's behaviour for this request: the server's, with a `wrong=` fault's share and the
-    `judge` fault applied."""
+    `judge` and `judge_bias` faults applied."""
     behaviour = request.app[BEHAVIOUR]
-    if fault is None or not (fault.wrong or fault.judge):
+    if fault is None or not (fault.wrong or fault.judge or fault.judge_bias):
         return behaviour
-    return replace(behaviour, wrong=fault.wrong or behaviour.wrong, judge=fault.judge or behaviour.judge)
+    return replace(
+        behaviour, wrong=fault.wrong or behaviour.wrong, judge=fault.judge or behaviour.judge,
+        judge_bias=fault.judge_bias or behaviour.judge_bias,
+    )  # fmt: skip
 
 
 def malformed_body() -> web.Response:

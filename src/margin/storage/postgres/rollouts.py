@@ -137,7 +137,7 @@ class PostgresRolloutStore:
 
     async def add_drift_run(self, run: DriftRecord) -> None:
         async with self.session.session() as conn:
-            await conn.execute(DRIFT.insert, drift_values(run, boolean=bool))
+            await conn.execute(DRIFT.insert, drift_values(run, boolean=bool, money=Decimal))
 
     async def drift_runs(self, *, model_group: str | None = None, limit: int = 50) -> list[DriftRecord]:
         params: tuple[Any, ...] = (limit,) if model_group is None else (model_group, limit)

@@ -1,0 +1,11 @@
+-- A drift re-evaluation graded by the group's judge (docs/evals.md, "Production samples"): the judge's
+-- outcomes over the run's answers (agreed, disagreed across the two orders, unparseable, failed or
+-- not asked once the judge budget was spent), what the judge cost, and whether the run had too few
+-- agreed verdicts to decide (inconclusive: no alert, not a baseline run). NULL counts: not judged.
+
+ALTER TABLE drift_runs ADD COLUMN judge_agreed INTEGER;
+ALTER TABLE drift_runs ADD COLUMN judge_disagreed INTEGER;
+ALTER TABLE drift_runs ADD COLUMN judge_unparseable INTEGER;
+ALTER TABLE drift_runs ADD COLUMN judge_failed INTEGER;
+ALTER TABLE drift_runs ADD COLUMN judge_spent_usd NUMERIC(20,12);
+ALTER TABLE drift_runs ADD COLUMN inconclusive BOOLEAN NOT NULL DEFAULT FALSE;
