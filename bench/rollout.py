@@ -1,6 +1,8 @@
 """Automatic rollback, simulated: 1,000 rollouts each of
 (a) a candidate equal to stable, (b) one 5 points worse on a pass/fail quality metric with an 80%
-baseline, (c) one with twice the stable error rate;
+baseline, (c) one with twice the stable error rate, and (d) one worse on quality by exactly the margin
+(still within what is tolerated: the hardest case for margin's false-alarm guarantee; `--at-margin`,
+slow, since margin rightly neither rolls it back nor promotes it and waits until `--max-seconds`);
 run through margin's own decision function (margin.rollout.decide: always-valid confidence sequences)
 and, on the same simulated traffic model, a Flagger-style fixed-window analysis (each interval checks
 the canary's window against fixed thresholds; `threshold` failed checks roll back, a passing check
@@ -11,6 +13,10 @@ fails with the arm's error rate and each answer passes the quality grader with t
 margin looks every `--tick` seconds; Flagger's interval is `--interval` seconds.
 
     python bench/rollout.py [--rollouts 1000] [--rps 100] [--seed 7]
+    python bench/rollout.py --quality-drop 0.03 --stable-quality 0.6   # scenarios it was not tuned on
+
+`flagger/N` is Flagger with the fewest failed checks that keep its false rollbacks of (a) within
+margin's false-alarm rate; `flagger/M (d)` the same for (d), when a threshold up to 40 does.
 """
 
 from __future__ import annotations
@@ -27,9 +33,6 @@ from margin.config.rollout import CanaryStep, Margins, RolloutSettings
 from margin.rollout.decide import decide
 from margin.storage.rollouts import Arm, ArmWindow, RolloutRecord
 
-STABLE_ERRORS = 0.05
-STABLE_QUALITY = 0.80
-
 
 @dataclass(frozen=True)
 class Scenario:
@@ -39,11 +42,18 @@ class Scenario:
     bad: bool  # a rollback is the right outcome
 
 
-SCENARIOS = (
-    Scenario("(a) equal", STABLE_ERRORS, STABLE_QUALITY, bad=False),
-    Scenario("(b) 5 points worse quality", STABLE_ERRORS, STABLE_QUALITY - 0.05, bad=True),
-    Scenario("(c) twice the error rate", 2 * STABLE_ERRORS, STABLE_QUALITY, bad=True),
-)
+def scenarios(args: argparse.Namespace) -> tuple[Scenario, ...]:
+    """The issue's three, from the stable rates on the command line, and (d): a candidate worse by
+    exactly the margin on quality, the hardest candidate margin's guarantee still covers (a rollback
+    of it is a false alarm too)."""
+    errors, quality = args.stable_errors, args.stable_quality
+    drop = args.quality_drop
+    return (
+        Scenario("(a) equal", errors, quality, bad=False),
+        Scenario(f"(b) {drop * 100:g} points worse quality", errors, quality - drop, bad=True),
+        Scenario(f"(c) {args.error_factor:g} times the error rate", args.error_factor * errors, quality, bad=True),
+        Scenario("(d) worse by exactly the margin (quality)", errors, quality - args.margin, bad=False),
+    )
 
 
 @dataclass
@@ -93,7 +103,8 @@ def simulate_margin(
     scenario: Scenario, conf: RolloutSettings, args: argparse.Namespace, rng: np.random.Generator
 ) -> Outcome:
     out = Outcome()
-    rates = np.array([[STABLE_ERRORS, STABLE_QUALITY], [scenario.candidate_errors, scenario.candidate_quality]])
+    stable = [args.stable_errors, args.stable_quality]
+    rates = np.array([stable, [scenario.candidate_errors, scenario.candidate_quality]])
     per_tick = int(args.rps * args.tick)
     for _ in range(args.rollouts):
         counts = np.zeros((len(conf.steps), 2, 3), dtype=np.int64)
@@ -130,7 +141,7 @@ def simulate_flagger(
     (request success rate >= 1 - (stable error rate + margin), quality >= stable quality - margin)."""
     out = Outcome()
     per_interval = int(args.rps * args.interval)
-    min_success, min_quality = 1 - (STABLE_ERRORS + args.margin), STABLE_QUALITY - args.margin
+    min_success, min_quality = 1 - (args.stable_errors + args.margin), args.stable_quality - args.margin
     for _ in range(args.rollouts):
         weight, failures, canary, now = 0, 0, 0, 0.0
         while True:
@@ -157,24 +168,26 @@ def simulate_flagger(
     return out
 
 
-def calibrate_flagger(args: argparse.Namespace) -> int:
-    """The fewest failed checks that keep Flagger's false rollbacks of an equal candidate <= 1%, on a
-    seed of its own (what an operator tuning Flagger to margin's false-alarm rate would pick)."""
-    for threshold in range(1, 31):
-        equal = simulate_flagger(SCENARIOS[0], args, np.random.default_rng(args.seed + 1), threshold)
-        if equal.rolled_back <= 0.01 * args.rollouts:
+def calibrate_flagger(args: argparse.Namespace, null: Scenario) -> int | None:
+    """The fewest failed checks that keep Flagger's false rollbacks of `null` <= margin's false-alarm
+    rate, on a seed of its own (what an operator tuning Flagger to margin's guarantee would pick);
+    None when no threshold up to 40 does."""
+    for threshold in range(1, 41):
+        outcome = simulate_flagger(null, args, np.random.default_rng(args.seed + 1), threshold)
+        if outcome.rolled_back <= args.alpha * args.rollouts:
             return threshold
-    return 30
+    return None
 
 
 def line(name: str, scenario: Scenario, result: Outcome, total: int) -> str:
     assert result.canary_requests_to_rollback is not None and result.seconds_to_decision is not None
     rate = result.rolled_back / total
     what = f"detected {rate:6.1%}" if scenario.bad else f"false rollbacks {rate:6.1%}"
+    name = name[:16]
     median = statistics.median(result.canary_requests_to_rollback) if result.canary_requests_to_rollback else None
     seconds = statistics.median(result.seconds_to_decision) if result.seconds_to_decision else None
     return (
-        f"  {name:<11} {what:<24} promoted {result.promoted / total:6.1%}  undecided {result.undecided / total:5.1%}  "
+        f"  {name:<16} {what:<24} promoted {result.promoted / total:6.1%}  undecided {result.undecided / total:5.1%}  "
         f"median canary requests to rollback {median if median is not None else '-':>6}  "
         f"median time to a decision {f'{seconds:.0f} s' if seconds is not None else '-'}"
     )
@@ -193,25 +206,36 @@ def main() -> None:
     parser.add_argument("--threshold", type=int, default=5, help="Flagger's failed checks before rollback")
     parser.add_argument("--max-seconds", type=float, default=6 * 3600, help="a rollout still undecided is cut here")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--stable-errors", type=float, default=0.05, help="the stable arm's error rate")
+    parser.add_argument("--stable-quality", type=float, default=0.80, help="the stable arm's pass rate")
+    parser.add_argument("--quality-drop", type=float, default=0.05, help="how much worse (b) is on quality")
+    parser.add_argument("--at-margin", action="store_true", help="also run (d) (slow: margin waits, as it should)")
+    parser.add_argument("--error-factor", type=float, default=2.0, help="(c)'s error rate over the stable one")
     args = parser.parse_args()
     conf = settings(args)
     print(
         f"{args.rollouts} rollouts per scenario; {args.rps:g} req/s to the group; steps {args.steps}; stable error "
-        f"rate {STABLE_ERRORS:.0%}, pass rate {STABLE_QUALITY:.0%}; margin {args.margin}; margin's false-alarm rate "
-        f"{args.alpha}, {args.min_requests} requests per arm and step; Flagger: {args.interval:g} s windows, "
-        f"threshold {args.threshold}"
+        f"rate {args.stable_errors:.0%}, pass rate {args.stable_quality:.0%}; margin {args.margin}; margin's "
+        f"false-alarm rate {args.alpha}, {args.min_requests} requests per arm and step; Flagger: "
+        f"{args.interval:g} s windows, threshold {args.threshold}"
     )
-    calibrated = calibrate_flagger(args)
-    print(f"Flagger calibrated: threshold {calibrated}, the smallest with <= 1% false rollbacks on (a) (another seed)")
-    for scenario in SCENARIOS:
+    cases = scenarios(args)
+    calibrated = calibrate_flagger(args, cases[0])
+    at_margin = calibrate_flagger(args, cases[3])
+    print(
+        f"Flagger calibrated (another seed): threshold {calibrated}, the smallest with <= {args.alpha:.0%} false "
+        f"rollbacks on (a); at the margin, (d): {at_margin if at_margin is not None else 'none up to 40'}"
+    )
+    for scenario in cases if args.at_margin else cases[:3]:
         started = time.perf_counter()
         ours = simulate_margin(scenario, conf, args, np.random.default_rng(args.seed))
-        flagger = simulate_flagger(scenario, args, np.random.default_rng(args.seed))
-        tuned = simulate_flagger(scenario, args, np.random.default_rng(args.seed), calibrated)
+        rules = [("flagger", args.threshold)]
+        rules += [(f"flagger/{t}{tag}", t) for t, tag in ((calibrated, ""), (at_margin, " (d)")) if t is not None]
+        results = [(name, simulate_flagger(scenario, args, np.random.default_rng(args.seed), t)) for name, t in rules]
         print(f"{scenario.name} ({time.perf_counter() - started:.1f} s)")
         print(line("margin", scenario, ours, args.rollouts))
-        print(line("flagger", scenario, flagger, args.rollouts))
-        print(line(f"flagger/{calibrated}", scenario, tuned, args.rollouts))
+        for name, result in results:
+            print(line(name, scenario, result, args.rollouts))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ function, so every replica reaches the same decision from the same data (and tes
 benchmark call exactly what the gateway runs).
 
 Canary: every signal with a margin is compared between the arms over all canary steps so far with
-an always-valid confidence sequence (margin.rollout.stats); the false-alarm rate is split evenly
-between those signals (Bonferroni), so the chance that an equal candidate is ever rolled back, by any
-signal at any look, stays within `false_alarm_rate`.
+an always-valid one-sided test (margin.rollout.stats); the false-alarm rate is split evenly
+between those signals (Bonferroni), so the chance that a candidate within every margin (an equal one
+included) is ever rolled back, by any signal at any look, stays within `false_alarm_rate`. Rollback
+and promotion test opposite hypotheses (worse than the margin, or not), so each uses the whole share.
 - any signal `worse` (whole interval above its margin): roll back, at once;
 - a step ends once both arms have its minimum of requests in it and its minimum time has passed;
   the last step (every step with `promote_requires: every`) also needs every signal `ok` (whole
@@ -38,9 +39,11 @@ class Decision:
 
 
 def mixture_scale(margin: float) -> float:
-    """tau of the normal mixture: the confidence sequence is tightest for effects of about this size,
-    so it is tied to the margin the signal is judged against (bench/rollout.py measured the choice)."""
-    return max(2 * margin, 0.02)
+    """tau of the one-sided normal mixture: the boundary reaches a verdict on the fewest requests when
+    the candidate's excess over the margin is about tau (margin.rollout.stats), so tau is the margin
+    itself: a candidate twice as bad as tolerated is the one caught fastest, and an excess from half
+    to twice that costs at most ~8% more requests. The floor keeps a zero margin usable."""
+    return max(margin, 0.005)
 
 
 def compare_canary(stable: ArmTotals, candidate: ArmTotals, settings: RolloutSettings) -> list[SignalComparison]:
