@@ -144,7 +144,7 @@ class RolloutStage:
             return
         text = answer_text(result.body)
         if group is not None:
-            self.sampling.submit(SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, text))
+            self._keep(ctx, group, request, text)
         if graded:
             self._hand_off(ctx, request, text)  # a full queue keeps fewer samples, grades fewer answers
 
@@ -164,7 +164,7 @@ class RolloutStage:
             self._not_handed_off(ctx, group, graded, "too_long" if whole else "not_whole")
         else:
             if group is not None:
-                self.sampling.submit(SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, text))
+                self._keep(ctx, group, request, text)
             if graded:
                 self._hand_off(ctx, request, text)
 
@@ -176,6 +176,12 @@ class RolloutStage:
         group = self._sampled(ctx)
         if group is not None or graded:
             self._not_handed_off(ctx, group, graded, "client_left" if status == "cancelled" else "error")
+
+    def _keep(self, ctx: RequestContext, group: str, request: ChatRequest, text: str) -> None:
+        """Queue the answer for the production sample; a full queue keeps fewer samples (counted)."""
+        job = SampleJob(group, ctx.request_id, ctx.deployment or "", request.messages, text)
+        if not self.sampling.submit(job) and self.sampler is not None:
+            self.sampler.not_kept(group, "queue_full")
 
     def _not_handed_off(self, ctx: RequestContext, group: str | None, graded: bool, why: str) -> None:
         if group is not None and self.sampler is not None:

@@ -28,8 +28,8 @@ class RolloutMetrics:
             "handed off (client_left, error, too_long, not_whole)", ["model_group", "why"], registry=r,
         )  # fmt: skip
         self.samples_skipped = Counter(
-            "margin_production_samples_skipped", "Requests chosen for a production sample that were not kept "
-            "(client_left, error, not_whole, too_long, timeout, worker_died)", ["model_group", "why"], registry=r,
+            "margin_production_samples_skipped", "Requests chosen for a production sample not kept (queue_full, "
+            "client_left, error, not_whole, too_long, timeout, worker_died)", ["model_group", "why"], registry=r,
         )  # fmt: skip
         self.candidate_share = Gauge(
             "margin_rollout_candidate_share", "Share of a group's requests this replica sends to the candidate",

@@ -92,7 +92,8 @@ class ProductionSampler:
         self._worker: ProcessPoolExecutor | None = None  # spawned by the first sample that needs Presidio
         self._loaded: set[str] = set()  # spaCy models the worker has built an analyzer for
         # samples not kept, by why: too_long, timeout, worker_died (redaction); client_left, error,
-        # not_whole, too_long (a stream that did not end whole, or over rollouts.answer_max_chars)
+        # not_whole, too_long (a stream that did not end whole, or over rollouts.answer_max_chars);
+        # queue_full (the sampling queue beside the request path was full)
         self.skipped: dict[str, int] = {}
         self.on_skip: Callable[[str, str], None] | None = None  # (model group, why): the metric
 
