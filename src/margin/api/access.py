@@ -21,7 +21,7 @@ from margin.api.state import state_of
 from margin.errors import AuthError, NotFound, PermissionDenied
 
 # What the metrics listener answers; everything else there is 404 (it is not an API port).
-METRICS_LISTENER_PATHS = frozenset({"/metrics", "/healthz"})
+METRICS_LISTENER_PATHS = frozenset({"/metrics", "/autoscale", "/healthz"})
 
 
 def bearer_of(request: Request) -> str:

@@ -28,6 +28,7 @@ async def deployments(request: Request) -> Response:
         for name in group.deployments:
             groups.setdefault(name, []).append(group.name)
     by_name = {d.name: d for d in state.config.deployments}
+    scaling = state.autoscale.signals if state.autoscale is not None else {}
     data = []
     for view in views:
         d = by_name[view.deployment]
@@ -43,6 +44,7 @@ async def deployments(request: Request) -> Response:
                 "max_attempts_per_second": d.max_attempts_per_second,
                 "circuit": _circuit(view),
                 "timeouts": res.latency.describe(d.name, d.timeouts),  # the measured stream timeouts
+                "autoscale": scaling[d.name].as_json() if d.name in scaling else None,  # docs/deploy.md
             }
         )
     runtime = {"tasks": len(asyncio.all_tasks()), "draining": len(caller.background)}

@@ -40,5 +40,15 @@ async def metrics(request: Request) -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+async def autoscale(request: Request) -> Response:
+    """KEDA's metrics-api scaler reads `deployments.<name>.desired_replicas` here (docs/deploy.md); the
+    same readers as /metrics may (its token), and it serves the autoscaler's last result, computed
+    off the request path."""
+    require_metrics_reader(request)
+    autoscaler = state_of(request).autoscale
+    body = autoscaler.keda() if autoscaler is not None else {"deployments": {}}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
 async def openapi(request: Request) -> Response:
     return Response(orjson.dumps(openapi_document()), media_type="application/json")

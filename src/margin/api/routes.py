@@ -48,6 +48,7 @@ def build_routes() -> list[Route]:
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/autoscale", ops.autoscale, methods=["GET"]),
         Route("/openapi.json", ops.openapi, methods=["GET"]),
         Route("/admin/spend", admin.spend, methods=["GET"]),
         Route("/admin/cache/invalidate", admin.invalidate_cache, methods=["POST"]),

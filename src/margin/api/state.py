@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from margin.autoscale.service import Autoscaler
 from margin.batch.tier import BatchTier
 from margin.config.model import MarginConfig
 from margin.metrics import Metrics
@@ -33,6 +34,7 @@ class GatewayState:
     metrics_port: int | None = None  # /metrics is served on this listener only
     batches: BatchTier | None = None  # /v1/files and /v1/batches (None: batch.enabled is off)
     tracer: Tracer = field(default_factory=NoTracer)  # OpenTelemetry, when `tracing.enabled`
+    autoscale: Autoscaler | None = None  # fleet signals and desired replicas (`autoscaling:`)
     started_at: float = field(default_factory=time.time)
 
     def model_cards(self, principal: Principal) -> list[dict[str, Any]]:

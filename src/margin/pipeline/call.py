@@ -58,6 +58,9 @@ class Caller:
         self.resilience = resilience or Resilience.for_deployments(p.deployment for p in providers.values())
         # Requests in flight per deployment: a self-hosted GPU's time is shared by them.
         self.in_flight: dict[str, int] = dict.fromkeys(providers, 0)
+        # Requests that found no healthy endpoint (circuit open, connection refused): the demand that
+        # wakes a deployment scaled to zero (margin.autoscale).
+        self.unserved: dict[str, int] = dict.fromkeys(providers, 0)
         # Streams read to the end after their client left (on_disconnect: drain); cancelled on shutdown.
         self.background: set[asyncio.Task[None]] = set()
         # Awaited between an attempt's creation and its upstream call: makes the attempt durable
@@ -92,6 +95,8 @@ class Caller:
     def fail(self, ctx: RequestContext, attempt: Attempt, error: errors.MarginError) -> None:
         attempt.status = "error"
         attempt.error_class = type(error).__name__
+        if isinstance(error, errors.UpstreamConnection):
+            self.unserved[attempt.deployment] += 1
         self.end(ctx, attempt)
 
     def _succeed(self, ctx: RequestContext, run: Run, attempt: Attempt, model: str) -> None:
@@ -149,6 +154,7 @@ class Caller:
         why = None
         if admission is Admission.REJECT:
             why = "circuit_open"
+            self.unserved[name] += 1
         elif not self.resilience.limiter.try_acquire(name):
             why = "attempt_rate"
             if admission is Admission.PROBE:

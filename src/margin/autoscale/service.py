@@ -1,0 +1,136 @@
+"""The autoscaler: a background task that, every `interval_s`, reads the model servers' pages and
+margin's own counters, and computes each configured deployment's signals and desired replicas.
+
+Readers (`/metrics`, `/autoscale` for KEDA, `/admin/deployments`) only read the last result: they
+never scrape or compute themselves, so a slow model server or a busy scraper cannot slow them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from margin.autoscale.policy import Decision, Inputs, desired_replicas
+from margin.autoscale.scraper import Fetch, Scraper, UpstreamView
+from margin.autoscale.window import Rates, Window, read_totals
+from margin.config.autoscale import AutoscalingConfig
+from margin.errors import ConfigError
+from margin.metrics import Metrics
+
+log = logging.getLogger("margin.autoscale")
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    deployment: str
+    in_flight: int
+    unserved_total: int
+    rates: Rates | None
+    upstream: UpstreamView
+    decision: Decision
+
+    def as_json(self) -> dict[str, Any]:
+        r, u = self.rates, self.upstream
+        return {
+            "desired_replicas": self.decision.desired,
+            "reason": self.decision.reason,
+            "load": self.decision.load,
+            "load_source": self.decision.load_source,
+            "in_flight": self.in_flight,
+            "unserved_total": self.unserved_total,
+            "window_s": r.seconds if r else None,
+            "calls_per_s": r.attempts_per_s if r else None,
+            "unserved_per_s": r.unserved_per_s if r else None,
+            "tokens_in_per_s": r.tokens_in_per_s if r else None,
+            "tokens_out_per_s": r.tokens_out_per_s if r else None,
+            "ttft_p95_s": r.ttft_p95_s if r else None,
+            "latency_p95_s": r.latency_p95_s if r else None,
+            "upstream": {
+                "state": u.state, "endpoints": u.endpoints, "fresh": u.fresh, "running": u.running,
+                "waiting": u.waiting, "kv_cache_usage": u.kv_cache_usage, "age_s": u.age_s,
+            },
+        }  # fmt: skip
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        config: AutoscalingConfig,
+        metrics: Metrics,
+        *,
+        in_flight: Mapping[str, int],
+        unserved: Mapping[str, int],
+        known: set[str],
+        fetch: Fetch,
+        clock: Callable[[], float] = time.monotonic,
+        aclose: Callable[[], Awaitable[None]] | None = None,  # the fetch's connections, closed by stop()
+    ) -> None:
+        unknown = sorted(set(config.deployments) - known)
+        if unknown:
+            raise ConfigError(f"autoscaling.deployments names unknown deployments: {', '.join(unknown)}")
+        self.config = config
+        self.metrics = metrics
+        self.in_flight = in_flight
+        self.unserved = unserved
+        self.clock = clock
+        self.aclose = aclose
+        targets = {name: (p.server, p.metrics_urls) for name, p in config.deployments.items()}
+        self.scraper = Scraper(targets, fetch, timeout_s=config.scrape_timeout_s, stale_after_s=config.stale_after_s)
+        self.window = Window(config.window_s)
+        self.signals: dict[str, Signals] = {}
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> None:
+        """One round: scrape, read margin's counters, decide. Awaited by the loop (and by tests)."""
+        now = self.clock()
+        await self.scraper.scrape(now)
+        names = list(self.config.deployments)
+        self.window.add(now, read_totals(self.metrics, names, self.unserved))
+        signals = {}
+        for name, policy in self.config.deployments.items():
+            upstream = self.scraper.view(name, now)
+            load = None if upstream.running is None else upstream.running + (upstream.waiting or 0.0)
+            rates = self.window.rates(name)
+            inputs = Inputs(self.in_flight.get(name, 0), load, upstream.fresh, rates)
+            signals[name] = Signals(
+                name, inputs.in_flight, self.unserved.get(name, 0), rates, upstream, desired_replicas(policy, inputs)
+            )
+        self.signals = signals
+        self.ticks += 1
+
+    def start(self) -> None:
+        if self.config.deployments and self._task is None:
+            # the window's first edge: calls made before the first tick are counted in it
+            self.window.add(self.clock(), read_totals(self.metrics, self.config.deployments, self.unserved))
+            self._task = asyncio.create_task(self._loop(), name="margin-autoscale")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.aclose is not None:
+            await self.aclose()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a bug here must not end the signals for good
+                log.exception("autoscale: computing the signals failed")
+            await asyncio.sleep(self.config.interval_s)
+
+    def keda(self) -> dict[str, Any]:
+        """The body of `/autoscale`: KEDA's metrics-api scaler reads
+        `deployments.<name>.desired_replicas` (docs/deploy.md)."""
+        return {
+            "interval_s": self.config.interval_s,
+            "ticks": self.ticks,
+            "deployments": {name: s.as_json() for name, s in sorted(self.signals.items())},
+        }
