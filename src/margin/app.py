@@ -26,6 +26,8 @@ from margin.api.routes import build_routes
 from margin.api.state import GatewayState
 from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
+from margin.autoscale.collector import AutoscaleCollector
+from margin.autoscale.service import Autoscaler
 from margin.batch.tier import BatchTier, revocation_check
 from margin.budgets.alerts import webhook_sender
 from margin.budgets.sweeper import IntentSweeper
@@ -61,6 +63,7 @@ from margin.providers.base import Provider
 from margin.providers.health_probes import HealthProbes
 from margin.providers.local_metrics import LocalSlotsCollector
 from margin.providers.malformed import MalformedEventsCollector
+from margin.providers.metrics_page import MetricsPages
 from margin.providers.registry import build_provider
 from margin.resilience.circuit import CircuitStore, InMemoryCircuits
 from margin.resilience.shared import SharedCircuits
@@ -166,6 +169,7 @@ def create_app(
         metrics_port=config.server.metrics_port,
         batches=build_batches(config, data_dir, pipeline, clock),
         tracer=tracer,
+        autoscale=build_autoscaler(config, metrics, caller),
     )
     dashboard = Dashboard(
         store, admin_key=state.admin_key, budgets=config.budgets, key_store=limits.key_store, clock=clock
@@ -228,6 +232,8 @@ class Lifespan:
         await self.rollouts.start()  # reads the live rollouts before the first request is served
         for provider in providers:
             await provider.start()
+        if self.state.autoscale is not None:
+            self.state.autoscale.start()  # scrapes model servers and computes signals, off the request path
         if self.state.batches is not None:
             await self.state.batches.start()  # in-progress batches resume, off the request path
         try:
@@ -236,6 +242,8 @@ class Lifespan:
             if self.state.batches is not None:
                 await self.state.batches.stop()  # lines in flight end (bounded), leases go back
             await pipeline.caller.aclose()  # streams still draining after their client left
+            if self.state.autoscale is not None:
+                await self.state.autoscale.stop()
             for provider in providers:
                 await provider.aclose()
             await self.rollouts.stop()  # shadow calls end, the last signals are flushed
@@ -250,6 +258,17 @@ class Lifespan:
             await close_circuits(pipeline.caller.resilience.circuits)
             if pipeline.cache is not None:
                 await pipeline.cache.close()
+
+
+def build_autoscaler(config: MarginConfig, metrics: Metrics, caller: Caller) -> Autoscaler:
+    """`autoscaling:`'s signals and desired replicas, served by /metrics, /autoscale and /admin/deployments."""
+    pages = MetricsPages()
+    autoscaler = Autoscaler(
+        config.autoscaling, metrics, in_flight=caller.in_flight, unserved=caller.unserved,
+        known={d.name for d in config.deployments}, fetch=pages.get, aclose=pages.aclose,
+    )  # fmt: skip
+    metrics.registry.register(AutoscaleCollector(autoscaler))
+    return autoscaler
 
 
 def build_batches(

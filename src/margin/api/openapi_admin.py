@@ -65,7 +65,8 @@ SPEND = _obj(("since", "until", "group_by", "groups", "total"), since=_STR, unti
 BUDGET = _obj(("scope", "kind", "unit", "window", "limit"), scope=_STR, kind=_STR, unit=_STR, window=_STR,
               limit=_NUM, spent=_NUM, reserved=_NUM, remaining=_NUM, reset_at=_STR)  # fmt: skip
 DEPLOYMENT = _obj(("name", "provider", "model", "circuit"), name=_STR, provider=_STR, model=_STR,
-                  cost_rank=_INT, groups=_STRS, in_flight=_INT, circuit=_obj(("state",), state=_STR))  # fmt: skip
+                  cost_rank=_INT, groups=_STRS, in_flight=_INT, circuit=_obj(("state",), state=_STR),
+                  autoscale={"type": ["object", "null"], "description": "docs/deploy.md"})  # fmt: skip
 INVALIDATE_BODY = {
     **_obj((), tenant=_STR, model=_STR, tag=_STR, key_prefix=_STR),
     "description": "at least one of the four selectors",

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, FilePath, IPvAnyNetwork, field_validator, model_validator
 
+from margin.config.autoscale import AutoscalingConfig
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
 from margin.config.gates import GatesConfig
@@ -320,14 +321,12 @@ class ServerConfig(Strict):
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    # More chat messages than this in one request is refused (400) before they are validated or
-    # counted. 2,048 is OpenAI's own limit on `messages`.
+    # More messages than this are refused (400) before validation or counting (OpenAI's own limit).
     max_messages: int = Field(2048, ge=1, le=1_000_000, description="messages one chat request may carry")
     # Where request timings come from; off only for the no-metering benchmark baseline.
     expose_overhead_header: bool = True
     admin_key: EnvSecret | None = Field(None, description="Key for /admin/* endpoints, e.g. env:MARGIN_ADMIN_KEY")
-    # Exposure (docs/security.md). A request carrying a proxy header (X-Forwarded-For, Forwarded,
-    # X-Real-IP ...) is never "this machine" unless its peer is a trusted proxy.
+    # Exposure (docs/security.md): a request with a proxy header is local only from a trusted proxy.
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list, description="reverse proxies whose forwarding header names the client (IPs or CIDRs)"
     )
@@ -469,6 +468,7 @@ class MarginConfig(Strict):
     batch: BatchConfig = BatchConfig()
     logging: LoggingConfig = LoggingConfig()
     tracing: TracingConfig = TracingConfig()  # OpenTelemetry (docs/observability.md)
+    autoscaling: AutoscalingConfig = AutoscalingConfig()  # fleet signals (docs/deploy.md)
 
     @model_validator(mode="after")
     def _references(self) -> MarginConfig:
