@@ -62,7 +62,7 @@ def _rollout(r: RolloutRecord) -> list[Cell]:
 
 def _drift(r: DriftRecord) -> list[Cell]:
     return [_when(r.at), r.model_group, r.deployment, r.items, _score(r.score), _score(r.ci_low), _score(r.ci_high),
-            _score(r.baseline), "yes" if r.drifted else ""]  # fmt: skip
+            _score(r.baseline), "yes" if r.drifted else "inconclusive" if r.inconclusive else ""]  # fmt: skip
 
 
 def _batch(b: BatchRecord) -> list[Cell]:

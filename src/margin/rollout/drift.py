@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from margin.budgets.alerts import iso
 from margin.config.rollout import OnlineJudge, ProductionSample, drift_judge_spec, is_judge_spec
 from margin.evals.completion import Completer, Completion
+from margin.evals.errors import GraderSpecError
 from margin.evals.graders.protocol import Grader, GraderEnv, Sample
 from margin.evals.graders.registry import build_grader
 from margin.evals.stats import mean_interval
@@ -130,7 +131,7 @@ class DriftWatch:
             await asyncio.sleep(every)
             try:
                 await self.run_once(group)
-            except StorageError as exc:
+            except (StorageError, GraderSpecError) as exc:  # the next run tries again
                 log.warning("drift re-evaluation of %s failed: %s", group, exc)
 
     def _grader(self, group: str) -> Grader:

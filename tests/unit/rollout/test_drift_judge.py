@@ -26,7 +26,11 @@ from margin.app import create_app
 from margin.cli.eval_drift import history
 from margin.config import parse_config
 from margin.errors import ConfigError
-from margin.providers.fake.engine import answered_wrongly
+from margin.evals.graders.judge import pairwise_prompt, read_score, read_winner, scored_prompt
+from margin.evals.graders.protocol import Sample
+from margin.evals.items import JudgeSettings
+from margin.providers.fake.engine import answered_wrongly, biased_judge_reply
+from margin.providers.fake.faults import Fault
 from margin.rollout.drift import DriftWatch
 from margin.storage.memory import MemoryKeyStore
 from margin.storage.rollouts import SampleRecord
@@ -185,3 +189,18 @@ def test_a_drift_judge_that_cannot_be_is_a_config_error_naming_its_place(sample:
     )
     with pytest.raises(ConfigError, match=re.escape(where)):
         parse_config(text)
+
+
+def test_the_fakes_biased_judge_never_agrees_with_itself() -> None:
+    """The `judge_bias` fault, read by the judge grader's own parsers, in both orders of each mode."""
+    settings = JudgeSettings(model="judge")
+    sample = Sample([{"role": "user", "content": "what is 2 plus 2"}], "4")
+    assert Fault.parse("judge_bias").judge_bias
+    for reference in (None, "4"):
+        orders = [scored_prompt(settings, sample, reference, swapped) for swapped in (False, True)]
+        assert [read_score(biased_judge_reply(p), settings.scale).score for p in orders] == [1.0, 0.0]
+    winners = [
+        read_winner(biased_judge_reply(pairwise_prompt(settings, sample, "4", swapped)), swapped).winner
+        for swapped in (False, True)
+    ]
+    assert winners == ["reference", "answer"]
