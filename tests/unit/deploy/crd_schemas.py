@@ -1,6 +1,6 @@
-"""JSON schemas for the two custom resources deploy/k8s ships, which kubernetes-validate (built-in
-kinds only) does not know: KEDA's ScaledObject (keda.sh/v1alpha1, KEDA 2.x) and the Prometheus
-Operator's ServiceMonitor (monitoring.coreos.com/v1).
+"""JSON schemas for the custom resources deploy/k8s ships, which kubernetes-validate (built-in
+kinds only) does not know: KEDA's ScaledObject and TriggerAuthentication (keda.sh/v1alpha1, KEDA
+2.x) and the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1).
 
 Each is the subset of its upstream CRD's openAPIV3Schema that these manifests use, with the same
 field names, types and required fields, and `additionalProperties: false` wherever the upstream
@@ -129,7 +129,21 @@ SERVICE_MONITOR = _resource(
     ),
 )
 
+TRIGGER_AUTHENTICATION = _resource(
+    "keda.sh/v1alpha1",
+    "TriggerAuthentication",
+    _closed(
+        {
+            "secretTargetRef": {
+                "type": "array",
+                "items": _closed({"parameter": _STRING, "name": _STRING, "key": _STRING}, ["parameter", "name", "key"]),
+            }
+        }
+    ),
+)
+
 SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
 }

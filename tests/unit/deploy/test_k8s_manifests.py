@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
+from margin.api.access import METRICS_LISTENER_PATHS
 from margin.metrics import Metrics
 from tests.unit.deploy.crd_schemas import SCHEMAS
 from tests.unit.deploy.kustomize import Manifest
@@ -48,7 +50,7 @@ def test_every_manifest_is_valid_for_its_schema(sets: dict[str, list[Manifest]],
     [
         ("Deployment", ["spec", "template", "spec", "containers", 0, "readinessProbe", "httpGett"], {"path": "/"}),
         ("Deployment", ["spec", "replicas"], "three"),
-        ("ScaledObject", ["spec", "triggers", 0, "metadata", "threshold"], 4),
+        ("ScaledObject", ["spec", "triggers", 0, "metadata", "targetValue"], 1),
         ("ServiceMonitor", ["spec", "endpoints", 0, "interval"], "15 seconds"),
     ],
 )
@@ -182,10 +184,28 @@ def test_the_autoscalers_target_the_gateway_and_read_metrics_margin_serves(sets:
     rule = yaml.safe_load(adapter_rules.read_text())["rules"]["custom"][0]
     assert rule["name"]["as"] == hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert rule["seriesQuery"].split("{")[0] in served
-    for scaled in (keda, one(sets["vllm"], "ScaledObject")):
-        query = scaled["spec"]["triggers"][0]["metadata"]["query"]
-        series = query.split("(")[-1].split("{")[0]
-        assert series in served, query
+    query = keda["spec"]["triggers"][0]["metadata"]["query"]
+    assert query.split("(")[-1].split("{")[0] in served, query
+
+
+def test_the_model_server_scales_on_margins_autoscale_endpoint(sets: dict[str, list[Manifest]]) -> None:
+    """KEDA's metrics-api trigger reads a path the metrics listener serves, on the metrics port, with
+    the metrics token, at the JSON location /autoscale answers (tests/e2e/test_autoscale_signals.py)."""
+    trigger = one(sets["vllm"], "ScaledObject")["spec"]["triggers"][0]
+    assert trigger["type"] == "metrics-api"
+    url = urlsplit(trigger["metadata"]["url"])
+    assert url.path in METRICS_LISTENER_PATHS and url.path == "/autoscale"
+    service = one(sets["base"], "Service")
+    assert url.hostname is not None and url.hostname.split(".")[0] == service["metadata"]["name"]
+    assert url.port == next(p["port"] for p in service["spec"]["ports"] if p["name"] == "metrics")
+    assert trigger["metadata"]["valueLocation"] == "deployments.vllm-llama.desired_replicas"
+    auth = one(sets["vllm"], "TriggerAuthentication")
+    assert auth["metadata"]["name"] == trigger["authenticationRef"]["name"]
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "token", "name": "margin-secrets", "key": "metrics-token"}]
+    assert trigger["metadata"]["authMode"] == "bearer"
+    adapter_rules = K8S / "components" / "hpa-prometheus-adapter" / "adapter-rules.yaml"
+    external = yaml.safe_load(adapter_rules.read_text())["rules"]["external"][0]
+    assert external["seriesQuery"].split("{")[0] == "margin_deployment_desired_replicas"
 
 
 def served_series() -> set[str]:
