@@ -252,8 +252,9 @@ def test_small_tasks_share_a_head_and_everything_round_trips(tmp_path: Path) -> 
     assert isinstance(loaded, TaskHeadScorer)
     assert np.array_equal(loaded.score(mixed.prompts), scorer.score(mixed.prompts))
     assert loaded.name == scorer.name == "task-heads[hashing+lexical+words; 3 heads]"
-    gated = loaded.gate.predict(loaded.featurizer.transform(mixed.prompts)) if loaded.gate else None
-    assert gated is not None and np.mean(np.array(loaded.gate.tasks)[gated] == np.array(mixed.benchmarks)) > 0.95
+    assert loaded.gate is not None
+    gated = loaded.gate.predict(loaded.featurizer.transform(mixed.prompts))
+    assert np.mean(np.array(loaded.gate.tasks)[gated] == np.array(mixed.benchmarks)) > 0.95
 
 
 def test_a_linear_model_file_from_before_task_heads_still_loads(tmp_path: Path) -> None:
