@@ -321,18 +321,21 @@ async def tracing_cost(requests: int) -> None:
         async with aiohttp.ClientSession() as session:
             await latencies(session, on_url, BODY, 200)
             await latencies(session, off_url, BODY, 200)
+            cpu_c1 = {pid_on: cpu_seconds(pid_on), pid_off: cpu_seconds(pid_off)}
             for round_ in range(ROUNDS):  # interleaved, each side first in turn
                 urls = (on_url, off_url) if round_ % 2 == 0 else (off_url, on_url)
                 got = {url: await latencies(session, url, BODY, requests // ROUNDS) for url in urls}
                 on += got[on_url]
                 off += got[off_url]
                 added.append(percentile(got[on_url], 50) - percentile(got[off_url], 50))
+        cpu_c1 = {pid: (cpu_seconds(pid) - before) * 1e3 / len(on) for pid, before in cpu_c1.items()}
         cpu0 = cpu_seconds(pid_on)
         count_on, _ = await throughput(on_url, BODY, 3.0, REPORTED_CONCURRENCY)
         cpu_on = cpu_seconds(pid_on) - cpu0
         cpu0 = cpu_seconds(pid_off)
         count_off, _ = await throughput(off_url, BODY, 3.0, REPORTED_CONCURRENCY)
         cpu_off = cpu_seconds(pid_off) - cpu0
+        c16 = f"{cpu_on * 1e3 / count_on:.3f} / {cpu_off * 1e3 / count_off:.3f}"
         traced = 200 + len(on) + count_on  # warm-up, c=1 and c=16 requests through the traced gateway
         spans = await received_spans(sink, expected=traced * TRACED_SPANS)
     rows = [
@@ -340,7 +343,8 @@ async def tracing_cost(requests: int) -> None:
         ("tracing on added c=1 p50 (ms)  [target <= 0.15]", f"{percentile(on, 50) - percentile(off, 50):.3f}"),
         (f"tracing on added c=1 p50, median of {ROUNDS} rounds (ms)", f"{statistics.median(added):.3f}"),
         ("tracing on added c=1 p99 (ms)", f"{percentile(on, 99) - percentile(off, 99):.3f}"),
-        ("tracing CPU per request on / off (ms)", f"{cpu_on * 1e3 / count_on:.3f} / {cpu_off * 1e3 / count_off:.3f}"),
+        ("tracing CPU per request c=1 on / off (ms)", f"{cpu_c1[pid_on]:.3f} / {cpu_c1[pid_off]:.3f}"),
+        ("tracing CPU per request c=16 on / off (ms)", c16),
         ("spans received / requests traced", f"{spans} / {traced}"),
         ("tracing off: seam per request, in-process (us)", f"{seam_off_us():.3f}"),
     ]

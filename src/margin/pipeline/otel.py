@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from margin.config.model import DeploymentConfig
 from margin.config.observability import TracingConfig
-from margin.pipeline.otel_spans import SpanPlan, Upstream, spans_of
+from margin.pipeline.otel_spans import Upstream, spans_of
 from margin.pipeline.record import RequestRecord
 from margin.pipeline.trace import RequestTrace
 
@@ -38,6 +38,7 @@ KINDS = {"server": SpanKind.SERVER, "client": SpanKind.CLIENT, "internal": SpanK
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 SAMPLE = Decision.RECORD_AND_SAMPLE
 SCOPE = InstrumentationScope("margin")
+UNSET = Status(StatusCode.UNSET)
 
 
 def new_span_id() -> int:
@@ -133,29 +134,24 @@ class OtelTracer:
         ctx, trace = record.ctx, record.ctx.trace
         assert trace is not None
         origin_ns = ctx.wall_started * 1e9 - ctx.started * 1e9  # perf_counter seconds -> epoch ns
-        client = (
-            SpanContext(trace.trace_id, trace.parent_id, is_remote=True, trace_flags=SAMPLED)
-            if trace.parent_id is not None
-            else None
-        )
+        trace_id = trace.trace_id
+        parents = {  # the request span's parent is the client's span (if any); every other span's, the request's
+            None: SpanContext(trace_id, trace.parent_id, True, SAMPLED) if trace.parent_id is not None else None,
+            trace.span_id: SpanContext(trace_id, trace.span_id, False, SAMPLED),
+        }
         for plan in spans_of(record, self.upstreams, now, new_span_id):
-            yield self._span(plan, trace.trace_id, client, origin_ns)
-
-    def _span(self, plan: SpanPlan, trace_id: int, client: SpanContext | None, origin_ns: float) -> ReadableSpan:
-        own = SpanContext(trace_id, plan.span_id, is_remote=False, trace_flags=SAMPLED)
-        parent = client if plan.parent_id is None else SpanContext(trace_id, plan.parent_id, is_remote=False)
-        return ReadableSpan(
-            plan.name,
-            context=own,
-            parent=parent,
-            resource=self.resource,
-            attributes=plan.attributes,
-            kind=KINDS[plan.kind],
-            status=Status(StatusCode.ERROR, plan.error) if plan.error else Status(StatusCode.UNSET),
-            start_time=int(origin_ns + plan.started * 1e9),
-            end_time=int(origin_ns + plan.ended * 1e9),
-            instrumentation_scope=SCOPE,
-        )
+            yield ReadableSpan(
+                plan.name,
+                context=SpanContext(trace_id, plan.span_id, False, SAMPLED),
+                parent=parents[plan.parent_id],
+                resource=self.resource,
+                attributes=plan.attributes,
+                kind=KINDS[plan.kind],
+                status=UNSET if plan.error is None else Status(StatusCode.ERROR, plan.error),
+                start_time=int(origin_ns + plan.started * 1e9),
+                end_time=int(origin_ns + plan.ended * 1e9),
+                instrumentation_scope=SCOPE,
+            )
 
     def close(self) -> None:
         if self.processor is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from margin.config.model import DeploymentConfig
@@ -57,8 +57,7 @@ class Upstream:
         return cls(provider, url.hostname, port)
 
 
-@dataclass(frozen=True, slots=True)
-class SpanPlan:
+class SpanPlan(NamedTuple):  # a tuple: made 8 times per traced request
     name: str
     span_id: int
     parent_id: int | None  # None: the request span, child of the client's span if it sent one
