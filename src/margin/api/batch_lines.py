@@ -12,11 +12,17 @@ from margin.api.body import validate
 from margin.api.openai import chat_request
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from margin.batch.backoff import tier_load_from
-from margin.errors import InvalidRequest, ModelNotFound
+from margin.batch.native import NativeBatchAPI
+from margin.batch.runner import ENDPOINTS, batch_principal
+from margin.config.model import DeploymentConfig
+from margin.errors import ConfigError, InvalidRequest, ModelNotFound
 from margin.pipeline.context import RequestContext
 from margin.pipeline.handler import Pipeline
+from margin.pipeline.record import RequestRecord
+from margin.providers.batch_api import AnthropicBatchAPI, OpenAIBatchAPI
+from margin.storage.batches import BatchRecord, LineResult
 from margin.translate import chat_result_to_message, parse_messages_request
-from margin.types import EmbeddingRequest
+from margin.types import Attempt, AttemptStatus, Cost, EmbeddingRequest, Usage
 
 _SCHEMAS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionBody,
@@ -55,6 +61,49 @@ class PipelineLines:
     def tier_load(self, tier: tuple[str, ...]) -> int:
         """Upstream calls open now on the tier's deployments (the whole replica's for ())."""
         return tier_load_from(self.pipeline.caller.in_flight)(tier)
+
+    # --- native batches (margin.batch.native_run.NativeBackend) -------------------------------------------
+    def native_apis(self, deployments: list[str]) -> dict[str, NativeBatchAPI]:
+        """A Batch API client per deployment; a deployment that is not an OpenAI or Anthropic one is
+        a ConfigError (it has no Batch API margin can use)."""
+        apis: dict[str, NativeBatchAPI] = {}
+        for name in deployments:
+            config = getattr(self.pipeline.caller.providers.get(name), "deployment", None)
+            if not isinstance(config, DeploymentConfig) or config.provider not in ("openai_compat", "anthropic"):
+                raise ConfigError(f"batch.native_deployments: {name} is not an OpenAI or Anthropic deployment")
+            key = config.api_key.resolve() if config.api_key is not None else None
+            if config.provider == "anthropic":
+                apis[name] = AnthropicBatchAPI(config.base_url or "https://api.anthropic.com", key)
+            else:
+                apis[name] = OpenAIBatchAPI(config.base_url or "https://api.openai.com/v1", key)
+        return apis
+
+    def deployment_of(self, model: str) -> str | None:
+        try:
+            deployments = self.pipeline.table.resolve(model).deployments
+        except ModelNotFound:
+            return None
+        return deployments[0] if deployments else None
+
+    def upstream_model(self, deployment: str) -> str:
+        return str(self.pipeline.meter.prices.models.get(deployment, deployment))
+
+    def batch_price(self, deployment: str, usage: Usage) -> Cost:
+        return self.pipeline.meter.prices.cost(deployment, usage, batch=True)
+
+    def record_native(self, batch: BatchRecord, deployment: str, result: LineResult, usage: Usage | None) -> None:
+        """The line's ledger row, as one attempt of a request of the batch's creator (tagged with it)."""
+        ctx = RequestContext(request_id=result.request_id, endpoint=ENDPOINTS[batch.endpoint])
+        ctx.principal = batch_principal(batch)
+        ctx.authenticated = True
+        model = self.upstream_model(deployment)
+        cost = self.batch_price(deployment, usage) if usage is not None else None
+        status: AttemptStatus = "ok" if result.outcome == "completed" else "error"
+        ctx.attempts.append(Attempt(request_id=result.request_id, index=0, deployment=deployment, model=model,
+                                    status=status, usage=usage, started_at=ctx.started, cost=cost))  # fmt: skip
+        ctx.deployment, ctx.model, ctx.usage, ctx.cost = deployment, model, usage, cost
+        record_status = "ok" if status == "ok" else "UpstreamError"
+        self.pipeline.recorder.submit(RequestRecord(ctx, record_status, usage, 0.0, None, 0.0))
 
     async def run(self, ctx: RequestContext, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         if endpoint == "/v1/embeddings":

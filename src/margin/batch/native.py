@@ -46,6 +46,9 @@ class NativeBatchAPI(Protocol):
 
     async def cancel(self, native_id: str) -> None: ...
 
+    async def aclose(self) -> None:
+        """Close its connections (the batch tier stops)."""
+
 
 def native_deployment(
     endpoint: str, models: Iterable[str], deployment_of: Callable[[str], str | None],

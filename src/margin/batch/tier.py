@@ -11,6 +11,7 @@ from margin.batch.anthropic import MessageBatches
 from margin.batch.backoff import Tier, TierSignals
 from margin.batch.files import FileService
 from margin.batch.finalize import Finalizer
+from margin.batch.native_run import NativeBackend, NativeRunner
 from margin.batch.retry import Retries
 from margin.batch.runner import LineExecutor, LineRunner
 from margin.batch.service import BatchService
@@ -43,10 +44,13 @@ class BatchTier:
         files = FileService(store, blobs, settings, clock)
         if isinstance(executor, TierSignals):  # the pipeline's executor: a back-off per tier
             tier_load, tier_of = tier_load or executor.tier_load, tier_of or executor.tier_of
+        native = None
+        if settings.native_deployments and isinstance(executor, NativeBackend):
+            native = NativeRunner(store, blobs, executor, settings, clock)
         worker = BatchWorker(
             store, blobs, LineRunner(executor, settings, clock), Validator(store, blobs, executor, settings),
             Finalizer(store, blobs, clock), settings, clock=clock, owner=owner, load=load, key_revoked=key_revoked,
-            tier_load=tier_load, tier_of=tier_of,
+            tier_load=tier_load, tier_of=tier_of, native=native,
         )  # fmt: skip
         batches = BatchService(store, files, settings, clock, worker)
         messages = MessageBatches(batches, files, executor, settings)
@@ -59,6 +63,9 @@ class BatchTier:
 
     async def stop(self) -> None:
         await self.worker.stop(grace_s=min(10.0, self.settings.lease_s))
+        if self.worker.native is not None:
+            for api in self.worker.native.apis.values():
+                await api.aclose()
         await self.store.close()
 
 

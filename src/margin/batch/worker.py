@@ -21,13 +21,14 @@ import secrets
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from margin.batch.backoff import Tier, TierBackoff
 from margin.batch.finalize import Finalizer
+from margin.batch.native_run import NativeRunner
 from margin.batch.runner import BudgetPause, LineRunner, unrunnable
 from margin.batch.schedule import OffPeak
 from margin.batch.validate import Validator
@@ -85,6 +86,7 @@ class BatchWorker:
         owner: str | None = None,
         load: Callable[[], int] | None = None,
         key_revoked: Callable[[str], Awaitable[bool]] | None = None,
+        native: NativeRunner | None = None,
         tier_load: Callable[[Tier], int] | None = None,
         tier_of: Callable[[dict[str, Any]], Tier] | None = None,
     ) -> None:
@@ -96,6 +98,7 @@ class BatchWorker:
         `key_revoked(key_id)`: whether the creator's key has been revoked since (its lines then fail
         with the 401 a live request would get)."""
         self.key_revoked = key_revoked
+        self.native = native  # hands batches bound for one native deployment to its provider (native_run.py)
         self.store, self.blobs, self.runner = store, blobs, runner
         self.validator, self.finalizer, self.settings, self.clock = validator, finalizer, settings, clock
         self.owner = owner or new_owner()
@@ -394,6 +397,11 @@ class BatchWorker:
             changes = {"status": "failed", "failed_at": now, "errors": outcome.errors, "total": outcome.lines}
             await self.store.update_batch(record.batch_id, ["validating"], changes)
             log.info("batch: %s failed validation (%d errors)", record.batch_id, outcome.error_count)
+        elif self.native is not None and (deployment := await self.native.choose(record)) is not None:
+            changes = {"status": "in_progress", "in_progress_at": now, "total": outcome.lines,
+                       "native_deployment": deployment}  # fmt: skip
+            if await self.store.update_batch(record.batch_id, ["validating"], changes):
+                log.info("batch: %s goes native on %s (%d lines)", record.batch_id, deployment, outcome.lines)
         elif await self.store.open_batch(record.batch_id, chunk_lines=self.settings.chunk_lines, now=now):
             log.info("batch: %s is in progress (%d lines)", record.batch_id, outcome.lines)
         self._wake.set()
@@ -402,6 +410,16 @@ class BatchWorker:
         """Finalise `record` if no worker still runs its lines; False when it must wait (its lease
         is then held until the next look, so other batches are not blocked behind it)."""
         now = self.clock()
+        if self._native_open(record):
+            assert self.native is not None
+            native_ending = await self.native.step(record)
+            if native_ending is None:  # look again in native_poll_s (soon while cancelling)
+                wait = self.settings.poll_s if record.status == "cancelling" else self.settings.native_poll_s
+                await self.store.renew_batch(record.batch_id, self.owner, now + wait)
+                return False
+            if record.ending is None:  # every line has its result now: a look after a crash finalises
+                record = replace(record, ending=native_ending)
+                await self.store.update_batch(record.batch_id, [record.status], {"ending": native_ending})
         ending = record.ending or await self._ending(record, now)
         if record.status != "finalizing":
             if record.ending is None:
@@ -420,6 +438,12 @@ class BatchWorker:
         self._halted.discard(record.batch_id)
         self._cache.pop(record.batch_id, None)
         return True
+
+    def _native_open(self, record: BatchRecord) -> bool:
+        """A native batch whose provider may still run lines (a cancel is forwarded and waited for)."""
+        if record.native_deployment is None or self.native is None:
+            return False
+        return record.status == "cancelling" or (record.status == "in_progress" and record.ending is None)
 
     async def _ending(self, record: BatchRecord, now: float) -> Ending:
         if record.status == "cancelling":

@@ -83,6 +83,11 @@ class BatchConfig(Strict):
         "lines bound for its tier back off (overrides yield_above_in_flight for that tier)",
     )  # fmt: skip
     pressure_check_s: float = Field(0.25, gt=0, le=60, description="how often the back-off looks at the load")
+    native_deployments: list[str] = Field(
+        default_factory=list, description="hosted deployments (OpenAI, Anthropic) whose provider's own Batch API "
+        "runs a batch whose every line goes to them, at the provider's batch price (`native`)",
+    )  # fmt: skip
+    native_poll_s: float = Field(30.0, gt=0, le=3600, description="how often a native batch's provider is asked")
 
     @field_validator("completion_windows")
     @classmethod

@@ -28,7 +28,7 @@ UPDATABLE = frozenset(
     {
         "status", "ending", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
         "cancelling_at", "cancelled_at", "output_file_id", "error_file_id", "errors", "total", "paused",
-        "paused_until",
+        "paused_until", "native_deployment", "native_id",
     }
 )  # fmt: skip
 
@@ -77,6 +77,8 @@ class BatchRecord:
     cost: Decimal = Decimal(0)  # the sum of its finished lines' costs, exact
     paused: str | None = None  # why no line starts until `paused_until` (budget), None when it runs
     paused_until: float | None = None
+    native_deployment: str | None = None  # `native`: the deployment whose provider's Batch API runs it
+    native_id: str | None = None  # that provider's batch id, once submitted
 
     @property
     def is_final(self) -> bool:

@@ -168,6 +168,23 @@ async def test_no_chunk_of_a_paused_expired_or_ending_batch_is_leased(store: Bat
     assert await store.claim_chunk("w1", now=400.0, lease_s=5) is None
 
 
+async def test_a_native_batch_keeps_its_provider_batch_and_is_looked_at_under_the_batch_lease(
+    store: BatchStore,
+) -> None:
+    await store.add_batch(a_batch("batch_n", 50.0))
+    await store.add_lines("batch_n", lines(3))
+    changes = {"status": "in_progress", "in_progress_at": 60.0, "total": 3, "native_deployment": "openai-mini"}
+    assert await store.update_batch("batch_n", ["validating"], changes)
+    assert await store.claim_chunk("w1", now=70.0, lease_s=10) is None  # no chunks: the provider runs its lines
+    looked = await store.claim_batch("w1", now=70.0, lease_s=10)
+    assert looked is not None and looked.native_deployment == "openai-mini" and looked.native_id is None
+    assert await store.update_batch("batch_n", ["in_progress", "cancelling"], {"native_id": "batch_abc"})
+    assert await store.renew_batch("batch_n", "w1", 100.0)  # look again later
+    assert await store.claim_batch("w2", now=90.0, lease_s=10) is None
+    again = await store.claim_batch("w2", now=101.0, lease_s=10)
+    assert again is not None and again.native_id == "batch_abc" and again.total == 3
+
+
 async def test_batch_level_work_is_leased_to_one_worker(store: BatchStore) -> None:
     await store.add_batch(a_batch("batch_v", 50.0))
     await running_batch(store, 2, chunk_lines=1)

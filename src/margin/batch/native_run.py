@@ -1,0 +1,141 @@
+"""Running a `native` batch: the worker hands a validated batch whose every line goes to one of
+`batch.native_deployments` to that provider's own Batch API instead of opening chunks, then looks at
+it under the batch-level lease every `batch.native_poll_s` (so a restarted process, or another
+replica, goes on polling where the last one stopped), forwards a cancel, and once the provider's
+batch ended writes each line's result exactly once: a ledger row per line at the batch price (its
+request id derived from the batch and the line, so a second look after a crash writes no second row),
+then the line's result (a line that already has one is skipped).
+
+Crash window: between the provider accepting the batch and its id being written to the batch row, a
+kill makes the next look submit it again (the first one then runs unread at the provider)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+from margin import errors
+from margin.batch.lines import split_lines
+from margin.batch.native import NativeBatchAPI, native_deployment, native_result, upstream_lines
+from margin.config.batch import BatchConfig
+from margin.storage.batches import BatchRecord, BatchStore, Ending, LineResult, NativeAnswer
+from margin.storage.blobs import BlobStore
+from margin.types import Cost, Usage
+
+log = logging.getLogger("margin.batch")
+_PAGE = 1000
+
+
+@runtime_checkable
+class NativeBackend(Protocol):
+    """What the composition root tells the native runner (the pipeline's line executor does)."""
+
+    def native_apis(self, deployments: list[str]) -> dict[str, NativeBatchAPI]:
+        """A client of each named deployment's provider Batch API (those that have one)."""
+
+    def deployment_of(self, model: str) -> str | None:
+        """The deployment a line's `model` goes to first; None if unknown."""
+
+    def upstream_model(self, deployment: str) -> str: ...
+
+    def batch_price(self, deployment: str, usage: Usage) -> Cost:
+        """The cost of `usage` at the deployment's batch price."""
+
+    def record_native(self, batch: BatchRecord, deployment: str, result: LineResult, usage: Usage | None) -> None:
+        """Queue the line's ledger row (request id `result.request_id`, attempt 0)."""
+
+
+def native_request_id(batch_id: str, custom_id: str) -> str:
+    return "req_" + hashlib.sha256(f"{batch_id}\0{custom_id}".encode()).hexdigest()[:24]
+
+
+class NativeRunner:
+    def __init__(self, store: BatchStore, blobs: BlobStore, backend: NativeBackend, settings: BatchConfig,
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        self.store, self.blobs, self.backend, self.settings, self.clock = store, blobs, backend, settings, clock
+        self.apis: Mapping[str, NativeBatchAPI] = backend.native_apis(list(settings.native_deployments))
+
+    async def choose(self, record: BatchRecord) -> str | None:
+        """The deployment whose Batch API takes this validated batch, or None (it runs `local`)."""
+        if not self.apis:
+            return None
+        models = {str(body.get("model")) for _, body in await self._lines(record)}
+        return native_deployment(record.endpoint, models, self.backend.deployment_of, self.apis)
+
+    async def step(self, record: BatchRecord) -> Ending | None:
+        """One look at a native batch: submit it, forward a cancel, or collect its ended results.
+        The ending once every line has its result, else None (look again later)."""
+        deployment = str(record.native_deployment)
+        api = self.apis.get(deployment)
+        if api is None:
+            raise errors.ConfigError(f"batch {record.batch_id} went native on {deployment}, now not in "
+                                     "batch.native_deployments")  # fmt: skip
+        if record.native_id is None:
+            if record.status == "cancelling":
+                return "cancelled"  # never submitted: nothing ran
+            lines = upstream_lines(await self._lines(record), self.backend.upstream_model(deployment))
+            native_id = await api.submit(record.endpoint, lines)
+            await self.store.update_batch(record.batch_id, ["in_progress", "cancelling"], {"native_id": native_id})
+            log.info("batch: %s submitted to %s's Batch API as %s", record.batch_id, deployment, native_id)
+            return None
+        progress = await api.progress(record.native_id)
+        if not progress.ended:
+            if record.status == "cancelling":
+                with contextlib.suppress(errors.UpstreamError):  # already cancelling there
+                    await api.cancel(record.native_id)
+            return None
+        await self._collect(record, deployment, api)
+        if record.status == "cancelling":
+            return "cancelled"
+        return "expired" if progress.status == "expired" else "completed"
+
+    async def _collect(self, record: BatchRecord, deployment: str, api: NativeBatchAPI) -> None:
+        lines = await self._line_numbers(record.batch_id)
+        async for answer in api.answers(str(record.native_id)):
+            found = lines.get(answer.custom_id)
+            if found is None or found[1]:
+                continue  # not a line of this batch, or its result was written by an earlier look
+            await self._finish(record, deployment, api, answer, found[0])
+
+    async def _finish(self, record: BatchRecord, deployment: str, api: NativeBatchAPI, answer: NativeAnswer,
+                      line_no: int) -> None:  # fmt: skip
+        usage: list[Usage] = []
+
+        def price(found: Usage) -> Cost:
+            usage.append(found)
+            return self.backend.batch_price(deployment, found)
+
+        request_id = native_request_id(record.batch_id, answer.custom_id)
+        result = native_result(answer, line_no, provider=api.provider, request_id=request_id,
+                               finished_at=self.clock(), price=price)  # fmt: skip
+        if answer.status_code is not None:
+            self.backend.record_native(record, deployment, result, usage[0] if usage else None)
+        await self.store.finish_line(record.batch_id, result)
+
+    async def _line_numbers(self, batch_id: str) -> dict[str, tuple[int, bool]]:
+        """custom_id -> (line number, whether it has its result)."""
+        found: dict[str, tuple[int, bool]] = {}
+        after = 0
+        while True:
+            rows = await self.store.line_rows(batch_id, after_line=after, limit=_PAGE)
+            for row in rows:
+                found[row.spec.custom_id] = (row.spec.line_no, row.outcome is not None)
+            if len(rows) < _PAGE:
+                return found
+            after = rows[-1].spec.line_no
+
+    async def _lines(self, record: BatchRecord) -> list[tuple[str, dict[str, Any]]]:
+        file = await self.store.get_file(record.input_file_id)
+        if file is None:
+            return []
+        lines: list[tuple[str, dict[str, Any]]] = []
+        async for raw in split_lines(self.blobs.read(file.blob), max_line_bytes=self.settings.max_line_bytes):
+            if raw.data.strip():
+                line = orjson.loads(raw.data)
+                lines.append((str(line["custom_id"]), dict(line["body"])))
+        return lines
