@@ -161,7 +161,7 @@ def test_a_failed_over_request_has_a_span_per_attempt_with_its_error(
         assert span.attributes["error.type"] == "UpstreamServerError"
     assert answered.name == "chat steady" and answered.status != ERROR and "error.type" not in answered.attributes
     assert answered.attributes["margin.fallback"] is True and answered.attributes["margin.fallback_from"] == "flaky"
-    assert root.status != ERROR and root.attributes["margin.attempts"] == len(attempts)
+    assert root.status != ERROR and "error.type" not in root.attributes
     assert root.attributes["margin.cost_usd"] == raw.headers["x-margin-cost-usd"]  # exact, as the ledger has it
     assert [s.start_ns for s in attempts] == sorted(s.start_ns for s in attempts)
 
