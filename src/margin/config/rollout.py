@@ -178,6 +178,15 @@ class ProductionSample(Strict):
         default_factory=SampleRedaction, description="names and addresses too (the `pii` extra), beyond the patterns"
     )
 
+    @model_validator(mode="after")
+    def _reachable_verdicts(self) -> ProductionSample:
+        if is_judge_spec(self.reeval_grader) and self.reeval_min_verdicts > self.reeval_items:
+            raise ValueError(
+                f"sample.reeval_min_verdicts: {self.reeval_min_verdicts} agreed verdicts can never come from "
+                f"reeval_items: {self.reeval_items} samples (every judged run would be inconclusive)"
+            )
+        return self
+
 
 class RolloutsConfig(Strict):
     """Gateway-wide rollout machinery."""

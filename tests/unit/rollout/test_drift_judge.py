@@ -179,6 +179,8 @@ def write_config(data: Path, upstream: str) -> Path:
         ("reeval_grader: {type: judge, model: chat}", "", "sample.reeval_grader.model: a group cannot judge"),
         ("reeval_grader: {type: judge, mode: pairwise}", "    rollout: {judge: {model: judge}}\n",
          "models[chat].sample.reeval_grader.mode"),
+        ("reeval_grader: {type: judge, model: judge}, reeval_items: 5", "",
+         "sample.reeval_min_verdicts: 10 agreed verdicts can never come from reeval_items: 5"),
     ],
 )  # fmt: skip
 def test_a_drift_judge_that_cannot_be_is_a_config_error_naming_its_place(sample: str, rollout: str, where: str) -> None:
