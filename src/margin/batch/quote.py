@@ -31,6 +31,7 @@ class TierQuote:
     worst_output_tokens: int = 0
     worst_usd: Decimal = Decimal(0)
     expected_usd: Decimal | None = Decimal(0)  # None: no history and no assumption given
+    native: bool = False  # the batch would go to this deployment's provider Batch API, at its batch price
 
 
 @dataclass(slots=True)
@@ -58,22 +59,42 @@ class Quoter:
         self.expected_output = expected_output
         self.deployments = {d.name: d for d in config.deployments}
         self.groups = {name: g.deployments for g in config.models for name in (g.name, *g.aliases)}
+        self.native = set(config.batch.native_deployments)
 
     def quote(self, lines: Iterable[Mapping[str, Any]]) -> Quote:
         result = Quote()
+        first: set[str | None] = set()  # each line's first deployment (a batch goes native to one)
         for line in lines:
             body = line.get("body")
             if not isinstance(body, Mapping):
                 continue
             result.lines += 1
             model = str(body.get("model", ""))
-            group = self.groups.get(model)
+            group = self.groups.get(model) or self._deployment_group(model)
+            first.add(group[0] if group else None)
             if group is None:
                 result.unroutable[model] = result.unroutable.get(model, 0) + 1
                 continue
             for name in group:
                 self._add(result, self.deployments[name], body, embeddings=line.get("url") == "/v1/embeddings")
+        if len(first) == 1:
+            self._at_batch_price(result, first.pop())
         return result
+
+    def _deployment_group(self, model: str) -> list[str] | None:
+        return [model] if model in self.deployments else None  # a deployment asked for by its name
+
+    def _at_batch_price(self, result: Quote, deployment: str | None) -> None:
+        """Every line goes first to `deployment`: in `batch.native_deployments`, its provider's Batch
+        API runs the batch, at the price times the catalog's batch multiplier (docs/batch.md)."""
+        tier = result.tiers.get(deployment or "")
+        price = self.prices.token_prices.get(deployment or "")
+        if tier is None or deployment not in self.native or price is None or price.batch_multiplier is None:
+            return
+        tier.native = True
+        tier.worst_usd *= price.batch_multiplier
+        if tier.expected_usd is not None:
+            tier.expected_usd *= price.batch_multiplier
 
     def _add(self, result: Quote, deployment: DeploymentConfig, body: Mapping[str, Any], *, embeddings: bool) -> None:
         name = deployment.name

@@ -78,8 +78,10 @@ def render(quote: Quote) -> str:
         worst = _usd(tier.worst_usd) if tier.priced else "unpriced"
         expected = _usd(tier.expected_usd) if tier.priced else "unpriced"
         rank = "-" if tier.cost_rank is None else str(tier.cost_rank)
+        native = "  native: the provider's Batch API, at its batch price" if tier.native else ""
         out.append(
             f"{tier.deployment:<24} {rank:>4} {tier.lines:>7,} {tier.input_tokens:>11,} {worst:>16} {expected:>16}"
+            + native
         )
     if any(t.expected_usd is None for t in rows):
         out.append("expected n/a: no ledger history for that deployment; pass --expected-output-tokens N to assume one")
