@@ -33,13 +33,14 @@ from margin.budgets.alerts import webhook_sender
 from margin.budgets.sweeper import IntentSweeper
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
+from margin.dashboard.planner_page import PlannerPage
 from margin.dashboard.routes import Dashboard
 from margin.dashboard.views import PageViews
 from margin.ledger.collector import LedgerCollector
 from margin.ledger.journal import Journal
 from margin.ledger.spill import SpillFile
 from margin.ledger.writer import LedgerWriter
-from margin.metering.catalog import load_catalog
+from margin.metering.catalog import PriceCatalog, load_catalog
 from margin.metering.pricebook import PriceBook
 from margin.metering.unknown import UnknownPricePolicy
 from margin.metrics import Metrics
@@ -174,6 +175,7 @@ def create_app(
     dashboard = Dashboard(
         store, admin_key=state.admin_key, budgets=config.budgets, key_store=limits.key_store, clock=clock
     )
+    planner = config.dashboard.planner
     dashboard_live = GatewayLive(limits.stage, caller, built.values(), pipeline.cache, limits.upkeep.alerts)
     app = Starlette(
         routes=[
@@ -184,6 +186,7 @@ def create_app(
                 dashboard_live,
                 rollouts=rollout_store,
                 batches=state.batches.store if state.batches else None,
+                planner=PlannerPage.from_config(planner, price_catalog(config)) if planner else None,
             ).routes(),
         ],
         # Outermost of margin's own layers: times each request from its arrival to its last byte.
@@ -314,10 +317,13 @@ def build_rollouts(
 
 
 def price_book(config: MarginConfig) -> PriceBook:
+    return PriceBook(config.deployments, price_catalog(config), UnknownPricePolicy(config.metering.unknown_price))
+
+
+def price_catalog(config: MarginConfig) -> PriceCatalog:
     metering = config.metering
     catalog_file = Path(metering.catalog_file) if metering.catalog_file else resolve_data_dir(config) / "prices.yaml"
-    catalog = load_catalog(user_file=catalog_file, overrides=metering.prices)
-    return PriceBook(config.deployments, catalog, UnknownPricePolicy(metering.unknown_price))
+    return load_catalog(user_file=catalog_file, overrides=metering.prices)
 
 
 def ledger_sink(

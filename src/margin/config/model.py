@@ -12,6 +12,7 @@ from margin.config.autoscale import AutoscalingConfig
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
 from margin.config.cache import CacheConfig as CacheConfig  # the cache: section, importable from here too
+from margin.config.dashboard import DashboardConfig
 from margin.config.cache import CacheRouteConfig as CacheRouteConfig
 from margin.config.cache import SemanticCacheConfig as SemanticCacheConfig
 from margin.config.cache import SemanticEngineConfig as SemanticEngineConfig
@@ -407,6 +408,7 @@ class MarginConfig(Strict):
     logging: LoggingConfig = LoggingConfig()
     tracing: TracingConfig = TracingConfig()  # OpenTelemetry (docs/observability.md)
     autoscaling: AutoscalingConfig = AutoscalingConfig()  # fleet signals (docs/deploy.md)
+    dashboard: DashboardConfig = DashboardConfig()  # the planner page's profile (docs/dashboard.md)
 
     @model_validator(mode="after")
     def _references(self) -> MarginConfig:

@@ -13,6 +13,7 @@ from margin.dashboard.pages import document
 NAV = (
     ("Overview", "/dashboard"), ("Spend", "/dashboard/spend"), ("Performance", "/dashboard/performance"),
     ("Budgets", "/dashboard/budgets"), ("Cache", "/dashboard/cache"), ("Rollouts and batches", "/dashboard/rollouts"),
+    ("Planner", "/dashboard/planner"),
 )  # fmt: skip
 
 

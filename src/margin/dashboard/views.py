@@ -24,6 +24,7 @@ from margin.dashboard.live import LiveSource, NoLive
 from margin.dashboard.page_charts import page_charts
 from margin.dashboard.page_html import figures_page, spend_controls
 from margin.dashboard.performance import build_performance
+from margin.dashboard.planner_page import PlannerPage
 from margin.dashboard.routes import PAGE_HEADERS, Dashboard
 from margin.dashboard.session import SESSION_COOKIE
 from margin.errors import InvalidRequest
@@ -33,7 +34,7 @@ from margin.storage.rollouts import RolloutStore
 Builder = Callable[[Scope, dict[str, str]], Awaitable[dict[str, Any]]]
 TITLES = {
     "spend": "Spend explorer", "performance": "Performance", "budgets": "Budgets and keys", "cache": "Cache",
-    "rollouts": "Rollouts, evals and batches",
+    "rollouts": "Rollouts, evals and batches", "planner": "Planner",
 }  # fmt: skip
 JSON_HEADERS = {"cache-control": "no-store"}
 
@@ -46,10 +47,12 @@ class PageViews:
         *,
         rollouts: RolloutStore | None = None,
         batches: BatchStore | None = None,
+        planner: PlannerPage | None = None,
     ) -> None:
         self.dashboard = dashboard
         self.live: LiveSource = live or NoLive()
         self.rollouts, self.batches = rollouts, batches
+        self.planner = planner or PlannerPage(None, None)
 
     def routes(self) -> list[Route]:
         routes = [Route("/dashboard/spend.csv", self.spend_csv, methods=["GET"])]
@@ -69,6 +72,8 @@ class PageViews:
             return await build_budgets(self.live, query, scope)
         if name == "rollouts":
             return await build_activity(self.rollouts, self.batches, query, scope)
+        if name == "planner":
+            return (await self.planner.result(ledger, query, now, scope)).figures
         return await build_cache(ledger, self.live, query, now, scope)
 
     async def scope(self, team: str | None) -> Scope:
@@ -82,10 +87,16 @@ class PageViews:
             session = signer.session(request.cookies.get(SESSION_COOKIE))
             if session is None:
                 return RedirectResponse("/dashboard/login", status_code=303)
-            query = _query(request)
-            figures = await self.figures(name, await self.scope(session.team), query)
+            query, scope = _query(request), await self.scope(session.team)
+            if name == "planner":  # figures and chart from one cached plan
+                now = datetime.fromtimestamp(self.dashboard.clock(), UTC)
+                planned = await self.planner.result(self.dashboard.ledger, query, now, scope)
+                figures, charts = planned.figures, planned.charts
+            else:
+                figures = await self.figures(name, scope, query)
+                charts = page_charts(figures)
             controls = spend_controls(query, BY_CHOICES) if name == "spend" else ""
-            csrf, charts = signer.csrf_token(session), page_charts(figures)
+            csrf = signer.csrf_token(session)
             html = figures_page(TITLES[name], figures, csrf, twin=f"/admin/api/{name}", query=query,
                                 controls=controls, charts=charts)  # fmt: skip
             return HTMLResponse(html, headers=PAGE_HEADERS)
