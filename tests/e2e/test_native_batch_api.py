@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from margin import errors
 from margin.batch.native import NativeBatchAPI, native_deployment, native_result, upstream_lines
 from margin.config.model import DeploymentConfig
 from margin.metering.catalog import load_builtin_catalog
@@ -24,7 +25,7 @@ from margin.metering.unknown import UnknownPricePolicy
 from margin.providers.batch_api import AnthropicBatchAPI, OpenAIBatchAPI
 from margin.storage.batches import LineResult
 from margin.types import Usage
-from tests.support.processes import fake_upstream
+from tests.support.processes import fake_upstream, free_port
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +129,18 @@ def test_which_batches_go_native() -> None:
     assert native_deployment("/v1/chat/completions", ["local"], where, apis) is None  # no Batch API
     assert native_deployment("/v1/chat/completions", ["nope"], where, apis) is None  # unknown model
     assert native_deployment("/v1/messages", ["chat"], where, apis) is None  # OpenAI runs no /v1/messages batch
+
+
+async def test_a_provider_that_refuses_or_is_down_is_an_upstream_error_without_the_key(fake: str) -> None:
+    api = OpenAIBatchAPI(f"{fake}/v1", "sk-fake-secret-xyz")
+    down = AnthropicBatchAPI(f"http://127.0.0.1:{free_port()}", "sk-ant-secret-xyz")
+    try:
+        with pytest.raises(errors.UpstreamError) as refused:
+            await api.progress("batch_nope")
+        with pytest.raises(errors.UpstreamError) as unreachable:
+            await down.progress("msgbatch_nope")
+    finally:
+        await api.aclose()
+        await down.aclose()
+    assert "404" in refused.value.message and "sk-fake-secret-xyz" not in refused.value.message
+    assert "could not be reached" in unreachable.value.message

@@ -85,8 +85,8 @@ class NativeRunner:
             return None
         progress = await api.progress(record.native_id)
         if not progress.ended:
-            if record.status == "cancelling":
-                with contextlib.suppress(errors.UpstreamError):  # already cancelling there
+            if record.status == "cancelling" and progress.status not in ("cancelling", "canceling"):
+                with contextlib.suppress(errors.UpstreamError):  # it ended or is cancelling meanwhile
                     await api.cancel(record.native_id)
             return None
         await self._collect(record, deployment, api)

@@ -33,7 +33,7 @@ from margin.batch.runner import BudgetPause, LineRunner, unrunnable
 from margin.batch.schedule import OffPeak
 from margin.batch.validate import Validator
 from margin.config.batch import BatchConfig
-from margin.errors import AuthError
+from margin.errors import AuthError, MarginError
 from margin.storage.batches import BatchRecord, BatchStore, ChunkLease, Ending, LineSpec
 from margin.storage.blobs import BlobNotFound, BlobStore
 from margin.storage.protocols import StorageError
@@ -412,7 +412,11 @@ class BatchWorker:
         now = self.clock()
         if self._native_open(record):
             assert self.native is not None
-            native_ending = await self.native.step(record)
+            try:
+                native_ending = await self.native.step(record)
+            except MarginError as exc:  # the provider is down or refused: look again later
+                log.warning("batch: %s, native on %s: %s", record.batch_id, record.native_deployment, exc.message)
+                native_ending = None
             if native_ending is None:  # look again in native_poll_s (soon while cancelling)
                 wait = self.settings.poll_s if record.status == "cancelling" else self.settings.native_poll_s
                 await self.store.renew_batch(record.batch_id, self.owner, now + wait)

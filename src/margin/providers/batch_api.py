@@ -39,13 +39,17 @@ class _Client:
         return path if path.startswith("http") else f"{self.base_url}{path}"
 
     async def request(self, method: str, path: str, **kwargs: Any) -> bytes:
-        async with self.session().request(method, self.url(path), **kwargs) as response:
-            data = await response.read()
-            if response.status >= 400:
-                text = data[:300].decode("utf-8", "replace")
-                raise UpstreamError(f"The provider's batch API answered {response.status}: {text}",
-                                    status=502, upstream_status=response.status)  # fmt: skip
-            return data
+        try:
+            async with self.session().request(method, self.url(path), **kwargs) as response:
+                data = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"The provider's batch API could not be reached: {type(exc).__name__}") from None
+        if status >= 400:
+            text = data[:300].decode("utf-8", "replace")
+            message = f"The provider's batch API answered {status}: {text}"
+            raise UpstreamError(message, details={"upstream_status": status})
+        return data
 
     async def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = orjson.loads(await self.request(method, path, **kwargs))
