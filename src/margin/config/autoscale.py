@@ -43,3 +43,17 @@ class AutoscalingConfig(Strict):
     deployments: dict[str, DeploymentScaling] = Field(
         default_factory=dict, description="keyed by deployment name; only these get a desired replica count"
     )
+
+
+class BalanceConfig(Strict):
+    """How a deployment with several `endpoints` (replicas of one model server) spreads its calls:
+    power of two choices on in-flight calls, with prefix affinity (docs/deploy.md, "Several replicas")."""
+
+    affinity_chars: int = Field(
+        2048, ge=0, description="hash this many characters of the conversation's start to a preferred replica; 0: off"
+    )
+    affinity_slack: int = Field(
+        4, ge=0, description="keep the preferred replica while it has at most this many more calls than the other pick"
+    )
+    failures: int = Field(1, ge=1, description="consecutive connection failures that take a replica out")
+    cooldown_s: float = Field(10.0, gt=0, description="seconds a failed replica stays out before one call probes it")

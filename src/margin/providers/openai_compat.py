@@ -16,6 +16,7 @@ from margin import errors
 from margin.config.model import DeploymentConfig
 from margin.metering.usage import openai_usage
 from margin.providers import timing
+from margin.providers.balance import Balancer, Endpoint
 from margin.providers.classify import classify_http_error
 from margin.providers.malformed import MalformedCount
 from margin.providers.sse import iter_sse
@@ -31,8 +32,9 @@ DONE_GRACE_S = 0.25
 class OpenAICompatProvider:
     def __init__(self, deployment: DeploymentConfig) -> None:
         self.deployment = deployment
-        assert deployment.base_url is not None  # the config model guarantees it
-        self._base = deployment.base_url.rstrip("/")
+        bases = deployment.endpoints or [deployment.base_url or ""]  # the config model guarantees one
+        self.balancer = Balancer(bases, deployment.balance)  # replicas: two choices + prefix affinity
+        self._base = self.balancer.endpoints[0].base
         self._session: aiohttp.ClientSession | None = None
         self.malformed = MalformedCount(deployment.name)
         self.passthrough = Passthrough.of(deployment.passthrough)  # credential- and routing-shaped fields stay here
@@ -86,19 +88,32 @@ class OpenAICompatProvider:
             body.pop("stream_options", None)
         return path, body
 
-    async def _post(self, path: str, body: JSON) -> aiohttp.ClientResponse:
+    def _pick(self, body: JSON) -> Endpoint:
+        """The replica for this call, counted in flight until `self.balancer.end`."""
+        balancer, prefix = self.balancer, None
+        if len(balancer.endpoints) > 1 and balancer.config.affinity_chars:
+            start = body["messages"] if "messages" in body else body.get("prompt", body.get("input"))
+            prefix = orjson.dumps(start).decode()[: balancer.config.affinity_chars]
+        endpoint = balancer.pick(prefix)
+        balancer.begin(endpoint)
+        return endpoint
+
+    async def _post(self, endpoint: Endpoint, path: str, body: JSON) -> aiohttp.ClientResponse:
         if self._session is None:
             await self.start()
         assert self._session is not None
         data = orjson.dumps(body)
         timing.sent()
         try:
-            response = await self._session.post(self._base + path, data=data, headers=timing.trace_headers())
+            response = await self._session.post(endpoint.base + path, data=data, headers=timing.trace_headers())
+            self.balancer.reached(endpoint)
         except TimeoutError as exc:
+            self.balancer.failed(endpoint)
             raise errors.UpstreamTimeout(
                 f"{self.deployment.name}: connect timed out", deployment=self.deployment.name
             ) from exc
         except aiohttp.ClientError as exc:
+            self.balancer.failed(endpoint)
             raise errors.UpstreamConnection(
                 f"{self.deployment.name}: {type(exc).__name__}", deployment=self.deployment.name
             ) from exc
@@ -112,9 +127,10 @@ class OpenAICompatProvider:
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         path, body = self._path_and_body(request, stream=False)
+        endpoint = self._pick(body)
         try:
             async with asyncio.timeout(self.deployment.timeouts.non_streamed):
-                response = await self._post(path, body)
+                response = await self._post(endpoint, path, body)
                 payload = await timing.read_body(response)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout(
@@ -126,6 +142,8 @@ class OpenAICompatProvider:
             raise errors.UpstreamConnection(
                 f"{self.deployment.name}: {type(exc).__name__}", deployment=self.deployment.name
             ) from exc
+        finally:
+            self.balancer.end(endpoint)
         data = self.malformed.body(payload)
         usage = data.get("usage")
         return ChatResult(
@@ -139,11 +157,27 @@ class OpenAICompatProvider:
         return self._stream(path, body)
 
     async def _stream(self, path: str, body: JSON) -> AsyncIterator[Chunk]:
+        endpoint = self._pick(body)
+        try:
+            response, events, first = await self._first_event(endpoint, path, body)
+        except BaseException:
+            self.balancer.end(endpoint)
+            raise
+        try:
+            async for chunk in _chunks(first, events, self.malformed):
+                yield chunk
+        finally:
+            self.balancer.end(endpoint)
+            response.release() if response.content.at_eof() else response.close()
+
+    async def _first_event(
+        self, endpoint: Endpoint, path: str, body: JSON
+    ) -> tuple[aiohttp.ClientResponse, AsyncIterator[tuple[str, bytes]], tuple[str, bytes] | None]:
         name = self.deployment.name
         response: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(self.deployment.timeouts.first_token):
-                response = await self._post(path, body)
+                response = await self._post(endpoint, path, body)
                 events = iter_sse(response.content)
                 first = await anext(events, None)
         except TimeoutError as exc:
@@ -156,22 +190,21 @@ class OpenAICompatProvider:
         except aiohttp.ClientError as exc:
             _close_response(response)
             raise errors.UpstreamConnection(f"{name}: {type(exc).__name__}", deployment=name) from exc
-        try:
-            async for chunk in _chunks(first, events, self.malformed):
-                yield chunk
-        finally:
-            response.release() if response.content.at_eof() else response.close()
+        return response, events, first
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
         params = self.passthrough.filter(request.params)
         body: JSON = {**params, "model": self.deployment.model, "input": request.inputs}
+        endpoint = self._pick(body)
         try:
-            response = await self._post("/embeddings", body)
+            response = await self._post(endpoint, "/embeddings", body)
             payload = await timing.read_body(response)
         except aiohttp.ClientError as exc:
             raise errors.UpstreamConnection(
                 f"{self.deployment.name}: {type(exc).__name__}", deployment=self.deployment.name
             ) from exc
+        finally:
+            self.balancer.end(endpoint)
         data = self.malformed.body(payload)
         return EmbeddingResult(
             body=data,
