@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, IPvAnyNetwork, field_validator, model_validator
 
-from margin.config.autoscale import AutoscalingConfig
+from margin.config.autoscale import AutoscalingConfig, BalanceConfig
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
 from margin.config.cache import CacheConfig as CacheConfig  # the cache: section, importable from here too
@@ -195,6 +195,9 @@ class DeploymentConfig(Strict):
     circuit: CircuitPolicy = CircuitPolicy()
     max_attempts_per_second: float | None = Field(None, gt=0)
     passthrough: PassthroughConfig = PassthroughConfig()
+    # openai_compat: replicas of one model server (pods, static URLs) instead of one base_url
+    endpoints: list[str] = Field(default_factory=list, description="base URLs of the replicas (docs/deploy.md)")
+    balance: BalanceConfig = BalanceConfig()
 
     _parse_key = field_validator("api_key", mode="before")(parse_secret)
 
@@ -207,8 +210,10 @@ class DeploymentConfig(Strict):
 
     @model_validator(mode="after")
     def _provider_settings(self) -> DeploymentConfig:
-        if self.provider == "openai_compat" and not self.base_url:
-            raise ValueError(f"deployment {self.name!r}: openai_compat needs base_url")
+        if self.provider != "openai_compat" and self.endpoints:
+            raise ValueError(f"deployment {self.name!r}: endpoints need provider: openai_compat")
+        if self.provider == "openai_compat" and not self.base_url and not self.endpoints:
+            raise ValueError(f"deployment {self.name!r}: openai_compat needs base_url (or endpoints)")
         if self.provider != "fake" and self.fake is not None:
             raise ValueError(f"deployment {self.name!r}: 'fake' settings need provider: fake")
         if self.provider != "local" and self.local is not None:
