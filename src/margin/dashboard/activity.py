@@ -37,7 +37,7 @@ async def build_activity(
     check_params(query, ())
     tables: dict[str, dict[str, Any]] = {}
     summary: dict[str, Cell] = {}
-    if rollouts is not None and scope.team is None:
+    if rollouts is not None and not scope.viewer:
         recent = await rollouts.recent(limit=LATEST)
         runs = await rollouts.drift_runs(limit=LATEST)
         tables["rollouts"] = table("Rollouts (latest first)", ROLLOUT_COLUMNS, [_rollout(r) for r in recent])
@@ -46,7 +46,7 @@ async def build_activity(
         summary["drift_alerts"] = sum(1 for r in runs if r.drifted)
     if batches is not None:
         listed = (await batches.list_batches(None, after=None, limit=LATEST)).items
-        mine = [b for b in listed if scope.team is None or b.owner in scope.team_keys]
+        mine = [b for b in listed if not scope.viewer or b.owner in scope.team_keys]
         tables["batches"] = table("Batches (latest first)", BATCH_COLUMNS, [_batch(b) for b in mine])
         summary["batches_running"] = sum(1 for b in mine if not b.is_final)
     return page_figures(

@@ -17,9 +17,11 @@ ALERT_COLUMNS = ("at", "scope", "kind", "window", "threshold", "used", "limit", 
 
 
 def visible(scope_name: str, scope: Scope) -> bool:
-    if scope.team is None:
+    if not scope.viewer:
         return True
-    return scope_name == f"team:{scope.team}" or scope_name in {f"key:{key}" for key in scope.team_keys}
+    if scope.org is not None and scope_name == f"org:{scope.org}":
+        return True
+    return scope_name in {f"team:{team}" for team in scope.teams} | {f"key:{key}" for key in scope.team_keys}
 
 
 async def build_budgets(live: LiveSource, query: Mapping[str, str], scope: Scope) -> dict[str, Any]:

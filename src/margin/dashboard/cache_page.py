@@ -26,18 +26,21 @@ async def build_cache(
     check_params(query, PARAMS)
     win = window(query, now.astimezone(UTC), default_since="7d", default_period="day")
     since, until = win.since.timestamp(), win.until.timestamp()
-    dimension: GroupBy = "model" if scope.team is None else "key"
+    dimension: GroupBy = "key" if scope.viewer else "model"
     rows = await store.spend_report(since, until, dimension, histograms=False)
-    if scope.team is not None:
+    if scope.viewer:
         keys = scope.team_keys
         rows = [row for row in rows if row.group in keys]
-        teams = [r for r in await store.spend_report(since, until, "team", histograms=False) if r.group == scope.team]
-        total = merge_rows(TOTAL, teams)
+        if scope.org is not None:  # an org's totals are its keys' cells (a row's org is its key's)
+            total = merge_rows(TOTAL, rows)
+        else:
+            teams = await store.spend_report(since, until, "team", histograms=False)
+            total = merge_rows(TOTAL, [r for r in teams if r.group == scope.team])
     else:
         total = merge_rows(TOTAL, rows)
     rows = sorted(rows, key=lambda row: (-row.saved_cost, row.group))
     tables = {"groups": table(f"By {dimension}", COLUMNS, [_row(row) for row in rows])}
-    counters = live.cache_counters() if scope.team is None else None
+    counters = None if scope.viewer else live.cache_counters()
     if counters is not None:
         lookups = sum(counters.values())
         tables["lookups"] = table("Lookups since this replica started", ("result", "lookups", "share"),

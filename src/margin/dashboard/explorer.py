@@ -7,7 +7,8 @@ and user are the key's, so this is exact); a team or org filter applies to team,
 groupings, the others mix every team in a cell and take no filter. Batch and rollout are not in the
 rollups: asking for them is a 400 that says so.
 
-A viewer (a team's key) may group by team, key or user, and sees its own team's cells only."""
+A viewer (a team's key) may group by team, key or user, and sees its own team's cells only; an org
+viewer also by org, and sees its org's keys (and the teams whose every key is in the org) only."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from margin.dashboard.overview import org_teams
 from margin.dashboard.query import Window, check_params, choice, window
 from margin.dashboard.tables import Cell, money, page_figures, ratio, table
 from margin.errors import InvalidRequest, PermissionDenied
@@ -38,14 +40,33 @@ GROUP_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Who is looking: `team` None is the admin; `keys` every key record (org/user of each key)."""
+    """Who is looking: `team` and `org` None is the admin, else a team's or an org's viewer; `keys`
+    every key record (org/user of each key)."""
 
     team: str | None
     keys: Mapping[str, KeyRecord] = field(default_factory=dict)
+    org: str | None = None
+
+    @property
+    def viewer(self) -> bool:
+        return self.team is not None or self.org is not None
 
     @property
     def team_keys(self) -> frozenset[str]:
+        """The keys in scope: the team's, or the org's."""
+        if self.org is not None:
+            return frozenset(k for k, record in self.keys.items() if record.org == self.org)
         return frozenset(k for k, record in self.keys.items() if record.team == self.team)
+
+    @property
+    def teams(self) -> frozenset[str]:
+        """The team cells in scope: the viewer's team, or the teams whose every key is in the org."""
+        if self.org is not None:
+            return org_teams(self.keys.values(), self.org)
+        return frozenset() if self.team is None else frozenset({self.team})
+
+    def json(self) -> dict[str, str | None]:
+        return {"team": self.team} if self.org is None else {"team": None, "org": self.org}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +90,12 @@ def read_query(query: Mapping[str, str], scope: Scope) -> SpendQuery:
         if (team and team != scope.team) or org:
             raise PermissionDenied("a team's viewer sees its own team only")
         team = scope.team
+    elif scope.org is not None:
+        if by not in (*VIEWER_BY, "org"):
+            raise PermissionDenied(f"an org's viewer may group by {', '.join(VIEWER_BY)}, org: a {by} cell mixes orgs")
+        if (org and org != scope.org) or (team and team not in scope.teams):
+            raise PermissionDenied("an org's viewer sees its own org only")
+        org = scope.org
     known_teams = {record.team for record in scope.keys.values()}
     if team and scope.team is None and team not in known_teams:
         raise InvalidRequest(f"team={team!r}: no key belongs to that team")
@@ -119,8 +146,9 @@ async def build_spend(store: LedgerStore, query: Mapping[str, str], now: datetim
     spend = read_query(query, scope)
     win = window(query, now.astimezone(UTC), default_since="7d", default_period="day")
     dimension, group_of = grouping(spend, scope)
-    if scope.team is not None and spend.by == "team":
-        group_of = lambda value: value if value == scope.team else None  # noqa: E731
+    if scope.viewer and spend.by == "team":
+        teams = scope.teams
+        group_of = lambda value: value if value in teams and spend.team in (None, value) else None  # noqa: E731
     raw = await store.spend_report(win.since.timestamp(), win.until.timestamp(), dimension, histograms=False)
     rows = grouped(raw, group_of)
     total = merge_rows(TOTAL, rows)

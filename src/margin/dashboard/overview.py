@@ -6,7 +6,7 @@ ledger size. The HTML page and the JSON twin both render this one dict."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -14,7 +14,7 @@ from typing import Any
 
 from margin.config.limits import BudgetConfig
 from margin.ledger.report import SpendLine, SpendReport, build_spend_report
-from margin.storage.protocols import LedgerStore
+from margin.storage.protocols import KeyRecord, LedgerStore
 
 TOP = 5
 MONEY = Decimal("0.000001")  # the figures shown round to the micro-dollar; the ledger keeps them exact
@@ -26,10 +26,20 @@ def month_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def monthly_limit(budgets: Sequence[BudgetConfig], team: str | None) -> Decimal | None:
+def org_teams(keys: Iterable[KeyRecord], org: str) -> frozenset[str]:
+    """The teams an org viewer sees as teams: those whose every key belongs to the org (a team cell
+    of a team with keys in two orgs would mix them, so such a team is shown only through its keys)."""
+    orgs: dict[str, set[str | None]] = {}
+    for record in keys:
+        if record.team:
+            orgs.setdefault(record.team, set()).add(record.org)
+    return frozenset(team for team, seen in orgs.items() if seen == {org})
+
+
+def monthly_limit(budgets: Sequence[BudgetConfig], team: str | None, org: str | None = None) -> Decimal | None:
     """The monthly USD budget the Overview measures the month against: `scope: global` for the
-    admin; for a team's viewer, the team's own (`team:NAME`, else `team:*`)."""
-    scopes = ("global",) if team is None else (f"team:{team}", "team:*")
+    admin; for a team's viewer, the team's own (`team:NAME`, else `team:*`); for an org's, `org:NAME`."""
+    scopes = (f"org:{org}",) if org is not None else ("global",) if team is None else (f"team:{team}", "team:*")
     for scope in scopes:
         limits = [b.limit_usd for b in budgets if b.scope == scope and b.window == "month" and b.limit_usd is not None]
         if limits:
@@ -51,6 +61,14 @@ class Totals:
             return cls()
         return cls(line.spend, line.requests, line.successful, line.saved_cost, line.routing_savings)
 
+    @classmethod
+    def sum(cls, lines: Iterable[SpendLine]) -> Totals:
+        total = cls()
+        for line in lines:
+            total = cls(total.spend + line.spend, total.requests + line.requests, total.successful + line.successful,
+                        total.saved_cost + line.saved_cost, total.routing_savings + line.routing_savings)  # fmt: skip
+        return total
+
 
 async def build_overview(
     store: LedgerStore,
@@ -59,12 +77,17 @@ async def build_overview(
     *,
     team: str | None = None,
     team_keys: frozenset[str] = frozenset(),
+    org: str | None = None,
+    teams: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Every team's figures (`team` None: the admin), or one team's (a viewer's, with `team_keys` the
-    ids of that team's keys): a viewer's figures never include another team's spend. Per-team
-    model and cost-rank splits are not in the rollups, so a viewer's page has no such sections."""
+    """Every team's figures (`team` and `org` None: the admin), or one team's (a viewer's, with
+    `team_keys` the ids of that team's keys), or one org's (`team_keys` its keys, `teams` its
+    teams; its totals are its keys' cells, exact: a row's org is its key's): a viewer's figures
+    never include another team's or org's spend. Per-team model and cost-rank splits are not in the
+    rollups, so a viewer's page has no such sections."""
     start, end = month_bounds(now.astimezone(UTC))
-    dimensions = ("team", "key", "model", "cost_rank") if team is None else ("team", "key")
+    admin = team is None and org is None
+    dimensions = ("team", "key", "model", "cost_rank") if admin else ("team", "key")
     # Up to the end of today: the month's day cells only (today's holds nothing later than now), so a
     # page view reads as many cells at any traffic.
     today_end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
@@ -72,22 +95,26 @@ async def build_overview(
         by: await build_spend_report(store, since=start, until=today_end, group_by=by, histograms=False)
         for by in dimensions
     }
-    if team is None:
+    if admin:
         total = Totals.of(reports["model"].total)
         top = {by: _top(reports[by].lines) for by in ("team", "key", "model")}
+    elif org is not None:
+        total = Totals.sum(line for line in reports["key"].lines if line.group in team_keys)
+        top = {by: _top([line for line in reports[by].lines if line.group in allowed]) for by, allowed in (
+            ("team", teams), ("key", team_keys))}  # fmt: skip
     else:
         total = Totals.of(next((line for line in reports["team"].lines if line.group == team), None))
         top = {by: _top([line for line in reports[by].lines if line.group in allowed]) for by, allowed in (
             ("team", {team}), ("key", team_keys))}  # fmt: skip
     return {
-        "scope": {"team": team},
+        "scope": {"team": team} if org is None else {"team": None, "org": org},
         "period": {"start": start.isoformat(), "end": end.isoformat(), "now": now.isoformat()},
-        "spend": _spend(total.spend, monthly_limit(budgets, team), elapsed=now - start, length=end - start),
+        "spend": _spend(total.spend, monthly_limit(budgets, team, org), elapsed=now - start, length=end - start),
         "requests": {"total": total.requests, "successful": total.successful},
         "cost_per_request_usd": _money(total.spend / total.requests if total.requests else None),
         "cost_per_successful_request_usd": _money(total.spend / total.successful if total.successful else None),
         "saved": {"cache_usd": _money(total.saved_cost), "routing_usd": _money(total.routing_savings)},
-        "cheapest_cost_rank_share": _cheapest_share(reports["cost_rank"]) if team is None else None,
+        "cheapest_cost_rank_share": _cheapest_share(reports["cost_rank"]) if admin else None,
         "top": top,
     }
 

@@ -42,8 +42,10 @@ def figures_page(
     charts: str = "",
 ) -> str:
     """The page; `query` is what the request asked (the twin link asks the same)."""
-    team = figures["scope"]["team"]
-    scope = "" if team is None else f' · team <span data-figure="scope.team">{escape(team)}</span>'
+    scope = "".join(
+        f' · {kind} <span data-figure="scope.{kind}">{escape(name)}</span>'
+        for kind, name in figures["scope"].items() if name is not None
+    )  # fmt: skip
     win = figures.get("window")
     when = (
         f'<p>From {figure("window.since", win["since"])} to {figure("window.until", win["until"])} (UTC). '

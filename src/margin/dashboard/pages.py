@@ -85,15 +85,20 @@ def overview_page(figures: dict[str, Any], csrf: str) -> str:
         "Overview",
         '<form class="inline" method="post" action="/dashboard/logout">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}"><button type="submit">Log out</button></form>'
-        f"<h1>Overview{_scope(figures['scope']['team'])}</h1>"
+        f"<h1>Overview{_scope(figures['scope'])}</h1>"
         f"<p>{escape(period['start'][:10])} to {escape(period['end'][:10])} (UTC), "
         f'JSON: <a href="/admin/api/overview">/admin/api/overview</a></p>{warning}'
         f'<div class="cards">{cards}</div>{tops}',
     )
 
 
-def _scope(team: str | None) -> str:
-    return "" if team is None else f' · team <span data-figure="scope.team">{escape(team)}</span>'
+def _scope(scope: dict[str, str | None]) -> str:
+    """The viewer's team or org (nothing for the admin), as a figure of the twin."""
+    for kind in ("team", "org"):
+        name = scope.get(kind)
+        if name is not None:
+            return f' · {kind} <span data-figure="scope.{kind}">{escape(name)}</span>'
+    return ""
 
 
 def _top_section(by: str, lines: list[dict[str, Any]]) -> str:

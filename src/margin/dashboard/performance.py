@@ -46,7 +46,7 @@ async def build_performance(
     store: LedgerStore, live: LiveSource, query: Mapping[str, str], now: datetime, scope: Scope
 ) -> dict[str, Any]:
     check_params(query, PARAMS)
-    if scope.team is not None:
+    if scope.viewer:
         raise PermissionDenied("performance is per deployment, whose figures mix every team: ask the admin")
     win = window(query, now.astimezone(UTC), default_since="7d", default_period="day")
     since, until = win.since.timestamp(), win.until.timestamp()

@@ -82,8 +82,8 @@ class PlannerPage:
 
     async def result(self, ledger: LedgerStore, query: Mapping[str, str], now: datetime, scope: Scope) -> PlannerResult:
         check_params(query, ())
-        if scope.team is not None:
-            raise PermissionDenied("the planner page reads the whole gateway's traffic: the admin's only")
+        if scope.viewer:
+            raise PermissionDenied("the planner page is computed from the whole gateway's traffic: admin only")
         if self.profile is None or self.catalog is None:
             return PlannerResult(page_figures("planner", None, notes=[ENABLE]), "")
         async with self._lock:

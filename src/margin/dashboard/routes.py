@@ -20,15 +20,18 @@ from starlette.routing import Route
 from margin.charts import asset_bytes, asset_names
 from margin.config.limits import BudgetConfig
 from margin.dashboard.charts import STATIC_PREFIX
-from margin.dashboard.overview import build_overview
+from margin.dashboard.overview import build_overview, org_teams
 from margin.dashboard.pages import CONTENT_SECURITY_POLICY, login_page, overview_page
 from margin.dashboard.session import (
+    ADMIN,
     LOGIN_CSRF_COOKIE,
+    ORG_VIEWER_TAG,
     SESSION_COOKIE,
     SESSION_TTL_S,
     VIEWER_TAG,
     Session,
     SessionSigner,
+    Viewer,
     cookie_header,
 )
 from margin.errors import AuthError, InvalidRequest, NotFound, PermissionDenied
@@ -72,12 +75,12 @@ class Dashboard:
         session = signer.session(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return RedirectResponse("/dashboard/login", status_code=303)
-        figures = await self._overview(session.team)
+        figures = await self._overview(session.viewer)
         return HTMLResponse(overview_page(figures, signer.csrf_token(session)), headers=PAGE_HEADERS)
 
     async def overview_json(self, request: Request) -> Response:
-        team = await self._require_viewer(request)
-        body = orjson.dumps(await self._overview(team))
+        viewer = await self._require_viewer(request)
+        body = orjson.dumps(await self._overview(viewer))
         return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
     async def login_form(self, request: Request) -> Response:
@@ -95,14 +98,14 @@ class Dashboard:
             raise PermissionDenied("The login form expired or did not come from this dashboard: load it again.")
         given = form.get("admin_key", "")
         scope = await self._scope_of(given)
-        if scope is False:
+        if scope is None:
             token = secrets.token_urlsafe(24)
             page = login_page(token, "That is not the admin key.")
             refused = HTMLResponse(page, status_code=401, headers=PAGE_HEADERS)
             refused.headers.append("set-cookie", cookie_header(LOGIN_CSRF_COOKIE, token, 600, "/dashboard/login"))
             return refused
         response = RedirectResponse("/dashboard", status_code=303)
-        cookie = signer.new_cookie(team=scope if isinstance(scope, str) else None)
+        cookie = signer.new_cookie(team=scope.team, org=scope.org)
         response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, cookie, SESSION_TTL_S))
         response.headers.append("set-cookie", cookie_header(LOGIN_CSRF_COOKIE, "", 0, "/dashboard/login"))
         return response
@@ -117,25 +120,33 @@ class Dashboard:
         response.headers.append("set-cookie", cookie_header(SESSION_COOKIE, "", 0))
         return response
 
-    async def _overview(self, team: str | None) -> dict[str, object]:
+    async def _overview(self, viewer: Viewer) -> dict[str, object]:
         now = datetime.fromtimestamp(self.clock(), UTC)
-        if team is None:
+        if not viewer.limited:
             return await build_overview(self.ledger, self.budgets, now)
         keys = await self.key_store.list_keys() if self.key_store is not None else []
-        team_keys = frozenset(k.key_id for k in keys if k.team == team)
-        return await build_overview(self.ledger, self.budgets, now, team=team, team_keys=team_keys)
+        if viewer.org is not None:
+            org_keys = frozenset(k.key_id for k in keys if k.org == viewer.org)
+            teams = org_teams(keys, viewer.org)
+            return await build_overview(self.ledger, self.budgets, now, org=viewer.org, team_keys=org_keys, teams=teams)
+        team_keys = frozenset(k.key_id for k in keys if k.team == viewer.team)
+        return await build_overview(self.ledger, self.budgets, now, team=viewer.team, team_keys=team_keys)
 
-    async def _scope_of(self, given: str) -> str | bool | None:
-        """None: the admin key (every team); a team's name: a live viewer key of that team; False:
-        neither (a client key without the viewer tag opens nothing here)."""
+    async def _scope_of(self, given: str) -> Viewer | None:
+        """ADMIN for the admin key (every team); a team's or an org's Viewer for a live viewer or
+        org viewer key; None: neither (a client key without a viewer tag opens nothing here)."""
         if self._signer().is_admin_key(given):
-            return None
+            return ADMIN
         if not given or self.key_store is None:
-            return False
+            return None
         record = await self.key_store.find_key(hash_secret(given), self.clock())
-        if record is None or VIEWER_TAG not in record.tags:
-            return False
-        return record.team
+        if record is None:
+            return None
+        if ORG_VIEWER_TAG in record.tags and record.org:
+            return Viewer(org=record.org)
+        if VIEWER_TAG in record.tags and record.team:
+            return Viewer(team=record.team)
+        return None
 
     def _signer(self) -> SessionSigner:
         if self.signer is None:
@@ -148,16 +159,16 @@ class Dashboard:
             raise AuthError("No dashboard session, or it expired: log in at /dashboard/login.")
         return session
 
-    async def _require_viewer(self, request: Request) -> str | None:
-        """The admin key or a viewer key as a bearer token, or a live session cookie; the team its
-        figures are limited to (None: every team)."""
+    async def _require_viewer(self, request: Request) -> Viewer:
+        """The admin key or a viewer key as a bearer token, or a live session cookie; the team or org
+        its figures are limited to (ADMIN: every team)."""
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             scope = await self._scope_of(auth[7:])
-            if scope is False:
+            if scope is None:
                 raise PermissionDenied("The key given is neither the admin key nor a dashboard viewer key.")
-            return scope if isinstance(scope, str) else None
-        return self._session(request).team
+            return scope
+        return self._session(request).viewer
 
 
 async def static_asset(request: Request) -> Response:

@@ -1,7 +1,8 @@
 """Dashboard sessions: the admin key, typed once into the login form, becomes a signed, expiring
 session cookie (HttpOnly, Secure, SameSite=Strict); the key itself is never stored in the cookie or
 rendered. A viewer key (a virtual key tagged `dashboard:viewer`) logs in the same way and its
-session is scoped to its team: the scope is signed into the cookie. Every state-changing form
+session is scoped to its team; an org viewer key (tagged `dashboard:org-viewer`) to its org: the
+scope is signed into the cookie. Every state-changing form
 carries a CSRF token: before login a double-submit token (a cookie and the same value in the form),
 after it a token bound to the session."""
 
@@ -22,6 +23,23 @@ SESSION_TTL_S = 8 * 3600
 
 
 VIEWER_TAG = "dashboard:viewer"
+ORG_VIEWER_TAG = "dashboard:org-viewer"
+ORG_PREFIX = "org~"  # never in a base64url team scope
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Whose figures a session or key sees: a team's, an org's, or (both None) every team's."""
+
+    team: str | None = None
+    org: str | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.team is not None or self.org is not None
+
+
+ADMIN = Viewer()
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +47,11 @@ class Session:
     nonce: str
     expires: int
     team: str | None = None  # a viewer's team; None: the admin, who sees every team
+    org: str | None = None  # an org viewer's org
+
+    @property
+    def viewer(self) -> Viewer:
+        return Viewer(self.team, self.org)
 
 
 class SessionSigner:
@@ -41,10 +64,12 @@ class SessionSigner:
     def is_admin_key(self, given: str) -> bool:
         return hmac.compare_digest(given.encode(), self._admin_key)
 
-    def new_cookie(self, team: str | None = None) -> str:
+    def new_cookie(self, team: str | None = None, org: str | None = None) -> str:
         expires = int(self._clock()) + SESSION_TTL_S
         nonce = secrets.token_urlsafe(16)
-        scope = "*" if team is None else base64.urlsafe_b64encode(team.encode()).decode().rstrip("=")
+        scope = "*" if team is None else _encoded(team)
+        if org is not None and team is None:
+            scope = ORG_PREFIX + _encoded(org)
         signed = f"{expires}.{nonce}.{scope}"
         return f"{signed}.{self._sign(signed)}"
 
@@ -59,6 +84,9 @@ class SessionSigner:
             return None
         if scope == "*":
             return Session(nonce, int(expires))
+        if scope.startswith(ORG_PREFIX):
+            org = _decoded(scope.removeprefix(ORG_PREFIX))
+            return None if org is None else Session(nonce, int(expires), org=org)
         team = _decoded(scope)
         return None if team is None else Session(nonce, int(expires), team)
 
@@ -67,6 +95,10 @@ class SessionSigner:
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
+
+
+def _encoded(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
 
 
 def _decoded(scope: str) -> str | None:

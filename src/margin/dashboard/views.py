@@ -26,7 +26,7 @@ from margin.dashboard.page_html import figures_page, spend_controls
 from margin.dashboard.performance import build_performance
 from margin.dashboard.planner_page import PlannerPage
 from margin.dashboard.routes import PAGE_HEADERS, Dashboard
-from margin.dashboard.session import SESSION_COOKIE
+from margin.dashboard.session import SESSION_COOKIE, Viewer
 from margin.errors import InvalidRequest
 from margin.storage.batches import BatchStore
 from margin.storage.rollouts import RolloutStore
@@ -62,6 +62,11 @@ class PageViews:
         return routes
 
     async def figures(self, name: str, scope: Scope, query: dict[str, str]) -> dict[str, Any]:
+        figures = await self._figures(name, scope, query)
+        figures["scope"] = scope.json()  # a team's or an org's viewer, or the admin (team None)
+        return figures
+
+    async def _figures(self, name: str, scope: Scope, query: dict[str, str]) -> dict[str, Any]:
         now = datetime.fromtimestamp(self.dashboard.clock(), UTC)
         ledger = self.dashboard.ledger
         if name == "spend":
@@ -76,10 +81,10 @@ class PageViews:
             return (await self.planner.result(ledger, query, now, scope)).figures
         return await build_cache(ledger, self.live, query, now, scope)
 
-    async def scope(self, team: str | None) -> Scope:
+    async def scope(self, viewer: Viewer) -> Scope:
         store = self.dashboard.key_store
         keys = await store.list_keys() if store is not None else []
-        return Scope(team, {record.key_id: record for record in keys})
+        return Scope(viewer.team, {record.key_id: record for record in keys}, viewer.org)
 
     def _page(self, name: str) -> Callable[[Request], Awaitable[Response]]:
         async def page(request: Request) -> Response:
@@ -87,11 +92,11 @@ class PageViews:
             session = signer.session(request.cookies.get(SESSION_COOKIE))
             if session is None:
                 return RedirectResponse("/dashboard/login", status_code=303)
-            query, scope = _query(request), await self.scope(session.team)
+            query, scope = _query(request), await self.scope(session.viewer)
             if name == "planner":  # figures and chart from one cached plan
                 now = datetime.fromtimestamp(self.dashboard.clock(), UTC)
                 planned = await self.planner.result(self.dashboard.ledger, query, now, scope)
-                figures, charts = planned.figures, planned.charts
+                figures, charts = {**planned.figures, "scope": scope.json()}, planned.charts
             else:
                 figures = await self.figures(name, scope, query)
                 charts = page_charts(figures)
@@ -105,8 +110,8 @@ class PageViews:
 
     def _twin(self, name: str) -> Callable[[Request], Awaitable[Response]]:
         async def twin(request: Request) -> Response:
-            team = await self.dashboard._require_viewer(request)
-            figures = await self.figures(name, await self.scope(team), _query(request))
+            viewer = await self.dashboard._require_viewer(request)
+            figures = await self.figures(name, await self.scope(viewer), _query(request))
             return Response(orjson.dumps(figures), media_type="application/json", headers=JSON_HEADERS)
 
         return twin
@@ -118,8 +123,8 @@ class PageViews:
         which = query.pop("table", "groups")
         if which not in ("groups", "series"):
             raise InvalidRequest("table: choose groups or series")
-        team = await self.dashboard._require_viewer(request)
-        figures = await self.figures("spend", await self.scope(team), query)
+        viewer = await self.dashboard._require_viewer(request)
+        figures = await self.figures("spend", await self.scope(viewer), query)
         spec = figures["tables"][which]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
