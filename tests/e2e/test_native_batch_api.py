@@ -11,20 +11,27 @@ import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from margin import errors
+from margin.batch.files import FileService
 from margin.batch.native import NativeBatchAPI, native_deployment, native_result, upstream_lines
+from margin.batch.native_run import NativeRunner
+from margin.config.batch import BatchConfig
 from margin.config.model import DeploymentConfig
 from margin.metering.catalog import load_builtin_catalog
 from margin.metering.pricebook import PriceBook
 from margin.metering.unknown import UnknownPricePolicy
 from margin.providers.batch_api import AnthropicBatchAPI, OpenAIBatchAPI
-from margin.storage.batches import LineResult
-from margin.types import Usage
+from margin.storage.batch_stores import open_batch_store, open_blob_store
+from margin.storage.batches import BatchRecord, BatchStore, LineResult, LineSpec
+from margin.storage.protocols import StorageError
+from margin.types import Cost, Usage
 from tests.support.processes import fake_upstream, free_port
 
 
@@ -46,9 +53,13 @@ def _book() -> PriceBook:
 
 async def _run(api: NativeBatchAPI, endpoint: str, lines: list[tuple[str, dict[str, Any]]], deployment: str,
                cancel_after_s: float | None = None) -> list[LineResult]:  # fmt: skip
+    tag = f"batch_test_{len(lines)}_{time.monotonic_ns()}"
     native_id = await api.submit(
-        endpoint, upstream_lines(lines, "gpt-4o-mini" if deployment == "oa" else "claude-3-5-haiku")
+        endpoint, upstream_lines(lines, "gpt-4o-mini" if deployment == "oa" else "claude-3-5-haiku"), tag
     )
+    # After a crash the next look finds the batch by margin's id where the provider keeps a label.
+    assert await api.find(tag) == (native_id if api.provider == "openai" else None)
+    assert await api.find("batch_never_submitted") is None
     if cancel_after_s is not None:
         await asyncio.sleep(cancel_after_s)
         await api.cancel(native_id)
@@ -144,3 +155,97 @@ async def test_a_provider_that_refuses_or_is_down_is_an_upstream_error_without_t
         await down.aclose()
     assert "404" in refused.value.message and "sk-fake-secret-xyz" not in refused.value.message
     assert "could not be reached" in unreachable.value.message
+
+
+class _Backend:
+    """The pipeline's side of a native batch, for one OpenAI deployment at its catalog price."""
+
+    def __init__(self, api: OpenAIBatchAPI) -> None:
+        self.api = api
+        self.rows: list[str] = []
+
+    def native_apis(self, deployments: list[str]) -> dict[str, NativeBatchAPI]:
+        return {"oa": self.api}
+
+    def deployment_of(self, model: str) -> str | None:
+        return "oa" if model == "mini" else None
+
+    def upstream_model(self, deployment: str) -> str:
+        return "gpt-4o-mini"
+
+    def batch_price(self, deployment: str, usage: Usage) -> Cost:
+        return _book().cost(deployment, usage, batch=True)
+
+    def record_native(self, batch: BatchRecord, deployment: str, result: LineResult, usage: Usage | None) -> None:
+        self.rows.append(result.request_id)
+
+
+class _LosesTheFirstNativeId:
+    """A real store whose first write of a provider batch id is lost, as if the process died then."""
+
+    def __init__(self, inner: BatchStore) -> None:
+        self.inner, self.lost = inner, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def update_batch(self, batch_id: str, expected: Any, changes: dict[str, Any]) -> bool:
+        if "native_id" in changes and not self.lost:
+            self.lost = True
+            raise StorageError("killed before the provider's id was written")
+        return await self.inner.update_batch(batch_id, expected, changes)
+
+
+async def test_a_batch_submitted_before_a_crash_is_found_again_not_submitted_twice(fake: str, tmp_path: Path) -> None:
+    settings = BatchConfig(native_deployments=["oa"])
+    inner = open_batch_store(f"sqlite:///{tmp_path}/margin.db", tmp_path)
+    await inner.migrate()
+    store = _LosesTheFirstNativeId(inner)
+    blobs = open_blob_store("{data_dir}/blobs", tmp_path)
+    api = OpenAIBatchAPI(f"{fake}/v1", "sk-fake")
+    backend = _Backend(api)
+    runner = NativeRunner(store, blobs, backend, settings, time.time)
+    files = FileService(inner, blobs, settings, time.time)
+    body = b"".join(
+        orjson.dumps({"custom_id": f"r{n}", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": "mini", "messages": [{"role": "user", "content": f"r {n}"}]}}) + b"\n"
+        for n in range(3)
+    )  # fmt: skip
+
+    async def once() -> Any:
+        yield body
+
+    try:
+        file = await files.upload("key_a", "in.jsonl", "batch", once())
+        record = a_native_batch(file.file_id)
+        await inner.add_batch(record)
+        await inner.add_lines(record.batch_id, [LineSpec(n + 1, 0, 1, f"r{n}") for n in range(3)])
+        assert await runner.choose(record) == "oa"
+        submitted = httpx.get(f"{fake}/_fake/batches").json()["batches"]
+        with pytest.raises(StorageError):
+            await runner.step(record)  # submitted; the id is lost
+        assert await runner.step(record) is None  # found by its metadata and written, not submitted again
+        assert httpx.get(f"{fake}/_fake/batches").json()["batches"] == submitted + 1
+        async with asyncio.timeout(20):
+            while (ending := await runner.step(await _get(inner, record.batch_id))) is None:
+                await asyncio.sleep(0.05)
+        rows = await inner.line_rows(record.batch_id, after_line=0, limit=10)
+    finally:
+        await api.aclose()
+        await inner.close()
+    assert ending == "completed" and [r.outcome for r in rows] == ["completed"] * 3
+    assert len(backend.rows) == 3 == len(set(backend.rows))
+
+
+def a_native_batch(file_id: str) -> BatchRecord:
+    return BatchRecord(
+        batch_id="batch_native_crash", owner="key_a", api="openai", endpoint="/v1/chat/completions",
+        input_file_id=file_id, completion_window="24h", status="in_progress", created_at=time.time(),
+        expires_at=time.time() + 86_400, principal={"key_id": "key_a"}, native_deployment="oa",
+    )  # fmt: skip
+
+
+async def _get(store: BatchStore, batch_id: str) -> BatchRecord:
+    found = await store.get_batch(batch_id)
+    assert found is not None
+    return found

@@ -36,8 +36,13 @@ class NativeBatchAPI(Protocol):
     @property
     def provider(self) -> Provider: ...
 
-    async def submit(self, endpoint: str, lines: list[tuple[str, dict[str, Any]]]) -> str:
-        """Hand the lines (custom_id, body) to the provider; its batch id."""
+    async def submit(self, endpoint: str, lines: list[tuple[str, dict[str, Any]]], tag: str) -> str:
+        """Hand the lines (custom_id, body) to the provider, labelled `tag` where its API keeps a
+        label (OpenAI's metadata); its batch id."""
+
+    async def find(self, tag: str) -> str | None:
+        """The provider's batch labelled `tag` (one submitted before a crash), or None (also where
+        the API keeps no label: Anthropic)."""
 
     async def progress(self, native_id: str) -> NativeProgress: ...
 

@@ -6,8 +6,10 @@ batch ended writes each line's result exactly once: a ledger row per line at the
 request id derived from the batch and the line, so a second look after a crash writes no second row),
 then the line's result (a line that already has one is skipped).
 
-Crash window: between the provider accepting the batch and its id being written to the batch row, a
-kill makes the next look submit it again (the first one then runs unread at the provider)."""
+A kill between the provider accepting the batch and its id being written to the batch row: OpenAI's
+batch carries margin's batch id in its metadata, and the next look finds it there instead of
+submitting again; Anthropic's Message Batches keep no label, so there the next look submits again
+(the first one then runs unread at the provider)."""
 
 from __future__ import annotations
 
@@ -78,8 +80,10 @@ class NativeRunner:
         if record.native_id is None:
             if record.status == "cancelling":
                 return "cancelled"  # never submitted: nothing ran
-            lines = upstream_lines(await self._lines(record), self.backend.upstream_model(deployment))
-            native_id = await api.submit(record.endpoint, lines)
+            native_id = await api.find(record.batch_id)  # submitted before a crash, its id not written
+            if native_id is None:
+                lines = upstream_lines(await self._lines(record), self.backend.upstream_model(deployment))
+                native_id = await api.submit(record.endpoint, lines, record.batch_id)
             await self.store.update_batch(record.batch_id, ["in_progress", "cancelling"], {"native_id": native_id})
             log.info("batch: %s submitted to %s's Batch API as %s", record.batch_id, deployment, native_id)
             return None

@@ -17,6 +17,8 @@ from margin.storage.batches import NativeAnswer, NativeProgress
 
 _OPENAI_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 _UNRUN = {"canceled": "batch_cancelled", "expired": "batch_expired"}
+TAG_KEY = "margin_batch_id"  # OpenAI metadata naming margin's batch: found again after a crash
+FIND_PAGES = 10
 
 
 class _Client:
@@ -65,7 +67,7 @@ class OpenAIBatchAPI(_Client):
         """`base_url` as the deployment's (ending in /v1)."""
         super().__init__(base_url, {"authorization": f"Bearer {api_key}"} if api_key else {}, **kwargs)
 
-    async def submit(self, endpoint: str, lines: list[tuple[str, dict[str, Any]]]) -> str:
+    async def submit(self, endpoint: str, lines: list[tuple[str, dict[str, Any]]], tag: str) -> str:
         data = b"".join(
             orjson.dumps({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}) + b"\n"
             for custom_id, body in lines
@@ -76,8 +78,23 @@ class OpenAIBatchAPI(_Client):
         uploaded = await self.json("POST", "/files", data=form)
         created = await self.json("POST", "/batches", json={
             "input_file_id": uploaded["id"], "endpoint": endpoint, "completion_window": "24h",
+            "metadata": {TAG_KEY: tag},
         })  # fmt: skip
         return str(created["id"])
+
+    async def find(self, tag: str) -> str | None:
+        """Newest first, up to FIND_PAGES pages of 100: the batch whose metadata carries `tag`."""
+        after: str | None = None
+        for _ in range(FIND_PAGES):
+            query = {"limit": "100", **({"after": after} if after else {})}
+            page = await self.json("GET", "/batches", params=query)
+            for batch in page.get("data") or []:
+                if (batch.get("metadata") or {}).get(TAG_KEY) == tag:
+                    return str(batch["id"])
+            if not page.get("has_more") or not page.get("data"):
+                return None
+            after = str(page["data"][-1]["id"])
+        return None
 
     async def progress(self, native_id: str) -> NativeProgress:
         batch = await self.json("GET", f"/batches/{native_id}")
@@ -114,9 +131,12 @@ class AnthropicBatchAPI(_Client):
         headers = {"anthropic-version": version, **({"x-api-key": api_key} if api_key else {})}
         super().__init__(base_url.removesuffix("/v1"), headers, **kwargs)
 
-    async def submit(self, endpoint: str, lines: list[tuple[str, dict[str, Any]]]) -> str:
+    async def submit(self, endpoint: str, lines: list[tuple[str, dict[str, Any]]], tag: str) -> str:
         requests = [{"custom_id": custom_id, "params": body} for custom_id, body in lines]
         return str((await self.json("POST", "/v1/messages/batches", json={"requests": requests}))["id"])
+
+    async def find(self, tag: str) -> str | None:
+        return None  # a Message Batch keeps no label to find it by
 
     async def progress(self, native_id: str) -> NativeProgress:
         batch = await self.json("GET", f"/v1/messages/batches/{native_id}")

@@ -2,7 +2,8 @@
 the official SDKs can be tested over real HTTP:
 
 - OpenAI: `POST /v1/files` (multipart, `purpose=batch`), `GET /v1/files/{id}`,
-  `GET /v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches/{id}`,
+  `GET /v1/files/{id}/content`, `POST /v1/batches`, `GET /v1/batches` (newest first, `after`,
+  `limit`), `GET /v1/batches/{id}`,
   `POST /v1/batches/{id}/cancel`; output and error files with OpenAI's line shape.
 - Anthropic: `POST /v1/messages/batches`, `GET /v1/messages/batches/{id}`,
   `GET /v1/messages/batches/{id}/results` (JSONL), `POST /v1/messages/batches/{id}/cancel`.
@@ -167,6 +168,23 @@ def _request_line(line: Any, endpoint: str) -> tuple[str, JSON]:
     if not isinstance(body, dict):
         raise ValueError(f"{line['custom_id']}: body must be an object")
     return line["custom_id"], body
+
+
+async def list_batches(request: web.Request) -> web.Response:
+    """Newest first, `after` and `limit` (1-100, default 20), as OpenAI pages them."""
+    try:
+        limit = min(100, max(1, int(request.query.get("limit", "20"))))
+    except ValueError:
+        return _openai_error(400, "limit must be a number.")
+    batches = [b for b in reversed(request.app[BATCHES].batches.values()) if b.api == "openai"]
+    after = request.query.get("after")
+    if after:
+        ids = [b.batch_id for b in batches]
+        batches = batches[ids.index(after) + 1 :] if after in ids else []
+    page = batches[:limit]
+    data = [batch_object(b) for b in page]
+    return json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                          "last_id": data[-1]["id"] if data else None, "has_more": len(batches) > limit})  # fmt: skip
 
 
 def _batch(request: web.Request) -> FakeBatch | None:
@@ -373,6 +391,7 @@ def batch_routes(app: web.Application, line_delay_s: float = 0.0) -> None:
     app.router.add_get("/v1/files/{file_id}", get_file)
     app.router.add_get("/v1/files/{file_id}/content", file_content)
     app.router.add_post("/v1/batches", create_batch)
+    app.router.add_get("/v1/batches", list_batches)
     app.router.add_get("/v1/batches/{batch_id}", get_batch)
     app.router.add_post("/v1/batches/{batch_id}/cancel", cancel_batch)
     app.router.add_post("/v1/messages/batches", create_message_batch)
