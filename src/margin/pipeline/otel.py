@@ -45,6 +45,21 @@ def new_span_id() -> int:
     return random.getrandbits(64) or 1
 
 
+class FixedResource(Resource):
+    """margin's one resource, hashed once: the SDK's encoder groups every span by its resource, and
+    `Resource.__hash__` dumps the attributes to JSON each time (a resource never changes)."""
+
+    def __init__(self, attributes: dict[str, str]) -> None:
+        super().__init__(attributes)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or super().__eq__(other)
+
+
 class CountingExporter(SpanExporter):
     """The OTLP exporter, counting what it was handed (in the processor's thread): how many spans
     have left the queue, and how many of them the collector did not take."""
@@ -79,7 +94,7 @@ class OtelTracer:
         self.sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
         self.propagator = TraceContextTextMapPropagator()
         # Built directly (Resource.create would read OTEL_* variables: margin's settings are its config).
-        self.resource = Resource({"service.name": config.service_name, "telemetry.sdk.language": "python"})
+        self.resource = FixedResource({"service.name": config.service_name})
         self.processor: BatchSpanProcessor | None = None  # started with the app (a thread)
         self.exporter: CountingExporter | None = None
         self.queued = 0  # spans given to the processor (written by the event loop only)
