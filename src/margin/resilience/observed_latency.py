@@ -17,12 +17,14 @@ sample: the upstream took at least that long). Without that, a deployment that s
 cut off at a bound its own timeouts stop it from ever raising; with it, a few such timeouts raise
 the quantile to the bound, and the next bound is `multiplier` times larger, up to the ceiling.
 
-Cheap by design: an append to a bounded deque per stream, and a sort of at most `window` floats
-when a stream opens. In-process only: each replica measures what it sees.
+Cheap by design: an append to a bounded deque and an insertion into a sorted list of at most
+`window` floats per stream, and an index into that list when a stream opens. In-process only: each
+replica measures what it sees.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
@@ -34,24 +36,30 @@ from margin.resilience.deadline import Clock
 
 @dataclass(slots=True)
 class _Window:
-    """The most recent measurements, (when, seconds), oldest first."""
+    """The most recent measurements, (when, seconds), oldest first, and the same seconds kept in
+    order (so a quantile is an index, not a sort of the window each time a stream opens)."""
 
     size: int
     samples: deque[tuple[float, float]] = field(default_factory=deque)
+    ordered: list[float] = field(default_factory=list)
 
     def add(self, now: float, seconds: float) -> None:
         self.samples.append((now, seconds))
+        bisect.insort(self.ordered, seconds)
         if len(self.samples) > self.size:
-            self.samples.popleft()
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        _, seconds = self.samples.popleft()
+        del self.ordered[bisect.bisect_left(self.ordered, seconds)]
 
     def quantile(self, q: float, now: float, horizon: float, min_samples: int) -> float | None:
         """Nearest-rank quantile of the measurements younger than `horizon`; None when too few."""
         while self.samples and self.samples[0][0] < now - horizon:
-            self.samples.popleft()
+            self._drop_oldest()
         if len(self.samples) < min_samples:
             return None
-        values = sorted(seconds for _, seconds in self.samples)
-        return values[max(0, math.ceil(q * len(values)) - 1)]
+        return self.ordered[max(0, math.ceil(q * len(self.ordered)) - 1)]
 
 
 @dataclass(slots=True)

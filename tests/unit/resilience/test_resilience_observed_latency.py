@@ -3,6 +3,8 @@ tightening a stream's first-token and idle waits (and leaving them alone where i
 
 from __future__ import annotations
 
+import math
+import random
 import time
 
 import pytest
@@ -12,7 +14,7 @@ from margin import errors
 from margin.config.model import AdaptiveTimeouts, Timeouts
 from margin.pipeline.context import RequestContext
 from margin.pipeline.handler import Pipeline
-from margin.resilience.observed_latency import ObservedLatency
+from margin.resilience.observed_latency import ObservedLatency, _Window
 from margin.types import Chunk
 
 DEFAULTS = Timeouts()  # first_token and idle unset: 30 s ceilings
@@ -107,6 +109,23 @@ def test_only_the_most_recent_window_counts() -> None:
     assert latency.first_token_timeout("d", DEFAULTS) == 24.0
     feed(latency, 0.5, n=50)
     assert latency.first_token_timeout("d", DEFAULTS) == 3.0
+
+
+def test_the_kept_order_gives_the_quantile_of_a_sort_as_measurements_come_and_go() -> None:
+    """The window keeps its seconds in order as they arrive, leave by age and fall out of the
+    window (repeated values included): each quantile is the one a sort of the window would give."""
+    rng = random.Random(7)
+    window = _Window(size=50)
+    for step in range(3000):
+        now = step * 0.1
+        window.add(now, round(rng.expovariate(3.0), 2))  # rounded: many equal values
+        horizon = rng.choice((2.0, 4.0, 600.0))
+        q = rng.choice((0.5, 0.9, 0.99, 1.0))
+        got = window.quantile(q, now, horizon, min_samples=5)
+        kept = sorted(seconds for when, seconds in window.samples)
+        assert window.ordered == kept and len(kept) <= 50
+        assert all(when >= now - horizon for when, _ in window.samples)
+        assert got == (kept[max(0, math.ceil(q * len(kept)) - 1)] if len(kept) >= 5 else None)
 
 
 def test_fired_timeouts_raise_the_bound_so_a_slower_deployment_is_not_cut_off_for_good() -> None:
