@@ -27,6 +27,7 @@ from margin.api.state import GatewayState
 from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
 from margin.autoscale.collector import AutoscaleCollector
+from margin.autoscale.scraper import metrics_url_for
 from margin.autoscale.service import Autoscaler
 from margin.batch.tier import BatchTier, revocation_check
 from margin.budgets.alerts import webhook_sender
@@ -60,6 +61,7 @@ from margin.pipeline.rollout_stage import RolloutStage
 from margin.pipeline.route import ModelTable, Router
 from margin.pipeline.self_completer import SelfCompleter
 from margin.pipeline.tracing import build_tracer
+from margin.providers.balance import Balancer
 from margin.providers.base import Provider
 from margin.providers.health_probes import HealthProbes
 from margin.providers.local_metrics import LocalSlotsCollector
@@ -266,11 +268,17 @@ class Lifespan:
 def build_autoscaler(config: MarginConfig, metrics: Metrics, caller: Caller) -> Autoscaler:
     """`autoscaling:`'s signals and desired replicas, served by /metrics, /autoscale and /admin/deployments."""
     pages = MetricsPages()
+    replicas = {d.name: [metrics_url_for(base) for base in d.endpoints] for d in config.deployments if d.endpoints}
     autoscaler = Autoscaler(
         config.autoscaling, metrics, in_flight=caller.in_flight, unserved=caller.unserved,
-        known={d.name for d in config.deployments}, fetch=pages.get, aclose=pages.aclose,
+        known={d.name for d in config.deployments}, fetch=pages.get, aclose=pages.aclose, default_urls=replicas,
     )  # fmt: skip
     metrics.registry.register(AutoscaleCollector(autoscaler))
+    for name in replicas.keys() & config.autoscaling.deployments.keys():  # scraped queues join the balancing
+        balancer: Balancer | None = getattr(caller.providers[name], "balancer", None)
+        if balancer is not None:
+            queue = autoscaler.queue_of(name)
+            balancer.extra_load = lambda endpoint, queue=queue: queue(endpoint.base)  # type: ignore[misc]
     return autoscaler
 
 

@@ -65,6 +65,7 @@ deployments:
   - {{name: slow-vllm, provider: fake, model: slow}}
   - {{name: cold-vllm, provider: openai_compat, model: cold, base_url: "{closed}/v1",
      retry: {{max_retries: 0}}}}
+  - {{name: replicas, provider: openai_compat, model: llama, endpoints: ["{vllm}/v1"]}}
 models:
   - {{name: chat, deployments: [vllm-llama]}}
   - {{name: slow, deployments: [slow-vllm]}}
@@ -78,18 +79,19 @@ autoscaling:
     vllm-llama: {{metrics_urls: ["{vllm}/metrics"], target_queue_per_replica: 4, max_replicas: 8}}
     slow-vllm: {{metrics_urls: ["{vllm}/hang/metrics"]}}
     cold-vllm: {{metrics_urls: ["{closed}/metrics"], min_replicas: 0}}
+    replicas: {{}}  # its pages are its endpoints' /metrics
 """
 
 
 @asynccontextmanager
-async def fleet(tmp_path: Path) -> AsyncIterator[tuple[FakeVllm, str, httpx.AsyncClient]]:
+async def fleet(tmp_path: Path) -> AsyncIterator[tuple[FakeVllm, Starlette, httpx.AsyncClient]]:
     fake = FakeVllm()
     async with serving(fake.app()) as vllm:
         closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: a deployment at zero replicas
         app = create_app(parse_config(config(tmp_path, vllm, closed)))
         try:
             async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
-                yield fake, url, client
+                yield fake, app, client
         finally:
             fake.release.set()
 
@@ -151,6 +153,14 @@ async def test_desired_replicas_follow_the_model_servers_queue(tmp_path: Path) -
 
         fake.running, fake.waiting = 0, 0
         await until(client, lambda b: desired(b, "vllm-llama") == 0)
+
+
+async def test_each_replicas_scraped_queue_joins_its_balancing_load(tmp_path: Path) -> None:
+    async with fleet(tmp_path) as (fake, app, client):
+        fake.waiting = 7
+        await until(client, lambda b: b["deployments"]["replicas"]["upstream"]["waiting"] == 7)
+        balancer = app.state.gateway.providers["replicas"].balancer
+        assert balancer.load(balancer.endpoints[0]) == 7  # no call open: the replica's own queue only
 
 
 async def test_margins_own_calls_and_tokens_are_counted_over_the_window(tmp_path: Path) -> None:

@@ -39,6 +39,11 @@ class UpstreamView:
     age_s: float | None  # of the oldest fresh reading, or of the newest when all are stale
 
 
+def metrics_url_for(base: str) -> str:
+    """A replica's /metrics from its OpenAI base URL (`http://pod:8000/v1` -> `http://pod:8000/metrics`)."""
+    return base.rstrip("/").removesuffix("/v1") + "/metrics"
+
+
 class Scraper:
     def __init__(
         self, targets: Mapping[str, tuple[Server, list[str]]], fetch: Fetch, *, timeout_s: float, stale_after_s: float
@@ -71,6 +76,11 @@ class Scraper:
             return
         self.results[(name, "ok")] += 1
         self.readings[(name, url)] = Reading(load, now)
+
+    def waiting(self, name: str, url: str, now: float) -> float:
+        """One page's queued requests if its reading is fresh; 0 when unknown (never a guess)."""
+        reading = self.readings.get((name, url))
+        return reading.load.waiting if reading is not None and now - reading.at <= self.stale_after_s else 0.0
 
     def view(self, name: str, now: float) -> UpstreamView:
         _, urls = self.targets.get(name, ("vllm", []))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from margin.autoscale.policy import Decision, Inputs, desired_replicas
-from margin.autoscale.scraper import Fetch, Scraper, UpstreamView
+from margin.autoscale.scraper import Fetch, Scraper, UpstreamView, metrics_url_for
 from margin.autoscale.window import Rates, Window, read_totals
 from margin.config.autoscale import AutoscalingConfig
 from margin.errors import ConfigError
@@ -68,6 +68,7 @@ class Autoscaler:
         fetch: Fetch,
         clock: Callable[[], float] = time.monotonic,
         aclose: Callable[[], Awaitable[None]] | None = None,  # the fetch's connections, closed by stop()
+        default_urls: Mapping[str, list[str]] | None = None,  # pages of deployments with `endpoints:`
     ) -> None:
         unknown = sorted(set(config.deployments) - known)
         if unknown:
@@ -78,7 +79,8 @@ class Autoscaler:
         self.unserved = unserved
         self.clock = clock
         self.aclose = aclose
-        targets = {name: (p.server, p.metrics_urls) for name, p in config.deployments.items()}
+        defaults = default_urls or {}
+        targets = {name: (p.server, p.metrics_urls or defaults.get(name, [])) for name, p in config.deployments.items()}
         self.scraper = Scraper(targets, fetch, timeout_s=config.scrape_timeout_s, stale_after_s=config.stale_after_s)
         self.window = Window(config.window_s)
         self.signals: dict[str, Signals] = {}
@@ -125,6 +127,10 @@ class Autoscaler:
             except Exception:  # a bug here must not end the signals for good
                 log.exception("autoscale: computing the signals failed")
             await asyncio.sleep(self.config.interval_s)
+
+    def queue_of(self, name: str) -> Callable[[str], float]:
+        """base URL -> the queue its replica's fresh page reports: the balancer's extra load."""
+        return lambda base: self.scraper.waiting(name, metrics_url_for(base), self.clock())
 
     def keda(self) -> dict[str, Any]:
         """The body of `/autoscale`: KEDA's metrics-api scaler reads

@@ -34,7 +34,6 @@ class OpenAICompatProvider:
         self.deployment = deployment
         bases = deployment.endpoints or [deployment.base_url or ""]  # the config model guarantees one
         self.balancer = Balancer(bases, deployment.balance)  # replicas: two choices + prefix affinity
-        self._base = self.balancer.endpoints[0].base
         self._session: aiohttp.ClientSession | None = None
         self.malformed = MalformedCount(deployment.name)
         self.passthrough = Passthrough.of(deployment.passthrough)  # credential- and routing-shaped fields stay here
@@ -213,11 +212,18 @@ class OpenAICompatProvider:
         )
 
     async def health(self) -> bool:
+        """Healthy while some replica answers /models (the first that does ends the probe)."""
         if self._session is None:
             await self.start()
+        for endpoint in self.balancer.endpoints:
+            if await self._answers(endpoint.base):
+                return True
+        return False
+
+    async def _answers(self, base: str) -> bool:
         assert self._session is not None
         try:
-            async with self._session.get(self._base + "/models", timeout=aiohttp.ClientTimeout(total=2)) as response:
+            async with self._session.get(base + "/models", timeout=aiohttp.ClientTimeout(total=2)) as response:
                 return response.status < 500
         except (aiohttp.ClientError, TimeoutError):
             return False
