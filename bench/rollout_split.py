@@ -9,7 +9,11 @@
    p50 per stream and the cost of each further chunk (the 128-chunk minus the 16-chunk p50, over
    112 chunks), with and without; and the same for two groups without a rollout (the run's noise).
 
-    python bench/rollout_split.py [--decisions 50000] [--requests 2000] [--streams 2000]
+With `--clock cpu` each request is timed in CPU time of the event loop's thread (time.thread_time)
+instead of wall-clock time: on a loaded machine other processes then do not inflate the figures
+(the work the gateway does in other threads, e.g. the ledger writes, is not counted either way).
+
+    python bench/rollout_split.py [--decisions 50000] [--requests 2000] [--streams 2000] [--clock cpu]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -86,7 +91,12 @@ def route_stage(stage: RolloutStage, router: object, n: int) -> tuple[list[float
 
 
 async def requests(
-    client: httpx.AsyncClient, n: int, groups: tuple[str, str] = ("chat", "plain"), *, stream: bool = False
+    client: httpx.AsyncClient,
+    n: int,
+    groups: tuple[str, str] = ("chat", "plain"),
+    *,
+    stream: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[list[float], list[float]]:
     timings: dict[str, list[float]] = {groups[0]: [], groups[1]: []}
     for i in range(n // 20):
@@ -94,14 +104,16 @@ async def requests(
             for j in range(10):
                 text = f"q {i} {j}" + (" lorem ipsum" * 40 if stream else "")  # a stream: >= 128 chunks of text
                 body = {"model": group, "messages": [{"role": "user", "content": text}], "stream": stream}
-                started = time.perf_counter()
+                started = clock()
                 response = await client.post("/v1/chat/completions", json=body, headers={"x-margin-session": f"{i}{j}"})
-                timings[group].append((time.perf_counter() - started) * 1000)
+                timings[group].append((clock() - started) * 1000)
                 assert response.status_code == 200
     return timings[groups[0]], timings[groups[1]]
 
 
 async def main(args: argparse.Namespace) -> None:
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    print(f"requests timed in {'CPU time of the event loop thread' if args.clock == 'cpu' else 'wall-clock time'}")
     with tempfile.TemporaryDirectory() as data:
         text = CONFIG.format(data=data, GRADER="{type: regex, pattern: '.'}")
         app = create_app(parse_config(text), key_store=MemoryKeyStore())
@@ -121,7 +133,7 @@ async def main(args: argparse.Namespace) -> None:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
                 await requests(client, 200)  # warm up
-                chat, plain = await requests(client, args.requests)
+                chat, plain = await requests(client, args.requests, clock=clock)
             print(f"whole requests in process, {args.requests // 2} each (milliseconds):")
             print(f"  with a canary rollout  p50 {statistics.median(chat):.3f}")
             print(f"  without                p50 {statistics.median(plain):.3f}")
@@ -130,8 +142,8 @@ async def main(args: argparse.Namespace) -> None:
             await stage.engine.service.promote(mirrored.rollout_id, actor="bench")  # gated
             await stage.engine.decide_all()  # -> shadow: every request of `mirrored` is also sent to small3
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-                noise = [await requests(client, args.requests, ("plain", "chat")) for _ in range(2)]
-                shadowed, plain2 = await requests(client, args.requests, ("mirrored", "plain"))
+                noise = [await requests(client, args.requests, ("plain", "chat"), clock=clock) for _ in range(2)]
+                shadowed, plain2 = await requests(client, args.requests, ("mirrored", "plain"), clock=clock)
             await stage.shadows.queue.join()
             print(f"shadow traffic (every request mirrored), {args.requests // 2} each (milliseconds):")
             print(f"  mirrored group         p50 {statistics.median(shadowed):.3f}")
@@ -139,10 +151,10 @@ async def main(args: argparse.Namespace) -> None:
             print(f"  difference             p50 {statistics.median(shadowed) - statistics.median(plain2):+.3f} ms")
             spread = [statistics.median(a) - statistics.median(b) for a, b in noise]
             print(f"  run-to-run noise (two runs of plain vs canary): {', '.join(f'{d:+.3f}' for d in spread)} ms")
-            await streams(app, stage, args.streams)
+            await streams(app, stage, args.streams, clock)
 
 
-async def streams(app: object, stage: RolloutStage, n: int) -> None:
+async def streams(app: object, stage: RolloutStage, n: int, clock: Callable[[], float]) -> None:
     for group, candidate in (("graded16", "c16"), ("graded128", "c128")):
         record = await stage.engine.service.start(group, candidate, actor="bench")
         for _ in range(2):
@@ -158,7 +170,7 @@ async def streams(app: object, stage: RolloutStage, n: int) -> None:
             ("same128", "plain128"),
         ):
             await requests(client, 200, pair, stream=True)  # warm up
-            first, second = await requests(client, n, pair, stream=True)
+            first, second = await requests(client, n, pair, stream=True, clock=clock)
             p50[pair] = statistics.median(first), statistics.median(second)
     await stage.grading.queue.join()
     print(f"streamed requests, {n // 2} each per length (milliseconds; every answer graded under the rollout):")
@@ -184,4 +196,5 @@ if __name__ == "__main__":
     parser.add_argument("--decisions", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=2000)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: the loop thread's CPU time")
     asyncio.run(main(parser.parse_args()))
