@@ -53,3 +53,7 @@ def test_a_replica_refusing_connections_is_taken_out_without_client_errors(tmp_p
         answers = [ask(url, f"conversation {i}", "hi") for i in range(20)]
         assert [r.status_code for r in answers] == [200] * 20
         assert calls(alive) == 20
+        listing = httpx.get(f"{url}/admin/deployments", timeout=10).json()["data"]
+        replicas = next(d for d in listing if d["name"] == "vllm")["replicas"]
+        assert [r["endpoint"] for r in replicas] == [dead.removeprefix("http://"), alive.removeprefix("http://")]
+        assert replicas[0]["out_for_s"] > 0 and replicas[1]["picked"] >= 20

@@ -14,6 +14,8 @@ from starlette.responses import Response
 
 from margin.api.admin import require_admin
 from margin.api.state import state_of
+from margin.providers.balance import Balancer
+from margin.providers.base import Provider
 from margin.resilience.circuit import CircuitView
 
 
@@ -45,11 +47,17 @@ async def deployments(request: Request) -> Response:
                 "circuit": _circuit(view),
                 "timeouts": res.latency.describe(d.name, d.timeouts),  # the measured stream timeouts
                 "autoscale": scaling[d.name].as_json() if d.name in scaling else None,  # docs/deploy.md
+                "replicas": _replicas(state.providers[d.name]),  # `endpoints:` and how calls spread over them
             }
         )
     runtime = {"tasks": len(asyncio.all_tasks()), "draining": len(caller.background)}
     body = {"object": "list", "data": data, "runtime": runtime}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _replicas(provider: Provider) -> list[dict[str, object]] | None:
+    balancer: Balancer | None = getattr(provider, "balancer", None)
+    return balancer.describe() if balancer is not None and len(balancer.endpoints) > 1 else None
 
 
 def _circuit(view: CircuitView) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from margin.config.autoscale import BalanceConfig
 
@@ -49,6 +50,21 @@ class Balancer:
         self.clock = clock
         self.rng = rng or random.Random()
         self.extra_load: Callable[[Endpoint], float] = lambda endpoint: 0.0  # e.g. a scraped queue depth
+
+    def describe(self) -> list[dict[str, object]]:
+        """Each replica for /admin/deployments: host and port only (never userinfo or a path)."""
+        now = self.clock()
+        return [
+            {
+                "endpoint": urlsplit(e.base).netloc.rpartition("@")[2],
+                "in_flight": e.in_flight,
+                "load": self.load(e),
+                "out_for_s": max(0.0, e.out_until - now),
+                "picked": e.picked,
+                "affinity_kept": e.affinity_kept,
+            }
+            for e in self.endpoints
+        ]
 
     def load(self, endpoint: Endpoint) -> float:
         return endpoint.in_flight + self.extra_load(endpoint)

@@ -91,3 +91,10 @@ def test_begin_and_end_count_in_flight_calls() -> None:
     b.begin(e)
     b.end(e)
     assert (e.in_flight, e.picked) == (1, 2)
+
+
+def test_describe_names_host_and_port_never_credentials() -> None:
+    b = balancer(bases=["http://user:secret@10.0.0.9:8000/v1", BASES[0]])
+    described = b.describe()
+    assert [d["endpoint"] for d in described] == ["10.0.0.9:8000", "10.0.0.1:8000"]
+    assert "secret" not in repr(described)
