@@ -1,7 +1,8 @@
 """Every dashboard page in a real browser (issue 21, section 3): on a real `margin serve` filled by
 OpenAI-SDK traffic (two models, one request answered from the cache),
 headless Chromium logs in through the form and opens the spend explorer, performance, budgets and
-cache pages, rollouts and batches (and follows the explorer's form): each loads with no console error and no request
+cache pages, rollouts and batches, the planner (a profile inline in the config; its crossover chart drawn by
+Chart.js) (and follows the explorer's form): each loads with no console error and no request
 leaving 127.0.0.1, shows exactly its JSON twin's figures, and a screenshot of each is written to
 the test's temp dir."""
 
@@ -31,11 +32,26 @@ models:
 budgets:
   - {scope: global, limit_usd: 50, window: month}
   - {scope: "team:*", limit_usd: 5, window: day}
+dashboard:
+  planner:
+    profile:
+      requests_per_day: 1000
+      input_tokens: {mean: 500, p95: 1000}
+      output_tokens: {mean: 250, p95: 500}
+      sla: {ttft_ms: 1000, p95_ms: 30000}
+      ops_capacity: dedicated
+      candidates: {compare_to: openai/gpt-4.1, apis: [openai/gpt-4.1], models: [llama-3.1-8b], gpus: [a10g],
+                   providers: [aws], precisions: [fp16], pricing: [on_demand], managed: []}
 """
 PAGES = (
     "spend", "spend?by=model&period=hour&since=6h", "spend?by=deployment", "performance", "performance?period=day",
-    "budgets", "cache", "rollouts",
+    "budgets", "cache", "rollouts", "planner",
 )  # fmt: skip
+PLANNER_CHART = """JSON.stringify(Object.fromEntries(Object.entries(window.marginCharts || {}).map(([id, c]) => [id, {
+  datasets: c.data.datasets.map(d => d.label),
+  annotations: Object.keys(c.options.plugins.annotation.annotations),
+  today: c.options.plugins.annotation.annotations.today && c.options.plugins.annotation.annotations.today.value,
+}])))"""
 
 
 def twin(url: str, page: str) -> dict[str, Any]:
@@ -57,6 +73,7 @@ def test_every_page_in_chromium_matches_its_json_twin(tmp_path: Path) -> None:
         client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "hi 0"}], temperature=0)
         wait_for_requests(url, 6)
         twins: dict[str, dict[str, Any]] = {}
+        charts: dict[str, Any] = {}
 
         async def browse() -> tuple[dict[str, dict[str, str]], list[str], list[str], str]:
             shown: dict[str, dict[str, str]] = {}
@@ -65,6 +82,8 @@ def test_every_page_in_chromium_matches_its_json_twin(tmp_path: Path) -> None:
                 for name in PAGES:
                     await page.navigate(f"{url}/dashboard/{name}")
                     shown[name] = json.loads(await page.evaluate(FIGURES))
+                    if name == "planner":
+                        charts.update(json.loads(await page.evaluate(PLANNER_CHART)))
                     twins[name] = twin(url, name)  # at once: "7d" means the same minutes to both
                     await page.screenshot(tmp_path / f"{name.replace('?', '_').replace('&', '_')}.png")
                 await page.navigate(f"{url}/dashboard/spend")  # the explorer's own form: group by key
@@ -86,6 +105,13 @@ def test_every_page_in_chromium_matches_its_json_twin(tmp_path: Path) -> None:
     assert twins["spend"]["summary"]["requests"] == 6
     assert twins["cache"]["summary"]["cache_hits"] == 1
     assert {row[0] for row in twins["performance"]["tables"]["deployments"]["rows"]} == {"small", "large", "cache"}
+    planner = twins["planner"]
+    assert planner["summary"]["requests"] == 6 and planner["tables"]["options"]["rows"], planner
+    options = [row[1] for row in planner["tables"]["options"]["rows"]]
+    assert list(charts) == ["chart-planner-0"] and charts["chart-planner-0"]["datasets"] == options, charts
+    assert "today" in charts["chart-planner-0"]["annotations"], charts
+    today = planner["tables"]["crossover"]["rows"][0][1]  # the measured requests/day the chart is drawn at
+    assert abs(charts["chart-planner-0"]["today"] - float(today)) <= 0.05, (today, charts)
     assert errors == [], errors
     assert requests and all(urlsplit(r).hostname == "127.0.0.1" or r.startswith("data:") for r in requests), requests
     assert ADMIN not in html

@@ -168,8 +168,10 @@ def _headline(cp: ClassPlan) -> tuple[str, dict[str, Cell]]:
     }  # fmt: skip
     if chosen is None:
         return f"{cp.name}: no self-hosted option is feasible for this profile.", figures
-    pays = f"it pays from {figures['pays_from_requests_per_day']} requests/day" if first else "it never pays here"
-    against = f" (the API {api.label}: ${money(api.total)}/month)" if api else ""
+    never = cp.crossover_for(chosen.option_id)
+    why = f" ({never.reason.removeprefix('never: ')})" if never is not None and never.reason else ""
+    pays = f"it pays from {figures['pays_from_requests_per_day']} requests/day" if first else f"it never pays{why}"
+    against = f" (against {api.label}: ${money(api.total)}/month)" if api else ""
     text = (f"{cp.name}: at your current volume ({volume} requests/day), self-hosting {chosen.label} would cost "
             f"${money(chosen.total)}/month{against}; {pays}.")  # fmt: skip
     return text, figures
