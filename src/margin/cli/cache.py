@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
+import orjson
 
 from margin.caching.backend import CacheBackend
 from margin.caching.backends import open_backend
@@ -19,8 +20,10 @@ from margin.caching.semantic.shadow import RouteShadow, read_records
 from margin.caching.semantic.shadow import by_route as shadow_by_route
 from margin.cli.cache_calibrate import (
     both,
+    calibrate_learned,
     calibrate_pairs,
     fit_learned,
+    learned_report,
     refused,
     report,
     shadow_summary,
@@ -122,17 +125,46 @@ def calibrate(
         click.echo(text)
         ctx.exit(1 if fitted.recommended is None else 0)
     if from_shadow:
-        shadow = _shadow_routes(config_path, routes)
-        results = {r: both(s.graded, target_precision, confidence) for r, s in sorted(shadow.items())}
-        dedup = None
-    else:
-        assert pairs_path is not None
-        results, dedup = calibrate_pairs(
-            pairs_path, target=target_precision, confidence=confidence, routes=routes, embedder=embedder
-        )
+        _from_shadow(ctx, config_path, routes, target_precision, confidence, as_json)
+        return
+    assert pairs_path is not None
+    results, dedup = calibrate_pairs(
+        pairs_path, target=target_precision, confidence=confidence, routes=routes, embedder=embedder
+    )
     click.echo(report(results, dedup, target=target_precision, confidence=confidence, as_json=as_json))
     if refused(results):
         ctx.exit(1)
+
+
+def _from_shadow(
+    ctx: click.Context,
+    config_path: Path | None,
+    routes: tuple[str, ...],
+    target: float,
+    confidence: float,
+    as_json: bool,
+) -> None:
+    """Each route in its own decision variable: the cosine threshold (guarded and cosine-only), or
+    `min_probability` for a route with `decision: learned` (from the probabilities the record keeps)."""
+    config = _config(config_path)
+    shadow = _shadow_routes(config_path, routes)
+    learned_routes = {r for r in shadow if _is_learned(config, r)}
+    results = {r: both(s.graded, target, confidence) for r, s in sorted(shadow.items()) if r not in learned_routes}
+    learned = calibrate_learned({r: shadow[r] for r in learned_routes}, target, confidence)
+    parts = [report(results, None, target=target, confidence=confidence, as_json=as_json)] if results else []
+    if learned:
+        parts.append(learned_report(learned, as_json=as_json))
+    if as_json and len(parts) == 2:  # one JSON object: cosine routes and learned routes side by side
+        merged = {**orjson.loads(parts[0]), **orjson.loads(parts[1])}
+        parts = [orjson.dumps(merged, option=orjson.OPT_INDENT_2).decode()]
+    click.echo("\n\n".join(parts))
+    if refused(results) or any(c.recommended is None for c in learned.values()):
+        ctx.exit(1)
+
+
+def _is_learned(config: MarginConfig, route: str) -> bool:
+    semantic = policy_for(config.cache, route).semantic
+    return semantic is not None and semantic.learned is not None
 
 
 def _require_scipy() -> None:
@@ -149,8 +181,9 @@ def _require_scipy() -> None:
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def shadow_report(config_path: Path | None, as_json: bool) -> None:
-    """Per route in shadow mode: lookups, would-be hits at the configured threshold (guard applied)
-    and how many of them agreed with the fresh answer, with the precision's 95% lower bound."""
+    """Per route in the shadow record: lookups, would-be hits at the route's configured decision (the
+    cosine threshold, guard applied, or min_probability for `decision: learned`) and how many of them
+    agreed with the fresh answer, with the precision's 95% lower bound."""
     config = _config(config_path)
     rows = [
         shadow_summary(s, policy_for(config.cache, route).semantic)

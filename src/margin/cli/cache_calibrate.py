@@ -18,13 +18,13 @@ from margin.caching.semantic.calibrate import (
     by_route,
     choose_threshold,
     deduplicate,
-    operating_point,
     read_pairs,
     score_pairs,
 )
 from margin.caching.semantic.engine import SemanticPolicy
 from margin.caching.semantic.learned import fit_out_of_fold, pair_table
 from margin.caching.semantic.shadow import RouteShadow
+from margin.caching.semantic.shadow_report import route_quality
 from margin.cli.progress import Progress, progress
 from margin.embedding import Embedder, EmbedderUnavailableError, HashingEmbedder, MiniLMEmbedder
 
@@ -206,34 +206,75 @@ def _calibration_table(results: Results, target: float, confidence: float) -> st
 
 
 def shadow_summary(shadow: RouteShadow, policy: SemanticPolicy | None) -> dict[str, object]:
-    """What a route in shadow mode would have served at its configured threshold, and how right."""
-    threshold = policy.threshold if policy is not None else 1.0
-    guard = policy.guard if policy is not None else True
-    point = operating_point(shadow.graded, threshold, guard=guard)
-    return {
-        "route": shadow.route,
-        "lookups": shadow.lookups,
-        "graded": len(shadow.graded),
-        "threshold": threshold,
-        "would_hit": point.served,
-        "hit_rate": round(point.served / shadow.lookups, 4) if shadow.lookups else 0.0,
-        "agreed": point.served - point.wrong,
-        "precision": round(point.precision, 4) if point.served else None,
-        "precision_lower_bound": round(point.precision_lower_bound, 4),
-    }
+    """What a route in shadow mode would have served at its configured decision, and how right."""
+    return route_quality(shadow, policy).as_json()
 
 
 def shadow_table(rows: list[dict[str, object]], *, as_json: bool) -> str:
     if as_json:
         return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode()
     lines = [
-        f"{'route':<20} {'lookups':>8} {'threshold':>9} {'would hit':>9} {'hit rate':>8} {'agreed':>7} "
-        f"{'precision':>9} {'>=95%':>6}"
+        "would-be hits at each route's configured decision (cosine threshold, guard applied; or the learned "
+        "decision's min_probability), graded against the fresh answer",
+        f"{'route':<20} {'mode':<7} {'decision at':<14} {'lookups':>8} {'would hit':>9} {'hit rate':>8} "
+        f"{'agreed':>7} {'precision':>9} {'>=95%':>6}",
     ]
     for r in rows:
         precision = "-" if r["precision"] is None else f"{r['precision']:.3f}"
+        at = f"p>={r['min_probability']}" if r["decision"] == "learned" else f"cos>={r['threshold']}"
         lines.append(
-            f"{r['route']!s:<20} {r['lookups']!s:>8} {r['threshold']!s:>9} {r['would_hit']!s:>9} "
+            f"{r['route']!s:<20} {r['mode']!s:<7} {at:<14} {r['lookups']!s:>8} {r['would_hit']!s:>9} "
             f"{r['hit_rate']!s:>8} {r['agreed']!s:>7} {precision:>9} {r['precision_lower_bound']!s:>6}"
         )
     return "\n".join(lines)
+
+
+def calibrate_learned(routes: dict[str, RouteShadow], target: float, confidence: float) -> dict[str, Calibration]:
+    """`min_probability` per learned route from its shadow record (each would-be hit's probability)."""
+    return {
+        route: choose_threshold(shadow.learned, target, guard=True, confidence=confidence, variable="min_probability")
+        for route, shadow in sorted(routes.items())
+    }
+
+
+def learned_report(results: dict[str, Calibration], *, as_json: bool) -> str:
+    """The learned routes' recommendations: a `min_probability` with its bound, or the refusal."""
+    if as_json:
+        body = {r: {"learned": _learned_json(c)} for r, c in results.items()}
+        return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
+    lines = [
+        "routes with the learned decision (calibrated on each would-be hit's probability):",
+        f"{'route':<20} {'min_probability':>15} {'precision':>9} {'>=bound':>7} {'hits':>6} {'wrong':>6} "
+        f"{'graded':>6}  verdict",
+    ]
+    snippet, refusals = ["cache:", "  routes:"], []
+    for route, result in results.items():
+        point = result.best
+        verdict = "recommended" if result.recommended is not None else "refused"
+        lines.append(
+            f"{route:<20} {min(point.threshold, 1.0):>15.4f} {point.precision:>9.4f} "
+            f"{point.precision_lower_bound:>7.3f} {point.served:>6} {point.wrong:>6} {result.pairs:>6}  {verdict}"
+        )
+        if result.refusal is not None:
+            refusals.append(f"{route}: {result.refusal}")
+            continue
+        name = "<every route>" if route == "*" else route
+        value = min(0.9999, round(point.threshold, 4))
+        snippet += [f"    {name}:", "      semantic:", "        decision: learned", f"        min_probability: {value}"]
+    if refusals:
+        lines += ["", "refused:", *refusals]
+    if len(snippet) > 2:
+        lines += ["", "suggested config (then change `mode: shadow` to `mode: serve` to serve):", *snippet]
+    return "\n".join(lines)
+
+
+def _learned_json(result: Calibration) -> dict[str, object]:
+    point = _point_json(result.best)
+    point["min_probability"] = point.pop("threshold")
+    return {
+        "recommended": result.recommended is not None,
+        **point,
+        "pairs": result.pairs,
+        "more_pairs_needed": result.more_pairs_needed,
+        "refusal": result.refusal,
+    }

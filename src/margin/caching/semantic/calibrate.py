@@ -98,26 +98,27 @@ class Calibration:
     best: OperatingPoint  # the point with the highest lower bound (the recommendation, when there is one)
     pairs: int
     more_pairs_needed: int | None
+    variable: str = "threshold"  # what is chosen: the cosine threshold, or the learned decision's min_probability
 
     @property
     def refusal(self) -> str | None:
         if self.recommended is not None:
             return None
-        level = f"{self.best.confidence:.0%}"
+        level, name = f"{self.best.confidence:.0%}", self.variable
         reached = (
             f"the {level} lower bound of precision reaches at most {self.best.precision_lower_bound:.3f}"
-            f" (threshold {self.best.threshold:.4f}: {self.best.served} hits, {self.best.wrong} wrong)"
+            f" ({name} {self.best.threshold:.4f}: {self.best.served} hits, {self.best.wrong} wrong)"
             if self.best.served
-            else "no threshold serves a hit"
+            else f"no {name} serves a hit"
         )
         if self.more_pairs_needed is None:
             advice = (
-                "no threshold has an observed precision above the target, so more pairs like these will not help:"
+                f"no {name} has an observed precision above the target, so more pairs like these will not help:"
                 " lower the target or use a stricter decision"
             )
         else:
             advice = f"about {self.more_pairs_needed} more labelled pairs like these would be needed"
-        return f"no threshold recommended for target {self.target:.3f} from {self.pairs} pairs: {reached}; {advice}"
+        return f"no {name} recommended for target {self.target:.3f} from {self.pairs} pairs: {reached}; {advice}"
 
 
 def normalise(text: str) -> str:
@@ -194,6 +195,7 @@ def choose_threshold(
     guard: bool,
     confidence: float = CONFIDENCE,
     window: int = 50,
+    variable: str = "threshold",
 ) -> Calibration:
     """The lowest threshold whose served hits have a precision lower bound >= `target_precision`,
     scanning down from the top and stopping where `window` consecutive pairs (by similarity) fall
@@ -213,9 +215,9 @@ def choose_threshold(
                 best, best_bound = point, point.precision_lower_bound  # a higher bound than the best so far
             fewest_pairs = min(fewest_pairs, _pairs_needed(point, len(scored), target_precision, confidence))
     if recommended is not None:
-        return Calibration(target_precision, recommended, recommended, len(scored), 0)
+        return Calibration(target_precision, recommended, recommended, len(scored), 0, variable)
     more = None if math.isinf(fewest_pairs) else max(1, math.ceil(fewest_pairs) - len(scored))
-    return Calibration(target_precision, None, best, len(scored), more)
+    return Calibration(target_precision, None, best, len(scored), more, variable)
 
 
 def _candidates(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from margin.caching.backend import CacheBackend
@@ -113,20 +113,22 @@ class SemanticEngine:
     ) -> SemanticMatch | None:
         """The learned decision: candidates best first down to the model's cosine floor; the guard
         (when on) rejects first, then the model's probability must reach `min_probability`."""
-        query: Features | None = None
-        found = loaded.index.search(vector, policy.max_candidates)
-        for rank, (key, similarity) in enumerate(found):
-            if similarity < model.floor:
-                break
-            query = query or features(text)
-            cached = loaded.features_of(key)
-            if policy.guard and not agree(cached, query).ok:
+        for candidate in _learned_candidates(loaded, text, vector, policy, model):
+            if candidate.probability is None:
                 self.rejected_by_guard += 1
-                continue
-            row = pair_features(query, cached, similarity, PairContext(rank, found[0][1]))
-            if model.probability(row) >= policy.min_probability:
-                return SemanticMatch(key, similarity, verified=False, question=loaded.texts[key])
+            elif candidate.probability >= policy.min_probability:
+                return candidate.match
         return None
+
+    async def most_probable(
+        self, partition: str, text: str, vector: Matrix, policy: SemanticPolicy, model: LearnedDecision
+    ) -> LearnedCandidate | None:
+        """Shadow mode's probe of a learned route: of the candidates the learned decision would score
+        (above the model's floor, guard-passing when the guard is on), the one with the highest
+        probability; the route would serve a hit exactly when that probability reaches `min_probability`."""
+        loaded = await self._partition(partition)
+        scored = [c for c in _learned_candidates(loaded, text, vector, policy, model) if c.probability is not None]
+        return max(scored, key=lambda c: c.probability or 0.0, default=None)
 
     async def add(self, partition: str, key: str, text: str, vector: Matrix) -> None:
         loaded = await self._partition(partition)
@@ -192,6 +194,34 @@ class SemanticEngine:
 
     async def close(self) -> None:
         await self.batcher.close()
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedCandidate:
+    match: SemanticMatch
+    guard_ok: bool
+    probability: float | None  # None: the guard rejected it (never scored)
+
+
+def _learned_candidates(
+    loaded: _Partition, text: str, vector: Matrix, policy: SemanticPolicy, model: LearnedDecision
+) -> Iterator[LearnedCandidate]:
+    """The candidates the learned decision looks at, best cosine first down to the model's floor, each
+    with its probability (scored lazily: a lookup that stops at the first accepted pays for no more)."""
+    query: Features | None = None
+    found = loaded.index.search(vector, policy.max_candidates)
+    for rank, (key, similarity) in enumerate(found):
+        if similarity < model.floor:
+            return
+        query = query or features(text)
+        cached = loaded.features_of(key)
+        match = SemanticMatch(key, similarity, verified=False, question=loaded.texts[key])
+        ok = agree(cached, query).ok if policy.guard else True
+        if not ok:
+            yield LearnedCandidate(match, False, None)
+            continue
+        row = pair_features(query, cached, similarity, PairContext(rank, found[0][1]))
+        yield LearnedCandidate(match, True, model.probability(row))
 
 
 def _insert(loaded: _Partition, key: str, text: str, vector: Matrix) -> None:

@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class ShadowProbe:
     cached_key: str
     similarity: float
     guard_ok: bool
+    probability: float | None = None  # a route with the learned decision: the candidate's probability
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class ShadowRecord:
     similarity: float | None  # None: the lookup found no candidate above the floor
     guard_ok: bool = False
     agreed: bool | None = None  # None: no candidate, or the grader could not decide
+    probability: float | None = None  # the learned decision's probability (routes with `decision: learned`)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -65,6 +67,7 @@ class ShadowRecord:
                 "similarity": self.similarity,
                 "guard_ok": self.guard_ok,
                 "agreed": self.agreed,
+                "probability": self.probability,
             }
         )
 
@@ -118,17 +121,26 @@ class ShadowRecorder:
         self, engine: SemanticEngine, route: str, partition: str, question: str, vector: Matrix, policy: SemanticPolicy
     ) -> ShadowProbe | None:
         """Note the best candidate above the route's shadow floor, the guard's verdict kept but not
-        applied (calibration compares both decisions); None, recorded as a lookup, when there is none."""
-        loose = SemanticPolicy(threshold=policy.shadow_floor, guard=False, max_candidates=1)
-        match = await engine.find(partition, question, vector, loose)
-        if match is None:
+        applied (calibration compares both decisions); None, recorded as a lookup, when there is none.
+        A route with the learned decision notes instead the candidate it would serve at the lowest
+        `min_probability` (engine.most_probable), with its probability: the route's own decision variable."""
+        if policy.learned is not None:
+            best = await engine.most_probable(partition, question, vector, policy, policy.learned)
+            if best is not None:
+                match = best.match
+                return ShadowProbe(route, match.key, match.similarity, best.guard_ok, best.probability)
             self._offer(ShadowRecord(route, self._clock(), None), None, "", None)
             return None
-        return ShadowProbe(route, match.key, match.similarity, agree(features(match.question), features(question)).ok)
+        loose = SemanticPolicy(threshold=policy.shadow_floor, guard=False, max_candidates=1)
+        found = await engine.find(partition, question, vector, loose)
+        if found is None:
+            self._offer(ShadowRecord(route, self._clock(), None), None, "", None)
+            return None
+        return ShadowProbe(route, found.key, found.similarity, agree(features(found.question), features(question)).ok)
 
     def fresh_answer(self, probe: ShadowProbe, fresh: str, cached: str | None) -> None:
         """The upstream answered a request whose lookup had a candidate: grade them, later."""
-        record = ShadowRecord(probe.route, self._clock(), probe.similarity, probe.guard_ok)
+        record = ShadowRecord(probe.route, self._clock(), probe.similarity, probe.guard_ok, None, probe.probability)
         self._offer(record, probe, fresh, cached)
 
     def _offer(self, record: ShadowRecord, probe: ShadowProbe | None, fresh: str, cached: str | None) -> None:
@@ -151,6 +163,7 @@ class ShadowRecorder:
                         record.similarity,
                         record.guard_ok,
                         grade.passed if grade.score is not None else None,
+                        record.probability,
                     )
                 await asyncio.to_thread(self._append, record)
                 self.recorded += 1
@@ -178,27 +191,39 @@ class ShadowRecorder:
 
 
 def read_records(path: Path) -> Iterator[ShadowRecord]:
-    for line in path.read_text(encoding="utf-8").splitlines():
+    return read_lines(path.read_text(encoding="utf-8").splitlines())
+
+
+def read_lines(lines: Iterable[str]) -> Iterator[ShadowRecord]:
+    for line in lines:
         if line.strip():
             raw = orjson.loads(line)
-            yield ShadowRecord(raw["route"], raw["at"], raw["similarity"], raw["guard_ok"], raw["agreed"])
+            probability = raw.get("probability")  # absent in records written before the learned decision
+            yield ShadowRecord(raw["route"], raw["at"], raw["similarity"], raw["guard_ok"], raw["agreed"], probability)
 
 
 @dataclass(frozen=True, slots=True)
 class RouteShadow:
     route: str
     lookups: int
-    graded: list[ScoredPair]  # would-be hits with a decided grade, as calibration pairs
+    graded: list[ScoredPair]  # would-be hits with a decided grade, as calibration pairs (cosine)
+    learned: list[ScoredPair] = field(default_factory=list)  # those with a probability: (probability, guard passed)
 
 
-def by_route(records: Iterator[ShadowRecord]) -> dict[str, RouteShadow]:
+def by_route(records: Iterable[ShadowRecord]) -> dict[str, RouteShadow]:
     lookups: dict[str, int] = {}
     graded: dict[str, list[ScoredPair]] = {}
+    learned: dict[str, list[ScoredPair]] = {}
     for record in records:
         lookups[record.route] = lookups.get(record.route, 0) + 1
         if record.similarity is not None and record.agreed is not None:
             graded.setdefault(record.route, []).append(ScoredPair(record.similarity, record.guard_ok, record.agreed))
-    return {route: RouteShadow(route, count, graded.get(route, [])) for route, count in lookups.items()}
+            if record.probability is not None:  # only guard-passing candidates get one
+                learned.setdefault(record.route, []).append(ScoredPair(record.probability, True, record.agreed))
+    return {
+        route: RouteShadow(route, count, graded.get(route, []), learned.get(route, []))
+        for route, count in lookups.items()
+    }
 
 
 def any_shadow(config: CacheConfig) -> bool:
