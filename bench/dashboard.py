@@ -57,6 +57,17 @@ models:
 budgets:
   - {{scope: global, limit_usd: 100000, window: month}}
   - {{scope: "team:*", limit_usd: 5000, window: month}}
+dashboard:  # the planner page replans on every view here (cache_ttl_s ~0): its worst case
+  planner:
+    cache_ttl_s: 0.000001
+    profile:
+      requests_per_day: 1000
+      input_tokens: {{mean: 500, p95: 1000}}
+      output_tokens: {{mean: 250, p95: 500}}
+      sla: {{ttft_ms: 1000, p95_ms: 30000}}
+      ops_capacity: dedicated
+      candidates: {{compare_to: openai/gpt-4.1, apis: [openai/gpt-4.1], models: [llama-3.1-8b], gpus: [a10g],
+                   providers: [aws], precisions: [fp16], pricing: [on_demand], managed: []}}
 """
 # (page, twin): every dashboard page the app serves, with the query a user would send.
 ROUND = 5  # requests per page in a row before the next page and ledger
@@ -69,6 +80,7 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("/dashboard/budgets", "/admin/api/budgets"),
     ("/dashboard/cache?since=30d", "/admin/api/cache?since=30d"),
     ("/dashboard/rollouts", "/admin/api/rollouts"),
+    ("/dashboard/planner", "/admin/api/planner"),
 )
 
 
