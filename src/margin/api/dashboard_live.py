@@ -4,6 +4,7 @@ queues and cache counters. Built by the composition root; read only when a page 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterable
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from margin.budgets.alerts import AlertSink
 from margin.budgets.rules import Rule, key_rules
 from margin.budgets.status import budget_scopes, describe
+from margin.caching.group_settings import policy_for
+from margin.caching.semantic.shadow_report import ShadowTally, route_quality
 from margin.identity.principals import principal_of
 from margin.identity.service import policy_of_record
 from margin.pipeline.auth import ANONYMOUS
@@ -43,6 +46,7 @@ class GatewayLive:
         self._limits, self._caller, self._cache = limits, caller, cache
         self._locals = [p for p in providers if isinstance(p, LocalProvider)]
         self._alerts = alerts  # its `sent` list is replaced on each alert: read it when asked
+        self._shadow: ShadowTally | None = None  # the semantic cache's shadow record, read as it grows
 
     async def budgets(self) -> list[dict[str, Any]]:
         return await budget_entries(self._limits)
@@ -66,3 +70,12 @@ class GatewayLive:
             return None
         counters = dataclasses.asdict(self._cache.counters)
         return {result: int(counters[result]) for result in CACHE_RESULTS}
+
+    async def cache_routes(self) -> list[dict[str, Any]] | None:
+        cache = self._cache
+        if cache is None or cache.shadow is None:
+            return None
+        if self._shadow is None or self._shadow.path != cache.shadow.path:
+            self._shadow = ShadowTally(cache.shadow.path)
+        routes = await asyncio.to_thread(self._shadow.routes)  # only the lines appended since the last view
+        return [route_quality(s, policy_for(cache.config, r).semantic).as_json() for r, s in sorted(routes.items())]

@@ -31,6 +31,12 @@ class LiveSource(Protocol):
         when the cache is off."""
         ...
 
+    async def cache_routes(self) -> list[dict[str, Any]] | None:
+        """Per route in the semantic cache's shadow record: mode, decision (cosine or learned) and its
+        configured value, lookups, would-be hits, how many agreed with the fresh answer, the estimated
+        precision and its one-sided lower bound (`RouteQuality.as_json`); None without a shadow record."""
+        ...
+
 
 class NoLive:
     """No running gateway behind the dashboard (tests of the ledger pages alone)."""
@@ -48,4 +54,7 @@ class NoLive:
         return {}
 
     def cache_counters(self) -> dict[str, int] | None:
+        return None
+
+    async def cache_routes(self) -> list[dict[str, Any]] | None:
         return None
