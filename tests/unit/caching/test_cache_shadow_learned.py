@@ -4,12 +4,13 @@ incrementally for the dashboard; and the explicit step from shadow to serving.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 from click.testing import CliRunner
-from test_cache_shadow import Oracle, ask, write_record
+from test_cache_support import context, request
 
 from margin.caching.backends.memory import MemoryCacheBackend
 from margin.caching.semantic.batcher import MicroBatcher
@@ -20,9 +21,40 @@ from margin.caching.semantic.shadow_report import ShadowTally
 from margin.cli.cache import cache
 from margin.config.model import CacheConfig, SemanticCacheConfig
 from margin.embedding import HashingEmbedder
-from margin.pipeline.cache import CacheStage
+from margin.pipeline.cache import CacheHit, CacheStage
+from margin.types import ChatRequest, ChatResult, Usage
 
 PARAPHRASES = ("How do I reset my router password?", "How can I reset my router password?")
+
+
+@dataclass
+class Oracle:
+    """An upstream whose answer depends on the topic, so paraphrases get the same answer."""
+
+    calls: int = 0
+
+    async def chat(self, req: ChatRequest) -> ChatResult:
+        self.calls += 1
+        question = str(req.messages[-1]["content"])
+        text = "Hold the reset button for ten seconds." if "password" in question else f"About: {question}"
+        body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+        return ChatResult(body=body, usage=Usage(input_uncached=5, output=5), model="big")
+
+
+async def ask(stage: CacheStage, upstream: Oracle, text: str, rid: str) -> str:
+    ctx, req = context(rid=rid), request(text)
+    outcome = await stage.lookup(ctx, req)
+    if isinstance(outcome, CacheHit):
+        return outcome.kind
+    result = await upstream.chat(req)
+    ctx.deployment, ctx.model = "primary", "big"
+    await stage.store(outcome, ctx, result, result.usage)
+    await stage.flush()
+    return "miss"
+
+
+def write_record(path: Path, rows: list[ShadowRecord]) -> None:
+    path.write_bytes(b"".join(r.to_json() + b"\n" for r in rows))
 
 
 def model_file(tmp_path: Path) -> Path:
