@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "rollout": "margin.cli.rollouts:rollout",
     "requests": "margin.cli.requests:requests",
     "batch": "margin.cli.batch:batch",
+    "whatif": "margin.cli.whatif:whatif",
 }
 
 

@@ -1,0 +1,48 @@
+"""`margin whatif`: what margin would save on recorded traffic (see docs/whatif.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from margin.cli.help import examples
+
+
+@click.group(
+    epilog=examples(
+        "# replay an exported log through the cache and the router; report in ./whatif-out",
+        "margin whatif run traffic.jsonl --config candidate.yaml --out whatif-out",
+    )
+)
+def whatif() -> None:
+    """Replay recorded traffic through margin's cost levers and report the savings."""
+
+
+@whatif.command(
+    "run",
+    epilog=examples(
+        "margin whatif run traffic.jsonl --config candidate.yaml --out whatif-out",
+        "# the table only, on stdout",
+        "margin whatif run traffic.jsonl --config candidate.yaml --out /tmp/w && cat /tmp/w/report.txt",
+    ),
+)
+@click.argument("traffic", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+def run(traffic: Path, config_path: Path, out: Path) -> None:
+    """Replay TRAFFIC (JSONL of chat-completions pairs) under the candidate config; write report.json,
+    report.txt and decisions.jsonl to OUT."""
+    from margin.errors import ConfigError
+    from margin.whatif.config import load_whatif_config
+    from margin.whatif.report import report_table, write_report
+    from margin.whatif.run import run_whatif
+    from margin.whatif.traffic import read_traffic
+
+    try:
+        config = load_whatif_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = run_whatif(read_traffic(traffic), config)
+    write_report(report, out)
+    click.echo(report_table(report), nl=False)

@@ -1,0 +1,105 @@
+"""One what-if run: traffic in, the cache replay, the router projection on the misses, the volume
+projection, and a Report out (rendered by margin.whatif.report)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from margin.whatif.cache_replay import CacheReplay, replay_cache
+from margin.whatif.config import WhatifConfig
+from margin.whatif.pricing import Pricer
+from margin.whatif.routing import RoutingProjection, group_rows, project_routing
+from margin.whatif.traffic import Record, Traffic
+from margin.whatif.volume import VolumeRow, project_volume
+
+
+@dataclass
+class Report:
+    config: WhatifConfig
+    records: Sequence[Record]
+    issues: list[str]
+    costs: list[Decimal | None]  # recorded cost of each record; None: its model has no price
+    cache: CacheReplay
+    routing: RoutingProjection | None
+    routing_note: str
+    volume: list[VolumeRow]
+    unknown_models: dict[str, int] = field(default_factory=dict)
+
+    def known_cost(self, outcome: str | None = None) -> Decimal:
+        return sum(
+            (c for c, o in zip(self.costs, self.cache.outcomes, strict=True) if c is not None and o == (outcome or o)),
+            Decimal(0),
+        )
+
+    @property
+    def current(self) -> Decimal:
+        return self.known_cost()
+
+    @property
+    def cache_saved(self) -> Decimal:
+        return self.known_cost("exact") + self.known_cost("semantic")
+
+    @property
+    def routing_saved(self) -> Decimal:
+        if self.routing is None:
+            return Decimal(0)
+        before = sum((r.strong_cost for r in self.routing.rows), Decimal(0))
+        return before - self.routing.point.cost
+
+    @property
+    def all_levers(self) -> Decimal:
+        return self.current - self.cache_saved - self.routing_saved
+
+
+def run_whatif(traffic: Traffic, config: WhatifConfig) -> Report:
+    pricer = Pricer.from_overrides(config.prices)
+    records = traffic.records
+    issues = [issue.message for issue in traffic.issues]
+    costs = [pricer.cost(r.model, r.usage) for r in records]
+    for model, count in sorted(pricer.unknown.items()):
+        issues.append(f"model {model!r} is not in the price catalog: {count} requests left out of every cost")
+    cache = replay_cache(records, config.cache)
+    routing, note = _routing(records, costs, cache, config, pricer, issues)
+    remaining = [r for r, o in zip(records, cache.outcomes, strict=True) if o in ("miss", "ineligible")]
+    weak = routing.routed_weak() if routing is not None else set()
+    volume = project_volume(records, remaining, len(weak), config.volume_multipliers)
+    return Report(config, records, issues, costs, cache, routing, note, volume, dict(pricer.unknown))
+
+
+def _routing(
+    records: Sequence[Record],
+    costs: Sequence[Decimal | None],
+    cache: CacheReplay,
+    config: WhatifConfig,
+    pricer: Pricer,
+    issues: list[str],
+) -> tuple[RoutingProjection | None, str]:
+    weak = config.tiers.weak
+    if not config.routing.enabled or weak is None:
+        return None, "routing lever off (no `tiers.weak` or `routing.enabled: false`)"
+    if not pricer.known(weak):
+        issues.append(f"weak tier {weak!r} is not in the price catalog: routing lever not projected")
+        return None, f"weak tier {weak!r} has no price"
+    labelled: list[tuple[int, Decimal, Decimal, float]] = []
+    for index, (record, cost, outcome) in enumerate(zip(records, costs, cache.outcomes, strict=True)):
+        answer = record.tiers.get(weak)
+        if outcome not in ("miss", "ineligible") or cost is None or record.quality is None:
+            continue
+        if answer is None or answer.quality is None:
+            continue
+        usage = answer.usage or record.usage
+        weak_cost = pricer.cost(weak, usage)
+        if weak_cost is not None:
+            labelled.append((index, cost, weak_cost, answer.quality))
+    if len(labelled) < config.routing.min_labelled:
+        note = (
+            f"routing lever not projected: {len(labelled)} cache misses carry grades for both tiers, "
+            f"routing.min_labelled is {config.routing.min_labelled}"
+        )
+        issues.append(note)
+        return None, note
+    rows, groups = group_rows(records, labelled)
+    note = f"fitted on {len(groups.prompts)} distinct graded prompts ({len(rows)} requests), out-of-fold scores"
+    return project_routing(records, rows, groups, config.routing), note
