@@ -65,20 +65,21 @@ def fit_learned(
         raise click.ClickException(f"cannot fit the learned decision: {error}") from None
     out.write_bytes(fitted.model.to_json())
     scored = [ScoredPair(p, True, same) for p, same in zip(fitted.probabilities, fitted.same, strict=True)]
-    result = choose_threshold(scored, target, guard=True, confidence=confidence)
+    result = choose_threshold(scored, target, guard=True, confidence=confidence, variable="min_probability")
     lines = [
         _dedup_line(dedup),
         f"learned decision fitted on {len(fitted.same)} guard-passing pairs with cosine >= {fitted.model.floor}, "
         f"written to {out}",
     ]
     if result.refusal is not None:
-        return result, "\n".join([*lines, f"min_probability: {result.refusal}"])
+        return result, "\n".join([*lines, f"refused: {result.refusal}"])
     point = result.best
     lines += [
         f"min_probability {point.threshold:.4f} (out-of-fold): precision {point.precision:.4f}, "
         f"{confidence:.0%} lower bound {point.precision_lower_bound:.3f}, {point.served} hits, {point.wrong} wrong",
         "",
-        "suggested config (keep `mode: shadow` until the route's own traffic confirms it):",
+        "suggested config (keep `mode: shadow` until the route's own traffic confirms it, then calibrate "
+        "min_probability with --from-shadow):",
         "      semantic:",
         "        decision: learned",
         f"        learned_model: {out}",
