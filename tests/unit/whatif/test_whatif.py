@@ -148,3 +148,37 @@ def test_the_cli_writes_the_report(tmp_path: Path) -> None:
     bad.write_text("tiers: {strong: a, weak: a}\n")
     result = CliRunner().invoke(main, ["whatif", "run", str(path), "--config", str(bad), "--out", str(tmp_path / "p")])
     assert result.exit_code != 0 and "must be different deployments" in result.output
+
+
+def chat(text: str, ts: float, tenant: str = "a") -> str:
+    return json.dumps(
+        {
+            "timestamp": ts,
+            "tenant": tenant,
+            "request": {"model": STRONG, "messages": [{"role": "user", "content": text}], "temperature": 0},
+            "response": {"model": STRONG, "usage": {"prompt_tokens": 1000, "completion_tokens": 100}},
+        }
+    )
+
+
+def test_semantic_replay_goes_through_the_engine_with_tenants_and_ttl() -> None:
+    lines = [
+        chat("How do I reset my router password?", 0),
+        chat("How can I reset my router password?", 10),  # a paraphrase: semantic hit
+        chat("How do I reset my router password?", 20),  # exact hit
+        chat("How do I reset my router password?", 30, tenant="b"),  # another tenant: miss
+        chat("What is the boiling point of ethanol at sea level?", 40),  # another question
+        chat("How can I reset my router password?", 5000),  # past the TTL: miss
+    ]
+    candidate = parse_whatif_config(
+        {
+            "tiers": {"strong": STRONG},
+            "cache": {"exact": {"ttl_s": 3600}, "semantic": {"enabled": True, "threshold": 0.5}},
+            "prices": PRICES,
+        }
+    )
+    report = run_whatif(parse_lines(enumerate(lines, start=1)), candidate)
+    assert report.cache.outcomes == ["miss", "semantic", "exact", "miss", "miss", "miss"]
+    each = (Decimal(1000) * 10 + Decimal(100) * 30) / MILLION
+    assert report.cache_saved == 2 * each and report.current == 6 * each
+    assert report.routing is None and "routing lever off" in report.routing_note
