@@ -29,8 +29,9 @@ from margin.app_limits import LimitsParts, build_limits
 from margin.autoscale.collector import AutoscaleCollector
 from margin.autoscale.scraper import metrics_url_for
 from margin.autoscale.service import Autoscaler
+from margin.autoscale.standby import Standby
 from margin.batch.tier import BatchTier, revocation_check
-from margin.budgets.alerts import webhook_sender
+from margin.budgets.alerts import WebhookQueue, webhook_sender
 from margin.budgets.sweeper import IntentSweeper
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -129,6 +130,7 @@ def create_app(
     )
     caller = Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config)))
     caller.on_attempt = durable.attempt_started
+    caller.standby = build_standby(config, caller)
     completer = SelfCompleter()  # drift re-evaluations ask margin itself, through the pipeline
     rollouts = build_rollouts(
         config, rollout_store, metrics, clock=clock, caller=caller, meter=meter, completer=completer
@@ -237,6 +239,8 @@ class Lifespan:
         await self.rollouts.start()  # reads the live rollouts before the first request is served
         for provider in providers:
             await provider.start()
+        if pipeline.caller.standby is not None:
+            await pipeline.caller.standby.start()  # wake webhooks' queues (off the request path)
         if self.state.autoscale is not None:
             self.state.autoscale.start()  # scrapes model servers and computes signals, off the request path
         if self.state.batches is not None:
@@ -247,6 +251,8 @@ class Lifespan:
             if self.state.batches is not None:
                 await self.state.batches.stop()  # lines in flight end (bounded), leases go back
             await pipeline.caller.aclose()  # streams still draining after their client left
+            if pipeline.caller.standby is not None:
+                await pipeline.caller.standby.stop()
             if self.state.autoscale is not None:
                 await self.state.autoscale.stop()
             for provider in providers:
@@ -263,6 +269,26 @@ class Lifespan:
             await close_circuits(pipeline.caller.resilience.circuits)
             if pipeline.cache is not None:
                 await pipeline.cache.close()
+
+
+def build_standby(config: MarginConfig, caller: Caller) -> Standby:
+    """Cold (scale_to_zero:) and drained deployments; each wake webhook POSTs from its own bounded queue."""
+    queues: dict[str, WebhookQueue] = {}
+    for d in config.deployments:
+        url = d.scale_to_zero.webhook_url if d.scale_to_zero is not None else None
+        resolved = url.resolve() if url is not None else None
+        if resolved:
+            queues[d.name] = WebhookQueue(webhook_sender(resolved, timeout_s=5.0), name=f"wake-{d.name}")
+
+    async def probe(name: str) -> bool:
+        return await caller.providers[name].health()
+
+    def wake(name: str, body: bytes) -> None:
+        if name in queues:
+            queues[name].offer(body, f"wake {name}")
+
+    configs = {d.name: d.scale_to_zero for d in config.deployments if d.scale_to_zero is not None}
+    return Standby(configs, probe=probe, wake=wake, services=list(queues.values()))
 
 
 def build_autoscaler(config: MarginConfig, metrics: Metrics, caller: Caller) -> Autoscaler:

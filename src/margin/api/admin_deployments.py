@@ -48,6 +48,7 @@ async def deployments(request: Request) -> Response:
                 "timeouts": res.latency.describe(d.name, d.timeouts),  # the measured stream timeouts
                 "autoscale": scaling[d.name].as_json() if d.name in scaling else None,  # docs/deploy.md
                 "replicas": _replicas(state.providers[d.name]),  # `endpoints:` and how calls spread over them
+                "standby": caller.standby.describe(d.name) if caller.standby is not None else None,  # cold/drained
             }
         )
     runtime = {"tasks": len(asyncio.all_tasks()), "draining": len(caller.background)}

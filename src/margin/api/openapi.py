@@ -95,6 +95,9 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": schemas,
             # the admin key; with none configured, admin endpoints answer callers on this machine only
-            "securitySchemes": {"adminKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "adminKey": {"type": "http", "scheme": "bearer"},
+                "metricsToken": {"type": "http", "scheme": "bearer", "description": "server.metrics_token"},
+            },
         },
     }

@@ -66,7 +66,15 @@ BUDGET = _obj(("scope", "kind", "unit", "window", "limit"), scope=_STR, kind=_ST
               limit=_NUM, spent=_NUM, reserved=_NUM, remaining=_NUM, reset_at=_STR)  # fmt: skip
 DEPLOYMENT = _obj(("name", "provider", "model", "circuit"), name=_STR, provider=_STR, model=_STR,
                   cost_rank=_INT, groups=_STRS, in_flight=_INT, circuit=_obj(("state",), state=_STR),
-                  autoscale={"type": ["object", "null"], "description": "docs/deploy.md"})  # fmt: skip
+                  autoscale={"type": ["object", "null"], "description": "docs/deploy.md"},
+                  standby={"type": ["object", "null"], "description": "warm, cold or drained"})  # fmt: skip
+STANDBY = _obj(("name", "state"), name=_STR, state={"type": "string", "enum": ["warm", "cold", "drained"]},
+               drained={"type": ["object", "null"]}, scale_to_zero=_BOOL, cold_for_s=_OPT_NUM, cold_periods=_INT,
+               wakes_sent=_INT, waited=_INT, skipped_cold=_INT, skipped_drained=_INT, idle_s=_OPT_NUM,
+               idle=_BOOL)  # fmt: skip
+DRAIN_BODY = _obj(reason={"type": "string", "maxLength": 200})
+TERMINATION_NOTICE = _obj(("deployment",), deployment=_STR, reason={"type": "string", "maxLength": 200},
+                          not_after={**_OPT_NUM, "description": "epoch seconds the node goes away"})  # fmt: skip
 INVALIDATE_BODY = {
     **_obj((), tenant=_STR, model=_STR, tag=_STR, key_prefix=_STR),
     "description": "at least one of the four selectors",
@@ -172,6 +180,7 @@ def _object_paths() -> dict[str, dict[str, Any]]:
 
 def _operator_paths() -> dict[str, dict[str, Any]]:
     key_id = _query("key_id", "the key's id (key_...)", path=True)
+    name = _query("name", "the deployment's name", path=True)
     return {
         "/admin/spend": {
             "get": _operation(
@@ -189,6 +198,27 @@ def _operator_paths() -> dict[str, dict[str, Any]]:
             "get": _operation(
                 "Deployments with circuit state and in-flight requests", _list_of(DEPLOYMENT, runtime=_OBJECT)
             )
+        },
+        "/admin/deployments/{name}/drain": {
+            "post": _operation(
+                "Drain a deployment: new requests go elsewhere, open calls finish",
+                STANDBY,
+                body=DRAIN_BODY,
+                params=(name,),
+            )
+        },
+        "/admin/deployments/{name}/undrain": {
+            "post": _operation("Take a deployment back into rotation", STANDBY, params=(name,))
+        },
+        "/admin/termination-notice": {
+            "post": {
+                **_operation(
+                    "A spot termination notice: drains the deployment named (admin key or metrics token)",
+                    STANDBY,
+                    body=TERMINATION_NOTICE,
+                ),
+                "security": [{"adminKey": []}, {"metricsToken": []}],
+            }
         },
         "/admin/keys": {
             "get": _operation("List virtual keys (never their secrets)", _list_of(KEY)),

@@ -21,6 +21,7 @@ from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, Re
 from margin.config.observability import LoggingConfig, TracingConfig
 from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings, check_judge
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
+from margin.config.scale_to_zero import ScaleToZeroConfig
 from margin.config.streaming import StreamingConfig
 
 
@@ -198,6 +199,7 @@ class DeploymentConfig(Strict):
     # openai_compat: replicas of one model server (pods, static URLs) instead of one base_url
     endpoints: list[str] = Field(default_factory=list, description="base URLs of the replicas (docs/deploy.md)")
     balance: BalanceConfig = BalanceConfig()
+    scale_to_zero: ScaleToZeroConfig | None = Field(None, description="cold start handling (docs/deploy.md)")
 
     _parse_key = field_validator("api_key", mode="before")(parse_secret)
 
@@ -222,6 +224,8 @@ class DeploymentConfig(Strict):
             raise ValueError(f"deployment {self.name!r}: 'local_embed' settings need provider: local_embed")
         if self.price is not None and self.gpu_price is not None:
             raise ValueError(f"deployment {self.name!r}: give price or gpu_price, not both")
+        if self.scale_to_zero is not None and self.provider != "openai_compat":
+            raise ValueError(f"deployment {self.name!r}: scale_to_zero needs provider: openai_compat (a model server)")
         return self
 
 

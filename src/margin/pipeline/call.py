@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar
 
 from margin import errors
+from margin.autoscale.standby import Standby
 from margin.config.model import Timeouts
 from margin.pipeline import legacy
 from margin.pipeline.call_run import Run
@@ -66,6 +67,8 @@ class Caller:
         # Awaited between an attempt's creation and its upstream call: makes the attempt durable
         # (margin.pipeline.durable) so a replica that dies mid-call still leaves its ledger row.
         self.on_attempt: Callable[[RequestContext, Attempt], Awaitable[None]] | None = None
+        # Scaled-to-zero and drained deployments (scale_to_zero:, /admin/deployments/{name}/drain).
+        self.standby: Standby | None = None
 
     # --- attempts -------------------------------------------------------------------------------
 
@@ -97,12 +100,16 @@ class Caller:
         attempt.error_class = type(error).__name__
         if isinstance(error, errors.UpstreamConnection):
             self.unserved[attempt.deployment] += 1
+            if self.standby is not None:
+                self.standby.unreachable(attempt.deployment)
         self.end(ctx, attempt)
 
     def _succeed(self, ctx: RequestContext, run: Run, attempt: Attempt, model: str) -> None:
         attempt.model = model
         name = attempt.deployment
         ctx.deployment, ctx.model, ctx.cost_rank = name, model, self.cost_ranks.get(name)
+        if self.standby is not None:
+            self.standby.answered(name)
         if run.route and name != run.route[0]:
             # A degraded answer says so: which deployment it replaces, why, and whether it is another model.
             ctx.extra_headers["x-margin-fallback"] = "true"
@@ -139,6 +146,8 @@ class Caller:
                 run.skipped.append(f"{name}: context window too small")
                 run.first_failure = run.first_failure or "context_length"
                 continue
+            if await self._away(ctx, run, name):
+                continue
             admission = await self._admit(run, name)
             if admission is None:
                 continue
@@ -147,6 +156,19 @@ class Caller:
             except _NextDeployment as step:
                 last = step.error
         raise self._exhausted(run, last)
+
+    async def _away(self, ctx: RequestContext, run: Run, name: str) -> bool:
+        """Whether `name` is drained, or cold past this request's wait (margin.autoscale.standby)."""
+        if self.standby is None:
+            return False
+        why = await self.standby.admit(name, ctx.principal.endpoint_class)
+        if why is None:
+            return False
+        if why == "cold":
+            self.unserved[name] += 1  # the demand that wakes it
+        run.skipped.append(f"{name}: {why}")
+        run.first_failure = run.first_failure or why
+        return True
 
     async def _admit(self, run: Run, name: str) -> Admission | None:
         limits = self.resilience.limits[name]

@@ -9,6 +9,7 @@ Control endpoints: ``GET /_fake/stats`` (calls per model), ``POST /_fake/reset``
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -185,7 +186,11 @@ async def set_faults(request: web.Request) -> web.Response:
     return json_response({"faults": request.app[FAULTS].by_model})
 
 
-def run_fake_upstream(host: str, port: int, **kwargs: Any) -> None:
+def run_fake_upstream(host: str, port: int, *, cold_for_s: float = 0.0, **kwargs: Any) -> None:
+    """`cold_for_s`: refuse connections (nothing listens on the port) that long first, as a model
+    server scaled to zero does while it starts (docs/deploy.md, "Scale to zero")."""
+    if cold_for_s > 0:
+        time.sleep(cold_for_s)
     # handler_cancellation: a client that hangs up ends its handler (a `hang` or a long `first_token`
     # sleep included), as a real server stops generating, and shutdown never waits for one.
     web.run_app(create_fake_app(**kwargs), host=host, port=port, print=None, access_log=None, handler_cancellation=True)

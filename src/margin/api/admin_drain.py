@@ -1,0 +1,110 @@
+"""Draining a deployment (docs/deploy.md, "Spot drain"): new requests go to the route's next
+deployment (another replica group or the next tier), calls already open (streams included) finish.
+
+- `POST /admin/deployments/{name}/drain` and `/undrain` (admin key), optional body `{"reason": "..."}`.
+- `POST /admin/termination-notice` (admin key or the metrics token, so a node termination handler
+  can hold a narrower secret): `{"deployment": "...", "reason": "spot-interruption", "not_after": 1765000000}`
+  drains the deployment named, as a spot interruption warning asks.
+
+State shows in `GET /admin/deployments` (`standby`); every change is logged on `margin.audit` with
+who made it (the admin key's prefix, never the key)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from margin.api.access import bearer_of, is_admin
+from margin.api.admin import require_admin
+from margin.api.admin_objects import actor_of
+from margin.api.state import state_of
+from margin.autoscale.standby import Standby
+from margin.errors import AuthError, InvalidRequest, NotFound, ServiceUnavailable
+
+audit = logging.getLogger("margin.audit")
+_MAX_BODY = 4096
+
+
+async def drain(request: Request) -> Response:
+    require_admin(request)
+    standby, name = _target(request, request.path_params["name"])
+    body = await _body(request, required=False)
+    reason = _text(body, "reason", "admin") or "admin"
+    view = standby.drain(name, reason=reason, by=actor_of(request))
+    audit.warning("drain deployment=%s reason=%s by=%s", name, reason, actor_of(request))
+    return _json({"name": name, **view})
+
+
+async def undrain(request: Request) -> Response:
+    require_admin(request)
+    standby, name = _target(request, request.path_params["name"])
+    view = standby.undrain(name)
+    audit.warning("undrain deployment=%s by=%s", name, actor_of(request))
+    return _json({"name": name, **view})
+
+
+async def termination_notice(request: Request) -> Response:
+    by = _notice_reader(request)
+    body = await _body(request, required=True)
+    deployment = _text(body, "deployment", None)
+    if not deployment:
+        raise InvalidRequest("deployment: the name of the deployment being interrupted", param="deployment")
+    standby, name = _target(request, deployment)
+    reason = _text(body, "reason", "spot-interruption") or "spot-interruption"
+    not_after = body.get("not_after")
+    if not_after is not None and (isinstance(not_after, bool) or not isinstance(not_after, int | float)):
+        raise InvalidRequest("not_after: epoch seconds (a number) or null", param="not_after")
+    view = standby.drain(name, reason=reason, by=by, not_after=None if not_after is None else float(not_after))
+    audit.warning("termination notice deployment=%s reason=%s not_after=%s by=%s", name, reason, not_after, by)
+    return _json({"name": name, **view})
+
+
+def _notice_reader(request: Request) -> str:
+    if is_admin(request):
+        return actor_of(request)
+    token = state_of(request).metrics_token
+    given = bearer_of(request)
+    if token is not None and given and hmac.compare_digest(given.encode(), token.encode()):
+        return "metrics-token"
+    raise AuthError("A termination notice needs the admin key or the metrics token (Authorization: Bearer ...).")
+
+
+def _target(request: Request, name: str) -> tuple[Standby, str]:
+    state = state_of(request)
+    standby = state.pipeline.caller.standby
+    if standby is None:
+        raise ServiceUnavailable("This gateway cannot drain deployments.")
+    if name not in state.pipeline.caller.providers:
+        raise NotFound(f"No deployment is named {name[:64]!r}.", param="name")
+    return standby, name
+
+
+async def _body(request: Request, *, required: bool) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip() and not required:
+        return {}
+    if len(raw) > _MAX_BODY:
+        raise InvalidRequest(f"The body is over {_MAX_BODY} bytes.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return body
+
+
+def _text(body: dict[str, Any], key: str, default: str | None) -> str | None:
+    value = body.get(key, default)
+    if value is not None and (not isinstance(value, str) or len(value) > 200):
+        raise InvalidRequest(f"{key}: a string of at most 200 characters", param=key)
+    return value
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
