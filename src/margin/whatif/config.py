@@ -43,6 +43,8 @@ class RoutingConfig(Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)  # one-sided, for the lower bound
     resamples: int = Field(default=2000, ge=100)
     min_labelled: int = Field(default=50, ge=10)
+    # Distinct prompts the router is fitted on (out-of-fold scores); the others are scored by it.
+    max_train_prompts: int = Field(default=4000, ge=100)
 
 
 class WhatifConfig(Strict):

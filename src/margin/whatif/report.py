@@ -67,6 +67,15 @@ def report_json(report: Report) -> dict[str, Any]:
         "all_levers_cost_usd": _money(report.all_levers),
         "savings_share": float((report.current - report.all_levers) / report.current) if report.current else 0.0,
         "volume": [row.__dict__ for row in report.volume],
+        "self_hosting": [
+            {
+                "class": c.class_name,
+                "multiplier": c.multiplier,
+                "recommended": c.recommended,
+                "monthly_usd": None if c.monthly_usd is None else _money(c.monthly_usd),
+            }
+            for c in report.plan
+        ],
         "not_built": [NOT_BUILT],
     }
 
@@ -90,6 +99,14 @@ def report_table(report: Report) -> str:
         )
         lines.append(line("router (after cache)", report.current - report.routing_saved, note))
     lines.append(line("all levers", report.all_levers))
+    for row in report.volume:
+        lines.append(
+            f"volume x{row.multiplier:g}: {row.requests_per_day:,.0f} requests/day, "
+            f"{row.upstream_per_day:,.0f} upstream after the cache ({row.weak_per_day:,.0f} to the weak tier)"
+        )
+    for choice in report.plan:
+        monthly = "-" if choice.monthly_usd is None else f"{choice.monthly_usd.quantize(CENT)} USD/month"
+        lines.append(f"planner {choice.class_name} x{choice.multiplier:g}: {choice.recommended} ({monthly})")
     lines.append("")
     lines.append(f"routing: {report.routing_note}")
     lines += [f"issue: {issue}" for issue in report.issues[:20]]

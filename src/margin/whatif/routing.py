@@ -19,7 +19,7 @@ from decimal import Decimal
 import numpy as np
 from numpy.typing import NDArray
 
-from margin.evals.stats import SEED, bootstrap_means
+from margin.evals.stats import SEED
 from margin.routing.learned.features import FeatureSpec
 from margin.routing.learned.outcomes import outcomes_from_records
 from margin.routing.learned.training import TrainingConfig, train_scorer
@@ -84,7 +84,7 @@ class _Groups:
 def project_routing(
     records: Sequence[Record], rows: Sequence[RoutedRow], groups: _Groups, config: RoutingConfig
 ) -> RoutingProjection:
-    scores = _out_of_fold_scores(groups)
+    scores = _out_of_fold_scores(groups, config.max_train_prompts)
     order = np.argsort(-scores, kind="stable")
     boundaries = _tie_boundaries(scores[order])
     lows = _Bootstrap(groups, order, config)
@@ -135,15 +135,30 @@ def group_rows(
     return rows, arrays
 
 
-def _out_of_fold_scores(groups: _Groups) -> Vector:
+def _out_of_fold_scores(groups: _Groups, max_train: int) -> Vector:
+    """Out-of-fold scores of a seeded sample of at most `max_train` prompts; the rest are scored by
+    the router fitted on that sample (which never saw them)."""
+    n = len(groups.prompts)
+    sample = np.sort(np.random.default_rng(SEED).permutation(n)[:max_train])
     outcomes = outcomes_from_records(
         [
-            {"prompt": p, "benchmark": t, "weak_score": w, "strong_score": s}
-            for p, t, w, s in zip(groups.prompts, groups.tasks, groups.weak, groups.strong, strict=True)
+            {
+                "prompt": groups.prompts[i],
+                "benchmark": groups.tasks[i],
+                "weak_score": groups.weak[i],
+                "strong_score": groups.strong[i],
+            }
+            for i in sample
         ],
         source="whatif",
     )
-    return np.asarray(train_scorer(outcomes, _TRAINING).out_of_fold_scores, dtype=np.float64)
+    result = train_scorer(outcomes, _TRAINING)
+    scores = np.empty(n, dtype=np.float64)
+    rest = np.setdiff1d(np.arange(n), sample)
+    if rest.size:
+        scores[rest] = result.scorer.score([groups.prompts[i] for i in rest])
+    scores[sample] = result.out_of_fold_scores
+    return scores
 
 
 def _tie_boundaries(sorted_scores: Vector) -> NDArray[np.intp]:
@@ -154,24 +169,34 @@ def _tie_boundaries(sorted_scores: Vector) -> NDArray[np.intp]:
 
 
 class _Bootstrap:
-    """Quality ratio resamples for "the top k groups go strong", on one shared set of resamples."""
+    """Quality ratio resamples for "the top k groups go strong", on one shared set of resamples.
+
+    The resamples are margin.evals.stats's (seeded, prompts drawn with replacement), drawn once as
+    counts per prompt: a weighted mean of a resample is then one dot product, so every threshold
+    is judged on the same resamples at the cost of a matrix-vector product.
+    """
 
     def __init__(self, groups: _Groups, order: NDArray[np.intp], config: RoutingConfig) -> None:
         self.groups, self.order, self.config = groups, order, config
-        self.strong_means = bootstrap_means(
-            groups.strong.tolist(), groups.weight.tolist(), resamples=config.resamples, seed=SEED
-        )
+        n = groups.weight.size
+        rng = np.random.default_rng(SEED)
+        self.counts = np.empty((config.resamples, n), dtype=np.float32)
+        for r in range(config.resamples):
+            self.counts[r] = np.bincount(rng.integers(0, n, size=n), minlength=n)
+        self.totals = self.counts @ groups.weight.astype(np.float32)
+        self.strong_means = self._means(groups.strong)
         self._cache: dict[int, Vector] = {}
+
+    def _means(self, values: Vector) -> Vector:
+        sums = self.counts @ (values * self.groups.weight).astype(np.float32)
+        return np.asarray(sums, dtype=np.float64) / np.asarray(self.totals, dtype=np.float64)
 
     def ratios(self, k: int) -> Vector:
         if k not in self._cache:
             routed = self.groups.weak.copy()
             top = self.order[:k]
             routed[top] = self.groups.strong[top]
-            means = bootstrap_means(
-                routed.tolist(), self.groups.weight.tolist(), resamples=self.config.resamples, seed=SEED
-            )
-            self._cache[k] = means / np.where(self.strong_means > 0, self.strong_means, 1.0)
+            self._cache[k] = self._means(routed) / np.where(self.strong_means > 0, self.strong_means, 1.0)
         return self._cache[k]
 
     def lower(self, k: int) -> float:

@@ -11,6 +11,7 @@ from margin.whatif.cache_replay import CacheReplay, replay_cache
 from margin.whatif.config import WhatifConfig
 from margin.whatif.pricing import Pricer
 from margin.whatif.routing import RoutingProjection, group_rows, project_routing
+from margin.whatif.selfhost import PlanChoice, plan_volume
 from margin.whatif.traffic import Record, Traffic
 from margin.whatif.volume import VolumeRow, project_volume
 
@@ -26,6 +27,7 @@ class Report:
     routing_note: str
     volume: list[VolumeRow]
     unknown_models: dict[str, int] = field(default_factory=dict)
+    plan: list[PlanChoice] = field(default_factory=list)
 
     def known_cost(self, outcome: str | None = None) -> Decimal:
         return sum(
@@ -65,7 +67,13 @@ def run_whatif(traffic: Traffic, config: WhatifConfig) -> Report:
     remaining = [r for r, o in zip(records, cache.outcomes, strict=True) if o in ("miss", "ineligible")]
     weak = routing.routed_weak() if routing is not None else set()
     volume = project_volume(records, remaining, len(weak), config.volume_multipliers)
-    return Report(config, records, issues, costs, cache, routing, note, volume, dict(pricer.unknown))
+    report = Report(config, records, issues, costs, cache, routing, note, volume, dict(pricer.unknown))
+    if config.planner_profile is not None:
+        try:
+            report.plan = plan_volume(config.planner_profile, volume, pricer.catalog)
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            issues.append(f"planner not run on {config.planner_profile}: {exc}")
+    return report
 
 
 def _routing(

@@ -182,3 +182,32 @@ def test_semantic_replay_goes_through_the_engine_with_tenants_and_ttl() -> None:
     each = (Decimal(1000) * 10 + Decimal(100) * 30) / MILLION
     assert report.cache_saved == 2 * each and report.current == 6 * each
     assert report.routing is None and "routing lever off" in report.routing_note
+
+
+def test_the_planner_runs_on_the_volume_left_after_the_levers(tmp_path: Path) -> None:
+    profile = {
+        "name": "chat",
+        "requests_per_day": 1,  # replaced by the measured volume
+        "input_tokens": {"mean": 500, "p95": 1000},
+        "output_tokens": {"mean": 250, "p95": 500},
+        "sla": {"ttft_ms": 1000, "p95_ms": 30000},
+        "ops_capacity": "dedicated",
+        "candidates": {
+            "apis": ["together/qwen2.5-7b-instruct-turbo"],
+            "models": ["llama-3.1-8b"],
+            "gpus": ["a10g"],
+            "providers": ["aws"],
+            "precisions": ["fp16"],
+            "pricing": ["on_demand"],
+            "managed": [],
+        },
+    }
+    path = tmp_path / "profile.yaml"
+    path.write_text(json.dumps(profile))
+    lines = [chat(f"question number {i} about routers", i * 0.5) for i in range(200)]  # 100 s of traffic
+    candidate = parse_whatif_config({"tiers": {"strong": STRONG}, "prices": PRICES, "planner_profile": str(path)})
+    report = run_whatif(parse_lines(enumerate(lines, start=1)), candidate)
+    assert [row.requests_per_day for row in report.volume] == [4800.0, 24000.0, 48000.0]  # a minimum of one hour
+    assert [c.multiplier for c in report.plan] == [1.0, 5.0, 10.0] and all(c.recommended for c in report.plan)
+    table = report_json(report)["self_hosting"]
+    assert len(table) == 3 and all(row["monthly_usd"] for row in table)
