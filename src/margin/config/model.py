@@ -21,7 +21,7 @@ from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, Re
 from margin.config.observability import LoggingConfig, TracingConfig
 from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings, check_judge
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
-from margin.config.scale_to_zero import ScaleToZeroConfig
+from margin.config.scale_to_zero import ScaleToZeroConfig, check_overflow
 from margin.config.streaming import StreamingConfig
 
 
@@ -446,4 +446,6 @@ class MarginConfig(Strict):
             if any(p.cascade and p.cascade.verifier and p.cascade.verifier.model not in seen for p in policies):
                 raise ValueError(f"model group {group.name!r}: the cascade verifier names an unknown model group")
             check_judge(group.name, group.aliases, group.rollout, seen, group.sample)
+        cold = {d.name for d in self.deployments if d.scale_to_zero is not None}
+        check_overflow(cold, [(g.name, g.deployments, bool(g.fallbacks)) for g in self.models])
         return self

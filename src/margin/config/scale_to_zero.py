@@ -3,6 +3,7 @@ while it has no healthy endpoint (cold), how it wakes it, and how long a request
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -41,3 +42,19 @@ class ScaleToZeroConfig(Strict):
         if self.wake == "none" and self.webhook_url is not None:
             raise ValueError("webhook_url is only used with wake: webhook")
         return self
+
+
+def check_overflow(cold: set[str], groups: Sequence[tuple[str, Sequence[str], bool]]) -> None:
+    """A deployment that scales to zero needs somewhere for requests to go while it is cold: a
+    later deployment (the next tier) of each group it serves, or the group's fallbacks.
+    `groups`: (name, deployments in route order, has fallbacks)."""
+    for group, deployments, fallbacks in groups:
+        for index, name in enumerate(deployments):
+            if name not in cold:
+                continue
+            after = [d for d in deployments[index + 1 :] if d not in cold]
+            if not after and not fallbacks:
+                raise ValueError(
+                    f"model group {group!r}: deployment {name!r} has scale_to_zero but nothing to overflow "
+                    "to while it is cold (add a later tier or deployment that is always on, or fallbacks)"
+                )
