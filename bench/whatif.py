@@ -9,7 +9,7 @@ TTL); one request every 10 s. The weak tier is Mixtral-8x7B (together, 0.60/0.60
 graded by the recorded weak score; MT-Bench's 1-10 grades read as grade / 10. Nothing here was
 tuned on this workload: the router's training settings are margin.whatif.routing's fixed ones.
 
-Run: .venv/bin/python bench/whatif.py [--repeat 0.25] [--runtime-requests 100000]
+Run: .venv/bin/python bench/whatif.py [--repeat 0.25] [--runtime-requests 100000] [--max-train 4000]
 """
 
 from __future__ import annotations
@@ -72,12 +72,12 @@ def workload(rows: list[dict[str, Any]], total: int, repeat: float, seed: int = 
     return lines
 
 
-def run(lines: list[tuple[int, str]]) -> tuple[dict[str, Any], float]:
+def run(lines: list[tuple[int, str]], max_train: int = 4000) -> tuple[dict[str, Any], float]:
     config = parse_whatif_config(
         {
             "tiers": {"strong": STRONG, "weak": WEAK},
             "cache": {"exact": {"ttl_s": 86_400}},
-            "routing": {"quality_target": 0.95, "confidence": 0.95},
+            "routing": {"quality_target": 0.95, "confidence": 0.95, "max_train_prompts": max_train},
             "prices": {STRONG: {"input": "10", "output": "30", "provider": "openai"}},
         }
     )
@@ -111,15 +111,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=float, default=0.25)
     parser.add_argument("--runtime-requests", type=int, default=100_000)
+    parser.add_argument("--max-train", type=int, default=4000, help="routing.max_train_prompts")
     args = parser.parse_args()
     with DATA.open(encoding="utf-8") as handle:
         rows = [r for r in map(json.loads, handle) if not r["contaminated"]]
     total = round(len(rows) / (1 - args.repeat))
     print(f"headline: {len(rows)} distinct prompts, {total} requests ({args.repeat:.0%} repeats)")
-    summary(*run(workload(rows, total, args.repeat)))
+    summary(*run(workload(rows, total, args.repeat), args.max_train))
     if args.runtime_requests:
         print(f"runtime: {args.runtime_requests} requests through cache + router (target <= 60 s)")
-        summary(*run(workload(rows, args.runtime_requests, 1 - len(rows) / args.runtime_requests)))
+        summary(*run(workload(rows, args.runtime_requests, 1 - len(rows) / args.runtime_requests), args.max_train))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from margin.cli.help import examples
     epilog=examples(
         "# replay an exported log through the cache and the router; report in ./whatif-out",
         "margin whatif run traffic.jsonl --config candidate.yaml --out whatif-out",
+        "# an OpenAI Batch API input file and its output file, as traffic",
+        "margin whatif import-batch batch_input.jsonl batch_output.jsonl > traffic.jsonl",
     )
 )
 def whatif() -> None:
@@ -46,3 +48,26 @@ def run(traffic: Path, config_path: Path, out: Path) -> None:
     report = run_whatif(read_traffic(traffic), config)
     write_report(report, out)
     click.echo(report_table(report), nl=False)
+
+
+@whatif.command(
+    "import-batch",
+    epilog=examples(
+        "margin whatif import-batch batch_input.jsonl batch_output.jsonl > traffic.jsonl",
+        "margin whatif import-batch in.jsonl out.jsonl | margin whatif run /dev/stdin --config c.yaml --out w",
+    ),
+)
+@click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("output_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_batch(input_file: Path, output_file: Path) -> None:
+    """Join an OpenAI Batch input file and its output file by custom_id into what-if traffic
+    (JSONL on stdout); lines that cannot be used are listed on stderr with their line number."""
+    import orjson
+
+    from margin.whatif.importers import openai_batch
+
+    imported = openai_batch(input_file, output_file)
+    for issue in imported.issues:
+        click.echo(issue, err=True)
+    for record in imported.records:
+        click.echo(orjson.dumps(record).decode())

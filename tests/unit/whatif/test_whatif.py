@@ -211,3 +211,28 @@ def test_the_planner_runs_on_the_volume_left_after_the_levers(tmp_path: Path) ->
     assert [c.multiplier for c in report.plan] == [1.0, 5.0, 10.0] and all(c.recommended for c in report.plan)
     table = report_json(report)["self_hosting"]
     assert len(table) == 3 and all(row["monthly_usd"] for row in table)
+
+
+def test_an_openai_batch_pair_imports_as_traffic(tmp_path: Path) -> None:
+    def request(i: int) -> dict[str, Any]:
+        body = {"model": STRONG, "messages": [{"role": "user", "content": f"q{i % 2}"}], "temperature": 0}
+        return {"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+    def answer(i: int) -> dict[str, Any]:
+        usage = {"prompt_tokens": 100, "completion_tokens": 10}
+        body = {"model": STRONG, "created": 1_700_000_000 + i, "choices": [], "usage": usage}
+        return {"custom_id": f"c{i}", "response": {"status_code": 200, "body": body}}
+
+    inputs = [json.dumps(request(i)) for i in range(4)] + ["{", json.dumps(request(9))]
+    outputs = [json.dumps(answer(i)) for i in range(4)]
+    (tmp_path / "in.jsonl").write_text("\n".join(inputs) + "\n")
+    (tmp_path / "out.jsonl").write_text("\n".join(outputs) + "\n")
+    result = CliRunner().invoke(
+        main, ["whatif", "import-batch", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")]
+    )
+    assert result.exit_code == 0
+    assert "in.jsonl line 5: not JSON" in result.stderr and "in.jsonl line 6: c9 has no answer" in result.stderr
+    lines = [(n, x) for n, x in enumerate(result.stdout.splitlines(), start=1)]
+    report = run_whatif(parse_lines(lines), parse_whatif_config({"tiers": {"strong": STRONG}, "prices": PRICES}))
+    assert len(report.records) == 4 and report.cache.outcomes == ["miss", "miss", "exact", "exact"]
+    assert report.current == 4 * (Decimal(100) * 10 + Decimal(10) * 30) / MILLION
