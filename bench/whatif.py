@@ -9,7 +9,7 @@ TTL); one request every 10 s. The weak tier is Mixtral-8x7B (together, 0.60/0.60
 graded by the recorded weak score; MT-Bench's 1-10 grades read as grade / 10. Nothing here was
 tuned on this workload: the router's training settings are margin.whatif.routing's fixed ones.
 
-Run: .venv/bin/python bench/whatif.py [--repeat 0.25] [--runtime-requests 100000] [--max-train 4000]
+Run: .venv/bin/python bench/whatif.py [--repeat 0.25] [--runtime-requests 100000] [--max-train 20000]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def workload(rows: list[dict[str, Any]], total: int, repeat: float, seed: int = 
     return lines
 
 
-def run(lines: list[tuple[int, str]], max_train: int = 4000) -> tuple[dict[str, Any], float]:
+def run(lines: list[tuple[int, str]], max_train: int = 20_000) -> tuple[dict[str, Any], float]:
     config = parse_whatif_config(
         {
             "tiers": {"strong": STRONG, "weak": WEAK},
@@ -111,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=float, default=0.25)
     parser.add_argument("--runtime-requests", type=int, default=100_000)
-    parser.add_argument("--max-train", type=int, default=4000, help="routing.max_train_prompts")
+    parser.add_argument("--max-train", type=int, default=20_000, help="routing.max_train_prompts")
     args = parser.parse_args()
     with DATA.open(encoding="utf-8") as handle:
         rows = [r for r in map(json.loads, handle) if not r["contaminated"]]

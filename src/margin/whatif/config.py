@@ -44,7 +44,7 @@ class RoutingConfig(Strict):
     resamples: int = Field(default=2000, ge=100)
     min_labelled: int = Field(default=50, ge=10)
     # Distinct prompts the router is fitted on (out-of-fold scores); the others are scored by it.
-    max_train_prompts: int = Field(default=4000, ge=100)
+    max_train_prompts: int = Field(default=20_000, ge=100)
 
 
 class WhatifConfig(Strict):
