@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import jsonschema
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -156,6 +157,10 @@ def test_a_cold_tier_overflows_wakes_once_and_takes_traffic_back(served: tuple[s
         assert len(paid) == 1 and paid[0]["deployment"] == "api", [dict(r) for r in rows]
         expected = (usage.prompt_tokens * API_IN + usage.completion_tokens * API_OUT) / 1_000_000
         assert Decimal(paid[0]["cost_total"]) == expected
+        refused = [r for r in rows if r["status"] != "ok"]  # only the request that found it cold called it
+        assert [(r["deployment"], Decimal(r["cost_total"])) for r in refused] == (
+            [("gpu", Decimal(0))] if request_id == overflowed[0][2] else []
+        )
     assert len(wakes.bodies) == 1 and wakes.bodies[0]["deployment"] == "gpu"
     assert wakes.bodies[0]["event"] == "wake"
     view = standby(url, "gpu")
@@ -213,5 +218,8 @@ def test_a_termination_notice_drains_with_the_metrics_token(served: tuple[str, P
     spec = httpx.get(f"{url}/openapi.json").json()
     body = spec["paths"]["/admin/termination-notice"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["deployment"]
-    assert "/admin/deployments/{name}/drain" in spec["paths"]
+    answered = spec["paths"]["/admin/termination-notice"]["post"]["responses"]["200"]["content"]
+    jsonschema.validate(ok.json(), {**answered["application/json"]["schema"], "components": spec["components"]})
+    drain = spec["paths"]["/admin/deployments/{name}/drain"]["post"]
+    assert drain["requestBody"]["content"]["application/json"]["schema"]["properties"]["reason"]["maxLength"] == 200
     httpx.post(f"{url}/admin/deployments/gpu/undrain", headers=AUTH)
