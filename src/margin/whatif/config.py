@@ -22,7 +22,8 @@ class TiersConfig(Strict):
 class ExactCacheConfig(Strict):
     enabled: bool = True
     ttl_s: float = Field(default=3600.0, gt=0)
-    deterministic_only: bool = False  # margin's default policy caches only temperature 0 / seeded calls
+    # margin's default policy: only temperature-0 or seeded calls are cached (false: every call)
+    deterministic_only: bool = True
 
 
 class SemanticCacheConfig(Strict):

@@ -30,10 +30,9 @@ class Report:
     plan: list[PlanChoice] = field(default_factory=list)
 
     def known_cost(self, outcome: str | None = None) -> Decimal:
-        return sum(
-            (c for c, o in zip(self.costs, self.cache.outcomes, strict=True) if c is not None and o == (outcome or o)),
-            Decimal(0),
-        )
+        """The priced requests' recorded cost: all of them, or those with this cache outcome."""
+        pairs = zip(self.costs, self.cache.outcomes, strict=True)
+        return sum((c for c, o in pairs if c is not None and outcome in (None, o)), Decimal(0))
 
     @property
     def current(self) -> Decimal:
@@ -91,10 +90,13 @@ def _routing(
         issues.append(f"weak tier {weak!r} is not in the price catalog: routing lever not projected")
         return None, f"weak tier {weak!r} has no price"
     labelled: list[tuple[int, Decimal, Decimal, float]] = []
+    strong = pricer.price_of(config.tiers.strong)
     for index, (record, cost, outcome) in enumerate(zip(records, costs, cache.outcomes, strict=True)):
         answer = record.tiers.get(weak)
         if outcome not in ("miss", "ineligible") or cost is None or record.quality is None:
             continue
+        if record.model != config.tiers.strong and pricer.price_of(record.model) != strong:
+            continue  # answered by another deployment: not the router's to move
         if answer is None or answer.quality is None:
             continue
         usage = answer.usage or record.usage

@@ -236,3 +236,19 @@ def test_an_openai_batch_pair_imports_as_traffic(tmp_path: Path) -> None:
     report = run_whatif(parse_lines(lines), parse_whatif_config({"tiers": {"strong": STRONG}, "prices": PRICES}))
     assert len(report.records) == 4 and report.cache.outcomes == ["miss", "miss", "exact", "exact"]
     assert report.current == 4 * (Decimal(100) * 10 + Decimal(10) * 30) / MILLION
+
+
+def test_sampled_requests_are_cached_only_when_the_candidate_says_so() -> None:
+    sampled = json.loads(chat("Write a poem about routers", 0))
+    del sampled["request"]["temperature"]
+    lines = [(1, json.dumps(sampled)), (2, json.dumps(sampled | {"timestamp": 10}))]
+    as_margin = parse_whatif_config({"tiers": {"strong": STRONG}, "prices": PRICES})
+    assert run_whatif(parse_lines(lines), as_margin).cache.outcomes == ["ineligible", "ineligible"]
+    every_call = as_margin.model_copy(
+        update={
+            "cache": parse_whatif_config(
+                {"tiers": {"strong": STRONG}, "cache": {"exact": {"deterministic_only": False}}}
+            ).cache
+        }
+    )
+    assert run_whatif(parse_lines(lines), every_call).cache.outcomes == ["miss", "exact"]
