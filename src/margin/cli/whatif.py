@@ -34,9 +34,10 @@ def whatif() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 def run(traffic: Path, config_path: Path, out: Path) -> None:
     """Replay TRAFFIC (JSONL of chat-completions pairs) under the candidate config; write report.json,
-    report.txt and decisions.jsonl to OUT."""
+    report.txt, report.html and decisions.jsonl to OUT."""
     from margin.errors import ConfigError
     from margin.whatif.config import load_whatif_config
+    from margin.whatif.html import render_html
     from margin.whatif.report import report_table, write_report
     from margin.whatif.run import run_whatif
     from margin.whatif.traffic import read_traffic
@@ -47,6 +48,7 @@ def run(traffic: Path, config_path: Path, out: Path) -> None:
         raise click.ClickException(str(exc)) from None
     report = run_whatif(read_traffic(traffic), config)
     write_report(report, out)
+    (out / "report.html").write_text(render_html(report), encoding="utf-8")
     click.echo(report_table(report), nl=False)
 
 

@@ -14,6 +14,7 @@ from tests.unit.whatif.routellm_traffic import DATA, PRICES, STRONG, WEAK, load_
 
 from margin.cli import main
 from margin.whatif.config import parse_whatif_config
+from margin.whatif.html import render_html
 from margin.whatif.report import report_json, write_report
 from margin.whatif.run import run_whatif
 from margin.whatif.traffic import parse_lines
@@ -64,6 +65,8 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any
     report = run_whatif(parse_lines(lines), config())
     out = tmp_path_factory.mktemp("whatif")
     write_report(report, out)
+    page = render_html(report)
+    assert 'id="whatif-curve"' in page and "operating-point" in page and "router (after cache)" in page
     decisions = [json.loads(x) for x in (out / "decisions.jsonl").read_text().splitlines()]
     return records, report_json(report), decisions
 
@@ -144,6 +147,7 @@ def test_the_cli_writes_the_report(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "current (recorded)" in result.output and "all levers" in result.output
     assert json.loads((tmp_path / "o" / "report.json").read_text())["records"] == 60
+    assert "<h1>margin whatif</h1>" in (tmp_path / "o" / "report.html").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text("tiers: {strong: a, weak: a}\n")
     result = CliRunner().invoke(main, ["whatif", "run", str(path), "--config", str(bad), "--out", str(tmp_path / "p")])
