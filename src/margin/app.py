@@ -287,8 +287,13 @@ def build_standby(config: MarginConfig, caller: Caller) -> Standby:
         if name in queues:
             queues[name].offer(body, f"wake {name}")
 
+    def in_rotation(name: str) -> bool:
+        balancer: Balancer | None = getattr(caller.providers[name], "balancer", None)
+        now = balancer.clock() if balancer is not None else 0.0
+        return balancer is not None and any(e.out_until <= now for e in balancer.endpoints)
+
     configs = {d.name: d.scale_to_zero for d in config.deployments if d.scale_to_zero is not None}
-    return Standby(configs, probe=probe, wake=wake, services=list(queues.values()))
+    return Standby(configs, probe=probe, wake=wake, services=list(queues.values()), in_rotation=in_rotation)
 
 
 def build_autoscaler(config: MarginConfig, metrics: Metrics, caller: Caller) -> Autoscaler:

@@ -2,7 +2,8 @@
 and "Spot drain"). State and timing only; the gateway injects how to probe a deployment's health
 and how to deliver a wake signal, so this never does I/O of its own on the request path.
 
-- Cold: a `scale_to_zero:` deployment that could not be connected to. The first such failure of a
+- Cold: a `scale_to_zero:` deployment that could not be connected to, with none of its replicas
+  left in rotation (each replica's breaker, margin.providers.balance). The first such failure of a
   cold period sends one wake signal (`wake(name, body)`, a bounded off-path queue) and starts a
   background probe every `probe_interval_s`; the first healthy probe (or any answer) makes it warm.
 - Meanwhile each request waits up to `wait_max_s` of its endpoint class for it to warm, then skips
@@ -61,7 +62,9 @@ class Standby:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         services: list[Service] | None = None,
+        in_rotation: Callable[[str], bool] = lambda name: False,
     ) -> None:
+        self.in_rotation = in_rotation  # whether some replica of it is still in rotation (its balancer)
         self.services = services or []
         self.configs = dict(configs)
         self.probe = probe
@@ -102,8 +105,8 @@ class Standby:
 
     def unreachable(self, name: str) -> None:
         """`name` could not be connected to: a scale-to-zero deployment goes cold (once per period)."""
-        if name not in self.configs:
-            return
+        if name not in self.configs or self.in_rotation(name):
+            return  # one replica of several failing is the balancer's business, not a cold start
         state = self._state(name)
         if state.cold_since is not None:
             return

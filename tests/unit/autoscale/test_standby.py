@@ -55,6 +55,19 @@ async def test_a_cold_period_wakes_once_and_ends_with_a_healthy_probe() -> None:
     await s.stop()
 
 
+async def test_one_replica_of_several_failing_is_not_a_cold_start() -> None:
+    up = Upstream()
+    live = {"gpu": True}
+    config = ScaleToZeroConfig.model_validate({"probe_interval_s": 0.02})
+    s = Standby({"gpu": config}, probe=up.probe, wake=up.wake, in_rotation=live.__getitem__)
+    s.unreachable("gpu")
+    assert s.describe("gpu")["state"] == "warm"
+    live["gpu"] = False  # the last replica is out too
+    s.unreachable("gpu")
+    assert s.describe("gpu")["state"] == "cold" and not up.wakes  # wake: none (the demand metric wakes it)
+    await s.stop()
+
+
 async def test_each_endpoint_class_waits_its_own_limit() -> None:
     up = Upstream()
     s = standby(up, wait_max_s={"interactive": 0.05, "batch": 5})
