@@ -147,8 +147,9 @@ def _check_judge_model(where: str, model: str, own: Sequence[str], names: set[st
 
 
 class ProductionSample(Strict):
-    """A model group's `sample:`: a share of its live (non-streamed) requests, with their answers,
-    kept as a rolling eval set after PII redaction (docs/evals.md, "Production samples")."""
+    """A model group's `sample:`: a share of its live requests (a streamed one once it ended whole),
+    with their answers, kept as a rolling eval set after PII redaction (docs/evals.md, "Production
+    samples")."""
 
     share: float = Field(0.01, gt=0, le=1, description="share of the group's requests kept")
     max_items: int = Field(5000, ge=1, le=10_000_000, description="the newest this many are kept")
