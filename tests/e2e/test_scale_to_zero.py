@@ -30,7 +30,7 @@ from tests.support.processes import fake_upstream, free_port, gateway, wait_http
 ADMIN = "sk-admin-scale-to-zero-test-0001"
 TOKEN = "metrics-token-scale-to-zero-0001"
 AUTH = {"authorization": f"Bearer {ADMIN}"}
-COLD_FOR_S = 10.0
+COLD_FOR_S = 12.0
 API_IN, API_OUT = Decimal("5"), Decimal("15")  # the API tier's $ per million tokens
 
 
@@ -223,3 +223,45 @@ def test_a_termination_notice_drains_with_the_metrics_token(served: tuple[str, P
     drain = spec["paths"]["/admin/deployments/{name}/drain"]["post"]
     assert drain["requestBody"]["content"]["application/json"]["schema"]["properties"]["reason"]["maxLength"] == 200
     httpx.post(f"{url}/admin/deployments/gpu/undrain", headers=AUTH)
+
+
+def test_a_batch_key_waits_for_the_cold_tier_while_an_interactive_one_overflows(
+    tmp_path: Path,
+) -> None:
+    """`wait_max_s: {interactive: 0, batch: 60}`: an interactive request overflows at once; a batch
+    key's request made while the tier is cold waits, and the self-hosted tier answers it."""
+    port = free_port()
+    gpu = f"http://127.0.0.1:{port}"
+    yaml = config(gpu, "{api}").replace("probe_interval_s: 0.2", "probe_interval_s: 0.2\n      wait_max_s: {batch: 60}")
+    yaml = yaml.replace("wake: webhook\n      webhook_url: env:TEST_WAKE_URL", "wake: none")
+    cold = subprocess.Popen(
+        [sys.executable, "-m", "margin", "fake-upstream", "--port", str(port), "--cold-for-s", "12"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with fake_upstream() as api, gateway(yaml.replace("{api}", api), tmp_path) as url:
+            keys = {
+                kind: httpx.post(f"{url}/admin/keys", headers=AUTH, json={"name": kind, "endpoint_class": kind}).json()
+                for kind in ("interactive", "batch")
+            }
+            interactive = _client(url, keys["interactive"]["key"])
+            first = interactive.chat.completions.with_raw_response.create(model="auto", messages=_say("hi"))
+            assert first.headers["x-margin-deployment"] == "api" and first.headers["x-margin-overflow"] == "self->api"
+            started = time.monotonic()
+            waited = _client(url, keys["batch"]["key"]).chat.completions.with_raw_response.create(
+                model="auto", messages=_say("no hurry")
+            )
+            assert waited.headers["x-margin-deployment"] == "gpu" and "x-margin-overflow" not in waited.headers
+            assert time.monotonic() - started > 1.0  # it waited for the server to listen
+            assert standby(url, "gpu")["waited"] == 1
+    finally:
+        cold.terminate()
+        cold.wait(10)
+
+
+def _client(url: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=90)
+
+
+def _say(text: str) -> list[ChatCompletionMessageParam]:
+    return [{"role": "user", "content": text}]
