@@ -34,7 +34,7 @@ def whatif() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 def run(traffic: Path, config_path: Path, out: Path) -> None:
     """Replay TRAFFIC (JSONL of chat-completions pairs) under the candidate config; write report.json,
-    report.txt, report.html and decisions.jsonl to OUT."""
+    report.txt, report.html, report.xlsx and decisions.jsonl to OUT."""
     from margin.errors import ConfigError
     from margin.whatif.config import load_whatif_config
     from margin.whatif.html import render_html
@@ -49,6 +49,12 @@ def run(traffic: Path, config_path: Path, out: Path) -> None:
     report = run_whatif(read_traffic(traffic), config)
     write_report(report, out)
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
+    try:
+        from margin.whatif.xlsx import render_xlsx
+    except ModuleNotFoundError:
+        click.echo("report.xlsx skipped: pip install 'margin[xlsx]'", err=True)
+    else:
+        (out / "report.xlsx").write_bytes(render_xlsx(report))
     click.echo(report_table(report), nl=False)
 
 

@@ -4,6 +4,8 @@ independent calculation, to the cent (in fact exactly), and bad input reported b
 from __future__ import annotations
 
 import json
+import re
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from margin.whatif.html import render_html
 from margin.whatif.report import report_json, write_report
 from margin.whatif.run import run_whatif
 from margin.whatif.traffic import parse_lines
+from margin.whatif.xlsx import render_xlsx
 
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data/routellm")
 MILLION = Decimal(1_000_000)
@@ -65,10 +68,11 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any
     report = run_whatif(parse_lines(lines), config())
     out = tmp_path_factory.mktemp("whatif")
     write_report(report, out)
+    (out / "report.xlsx").write_bytes(render_xlsx(report))
     page = render_html(report)
     assert 'id="whatif-curve"' in page and "operating-point" in page and "router (after cache)" in page
     decisions = [json.loads(x) for x in (out / "decisions.jsonl").read_text().splitlines()]
-    return records, report_json(report), decisions
+    return records, report_json(report) | {"_out": str(out)}, decisions
 
 
 def test_cache_and_current_cost_match_an_independent_replay(replay: Any) -> None:
@@ -256,3 +260,19 @@ def test_sampled_requests_are_cached_only_when_the_candidate_says_so() -> None:
         }
     )
     assert run_whatif(parse_lines(lines), every_call).cache.outcomes == ["miss", "exact"]
+
+
+def test_the_workbook_carries_live_formulas_and_the_reports_figures(replay: Any) -> None:
+    _, report, _ = replay
+    out = Path(report["_out"])
+    with zipfile.ZipFile(out / "report.xlsx") as book:
+        names = book.namelist()
+        sheets = [book.read(n).decode() for n in sorted(names) if n.startswith("xl/worksheets/sheet")]
+    _, requests, levers = sheets
+    assert "Assumptions!$B$2" in requests and "Assumptions!$B$4" in requests  # costs follow the prices
+    assert 'SUMIFS(Requests!$G$2:$G$2001,Requests!$B$2:$B$2001,"exact")' in levers
+    cached = [float(v) for v in re.findall(r"</f><v>([-0-9.eE]+)</v>", levers)]
+    assert cached[0] == pytest.approx(float(report["current_cost_usd"]), abs=0.005)
+    assert cached[1] == pytest.approx(float(report["cache"]["saved_exact_usd"]), abs=0.005)
+    assert cached[2] == pytest.approx(float(report["routing"]["saved_usd"]), abs=0.005)
+    assert cached[3] == pytest.approx(float(report["all_levers_cost_usd"]), abs=0.005)
