@@ -95,6 +95,8 @@ def summary(report: dict[str, Any], seconds: float) -> None:
     print(f"  requests {report['records']}, exact hits {report['cache']['exact_hits']}, runtime {seconds:.1f} s")
     print(f"  current cost (all strong)  {current:12.4f} USD")
     print(f"  cache saves                {cache:12.4f} USD  {cache / current:6.1%}")
+    alone = float(routing.get("alone_saved_usd", 0))
+    print(f"  router alone saves         {alone:12.4f} USD  {alone / current:6.1%}")
     print(f"  router saves (after cache) {saved:12.4f} USD  {saved / current:6.1%}")
     after = float(report["all_levers_cost_usd"])
     print(f"  all levers                 {after:12.4f} USD  {report['savings_share']:6.1%} saved")

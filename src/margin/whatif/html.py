@@ -39,6 +39,8 @@ def _levers(report: Report) -> str:
     if report.routing is not None:
         point = report.routing.point
         note = f"{point.weak_share:.1%} of misses to the weak tier, threshold {point.threshold:.4f}"
+        alone = current - report.routing.alone_saved
+        rows.append(_row("router alone (no cache)", alone, current, "the same threshold on every graded request"))
         rows.append(_row("router (after cache)", current - report.routing_saved, current, note))
     rows.append(_row("all levers", report.all_levers, current, ""))
     head = "<tr><th>lever</th><th>cost USD</th><th>saved USD</th><th>saved</th><th>note</th></tr>"

@@ -46,6 +46,7 @@ def report_json(report: Report) -> dict[str, Any]:
             "weak_quality": round(projection.weak_quality, 6),
             "operating_point": _point(projection.point),
             "saved_usd": _money(report.routing_saved),
+            "alone_saved_usd": _money(projection.alone_saved),
             "curve": [_point(p) for p in projection.curve],
         }
     return {
@@ -97,6 +98,7 @@ def report_table(report: Report) -> str:
             f"{point.weak_share:.1%} of misses to weak, quality {point.quality_ratio:.1%} of strong "
             f"[{point.low:.1%}, {point.high:.1%}], threshold {point.threshold:.4f}"
         )
+        lines.append(line("router alone (no cache)", report.current - report.routing.alone_saved, "same threshold"))
         lines.append(line("router (after cache)", report.current - report.routing_saved, note))
     lines.append(line("all levers", report.all_levers))
     for row in report.volume:

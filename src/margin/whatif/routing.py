@@ -57,6 +57,16 @@ class CurvePoint:
 
 
 @dataclass(frozen=True)
+class _Groups:
+    prompts: list[str]
+    tasks: list[str]
+    weight: Vector
+    strong: Vector
+    weak: Vector
+    keys: dict[tuple[str, str], int]
+
+
+@dataclass(frozen=True)
 class RoutingProjection:
     rows: tuple[RoutedRow, ...]
     scores: Vector  # by prompt group, out-of-fold
@@ -66,19 +76,24 @@ class RoutingProjection:
     weak_quality: float
     confidence: float
     target: float
+    groups: _Groups
+    # The router alone, without the cache: every graded request (cache hits included) at the same
+    # threshold; its quality is that of the curve on the misses, not bootstrapped again.
+    alone_saved: Decimal = Decimal(0)
+
+    def alone(self, records: Sequence[Record], graded: Sequence[tuple[int, Decimal, Decimal, float]]) -> Decimal:
+        """What the operating point's threshold saves on every graded request, hits included."""
+        saved = Decimal(0)
+        for index, cost, weak_cost, _ in graded:
+            record = records[index]
+            group = self.groups.keys.get((record.task, last_user_prompt(record)))
+            if group is not None and self.scores[group] < self.point.threshold:
+                saved += cost - weak_cost
+        return saved
 
     def routed_weak(self) -> set[int]:
         """Record positions the operating point sends to the weak tier."""
         return {r.index for r in self.rows if self.scores[r.group] < self.point.threshold}
-
-
-@dataclass(frozen=True)
-class _Groups:
-    prompts: list[str]
-    tasks: list[str]
-    weight: Vector
-    strong: Vector
-    weak: Vector
 
 
 def project_routing(
@@ -105,6 +120,7 @@ def project_routing(
         weak_quality=float(groups.weight @ groups.weak) / total,
         confidence=config.confidence,
         target=config.quality_target,
+        groups=groups,
     )
 
 
@@ -131,7 +147,7 @@ def group_rows(
             weak.append(weak_grade)
         weights[group] += 1.0
         rows.append(RoutedRow(index, group, strong_cost, weak_cost))
-    arrays = _Groups(prompts, tasks, np.array(weights), np.array(strong), np.array(weak))
+    arrays = _Groups(prompts, tasks, np.array(weights), np.array(strong), np.array(weak), by_prompt)
     return rows, arrays
 
 

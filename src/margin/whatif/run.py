@@ -4,7 +4,7 @@ projection, and a Report out (rendered by margin.whatif.report)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from margin.whatif.cache_replay import CacheReplay, replay_cache
@@ -89,11 +89,11 @@ def _routing(
     if not pricer.known(weak):
         issues.append(f"weak tier {weak!r} is not in the price catalog: routing lever not projected")
         return None, f"weak tier {weak!r} has no price"
-    labelled: list[tuple[int, Decimal, Decimal, float]] = []
+    graded: list[tuple[int, Decimal, Decimal, float]] = []
     strong = pricer.price_of(config.tiers.strong)
-    for index, (record, cost, outcome) in enumerate(zip(records, costs, cache.outcomes, strict=True)):
+    for index, (record, cost) in enumerate(zip(records, costs, strict=True)):
         answer = record.tiers.get(weak)
-        if outcome not in ("miss", "ineligible") or cost is None or record.quality is None:
+        if cost is None or record.quality is None:
             continue
         if record.model != config.tiers.strong and pricer.price_of(record.model) != strong:
             continue  # answered by another deployment: not the router's to move
@@ -102,7 +102,8 @@ def _routing(
         usage = answer.usage or record.usage
         weak_cost = pricer.cost(weak, usage)
         if weak_cost is not None:
-            labelled.append((index, cost, weak_cost, answer.quality))
+            graded.append((index, cost, weak_cost, answer.quality))
+    labelled = [g for g in graded if cache.outcomes[g[0]] in ("miss", "ineligible")]
     if len(labelled) < config.routing.min_labelled:
         note = (
             f"routing lever not projected: {len(labelled)} cache misses carry grades for both tiers, "
@@ -112,4 +113,5 @@ def _routing(
         return None, note
     rows, groups = group_rows(records, labelled)
     note = f"fitted on {len(groups.prompts)} distinct graded prompts ({len(rows)} requests), out-of-fold scores"
-    return project_routing(records, rows, groups, config.routing), note
+    projection = project_routing(records, rows, groups, config.routing)
+    return replace(projection, alone_saved=projection.alone(records, graded)), note

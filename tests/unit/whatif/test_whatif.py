@@ -109,6 +109,9 @@ def test_router_projection_matches_an_independent_calculation(replay: Any) -> No
     assert point["weak_share"] == pytest.approx(sum(weak) / len(misses), abs=1e-6)
     # The operating point meets the target at its lower bound, and it does route to the weak tier.
     assert point["quality_interval"][0] >= 0.95 and sum(weak) > 0.1 * len(misses)
+    score_of = {r["id"]: d["router_score"] for r, d in misses}  # each prompt's first request is a miss
+    alone = sum((strong_cost(r) - weak_cost(r) for r in records if score_of[r["id"]] < threshold), Decimal(0))
+    assert Decimal(routing["alone_saved_usd"]) == alone and alone > before - cost
     hits_cost = Decimal(report["cache"]["saved_exact_usd"])
     total = Decimal(report["current_cost_usd"]) - hits_cost - (before - cost)
     assert Decimal(report["all_levers_cost_usd"]) == total
