@@ -104,7 +104,8 @@ def summary(report: dict[str, Any], seconds: float) -> None:
         low, high = point["quality_interval"]
         print(
             f"  router: {point['weak_share']:.1%} of misses to the weak tier, quality {point['quality_ratio']:.1%} of"
-            f" strong, {routing['confidence']:.0%} interval [{low:.1%}, {high:.1%}], threshold {point['threshold']:.4f}"
+            f" strong, lower bound {low:.1%} (one-sided {routing['confidence']:.0%}), upper {high:.1%},"
+            f" threshold {point['threshold']:.4f}"
         )
         print(f"  (strong quality {routing['strong_quality']:.4f}, weak {routing['weak_quality']:.4f})")
 
