@@ -165,6 +165,8 @@ def test_a_cold_tier_overflows_wakes_once_and_takes_traffic_back(served: tuple[s
     assert wakes.bodies[0]["event"] == "wake"
     view = standby(url, "gpu")
     assert view["state"] == "warm" and view["cold_periods"] == 1 and view["wakes_sent"] == 1
+    shown = httpx.get(f"{url}/admin/deployments", headers=AUTH).text + (db.parent.parent / "gateway.log").read_text()
+    assert wakes.url.split("//")[1] not in shown  # the webhook URL is a secret: never shown or logged
     assert view["skipped_cold"] == len(overflowed) - 1  # the first found it cold by failing to connect
     wait_http(f"{gpu}/v1/models")
 
