@@ -216,7 +216,8 @@ def test_a_termination_notice_drains_with_the_metrics_token(served: tuple[str, P
     assert unknown.status_code == 404
     ok = httpx.post(f"{url}/admin/termination-notice", json=notice, headers={"authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200 and ok.json()["drained"]["by"] == "metrics-token"
-    assert ask(url, "interrupted")[0] == "api"
+    answer = httpx.post(f"{url}/v1/chat/completions", json={"model": "auto", "messages": _say("interrupted")})
+    assert answer.headers["x-margin-deployment"] == "api" and answer.headers["x-margin-fallback-reason"] == "drained"
     spec = httpx.get(f"{url}/openapi.json").json()
     body = spec["paths"]["/admin/termination-notice"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["deployment"]
