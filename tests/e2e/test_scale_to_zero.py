@@ -225,7 +225,21 @@ def test_a_termination_notice_drains_with_the_metrics_token(served: tuple[str, P
     jsonschema.validate(ok.json(), {**answered["application/json"]["schema"], "components": spec["components"]})
     drain = spec["paths"]["/admin/deployments/{name}/drain"]["post"]
     assert drain["requestBody"]["content"]["application/json"]["schema"]["properties"]["reason"]["maxLength"] == 200
-    httpx.post(f"{url}/admin/deployments/gpu/undrain", headers=AUTH)
+    back = httpx.post(f"{url}/admin/deployments/gpu/undrain", headers=AUTH)
+    assert back.json()["state"] == "warm" and back.json()["replicas"][0]["drained"] is False
+
+
+def test_a_notice_for_the_last_replica_drains_the_deployment(served: tuple[str, Path, Wakes, str]) -> None:
+    url, gpu = served[0], served[3]
+    host = gpu.split("//")[1]
+    missing = httpx.post(f"{url}/admin/deployments/gpu/drain", headers=AUTH, json={"endpoint": "10.9.9.9:1"})
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "endpoint"
+    notice = {"deployment": "gpu", "endpoint": host}
+    drained = httpx.post(f"{url}/admin/termination-notice", json=notice, headers={"authorization": f"Bearer {TOKEN}"})
+    assert drained.json()["state"] == "drained" and drained.json()["replicas"][0]["drained"] is True
+    assert ask(url, "elsewhere")[0] == "api"
+    undrained = httpx.post(f"{url}/admin/deployments/gpu/undrain", headers=AUTH, json={"endpoint": host})
+    assert undrained.json()["state"] == "warm" and ask(url, "home")[0] == "gpu"
 
 
 def test_a_batch_key_waits_for_the_cold_tier_while_an_interactive_one_overflows(

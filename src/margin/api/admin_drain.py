@@ -1,10 +1,12 @@
 """Draining a deployment (docs/deploy.md, "Spot drain"): new requests go to the route's next
 deployment (another replica group or the next tier), calls already open (streams included) finish.
 
-- `POST /admin/deployments/{name}/drain` and `/undrain` (admin key), optional body `{"reason": "..."}`.
+- `POST /admin/deployments/{name}/drain` and `/undrain` (admin key), optional body
+  `{"reason": "...", "endpoint": "host:port"}`: `endpoint` drains one replica of several (a spot
+  node's); the deployment itself is drained once its last replica is.
 - `POST /admin/termination-notice` (admin key or the metrics token, so a node termination handler
-  can hold a narrower secret): `{"deployment": "...", "reason": "spot-interruption", "not_after": 1765000000}`
-  drains the deployment named, as a spot interruption warning asks.
+  can hold a narrower secret): `{"deployment": "...", "endpoint": "host:port", "reason":
+  "spot-interruption", "not_after": 1765000000}` drains the deployment (or its replica) named.
 
 State shows in `GET /admin/deployments` (`standby`); every change is logged on `margin.audit` with
 who made it (the admin key's prefix, never the key)."""
@@ -25,6 +27,7 @@ from margin.api.admin_objects import actor_of
 from margin.api.state import state_of
 from margin.autoscale.standby import Standby
 from margin.errors import AuthError, InvalidRequest, NotFound, ServiceUnavailable
+from margin.providers.balance import Balancer
 
 audit = logging.getLogger("margin.audit")
 _MAX_BODY = 4096
@@ -35,17 +38,48 @@ async def drain(request: Request) -> Response:
     standby, name = _target(request, request.path_params["name"])
     body = await _body(request, required=False)
     reason = _text(body, "reason", "admin") or "admin"
-    view = standby.drain(name, reason=reason, by=actor_of(request))
-    audit.warning("drain deployment=%s reason=%s by=%s", name, reason, actor_of(request))
-    return _json({"name": name, **view})
+    endpoint = _text(body, "endpoint", None)
+    view = _apply(request, standby, name, endpoint, drained=True, reason=reason, by=actor_of(request))
+    audit.warning("drain deployment=%s endpoint=%s reason=%s by=%s", name, endpoint, reason, actor_of(request))
+    return _json(view)
 
 
 async def undrain(request: Request) -> Response:
     require_admin(request)
     standby, name = _target(request, request.path_params["name"])
-    view = standby.undrain(name)
-    audit.warning("undrain deployment=%s by=%s", name, actor_of(request))
-    return _json({"name": name, **view})
+    endpoint = _text(await _body(request, required=False), "endpoint", None)
+    view = _apply(request, standby, name, endpoint, drained=False, reason="", by=actor_of(request))
+    audit.warning("undrain deployment=%s endpoint=%s by=%s", name, endpoint, actor_of(request))
+    return _json(view)
+
+
+def _apply(
+    request: Request,
+    standby: Standby,
+    name: str,
+    endpoint: str | None,
+    *,
+    drained: bool,
+    reason: str,
+    by: str,
+    not_after: float | None = None,
+) -> dict[str, Any]:
+    """Drain or undrain the deployment, or one replica of it (`endpoint`: host:port as
+    /admin/deployments lists it); the deployment is drained once its last replica is."""
+    balancer: Balancer | None = getattr(state_of(request).providers[name], "balancer", None)
+    if endpoint is not None:
+        if balancer is None or not balancer.set_drained(endpoint, drained):
+            raise NotFound(f"Deployment {name!r} has no endpoint {endpoint[:64]!r}.", param="endpoint")
+        if drained and not balancer.all_drained:
+            return {"name": name, **standby.describe(name), "replicas": balancer.describe()}
+    if drained:
+        view = standby.drain(name, reason=reason, by=by, not_after=not_after)
+    else:
+        if endpoint is None and balancer is not None:
+            for replica in balancer.endpoints:
+                replica.drained = False
+        view = standby.undrain(name)
+    return {"name": name, **view, "replicas": balancer.describe() if balancer is not None else None}
 
 
 async def termination_notice(request: Request) -> Response:
@@ -59,9 +93,14 @@ async def termination_notice(request: Request) -> Response:
     not_after = body.get("not_after")
     if not_after is not None and (isinstance(not_after, bool) or not isinstance(not_after, int | float)):
         raise InvalidRequest("not_after: epoch seconds (a number) or null", param="not_after")
-    view = standby.drain(name, reason=reason, by=by, not_after=None if not_after is None else float(not_after))
-    audit.warning("termination notice deployment=%s reason=%s not_after=%s by=%s", name, reason, not_after, by)
-    return _json({"name": name, **view})
+    endpoint = _text(body, "endpoint", None)
+    deadline = None if not_after is None else float(not_after)
+    view = _apply(request, standby, name, endpoint, drained=True, reason=reason, by=by, not_after=deadline)
+    audit.warning(
+        "termination notice deployment=%s endpoint=%s reason=%s not_after=%s by=%s",
+        name, endpoint, reason, not_after, by,
+    )  # fmt: skip
+    return _json(view)
 
 
 def _notice_reader(request: Request) -> str:

@@ -71,9 +71,11 @@ DEPLOYMENT = _obj(("name", "provider", "model", "circuit"), name=_STR, provider=
 STANDBY = _obj(("name", "state"), name=_STR, state={"type": "string", "enum": ["warm", "cold", "drained"]},
                drained={"type": ["object", "null"]}, scale_to_zero=_BOOL, cold_for_s=_OPT_NUM, cold_periods=_INT,
                wakes_sent=_INT, waited=_INT, skipped_cold=_INT, skipped_drained=_INT, idle_s=_OPT_NUM,
-               idle=_BOOL)  # fmt: skip
-DRAIN_BODY = _obj(reason={"type": "string", "maxLength": 200})
+               idle=_BOOL, replicas={"type": ["array", "null"]})  # fmt: skip
+_ENDPOINT = {"type": "string", "maxLength": 200, "description": "one replica: host:port as /admin/deployments lists it"}
+DRAIN_BODY = _obj(reason={"type": "string", "maxLength": 200}, endpoint=_ENDPOINT)
 TERMINATION_NOTICE = _obj(("deployment",), deployment=_STR, reason={"type": "string", "maxLength": 200},
+                          endpoint=_ENDPOINT,
                           not_after={**_OPT_NUM, "description": "epoch seconds the node goes away"})  # fmt: skip
 INVALIDATE_BODY = {
     **_obj((), tenant=_STR, model=_STR, tag=_STR, key_prefix=_STR),
@@ -208,7 +210,9 @@ def _operator_paths() -> dict[str, dict[str, Any]]:
             )
         },
         "/admin/deployments/{name}/undrain": {
-            "post": _operation("Take a deployment back into rotation", STANDBY, params=(name,))
+            "post": _operation(
+                "Take a deployment (or one replica) back into rotation", STANDBY, body=DRAIN_BODY, params=(name,)
+            )
         },
         "/admin/termination-notice": {
             "post": {

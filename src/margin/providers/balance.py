@@ -9,6 +9,7 @@ calls this process has open on each, with prefix affinity (docs/deploy.md, "Seve
   pick's; past that the call goes to the pick (affinity never piles onto a hot replica).
 - Per-replica breaker: `failures` consecutive connection failures take a replica out for
   `cooldown_s`; then one call probes it. With every replica out, the least recently failed is tried.
+- Drained replicas (a spot termination notice, `set_drained`) get no new calls while another serves.
 
 All of it is counter arithmetic on the event loop (no I/O, no await): safe on the request path."""
 
@@ -32,6 +33,7 @@ class Endpoint:
     out_until: float = 0.0  # monotonic; out of rotation until then
     picked: int = 0
     affinity_kept: int = 0  # picks where the preferred replica was taken
+    drained: bool = False  # a spot termination notice: no new calls (open ones finish)
 
 
 class Balancer:
@@ -62,6 +64,7 @@ class Balancer:
                 "out_for_s": max(0.0, e.out_until - now),
                 "picked": e.picked,
                 "affinity_kept": e.affinity_kept,
+                "drained": e.drained,
             }
             for e in self.endpoints
         ]
@@ -74,9 +77,10 @@ class Balancer:
         if len(self.endpoints) == 1:
             return self.endpoints[0]
         now = self.clock()
-        live = [e for e in self.endpoints if e.out_until <= now]
+        serving = [e for e in self.endpoints if not e.drained] or self.endpoints
+        live = [e for e in serving if e.out_until <= now]
         if not live:
-            return min(self.endpoints, key=lambda e: e.out_until)
+            return min(serving, key=lambda e: e.out_until)
         choice = live[0] if len(live) == 1 else min(self.rng.sample(live, 2), key=self.load)
         if prefix and self.config.affinity_chars:
             preferred = max(live, key=lambda e: _weight(prefix, e.base))
@@ -84,6 +88,17 @@ class Balancer:
                 preferred.affinity_kept += 1
                 return preferred
         return choice
+
+    def set_drained(self, host: str, drained: bool) -> bool:
+        """Drain (or undrain) the replica at `host` (host:port, as `describe` shows it); False: none is there."""
+        found = [e for e in self.endpoints if urlsplit(e.base).netloc.rpartition("@")[2] == host]
+        for endpoint in found:
+            endpoint.drained = drained
+        return bool(found)
+
+    @property
+    def all_drained(self) -> bool:
+        return all(e.drained for e in self.endpoints)
 
     def begin(self, endpoint: Endpoint) -> None:
         endpoint.in_flight += 1

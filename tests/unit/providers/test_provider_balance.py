@@ -98,3 +98,17 @@ def test_describe_names_host_and_port_never_credentials() -> None:
     described = b.describe()
     assert [d["endpoint"] for d in described] == ["10.0.0.9:8000", "10.0.0.1:8000"]
     assert "secret" not in repr(described)
+
+
+def test_a_drained_replica_gets_no_new_calls_until_undrained() -> None:
+    b = balancer(BalanceConfig(affinity_chars=0))
+    host = b.describe()[0]["endpoint"]
+    assert isinstance(host, str) and b.set_drained(host, True) and not b.set_drained("nowhere:1", True)
+    picks = Counter(b.pick(None).base for _ in range(300))
+    assert b.endpoints[0].base not in picks and len(picks) == len(b.endpoints) - 1
+    assert b.describe()[0]["drained"] is True and not b.all_drained
+    b.set_drained(host, False)
+    assert b.endpoints[0].base in Counter(b.pick(None).base for _ in range(300))
+    for e in b.describe():
+        b.set_drained(str(e["endpoint"]), True)
+    assert b.all_drained
