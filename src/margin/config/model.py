@@ -12,10 +12,10 @@ from margin.config.autoscale import AutoscalingConfig, BalanceConfig
 from margin.config.base import EnvSecret, Strict, parse_secret
 from margin.config.batch import BatchConfig
 from margin.config.cache import CacheConfig as CacheConfig  # the cache: section, importable from here too
-from margin.config.dashboard import DashboardConfig
 from margin.config.cache import CacheRouteConfig as CacheRouteConfig
 from margin.config.cache import SemanticCacheConfig as SemanticCacheConfig
 from margin.config.cache import SemanticEngineConfig as SemanticEngineConfig
+from margin.config.dashboard import DashboardConfig
 from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig, TeamConfig
 from margin.config.observability import LoggingConfig, TracingConfig

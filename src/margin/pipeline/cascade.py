@@ -223,6 +223,7 @@ class ReplayStream(CallStream):
         self.request = self.original = request
         self.source = source
         self.attempt = None
+        self.switched = False  # the accepted answer is replayed whole: no other deployment took over
         self._rest = iter(chunks)
 
     def __aiter__(self) -> ReplayStream:

@@ -20,6 +20,7 @@ NOT_MODEL_SERVING = {
     ("/healthz", "GET"): "liveness",
     ("/readyz", "GET"): "readiness (probes deployments' health endpoints, not models)",
     ("/metrics", "GET"): "Prometheus text",
+    ("/autoscale", "GET"): "desired replicas for KEDA's metrics-api scaler (read from metrics already kept)",
     ("/openapi.json", "GET"): "the API description",
     ("/v1/feedback", "POST"): "a client's score of an answer it already received (rollout quality signal)",
     **{
