@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,8 +55,40 @@ def test_train_then_eval_with_html(tmp_path: Path) -> None:
     assert evaluated.exit_code == 0, evaluated.output
     assert "APGR" in evaluated.output and "CPT(80%)" in evaluated.output and "random" in evaluated.output
     page = report.read_text(encoding="utf-8")
-    assert page.startswith("<!doctype html>") and "<svg" in page and "<polyline" in page
-    assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
+    assert page.startswith("<!doctype html>") and "<svg" not in page  # drawn by Chart.js, not by hand
+    assert page.count("<canvas") == 2 and page.count('type="application/json"') == 2
+    assert "<script src" not in page and "Chart.js v4.6.2" in page  # the library inline: opens offline
+    share, cost = (_spec(page, chart_id) for chart_id in ("pgr-share", "pgr-cost"))
+    for spec in (share, cost):
+        assert [s["name"] for s in spec["series"]] == ["router", "random"]
+        assert [s["dashed"] for s in spec["series"]] == [False, True]
+        assert {m["id"] for m in spec["markers"]} == {f"{n}:{p}" for n in ("router", "random") for p in POINTS}
+    assert [s["colour"] for s in share["series"]] == [s["colour"] for s in cost["series"]]
+    assert share["x"] == {"label": "share of calls to the strong tier", "scale": "linear", "format": "percent",
+                          "min": 0, "max": 1, "step": 0.1}  # fmt: skip
+    assert cost["x"]["format"] == "usd" and share["y"]["min"] <= 0 and share["y"]["max"] >= 1
+    summary = json.loads(
+        runner.invoke(router, ["eval", str(data), "--model", str(model), "--fold", "3", "--fold", "4", "--json"]).output
+    )
+    by_id = {m["id"]: m for m in share["markers"]}
+    for point, field in (("cpt50", "cpt50"), ("cpt80", "cpt80"), ("q95", "share_at_95")):
+        assert by_id[f"router:{point}"]["x"] == pytest.approx(summary["router"][field])
+        assert by_id[f"random:{point}"]["x"] == pytest.approx(summary["random"][field])
+        assert f"{summary['router'][field]:.0%} strong" in by_id[f"router:{point}"]["label"]
+    costs = {m["id"]: m["x"] for m in cost["markers"]}
+    assert costs["router:cpt80"] == pytest.approx(summary["router"]["cost_at_cpt80"])
+    assert costs["random:q95"] == pytest.approx(summary["random"]["cost_at_95"])
+    assert by_id["router:cpt50"]["y"] >= 0.5 - 1e-9 and by_id["router:cpt80"]["y"] >= 0.8 - 1e-9
+
+
+POINTS = ("cpt50", "cpt80", "q95")
+
+
+def _spec(page: str, chart_id: str) -> dict[str, Any]:
+    found = re.search(f'id="{chart_id}-spec">([^<]*)<', page)
+    assert found is not None, chart_id
+    spec: dict[str, Any] = json.loads(found.group(1))
+    return spec
 
 
 def test_eval_json_and_prices(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Renders an Evaluation as a plain-text table (stdout) and a self-contained HTML page (inline SVG)."""
+"""Renders an Evaluation as a plain-text table (stdout) and a self-contained HTML page whose two charts
+(report_charts.py) are drawn by the Chart.js that margin.charts inlines: the page opens offline."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from margin.routing.learned.curve import RoutingCurve
+from margin.charts import chart_html, inline_scripts
 from margin.routing.learned.evaluation import CurveSummary, Evaluation
-from margin.routing.learned.svg import Series, line_chart
+from margin.routing.learned.report_charts import cost_chart, report_palette, share_chart
 
 CURVE_SHARES: tuple[float, ...] = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
@@ -73,35 +74,20 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 
 
 def render_html(evaluation: Evaluation, title: str) -> str:
-    """A single page with no external assets: summary table, curve table and two SVG charts."""
-    share_chart = line_chart(
-        [_series("router", evaluation.router, "share"), _series("random", evaluation.random, "share")],
-        x_label="share of calls to the strong tier",
-        y_label="performance gap recovered",
-        x_percent=True,
-    )
-    cost_chart = line_chart(
-        [_series("router", evaluation.router, "cost"), _series("random", evaluation.random, "cost")],
-        x_label="cost of the evaluated prompts (USD)",
-        y_label="performance gap recovered",
-        x_percent=False,
+    """A single page with no external assets: summary table, two charts and the curve table."""
+    palette = report_palette()
+    charts = chart_html(share_chart(evaluation, palette), "pgr-share") + chart_html(
+        cost_chart(evaluation, palette), "pgr-cost"
     )
     esc = html.escape
     return _PAGE.format(
         title=esc(title),
+        scripts=inline_scripts(),
         header=esc(render_text(evaluation, title).splitlines()[0]),
         summary=_html_table(("metric", "router", "random"), summary_rows(evaluation)),
         curve=_html_table(("strong share", "quality", "PGR", "random PGR", "cost"), curve_rows(evaluation)),
-        share_chart=share_chart,
-        cost_chart=cost_chart,
+        charts=charts,
     )
-
-
-def _series(label: str, curve: RoutingCurve, axis: str) -> Series:
-    # 201 points draw the curve faithfully and keep the page small for any number of prompts.
-    index = np.unique(np.linspace(0, curve.strong_share.size - 1, 201).round().astype(np.intp))
-    x = curve.strong_share[index] if axis == "share" else curve.cost[index]
-    return Series(label=label, x=x, y=curve.pgr[index], dashed=label == "random")
 
 
 def _html_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -131,15 +117,16 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width
 table {{ border-collapse: collapse; margin: 1rem 0; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: .3rem .8rem; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
-.charts {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
-</style></head><body>
+</style>{scripts}</head><body>
 <h1>{title}</h1>
 <p>{header}</p>
 {summary}
-<div class="charts">{share_chart}{cost_chart}</div>
+{charts}
 <h2>Curve</h2>
 {curve}
 <p>PGR = (quality - weak-only) / (strong-only - weak-only); APGR = area under PGR over the strong-call
-share; CPT(x) = smallest strong-call share reaching PGR x. Random = routing a random subset.</p>
+share; CPT(x) = smallest strong-call share reaching PGR x. Random = routing a random subset. Each line
+is marked at its CPT(50%), CPT(80%) and the share reaching 95% of strong-only quality; a click on a
+legend entry hides or shows that line and its marks.</p>
 </body></html>
 """
