@@ -27,9 +27,11 @@ from margin.api.state import GatewayState
 from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
 from margin.autoscale.collector import AutoscaleCollector
+from margin.autoscale.drains import DrainSync
 from margin.autoscale.scraper import metrics_url_for
 from margin.autoscale.service import Autoscaler
 from margin.autoscale.standby import Standby
+from margin.autoscale.standby_metrics import StandbyCollector
 from margin.batch.tier import BatchTier, revocation_check
 from margin.budgets.alerts import WebhookQueue, webhook_sender
 from margin.budgets.sweeper import IntentSweeper
@@ -83,6 +85,7 @@ from margin.storage.batch_stores import open_batch_store, open_blob_store
 from margin.storage.limits_stores import open_redis_circuits
 from margin.storage.rollout_stores import open_rollout_store
 from margin.storage.rollouts import RolloutStore
+from margin.storage.teams import ObjectStore
 
 log = logging.getLogger("margin")
 
@@ -130,7 +133,8 @@ def create_app(
     )
     caller = Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config)))
     caller.on_attempt = durable.attempt_started
-    caller.standby = build_standby(config, caller)
+    caller.standby = build_standby(config, caller, limits.objects.store)
+    metrics.registry.register(StandbyCollector(caller.standby))  # cold/warming/drained/ready, wakes
     completer = SelfCompleter()  # drift re-evaluations ask margin itself, through the pipeline
     rollouts = build_rollouts(
         config, rollout_store, metrics, clock=clock, caller=caller, meter=meter, completer=completer
@@ -271,8 +275,9 @@ class Lifespan:
                 await pipeline.cache.close()
 
 
-def build_standby(config: MarginConfig, caller: Caller) -> Standby:
-    """Cold (scale_to_zero:) and drained deployments; each wake webhook POSTs from its own bounded queue."""
+def build_standby(config: MarginConfig, caller: Caller, store: ObjectStore | None = None) -> Standby:
+    """Cold (scale_to_zero:) and drained deployments; each wake webhook POSTs from its own bounded queue;
+    drains shared through `store` (every replica, within limits.key_cache_s; margin.autoscale.drains)."""
     queues: dict[str, WebhookQueue] = {}
     for d in config.deployments:
         url = d.scale_to_zero.webhook_url if d.scale_to_zero is not None else None
@@ -293,7 +298,14 @@ def build_standby(config: MarginConfig, caller: Caller) -> Standby:
         return balancer is not None and any(e.out_until <= now for e in balancer.endpoints)
 
     configs = {d.name: d.scale_to_zero for d in config.deployments if d.scale_to_zero is not None}
-    return Standby(configs, probe=probe, wake=wake, services=list(queues.values()), in_rotation=in_rotation)
+    standby = Standby(configs, probe=probe, wake=wake, services=list(queues.values()), in_rotation=in_rotation,
+                      names=[d.name for d in config.deployments])  # fmt: skip
+    if store is not None:
+        sync = DrainSync(store, standby, lambda name: getattr(caller.providers[name], "balancer", None),
+                         every_s=max(config.limits.key_cache_s, 0.5))  # fmt: skip
+        standby.sync = sync
+        standby.services.append(sync)
+    return standby
 
 
 def build_autoscaler(config: MarginConfig, metrics: Metrics, caller: Caller) -> Autoscaler:

@@ -8,8 +8,10 @@ deployment (another replica group or the next tier), calls already open (streams
   can hold a narrower secret): `{"deployment": "...", "endpoint": "host:port", "reason":
   "spot-interruption", "not_after": 1765000000}` drains the deployment (or its replica) named.
 
-State shows in `GET /admin/deployments` (`standby`); every change is logged on `margin.audit` with
-who made it (the admin key's prefix, never the key)."""
+Drains are stored (margin.autoscale.drains): every replica applies them within `limits.key_cache_s`
+and after a restart, and each drain, undrain and notice is a row of `GET /admin/audit?kind=drain`
+(actor: the admin key's prefix, never the key, or "metrics-token"). State shows in
+`GET /admin/deployments` (`standby`); each change is also logged on `margin.audit`."""
 
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ from margin.api.access import bearer_of, is_admin
 from margin.api.admin import require_admin
 from margin.api.admin_objects import actor_of
 from margin.api.state import state_of
+from margin.autoscale.drains import host_of
 from margin.autoscale.standby import Standby
 from margin.errors import AuthError, InvalidRequest, NotFound, ServiceUnavailable
 from margin.providers.balance import Balancer
+from margin.storage.protocols import StorageError
 
 audit = logging.getLogger("margin.audit")
 _MAX_BODY = 4096
@@ -39,7 +43,7 @@ async def drain(request: Request) -> Response:
     body = await _body(request, required=False)
     reason = _text(body, "reason", "admin") or "admin"
     endpoint = _text(body, "endpoint", None)
-    view = _apply(request, standby, name, endpoint, drained=True, reason=reason, by=actor_of(request))
+    view = await _apply(request, standby, name, endpoint, drained=True, reason=reason, by=actor_of(request))
     audit.warning("drain deployment=%s endpoint=%s reason=%s by=%s", name, endpoint, reason, actor_of(request))
     return _json(view)
 
@@ -48,12 +52,12 @@ async def undrain(request: Request) -> Response:
     require_admin(request)
     standby, name = _target(request, request.path_params["name"])
     endpoint = _text(await _body(request, required=False), "endpoint", None)
-    view = _apply(request, standby, name, endpoint, drained=False, reason="", by=actor_of(request))
+    view = await _apply(request, standby, name, endpoint, drained=False, reason="", by=actor_of(request))
     audit.warning("undrain deployment=%s endpoint=%s by=%s", name, endpoint, actor_of(request))
     return _json(view)
 
 
-def _apply(
+async def _apply(
     request: Request,
     standby: Standby,
     name: str,
@@ -65,11 +69,37 @@ def _apply(
     not_after: float | None = None,
 ) -> dict[str, Any]:
     """Drain or undrain the deployment, or one replica of it (`endpoint`: host:port as
-    /admin/deployments lists it); the deployment is drained once its last replica is."""
+    /admin/deployments lists it); the deployment is drained once its last replica is. With a store
+    (standby.sync) the drain is shared by every replica, kept across restarts and audited."""
     balancer: Balancer | None = getattr(state_of(request).providers[name], "balancer", None)
-    if endpoint is not None:
-        if balancer is None or not balancer.set_drained(endpoint, drained):
-            raise NotFound(f"Deployment {name!r} has no endpoint {endpoint[:64]!r}.", param="endpoint")
+    if endpoint is not None and (balancer is None or not any(host_of(e.base) == endpoint for e in balancer.endpoints)):
+        raise NotFound(f"Deployment {name!r} has no endpoint {endpoint[:64]!r}.", param="endpoint")
+    if standby.sync is not None:
+        try:
+            if drained:
+                await standby.sync.drain(name, endpoint, reason=reason, by=by, not_after=not_after)
+            else:
+                await standby.sync.undrain(name, endpoint, by=by)
+        except StorageError as exc:
+            raise ServiceUnavailable(f"The drain was not stored (the database did not answer): {exc}") from None
+        return {"name": name, **standby.describe(name), "replicas": balancer.describe() if balancer else None}
+    return _apply_here(standby, balancer, name, endpoint, drained=drained, reason=reason, by=by, not_after=not_after)
+
+
+def _apply_here(
+    standby: Standby,
+    balancer: Balancer | None,
+    name: str,
+    endpoint: str | None,
+    *,
+    drained: bool,
+    reason: str,
+    by: str,
+    not_after: float | None,
+) -> dict[str, Any]:
+    """This replica only (a gateway without an object store)."""
+    if endpoint is not None and balancer is not None:
+        balancer.set_drained(endpoint, drained)
         if drained and not balancer.all_drained:
             return {"name": name, **standby.describe(name), "replicas": balancer.describe()}
     if drained:
@@ -95,7 +125,7 @@ async def termination_notice(request: Request) -> Response:
         raise InvalidRequest("not_after: epoch seconds (a number) or null", param="not_after")
     endpoint = _text(body, "endpoint", None)
     deadline = None if not_after is None else float(not_after)
-    view = _apply(request, standby, name, endpoint, drained=True, reason=reason, by=by, not_after=deadline)
+    view = await _apply(request, standby, name, endpoint, drained=True, reason=reason, by=by, not_after=deadline)
     audit.warning(
         "termination notice deployment=%s endpoint=%s reason=%s not_after=%s by=%s",
         name, endpoint, reason, not_after, by,

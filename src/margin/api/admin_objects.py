@@ -8,7 +8,7 @@ id 404; a duplicate, or an object the config file declares, 409."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -109,13 +109,13 @@ async def item(request: Request) -> Response:
 
 
 async def audit(request: Request) -> Response:
-    """`?kind=team|budget|limit&id=&limit=100&cursor=`: changes, newest first."""
+    """`?kind=team|budget|limit|drain&id=&limit=100&cursor=`: changes, newest first."""
     service = service_of(request)
     kind = request.query_params.get("kind")
-    if kind is not None and kind not in _KINDS.values():
-        raise InvalidRequest(f"kind: team, budget or limit, not {kind[:32]!r}", param="kind")
+    if kind is not None and kind not in (*_KINDS.values(), "drain"):
+        raise InvalidRequest(f"kind: team, budget, limit or drain, not {kind[:32]!r}", param="kind")
     changes, older = await service.changes(
-        kind=cast(ObjectKind | None, kind), object_id=request.query_params.get("id"),
+        kind=kind, object_id=request.query_params.get("id"),
         limit=_int(request, "limit", 100) or 0, before=_int(request, "cursor", None),
     )  # fmt: skip
     return _json({"object": "list", "data": [change_view(c) for c in changes],

@@ -135,7 +135,7 @@ BUDGET_OBJECT = _obj(("id", "scope", "window", "source"), **_OBJECT_COMMON, scop
                      thresholds={"type": "array", "items": _NUM}, on_store_failure=_STR)  # fmt: skip
 LIMIT_OBJECT = _obj(("id", "scope", "source"), **_OBJECT_COMMON, scope=_STR, requests_per_minute=_INT,
                     tokens_per_minute=_INT, concurrency=_INT, on_store_failure=_STR)  # fmt: skip
-CHANGE = _obj(seq=_INT, at=_STR, actor=_STR, kind={"enum": ["team", "budget", "limit"]}, id=_STR,
+CHANGE = _obj(seq=_INT, at=_STR, actor=_STR, kind={"enum": ["team", "budget", "limit", "drain"]}, id=_STR,
               action={"enum": ["create", "update", "delete"]}, before={"type": ["object", "null"]},
               after={"type": ["object", "null"]})  # fmt: skip
 RELOAD = _obj(object={"const": "reload"}, config=_STR, changes={"type": "array", "items": CHANGE},

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,9 +26,19 @@ import orjson
 from margin.config.scale_to_zero import ScaleToZeroConfig
 
 log = logging.getLogger(__name__)
+STATES = ("cold", "warming", "drained", "ready")  # margin_deployment_standby_state's
 
 Probe = Callable[[str], Awaitable[bool]]
 Wake = Callable[[str, bytes], None]
+
+
+class SharedDrains(Protocol):
+    """Drains kept in the store, shared by every replica (margin.autoscale.drains.DrainSync)."""
+
+    async def drain(
+        self, deployment: str, endpoint: str | None, *, reason: str, by: str, not_after: float | None
+    ) -> None: ...
+    async def undrain(self, deployment: str, endpoint: str | None, *, by: str) -> None: ...
 
 
 class Service(Protocol):
@@ -63,7 +73,10 @@ class Standby:
         wall: Callable[[], float] = time.time,
         services: list[Service] | None = None,
         in_rotation: Callable[[str], bool] = lambda name: False,
+        names: Sequence[str] = (),
     ) -> None:
+        self.names = [*names, *(n for n in configs if n not in names)]  # every configured deployment
+        self.sync: SharedDrains | None = None  # drains shared through the store (margin.autoscale.drains)
         self.in_rotation = in_rotation  # whether some replica of it is still in rotation (its balancer)
         self.services = services or []
         self.configs = dict(configs)
@@ -148,10 +161,11 @@ class Standby:
 
     # --- drain ---------------------------------------------------------------------------------
 
-    def drain(self, name: str, *, reason: str, by: str, not_after: float | None = None) -> dict[str, Any]:
+    def drain(
+        self, name: str, *, reason: str, by: str, not_after: float | None = None, at: float | None = None
+    ) -> dict[str, Any]:
         state = self._state(name)
-        if state.drained is None:
-            state.drained = {"reason": reason, "by": by, "at": self.wall(), "not_after": not_after}
+        state.drained = {"reason": reason, "by": by, "at": self.wall() if at is None else at, "not_after": not_after}
         return self.describe(name)
 
     def undrain(self, name: str) -> dict[str, Any]:
@@ -159,6 +173,33 @@ class Standby:
         return self.describe(name)
 
     # --- views and lifecycle --------------------------------------------------------------------
+
+    def known(self) -> list[str]:
+        return list(self.names)
+
+    def idle_s(self, name: str) -> float | None:
+        """Seconds since the last request to `name` on this replica (None: none since start)."""
+        state = self._states.get(name)
+        return None if state is None or state.last_request is None else self.clock() - state.last_request
+
+    def standby_state(self, name: str) -> str:
+        """drained; warming (no healthy endpoint: woken, probed until it answers); cold (scale to
+        zero, idle past idle_after_s: it may have no replica); ready."""
+        state = self._states.get(name)
+        if state is not None and state.drained is not None:
+            return "drained"
+        if state is not None and state.cold_since is not None:
+            return "warming"
+        config = self.configs.get(name)
+        if config is not None:
+            idle_s = self.idle_s(name)
+            if idle_s is None or idle_s >= config.idle_after_s:
+                return "cold"
+        return "ready"
+
+    def wakes_sent(self, name: str) -> int:
+        state = self._states.get(name)
+        return 0 if state is None else state.wakes_sent
 
     def describe(self, name: str) -> dict[str, Any]:
         state = self._state(name)

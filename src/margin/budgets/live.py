@@ -112,7 +112,7 @@ class LiveObjects:
 
     async def refresh(self) -> None:
         async with self._lock:
-            stored = [stored_declared(o) for o in await self.store.objects()]
+            stored = [stored_declared(o) for o in await self.store.objects() if o.kind != "drain"]
             self.refreshed_at = asyncio.get_running_loop().time()
             if stored == self.stored:
                 return

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-ObjectKind = Literal["team", "budget", "limit"]
+ObjectKind = Literal["team", "budget", "limit", "drain"]  # drain: margin.autoscale.drains
 Action = Literal["create", "update", "delete"]
 
 
