@@ -74,7 +74,9 @@ def test_train_then_eval_with_html(tmp_path: Path) -> None:
     for point, field in (("cpt50", "cpt50"), ("cpt80", "cpt80"), ("q95", "share_at_95")):
         assert by_id[f"router:{point}"]["x"] == pytest.approx(summary["router"][field])
         assert by_id[f"random:{point}"]["x"] == pytest.approx(summary["random"][field])
-        assert f"{summary['router'][field]:.0%} strong" in by_id[f"router:{point}"]["label"]
+        labels = "\n".join(m["label"] for m in share["markers"] if m["id"].startswith("router:"))
+        assert f"{summary['router'][field]:.0%} strong" in labels
+    assert not any(m["label"] for m in share["markers"] if m["id"].startswith("random:"))
     costs = {m["id"]: m["x"] for m in cost["markers"]}
     assert costs["router:cpt80"] == pytest.approx(summary["router"]["cost_at_cpt80"])
     assert costs["random:q95"] == pytest.approx(summary["random"]["cost_at_95"])

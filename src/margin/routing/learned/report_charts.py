@@ -7,6 +7,7 @@ report's tables print the same figures."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -23,6 +24,7 @@ OPERATING_POINTS = (
     ("cpt80", "CPT(80%)", "cpt80"),
     ("q95", "95% quality", "share_at_95"),
 )
+NEAR_SHARE, NEAR_PGR = 0.1, 0.15  # two operating points this close share one label
 XAxis = Literal["share", "cost"]
 
 
@@ -43,13 +45,21 @@ def share_chart(evaluation: Evaluation, palette: Palette) -> ChartSpec:
 
 def cost_chart(evaluation: Evaluation, palette: Palette) -> ChartSpec:
     top = max(float(np.max(evaluation.router.cost)), float(np.max(evaluation.random.cost)))
+    step = _nice_step(top / 8) if top > 0 else None
     return _chart(
         evaluation,
         palette,
         "cost",
         "PGR vs cost of the evaluated prompts",
-        Axis("cost of the evaluated prompts (USD)", "linear", "usd", min=0, max=top if top > 0 else None),
-    )
+        Axis("cost of the evaluated prompts (USD)", "linear", "usd", min=0,
+             max=math.ceil(round(top / step, 6)) * step if step else None, step=step),
+    )  # fmt: skip
+
+
+def _nice_step(rough: float) -> float:
+    """The smallest of 1, 2, 2.5 and 5 x 10^n at or above `rough`: ticks at round dollar amounts."""
+    power = 10.0 ** math.floor(math.log10(rough))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= rough * (1 - 1e-9))
 
 
 def _chart(evaluation: Evaluation, palette: Palette, x: XAxis, title: str, x_axis: Axis) -> ChartSpec:
@@ -69,15 +79,21 @@ def _points(curve: RoutingCurve, x: XAxis) -> list[tuple[float, float]]:
 def _markers(name: str, curve: RoutingCurve, summary: CurveSummary, x: XAxis, colour: str) -> list[Marker]:
     """A point on the line at each operating point; the router's are labelled with their share (and
     dollars on the cost chart), the baseline's are not (the tables give both)."""
-    markers = []
+    markers: list[Marker] = []
+    labelled: list[tuple[int, float, float]] = []  # (index in markers, share, PGR) of each label
     for suffix, label, field in OPERATING_POINTS:
         share = float(getattr(summary, field))
         pgr = float(np.interp(share, curve.strong_share, curve.pgr))
         cost = float(np.interp(share, curve.strong_share, curve.cost))
-        at = share if x == "share" else cost
         dollars = f", ${cost:,.2f}" if x == "cost" else ""
         text = f"{label}: {share:.0%} strong{dollars}" if name == ROUTER else ""
-        markers.append(Marker(f"{name}:{suffix}", "point", text, at, pgr, colour, name))
+        near = next((i for i, s, p in labelled if abs(s - share) < NEAR_SHARE and abs(p - pgr) < NEAR_PGR), None)
+        if text and near is not None:  # one label of two lines, not two labels drawn over each other
+            markers[near] = replace(markers[near], label=f"{markers[near].label}\n{text}")
+            text = ""
+        elif text:
+            labelled.append((len(markers), share, pgr))
+        markers.append(Marker(f"{name}:{suffix}", "point", text, share if x == "share" else cost, pgr, colour, name))
     return markers
 
 
