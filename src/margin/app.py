@@ -315,6 +315,8 @@ def build_autoscaler(config: MarginConfig, metrics: Metrics, caller: Caller) -> 
     autoscaler = Autoscaler(
         config.autoscaling, metrics, in_flight=caller.in_flight, unserved=caller.unserved,
         known={d.name for d in config.deployments}, fetch=pages.get, aclose=pages.aclose, default_urls=replicas,
+        idle_after={d.name: d.scale_to_zero.idle_after_s for d in config.deployments if d.scale_to_zero is not None},
+        idle_s=caller.standby.idle_s if caller.standby is not None else lambda name: None,
     )  # fmt: skip
     metrics.registry.register(AutoscaleCollector(autoscaler))
     for name in replicas.keys() & config.autoscaling.deployments.keys():  # scraped queues join the balancing

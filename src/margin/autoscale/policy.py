@@ -9,7 +9,13 @@
     desired  = clamp(max(by_queue, by_p95..., demand), min_replicas, max_replicas)
 
 `demand` is what wakes a deployment scaled to zero: with no replica there is no page to read and
-no call succeeds, but the requests that arrived meanwhile are counted (`unserved`)."""
+no call succeeds, but the requests that arrived meanwhile are counted (`unserved`).
+
+A deployment with `scale_to_zero:` then follows its `idle_after_s` (`with_idle_after`), whatever the
+window says: no request to it for idle_after_s and none in flight -> min_replicas (0 unless set:
+reason `idle_after`); a request within idle_after_s -> at least 1 (reason `recent_request`), so a
+window shorter than idle_after_s does not scale it to zero between two requests, and a longer one
+does not keep a replica idling past idle_after_s."""
 
 from __future__ import annotations
 
@@ -60,3 +66,15 @@ def desired_replicas(policy: DeploymentScaling, inputs: Inputs) -> Decision:
     if wanted > policy.max_replicas:
         return Decision(policy.max_replicas, load, source, "max")
     return Decision(wanted, load, source, reason)
+
+
+def with_idle_after(
+    policy: DeploymentScaling, decision: Decision, *, idle_s: float | None, idle_after_s: float, in_flight: int
+) -> Decision:
+    """`decision` under scale_to_zero's idle_after_s; `idle_s`: seconds since the last request to the
+    deployment (None: none since this replica started)."""
+    if in_flight == 0 and (idle_s is None or idle_s >= idle_after_s):
+        return Decision(policy.min_replicas, decision.load, decision.load_source, "idle_after")
+    if decision.desired == 0 and policy.max_replicas >= 1:
+        return Decision(1, decision.load, decision.load_source, "recent_request")
+    return decision

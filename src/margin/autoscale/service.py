@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from margin.autoscale.policy import Decision, Inputs, desired_replicas
+from margin.autoscale.policy import Decision, Inputs, desired_replicas, with_idle_after
 from margin.autoscale.scraper import Fetch, Scraper, UpstreamView, metrics_url_for
 from margin.autoscale.window import Rates, Window, read_totals
 from margin.config.autoscale import AutoscalingConfig
@@ -69,7 +69,11 @@ class Autoscaler:
         clock: Callable[[], float] = time.monotonic,
         aclose: Callable[[], Awaitable[None]] | None = None,  # the fetch's connections, closed by stop()
         default_urls: Mapping[str, list[str]] | None = None,  # pages of deployments with `endpoints:`
+        idle_after: Mapping[str, float] | None = None,  # scale_to_zero's idle_after_s per deployment
+        idle_s: Callable[[str], float | None] = lambda name: None,  # seconds since its last request
     ) -> None:
+        self.idle_after = dict(idle_after or {})
+        self.idle_s = idle_s
         unknown = sorted(set(config.deployments) - known)
         if unknown:
             raise ConfigError(f"autoscaling.deployments names unknown deployments: {', '.join(unknown)}")
@@ -99,9 +103,11 @@ class Autoscaler:
             load = None if upstream.running is None else upstream.running + (upstream.waiting or 0.0)
             rates = self.window.rates(name)
             inputs = Inputs(self.in_flight.get(name, 0), load, upstream.fresh, rates)
-            signals[name] = Signals(
-                name, inputs.in_flight, self.unserved.get(name, 0), rates, upstream, desired_replicas(policy, inputs)
-            )
+            decision = desired_replicas(policy, inputs)
+            if name in self.idle_after:
+                decision = with_idle_after(policy, decision, idle_s=self.idle_s(name),
+                                           idle_after_s=self.idle_after[name], in_flight=inputs.in_flight)  # fmt: skip
+            signals[name] = Signals(name, inputs.in_flight, self.unserved.get(name, 0), rates, upstream, decision)
         self.signals = signals
         self.ticks += 1
 
