@@ -24,8 +24,7 @@ table{border-collapse:collapse;background:#fff}
 td,th{padding:.35rem .8rem;border-bottom:1px solid #e3e6ec;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.cards{display:flex;gap:1rem;flex-wrap:wrap}
 .card{background:#fff;border:1px solid #e3e6ec;border-radius:6px;padding:.8rem 1rem;min-width:12rem}
-.card b{display:block;font-size:1.3rem}.warn{color:#a4161a}svg text{font-size:12px;fill:#1d2433}
-svg rect{fill:#3d6cb9}form.inline{display:inline}
+.card b{display:block;font-size:1.3rem}.warn{color:#a4161a}form.inline{display:inline}
 """
 
 
