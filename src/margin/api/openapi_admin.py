@@ -171,7 +171,7 @@ def _object_paths() -> dict[str, dict[str, Any]]:
         "get": _operation(
             "Who changed which team, budget or rate limit, newest first",
             _list_of(CHANGE, next_cursor=_OPT_STR),
-            params=(_query("kind", "team, budget or limit"), _query("id", "one object's changes"), *_PAGING),
+            params=(_query("kind", "team, budget, limit or drain"), _query("id", "one object's changes"), *_PAGING),
         )
     }
     paths["/admin/reload"] = {

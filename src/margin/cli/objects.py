@@ -225,7 +225,7 @@ _commands(limits, "limit", "rate limit", {"scope": "scope", "rpm": "requests_per
         "margin audit --cursor 120   # older changes: the previous page's next_cursor",
     )
 )
-@click.option("--kind", type=click.Choice(["team", "budget", "limit"]), default=None)
+@click.option("--kind", type=click.Choice(["team", "budget", "limit", "drain"]), default=None)
 @click.option("--id", "object_id", default=None, help="one object's changes")
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--cursor", type=int, default=None, help="the previous page's next_cursor")
