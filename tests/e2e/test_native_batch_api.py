@@ -163,6 +163,7 @@ class _Backend:
     def __init__(self, api: OpenAIBatchAPI) -> None:
         self.api = api
         self.rows: list[str] = []
+        self.settled: list[Decimal] = []
 
     def native_apis(self, deployments: list[str]) -> dict[str, NativeBatchAPI]:
         return {"oa": self.api}
@@ -178,6 +179,12 @@ class _Backend:
 
     def record_native(self, batch: BatchRecord, deployment: str, result: LineResult, usage: Usage | None) -> None:
         self.rows.append(result.request_id)
+
+    async def reserve_native(self, batch: BatchRecord, deployment: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"counters": [], "cost_nano": 0, "tokens": 0, "settled": False}  # no budgets here
+
+    def settle_native(self, hold: dict[str, Any], cost: Decimal, tokens: int) -> None:
+        self.settled.append(cost)
 
 
 class _LosesTheFirstNativeId:

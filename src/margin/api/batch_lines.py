@@ -4,10 +4,12 @@ from the composition root (margin.batch.runner.LineExecutor), so batch/ never im
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
 
+from margin.api.batch_budget import NativeBudget
 from margin.api.body import validate
 from margin.api.openai import chat_request
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
@@ -22,7 +24,7 @@ from margin.pipeline.record import RequestRecord
 from margin.providers.batch_api import AnthropicBatchAPI, OpenAIBatchAPI
 from margin.storage.batches import BatchRecord, LineResult
 from margin.translate import chat_result_to_message, parse_messages_request
-from margin.types import Attempt, AttemptStatus, Cost, EmbeddingRequest, Usage
+from margin.types import Attempt, AttemptStatus, ChatRequest, Cost, EmbeddingRequest, Usage
 
 _SCHEMAS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionBody,
@@ -34,6 +36,7 @@ _SCHEMAS: dict[str, type[BaseModel]] = {
 class PipelineLines:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        self.budget = NativeBudget(pipeline, line_request)
 
     def check(self, endpoint: str, body: dict[str, Any]) -> tuple[str, str | None] | None:
         """Why `body` would be refused by `endpoint` (message, param), or None."""
@@ -105,6 +108,14 @@ class PipelineLines:
         record_status = "ok" if status == "ok" else "UpstreamError"
         self.pipeline.recorder.submit(RequestRecord(ctx, record_status, usage, 0.0, None, 0.0))
 
+    async def reserve_native(
+        self, batch: BatchRecord, deployment: str, bodies: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        return await self.budget.reserve(batch, deployment, bodies)
+
+    def settle_native(self, hold: dict[str, Any], cost: Decimal, tokens: int) -> None:
+        self.budget.settle(hold, cost, tokens)
+
     async def run(self, ctx: RequestContext, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         if endpoint == "/v1/embeddings":
             result = await self.pipeline.embed(ctx, embedding_request(body))
@@ -115,6 +126,15 @@ class PipelineLines:
             return chat_result_to_message(answer, model=answer.model)
         kind = "completion" if endpoint == "/v1/completions" else "chat"
         return (await self.pipeline.chat(ctx, chat_request(body, kind=kind))).body
+
+
+def line_request(endpoint: str, body: dict[str, Any]) -> ChatRequest | EmbeddingRequest:
+    """The request the live endpoint builds from a line's body."""
+    if endpoint == "/v1/embeddings":
+        return embedding_request(body)
+    if endpoint == "/v1/messages":
+        return parse_messages_request(body)
+    return chat_request(body, kind="completion" if endpoint == "/v1/completions" else "chat")
 
 
 def embedding_request(raw: dict[str, Any]) -> EmbeddingRequest:

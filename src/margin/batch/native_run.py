@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -51,6 +52,15 @@ class NativeBackend(Protocol):
     def record_native(self, batch: BatchRecord, deployment: str, result: LineResult, usage: Usage | None) -> None:
         """Queue the line's ledger row (request id `result.request_id`, attempt 0)."""
 
+    async def reserve_native(
+        self, batch: BatchRecord, deployment: str, bodies: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """Charge the batch's worst case (each line's live worst case at the batch price) to every
+        budget of its creator; the hold (JSON), or None when it does not fit."""
+
+    def settle_native(self, hold: dict[str, Any], cost: Decimal, tokens: int) -> None:
+        """Correct the budgets charged with `hold` to the batch's billed cost and tokens."""
+
 
 def native_request_id(batch_id: str, custom_id: str) -> str:
     return "req_" + hashlib.sha256(f"{batch_id}\0{custom_id}".encode()).hexdigest()[:24]
@@ -69,6 +79,22 @@ class NativeRunner:
         models = {str(body.get("model")) for _, body in await self._lines(record)}
         return native_deployment(record.endpoint, models, self.backend.deployment_of, self.apis)
 
+    async def reserve(self, record: BatchRecord, deployment: str) -> dict[str, Any] | None:
+        """The batch's budget hold, or None when its worst case does not fit (it then runs `local`,
+        line by line, and pauses when the budget runs out)."""
+        return await self.backend.reserve_native(record, deployment, [body for _, body in await self._lines(record)])
+
+    async def settle(self, record: BatchRecord) -> None:
+        """Settle the batch's hold to its billed cost once (every line has its result, or none will
+        run): marked settled on its row first, so a crash can keep the worst case, never count twice."""
+        current = await self.store.get_batch(record.batch_id)
+        hold = current.native_hold if current is not None else None
+        if current is None or hold is None or hold.get("settled"):
+            return
+        if await self.store.update_batch(record.batch_id, [current.status], {"native_hold": {**hold, "settled": True}}):
+            self.backend.settle_native(hold, current.cost, current.input_tokens + current.output_tokens)
+            log.info("batch: %s's budget hold settled to $%s", record.batch_id, current.cost)
+
     async def step(self, record: BatchRecord) -> Ending | None:
         """One look at a native batch: submit it, forward a cancel, or collect its ended results.
         The ending once every line has its result, else None (look again later)."""
@@ -79,7 +105,8 @@ class NativeRunner:
                                      "batch.native_deployments")  # fmt: skip
         if record.native_id is None:
             if record.status == "cancelling":
-                return "cancelled"  # never submitted: nothing ran
+                await self.settle(record)  # never submitted: nothing ran, the whole hold returns
+                return "cancelled"
             native_id = await api.find(record.batch_id)  # submitted before a crash, its id not written
             if native_id is None:
                 lines = upstream_lines(await self._lines(record), self.backend.upstream_model(deployment))
@@ -94,6 +121,7 @@ class NativeRunner:
                     await api.cancel(record.native_id)
             return None
         await self._collect(record, deployment, api)
+        await self.settle(record)
         if record.status == "cancelling":
             return "cancelled"
         return "expired" if progress.status == "expired" else "completed"

@@ -22,6 +22,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -397,14 +398,27 @@ class BatchWorker:
             changes = {"status": "failed", "failed_at": now, "errors": outcome.errors, "total": outcome.lines}
             await self.store.update_batch(record.batch_id, ["validating"], changes)
             log.info("batch: %s failed validation (%d errors)", record.batch_id, outcome.error_count)
-        elif self.native is not None and (deployment := await self.native.choose(record)) is not None:
+        elif self.native is not None and (hold := await self._native_hold(record)) is not None:
+            deployment, reserved = hold
             changes = {"status": "in_progress", "in_progress_at": now, "total": outcome.lines,
-                       "native_deployment": deployment}  # fmt: skip
+                       "native_deployment": deployment, "native_hold": reserved}  # fmt: skip
             if await self.store.update_batch(record.batch_id, ["validating"], changes):
                 log.info("batch: %s goes native on %s (%d lines)", record.batch_id, deployment, outcome.lines)
+            else:  # no longer validating (cancelled meanwhile): give the hold back
+                self.native.backend.settle_native(reserved, Decimal(0), 0)
         elif await self.store.open_batch(record.batch_id, chunk_lines=self.settings.chunk_lines, now=now):
             log.info("batch: %s is in progress (%d lines)", record.batch_id, outcome.lines)
         self._wake.set()
+
+    async def _native_hold(self, record: BatchRecord) -> tuple[str, dict[str, Any]] | None:
+        """The native deployment and the budget hold of a batch that goes native; None: it runs
+        `local` (no deployment takes it, or its worst case does not fit its creator's budgets)."""
+        assert self.native is not None
+        deployment = await self.native.choose(record)
+        if deployment is None:
+            return None
+        reserved = await self.native.reserve(record, deployment)
+        return None if reserved is None else (deployment, reserved)
 
     async def _try_finish(self, record: BatchRecord) -> bool:
         """Finalise `record` if no worker still runs its lines; False when it must wait (its lease

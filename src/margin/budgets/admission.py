@@ -34,7 +34,7 @@ from typing import Any
 
 from margin import errors
 from margin.budgets.estimate import Demand
-from margin.budgets.intents import HeldCounter, Reservation, late_plans, settle_plan
+from margin.budgets.intents import HeldCounter, Reservation, correction_plan, late_plans, settle_plan
 from margin.budgets.priority import PriorityQueue
 from margin.budgets.refusals import budget_exceeded, limits_unavailable, rate_limited
 from margin.budgets.rules import NANO, Applied, Rule, RuleBook
@@ -335,6 +335,14 @@ class Limiter:
                 await hook(ticket)
         if any(h.applied.rule.kind == "concurrency" for h in ticket.held):
             self.queue.notify()
+
+    def correct(self, counters: tuple[HeldCounter, ...], *, cost_nano: int, tokens: int) -> None:
+        """Correct counters charged as spent at their reserved amounts (a native batch's worst case)
+        to what was actually used; in the background, replayed once the store answers if it is down."""
+        self.spawn(self._correct(counters, cost_nano, tokens))
+
+    async def _correct(self, counters: tuple[HeldCounter, ...], cost_nano: int, tokens: int) -> None:
+        await self._apply(self.counters, correction_plan(counters, cost_nano, tokens))
 
     async def _finish(self, ticket: Ticket, reservation: Reservation, cost_nano: int, tokens: int) -> bool:
         """Settle through the intent: exactly once, and a reservation a sweeper already charged at

@@ -14,7 +14,7 @@ from margin.storage.batches import UPDATABLE, BatchRecord, FileRecord, LineResul
 FILE_COLUMNS = "file_id, owner, purpose, filename, bytes, lines, created_at, blob"
 BATCH_FIELDS = tuple(f.name for f in fields(BatchRecord))
 BATCH_COLUMNS = ", ".join(BATCH_FIELDS)
-_JSON_FIELDS = frozenset({"principal", "metadata", "errors"})
+_JSON_FIELDS = frozenset({"principal", "metadata", "errors", "native_hold"})
 LINE_ROW_COLUMNS = "line_no, byte_offset, byte_length, custom_id, outcome, result"
 # A batch whose lines may start: running, not past its window, not paused.
 _RUNNABLE = (

@@ -28,7 +28,7 @@ UPDATABLE = frozenset(
     {
         "status", "ending", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
         "cancelling_at", "cancelled_at", "output_file_id", "error_file_id", "errors", "total", "paused",
-        "paused_until", "native_deployment", "native_id",
+        "paused_until", "native_deployment", "native_id", "native_hold",
     }
 )  # fmt: skip
 
@@ -79,6 +79,8 @@ class BatchRecord:
     paused_until: float | None = None
     native_deployment: str | None = None  # `native`: the deployment whose provider's Batch API runs it
     native_id: str | None = None  # that provider's batch id, once submitted
+    # `native`: the budget reservation of its worst case (margin.batch.native_hold), settled once
+    native_hold: dict[str, Any] | None = None
 
     @property
     def is_final(self) -> bool:
