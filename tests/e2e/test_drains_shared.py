@@ -101,7 +101,7 @@ def test_a_notice_to_one_replica_drains_every_replica_and_survives_a_restart(tmp
 
         rows = httpx.get(f"{a}/admin/audit", params={"kind": "drain"}, headers=AUTH).json()["data"]
         assert [(r["id"], r["action"]) for r in rows] == [("gpu", "delete"), ("gpu", "create")]
-        assert rows[1]["actor"] == "metrics-token"
+        assert rows[1]["actor"] == "metrics-token" and rows[1]["after"]["via"] == "termination-notice"
         assert rows[0]["actor"].startswith("admin:") and ADMIN not in rows[0]["actor"]  # the key's prefix only
         assert rows[1]["after"]["reason"] == "spot-interruption" and rows[0]["before"]["reason"] == "spot-interruption"
         bad = httpx.get(f"{a}/admin/audit", params={"kind": "drains"}, headers=AUTH)

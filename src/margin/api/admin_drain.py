@@ -67,6 +67,7 @@ async def _apply(
     reason: str,
     by: str,
     not_after: float | None = None,
+    via: str = "admin",
 ) -> dict[str, Any]:
     """Drain or undrain the deployment, or one replica of it (`endpoint`: host:port as
     /admin/deployments lists it); the deployment is drained once its last replica is. With a store
@@ -77,7 +78,7 @@ async def _apply(
     if standby.sync is not None:
         try:
             if drained:
-                await standby.sync.drain(name, endpoint, reason=reason, by=by, not_after=not_after)
+                await standby.sync.drain(name, endpoint, reason=reason, by=by, not_after=not_after, via=via)
             else:
                 await standby.sync.undrain(name, endpoint, by=by)
         except StorageError as exc:
@@ -125,7 +126,8 @@ async def termination_notice(request: Request) -> Response:
         raise InvalidRequest("not_after: epoch seconds (a number) or null", param="not_after")
     endpoint = _text(body, "endpoint", None)
     deadline = None if not_after is None else float(not_after)
-    view = await _apply(request, standby, name, endpoint, drained=True, reason=reason, by=by, not_after=deadline)
+    view = await _apply(request, standby, name, endpoint, drained=True, reason=reason, by=by, not_after=deadline,
+                        via="termination-notice")  # fmt: skip
     audit.warning(
         "termination notice deployment=%s endpoint=%s reason=%s not_after=%s by=%s",
         name, endpoint, reason, not_after, by,

@@ -72,12 +72,20 @@ class DrainSync:
     # --- writes (the admin calls and the termination notice) -------------------------------------
 
     async def drain(
-        self, deployment: str, endpoint: str | None, *, reason: str, by: str, not_after: float | None
+        self,
+        deployment: str,
+        endpoint: str | None,
+        *,
+        reason: str,
+        by: str,
+        not_after: float | None,
+        via: str = "admin",
     ) -> None:
-        """Store the drain with its audit row (a second notice for the same target updates it)."""
+        """Store the drain with its audit row (a second notice for the same target updates it);
+        `via`: "admin" (the drain call) or "termination-notice"."""
         now = self.wall()
         oid = drain_id(deployment, endpoint)
-        body = {"deployment": deployment, "endpoint": endpoint, "reason": reason, "by": by, "at": now,
+        body = {"deployment": deployment, "endpoint": endpoint, "reason": reason, "by": by, "via": via, "at": now,
                 "not_after": not_after}  # fmt: skip
         for _ in range(3):  # a concurrent write on another replica: read again
             old = await self.store.get("drain", oid)

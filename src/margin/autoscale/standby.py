@@ -36,7 +36,14 @@ class SharedDrains(Protocol):
     """Drains kept in the store, shared by every replica (margin.autoscale.drains.DrainSync)."""
 
     async def drain(
-        self, deployment: str, endpoint: str | None, *, reason: str, by: str, not_after: float | None
+        self,
+        deployment: str,
+        endpoint: str | None,
+        *,
+        reason: str,
+        by: str,
+        not_after: float | None,
+        via: str = ...,
     ) -> None: ...
     async def undrain(self, deployment: str, endpoint: str | None, *, by: str) -> None: ...
 
