@@ -39,7 +39,7 @@ class Decision:
     desired: int
     load: float
     load_source: str  # "upstream" | "margin"
-    reason: str  # which term decided: queue, ttft_p95, latency_p95, demand, min, max, idle
+    reason: str  # which term decided: queue, ttft_p95, latency_p95, demand, min, max, idle, idle_after, recent_request
 
 
 def desired_replicas(policy: DeploymentScaling, inputs: Inputs) -> Decision:
