@@ -58,7 +58,11 @@ class NativeBudget:
         """The batch's hold (JSON for its row) once its worst case is charged to every budget of its
         creator; None when it does not fit one of them (or the limits store cannot say)."""
         limits, limiter = self.pipeline.limits, self.pipeline.limits.limiter
-        demand = self.worst_case(batch.endpoint, deployment, bodies)
+        try:
+            demand = self.worst_case(batch.endpoint, deployment, bodies)
+        except MarginError as exc:  # validated already; a line the live path cannot price runs local
+            log.info("batch: %s does not go native: %s", batch.batch_id, exc.message)
+            return None
         hold: dict[str, Any] = {"counters": [], "cost_nano": demand.cost_nano, "tokens": demand.tokens,
                                 "settled": False}  # fmt: skip
         if limiter is None:
