@@ -2,7 +2,8 @@
 a termination notice taken by replica A drains the deployment on replica B within
 `limits.key_cache_s` (B's new requests overflow to the next tier, labelled), a replica restarted
 afterwards keeps the drain, an undrain on B restores both; the state gauge on /metrics and the
-audit rows (GET /admin/audit?kind=drain) on every replica."""
+audit rows (GET /admin/audit?kind=drain) on every replica; and scale_to_zero's idle_after_s in
+/autoscale (0 replicas once idle, although the window still counts calls)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ cache: {{enabled: false}}
 server: {{admin_key: {ADMIN}, metrics_token: {TOKEN}}}
 database: {{url: "{database}"}}
 limits: {{key_cache_s: 1}}
+autoscaling: {{interval_s: 0.2, window_s: 600, deployments: {{gpu: {{}}}}}}
 deployments:
   - {{name: gpu, provider: openai_compat, model: fake-gpu, base_url: {gpu}/v1, cost_rank: 1,
-     price: {{input: "0.10", output: "0.20"}}, retry: {{max_retries: 0}}, scale_to_zero: {{idle_after_s: 600}}}}
+     price: {{input: "0.10", output: "0.20"}}, retry: {{max_retries: 0}}, scale_to_zero: {{idle_after_s: 5}}}}
   - {{name: api, provider: openai_compat, model: fake-api, base_url: {api}/v1, cost_rank: 3,
      price: {{input: "5", output: "15"}}}}
 models:
@@ -58,6 +60,12 @@ def state(url: str) -> str:
           if line.startswith('margin_deployment_standby_state{deployment="gpu"') and line.endswith(" 1.0")]  # fmt: skip
     assert len(on) == 1, on
     return on[0].split('state="')[1].split('"')[0]
+
+
+def desired(url: str) -> dict[str, object]:
+    body = httpx.get(f"{url}/autoscale", headers={"authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+    gpu: dict[str, object] = body["deployments"]["gpu"]
+    return gpu
 
 
 def eventually(check: Callable[[], bool], within: float) -> float:
@@ -98,6 +106,12 @@ def test_a_notice_to_one_replica_drains_every_replica_and_survives_a_restart(tmp
         eventually(lambda: state(a) != "drained", within=5.0)  # cold: A has had no request (idle_after_s)
         assert ask(a)[0] == "gpu" and ask(b)[0] == "gpu"
         assert state(a) == state(b) == "ready"
+        eventually(lambda: desired(a)["reason"] == "recent_request" or desired(a)["reason"] == "demand", within=3.0)
+        assert desired(a)["desired_replicas"] == 1
+        # idle_after_s (5 s) without a request: 0 replicas although the 600 s window still counts calls
+        eventually(lambda: desired(a)["reason"] == "idle_after", within=15.0)
+        assert desired(a)["desired_replicas"] == 0 and float(desired(a)["calls_per_s"]) > 0  # type: ignore[arg-type]
+        assert state(a) == "cold"
 
         rows = httpx.get(f"{a}/admin/audit", params={"kind": "drain"}, headers=AUTH).json()["data"]
         assert [(r["id"], r["action"]) for r in rows] == [("gpu", "delete"), ("gpu", "create")]
