@@ -37,11 +37,12 @@ models:
 budgets:
   - {{scope: global, limit_usd: 100, window: month}}
   - {{scope: "org:acme", limit_usd: 60, window: month}}
-  - {{scope: "org:globex", limit_usd: 70, window: month}}
+  - {{scope: "org:globex", limit_usd: 71.35, window: month}}
   - {{scope: "team:*", limit_usd: 40, window: month}}
 """
 Keys = dict[str, str]
-GLOBEX = ("globex", "ads", "7.75", "ads-only-model", "ads-person", "70")  # org, team, spend, model, user, budget
+# (the budget is a figure no token or timestamp on a page can contain by chance)
+GLOBEX = ("globex", "ads", "7.75", "ads-only-model", "ads-person", "71.35")  # org, team, spend, model, user, budget
 
 
 @asynccontextmanager
