@@ -16,6 +16,7 @@ from margin.api.admin import require_admin
 from margin.api.state import state_of
 from margin.providers.balance import Balancer
 from margin.providers.base import Provider
+from margin.providers.discovery import Discovery
 from margin.resilience.circuit import CircuitView
 
 
@@ -48,6 +49,7 @@ async def deployments(request: Request) -> Response:
                 "timeouts": res.latency.describe(d.name, d.timeouts),  # the measured stream timeouts
                 "autoscale": scaling[d.name].as_json() if d.name in scaling else None,  # docs/deploy.md
                 "replicas": _replicas(state.providers[d.name]),  # `endpoints:` and how calls spread over them
+                "discovery": _discovery(state.providers[d.name]),  # `endpoints_from:` resolutions and failures
                 "standby": caller.standby.describe(d.name) if caller.standby is not None else None,  # cold/drained
             }
         )
@@ -58,7 +60,13 @@ async def deployments(request: Request) -> Response:
 
 def _replicas(provider: Provider) -> list[dict[str, object]] | None:
     balancer: Balancer | None = getattr(provider, "balancer", None)
-    return balancer.describe() if balancer is not None and len(balancer.endpoints) > 1 else None
+    shown = balancer is not None and (len(balancer.endpoints) > 1 or balancer.discovered)  # discovered: even one
+    return balancer.describe() if balancer is not None and shown else None
+
+
+def _discovery(provider: Provider) -> dict[str, object] | None:
+    discovery: Discovery | None = getattr(provider, "discovery", None)
+    return discovery.describe() if discovery is not None else None
 
 
 def _circuit(view: CircuitView) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from margin.config.cache import CacheRouteConfig as CacheRouteConfig
 from margin.config.cache import SemanticCacheConfig as SemanticCacheConfig
 from margin.config.cache import SemanticEngineConfig as SemanticEngineConfig
 from margin.config.dashboard import DashboardConfig
+from margin.config.discovery import EndpointDiscovery
 from margin.config.gates import GatesConfig
 from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, RedisConfig, TeamConfig
 from margin.config.observability import LoggingConfig, TracingConfig
@@ -198,6 +199,7 @@ class DeploymentConfig(Strict):
     passthrough: PassthroughConfig = PassthroughConfig()
     # openai_compat: replicas of one model server (pods, static URLs) instead of one base_url
     endpoints: list[str] = Field(default_factory=list, description="base URLs of the replicas (docs/deploy.md)")
+    endpoints_from: EndpointDiscovery | None = Field(None, description="replicas found in DNS (docs/deploy.md)")
     balance: BalanceConfig = BalanceConfig()
     scale_to_zero: ScaleToZeroConfig | None = Field(None, description="cold start handling (docs/deploy.md)")
 
@@ -214,7 +216,9 @@ class DeploymentConfig(Strict):
     def _provider_settings(self) -> DeploymentConfig:
         if self.provider != "openai_compat" and self.endpoints:
             raise ValueError(f"deployment {self.name!r}: endpoints need provider: openai_compat")
-        if self.provider == "openai_compat" and not self.base_url and not self.endpoints:
+        if self.endpoints_from is not None:
+            self._check_endpoints_from()
+        elif self.provider == "openai_compat" and not self.base_url and not self.endpoints:
             raise ValueError(f"deployment {self.name!r}: openai_compat needs base_url (or endpoints)")
         if self.provider != "fake" and self.fake is not None:
             raise ValueError(f"deployment {self.name!r}: 'fake' settings need provider: fake")
@@ -227,6 +231,14 @@ class DeploymentConfig(Strict):
         if self.scale_to_zero is not None and self.provider != "openai_compat":
             raise ValueError(f"deployment {self.name!r}: scale_to_zero needs provider: openai_compat (a model server)")
         return self
+
+    def _check_endpoints_from(self) -> None:
+        if self.provider != "openai_compat":
+            raise ValueError(f"deployment {self.name!r}: endpoints_from needs provider: openai_compat")
+        if self.endpoints:
+            raise ValueError(f"deployment {self.name!r}: give endpoints or endpoints_from, not both")
+        if self.base_url:
+            raise ValueError(f"deployment {self.name!r}: endpoints_from replaces base_url; give one of them")
 
 
 class ModelGroupConfig(Strict):

@@ -25,6 +25,10 @@ from urllib.parse import urlsplit
 from margin.config.autoscale import BalanceConfig
 
 
+class NoEndpoints(LookupError):
+    """A discovered deployment whose name has not resolved yet."""
+
+
 @dataclass(slots=True)
 class Endpoint:
     base: str
@@ -44,9 +48,11 @@ class Balancer:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        discovered: bool = False,
     ) -> None:
-        if not bases:
+        if not bases and not discovered:
             raise ValueError("a balancer needs at least one endpoint")
+        self.discovered = discovered  # `endpoints_from:`: the set follows DNS (`replace`), empty until found
         self.endpoints = [Endpoint(base.rstrip("/")) for base in bases]
         self.config = config
         self.clock = clock
@@ -72,8 +78,21 @@ class Balancer:
     def load(self, endpoint: Endpoint) -> float:
         return endpoint.in_flight + self.extra_load(endpoint)
 
+    def replace(self, bases: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Swap in a discovered set (added, removed bases): replicas that stay keep their object (in-flight
+        calls, breaker, drain); removed ones get no new calls while their open calls end on the object
+        they hold. A new list is assigned, so a loop over the old one (health probes) is undisturbed."""
+        if not bases:
+            raise ValueError("an empty set never replaces the endpoints")  # the caller keeps the last set
+        kept = {e.base: e for e in self.endpoints}
+        wanted = list(dict.fromkeys(base.rstrip("/") for base in bases))
+        self.endpoints = [kept.get(base) or Endpoint(base) for base in wanted]
+        return [b for b in wanted if b not in kept], [b for b in kept if b not in set(wanted)]
+
     def pick(self, prefix: str | None) -> Endpoint:
         """The endpoint for the next call; the caller counts it with `begin` and `end`."""
+        if not self.endpoints:
+            raise NoEndpoints("no replica discovered yet")
         if len(self.endpoints) == 1:
             return self.endpoints[0]
         now = self.clock()

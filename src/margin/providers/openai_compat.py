@@ -16,8 +16,9 @@ from margin import errors
 from margin.config.model import DeploymentConfig
 from margin.metering.usage import openai_usage
 from margin.providers import timing
-from margin.providers.balance import Balancer, Endpoint
+from margin.providers.balance import Balancer, Endpoint, NoEndpoints
 from margin.providers.classify import classify_http_error
+from margin.providers.discovery import Discovery, Resolver, resolve_all
 from margin.providers.malformed import MalformedCount
 from margin.providers.sse import iter_sse
 from margin.translate import strip_anthropic_extensions
@@ -30,10 +31,12 @@ DONE_GRACE_S = 0.25
 
 
 class OpenAICompatProvider:
-    def __init__(self, deployment: DeploymentConfig) -> None:
+    def __init__(self, deployment: DeploymentConfig, *, resolver: Resolver = resolve_all) -> None:
         self.deployment = deployment
-        bases = deployment.endpoints or [deployment.base_url or ""]  # the config model guarantees one
-        self.balancer = Balancer(bases, deployment.balance)  # replicas: two choices + prefix affinity
+        found = deployment.endpoints_from
+        bases = [] if found else deployment.endpoints or [deployment.base_url or ""]  # the config guarantees one
+        self.balancer = Balancer(bases, deployment.balance, discovered=found is not None)  # two choices + affinity
+        self.discovery = Discovery(deployment.name, found, self.balancer, resolver=resolver) if found else None
         self._session: aiohttp.ClientSession | None = None
         self.malformed = MalformedCount(deployment.name)
         self.passthrough = Passthrough.of(deployment.passthrough)  # credential- and routing-shaped fields stay here
@@ -47,6 +50,11 @@ class OpenAICompatProvider:
         return self.deployment.capabilities.completions
 
     async def start(self) -> None:
+        self._open_session()
+        if self.discovery is not None:
+            await self.discovery.start()  # the first resolution, then a refresh loop off the request path
+
+    def _open_session(self) -> None:
         if self._session is None:
             t = self.deployment.timeouts
             connector = aiohttp.TCPConnector(limit=self.deployment.max_connections, keepalive_timeout=60)
@@ -59,6 +67,8 @@ class OpenAICompatProvider:
             )
 
     async def aclose(self) -> None:
+        if self.discovery is not None:
+            await self.discovery.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -93,13 +103,16 @@ class OpenAICompatProvider:
         if len(balancer.endpoints) > 1 and balancer.config.affinity_chars:
             start = body["messages"] if "messages" in body else body.get("prompt", body.get("input"))
             prefix = orjson.dumps(start).decode()[: balancer.config.affinity_chars]
-        endpoint = balancer.pick(prefix)
+        try:
+            endpoint = balancer.pick(prefix)
+        except NoEndpoints as exc:
+            name = self.deployment.name
+            raise errors.UpstreamConnection(f"{name}: {exc}", deployment=name) from exc
         balancer.begin(endpoint)
         return endpoint
 
     async def _post(self, endpoint: Endpoint, path: str, body: JSON) -> aiohttp.ClientResponse:
-        if self._session is None:
-            await self.start()
+        self._open_session()
         assert self._session is not None
         data = orjson.dumps(body)
         timing.sent()
@@ -213,8 +226,7 @@ class OpenAICompatProvider:
 
     async def health(self) -> bool:
         """Healthy while some replica answers /models (the first that does ends the probe)."""
-        if self._session is None:
-            await self.start()
+        self._open_session()
         for endpoint in self.balancer.endpoints:
             if await self._answers(endpoint.base):
                 return True
