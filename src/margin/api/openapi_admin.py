@@ -67,7 +67,9 @@ BUDGET = _obj(("scope", "kind", "unit", "window", "limit"), scope=_STR, kind=_ST
 DEPLOYMENT = _obj(("name", "provider", "model", "circuit"), name=_STR, provider=_STR, model=_STR,
                   cost_rank=_INT, groups=_STRS, in_flight=_INT, circuit=_obj(("state",), state=_STR),
                   autoscale={"type": ["object", "null"], "description": "docs/deploy.md"},
-                  standby={"type": ["object", "null"], "description": "warm, cold or drained"})  # fmt: skip
+                  standby={"type": ["object", "null"], "description": "warm, cold or drained"},
+                  replicas={"type": ["array", "null"], "description": "endpoints or endpoints_from: host:port each"},
+                  discovery={"type": ["object", "null"], "description": "endpoints_from"})  # fmt: skip
 STANDBY = _obj(("name", "state"), name=_STR, state={"type": "string", "enum": ["warm", "cold", "drained"]},
                drained={"type": ["object", "null"]}, scale_to_zero=_BOOL, cold_for_s=_OPT_NUM, cold_periods=_INT,
                wakes_sent=_INT, waited=_INT, skipped_cold=_INT, skipped_drained=_INT, idle_s=_OPT_NUM,
