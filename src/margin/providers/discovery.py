@@ -25,6 +25,7 @@ log = logging.getLogger("margin.providers.discovery")
 # (name, port, family) -> the addresses it resolves to; tests inject their own.
 Resolver = Callable[[str, int, socket.AddressFamily], Awaitable[list[str]]]
 
+RESOLVE_TIMEOUT_S = 5.0  # one resolution, start-up's included, waits no longer (the last set stays)
 FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 
@@ -57,7 +58,7 @@ class Discovery:
         """One resolution; True when it set the endpoints."""
         c = self.config
         try:
-            async with asyncio.timeout(max(c.refresh_s, 5.0)):
+            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
                 addresses = await self.resolver(c.dns, c.port, FAMILIES[c.family])
         except (OSError, TimeoutError, UnicodeError, ValueError) as exc:  # gaierror is an OSError: keep the last set
             self.failures += 1
