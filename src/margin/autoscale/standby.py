@@ -61,6 +61,7 @@ class _State:
     cold_periods: int = 0
     wakes_sent: int = 0
     waited: int = 0  # requests that waited for it to warm
+    waiting: int = 0  # requests waiting for it to warm right now (margin's own queue for it)
     skipped_cold: int = 0  # requests that went elsewhere while it was cold
     last_request: float | None = None
     drained: dict[str, Any] | None = None  # why and when, while drained
@@ -115,9 +116,13 @@ class Standby:
         limit = config.wait_max_s.batch if endpoint_class == "batch" else config.wait_max_s.interactive
         if limit > 0:
             state.waited += 1
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(limit):
-                    await state.warm.wait()
+            state.waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(limit):
+                        await state.warm.wait()
+            finally:
+                state.waiting -= 1
             if state.cold_since is None:
                 return None
         state.skipped_cold += 1
@@ -208,6 +213,11 @@ class Standby:
         state = self._states.get(name)
         return 0 if state is None else state.wakes_sent
 
+    def waiting(self, name: str) -> int:
+        """Requests waiting in margin right now for `name` to warm (the queue an autoscaler reads)."""
+        state = self._states.get(name)
+        return 0 if state is None else state.waiting
+
     def describe(self, name: str) -> dict[str, Any]:
         state = self._state(name)
         now = self.clock()
@@ -221,6 +231,7 @@ class Standby:
             "cold_periods": state.cold_periods,
             "wakes_sent": state.wakes_sent,
             "waited": state.waited,
+            "waiting": state.waiting,
             "skipped_cold": state.skipped_cold,
             "skipped_drained": state.skipped_drained,
             "idle_s": idle_s,

@@ -24,14 +24,21 @@ class StandbyCollector:
         wakes = CounterMetricFamily(
             "margin_deployment_wake_signals", "Wake webhooks sent (one per cold period)", labels=["deployment"]
         )
+        waiting = GaugeMetricFamily(
+            "margin_deployment_requests_waiting",
+            "Requests waiting in margin for the deployment to warm (scale_to_zero wait_max_s), on this replica",
+            labels=["deployment"],
+        )
         for name in self.standby.known():
             now = self.standby.standby_state(name)
             for label in STATES:
                 state.add_metric([name, label], 1.0 if label == now else 0.0)
             if name in self.standby.configs:
                 wakes.add_metric([name], float(self.standby.wakes_sent(name)))
+                waiting.add_metric([name], float(self.standby.waiting(name)))
         yield state
         yield wakes
+        yield waiting
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -79,7 +79,7 @@ async def test_the_autoscaler_follows_the_standbys_last_request() -> None:
 
 
 def states(collector: StandbyCollector) -> dict[str, str]:
-    gauge, wakes = list(collector.collect())
+    gauge, wakes, _waiting = list(collector.collect())
     assert [s.labels["deployment"] for s in wakes.samples] == ["gpu"]  # scale-to-zero deployments only
     on = {s.labels["deployment"]: s.labels["state"] for s in gauge.samples if s.value == 1.0}
     assert len(gauge.samples) == 4 * len(on)  # one sample per state, exactly one of them 1

@@ -7,8 +7,10 @@ import asyncio
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from margin.autoscale.standby import Standby
+from margin.autoscale.standby_metrics import StandbyCollector
 from margin.config import parse_config
 from margin.config.scale_to_zero import ScaleToZeroConfig
 from margin.errors import ConfigError
@@ -28,6 +30,12 @@ class Upstream:
 
     def wake(self, name: str, body: bytes) -> None:
         self.wakes.append((name, orjson.loads(body)))
+
+
+def registry_of(collector: StandbyCollector) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
 
 
 def standby(upstream: Upstream, **settings: object) -> Standby:
@@ -76,12 +84,17 @@ async def test_each_endpoint_class_waits_its_own_limit() -> None:
     started = loop.time()
     assert await s.admit("gpu", "interactive") == "cold"  # waited its 0.05 s, then overflows
     assert 0.04 <= loop.time() - started < 1
+    assert s.waiting("gpu") == 0
     batch = asyncio.create_task(s.admit("gpu", "batch"))
     await asyncio.sleep(0.1)
     assert not batch.done()  # still waiting for the deployment
+    assert s.waiting("gpu") == 1 and s.describe("gpu")["waiting"] == 1  # margin's own queue for it
+    lines = generate_latest(registry_of(StandbyCollector(s))).decode()
+    assert 'margin_deployment_requests_waiting{deployment="gpu"} 1.0' in lines
     s.answered("gpu")  # an answer (or a healthy probe) warms it: the waiter calls it
     assert await batch is None
     assert s.describe("gpu")["waited"] == 2 and s.describe("gpu")["skipped_cold"] == 1
+    assert s.waiting("gpu") == 0  # the waiter left the queue when it warmed
     await s.stop()
 
 
