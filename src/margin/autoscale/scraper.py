@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from margin.autoscale.upstream import Server, UpstreamLoad, UpstreamMetricsError, parse_load
 
 log = logging.getLogger("margin.autoscale")
-Fetch = Callable[[str, float], Awaitable[str]]  # (url, timeout_s) -> the page's text
+Fetch = Callable[[str, float], Awaitable[str]]  # (url, timeout_s) -> page text; TimeoutError or OSError
 RESULTS = ("ok", "timeout", "error", "invalid")
 
 
@@ -70,7 +70,7 @@ class Scraper:
             self.results[(name, "invalid")] += 1
             log.warning("autoscale: %s metrics page %s unusable: %s", name, url, exc)
             return
-        except Exception as exc:  # noqa: BLE001 - a refused connection, an HTTP error: counted, never raised
+        except (OSError, UnicodeDecodeError) as exc:  # refused, reset, not a 200, not text: counted
             self.results[(name, "error")] += 1
             log.debug("autoscale: %s metrics page %s failed: %r", name, url, exc)
             return

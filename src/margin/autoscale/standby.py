@@ -28,7 +28,7 @@ from margin.config.scale_to_zero import ScaleToZeroConfig
 log = logging.getLogger(__name__)
 STATES = ("cold", "warming", "drained", "ready")  # margin_deployment_standby_state's
 
-Probe = Callable[[str], Awaitable[bool]]
+Probe = Callable[[str], Awaitable[bool]]  # healthy?; a failure is False or TimeoutError/OSError
 Wake = Callable[[str, bytes], None]
 
 
@@ -160,7 +160,7 @@ class Standby:
             await asyncio.sleep(interval)
             try:
                 healthy = await asyncio.wait_for(self.probe(name), timeout=max(interval, 2.0))
-            except Exception:  # noqa: BLE001 - a failed probe is just "not yet"
+            except (TimeoutError, OSError):  # a probe that failed or hung is just "not yet"
                 healthy = False
             if healthy and state.cold_since is not None:
                 self._warm(name, state)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import aiohttp
 
 
-class MetricsPageError(Exception):
-    """The page did not come back as a 200 (the message says what came instead)."""
+class MetricsPageError(OSError):
+    """The page could not be read: not a 200, or the connection failed (the message says which).
+    An OSError, so the scraper's fetch contract is "TimeoutError or OSError" whatever the client."""
 
 
 class MetricsPages:
