@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "requests": "margin.cli.requests:requests",
     "batch": "margin.cli.batch:batch",
     "whatif": "margin.cli.whatif:whatif",
+    "tune": "margin.cli.tune:tune",
 }
 
 
