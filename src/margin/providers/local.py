@@ -115,6 +115,7 @@ class LocalProvider:
         path = Path(self.settings.model_path) if self.settings.model_path else default_model_path()
         return Llama(
             model_path=str(path),
+            lora_path=self.settings.lora_path,
             n_ctx=self.settings.n_ctx,
             n_threads=self.settings.n_threads or max(1, (os.cpu_count() or 2) // 2),
             n_batch=self.settings.n_batch,
