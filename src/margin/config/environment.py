@@ -74,6 +74,12 @@ ANTHROPIC_BASE_URL = EnvVar(
     "`https://api.anthropic.com`",
     "Embedded default only: the base URL of those Anthropic deployments.",
 )
+HF_HUB_OFFLINE = EnvVar(
+    "HF_HUB_OFFLINE",
+    "unset (Hugging Face's own default: online)",
+    "Read by Hugging Face's libraries, never by margin itself: the `margin tune` training worker and the "
+    "adapter conversion set it to `1`, so no weights or configs are downloaded at run time.",
+)
 
 REGISTRY: tuple[EnvVar, ...] = (
     DATA_DIR,
@@ -84,6 +90,7 @@ REGISTRY: tuple[EnvVar, ...] = (
     OPENAI_BASE_URL,
     ANTHROPIC_API_KEY,
     ANTHROPIC_BASE_URL,
+    HF_HUB_OFFLINE,
 )
 
 

@@ -29,3 +29,23 @@ class PromotionRefused(TuningError):
     student failed the gate: nothing was changed."""
 
     code = "tuning_promotion_refused"
+
+
+class TrainingError(TuningError):
+    """A training job that cannot start or did not finish: the base model will not load, a checkpoint
+    is corrupt, the disk filled, the conversion failed. The job's state is `failed` with this reason."""
+
+    code = "tuning_training_failed"
+
+
+class JobNotFound(TuningError):
+    status = 404
+    code = "tuning_job_not_found"
+
+
+class JobBusy(TuningError):
+    """Another training job holds this machine's lock (one job per machine by default), or the job
+    named is still running."""
+
+    status = 409
+    code = "tuning_job_busy"
