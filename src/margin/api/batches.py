@@ -11,11 +11,13 @@ from margin.api.files import caller, json_response, page_limit, tier_of
 from margin.api.state import state_of
 from margin.batch.objects import batch_object, list_object
 from margin.batch.service import new_batch_from
+from margin.identity.principals import for_purpose
 
 
 async def create_batch(request: Request) -> Response:
     tier = tier_of(request)
-    principal = await caller(request)
+    # `x-margin-purpose` (e.g. tuning) tags every line of the batch, as it tags a live request
+    principal = for_purpose(await caller(request), request.headers.get("x-margin-purpose"))
     body = await read_json(request, state_of(request).max_body_bytes)
     record = await tier.batches.create(principal, new_batch_from(body))
     return json_response(batch_object(record))

@@ -13,7 +13,9 @@ import click
 from margin.cli.help import examples
 
 # name -> "module:attribute"
-TUNE_COMMANDS: dict[str, str] = {}
+TUNE_COMMANDS: dict[str, str] = {
+    "dataset": "margin.cli.tune_dataset:dataset",
+}
 
 
 class _LazyTuneGroup(click.Group):

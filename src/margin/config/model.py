@@ -24,6 +24,7 @@ from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSetti
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
 from margin.config.scale_to_zero import ScaleToZeroConfig, check_overflow
 from margin.config.streaming import StreamingConfig
+from margin.config.tuning import TuningConfig, check_tuning
 
 
 class Timeouts(Strict):
@@ -433,6 +434,7 @@ class MarginConfig(Strict):
     tracing: TracingConfig = TracingConfig()  # OpenTelemetry (docs/observability.md)
     autoscaling: AutoscalingConfig = AutoscalingConfig()  # fleet signals (docs/deploy.md)
     dashboard: DashboardConfig = DashboardConfig()  # the planner page's profile (docs/dashboard.md)
+    tuning: TuningConfig = TuningConfig()  # distillation datasets and promotion (docs/tuning.md)
 
     @model_validator(mode="after")
     def _references(self) -> MarginConfig:
@@ -463,4 +465,6 @@ class MarginConfig(Strict):
             check_judge(group.name, group.aliases, group.rollout, seen, group.sample)
         cold = {d.name for d in self.deployments if d.scale_to_zero is not None}
         check_overflow(cold, [(g.name, g.deployments, bool(g.fallbacks)) for g in self.models])
+        tiers = {n: [t.name for t in g.tiers] for g in self.models for n in (g.name, *g.aliases)}
+        check_tuning(self.tuning, tiers, {g.name for g in self.models if g.sample is not None})
         return self

@@ -114,7 +114,7 @@ def check_example(example: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {"messages": clean, "id": str(example.get("id") or example_id(clean))}
 
 
-def write_dataset(data_dir: Path, manifest: DatasetManifest, splits: Mapping[str, Iterable[Mapping[str, Any]]]) -> Path:
+def write_dataset(data_dir: Path, manifest: DatasetManifest, splits: Mapping[Any, Iterable[Mapping[str, Any]]]) -> Path:
     """Write the dataset whole, then move it into place (replacing one of the same name)."""
     target = dataset_dir(data_dir, manifest.name)
     target.parent.mkdir(parents=True, exist_ok=True)
