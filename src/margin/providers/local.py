@@ -29,6 +29,8 @@ from margin import errors
 from margin.config.model import DeploymentConfig, LocalSettings
 from margin.metering.usage import openai_usage
 from margin.providers import timing
+from margin.providers.local_engine import BatchedEngine
+from margin.providers.local_lane import Lane
 from margin.providers.local_slots import SlotPool, SlotStats
 from margin.providers.local_worker import Generation, Produce, WorkerFailed
 from margin.providers.token_count import OffLoopCounter, longest_token_bytes
@@ -73,9 +75,15 @@ def default_model_path() -> Path:
 
 class LocalProvider:
     def __init__(self, deployment: DeploymentConfig, *, load_model: Callable[[], Any] | None = None) -> None:
-        """`load_model` opens one model instance (on a worker thread); tests pass a scripted one."""
+        """`load_model` opens one model instance (on a worker thread); tests pass a scripted one, which
+        runs on the slot engine (the batched engine drives llama.cpp's context itself)."""
         self.deployment = deployment
         self.settings = deployment.local or LocalSettings()
+        engine = "slots" if load_model is not None else self.settings.engine
+        openers = {"slots": self._open_instances, "batched": self._open_engine}
+        self._open_slots: Callable[[], list[Any]] = openers[engine]
+        self._lanes = _lanes(self.settings, engine)
+        self.engine: BatchedEngine | None = None
         timeouts = deployment.timeouts
         self._slots = SlotPool(
             deployment.name,
@@ -83,7 +91,7 @@ class LocalProvider:
             stop_grace=min(timeouts.idle, STOP_GRACE_S),
             max_hold=timeouts.total,
         )
-        self._executor = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="margin-llama")
+        self._executor = ThreadPoolExecutor(self._lanes, thread_name_prefix="margin-llama")
         self._load_model = load_model or self._open_model
         self._loading: asyncio.Task[None] | None = None
         self._tokenizer: Any = None
@@ -101,18 +109,33 @@ class LocalProvider:
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
-        for _ in range(self.settings.max_concurrency):
-            model = await loop.run_in_executor(self._executor, self._load_model)
-            if self._tokenizer is None:
-                longest = await loop.run_in_executor(self._executor, longest_token_bytes, model)
-                self._tokenizer = model
-                self._counter.attach(self._tokenize, max_token_chars=longest)
+        models = await loop.run_in_executor(self._executor, self._open_slots)
+        tokenizer = self.engine.llama if self.engine is not None else models[0]
+        longest = await loop.run_in_executor(self._executor, longest_token_bytes, tokenizer)
+        self._tokenizer = tokenizer
+        self._counter.attach(self._tokenize, max_token_chars=longest)
+        for model in models:
             self._slots.add(model)
+
+    def _open_instances(self) -> list[Any]:
+        """The slot engine: one model instance per concurrent request."""
+        return [self._load_model() for _ in range(self._lanes)]
+
+    def _open_engine(self) -> list[Any]:
+        """The batched engine: one model and context; a lane (sequence id) per concurrent request."""
+        from margin.providers.local_engine import BatchedEngine
+        from margin.providers.local_lane import Lane
+
+        self.engine = BatchedEngine(self.settings, self._model_path(), lanes=self._lanes)
+        return [Lane(self.engine, seq) for seq in range(self._lanes)]
+
+    def _model_path(self) -> Path:
+        return Path(self.settings.model_path) if self.settings.model_path else default_model_path()
 
     def _open_model(self) -> Any:
         from llama_cpp import Llama
 
-        path = Path(self.settings.model_path) if self.settings.model_path else default_model_path()
+        path = self._model_path()
         return Llama(
             model_path=str(path),
             lora_path=self.settings.lora_path,
@@ -128,6 +151,8 @@ class LocalProvider:
             self._loading.cancel()
         self._slots.stop_all()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.engine is not None:
+            self.engine.close()
 
     def count_tokens(self, text: str) -> int:
         return self._counter.count(text)
@@ -292,6 +317,8 @@ class LocalProvider:
     def _chunks(self, model: Any, request: ChatRequest, stop: threading.Event, tally: _TokenTally) -> Iterator[JSON]:
         if stop.is_set():
             return  # the request was gone before its turn came
+        if isinstance(model, Lane):
+            model.watch(stop)  # a batched lane also stops while it waits for its prefill
         started = time.perf_counter()
         if request.kind == "completion":
             prompt = _prompt(request)
@@ -361,6 +388,13 @@ class LocalProvider:
             f"The model {request.model!r} ({self.deployment.model}) is a chat model and does not serve embeddings.",
             param="model",
         )
+
+
+def _lanes(settings: LocalSettings, engine: str) -> int:
+    """Requests generating at once: `max_concurrency` instances (slots), or sequences (batched)."""
+    if engine == "slots":
+        return settings.max_concurrency or 1
+    return min(settings.max_sequences, settings.max_concurrency or settings.max_sequences)
 
 
 def _prompt(request: ChatRequest) -> str:
