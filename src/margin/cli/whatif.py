@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from margin.cli.help import examples
+
+if TYPE_CHECKING:
+    from margin.whatif.config import WhatifConfig
+    from margin.whatif.run import Sampler
 
 
 @click.group(
@@ -24,6 +29,9 @@ def whatif() -> None:
 @whatif.command(
     "run",
     epilog=examples(
+        "margin whatif run traffic.jsonl --config candidate.yaml --out whatif-out",
+        '# with `sampling: {url: http://127.0.0.1:8080, cost_cap_usd: "5"}` in candidate.yaml, a sample',
+        "# of the misses is sent to tiers.weak through that margin (tagged whatif) and graded",
         "margin whatif run traffic.jsonl --config candidate.yaml --out whatif-out",
         "# the table only, on stdout",
         "margin whatif run traffic.jsonl --config candidate.yaml --out /tmp/w && cat /tmp/w/report.txt",
@@ -46,7 +54,7 @@ def run(traffic: Path, config_path: Path, out: Path) -> None:
         config = load_whatif_config(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    report = run_whatif(read_traffic(traffic), config)
+    report = run_whatif(read_traffic(traffic), config, _sampler(config))
     write_report(report, out)
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
     try:
@@ -56,6 +64,17 @@ def run(traffic: Path, config_path: Path, out: Path) -> None:
     else:
         (out / "report.xlsx").write_bytes(render_xlsx(report))
     click.echo(report_table(report), nl=False)
+
+
+def _sampler(config: WhatifConfig) -> Sampler | None:
+    """Live sampling through the margin at `sampling.url` (docs/whatif.md)."""
+    sampling = config.sampling
+    if sampling is None:
+        return None
+    from margin.providers.gateway_client import GatewayClient
+    from margin.whatif.live import LiveSampler
+
+    return LiveSampler(sampling, lambda: GatewayClient(sampling.url, timeout_s=sampling.timeout_s))
 
 
 @whatif.command(

@@ -37,10 +37,11 @@ class _Reading:
 
 
 class GatewayTarget:
-    def __init__(self, wire: Wire, *, api_key: str | None = None, stream: bool = False) -> None:
+    def __init__(self, wire: Wire, *, api_key: str | None = None, stream: bool = False, purpose: str = "eval") -> None:
+        """`purpose`: what the calls declare they are for (`x-margin-purpose`, a ledger tag)."""
         self.wire = wire
         self.stream = stream
-        self._headers = {"content-type": "application/json", **EVAL_HEADERS}
+        self._headers = {"content-type": "application/json", **EVAL_HEADERS, PURPOSE_HEADER: purpose}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
 

@@ -27,7 +27,11 @@ def principal_of(record: KeyRecord) -> Principal:
 # What a request may declare it is for (`x-margin-purpose`), and what that adds to its principal: a
 # tag (its ledger rows, reports and tag budgets see it) and endpoint class batch (it yields to
 # interactive traffic). A purpose only ever adds: the key's own tags, budgets and limits still apply.
-PURPOSES: dict[str, tuple[str, Literal["interactive", "batch"]]] = {"eval": ("eval", "batch")}
+# `whatif`: `margin whatif run`'s sampled calls to the cheaper tiers and their judge (docs/whatif.md).
+PURPOSES: dict[str, tuple[str, Literal["interactive", "batch"]]] = {
+    "eval": ("eval", "batch"),
+    "whatif": ("whatif", "batch"),
+}
 
 
 def for_purpose(principal: Principal, purpose: str | None) -> Principal:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from margin.config.base import Strict
 from margin.errors import ConfigError
+from margin.evals.items import GraderSpec, JudgeSettings
 
 
 class TiersConfig(Strict):
@@ -48,6 +50,21 @@ class RoutingConfig(Strict):
     max_train_prompts: int = Field(default=20_000, ge=100)
 
 
+class SamplingConfig(Strict):
+    """Live sampling of the weak tier through a running margin (docs/whatif.md, "Live sampling")."""
+
+    url: str = Field(min_length=1)  # margin's base URL, e.g. http://127.0.0.1:8080
+    api_key: SecretStr | None = None  # a margin key; never printed
+    # How an answer is graded against the recorded one (the reference): an eval grader spec.
+    grader: GraderSpec = "normalised"
+    judge: JudgeSettings | None = None  # the judge's settings, for `grader: judge`
+    margin: float = Field(default=0.05, gt=0, lt=0.5)  # the interval half-width the sample is sized for
+    max_samples: int = Field(default=1000, ge=1)  # the sample budget (distinct prompts)
+    cost_cap_usd: Decimal | None = Field(default=None, ge=0)  # estimated from the catalog before any call
+    concurrency: int = Field(default=4, ge=1, le=64)
+    timeout_s: float = Field(default=120.0, gt=0)
+
+
 class WhatifConfig(Strict):
     tiers: TiersConfig
     cache: CacheConfig = CacheConfig()
@@ -56,6 +73,7 @@ class WhatifConfig(Strict):
     # Model -> partial price entry (`input`, `output` in USD per million tokens, ...), over the catalog.
     prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
     planner_profile: Path | None = None  # a planner profile: the self-hosting projection runs the planner
+    sampling: SamplingConfig | None = None  # live calls to the weak tier through margin, graded
 
     @model_validator(mode="after")
     def _distinct(self) -> WhatifConfig:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from html import escape
 
 from margin.charts import COLOURS, Axis, Marker, Series, chart_html, inline_scripts, line_chart
-from margin.whatif.report import CENT, NOT_BUILT
+from margin.whatif.report import CENT, NOT_BUILT, sampling_lines
 from margin.whatif.routing import RoutingProjection
 from margin.whatif.run import Report
 
@@ -65,6 +65,13 @@ def _curve(projection: RoutingProjection) -> str:
     return chart_html(spec, "whatif-curve")
 
 
+def _sampling(report: Report) -> str:
+    lines = sampling_lines(report.sampling)
+    if not lines:
+        return ""
+    return "<h2>Live sample</h2>" + "".join(f"<p>{escape(line)}</p>" for line in lines)
+
+
 def render_html(report: Report) -> str:
     routing = report.routing
     quality = ""
@@ -80,5 +87,5 @@ def render_html(report: Report) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>margin whatif</title><style>{STYLE}</style>"
         f"{inline_scripts()}</head><body><h1>margin whatif</h1>{_levers(report)}"
         f"<p>Routing: {escape(report.routing_note)}</p>{quality}"
-        f"<h2>Not built</h2><p>{escape(NOT_BUILT)}</p><h2>Issues</h2><ul>{issues}</ul></body></html>\n"
+        f"{_sampling(report)}<h2>Limits</h2><p>{escape(NOT_BUILT)}</p><h2>Issues</h2><ul>{issues}</ul></body></html>\n"
     )

@@ -10,12 +10,13 @@ from typing import Any
 import orjson
 
 from margin.whatif.routing import CurvePoint
-from margin.whatif.run import Report
+from margin.whatif.run import Report, Sampling
 
 CENT = Decimal("0.01")
+SAMPLE_CENTS = Decimal("0.0001")  # a sample's cost is often under a cent
 NOT_BUILT = (
-    "live sampling of cheaper tiers through margin (tagged `whatif`, cost cap) is not built: "
-    "the routing lever needs grades of both tiers in the traffic file (`quality` and `tiers`)"
+    "one cheaper tier per run (`tiers.weak`): to compare several cheaper tiers, run once per tier; "
+    "ungraded misses are priced at the weak tier on their recorded token counts"
 )
 
 
@@ -33,6 +34,32 @@ def _point(point: CurvePoint) -> dict[str, Any]:
     }
 
 
+def sampling_json(sampling: Sampling | None) -> dict[str, Any] | None:
+    if sampling is None:
+        return None
+    plan, result = sampling.plan, sampling.result
+    body: dict[str, Any] = {
+        "needed": plan.needed,
+        "population": plan.population,
+        "drawn": len(plan.drawn),
+        "census": plan.census,
+        "estimated_cost_usd": None if plan.estimated_cost_usd is None else _money(plan.estimated_cost_usd),
+        "refusal": plan.refusal,
+    }
+    if result is not None:
+        body |= {
+            "calls": result.calls,
+            "judge_calls": result.judge_calls,
+            "graded": len(result.grades),
+            "failed": len(result.failed),
+            "undecided": result.undecided,
+            "not_sent": result.not_sent,
+            "spent_usd": _money(result.spent_usd),
+            "unmetered_calls": result.unmetered,
+        }
+    return body
+
+
 def report_json(report: Report) -> dict[str, Any]:
     cache = report.cache
     routing: dict[str, Any] = {"status": report.routing_note}
@@ -40,6 +67,8 @@ def report_json(report: Report) -> dict[str, Any]:
         projection = report.routing
         routing |= {
             "requests": len(projection.rows),
+            "graded_requests": projection.graded_requests,
+            "extrapolated_requests": len(projection.rows) - projection.graded_requests,
             "quality_target": projection.target,
             "confidence": projection.confidence,
             "strong_quality": round(projection.strong_quality, 6),
@@ -65,6 +94,7 @@ def report_json(report: Report) -> dict[str, Any]:
             "cost_after_usd": _money(report.current - report.cache_saved),
         },
         "routing": routing,
+        "sampling": sampling_json(report.sampling),
         "all_levers_cost_usd": _money(report.all_levers),
         "savings_share": float((report.current - report.all_levers) / report.current) if report.current else 0.0,
         "volume": [row.__dict__ for row in report.volume],
@@ -110,11 +140,35 @@ def report_table(report: Report) -> str:
         monthly = "-" if choice.monthly_usd is None else f"{choice.monthly_usd.quantize(CENT)} USD/month"
         lines.append(f"planner {choice.class_name} x{choice.multiplier:g}: {choice.recommended} ({monthly})")
     lines.append("")
+    lines += sampling_lines(report.sampling)
     lines.append(f"routing: {report.routing_note}")
     lines += [f"issue: {issue}" for issue in report.issues[:20]]
     if len(report.issues) > 20:
         lines.append(f"... {len(report.issues) - 20} more issues in report.json")
     return "\n".join(lines) + "\n"
+
+
+def sampling_lines(sampling: Sampling | None) -> list[str]:
+    if sampling is None:
+        return []
+    plan, result = sampling.plan, sampling.result
+    census = " (all of them: a census)" if plan.census else ""
+    line = f"live sample: {len(plan.drawn)} of {plan.population} distinct prompts{census}, {plan.needed} needed"
+    if plan.estimated_cost_usd is not None:
+        line += f", estimated {plan.estimated_cost_usd.quantize(SAMPLE_CENTS)} USD at catalog prices"
+    if result is None:
+        return [line + (f"; {plan.refusal}" if plan.refusal else "; not sent")]
+    return [
+        line,
+        f"live sample: {result.calls} calls + {result.judge_calls} judge calls, {len(result.grades)} graded, "
+        f"{len(result.failed)} failed, {result.undecided} undecided, {result.not_sent} not sent (cap); "
+        f"metered {result.spent_usd.quantize(SAMPLE_CENTS)} USD (tagged whatif)",
+    ]
+
+
+def _weak_quality(report: Report, index: int) -> float | None:
+    answer = report.records[index].tiers.get(report.config.tiers.weak or "")
+    return None if answer is None else answer.quality
 
 
 def write_report(report: Report, out: Path) -> list[Path]:
@@ -135,6 +189,8 @@ def write_report(report: Report, out: Path) -> list[Path]:
                 "tier": "weak" if index in weak else "recorded",
                 "router_score": scores.get(index),
                 "recorded_cost_usd": None if cost is None else _money(cost),
+                "quality": record.quality,
+                "weak_quality": _weak_quality(report, index),
             }
             handle.write(orjson.dumps(row) + b"\n")
     return paths

@@ -8,12 +8,16 @@ resamples distinct prompts, each weighted by how often it was sent.
 
 The operating point is the lowest threshold (the most traffic to the weak tier) whose one-sided
 lower confidence bound of quality / strong-only quality reaches the target.
+
+Misses without grades (a live sample covers only part of them) are scored by the router fitted on
+the graded ones and priced at each threshold (the weak tier on their recorded tokens): the curve's
+costs and shares cover every miss the strong tier answered; its quality is the graded sample's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -22,6 +26,7 @@ from numpy.typing import NDArray
 from margin.evals.stats import SEED
 from margin.routing.learned.features import FeatureSpec
 from margin.routing.learned.outcomes import outcomes_from_records
+from margin.routing.learned.task_heads import TaskHeadScorer
 from margin.routing.learned.training import TrainingConfig, train_scorer
 from margin.whatif.config import RoutingConfig
 from margin.whatif.traffic import Record, last_user_prompt
@@ -77,6 +82,7 @@ class RoutingProjection:
     confidence: float
     target: float
     groups: _Groups
+    graded_requests: int = 0  # of `rows`, those with grades of both tiers (the rest are scored only)
     # The router alone, without the cache: every graded request (cache hits included) at the same
     # threshold; its quality is that of the curve on the misses, not bootstrapped again.
     alone_saved: Decimal = Decimal(0)
@@ -97,22 +103,31 @@ class RoutingProjection:
 
 
 def project_routing(
-    records: Sequence[Record], rows: Sequence[RoutedRow], groups: _Groups, config: RoutingConfig
+    records: Sequence[Record],
+    rows: Sequence[RoutedRow],
+    groups: _Groups,
+    config: RoutingConfig,
+    unlabelled: Sequence[tuple[int, Decimal, Decimal]] = (),
 ) -> RoutingProjection:
-    scores = _out_of_fold_scores(groups, config.max_train_prompts)
-    order = np.argsort(-scores, kind="stable")
-    boundaries = _tie_boundaries(scores[order])
+    """`unlabelled`: (record position, strong cost, weak cost) of the misses without grades."""
+    labelled, scorer = _out_of_fold_scores(groups, config.max_train_prompts)
+    order = np.argsort(-labelled, kind="stable")
+    boundaries = _tie_boundaries(labelled[order])
     lows = _Bootstrap(groups, order, config)
-    index = _first_feasible(boundaries, lows, config.quality_target)
-    k = boundaries[index]
-    point = _point(k, scores, order, rows, groups, lows)
+    every, scores, keys = _extend(records, rows, groups, labelled, scorer, unlabelled)
+    groups = replace(groups, keys=keys)
+
+    def at(k: int) -> CurvePoint:
+        return _point(k, labelled, order, (every, scores), groups, lows)
+
+    point = at(int(boundaries[_first_feasible(boundaries, lows, config.quality_target)]))
     curve = tuple(
-        _point(boundaries[int(np.searchsorted(boundaries, round(f * len(order))))], scores, order, rows, groups, lows)
+        at(int(boundaries[int(np.searchsorted(boundaries, round(f * len(order))))]))
         for f in np.linspace(0, 1, CURVE_POINTS)
     )
     total = float(groups.weight.sum())
     return RoutingProjection(
-        rows=tuple(rows),
+        rows=tuple(every),
         scores=scores,
         point=point,
         curve=curve,
@@ -121,7 +136,31 @@ def project_routing(
         confidence=config.confidence,
         target=config.quality_target,
         groups=groups,
+        graded_requests=len(rows),
     )
+
+
+def _extend(
+    records: Sequence[Record],
+    rows: Sequence[RoutedRow],
+    groups: _Groups,
+    labelled: Vector,
+    scorer: TaskHeadScorer,
+    unlabelled: Sequence[tuple[int, Decimal, Decimal]],
+) -> tuple[list[RoutedRow], Vector, dict[tuple[str, str], int]]:
+    """The unlabelled misses as rows whose groups follow the labelled ones, scored by the router."""
+    keys = dict(groups.keys)
+    prompts: list[str] = []
+    every = list(rows)
+    for index, strong_cost, weak_cost in unlabelled:
+        record = records[index]
+        prompt = last_user_prompt(record)
+        group = keys.setdefault((record.task, prompt), len(labelled) + len(prompts))
+        if group == len(labelled) + len(prompts):
+            prompts.append(prompt)
+        every.append(RoutedRow(index, group, strong_cost, weak_cost))
+    extra = np.asarray(scorer.score(prompts), dtype=np.float64) if prompts else np.empty(0)
+    return every, np.concatenate((labelled, extra)), keys
 
 
 def group_rows(
@@ -151,7 +190,7 @@ def group_rows(
     return rows, arrays
 
 
-def _out_of_fold_scores(groups: _Groups, max_train: int) -> Vector:
+def _out_of_fold_scores(groups: _Groups, max_train: int) -> tuple[Vector, TaskHeadScorer]:
     """Out-of-fold scores of a seeded sample of at most `max_train` prompts; the rest are scored by
     the router fitted on that sample (which never saw them)."""
     n = len(groups.prompts)
@@ -174,7 +213,7 @@ def _out_of_fold_scores(groups: _Groups, max_train: int) -> Vector:
     if rest.size:
         scores[rest] = result.scorer.score([groups.prompts[i] for i in rest])
     scores[sample] = result.out_of_fold_scores
-    return scores
+    return scores, result.scorer
 
 
 def _tie_boundaries(sorted_scores: Vector) -> NDArray[np.intp]:
@@ -233,18 +272,26 @@ def _first_feasible(boundaries: NDArray[np.intp], lows: _Bootstrap, target: floa
 
 
 def _point(
-    k: int, scores: Vector, order: NDArray[np.intp], rows: Sequence[RoutedRow], groups: _Groups, lows: _Bootstrap
+    k: int,
+    scores: Vector,
+    order: NDArray[np.intp],
+    population: tuple[Sequence[RoutedRow], Vector],
+    groups: _Groups,
+    lows: _Bootstrap,
 ) -> CurvePoint:
+    """Quality on the graded groups (`scores`); cost and share on every row (`population`)."""
     threshold = float(scores[order[k - 1]]) if k > 0 else float("inf")
+    rows, every_score = population
+    to_strong = every_score >= threshold
+    cost = sum((r.strong_cost if to_strong[r.group] else r.weak_cost for r in rows), Decimal(0))
+    weak_requests = sum(1 for r in rows if not to_strong[r.group])
     strong = scores >= threshold
-    cost = sum((r.strong_cost if strong[r.group] else r.weak_cost for r in rows), Decimal(0))
-    weak_requests = float(groups.weight[~strong].sum())
     quality = np.where(strong, groups.strong, groups.weak)
     strong_total = float(groups.weight @ groups.strong)
     ratios = lows.ratios(k)
     tail = (1 - lows.config.confidence) / 2
     return CurvePoint(
-        weak_share=weak_requests / float(groups.weight.sum()),
+        weak_share=weak_requests / len(rows),
         threshold=threshold,
         cost=cost,
         quality_ratio=float(groups.weight @ quality) / strong_total if strong_total > 0 else 1.0,

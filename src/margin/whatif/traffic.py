@@ -50,6 +50,7 @@ class Record:
     usage_estimated: bool
     quality: float | None = None
     tiers: dict[str, TierAnswer] = field(default_factory=dict)
+    answer: str = ""  # the recorded answer's text (the reference live samples are graded against)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ def parse_record(data: Any, line: int) -> Record:
         usage_estimated=estimated,
         quality=_quality(data.get("quality"), "quality"),
         tiers=_tiers(data.get("tiers")),
+        answer=_answer_text(response),
     )
 
 
