@@ -1,5 +1,5 @@
 """Bulk seeding of a ledger for bench/dashboard.py: N rows over the last 90 days, with the rollup
-cells and latency histograms margin's own writer would have stored for them.
+cells and timings (latency and TTFT histograms, generation rate) margin's own writer would have stored for them.
 
 Rows are made one UTC day at a time; each day's rollups are computed by the writer's own function
 (`margin.storage.rollups.rollup_deltas`) and inserted in bulk beside the rows: executemany in one
@@ -23,24 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from margin.storage import open_ledger_store
-from margin.storage.ledger_ops import histogram_params, rollup_params
+from margin.storage.ledger_ops import rollup_params
 from margin.storage.ledger_row import BUDGET_REFUSED, CacheResult, LedgerRow
 from margin.storage.ledger_schema import (
     ATTEMPTS_TABLE,
     COLUMN_NAMES,
-    HISTOGRAM_TABLE,
     ROLLUP_TABLE,
     money_text,
     quantize_money,
     row_values,
 )
-from margin.storage.ledger_sql import HISTOGRAM_KEY, ROLLUP_KEY
+from margin.storage.ledger_sql import ROLLUP_KEY
 from margin.storage.rollups import DAY, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS, rollup_deltas
+from margin.storage.timing import BIN_COLUMNS, TIMING_TABLE, TOTAL_COLUMNS, dense_params
 
 MODELS = (("small", 1), ("small-2", 1), ("mid", 2), ("mid-2", 2), ("large", 3), ("large-2", 3))
 SPAN_DAYS = 90
 ROLLUP_COLUMNS = (*ROLLUP_KEY, *ROLLUP_INT_COLUMNS, *ROLLUP_MONEY_COLUMNS)
-HISTOGRAM_COLUMNS = (*HISTOGRAM_KEY, "n")
+TIMING_COLUMNS = (*ROLLUP_KEY, *TOTAL_COLUMNS, *BIN_COLUMNS)
 
 
 def request_rows(n: int, ts: float, rng: random.Random) -> list[LedgerRow]:
@@ -105,13 +105,13 @@ def seed_sqlite(path: Path, rows: int, now: float) -> int:
     conn.execute("PRAGMA synchronous=OFF")
     stored = 0
     for chunk in days(rows, now):
-        deltas, bins = rollup_deltas(chunk)
+        deltas, timings = rollup_deltas(chunk)
         conn.execute("BEGIN")
         conn.executemany(
             _insert(ATTEMPTS_TABLE, COLUMN_NAMES), [row_values(r, money=money_text, boolean=int) for r in chunk]
         )
         conn.executemany(_insert(ROLLUP_TABLE, ROLLUP_COLUMNS), rollup_params(deltas, money_text))
-        conn.executemany(_insert(HISTOGRAM_TABLE, HISTOGRAM_COLUMNS), histogram_params(bins))
+        conn.executemany(_insert(TIMING_TABLE, TIMING_COLUMNS), dense_params(timings))
         conn.execute("COMMIT")
         stored += len(chunk)
     conn.execute("ANALYZE")
@@ -129,12 +129,12 @@ def seed_postgres(url: str, rows: int, now: float) -> int:
         stored, last = (int(found[0]), float(found[1] or 0)) if found else (0, 0.0)
         conn.commit()
         for chunk in days(rows, now, after=last):
-            deltas, bins = rollup_deltas(chunk)
+            deltas, timings = rollup_deltas(chunk)
             with conn.cursor() as cursor:
                 _copy(cursor, ATTEMPTS_TABLE, COLUMN_NAMES,
                       (row_values(r, money=quantize_money, boolean=bool) for r in chunk))  # fmt: skip
                 _copy(cursor, ROLLUP_TABLE, ROLLUP_COLUMNS, rollup_params(deltas, quantize_money))
-                _copy(cursor, HISTOGRAM_TABLE, HISTOGRAM_COLUMNS, histogram_params(bins))
+                _copy(cursor, TIMING_TABLE, TIMING_COLUMNS, dense_params(timings))
             conn.commit()
             stored += len(chunk)
         conn.autocommit = True

@@ -3,7 +3,7 @@
 Per group (key, team, tag, model, cost_rank, deployment or batch) and in total: spend, requests, attempts,
 tokens, cost per 1,000 requests, cost per successful request (the numerator is every attempt's
 cost, failed and retried ones included), share of requests and of spend, cache hits and the cost
-they saved, latency and TTFT p50/p95/p99 (from the rollups' histograms: within 4.5%), and for tiered
+they saved, latency and TTFT p50/p95/p99 (from the rollups' histograms: within 9.1%), and for tiered
 routing the all-premium counterfactual (what the premium tier would have charged for the same
 answers) and the savings against it (escalations and verifier calls count against them).
 
@@ -27,7 +27,7 @@ from typing import Any
 
 from margin.storage.ledger_row import USAGE_COLUMNS
 from margin.storage.protocols import GroupBy, LedgerStore, ReportRow
-from margin.storage.rollups import merge_histograms, percentile
+from margin.storage.rollups import CACHE_COLUMNS, merge_histograms, percentile
 
 RATIO_QUANTUM = Decimal("1e-12")
 DEFAULT_SINCE = "7d"
@@ -159,6 +159,9 @@ def merge_rows(group: str, rows: Sequence[ReportRow]) -> ReportRow:
         refused_rate_limit=sum(r.refused_rate_limit for r in rows),
         latency_histogram=merge_histograms(r.latency_histogram for r in rows),
         ttft_histogram=merge_histograms(r.ttft_histogram for r in rows),
+        cache={name: sum(r.cache.get(name, 0) for r in rows) for name in CACHE_COLUMNS},
+        generated_tokens=sum(r.generated_tokens for r in rows),
+        generation_us=sum(r.generation_us for r in rows),
     )
 
 

@@ -12,14 +12,16 @@ from margin.storage.ledger_row import COST_COLUMNS, USAGE_COLUMNS
 from margin.storage.ledger_schema import quantize_money
 from margin.storage.protocols import AuditEntry, BucketRow, CostChange, ReportRow
 from margin.storage.rollups import (
+    CACHE_COLUMNS,
+    COUNT_COLUMNS,
     PERIODS,
     ROLLUP_INT_COLUMNS,
-    HistogramKey,
     RollupDelta,
     RollupKey,
     cells_of,
     group_values,
 )
+from margin.storage.timing import NO_TIMINGS, Timings
 
 Money = Callable[[Decimal], Any]
 
@@ -32,27 +34,21 @@ def rollup_params(deltas: Mapping[RollupKey, RollupDelta], money: Money) -> list
     ]
 
 
-def histogram_params(bins: Mapping[HistogramKey, int]) -> list[tuple[Any, ...]]:
-    return [(*key, n) for key, n in sorted(bins.items())]
-
-
 def segment_params(group_by: str, segments: Sequence[tuple[int, int, int]]) -> list[Any]:
-    """Parameters of `LedgerSql.report` and `histogram_report`: the dimension and each segment."""
+    """Parameters of `LedgerSql.report` and `timing_report`: the dimension and each segment."""
     return [value for segment in segments for value in (group_by, *segment)]
 
 
-def report_rows(totals: Iterable[Sequence[Any]], bins: Iterable[Sequence[Any]]) -> list[ReportRow]:
-    """ReportRows from `LedgerSql.report` and `LedgerSql.histogram_report` records."""
-    histograms: dict[tuple[str, str], dict[int, int]] = {}
-    for value, metric, index, n in bins:
-        histograms.setdefault((str(value), str(metric)), {})[int(index)] = int(n)
+def report_rows(totals: Iterable[Sequence[Any]], timings: Mapping[str, Timings]) -> list[ReportRow]:
+    """ReportRows from `LedgerSql.report` records and `timing.timings_by_value` of `timing_report`'s."""
     out = []
-    n_counts = len(ROLLUP_INT_COLUMNS) - len(USAGE_COLUMNS)
+    n_counts = len(COUNT_COLUMNS)
     for record in totals:
         group = str(record[0])
         counts = [int(v or 0) for v in record[1 : 1 + len(ROLLUP_INT_COLUMNS)]]
         cost, saved, routed = (Decimal(str(v if v is not None else 0)) for v in record[1 + len(ROLLUP_INT_COLUMNS) :])
-        attempts, requests, successful, errors, hits, unknown, rejected, by_budget, by_rate = counts[:n_counts]
+        attempts, requests, successful, errors, hits, unknown, rejected, by_budget, by_rate = counts[:9]
+        timing = timings.get(group, NO_TIMINGS)
         out.append(
             ReportRow(
                 group=group,
@@ -69,11 +65,38 @@ def report_rows(totals: Iterable[Sequence[Any]], bins: Iterable[Sequence[Any]]) 
                 rejected=rejected,
                 refused_budget=by_budget,
                 refused_rate_limit=by_rate,
-                latency_histogram=histograms.get((group, "latency"), {}),
-                ttft_histogram=histograms.get((group, "ttft"), {}),
+                cache=dict(zip(CACHE_COLUMNS, counts[9:n_counts], strict=True)),
+                latency_histogram=timing.latency,
+                ttft_histogram=timing.ttft,
+                generated_tokens=timing.generated_tokens,
+                generation_us=timing.generation_us,
             )
         )
     return out
+
+
+def percentile_points(buckets: Iterable[tuple[int, str, Timings]], q: float) -> list[tuple[int, str, str, int]]:
+    """`LedgerStore.bucket_percentiles` from `bucket_timings`: per bucket, group and metric, the bin of
+    the nearest-rank q-quantile."""
+    points = []
+    for start, group, timing in buckets:
+        for metric, histogram in (("latency", timing.latency), ("ttft", timing.ttft)):
+            found = _percentile_bin(histogram, q)
+            if found is not None:
+                points.append((start, group, metric, found))
+    return points
+
+
+def _percentile_bin(histogram: Mapping[int, int], q: float) -> int | None:
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    rank, seen = max(1, math.ceil(q * total)), 0
+    for index in sorted(histogram):
+        seen += histogram[index]
+        if seen >= rank:
+            return index
+    return max(histogram)
 
 
 def bucket_params(since: float, until: float, group_by: str, period_s: int) -> tuple[Any, ...]:
@@ -104,7 +127,7 @@ def bucket_spend_rows(records: Iterable[Sequence[Any]]) -> list[tuple[int, str |
 
 def bucket_rows(records: Iterable[Sequence[Any]], period_s: int) -> list[BucketRow]:
     """BucketRows from `LedgerSql.bucket_report` records (bucket_start, value, sums...)."""
-    return [BucketRow(int(record[0]), period_s, report_rows([record[1:]], ())[0]) for record in records]
+    return [BucketRow(int(record[0]), period_s, report_rows([record[1:]], {})[0]) for record in records]
 
 
 def cost_change_params(change: CostChange, money: Money, boolean: Callable[[bool], Any]) -> tuple[Any, ...]:

@@ -19,7 +19,6 @@ MONEY_QUANTUM = Decimal("1e-12")
 MONEY_COLUMNS = (*COST_COLUMNS, "cost_total", "saved_cost", "routing_savings")
 ATTEMPTS_TABLE = "ledger_attempts"
 ROLLUP_TABLE = "ledger_rollup"
-HISTOGRAM_TABLE = "ledger_latency_rollup"
 AUDIT_TABLE = "ledger_audit"
 
 ColumnKind = Literal["plain", "money", "bool", "tags", "extra"]

@@ -12,18 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from margin.storage.ledger_row import COST_COLUMNS
-from margin.storage.ledger_schema import (
-    ATTEMPTS_TABLE,
-    AUDIT_TABLE,
-    COLUMN_NAMES,
-    HISTOGRAM_TABLE,
-    ROLLUP_TABLE,
-)
+from margin.storage.ledger_schema import ATTEMPTS_TABLE, AUDIT_TABLE, COLUMN_NAMES, ROLLUP_TABLE
 from margin.storage.request_log import RequestQuery
 from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS
+from margin.storage.timing import BIN_COLUMNS, TIMING_TABLE, TOTAL_COLUMNS
 
 ROLLUP_KEY = ("period_s", "bucket_start", "dimension", "value")
-HISTOGRAM_KEY = (*ROLLUP_KEY, "metric", "bin")
 REPRICE_READ_COLUMNS = (
     "attempt_id", "ts", "key_id", "team", "tags", "model", "tier", "deployment", "cost_total", "routing_savings",
 )  # fmt: skip
@@ -73,11 +67,15 @@ class LedgerSql:
             f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {', '.join(counts + money)}"
         )
 
-    def histogram_upsert(self, column_types: Sequence[str] | None = None) -> str:
-        columns = (*HISTOGRAM_KEY, "n")
+    def timing_upsert(self, bins: Sequence[str] = BIN_COLUMNS, column_types: Sequence[str] | None = None) -> str:
+        """Add to a cell's timings; `bins`: the bin columns given (a NULL one leaves the stored count)."""
+        columns = (*ROLLUP_KEY, *TOTAL_COLUMNS, *bins)
+        t = TIMING_TABLE
+        sets = [f"{c} = {t}.{c} + excluded.{c}" for c in TOTAL_COLUMNS]
+        sets += [f"{c} = COALESCE({t}.{c} + excluded.{c}, {t}.{c}, excluded.{c})" for c in bins]
         return (
-            f"INSERT INTO {HISTOGRAM_TABLE} ({', '.join(columns)}) {self._source(len(columns), column_types)} "
-            f"ON CONFLICT ({', '.join(HISTOGRAM_KEY)}) DO UPDATE SET n = {HISTOGRAM_TABLE}.n + excluded.n"
+            f"INSERT INTO {t} ({', '.join(columns)}) {self._source(len(columns), column_types)} "
+            f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {', '.join(sets)}"
         )
 
     def _cells(self, table: str, columns: Sequence[str], segments: int) -> str:
@@ -122,23 +120,22 @@ class LedgerSql:
             "GROUP BY bucket_start, label ORDER BY bucket_start"
         )
 
-    def bucket_percentiles(self) -> str:
-        """Per bucket, value and metric, the histogram bin holding the nearest-rank q-quantile (the
-        first bin whose running count reaches q x the total), computed by the database: one row per
-        (bucket, value, metric) however many bins are filled. Parameters: `bucket_params` and q."""
+    def bucket_timings(self) -> str:
+        """Every timing cell of one dimension and period whose bucket starts in [since, until): one row
+        per (bucket, value), however many ledger rows it summed. Parameters: `bucket_params`."""
         p = self.param
-        part = "PARTITION BY bucket_start, value, metric"
         return (
-            "SELECT bucket_start, value, metric, MIN(bin) FROM ("
-            f"SELECT bucket_start, value, metric, bin, SUM(n) OVER ({part} ORDER BY bin ROWS UNBOUNDED PRECEDING) "
-            f"AS seen, SUM(n) OVER ({part}) AS total FROM {HISTOGRAM_TABLE} "
-            f"WHERE dimension = {p} AND period_s = {p} AND bucket_start >= {p} AND bucket_start < {p}"
-            f") AS ranked WHERE seen >= {p} * total GROUP BY bucket_start, value, metric ORDER BY bucket_start, value"
+            f"SELECT bucket_start, value, {', '.join((*TOTAL_COLUMNS, *BIN_COLUMNS))} FROM {TIMING_TABLE} "
+            f"WHERE dimension = {p} AND period_s = {p} AND bucket_start >= {p} AND bucket_start < {p} "
+            "ORDER BY bucket_start, value"
         )
 
-    def histogram_report(self, segments: int) -> str:
-        cells = self._cells(HISTOGRAM_TABLE, ("value", "metric", "bin", "n"), segments)
-        return f"SELECT value, metric, bin, SUM(n) FROM ({cells}) AS cells GROUP BY value, metric, bin"
+    def timing_report(self, segments: int) -> str:
+        """Timings per value over the segments, summed by the database: one row per value."""
+        columns = (*TOTAL_COLUMNS, *BIN_COLUMNS)
+        cells = self._cells(TIMING_TABLE, ("value", *columns), segments)
+        sums = ", ".join(f"SUM({c})" for c in columns)
+        return f"SELECT value, {sums} FROM ({cells}) AS cells GROUP BY value"
 
     def page(self) -> str:
         p = self.param

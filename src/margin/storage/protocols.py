@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from margin.storage.ledger_row import LedgerRow
 from margin.storage.request_log import RequestQuery
+
+if TYPE_CHECKING:  # timing imports rollups, which imports this module
+    from margin.storage.timing import Timings
 
 GroupBy = Literal["key", "team", "tag", "model", "tier", "deployment"]
 GROUP_BY_CHOICES: tuple[GroupBy, ...] = ("key", "team", "tag", "model", "tier", "deployment")
@@ -33,7 +36,9 @@ class ReportRow:
 
     `requests` counts rows with attempt_index 0 (one per request, cache hits included);
     `successful` counts final rows with status ok. Histograms map a latency bin (see
-    `margin.storage.rollups.latency_bin`) to the number of attempts that fell in it.
+    `margin.storage.rollups.latency_bin`) to the number of attempts that fell in it. `cache` counts
+    requests by what their cache lookup found (`rollups.CACHE_COLUMNS`: hits by kind, misses,
+    bypasses by reason); `generated_tokens` over `generation_us` is the measured generation rate.
     """
 
     group: str
@@ -52,6 +57,9 @@ class ReportRow:
     rejected: int = 0  # answers a cascade checked and did not send (it escalated)
     refused_budget: int = 0  # requests a budget refused (402): in `requests`, never in `attempts`
     refused_rate_limit: int = 0  # requests a rate or concurrency limit refused (429)
+    cache: Mapping[str, int] = field(default_factory=dict)
+    generated_tokens: int = 0  # output tokens of attempts that measured a generation rate
+    generation_us: int = 0  # the microseconds those attempts spent generating them
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +163,14 @@ class LedgerStore(Protocol):
         """Per bucket (as `bucket_report` chooses them), group and metric ("latency" | "ttft"), the
         histogram bin of the nearest-rank q-quantile (`rollups.percentile`'s, computed by the store):
         (bucket_start, group, metric, bin), one row per series point."""
+        ...
+
+    async def bucket_timings(
+        self, since: float, until: float, group_by: GroupBy, period_s: int
+    ) -> list[tuple[int, str, Timings]]:
+        """Per bucket (as `bucket_report` chooses them) and group, its timings: latency and TTFT
+        histograms and the generation rate's sums; (bucket_start, group, timings) in that order, one
+        stored cell each."""
         ...
 
     async def request_rows(self, request_id: str) -> list[LedgerRow]:

@@ -2,8 +2,14 @@
 histograms, computed from a batch of rows in Python and upserted by the backends in the same
 transaction as the rows. Pure functions, no driver.
 
-Latency and TTFT go into log-spaced bins, eight per doubling: a percentile read back from a
-histogram is the bin's geometric midpoint, within 4.5% of the exact value.
+Latency and TTFT go into log-spaced bins with fixed boundaries, four per doubling of milliseconds
+from 0.125 ms to 2^20 ms (17.5 min; a time outside falls in the first or last bin): a percentile read
+back from a histogram is the bin's geometric midpoint, within 9% of the exact value. Each cell keeps
+its bins as fixed columns beside the tokens generated and the time spent generating them
+(`margin.storage.timing`), so a read costs the same per cell however many rows the cell holds.
+
+Each cell also counts cache hits by kind, misses and bypasses by reason (per request; a bypass's
+reason is the `cache_bypass` entry of its rows' `extra`).
 """
 
 from __future__ import annotations
@@ -19,21 +25,29 @@ from margin.storage.protocols import GROUP_BY_CHOICES, GroupBy
 MINUTE, HOUR, DAY = 60, 3600, 86400
 PERIODS = (MINUTE, HOUR, DAY)
 NO_VALUE = "(none)"
-BINS_PER_DOUBLING = 8
+BINS_PER_DOUBLING = 4
+FIRST_BIN = -3 * BINS_PER_DOUBLING  # [0.125 ms, 0.149 ms); anything faster counts here
+N_BINS = 23 * BINS_PER_DOUBLING  # the last, from 2^(79/4) ms, takes anything slower
 _SMALLEST_MS = 0.01
 CACHE_HITS = frozenset({"exact", "semantic", "coalesced"})
+BYPASS_REASONS = ("disabled", "sampled", "media")  # margin.pipeline.cache's; any other counts as "other"
+CACHE_COLUMNS = (
+    "hits_exact", "hits_semantic", "hits_coalesced", "cache_misses",
+    *(f"bypass_{reason}" for reason in (*BYPASS_REASONS, "other")),
+)  # fmt: skip
 # rejected: answers produced but not sent (a cascade checked and escalated them); refused_*: requests
 # margin's own limits refused (402 budget, 429 rate or concurrency), counted in `requests` too, never
 # as attempts (no upstream call) nor in the latency histograms.
 COUNT_COLUMNS = (
     "attempts", "requests", "successful", "error_attempts", "cache_hits", "price_unknown", "rejected",
-    "refused_budget", "refused_rate_limit",
+    "refused_budget", "refused_rate_limit", *CACHE_COLUMNS,
 )  # fmt: skip
 ROLLUP_INT_COLUMNS = (*COUNT_COLUMNS, *USAGE_COLUMNS)
+_CACHE_AT = {name: COUNT_COLUMNS.index(name) for name in CACHE_COLUMNS}
+_FIRST_USAGE = len(COUNT_COLUMNS)
 ROLLUP_MONEY_COLUMNS = ("cost_total", "saved_cost", "routing_savings")
 
 RollupKey = tuple[int, int, str, str]  # period_s, bucket_start, dimension, value
-HistogramKey = tuple[int, int, str, str, str, int]  # ... metric ("latency" | "ttft"), bin
 
 
 @dataclass(slots=True)
@@ -58,8 +72,14 @@ class RollupDelta:
             refused and row.error_class == BUDGET_REFUSED,
             refused and row.error_class == RATE_LIMIT_REFUSED,
         )
-        for i, value in enumerate((*flags, *(getattr(row, c) for c in USAGE_COLUMNS))):
-            self.counts[i] += int(value)
+        counts = self.counts
+        for i, value in enumerate(flags):
+            counts[i] += int(value)
+        for i, column in enumerate(USAGE_COLUMNS, _FIRST_USAGE):
+            counts[i] += getattr(row, column)
+        cache = _cache_column(row)
+        if cache is not None:
+            self.counts[_CACHE_AT[cache]] += 1
         self.cost_total += row.cost_total
         self.saved_cost += row.saved_cost
         self.routing_savings += row.routing_savings
@@ -69,6 +89,20 @@ class RollupDelta:
         self.cost_total += other.cost_total
         self.saved_cost += other.saved_cost
         self.routing_savings += other.routing_savings
+
+
+def _cache_column(row: LedgerRow) -> str | None:
+    """What the request's cache lookup found, counted once per request (on its first row)."""
+    if row.cache_result in CACHE_HITS:
+        return f"hits_{row.cache_result}"
+    if row.attempt_index != 0 or row.status == "refused":
+        return None
+    if row.cache_result == "miss":
+        return "cache_misses"
+    reason = row.extra.get("cache_bypass")
+    if reason is None:
+        return None
+    return f"bypass_{reason}" if reason in BYPASS_REASONS else "bypass_other"
 
 
 def dimension_values(row: LedgerRow) -> dict[GroupBy, tuple[str, ...]]:
@@ -100,40 +134,70 @@ def cells_of(ts: float, values: Mapping[GroupBy, tuple[str, ...]]) -> list[Rollu
 
 
 def latency_bin(ms: float) -> int:
-    return math.floor(math.log2(max(ms, _SMALLEST_MS)) * BINS_PER_DOUBLING)
+    found = math.floor(math.log2(max(ms, _SMALLEST_MS)) * BINS_PER_DOUBLING)
+    return min(max(found, FIRST_BIN), FIRST_BIN + N_BINS - 1)
 
 
 def bin_midpoint(index: int) -> float:
     return float(2 ** ((index + 0.5) / BINS_PER_DOUBLING))
 
 
+@dataclass(slots=True)
+class TimingDelta:
+    """What a set of rows adds to one cell's timings: latency and TTFT bins (`latency_bin`), and the
+    output tokens of rows that measured a generation rate with the time that generation took."""
+
+    latency: dict[int, int] = field(default_factory=dict)
+    ttft: dict[int, int] = field(default_factory=dict)
+    generated_tokens: int = 0
+    generation_us: int = 0
+
+    def add_row(self, row: LedgerRow) -> None:
+        if row.status == "refused":
+            return  # answered by margin alone in microseconds: not an upstream latency
+        index = latency_bin(row.latency_ms)
+        self.latency[index] = self.latency.get(index, 0) + 1
+        if row.ttft_ms is not None:
+            index = latency_bin(row.ttft_ms)
+            self.ttft[index] = self.ttft.get(index, 0) + 1
+        tokens = row.output + row.output_reasoning + row.output_audio
+        if row.tokens_per_s and tokens > 0:
+            self.generated_tokens += tokens
+            self.generation_us += round(tokens / row.tokens_per_s * 1e6)
+
+    def add(self, other: TimingDelta) -> None:
+        for mine, theirs in ((self.latency, other.latency), (self.ttft, other.ttft)):
+            for index, n in theirs.items():
+                mine[index] = mine.get(index, 0) + n
+        self.generated_tokens += other.generated_tokens
+        self.generation_us += other.generation_us
+
+    def __bool__(self) -> bool:
+        return bool(self.latency or self.ttft or self.generated_tokens)
+
+
 # Rows with the same minute and the same group values land in the same cells: sum them first.
 _Signature = tuple[int, str, str, tuple[str, ...], str, int | None, str]
 
 
-def rollup_deltas(rows: Iterable[LedgerRow]) -> tuple[dict[RollupKey, RollupDelta], dict[HistogramKey, int]]:
-    """Sum rows into rollup cells and histogram bins (sorted later, so upserts lock in one order)."""
-    by_signature: dict[_Signature, tuple[RollupDelta, dict[tuple[str, int], int]]] = {}
+def rollup_deltas(rows: Iterable[LedgerRow]) -> tuple[dict[RollupKey, RollupDelta], dict[RollupKey, TimingDelta]]:
+    """Sum rows into rollup cells and their timings (sorted later, so upserts lock in one order);
+    a cell only refused requests reached has no timings."""
+    by_signature: dict[_Signature, tuple[RollupDelta, TimingDelta]] = {}
     for row in rows:
         minute = int(row.ts // MINUTE) * MINUTE
         signature = (minute, row.key_id, row.team, row.tags, row.model, row.tier, row.deployment)
-        delta, timings = by_signature.setdefault(signature, (RollupDelta(), {}))
+        delta, timing = by_signature.setdefault(signature, (RollupDelta(), TimingDelta()))
         delta.add_row(row)
-        if row.status == "refused":
-            continue  # answered by margin alone in microseconds: not an upstream latency
-        for metric, ms in (("latency", row.latency_ms), ("ttft", row.ttft_ms)):
-            if ms is not None:
-                timing = (metric, latency_bin(ms))
-                timings[timing] = timings.get(timing, 0) + 1
+        timing.add_row(row)
     deltas: dict[RollupKey, RollupDelta] = {}
-    bins: dict[HistogramKey, int] = {}
-    for (minute, key_id, team, tags, model, tier, deployment), (delta, timings) in by_signature.items():
+    timings: dict[RollupKey, TimingDelta] = {}
+    for (minute, key_id, team, tags, model, tier, deployment), (delta, timing) in by_signature.items():
         for cell in cells_of(minute, group_values(key_id, team, tags, model, tier, deployment)):
             deltas.setdefault(cell, RollupDelta()).add(delta)
-            for (metric, index), n in timings.items():
-                key = (*cell, metric, index)
-                bins[key] = bins.get(key, 0) + n
-    return deltas, bins
+            if timing:
+                timings.setdefault(cell, TimingDelta()).add(timing)
+    return deltas, timings
 
 
 def percentile(histogram: Mapping[int, int], q: float) -> float | None:

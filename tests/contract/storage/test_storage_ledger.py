@@ -273,10 +273,10 @@ async def test_report_numbers_on_a_hand_built_ledger(store: LedgerStore) -> None
     assert tiers["2"].spend_share == pytest.approx(12 / 13)
     assert tiers["2"].cost_per_successful_request == D("0.012")
     assert tiers["1"].cost_per_1k_requests == D("0.5")
-    # percentiles from histograms: within 4.5% of the nearest-rank value
-    assert total.latency_ms.p50 == pytest.approx(300, rel=0.045)
-    assert total.latency_ms.p99 == pytest.approx(1000, rel=0.045)
-    assert tiers["1"].ttft_ms.p95 == pytest.approx(20, rel=0.045)
+    # percentiles from histograms (4 bins per doubling): within 9.1% of the nearest-rank value
+    assert total.latency_ms.p50 == pytest.approx(300, rel=0.091)
+    assert total.latency_ms.p99 == pytest.approx(1000, rel=0.091)
+    assert tiers["1"].ttft_ms.p95 == pytest.approx(20, rel=0.091)
 
 
 async def test_reprice_updates_rows_rollups_and_audit(store: LedgerStore) -> None:
@@ -431,3 +431,30 @@ async def test_bucket_percentiles_are_the_raw_rows_nearest_rank_bins(store: Ledg
                         expected[(start, group, metric)] = percentile(histogram, q)
         assert {(s, g, m): bin_midpoint(b) for s, g, m, b in found} == expected and len(expected) > 40
         assert [(s, g) for s, g, _, _ in found] == sorted((s, g) for s, g, _, _ in found)
+
+
+async def test_cells_count_cache_outcomes_and_the_generation_rate(store: LedgerStore) -> None:
+    """Issue 21: hits by kind, misses and bypasses by reason (once per request), and tokens/s as the
+    output tokens of rows that measured a rate over the time they spent generating them."""
+    rows = [
+        make_row(1, cache_result="exact", tokens_per_s=None, output=0),
+        make_row(2, cache_result="semantic", tokens_per_s=None, output=0),
+        make_row(3, cache_result="coalesced", tokens_per_s=None, output=0),
+        make_row(4, cache_result="miss", output=100, tokens_per_s=50.0),  # 2 s generating
+        make_row(5, extra={"cache_bypass": "sampled"}, output=300, output_reasoning=100, tokens_per_s=200.0),
+        make_row(6, extra={"cache_bypass": "sampled"}, attempt_id="req-6:1", attempt_index=1, output=0),
+        make_row(7, extra={"cache_bypass": "media"}, status="error", tokens_per_s=None, output=0),
+        make_row(8, extra={"cache_bypass": "something-new"}, output=0, tokens_per_s=None),
+        make_row(9, extra={"cache_bypass": "disabled"}, status="refused", tokens_per_s=None, output=0),
+    ]
+    await store.write(rows)
+    for lo, hi in ((DAY0, DAY0 + DAY), (DAY0 + 10 * HOUR, DAY0 + 10 * HOUR + 60)):  # a day cell, minute cells
+        [total] = await store.spend_report(lo, hi, "team")
+        assert dict(total.cache) == {
+            "hits_exact": 1, "hits_semantic": 1, "hits_coalesced": 1, "cache_misses": 1,
+            "bypass_disabled": 0, "bypass_sampled": 1, "bypass_media": 1, "bypass_other": 1,
+        }  # fmt: skip
+        assert (total.generated_tokens, total.generation_us) == (500, 4_000_000)
+    [(start, group, timings)] = await store.bucket_timings(DAY0, DAY0 + DAY, "deployment", 3600)
+    assert (start, group, timings.tokens_per_s) == (DAY0 + 10 * HOUR, "small", 125.0)
+    assert sum(timings.latency.values()) == 8  # every row but the refusal

@@ -64,7 +64,7 @@ def test_histogram_percentiles_are_within_the_bin_error() -> None:
     for value in samples:
         histogram[latency_bin(value)] = histogram.get(latency_bin(value), 0) + 1
     for q, exact in ((0.5, 500), (0.95, 950), (0.99, 990)):
-        assert percentile(histogram, q) == pytest.approx(exact, rel=0.045)
+        assert percentile(histogram, q) == pytest.approx(exact, rel=0.091)
     assert percentile({}, 0.5) is None
 
 

@@ -3,7 +3,7 @@ a failure. Same schema and statements as SQLite; money is NUMERIC, so SQL arithm
 
 A write is one transaction of three statements, each taking the whole batch as column arrays
 (`INSERT ... SELECT * FROM unnest(...)`): the rows, `ON CONFLICT (attempt_id) DO NOTHING RETURNING
-attempt_id`; then the rollup and histogram upserts for exactly the rows inserted, in key order so
+attempt_id`; then the rollup and timing upserts for exactly the rows inserted, in key order so
 that replicas writing the same cells lock them in the same order.
 """
 
@@ -25,7 +25,7 @@ from margin.storage.ledger_ops import (
     bucket_spend_params,
     bucket_spend_rows,
     cost_change_params,
-    histogram_params,
+    percentile_points,
     report_rows,
     reprice_deltas,
     rollup_params,
@@ -36,7 +36,6 @@ from margin.storage.ledger_row import USAGE_COLUMNS, LedgerRow
 from margin.storage.ledger_schema import (
     COLUMN_KINDS,
     COLUMN_NAMES,
-    HISTOGRAM_TABLE,
     ROLLUP_TABLE,
     quantize_money,
     row_from_values,
@@ -47,6 +46,15 @@ from margin.storage.postgres.session import Connection, PgSession
 from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow
 from margin.storage.request_log import RequestQuery
 from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS, rollup_deltas, rollup_segments
+from margin.storage.timing import (
+    BIN_COLUMNS,
+    TIMING_TABLE,
+    TOTAL_COLUMNS,
+    Timings,
+    dense_params,
+    timing_buckets,
+    timings_by_value,
+)
 
 SQL = LedgerSql(param="%s", money_add="{a} + {b}", money_sum="SUM", row_id="ctid")
 _KEY_TYPES = ("integer", "bigint", "text", "text")
@@ -67,7 +75,7 @@ INSERT_ROWS = SQL.insert_rows(
 ROLLUP_UPSERT = SQL.rollup_upsert(
     (*_KEY_TYPES, *["bigint"] * len(ROLLUP_INT_COLUMNS), *["numeric"] * len(ROLLUP_MONEY_COLUMNS))
 )
-HISTOGRAM_UPSERT = SQL.histogram_upsert((*_KEY_TYPES, "text", "integer", "bigint"))
+TIMING_UPSERT = SQL.timing_upsert(BIN_COLUMNS, (*_KEY_TYPES, *["bigint"] * (len(TOTAL_COLUMNS) + len(BIN_COLUMNS))))
 
 
 def _same_bool(value: bool) -> bool:
@@ -124,9 +132,9 @@ class PostgresLedgerStore:
             fresh = [row for row in unique if row.attempt_id in inserted]
             if not fresh:
                 return
-            deltas, bins = rollup_deltas(fresh)
+            deltas, timings = rollup_deltas(fresh)
             await _upsert(cursor, ROLLUP_UPSERT, rollup_params(deltas, quantize_money))
-            await _upsert(cursor, HISTOGRAM_UPSERT, histogram_params(bins))
+            await _upsert(cursor, TIMING_UPSERT, dense_params(timings))
 
     async def update_costs(self, changes: Sequence[CostChange]) -> None:
         latest = list({change.attempt_id: change for change in changes}.values())
@@ -159,7 +167,7 @@ class PostgresLedgerStore:
             if n < batch_size:
                 break
         first_kept_minute = int(before // MINUTE) * MINUTE
-        for table in (ROLLUP_TABLE, HISTOGRAM_TABLE):
+        for table in (ROLLUP_TABLE, TIMING_TABLE):
             while await self._delete(SQL.prune_minutes(table), (first_kept_minute, batch_size)) >= batch_size:
                 pass
         return deleted
@@ -191,13 +199,13 @@ class PostgresLedgerStore:
         if not segments:
             return []
         params = segment_params(group_by, segments)
-        bins: list[Any] = []
+        timings: list[Any] = []
         async with self._session() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             totals = await (await conn.execute(SQL.report(len(segments)), params)).fetchall()
             if histograms:
-                bins = await (await conn.execute(SQL.histogram_report(len(segments)), params)).fetchall()
-        return report_rows(totals, bins)
+                timings = await (await conn.execute(SQL.timing_report(len(segments)), params)).fetchall()
+        return report_rows(totals, timings_by_value(timings))
 
     async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:
         params = bucket_params(since, until, group_by, period_s)
@@ -225,10 +233,15 @@ class PostgresLedgerStore:
     async def bucket_percentiles(
         self, since: float, until: float, group_by: GroupBy, period_s: int, q: float
     ) -> list[tuple[int, str, str, int]]:
-        params = (*bucket_params(since, until, group_by, period_s), q)
+        return percentile_points(await self.bucket_timings(since, until, group_by, period_s), q)
+
+    async def bucket_timings(
+        self, since: float, until: float, group_by: GroupBy, period_s: int
+    ) -> list[tuple[int, str, Timings]]:
+        params = bucket_params(since, until, group_by, period_s)
         async with self._session() as conn:
-            records = await (await conn.execute(SQL.bucket_percentiles(), params)).fetchall()
-        return [(int(start), str(value), str(metric), int(index)) for start, value, metric, index in records]
+            records = await (await conn.execute(SQL.bucket_timings(), params)).fetchall()
+        return timing_buckets(records)
 
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         async with self._session() as conn:

@@ -24,7 +24,7 @@ from margin.storage.ledger_ops import (
     bucket_spend_params,
     bucket_spend_rows,
     cost_change_params,
-    histogram_params,
+    percentile_points,
     report_rows,
     reprice_deltas,
     rollup_params,
@@ -32,13 +32,14 @@ from margin.storage.ledger_ops import (
     spend_included,
 )
 from margin.storage.ledger_row import LedgerRow
-from margin.storage.ledger_schema import HISTOGRAM_TABLE, ROLLUP_TABLE, money_text, row_from_values, row_values
+from margin.storage.ledger_schema import ROLLUP_TABLE, money_text, row_from_values, row_values
 from margin.storage.ledger_sql import LedgerSql
 from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow, StorageError
 from margin.storage.request_log import RequestQuery
 from margin.storage.rollups import MINUTE, rollup_deltas, rollup_segments
 from margin.storage.sqlite.functions import MONEY_ADD, MONEY_SUM, register_money_functions
 from margin.storage.sqlite.transactions import apply_migrations, transaction
+from margin.storage.timing import TIMING_TABLE, Timings, sparse_params, timing_buckets, timings_by_value
 
 SQL = LedgerSql(param="?", money_add=MONEY_ADD, money_sum=MONEY_SUM, row_id="rowid")
 MEMORY = ":memory:"
@@ -103,9 +104,10 @@ class SqliteLedgerStore:
             conn.executemany(
                 SQL.insert_rows(returning=False), [row_values(r, money=money_text, boolean=int) for r in fresh]
             )
-            deltas, bins = rollup_deltas(fresh)
+            deltas, timings = rollup_deltas(fresh)
             conn.executemany(SQL.rollup_upsert(), rollup_params(deltas, money_text))
-            conn.executemany(SQL.histogram_upsert(), histogram_params(bins))
+            for bins, params in sparse_params(timings).items():
+                conn.executemany(SQL.timing_upsert(bins), params)
 
     @staticmethod
     def _not_stored(conn: sqlite3.Connection, rows: list[LedgerRow]) -> list[LedgerRow]:
@@ -147,7 +149,7 @@ class SqliteLedgerStore:
             if n < batch_size:
                 break
         first_kept_minute = int(before // MINUTE) * MINUTE
-        for table in (ROLLUP_TABLE, HISTOGRAM_TABLE):
+        for table in (ROLLUP_TABLE, TIMING_TABLE):
             params = (first_kept_minute, batch_size)
             while await self._call(self._execute, SQL.prune_minutes(table), params) >= batch_size:
                 pass
@@ -186,10 +188,10 @@ class SqliteLedgerStore:
     def _report(self, group_by: GroupBy, segments: list[tuple[int, int, int]], histograms: bool) -> list[ReportRow]:
         conn = self._connection()
         params = segment_params(group_by, segments)
-        with transaction(conn, "BEGIN"):  # one snapshot for totals and histograms
+        with transaction(conn, "BEGIN"):  # one snapshot for totals and timings
             totals = conn.execute(SQL.report(len(segments)), params).fetchall()
-            bins = conn.execute(SQL.histogram_report(len(segments)), params).fetchall() if histograms else []
-        return report_rows(totals, bins)
+            timings = conn.execute(SQL.timing_report(len(segments)), params).fetchall() if histograms else []
+        return report_rows(totals, timings_by_value(timings))
 
     async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:
         params = bucket_params(since, until, group_by, period_s)
@@ -216,9 +218,13 @@ class SqliteLedgerStore:
     async def bucket_percentiles(
         self, since: float, until: float, group_by: GroupBy, period_s: int, q: float
     ) -> list[tuple[int, str, str, int]]:
-        params = (*bucket_params(since, until, group_by, period_s), q)
-        records = await self._call(self._fetch_all, SQL.bucket_percentiles(), params)
-        return [(int(start), str(value), str(metric), int(index)) for start, value, metric, index in records]
+        return percentile_points(await self.bucket_timings(since, until, group_by, period_s), q)
+
+    async def bucket_timings(
+        self, since: float, until: float, group_by: GroupBy, period_s: int
+    ) -> list[tuple[int, str, Timings]]:
+        params = bucket_params(since, until, group_by, period_s)
+        return timing_buckets(await self._call(self._fetch_all, SQL.bucket_timings(), params))
 
     async def request_rows(self, request_id: str) -> list[LedgerRow]:
         records = await self._call(self._fetch_all, SQL.request_rows(), (request_id,))

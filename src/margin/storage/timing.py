@@ -1,0 +1,92 @@
+"""The timing rollups' layout (`ledger_timing_rollup`): per rollup cell, the latency and TTFT bins of
+`margin.storage.rollups.latency_bin` as one column each (NULL where no attempt fell), and the output
+tokens of rows that measured a generation rate with the microseconds that generation took.
+
+A cell's histograms are a fixed set of columns, so reading a window costs the same per cell however
+many ledger rows the cell summed (the database sums the columns of the window's cells); no page
+reads one row per filled bin. Driver-free: statements live in `ledger_sql`, values are shaped here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from margin.storage.rollups import FIRST_BIN, N_BINS, RollupKey, TimingDelta
+
+TIMING_TABLE = "ledger_timing_rollup"
+METRICS = ("latency", "ttft")
+TOTAL_COLUMNS = ("generated_tokens", "generation_us")
+BIN_COLUMNS = tuple(f"{metric}_{i:02d}" for metric in METRICS for i in range(N_BINS))
+
+
+def bin_column(metric: str, index: int) -> str:
+    """The column of bin `index` (a `latency_bin` value) of `metric`."""
+    return f"{metric}_{index - FIRST_BIN:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """One group's timings over a window or a bucket."""
+
+    latency: Mapping[int, int]
+    ttft: Mapping[int, int]
+    generated_tokens: int = 0
+    generation_us: int = 0
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Output tokens over the time spent generating them (rows that measured it)."""
+        return self.generated_tokens / (self.generation_us / 1e6) if self.generation_us > 0 else None
+
+
+NO_TIMINGS = Timings({}, {})
+
+
+def _cells(delta: TimingDelta) -> dict[str, int]:
+    return {
+        **{bin_column("latency", index): n for index, n in delta.latency.items()},
+        **{bin_column("ttft", index): n for index, n in delta.ttft.items()},
+    }
+
+
+def sparse_params(timings: Mapping[RollupKey, TimingDelta]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Upsert parameters grouped by the bin columns a cell fills (one statement per group, each
+    binding only its columns: SQLite, whose single writer needs no lock order)."""
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for key, delta in sorted(timings.items()):
+        filled = _cells(delta)
+        columns = tuple(sorted(filled))
+        groups.setdefault(columns, []).append(
+            (*key, delta.generated_tokens, delta.generation_us, *(filled[c] for c in columns))
+        )
+    return groups
+
+
+def dense_params(timings: Mapping[RollupKey, TimingDelta]) -> list[tuple[Any, ...]]:
+    """Upsert parameters of every bin column (NULL where empty), in key order, so concurrent writers
+    lock cells in the same order (PostgreSQL)."""
+    out = []
+    for key, delta in sorted(timings.items()):
+        filled = _cells(delta)
+        out.append((*key, delta.generated_tokens, delta.generation_us, *(filled.get(c) for c in BIN_COLUMNS)))
+    return out
+
+
+def timings_of(values: Sequence[Any]) -> Timings:
+    """Timings from `generated_tokens, generation_us, <BIN_COLUMNS>` values (sums over cells)."""
+    bins = values[2:]
+    latency = {FIRST_BIN + i: int(n) for i, n in enumerate(bins[:N_BINS]) if n}
+    ttft = {FIRST_BIN + i: int(n) for i, n in enumerate(bins[N_BINS:]) if n}
+    return Timings(latency, ttft, int(values[0] or 0), int(values[1] or 0))
+
+
+def timings_by_value(records: Iterable[Sequence[Any]]) -> dict[str, Timings]:
+    """`LedgerSql.timing_report` records (value, totals..., bins...) by value."""
+    return {str(record[0]): timings_of(record[1:]) for record in records}
+
+
+def timing_buckets(records: Iterable[Sequence[Any]]) -> list[tuple[int, str, Timings]]:
+    """`LedgerSql.bucket_timings` records (bucket_start, value, totals..., bins...)."""
+    return [(int(record[0]), str(record[1]), timings_of(record[2:])) for record in records]
