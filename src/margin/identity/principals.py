@@ -31,6 +31,7 @@ def principal_of(record: KeyRecord) -> Principal:
 PURPOSES: dict[str, tuple[str, Literal["interactive", "batch"]]] = {
     "eval": ("eval", "batch"),
     "whatif": ("whatif", "batch"),
+    "tuning": ("tuning", "batch"),  # a distillation dataset's teacher calls (docs/tuning.md)
 }
 
 
