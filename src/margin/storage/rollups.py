@@ -8,8 +8,8 @@ back from a histogram is the bin's geometric midpoint, within 9% of the exact va
 its bins as fixed columns beside the tokens generated and the time spent generating them
 (`margin.storage.timing`), so a read costs the same per cell however many rows the cell holds.
 
-Each cell also counts cache hits by kind, misses and bypasses by reason (per request; a bypass's
-reason is the `cache_bypass` entry of its rows' `extra`).
+Each cell also counts requests by what their cache lookup found: hits by kind, misses, bypasses by
+reason (from the request's rows: `cache_result`, and the `cache` entry its last row's `extra` has).
 """
 
 from __future__ import annotations
@@ -92,16 +92,19 @@ class RollupDelta:
 
 
 def _cache_column(row: LedgerRow) -> str | None:
-    """What the request's cache lookup found, counted once per request (on its first row)."""
+    """What the request's cache lookup found: a hit by its row's `cache_result`; a miss or a bypass
+    (and its reason) by the `cache` entry of the request's last row's `extra` (the x-margin-cache
+    header the client got: `miss`, `bypass; sampled`), so each request counts once."""
     if row.cache_result in CACHE_HITS:
         return f"hits_{row.cache_result}"
-    if row.attempt_index != 0 or row.status == "refused":
+    found = row.extra.get("cache")
+    if found is None or row.status == "refused":
         return None
-    if row.cache_result == "miss":
+    if found == "miss":
         return "cache_misses"
-    reason = row.extra.get("cache_bypass")
-    if reason is None:
+    if not found.startswith("bypass"):
         return None
+    reason = found.partition(";")[2].strip()
     return f"bypass_{reason}" if reason in BYPASS_REASONS else "bypass_other"
 
 

@@ -440,12 +440,12 @@ async def test_cells_count_cache_outcomes_and_the_generation_rate(store: LedgerS
         make_row(1, cache_result="exact", tokens_per_s=None, output=0),
         make_row(2, cache_result="semantic", tokens_per_s=None, output=0),
         make_row(3, cache_result="coalesced", tokens_per_s=None, output=0),
-        make_row(4, cache_result="miss", output=100, tokens_per_s=50.0),  # 2 s generating
-        make_row(5, extra={"cache_bypass": "sampled"}, output=300, output_reasoning=100, tokens_per_s=200.0),
-        make_row(6, extra={"cache_bypass": "sampled"}, attempt_id="req-6:1", attempt_index=1, output=0),
-        make_row(7, extra={"cache_bypass": "media"}, status="error", tokens_per_s=None, output=0),
-        make_row(8, extra={"cache_bypass": "something-new"}, output=0, tokens_per_s=None),
-        make_row(9, extra={"cache_bypass": "disabled"}, status="refused", tokens_per_s=None, output=0),
+        make_row(4, extra={"cache": "miss"}, output=100, tokens_per_s=50.0),  # 2 s generating
+        make_row(5, output=300, output_reasoning=100, tokens_per_s=200.0),  # a retried request's first row
+        make_row(5, extra={"cache": "bypass; sampled"}, attempt_id="req-5:1", attempt_index=1, output=0),
+        make_row(7, extra={"cache": "bypass; media"}, status="error", tokens_per_s=None, output=0),
+        make_row(8, extra={"cache": "bypass; something-new"}, output=0, tokens_per_s=None),
+        make_row(9, extra={"cache": "bypass; disabled"}, status="refused", tokens_per_s=None, output=0),
     ]
     await store.write(rows)
     for lo, hi in ((DAY0, DAY0 + DAY), (DAY0 + 10 * HOUR, DAY0 + 10 * HOUR + 60)):  # a day cell, minute cells

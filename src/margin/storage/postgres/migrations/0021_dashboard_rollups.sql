@@ -1,6 +1,6 @@
 -- Dashboard rollups (issue 21).
 -- 1. Each ledger_rollup cell counts requests by what their cache lookup found: hits by kind, misses,
---    bypasses by reason (0 for cells written before: their rows did not record it).
+--    bypasses by reason (0 for cells written before; rows keep what they recorded).
 -- 2. ledger_timing_rollup replaces ledger_latency_rollup: per cell, the latency and TTFT histograms
 --    as one column per fixed bin (4 per doubling of ms from 0.125 ms to 2^20 ms, NULL where empty), so
 --    a read costs the same per cell however many rows it summed; and the output tokens of attempts
