@@ -4,7 +4,10 @@ figures, so viewers that do not recalculate still show them.
 
 Sheets: Assumptions (tier prices in USD per million tokens, TTL, quality target, the threshold) /
 Requests (one row per request: cache outcome, tier, tokens; its cost on each tier as a formula) /
-Levers (current, cache, router, all levers: SUMIFS over Requests). A request whose model has no
+Levers (current, cache, router, all levers: SUMIFS over Requests; a native bar chart of the saving
+per lever) / Curve (the router's threshold curve: share to the weak tier, cost, quality and its
+interval, with a native line chart of quality, its lower bound and the target against the cost
+share). A request whose model has no
 price, or whose usage has buckets a two-price formula cannot express (cache reads, reasoning), is
 carried at its recorded cost as a value.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import io
 from decimal import Decimal
+from typing import Any
 
 from xlsxwriter import Workbook
 
@@ -53,6 +57,8 @@ def render_xlsx(report: Report) -> bytes:
         assumptions.write_row(row, 0, values)
     rows = _requests(book, report, money)
     _levers(book, report, rows, money)
+    if report.routing is not None:
+        _curve(book, report)
     book.close()
     return buffer.getvalue()
 
@@ -115,3 +121,55 @@ def _levers(book: Workbook, report: Report, rows: int, money: object) -> None:
         if name:
             sheet.write(row, 0, name)
             sheet.write_formula(row, 1, formula, money, value)
+    _lever_chart(book, sheet, report)
+
+
+def _lever_chart(book: Workbook, sheet: Any, report: Report) -> None:
+    """Saved USD per lever (A10:B12, formulas over the totals above) and a native column chart of it."""
+    sheet.write_row(8, 0, ("lever", "saved USD"))
+    saved = (
+        ("cache", "=B3", report.cache_saved),
+        ("router (after cache)", "=B4", report.routing_saved),
+        ("all levers", "=B2-B6", report.current - report.all_levers),
+    )
+    for row, (name, formula, value) in enumerate(saved, start=9):
+        sheet.write(row, 0, name)
+        sheet.write_formula(row, 1, formula, None, float(value))
+    chart = book.add_chart({"type": "column"})
+    chart.add_series(
+        {
+            "name": "saved USD",
+            "categories": "=Levers!$A$10:$A$12",
+            "values": "=Levers!$B$10:$B$12",
+            "data_labels": {"value": True},
+        }
+    )
+    chart.set_title({"name": "Saving per lever (USD)"})
+    chart.set_legend({"none": True})
+    sheet.insert_chart("D2", chart)
+
+
+def _curve(book: Workbook, report: Report) -> None:
+    projection = report.routing
+    assert projection is not None
+    sheet = book.add_worksheet("Curve")
+    header = ("weak share", "threshold", "cost USD", "cost / all strong", "quality / strong", "lower bound",
+              "upper bound", "target")  # fmt: skip
+    sheet.write_row(0, 0, header)
+    all_strong = projection.curve[0].cost
+    points = list(projection.curve)
+    for row, p in enumerate(points, start=1):
+        threshold = p.threshold if p.threshold != float("inf") else "all weak"
+        relative = float(p.cost / all_strong) if all_strong else 0.0
+        sheet.write_row(row, 0, (p.weak_share, threshold, float(p.cost), relative, p.quality_ratio, p.low, p.high,
+                                 projection.target))  # fmt: skip
+    last = len(points) + 1
+    chart = book.add_chart({"type": "scatter", "subtype": "straight_with_markers"})
+    for column, name in (("D", "cost / all strong"), ("E", "quality / strong"), ("F", "lower bound"), ("H", "target")):
+        chart.add_series(
+            {"name": name, "categories": f"=Curve!$A$2:$A${last}", "values": f"=Curve!${column}$2:${column}${last}"}
+        )
+    chart.set_title({"name": "Router threshold curve"})
+    chart.set_x_axis({"name": "share of misses to the weak tier", "min": 0, "max": 1, "num_format": "0%"})
+    chart.set_y_axis({"name": "share of all-strong", "min": 0, "num_format": "0%"})
+    sheet.insert_chart("J2", chart, {"x_scale": 1.5, "y_scale": 1.5})

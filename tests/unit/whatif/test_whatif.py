@@ -271,7 +271,8 @@ def test_the_workbook_carries_live_formulas_and_the_reports_figures(replay: Any)
     with zipfile.ZipFile(out / "report.xlsx") as book:
         names = book.namelist()
         sheets = [book.read(n).decode() for n in sorted(names) if n.startswith("xl/worksheets/sheet")]
-    _, requests, levers = sheets
+        charts = [book.read(n).decode() for n in sorted(names) if n.startswith("xl/charts/chart")]
+    _, requests, levers, curve = sheets
     assert "Assumptions!$B$2" in requests and "Assumptions!$B$4" in requests  # costs follow the prices
     assert 'SUMIFS(Requests!$G$2:$G$2001,Requests!$B$2:$B$2001,"exact")' in levers
     cached = [float(v) for v in re.findall(r"</f><v>([-0-9.eE]+)</v>", levers)]
@@ -279,3 +280,14 @@ def test_the_workbook_carries_live_formulas_and_the_reports_figures(replay: Any)
     assert cached[1] == pytest.approx(float(report["cache"]["saved_exact_usd"]), abs=0.005)
     assert cached[2] == pytest.approx(float(report["routing"]["saved_usd"]), abs=0.005)
     assert cached[3] == pytest.approx(float(report["all_levers_cost_usd"]), abs=0.005)
+    # Native charts: the saving per lever over the Levers sheet, the threshold curve over the Curve sheet.
+    bars, line = charts
+    assert "<c:barChart>" in bars and "Levers!$B$10:$B$12" in bars and "Levers!$A$10:$A$12" in bars
+    assert "<c:scatterChart>" in line and "Curve!$E$2:$E$12" in line and "Curve!$F$2:$F$12" in line
+    saved = [float(v) for v in re.findall(r"</f><v>([-0-9.eE]+)</v>", levers)][-3:]
+    assert saved[0] == pytest.approx(float(report["cache"]["saved_exact_usd"]), abs=1e-6)
+    assert saved[1] == pytest.approx(float(report["routing"]["saved_usd"]), abs=1e-6)
+    rows = re.findall(r'<row r="(\d+)".*?</row>', curve)
+    assert len(rows) == 12  # the header and the curve's 11 points
+    column_c = [float(v) for v in re.findall(r'<c r="C\d+"(?: s="\d+")?><v>([-0-9.eE]+)</v>', curve)]
+    assert column_c == pytest.approx([float(p["cost_usd"]) for p in report["routing"]["curve"]], abs=1e-9)
