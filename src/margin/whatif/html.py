@@ -8,7 +8,7 @@ from decimal import Decimal
 from html import escape
 
 from margin.charts import COLOURS, Axis, Marker, Series, chart_html, inline_scripts, line_chart
-from margin.whatif.report import CENT, NOT_BUILT, sampling_lines
+from margin.whatif.report import CENT, NOT_BUILT, sampling_lines, selfhost_lines
 from margin.whatif.routing import RoutingProjection
 from margin.whatif.run import Report
 
@@ -66,10 +66,11 @@ def _curve(projection: RoutingProjection) -> str:
 
 
 def _sampling(report: Report) -> str:
-    lines = sampling_lines(report.sampling)
-    if not lines:
-        return ""
-    return "<h2>Live sample</h2>" + "".join(f"<p>{escape(line)}</p>" for line in lines)
+    parts = []
+    for title, lines in (("Live sample", sampling_lines(report.sampling)), ("Self-hosting", selfhost_lines(report))):
+        if lines:
+            parts.append(f"<h2>{title}</h2>" + "".join(f"<p>{escape(line)}</p>" for line in lines))
+    return "".join(parts)
 
 
 def render_html(report: Report) -> str:

@@ -107,6 +107,20 @@ def report_json(report: Report) -> dict[str, Any]:
             }
             for c in report.plan
         ],
+        "fleet": [
+            {
+                "multiplier": f.multiplier,
+                "policy": f.policy,
+                "minutes": f.minutes,
+                "total_usd": _money(f.total_usd),
+                "monthly_usd": _money(f.monthly_usd),
+                "overflowed": f.overflowed,
+                "rejected": f.rejected,
+                "always_on_usd": _money(f.always_on_usd),
+                "api_only_usd": None if f.api_only_usd is None else _money(f.api_only_usd),
+            }
+            for f in report.fleet
+        ],
         "not_built": [NOT_BUILT],
     }
 
@@ -136,9 +150,7 @@ def report_table(report: Report) -> str:
             f"volume x{row.multiplier:g}: {row.requests_per_day:,.0f} requests/day, "
             f"{row.upstream_per_day:,.0f} upstream after the cache ({row.weak_per_day:,.0f} to the weak tier)"
         )
-    for choice in report.plan:
-        monthly = "-" if choice.monthly_usd is None else f"{choice.monthly_usd.quantize(CENT)} USD/month"
-        lines.append(f"planner {choice.class_name} x{choice.multiplier:g}: {choice.recommended} ({monthly})")
+    lines += selfhost_lines(report)
     lines.append("")
     lines += sampling_lines(report.sampling)
     lines.append(f"routing: {report.routing_note}")
@@ -146,6 +158,22 @@ def report_table(report: Report) -> str:
     if len(report.issues) > 20:
         lines.append(f"... {len(report.issues) - 20} more issues in report.json")
     return "\n".join(lines) + "\n"
+
+
+def selfhost_lines(report: Report) -> list[str]:
+    """The planner's figures and the fleet simulator's, per multiplier."""
+    lines: list[str] = []
+    for choice in report.plan:
+        monthly = "-" if choice.monthly_usd is None else f"{choice.monthly_usd.quantize(CENT)} USD/month"
+        lines.append(f"planner {choice.class_name} x{choice.multiplier:g}: {choice.recommended} ({monthly})")
+    for f in report.fleet:
+        api = "-" if f.api_only_usd is None else f"{f.api_only_usd.quantize(CENT)}"
+        lines.append(
+            f"fleet x{f.multiplier:g}: {f.policy} {f.total_usd.quantize(CENT)} USD over {f.minutes} min "
+            f"({f.monthly_usd.quantize(CENT)} USD/month; always-on {f.always_on_usd.quantize(CENT)}, API-only {api}; "
+            f"{f.overflowed} overflowed)"
+        )
+    return lines
 
 
 def sampling_lines(sampling: Sampling | None) -> list[str]:

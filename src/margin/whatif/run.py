@@ -8,8 +8,11 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Protocol
 
+from margin.errors import ConfigError
+from margin.planner.plan import Plan
 from margin.whatif.cache_replay import CacheReplay, replay_cache
 from margin.whatif.config import WhatifConfig
+from margin.whatif.fleet import FleetChoice, simulate_fleet
 from margin.whatif.live import SampleResult, apply_grades
 from margin.whatif.pricing import Pricer
 from margin.whatif.routing import RoutingProjection, group_rows, project_routing
@@ -43,6 +46,7 @@ class Report:
     volume: list[VolumeRow]
     unknown_models: dict[str, int] = field(default_factory=dict)
     plan: list[PlanChoice] = field(default_factory=list)
+    fleet: list[FleetChoice] = field(default_factory=list)
     sampling: Sampling | None = None
 
     def known_cost(self, outcome: str | None = None) -> Decimal:
@@ -91,10 +95,24 @@ def run_whatif(traffic: Traffic, config: WhatifConfig, sampler: Sampler | None =
     report.sampling = sampling
     if config.planner_profile is not None:
         try:
-            report.plan = plan_volume(config.planner_profile, volume, pricer.catalog)
+            report.plan, built = plan_volume(config.planner_profile, volume, pricer.catalog)
         except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             issues.append(f"planner not run on {config.planner_profile}: {exc}")
+        else:
+            report.fleet = _fleet(built, remaining, config, issues)
     return report
+
+
+def _fleet(
+    built: Plan | None, remaining: Sequence[Record], config: WhatifConfig, issues: list[str]
+) -> list[FleetChoice]:
+    if built is None:
+        return []
+    try:
+        return simulate_fleet(built, remaining, config.volume_multipliers)
+    except ConfigError as exc:
+        issues.append(f"fleet simulator not run: {exc}")
+        return []
 
 
 def _sample(

@@ -15,7 +15,7 @@ from typing import Any
 
 from margin.metering.catalog import PriceCatalog
 from margin.planner.catalog import load_catalog
-from margin.planner.plan import plan
+from margin.planner.plan import Plan, plan
 from margin.planner.profile import Profile, load_profile
 from margin.whatif.volume import VolumeRow
 
@@ -28,9 +28,12 @@ class PlanChoice:
     monthly_usd: Decimal | None
 
 
-def plan_volume(profile_path: Path, volume: list[VolumeRow], prices: PriceCatalog) -> list[PlanChoice]:
+def plan_volume(
+    profile_path: Path, volume: list[VolumeRow], prices: PriceCatalog
+) -> tuple[list[PlanChoice], Plan | None]:
+    """The planner's recommendation per class and multiplier, and the plan (for the fleet simulator)."""
     if not volume:
-        return []
+        return [], None
     base = load_profile(profile_path)
     row = volume[0]  # the multipliers become the planner's growth scenarios
     data: dict[str, Any] = base.model_dump()
@@ -41,11 +44,12 @@ def plan_volume(profile_path: Path, volume: list[VolumeRow], prices: PriceCatalo
         growth=tuple(v.multiplier for v in volume),
     )
     built = plan(Profile.model_validate(data), load_catalog(prices=prices))
-    return [
+    choices = [
         PlanChoice(c.name, s.growth, s.recommendation.label, s.recommendation.monthly)
         for c in built.classes
         for s in c.scenarios
     ]
+    return choices, built
 
 
 def _tokens(mean: float, ratio: float) -> dict[str, float]:
