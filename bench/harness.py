@@ -102,6 +102,7 @@ def gateway_config(
     long_upstream: str | None = None,
     journal: bool = True,
     extra: str = "",
+    server: str = "",
 ) -> str:
     long = (
         f"""  - {{name: long, provider: openai_compat, model: fake-long, base_url: "{long_upstream}/v1",
@@ -112,7 +113,7 @@ def gateway_config(
     )
     long_group = "  - {name: bench-long, deployments: [long]}\n" if long_upstream else ""
     return f"""
-server: {{expose_overhead_header: {str(overhead_header).lower()}}}
+server: {{expose_overhead_header: {str(overhead_header).lower()}{", " + server if server else ""}}}
 metering: {{enabled: {str(ledger).lower()}, journal: {str(journal).lower()}}}
 {extra}
 deployments:
@@ -150,6 +151,26 @@ def gateway(config_yaml: str, core: int | None = 0) -> Iterator[tuple[str, int, 
             ready_s,
         ):
             yield f"http://127.0.0.1:{port}", proc.pid, ready_s
+
+
+@contextmanager
+def bare_proxy(upstream: str, core: int | None = 0) -> Iterator[tuple[str, int]]:
+    """bench/bare_proxy.py in front of `upstream`: yields (base URL, pid)."""
+    port = free_port()
+    script = os.path.join(os.path.dirname(__file__), "bare_proxy.py")
+    args = [sys.executable, script, "--upstream", upstream, "--port", str(port)]
+    with process(args, f"http://127.0.0.1:{port}/healthz", core=core) as (proc, _):
+        yield f"http://127.0.0.1:{port}", proc.pid
+
+
+def metric_samples(base: str, name: str) -> dict[str, float]:
+    """`name`'s samples on the gateway's /metrics, keyed by the rest of the line (labels, suffix)."""
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(name):
+            key, _, value = line.rpartition(" ")
+            out[key[len(name) :]] = float(value)
+    return out
 
 
 @contextmanager

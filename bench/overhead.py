@@ -1,5 +1,9 @@
-"""Gateway overhead vs calling the upstream directly, measured in one run.
+"""Gateway overhead vs calling the upstream directly and vs a bare ASGI proxy, measured in one run.
 
+The default run (about 2 minutes) compares margin with bench/bare_proxy.py, the floor (issue 27;
+bench/bare_compare.py): req/s at 64 clients non-streaming and streaming, CPU per request, added p50
+at one client, stream TTFB added, added p99 at 64 clients, and the collector's pauses and the loop's
+lag with margin's GC settings against Python's. `--detail` is the earlier default, below:
 The gateway is pinned to core 0; the fake upstream and this load generator share core 1.
 Prints: added latency p50/p99 at concurrency 1 (non-streaming), throughput and CPU per request at
 concurrency 32, streaming time-to-first-byte overhead and CPU per chunk, idle RSS and start time;
@@ -10,7 +14,9 @@ budget (whose reservations then carry a durable intent and each attempt a mark i
 `--tracing-only` compares OpenTelemetry tracing off and on at 100% sampling, exporting to a loopback
 OTLP/HTTP collector (bench/otlp_sink.py), and what the tracing seam costs a request when off.
 
-    python bench/overhead.py [--requests 2000] [--seconds 10] [--journal-only | --tracing-only]
+    python bench/overhead.py [--requests 1000] [--seconds 5]          # vs bare, one summary table
+    python bench/overhead.py --detail [--requests 2000] [--seconds 10] [--concurrency 32]
+    python bench/overhead.py [--journal-only | --tracing-only]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, os.path.dirname(__file__))
+import bare_compare
 from harness import (
     cpu_seconds,
     fake_upstream,
@@ -376,15 +383,23 @@ async def journal_only(requests: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=None, help="c=1 requests (default 1000; 2000 with --detail)")
+    parser.add_argument("--seconds", type=float, default=None, help="each loaded phase (default 5; 10 with --detail)")
+    parser.add_argument("--concurrency", type=int, default=32, help="--detail's throughput clients")
+    parser.add_argument("--detail", action="store_true", help="the earlier default: header vs measured, per chunk")
     parser.add_argument("--journal-only", action="store_true", help="only the journal on/off comparison")
     parser.add_argument("--tracing-only", action="store_true", help="only the OpenTelemetry on/off comparison")
     args = parser.parse_args()
+    detailed = args.detail or args.tracing_only or args.journal_only
+    requests = args.requests or (2000 if detailed else 1000)
+    seconds = args.seconds or (10.0 if detailed else 5.0)
+    if os.environ.get("MARGIN_BENCH_PINNED") is None and (os.cpu_count() or 1) >= 2 and not detailed:
+        os.sched_setaffinity(0, {1})  # this load generator beside the fake upstream, off the proxies' core
     if args.tracing_only:
-        asyncio.run(tracing_cost(args.requests))
+        asyncio.run(tracing_cost(requests))
     elif args.journal_only:
-        asyncio.run(journal_only(args.requests))
+        asyncio.run(journal_only(requests))
+    elif args.detail:
+        asyncio.run(main(requests, seconds, args.concurrency))
     else:
-        asyncio.run(main(args.requests, args.seconds, args.concurrency))
+        asyncio.run(bare_compare.run(requests, seconds))

@@ -23,6 +23,7 @@ from margin.api.connections import CONNECTIONS_STATE_KEY, ConnectionGuard, Conne
 from margin.api.dashboard_live import GatewayLive
 from margin.api.errors import http_error_handler, margin_error_handler, unexpected_error_handler
 from margin.api.routes import build_routes
+from margin.api.runtime import RuntimeMonitor
 from margin.api.state import GatewayState
 from margin.api.timing import ResponseTiming
 from margin.app_limits import LimitsParts, build_limits
@@ -202,7 +203,10 @@ def create_app(
             Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header),
             *metrics_listener_guard(config),
         ],
-        lifespan=Lifespan(data_dir, store, limits, writer, state, recovery, sweeper, connections, rollouts),
+        lifespan=Lifespan(
+            data_dir, store, limits, writer, state, recovery, sweeper, connections, rollouts,
+            RuntimeMonitor(config.server.runtime, metrics.registry),
+        ),
         exception_handlers={
             errors.MarginError: margin_error_handler,
             HTTPException: http_error_handler,
@@ -226,6 +230,7 @@ class Lifespan:
     sweeper: IntentSweeper  # settles dead replicas' reservations as spent
     connections: ConnectionGuard  # handed to the HTTP protocol through the lifespan state
     rollouts: RolloutStage  # split table, signals, decisions, shadow calls (docs/rollouts.md)
+    runtime: RuntimeMonitor  # GC thresholds, the frozen start-up heap, GC pauses and loop lag on /metrics
 
     @contextlib.asynccontextmanager
     async def __call__(self, app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -249,9 +254,11 @@ class Lifespan:
             self.state.autoscale.start()  # scrapes model servers and computes signals, off the request path
         if self.state.batches is not None:
             await self.state.batches.start()  # in-progress batches resume, off the request path
+        self.runtime.start()  # last: what start-up built is frozen out of the collector's walks
         try:
             yield {CONNECTIONS_STATE_KEY: self.connections}
         finally:
+            await self.runtime.stop()
             if self.state.batches is not None:
                 await self.state.batches.stop()  # lines in flight end (bounded), leases go back
             await pipeline.caller.aclose()  # streams still draining after their client left

@@ -22,6 +22,7 @@ from margin.config.limits import BudgetConfig, LimitsConfig, RateLimitConfig, Re
 from margin.config.observability import LoggingConfig, TracingConfig
 from margin.config.rollout import ProductionSample, RolloutsConfig, RolloutSettings, check_judge
 from margin.config.routing import RoutingConfig, TierConfig, tier_names_used
+from margin.config.runtime import RuntimeConfig
 from margin.config.scale_to_zero import ScaleToZeroConfig, check_overflow
 from margin.config.streaming import StreamingConfig
 from margin.config.tuning import TuningConfig, check_tuning
@@ -395,6 +396,8 @@ class ServerConfig(Strict):
     health_probe_interval_s: float = Field(
         5.0, gt=0, le=3600, description="/readyz probes each deployment at most once per this many seconds"
     )
+    # The garbage collector and the event-loop lag monitor, per worker (docs/performance.md).
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     _parse_admin_key = field_validator("admin_key", mode="before")(parse_secret)
     _parse_metrics_token = field_validator("metrics_token", mode="before")(parse_secret)
