@@ -185,7 +185,9 @@ def create_app(
         store, admin_key=state.admin_key, budgets=config.budgets, key_store=limits.key_store, clock=clock
     )
     planner = config.dashboard.planner
-    dashboard_live = GatewayLive(limits.stage, caller, built.values(), pipeline.cache, limits.upkeep.alerts)
+    dashboard_live = GatewayLive(
+        limits.stage, caller, built.values(), pipeline.cache, limits.upkeep.alerts, autoscale=state.autoscale
+    )
     app = Starlette(
         routes=[
             *build_routes(),

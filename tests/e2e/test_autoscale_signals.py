@@ -155,6 +155,19 @@ async def test_desired_replicas_follow_the_model_servers_queue(tmp_path: Path) -
         await until(client, lambda b: desired(b, "vllm-llama") == 0)
 
 
+async def test_the_performance_page_shows_each_model_servers_scraped_kv_cache_usage(tmp_path: Path) -> None:
+    """Issue 21: the dashboard's performance page and its twin show the KV-cache (GPU memory) usage the
+    autoscaler's scraper last read from each deployment's vLLM /metrics, and say when there is none."""
+    async with fleet(tmp_path) as (fake, _, client):
+        fake.running = 1
+        await until(client, lambda b: b["deployments"]["vllm-llama"]["upstream"]["kv_cache_usage"] == 0.4)
+        twin = (await client.get("/admin/api/performance", headers=AUTH)).json()
+        columns = twin["tables"]["deployments"]["columns"]
+        usage = {row[0]: row[columns.index("gpu_kv_cache_usage")] for row in twin["tables"]["deployments"]["rows"]}
+        assert usage["vllm-llama"] == "0.4000" and usage["replicas"] == "0.4000"
+        assert usage["slow-vllm"] == "no reading yet" and usage["cold-vllm"] == "no reading yet"  # hangs; refused
+
+
 async def test_each_replicas_scraped_queue_joins_its_balancing_load(tmp_path: Path) -> None:
     async with fleet(tmp_path) as (fake, app, client):
         fake.waiting = 7

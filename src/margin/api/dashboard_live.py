@@ -1,6 +1,7 @@
 """The running gateway's side of the dashboard (`margin.dashboard.live.LiveSource`): budget counters
 as `GET /admin/budgets/status` reads them, the budget alerts this replica sent, circuit states, local-tier
-queues and cache counters. Built by the composition root; read only when a page asks."""
+queues, model servers' KV-cache usage (the autoscaler's last scrape) and cache counters. Built by the
+composition root; read only when a page asks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from margin.autoscale.service import Autoscaler
 from margin.budgets.alerts import AlertSink
 from margin.budgets.rules import Rule, key_rules
 from margin.budgets.status import budget_scopes, describe
@@ -41,9 +43,10 @@ async def budget_entries(stage: Limits) -> list[dict[str, Any]]:
 class GatewayLive:
     def __init__(
         self, limits: Limits, caller: Caller, providers: Iterable[Provider], cache: CacheStage | None,
-        alerts: AlertSink | None = None,
+        alerts: AlertSink | None = None, autoscale: Autoscaler | None = None,
     ) -> None:  # fmt: skip
         self._limits, self._caller, self._cache = limits, caller, cache
+        self._autoscale = autoscale  # its signals are recomputed off the request path each tick
         self._locals = [p for p in providers if isinstance(p, LocalProvider)]
         self._alerts = alerts  # its `sent` list is replaced on each alert: read it when asked
         self._shadow: ShadowTally | None = None  # the semantic cache's shadow record, read as it grows
@@ -64,6 +67,17 @@ class GatewayLive:
 
     def local_queues(self) -> dict[str, int]:
         return {p.deployment.name: p.slot_stats().waiting for p in self._locals}
+
+    def gpu_cache_usage(self) -> dict[str, float | str | None]:
+        signals = self._autoscale.signals if self._autoscale is not None else {}
+        out: dict[str, float | str | None] = {}
+        for name, signal in signals.items():
+            upstream = signal.upstream
+            if upstream.state == "fresh":
+                out[name] = upstream.kv_cache_usage
+            elif upstream.state in ("stale", "none"):
+                out[name] = "stale" if upstream.state == "stale" else "no reading yet"
+        return out
 
     def cache_counters(self) -> dict[str, int] | None:
         if self._cache is None:

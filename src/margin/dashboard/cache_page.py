@@ -1,7 +1,7 @@
-"""Cache: from the rollups, requests, cache hits, hit rate and the cost the hits saved, in total and
-per model (a team's viewer: its team and its keys); from the running process (admin only), lookups
-since start by result: exact, semantic, coalesced, misses, bypassed. Hits by kind and bypass reasons
-are not in the rollups (a cell counts hits of every kind; bypasses are not counted by reason)."""
+"""Cache: from the rollups, across every replica, requests, cache hits, hit rate and the cost the hits
+saved, in total and per model (a team's viewer: its team and its keys); requests by what their cache
+lookup found (hits by kind: exact, semantic, coalesced; misses; bypasses by reason), over the window
+and per hour or day; from the running process (admin only), this replica's lookups since it started."""
 
 from __future__ import annotations
 
@@ -16,9 +16,14 @@ from margin.dashboard.query import check_params, window
 from margin.dashboard.tables import RATIO, Cell, money, page_figures, ratio, table
 from margin.ledger.report import TOTAL, merge_rows
 from margin.storage.protocols import GroupBy, LedgerStore, ReportRow
+from margin.storage.rollups import BYPASS_REASONS
 
-PARAMS = ("since", "until")
-COLUMNS = ("group", "requests", "cache_hits", "hit_rate", "saved_usd")
+PARAMS = ("since", "until", "period")
+COLUMNS = ("group", "requests", "cache_hits", "hit_rate", "saved_usd", "exact", "semantic", "coalesced", "bypassed")
+KINDS = ("hits_exact", "hits_semantic", "hits_coalesced", "cache_misses")
+BYPASSES = tuple(f"bypass_{reason}" for reason in (*BYPASS_REASONS, "other"))
+OUTCOME_COLUMNS = ("outcome", "requests", "share")
+SERIES_COLUMNS = ("bucket", "exact", "semantic", "coalesced", "misses", "bypassed")
 ROUTES_TITLE = "Semantic cache per route, from the shadow record: would-be hit rate and estimated precision"
 ROUTE_COLUMNS = ("route", "mode", "decision", "at", "lookups", "would_hit", "hit_rate", "agreed", "precision",
                  "precision_lower_bound")  # fmt: skip
@@ -48,7 +53,11 @@ async def build_cache(
     else:
         total = merge_rows(TOTAL, rows)
     rows = sorted(rows, key=lambda row: (-row.saved_cost, row.group))
-    tables = {"groups": table(f"By {dimension}", COLUMNS, [_row(row) for row in rows])}
+    tables = {
+        "groups": table(f"By {dimension}", COLUMNS, [_row(row) for row in rows]),
+        "outcomes": table("Requests by cache outcome, every replica", OUTCOME_COLUMNS, _outcomes(total)),
+        "series": await _series(store, since, until, win.period_s, win.period, scope),
+    }
     counters = None if scope.viewer else live.cache_counters()
     if counters is not None:
         lookups = sum(counters.values())
@@ -62,15 +71,48 @@ async def build_cache(
         scope.team,
         window=win.as_json(),
         summary={"requests": total.requests, "cache_hits": total.cache_hits,
-                 "hit_rate": ratio(total.cache_hits, total.requests), "saved_usd": money(total.saved_cost)},
+                 "hit_rate": ratio(total.cache_hits, total.requests), "saved_usd": money(total.saved_cost),
+                 **{name: total.cache.get(name, 0) for name in KINDS}, "bypassed": _bypassed(total)},
         tables=tables,
-        notes=["Hits by kind and bypass reasons are not in the rollups; the lookups table is this replica's.",
+        notes=["Outcomes and their series come from the rollups (every replica); the lookups table is this "
+               "replica's since it started. Requests recorded before the outcome columns existed count as none.",
                *([ROUTES_NOTE] if "routes" in tables else [])],
     )  # fmt: skip
 
 
+def _bypassed(row: ReportRow) -> int:
+    return sum(row.cache.get(name, 0) for name in BYPASSES)
+
+
 def _row(row: ReportRow) -> list[Cell]:
-    return [row.group, row.requests, row.cache_hits, ratio(row.cache_hits, row.requests), money(row.saved_cost)]
+    kinds = [row.cache.get(f"hits_{kind}", 0) for kind in ("exact", "semantic", "coalesced")]
+    return [row.group, row.requests, row.cache_hits, ratio(row.cache_hits, row.requests), money(row.saved_cost),
+            *kinds, _bypassed(row)]  # fmt: skip
+
+
+def _outcomes(total: ReportRow) -> list[list[Cell]]:
+    """Each hit kind, misses and each bypass reason, with its share of the window's requests."""
+    return [[name, total.cache.get(name, 0), ratio(total.cache.get(name, 0), total.requests)]
+            for name in (*KINDS, *BYPASSES)]  # fmt: skip
+
+
+async def _series(
+    store: LedgerStore, since: float, until: float, period_s: int, period: str, scope: Scope
+) -> dict[str, Any]:
+    """Outcomes per bucket, summed over the cells in scope: a model's (each request counts under one
+    model) for the admin, the team's cell for a team's viewer, the org's keys' for an org's viewer."""
+    dimension: GroupBy = "model" if not scope.viewer else "key" if scope.org is not None else "team"
+    wanted = None if not scope.viewer else scope.team_keys if scope.org is not None else scope.teams
+    sums: dict[int, list[int]] = {}
+    for cell in await store.bucket_report(since, until, dimension, period_s):
+        if wanted is not None and cell.row.group not in wanted:
+            continue
+        counts = [cell.row.cache.get(name, 0) for name in KINDS] + [_bypassed(cell.row)]
+        sums[cell.start] = [a + b for a, b in zip(sums.get(cell.start, [0] * 5), counts, strict=True)]
+    rows: list[list[Cell]] = [
+        [datetime.fromtimestamp(start, UTC).isoformat(), *counts] for start, counts in sorted(sums.items())
+    ]
+    return table(f"Outcomes per {period}", SERIES_COLUMNS, rows)
 
 
 def _route(row: Mapping[str, Any]) -> list[Cell]:

@@ -1,5 +1,6 @@
 """What the dashboard reads from the running process rather than the ledger: budget counters and the
-alerts this replica sent, circuit states, local-tier queues, cache lookup counters. The composition
+alerts this replica sent, circuit states, local-tier queues, model servers' KV-cache usage, cache lookup
+counters. The composition
 root hands in an implementation (margin/api/dashboard_live.py); the dashboard never imports the
 pipeline, the budgets or the providers itself."""
 
@@ -24,6 +25,13 @@ class LiveSource(Protocol):
 
     def local_queues(self) -> dict[str, int]:
         """Local-tier deployment -> requests waiting for a generation slot."""
+        ...
+
+    def gpu_cache_usage(self) -> dict[str, float | str | None]:
+        """Deployment -> its model servers' KV-cache (GPU memory) usage, 0-1, the fullest fresh page's,
+        as the autoscaler's scraper last read it (vLLM's `vllm:kv_cache_usage_perc`); a word when there
+        is no fresh reading ("stale": older than `stale_after_s`, "no reading yet"); None when the page
+        has no such metric; deployments nothing scrapes are absent. Never scrapes itself."""
         ...
 
     def cache_counters(self) -> dict[str, int] | None:
@@ -51,6 +59,9 @@ class NoLive:
         return {}
 
     def local_queues(self) -> dict[str, int]:
+        return {}
+
+    def gpu_cache_usage(self) -> dict[str, float | str | None]:
         return {}
 
     def cache_counters(self) -> dict[str, int] | None:

@@ -39,5 +39,10 @@ def _performance(figures: dict[str, Any]) -> str:
     names = sorted({row[1] for row in rows})
     at = {(row[0], row[1]): row[4] for row in rows}
     lines = {name: [at.get((t, name)) for t in times] for name in names}
+    rates = {(row[0], row[1]): row[6] for row in rows}
+    throughput = {name: [rates.get((t, name)) for t in times] for name in names}
     labels = [t[:16].replace("T", " ") for t in times]
-    return time_series("Latency p95 (ms)", labels, lines, unit="", chart_id="chart-latency-p95", log=True)
+    palette = Palette()
+    return time_series(
+        "Latency p95 (ms)", labels, lines, unit="", chart_id="chart-latency-p95", log=True, palette=palette
+    ) + time_series("Tokens/s", labels, throughput, unit="", chart_id="chart-tokens-per-s", palette=palette)

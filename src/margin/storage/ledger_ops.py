@@ -10,7 +10,7 @@ from typing import Any
 
 from margin.storage.ledger_row import COST_COLUMNS, USAGE_COLUMNS
 from margin.storage.ledger_schema import quantize_money
-from margin.storage.protocols import AuditEntry, BucketRow, CostChange, ReportRow
+from margin.storage.protocols import AuditEntry, BucketRow, CostChange, ReportRow, Timings
 from margin.storage.rollups import (
     CACHE_COLUMNS,
     COUNT_COLUMNS,
@@ -21,7 +21,7 @@ from margin.storage.rollups import (
     cells_of,
     group_values,
 )
-from margin.storage.timing import NO_TIMINGS, Timings
+from margin.storage.timing import NO_TIMINGS
 
 Money = Callable[[Decimal], Any]
 

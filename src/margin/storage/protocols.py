@@ -10,13 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from margin.storage.ledger_row import LedgerRow
 from margin.storage.request_log import RequestQuery
-
-if TYPE_CHECKING:  # timing imports rollups, which imports this module
-    from margin.storage.timing import Timings
 
 GroupBy = Literal["key", "team", "tag", "model", "tier", "deployment"]
 GROUP_BY_CHOICES: tuple[GroupBy, ...] = ("key", "team", "tag", "model", "tier", "deployment")
@@ -60,6 +57,21 @@ class ReportRow:
     cache: Mapping[str, int] = field(default_factory=dict)
     generated_tokens: int = 0  # output tokens of attempts that measured a generation rate
     generation_us: int = 0  # the microseconds those attempts spent generating them
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """One group's timing cells summed over a window or one bucket (`margin.storage.timing`)."""
+
+    latency: Mapping[int, int]
+    ttft: Mapping[int, int]
+    generated_tokens: int = 0
+    generation_us: int = 0
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Output tokens over the time spent generating them (rows that measured it)."""
+        return self.generated_tokens / (self.generation_us / 1e6) if self.generation_us > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

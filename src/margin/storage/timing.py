@@ -10,9 +10,9 @@ reads one row per filled bin. Driver-free: statements live in `ledger_sql`, valu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from margin.storage.protocols import Timings
 from margin.storage.rollups import FIRST_BIN, N_BINS, RollupKey, TimingDelta
 
 TIMING_TABLE = "ledger_timing_rollup"
@@ -24,21 +24,6 @@ BIN_COLUMNS = tuple(f"{metric}_{i:02d}" for metric in METRICS for i in range(N_B
 def bin_column(metric: str, index: int) -> str:
     """The column of bin `index` (a `latency_bin` value) of `metric`."""
     return f"{metric}_{index - FIRST_BIN:02d}"
-
-
-@dataclass(frozen=True, slots=True)
-class Timings:
-    """One group's timings over a window or a bucket."""
-
-    latency: Mapping[int, int]
-    ttft: Mapping[int, int]
-    generated_tokens: int = 0
-    generation_us: int = 0
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        """Output tokens over the time spent generating them (rows that measured it)."""
-        return self.generated_tokens / (self.generation_us / 1e6) if self.generation_us > 0 else None
 
 
 NO_TIMINGS = Timings({}, {})

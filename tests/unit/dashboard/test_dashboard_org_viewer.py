@@ -65,13 +65,17 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         day = datetime(2026, 12, 10, 9, tzinfo=UTC).timestamp()
         await store.write([
             make_row(1, ts=day, org="acme", team="search", key_id=keys["search_id"], user="search-person",
-                     cost_total=Decimal("1.25")),
+                     cost_total=Decimal("1.25"), extra={"cache": "miss"}),
             make_row(2, ts=day + 3600, org="acme", team="search", key_id=keys["search_id"], user="search-person",
                      cost_total=Decimal("0.5"), cache_result="exact", saved_cost=Decimal("0.25")),
             make_row(3, ts=day + 7200, org="acme", team="mail", key_id=keys["mail_id"], user="mail-person",
                      cost_total=Decimal("2.125")),
             make_row(4, ts=day + 86400, org="globex", team="ads", key_id=keys["ads_id"], user="ads-person",
-                     tags=("ads-tag",), cost_total=Decimal("7.75"), model="ads-only-model", tier=3, deployment="big"),
+                     tags=("ads-tag",), cost_total=Decimal("7.75"), model="ads-only-model", tier=3, deployment="big",
+                     extra={"cache": "bypass; media"}),
+            make_row(5, ts=day + 86400, org="globex", team="ads", key_id=keys["ads_id"], user="ads-person",
+                     tags=("ads-tag",), cost_total=Decimal(0), model="ads-only-model", tier=3, deployment="big",
+                     cache_result="semantic", saved_cost=Decimal("0.5")),
         ])  # fmt: skip
         yield c, keys
 
@@ -109,7 +113,13 @@ def test_an_org_viewer_sees_no_figure_of_another_org(tmp_path: Path, monkeypatch
             by_org = (await client.get("/admin/api/spend?by=org", headers=bearer)).json()
             assert [row[0] for row in by_org["tables"]["groups"]["rows"]] == ["acme"]
             cache = (await client.get("/admin/api/cache", headers=bearer)).json()
-            assert cache["summary"] == {"requests": 3, "cache_hits": 1, "hit_rate": "0.3333", "saved_usd": "0.250000"}
+            # globex's semantic hit and media bypass are not acme's
+            assert cache["summary"] == {"requests": 3, "cache_hits": 1, "hit_rate": "0.3333", "saved_usd": "0.250000",
+                                        "hits_exact": 1, "hits_semantic": 0, "hits_coalesced": 0, "cache_misses": 1,
+                                        "bypassed": 0}  # fmt: skip
+            outcomes = {row[0]: row[1] for row in cache["tables"]["outcomes"]["rows"]}
+            assert outcomes["bypass_media"] == 0 and outcomes["hits_semantic"] == 0 and outcomes["cache_misses"] == 1
+            assert cache["tables"]["series"]["rows"] == [["2026-12-10T00:00:00+00:00", 1, 0, 0, 1, 0]]
             budgets = (await client.get("/admin/api/budgets", headers=bearer)).json()
             assert sorted(row[0] for row in budgets["tables"]["budgets"]["rows"]) == [
                 "org:acme",

@@ -75,11 +75,13 @@ async def dashboard(
             day = datetime(2026, 12, 10, 9, tzinfo=UTC).timestamp()
             await store.write([
                 make_row(1, ts=day, team="search", key_id=keys["search_id"], user="search-person",
-                         cost_total=Decimal("1.25"), latency_ms=200.0),
+                         cost_total=Decimal("1.25"), latency_ms=200.0, output=200, tokens_per_s=100.0,
+                         extra={"cache": "miss"}),
                 make_row(2, ts=day + 3600, team="search", key_id=keys["search_id"], user="search-person",
                          cost_total=Decimal("0.5"), cache_result="exact", saved_cost=Decimal("0.25")),
                 make_row(3, ts=day + 86400, team="ads", key_id=keys["ads_id"], user="ads-person", tags=("ads-tag",),
-                         cost_total=Decimal("7.75"), model="ads-only-model", tier=3, deployment="big"),
+                         cost_total=Decimal("7.75"), model="ads-only-model", tier=3, deployment="big", output=300,
+                         tokens_per_s=150.0, extra={"cache": "bypass; sampled"}),
                 make_row(4, ts=day + 86400, team="ads", key_id=keys["ads_id"], user="ads-person", status="error",
                          cost_total=Decimal(0), deployment="big", latency_ms=900.0),
             ])  # fmt: skip
@@ -141,10 +143,22 @@ def test_the_figures_come_from_the_rollups(tmp_path: Path, monkeypatch: pytest.M
             by_user = (await client.get("/admin/api/spend?by=user&team=search", headers=bearer)).json()
             assert [row[0] for row in by_user["tables"]["groups"]["rows"]] == ["search-person"]
             cache = (await client.get("/admin/api/cache", headers=bearer)).json()
-            assert cache["summary"] == {"requests": 4, "cache_hits": 1, "hit_rate": "0.2500", "saved_usd": "0.250000"}
+            assert cache["summary"] == {"requests": 4, "cache_hits": 1, "hit_rate": "0.2500", "saved_usd": "0.250000",
+                                        "hits_exact": 1, "hits_semantic": 0, "hits_coalesced": 0, "cache_misses": 1,
+                                        "bypassed": 1}  # fmt: skip
+            outcomes = {row[0]: row[1:] for row in cache["tables"]["outcomes"]["rows"]}
+            assert outcomes["bypass_sampled"] == [1, "0.2500"] and outcomes["bypass_media"] == [0, "0.0000"]
+            assert cache["tables"]["series"]["rows"] == [
+                ["2026-12-10T00:00:00+00:00", 1, 0, 0, 1, 0], ["2026-12-11T00:00:00+00:00", 0, 0, 0, 0, 1],
+            ]  # fmt: skip
             performance = (await client.get("/admin/api/performance?since=7d&period=day", headers=bearer)).json()
             rows = {row[0]: row for row in performance["tables"]["deployments"]["rows"]}
             assert rows["big"][1:3] == [2, "0.5000"] and rows["small"][1:3] == [2, "0.0000"]
+            # tokens/s: output tokens over generation time (the cache hit and the error measured none)
+            assert rows["big"][-2:] == [150.0, "not exposed"] and rows["small"][-2:] == [100.0, "not exposed"]
+            assert performance["summary"]["tokens_per_s"] == 125.0  # 500 tokens in 4 s
+            series = {(row[0][:10], row[1]): row[-1] for row in performance["tables"]["series"]["rows"]}
+            assert series == {("2026-12-10", "small"): 100.0, ("2026-12-11", "big"): 150.0}
             activity = (await client.get("/admin/api/rollouts", headers=bearer)).json()
             assert sorted(row[0] for row in activity["tables"]["batches"]["rows"]) == ["batch_ads", "batch_search"]
             assert activity["tables"]["batches"]["rows"][0][-6:] == [3, 2, 1, 0, 0, "0.125000"]
@@ -193,6 +207,9 @@ def test_a_team_viewer_sees_no_figure_of_another_team(tmp_path: Path, monkeypatc
             assert own["summary"]["spend_usd"] == "1.750000" and own["scope"] == {"team": "search"}
             budgets = (await client.get("/admin/api/budgets", headers=bearer)).json()
             assert [row[0] for row in budgets["tables"]["budgets"]["rows"]] == ["team:search"]
+            cache = (await client.get("/admin/api/cache", headers=bearer)).json()  # ads' bypass is not search's
+            assert [cache["summary"][k] for k in ("hits_exact", "cache_misses", "bypassed")] == [1, 1, 0]
+            assert cache["tables"]["series"]["rows"] == [["2026-12-10T00:00:00+00:00", 1, 0, 0, 1, 0]]
             activity = (await client.get("/admin/api/rollouts", headers=bearer)).json()
             assert [row[0] for row in activity["tables"]["batches"]["rows"]] == ["batch_search"]
             assert set(activity["tables"]) == {"batches"}  # rollouts and evals mix every team

@@ -43,14 +43,13 @@ from margin.storage.ledger_schema import (
 )
 from margin.storage.ledger_sql import LedgerSql
 from margin.storage.postgres.session import Connection, PgSession
-from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow
+from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow, Timings
 from margin.storage.request_log import RequestQuery
 from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS, rollup_deltas, rollup_segments
 from margin.storage.timing import (
     BIN_COLUMNS,
     TIMING_TABLE,
     TOTAL_COLUMNS,
-    Timings,
     dense_params,
     timing_buckets,
     timings_by_value,

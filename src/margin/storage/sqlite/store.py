@@ -34,12 +34,12 @@ from margin.storage.ledger_ops import (
 from margin.storage.ledger_row import LedgerRow
 from margin.storage.ledger_schema import ROLLUP_TABLE, money_text, row_from_values, row_values
 from margin.storage.ledger_sql import LedgerSql
-from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow, StorageError
+from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow, StorageError, Timings
 from margin.storage.request_log import RequestQuery
 from margin.storage.rollups import MINUTE, rollup_deltas, rollup_segments
 from margin.storage.sqlite.functions import MONEY_ADD, MONEY_SUM, register_money_functions
 from margin.storage.sqlite.transactions import apply_migrations, transaction
-from margin.storage.timing import TIMING_TABLE, Timings, sparse_params, timing_buckets, timings_by_value
+from margin.storage.timing import TIMING_TABLE, sparse_params, timing_buckets, timings_by_value
 
 SQL = LedgerSql(param="?", money_add=MONEY_ADD, money_sum=MONEY_SUM, row_id="rowid")
 MEMORY = ":memory:"
