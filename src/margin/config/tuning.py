@@ -5,7 +5,7 @@ promoted, and what a drift of the cheap tier does."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -56,6 +56,9 @@ class PromotionSettings(Strict):
     cheap tier, and at least `min_teacher_ratio` of the teacher's mean score."""
 
     min_teacher_ratio: float = Field(0.9, gt=0, le=1.5, description="student mean score / teacher mean score")
+    grader: str | dict[str, Any] = Field(
+        "normalised", description="grades the student's answers on the test split against the teacher's"
+    )
     concurrency: int = Field(4, ge=1, le=256, description="eval calls in flight during the gate")
 
 
