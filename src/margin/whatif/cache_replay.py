@@ -91,7 +91,7 @@ async def _replay(records: Sequence[Record], config: CacheConfig, embedder: Embe
     replay = CacheReplay()
     for record in records:
         request = record.request
-        if config.exact.deterministic_only and not is_deterministic(request.params):
+        if not record.body or (config.exact.deterministic_only and not is_deterministic(request.params)):
             replay.outcomes.append("ineligible")
             continue
         key = exact_key(request, tenant=record.tenant, model=request.model).value

@@ -82,6 +82,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "records": len(report.records),
         "issues": report.issues,
         "estimated_usage": sum(1 for r in report.records if r.usage_estimated),
+        "volume_only": sum(1 for r in report.records if not r.body),
         "unknown_models": report.unknown_models,
         "current_cost_usd": _money(report.current),
         "cache": {

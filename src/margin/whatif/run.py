@@ -163,7 +163,7 @@ def _routing(
     strong = pricer.price_of(config.tiers.strong)
     for index, (record, cost) in enumerate(zip(records, costs, strict=True)):
         answer = record.tiers.get(weak)
-        if cost is None or record.quality is None:
+        if cost is None or record.quality is None or not record.body:
             continue
         if record.model != config.tiers.strong and pricer.price_of(record.model) != strong:
             continue  # answered by another deployment: not the router's to move
@@ -204,7 +204,9 @@ def _unlabelled(
     strong = pricer.price_of(config.tiers.strong)
     found: list[tuple[int, Decimal, Decimal]] = []
     for index, (record, cost) in enumerate(zip(records, costs, strict=True)):
-        if cost is None or (cache is not None and cache.outcomes[index] not in ("miss", "ineligible")):
+        if cost is None or not record.body:
+            continue
+        if cache is not None and cache.outcomes[index] not in ("miss", "ineligible"):
             continue
         if record.model != config.tiers.strong and pricer.price_of(record.model) != strong:
             continue

@@ -61,7 +61,7 @@ def candidates(records: Sequence[Record], outcomes: Sequence[str], config: Whati
     seen: set[tuple[str, str]] = set()
     found: list[int] = []
     for index, record in enumerate(records):
-        if outcomes[index] not in ("miss", "ineligible") or not record.answer:
+        if outcomes[index] not in ("miss", "ineligible") or not record.answer or not record.body:
             continue
         if record.model != config.tiers.strong and (strong is None or pricer.price_of(record.model) != strong):
             continue

@@ -9,6 +9,8 @@ Accepted fields (see docs/whatif.md):
   quality      (float, optional)   the grade of the recorded answer, 0-1
   tiers        (object, optional)  graded answers of other deployments for the same request:
                {"<model>": {"quality": 0-1, "usage": {OpenAI usage}}}
+  volume_only  (bool, optional)    true: no `request.messages` (e.g. a ledger row without a body);
+               counted for volume and cost only, never a cache hit, routed or sampled
 A line that is not such a pair is reported with its line number and skipped; missing usage is
 estimated (chars / 4) and flagged, never zero.
 """
@@ -51,6 +53,7 @@ class Record:
     quality: float | None = None
     tiers: dict[str, TierAnswer] = field(default_factory=dict)
     answer: str = ""  # the recorded answer's text (the reference live samples are graded against)
+    body: bool = True  # False: a `volume_only` line (no messages): volume and cost only
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,10 @@ def parse_record(data: Any, line: int) -> Record:
     if not isinstance(data, dict):
         raise RecordError("expected a JSON object with `request` and `timestamp`")
     body = data.get("request")
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+    volume_only = data.get("volume_only") is True
+    if volume_only and isinstance(body, dict) and "messages" not in body:
+        body = {**body, "messages": []}
+    elif not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
         raise RecordError("`request` must be a chat-completions body with a non-empty `messages` list")
     raw_response = data.get("response")
     response: dict[str, Any] = raw_response if isinstance(raw_response, dict) else {}
@@ -129,6 +135,7 @@ def parse_record(data: Any, line: int) -> Record:
         quality=_quality(data.get("quality"), "quality"),
         tiers=_tiers(data.get("tiers")),
         answer=_answer_text(response),
+        body=not volume_only,
     )
 
 
@@ -187,6 +194,8 @@ def _tiers(value: Any) -> dict[str, TierAnswer]:
 
 def last_user_prompt(record: Record) -> str:
     """The text the router reads: the last message's text content."""
+    if not record.request.messages:
+        return ""  # a volume-only line
     content = record.request.messages[-1].get("content")
     if isinstance(content, str):
         return content
