@@ -108,7 +108,9 @@ class LocalSettings(Strict):
     )
     max_sequences: int = Field(8, ge=1, le=128, description="batched engine: sequences decoded together")
     prefill_chunk: int = Field(256, ge=16, description="batched engine: prompt tokens prefilled per step")
-    prefix_cache: int = Field(16, ge=0, le=120, description="batched engine: finished prompts kept for reuse")
+    prefix_cache: int = Field(
+        8, ge=0, le=128, description="batched engine: finished sequences kept for prefix reuse (at most max_sequences)"
+    )
     max_queue: int = Field(16, ge=0)
     seed: int = -1
 

@@ -10,8 +10,8 @@ A scheduler thread runs the step loop. Each step it
    sequence's own sampler chain (`local_sampling`), handing each token to its job's queue.
 
 Tokens go out as ids; the request's thread turns them into text (stop strings, UTF-8) so the loop
-does no per-token work beyond sampling. Sequence ids `0..lanes-1` are lanes (one request each, leased
-through the `SlotPool` like the slot engine's instances); the ids above them hold cached prefixes.
+does no per-token work beyond sampling. Sequence id `i` is lane `i` (one request at a time, leased
+through the `SlotPool` like the slot engine's instances), with its own KV stream of `n_ctx` cells.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ class BatchedEngine:
         params = llama_cpp.llama_context_params.from_buffer_copy(self.llama.context_params)
         params.n_ctx = settings.n_ctx * lanes
         params.n_batch = params.n_ubatch = self._cap
-        params.n_seq_max = min(lanes + settings.prefix_cache, llama_cpp.llama_max_parallel_sequences())
-        params.kv_unified = True
+        params.n_seq_max = lanes  # each sequence its own KV stream of n_ctx cells (see local_prefix)
+        params.kv_unified = False
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
         self._context: Any = _internals.LlamaContext(model=self.llama._model, params=params, verbose=False)
@@ -111,8 +111,7 @@ class BatchedEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._vocab = self.llama._model.vocab
         self._batch = llama_cpp.llama_batch_init(self._cap, 0, 1)
-        cached = range(lanes, params.n_seq_max)
-        self.prefixes = PrefixCache(cached, copy=self._copy, drop=self._drop)
+        self.prefixes = PrefixCache(min(settings.prefix_cache, lanes), copy=self._copy, trim=self._trim)
         self._inbox: deque[Job] = deque()
         self._wake = threading.Event()
         self._running: dict[int, _Running] = {}
@@ -195,7 +194,6 @@ class BatchedEngine:
         if job.cancelled:
             job.out.put(Finished("cancelled"))
             return
-        self._drop(job.seq)  # nothing of an earlier request may linger on this lane
         reused = self.prefixes.lookup(job.tokens, job.seq)
         self._running[job.seq] = _Running(job, pending=job.tokens[reused:], evaluated=job.tokens[:reused])
 
@@ -283,11 +281,14 @@ class BatchedEngine:
         while self._inbox:
             self._inbox.popleft().out.put(Finished("error", message))
 
-    def _copy(self, src: int, dst: int, n: int) -> None:
-        self._lib.llama_memory_seq_cp(self._memory, src, dst, 0, n)
+    def _copy(self, src: int, dst: int) -> None:
+        self._lib.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
+
+    def _trim(self, seq: int, keep: int) -> None:
+        self._lib.llama_memory_seq_rm(self._memory, seq, keep, -1)
 
     def _drop(self, seq: int) -> None:
-        self._lib.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        self._trim(seq, 0)
 
     def seq_pos_max(self, seq: int) -> int:
         """The last position a sequence holds cells for (-1: none); tests check that a sequence was freed."""

@@ -6,6 +6,16 @@
 - `margin_local_healthy{deployment}`: 1, or 0 while a slot is stuck;
 - `margin_local_slots_stuck_total{deployment}`: slots declared stuck since start;
 - `margin_local_generations_stopped_total{deployment}`: generations stopped early (client gone, timeout).
+
+The batched engine (`engine: batched`) adds, per deployment:
+- `margin_local_sequences{deployment,state}`: sequences `active` in the engine (admitted, prefilling
+  or decoding) and, of those, `prefilling`;
+- `margin_local_engine_steps_total`, `margin_local_engine_step_seconds_total` and
+  `margin_local_engine_decode_seconds_total`: steps of the scheduler loop, their time, and the part
+  spent inside `llama_decode` (the rest is the Python loop and sampling);
+- `margin_local_generated_tokens_total`, `margin_local_prefilled_tokens_total`;
+- `margin_local_prefix_lookups_total{deployment,result}` (`hit`/`miss`),
+  `margin_local_prefix_reused_tokens_total`: prompt tokens not prefilled thanks to a cached prefix.
 """
 
 from __future__ import annotations
@@ -50,3 +60,41 @@ class LocalSlotsCollector:
             stuck.add_metric([name], stats.stuck_total)
             stopped.add_metric([name], stats.stop_requests_total)
         yield from (slots, waiting, healthy, stuck, stopped)
+        yield from self._engines()
+
+    def _engines(self) -> Iterator[Metric]:
+        sequences = GaugeMetricFamily(
+            "margin_local_sequences", "Sequences in the batched engine", labels=["deployment", "state"]
+        )
+        lookups = CounterMetricFamily(
+            "margin_local_prefix_lookups", "Prompt prefix lookups by result", labels=["deployment", "result"]
+        )
+        counters = {
+            name: CounterMetricFamily(f"margin_local_{name}", text, labels=["deployment"])
+            for name, text in (
+                ("engine_steps", "Steps of the batched engine's loop"),
+                ("engine_step_seconds", "Time in the batched engine's steps"),
+                ("engine_decode_seconds", "Time inside llama_decode"),
+                ("generated_tokens", "Tokens sampled by the batched engine"),
+                ("prefilled_tokens", "Prompt tokens evaluated by the batched engine"),
+                ("prefix_reused_tokens", "Prompt tokens taken from cached prefixes instead of prefilled"),
+            )
+        }
+        for provider in self.locals:
+            if provider.engine is None:
+                continue
+            name, stats = provider.deployment.name, provider.engine.stats()
+            sequences.add_metric([name, "active"], stats.active)
+            sequences.add_metric([name, "prefilling"], stats.prefilling)
+            lookups.add_metric([name, "hit"], stats.prefix_hits)
+            lookups.add_metric([name, "miss"], stats.prefix_misses)
+            for key, value in (
+                ("engine_steps", stats.steps),
+                ("engine_step_seconds", stats.step_seconds),
+                ("engine_decode_seconds", stats.decode_seconds),
+                ("generated_tokens", stats.generated_tokens),
+                ("prefilled_tokens", stats.prefilled_tokens),
+                ("prefix_reused_tokens", stats.prefix_reused_tokens),
+            ):
+                counters[key].add_metric([name], value)
+        yield from (sequences, lookups, *counters.values())

@@ -1,11 +1,13 @@
-"""Prefix reuse for the batched local engine: finished prompts' KV cells kept in reserved sequences.
+"""Prefix reuse for the batched local engine: a finished sequence's KV cells stay where they are.
 
-When a sequence ends, the cells it evaluated (its prompt and the tokens it generated) are moved to a
-cache sequence instead of being freed (`llama_memory_seq_cp` only tags the cells with another sequence
-id, nothing is copied). A new prompt that starts with the same tokens (a shared system prompt, a
-few-shot block, a chat's earlier turns) gets those cells tagged with its own sequence id and only
-prefills the rest. The number of cached prefixes is bounded (LRU); an entry is also dropped when the
-KV cache needs its cells for live sequences. Runs on the engine's scheduler thread only.
+The engine gives every sequence its own KV stream (llama.cpp's non-unified cache), so attention
+sums run over the same cells in the same order whatever else is in the batch: answers do not change
+with batching. When a sequence ends, its cells (prompt and generated tokens) are kept as an entry
+instead of being freed. A new prompt on any lane takes the longest cached prefix of its tokens: from
+its own lane's entry by dropping the cells past the shared prefix, or from another idle lane by
+copying that lane's stream (`llama_memory_seq_cp`, a whole-buffer copy between streams) and dropping
+the rest; then it prefills only what follows. Entries are bounded (LRU, `prefix_cache`); an entry is
+lost when its lane is taken by a prompt that does not share it. Runs on the scheduler thread only.
 """
 
 from __future__ import annotations
@@ -32,17 +34,16 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PrefixCache:
-    """LRU of cached prefixes, each living in one reserved sequence id of the shared context.
+    """LRU of the idle sequences whose cells are kept, with the tokens those cells hold.
 
-    `copy(src, dst, n)` tags the first `n` cells of `src` with `dst`; `drop(seq)` frees a sequence."""
+    `copy(src, dst)` copies a whole sequence; `trim(seq, n)` drops its cells from position `n` on
+    (n=0 frees it)."""
 
-    def __init__(
-        self, seq_ids: Sequence[int], *, copy: Callable[[int, int, int], None], drop: Callable[[int], None]
-    ) -> None:
-        self._free = list(seq_ids)
+    def __init__(self, limit: int, *, copy: Callable[[int, int], None], trim: Callable[[int, int], None]) -> None:
+        self.limit = limit
         self._entries: OrderedDict[int, list[int]] = OrderedDict()
         self._copy = copy
-        self._drop = drop
+        self._trim = trim
         self.hits = 0
         self.misses = 0
         self.reused_tokens = 0
@@ -53,54 +54,41 @@ class PrefixCache:
 
     def lookup(self, tokens: Sequence[int], seq: int) -> int:
         """Give `seq` the longest cached prefix of `tokens` (at most all but its last token, which
-        must be evaluated for its logits); returns how many tokens it got."""
+        must be evaluated for its logits); returns how many tokens it got. `seq` holds nothing else."""
         best, length = -1, 0
-        for cache_seq, cached in self._entries.items():
+        for cached_seq, cached in self._entries.items():
             shared = common_prefix(cached, tokens)
-            if shared > length:
-                best, length = cache_seq, shared
+            if shared > length or (shared == length and cached_seq == seq):
+                best, length = cached_seq, shared
+        self._entries.pop(seq, None)  # the lane is taken: its entry goes, whatever it held
         length = min(length, len(tokens) - 1)
         if best < 0 or length < MIN_PREFIX:
             self.misses += 1
+            self._trim(seq, 0)
             return 0
-        self._entries.move_to_end(best)
-        self._copy(best, seq, length)
+        if best != seq:
+            self._copy(best, seq)
+            self._entries.move_to_end(best)
+        self._trim(seq, length)
         self.hits += 1
         self.reused_tokens += length
         return length
 
     def keep(self, seq: int, tokens: list[int]) -> None:
-        """`seq` has ended with `tokens` evaluated: keep its cells as an entry, then free `seq`."""
-        if self._free or self._entries:
-            self._store(seq, tokens)
-        self._drop(seq)
-
-    def _store(self, seq: int, tokens: list[int]) -> None:
-        if len(tokens) < MIN_PREFIX:
+        """`seq` has ended with `tokens` evaluated: its cells stay, as the newest entry."""
+        if self.limit == 0 or len(tokens) < MIN_PREFIX:
+            self._trim(seq, 0)
             return
-        for cache_seq, cached in list(self._entries.items()):
-            shared = common_prefix(cached, tokens)
-            if shared == len(tokens):  # already cached, within a longer entry
-                self._entries.move_to_end(cache_seq)
-                return
-            if shared == len(cached):  # the new entry supersedes this one
-                self._remove(cache_seq)
-        if not self._free:
+        self._entries[seq] = tokens
+        self._entries.move_to_end(seq)
+        while len(self._entries) > self.limit:
             self.evict()
-        cache_seq = self._free.pop()
-        self._copy(seq, cache_seq, len(tokens))
-        self._entries[cache_seq] = tokens
 
     def evict(self) -> bool:
-        """Free the least recently used entry (its cells go back to the KV cache); False if none."""
+        """Free the least recently used entry's cells; False if there is none."""
         if not self._entries:
             return False
-        cache_seq = next(iter(self._entries))
-        self._remove(cache_seq)
+        cached_seq, _ = self._entries.popitem(last=False)
+        self._trim(cached_seq, 0)
         self.evictions += 1
         return True
-
-    def _remove(self, cache_seq: int) -> None:
-        del self._entries[cache_seq]
-        self._drop(cache_seq)
-        self._free.append(cache_seq)
