@@ -17,7 +17,7 @@ from margin.cli.help import examples
 from margin.cli.progress import progress
 from margin.embedding import EmbedderUnavailableError
 from margin.routing.learned.features import EMBEDDER_KINDS, FeatureSpec, Featurizer
-from margin.routing.learned.outcomes import OutcomeFormatError, Outcomes, TierPrices, load_outcomes
+from margin.routing.learned.outcomes import OutcomeFormatError, Outcomes, TierPrices, concat_outcomes, load_outcomes
 from margin.routing.learned.scorer import ModelFileError
 
 
@@ -32,9 +32,11 @@ def router() -> None:
     """Train and evaluate the learned tier router (data format: docs/routing.md)."""
 
 
-def _select(data: Path, benchmarks: tuple[str, ...], folds: tuple[int, ...], contaminated: bool) -> Outcomes:
+def _select(
+    data: Path, benchmarks: tuple[str, ...], folds: tuple[int, ...], contaminated: bool, more: tuple[Path, ...] = ()
+) -> Outcomes:
     try:
-        loaded = load_outcomes(data)
+        loaded = concat_outcomes([load_outcomes(path) for path in (data, *more)])
     except OutcomeFormatError as error:
         raise click.ClickException(str(error)) from error
     present = loaded.fold_names()
@@ -66,6 +68,8 @@ _contaminated_option = click.option(
         "margin router train outcomes.jsonl --out router.npz",
         "margin router train outcomes.jsonl --out router.npz --fold 1 --fold 2 --fold 3   # keep fold 4 to evaluate",
         "margin router train outcomes.jsonl --out router.npz --embedder hashing           # no extra needed",
+        "# with a tuned student's measured outcomes (the student as the weak tier, its teacher as the strong)",
+        "margin router train outcomes.jsonl --add DATA_DIR/tuning/jobs/JOB/promotion/router-outcomes.jsonl --out r.npz",
     )
 )
 @_data_argument
@@ -79,6 +83,14 @@ _contaminated_option = click.option(
     "hashing: char n-grams (no extra needed); none: lexical features only.",
 )
 @click.option("--no-lexical", is_flag=True, help="Do not add length/digit/maths lexical features.")
+@click.option(
+    "--add",
+    "more",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="More outcomes in the same format, appended to DATA (repeatable): e.g. a tuned student's measured "
+    "outcomes against its teacher, which `margin tune promote` writes (docs/tuning.md).",
+)
 @_benchmark_option
 @_fold_option
 @_contaminated_option
@@ -87,6 +99,7 @@ def train(
     out: Path,
     embedder: str,
     no_lexical: bool,
+    more: tuple[Path, ...],
     benchmarks: tuple[str, ...],
     folds: tuple[int, ...],
     include_contaminated: bool,
@@ -94,7 +107,7 @@ def train(
     """Fit a scorer on DATA (JSONL outcomes) and save it, with its calibration table, to --out."""
     from margin.routing.learned.training import TrainingConfig, train_scorer
 
-    outcomes = _select(data, benchmarks, folds, include_contaminated)
+    outcomes = _select(data, benchmarks, folds, include_contaminated, more)
     spec = FeatureSpec(embedder=embedder, lexical=not no_lexical)  # type: ignore[arg-type]  # click.Choice
     try:
         featurizer = Featurizer(spec)

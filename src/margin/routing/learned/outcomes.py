@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,18 @@ def load_outcomes(path: Path | str) -> Outcomes:
                 raise OutcomeFormatError(f"{path}:{number}: expected a JSON object")
             records.append(record)
     return outcomes_from_records(records, source=str(path))
+
+
+def concat_outcomes(parts: Sequence[Outcomes]) -> Outcomes:
+    """The rows of every part, in order: e.g. a benchmark's outcomes and a tier's own measured ones
+    (a tuned student's, written by `margin tune promote`)."""
+    columns: dict[str, Any] = {}
+    for spec in fields(Outcomes):
+        values = [getattr(p, spec.name) for p in parts]
+        columns[spec.name] = (
+            tuple(v for value in values for v in value) if isinstance(values[0], tuple) else np.concatenate(values)
+        )
+    return Outcomes(**columns)
 
 
 def outcomes_from_records(records: Sequence[Mapping[str, Any]], *, source: str = "<records>") -> Outcomes:
