@@ -45,6 +45,10 @@ from margin.translate.anthropic_response import (
 )
 from margin.types import JSON, Chunk, Usage
 
+# Delta keys other than role and content: a delta without any of them is plain text (the fast path).
+_SPECIAL_DELTA_KEYS = frozenset(
+    {DELTA_REASONING, "reasoning", DELTA_SIGNATURE, DELTA_REDACTED, "refusal", "tool_calls"}
+)
 _USAGE_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
 
@@ -67,9 +71,7 @@ class AnthropicStreamDecoder:
     cut short (the adapter decides what that means).
     """
 
-    def __init__(
-        self, *, include_usage: bool = False, created: int | None = None, deployment: str | None = None
-    ):
+    def __init__(self, *, include_usage: bool = False, created: int | None = None, deployment: str | None = None):
         self._include_usage = include_usage
         self._created = int(time.time()) if created is None else created
         self._deployment = deployment
@@ -242,15 +244,19 @@ class AnthropicStreamEncoder:
         return self._usage
 
     def feed(self, chunk: Chunk) -> list[JSON]:
-        events = self._start(chunk.body, chunk.usage_so_far) if not self._started else []
+        body = chunk.body
+        events = self._start(body, chunk.usage_so_far) if not self._started else []
         if chunk.usage is not None:
             self._usage = chunk.usage
-        elif isinstance(chunk.body.get("usage"), dict):
-            self._usage = usage_from_openai(chunk.body["usage"])
-        for choice in get_list(chunk.body, "choices"):
-            if get_int(choice, "index") in (0, None):  # an Anthropic message has one choice
-                events.extend(self._delta(get_obj(choice, "delta")))
-                reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+        elif isinstance(body.get("usage"), dict):
+            self._usage = usage_from_openai(body["usage"])
+        for choice in get_list(body, "choices"):
+            # An Anthropic message has one choice; a choice that is not an object carries nothing.
+            if isinstance(choice, dict) and get_int(choice, "index") in (0, None):
+                delta = choice.get("delta")
+                if isinstance(delta, dict) and delta:
+                    events.extend(self._delta(delta))
+                reason = choice.get("finish_reason")
                 self._finish_reason = reason if isinstance(reason, str) else self._finish_reason
         return events
 
@@ -293,14 +299,17 @@ class AnthropicStreamEncoder:
         return [{"type": "message_start", "message": message}, {"type": "ping"}]
 
     def _delta(self, delta: JSON) -> list[JSON]:
+        if _SPECIAL_DELTA_KEYS.isdisjoint(delta):  # the common chunk: text (and role) only
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                return self._append("text", {"type": "text_delta", "text": text})
+            return []
         events: list[JSON] = []
         reasoning = get_str(delta, DELTA_REASONING) or get_str(delta, "reasoning")
         if reasoning:
             events += self._append("thinking", {"type": "thinking_delta", "thinking": reasoning})
         if get_str(delta, DELTA_SIGNATURE):
-            events += self._append(
-                "thinking", {"type": "signature_delta", "signature": delta[DELTA_SIGNATURE]}
-            )
+            events += self._append("thinking", {"type": "signature_delta", "signature": delta[DELTA_SIGNATURE]})
             events += self._close()  # Anthropic sends the signature last: the block is complete
         if DELTA_REDACTED in delta:
             events += self._close() + self._open_block("redacted_thinking", get_str(delta, DELTA_REDACTED))
@@ -313,9 +322,7 @@ class AnthropicStreamEncoder:
         return events
 
     def _append(self, kind: str, payload: JSON) -> list[JSON]:
-        events = (
-            [] if self._open is not None and self._open[0] == kind else self._close() + self._open_block(kind)
-        )
+        events = [] if self._open is not None and self._open[0] == kind else self._close() + self._open_block(kind)
         # Blocks open one at a time, so the open block is always the newest.
         return [*events, {"type": "content_block_delta", "index": self._next_index - 1, "delta": payload}]
 
