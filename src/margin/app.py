@@ -87,6 +87,7 @@ from margin.storage.limits_stores import open_redis_circuits
 from margin.storage.rollout_stores import open_rollout_store
 from margin.storage.rollouts import RolloutStore
 from margin.storage.teams import ObjectStore
+from margin.tuning.drift import DriftProposer
 
 log = logging.getLogger("margin")
 
@@ -374,7 +375,13 @@ def build_rollouts(
     stable = {g.name: g.deployments[0] for g in config.models}
     watched = {name: s for name, s in samples.items() if s.reeval_every_s is not None}
     judges = {g.name: g.rollout.judge for g in config.models if g.rollout is not None}  # the drift judge's base
-    drift = DriftWatch(store, watched, stable, completer, alerts, clock=clock, judges=judges) if watched else None
+    trigger = config.tuning.sources and config.tuning.drift.action != "off"  # a drift proposes a tuning job
+    proposer = DriftProposer(config, resolve_data_dir(config)) if trigger else None
+    drift = (
+        DriftWatch(store, watched, stable, completer, alerts, clock=clock, judges=judges, on_drift=proposer)
+        if watched
+        else None
+    )
     return RolloutStage(engine, settings, caller=caller, meter=meter, sampler=sampler, drift=drift)
 
 

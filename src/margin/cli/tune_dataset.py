@@ -147,16 +147,33 @@ def build(
         raise click.UsageError("--group is required to build from traffic")
     stem = (prompts or answered).stem if (prompts or answered) else group  # type: ignore[union-attr]
     chosen = name or f"{stem}-{time.strftime('%Y-%m-%d', time.gmtime())}"
+    manifest = _run_build(config, chosen, source, group, teacher, since, prompts or answered, via, url, api_key,
+                          concurrency, poll_s)  # fmt: skip
+    click.echo(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2).decode())
+
+
+def build_and_report(
+    config: MarginConfig, name: str, group: str, teacher: str, since: str, url: str | None, api_key: str | None
+) -> DatasetManifest:
+    """A dataset from `group`'s traffic (the drift trigger's fresh data); its manifest printed."""
+    manifest = _run_build(config, name, "traffic", group, teacher, since, None, "live", url, api_key, 4, 2.0)
+    click.echo(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2).decode())
+    return manifest
+
+
+def _run_build(
+    config: MarginConfig, name: str, source: str, group: str | None, teacher: str | None, since: str,
+    path: Path | None, via: str, url: str | None, api_key: str | None, concurrency: int, poll_s: float,
+) -> DatasetManifest:  # fmt: skip
     try:
-        manifest = asyncio.run(_build(config, chosen, source, group, teacher, since, prompts or answered, via, url,
-                                      api_key, concurrency, poll_s))  # fmt: skip
+        return asyncio.run(_build(config, name, source, group, teacher, since, path, via, url, api_key, concurrency,
+                                  poll_s))  # fmt: skip
     except (MarginError, ConfigError) as exc:
         raise _fail(exc) from None
     except StorageError as exc:
         raise click.ClickException(f"the store failed: {exc}") from None
     except (ConnectionError, TimeoutError) as exc:
         raise click.ClickException(f"margin cannot be reached: {exc}") from None
-    click.echo(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2).decode())
 
 
 async def _build(

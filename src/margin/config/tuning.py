@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from margin.config.base import Strict
 
@@ -68,6 +68,11 @@ class DriftTrigger(Strict):
     action: Literal["off", "propose", "start"] = Field(
         "propose", description="propose: log and record a proposal; start: also build a fresh dataset and queue a job"
     )
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
 
 class TuningConfig(Strict):

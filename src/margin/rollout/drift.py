@@ -100,8 +100,11 @@ class DriftWatch:
         *,
         clock: Callable[[], float] = time.time,
         judges: Mapping[str, OnlineJudge | None] | None = None,
+        on_drift: Callable[[DriftRecord], None] | None = None,
     ) -> None:
+        """`on_drift`: told of every run that drifted, after the alert (the tuning trigger, docs/tuning.md)."""
         self.store = store
+        self.on_drift = on_drift
         self.groups = {g: s for g, s in groups.items() if s.reeval_every_s is not None}
         self.stable = stable  # group -> the deployment re-asked (asked by name: no rollout split applies)
         self.completer = completer
@@ -223,6 +226,8 @@ class DriftWatch:
         )
         if drifted:
             self._alert(run)
+            if self.on_drift is not None:
+                self.on_drift(run)
         elif inconclusive:
             log.warning(
                 "drift re-evaluation of %s (%s) inconclusive: %s agreed judge verdicts, %s needed (%s)",
