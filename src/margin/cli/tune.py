@@ -14,6 +14,10 @@ from margin.cli.help import examples
 
 # name -> "module:attribute"
 TUNE_COMMANDS: dict[str, str] = {
+    "train": "margin.cli.tune_train:train",
+    "resume": "margin.cli.tune_train:resume",
+    "status": "margin.cli.tune_train:status",
+    "job": "margin.cli.tune_train:job",
     "dataset": "margin.cli.tune_dataset:dataset",
 }
 

@@ -1,0 +1,1 @@
+"""Worked examples of distillation (docs/tuning.md)."""
