@@ -34,6 +34,7 @@ PROMPTS = 120
 MILLION = Decimal(1_000_000)
 STRONG_PRICE = (Decimal(10), Decimal(30))
 WEAK_PRICE = (Decimal("0.6"), Decimal("0.6"))
+JUDGE_PRICE = (Decimal("1"), Decimal("2"))
 
 
 def margin_config(upstream: str) -> str:
@@ -45,7 +46,9 @@ def margin_config(upstream: str) -> str:
 
     return (
         "deployments:\n" + deployment("strong", STRONG_PRICE) + deployment("weak", WEAK_PRICE)
+        + deployment("judge", JUDGE_PRICE)
         + "models:\n  - {name: strong, deployments: [strong]}\n  - {name: weak, deployments: [weak]}\n"
+        "  - {name: judge, deployments: [judge]}\n"
     )  # fmt: skip
 
 
@@ -62,7 +65,8 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("whatif-live")
-    with fake_upstream("--fault", f"fake-weak=wrong={WRONG}") as upstream, gateway(margin_config(upstream), tmp) as url:
+    faults = ("--fault", f"fake-weak=wrong={WRONG}", "--fault", "fake-judge=judge")
+    with fake_upstream(*faults) as upstream, gateway(margin_config(upstream), tmp) as url:
         yield Served(url, tmp)
 
 
@@ -99,6 +103,7 @@ def candidate(served: Served, name: str, **sampling: Any) -> Path:
         "prices": {
             "strong": {"input": str(STRONG_PRICE[0]), "output": str(STRONG_PRICE[1]), "provider": "fake"},
             "weak": {"input": str(WEAK_PRICE[0]), "output": str(WEAK_PRICE[1]), "provider": "fake"},
+            "judge": {"input": str(JUDGE_PRICE[0]), "output": str(JUDGE_PRICE[1]), "provider": "fake"},
         },
         "sampling": {"url": served.url, "grader": "normalised", "margin": 0.1, **sampling},
     }
@@ -189,3 +194,24 @@ def test_the_sample_is_sent_through_margin_graded_and_projected(served: Served) 
         cost += weak_cost(i, i in sampled) if to_weak else strong_cost(i)
     assert Decimal(point["cost_usd"]) == cost
     assert point["quality_interval"][0] >= 0.7 and "live sample:" in stdout and "tagged whatif" in stdout
+
+
+def test_a_judge_grades_the_sample_and_its_calls_are_counted_and_capped(served: Served) -> None:
+    n = needed()
+    weak_only = n * weak_cost(0, sampled=False)
+    judge = {"grader": {"type": "judge", "model": "judge"}}
+    report, _, _ = whatif(served, "judge-cap", cost_cap_usd=str(weak_only * 2), **judge)
+    assert "live sampling refused" in report["sampling"]["refusal"]  # the judge's calls are in the estimate
+    assert Decimal(report["sampling"]["estimated_cost_usd"]) > weak_only * 2
+    before = len(whatif_rows(served.ledger, 0, timeout=0.5))
+    report, decisions, _ = whatif(served, "judge", cost_cap_usd="1", **judge)
+    sampling = report["sampling"]
+    # Each sample: the weak call, and the judge in both orders on the weak answer and on the recorded one.
+    assert sampling["calls"] == n and sampling["judge_calls"] == 4 * n and sampling["graded"] == n
+    rows = whatif_rows(served.ledger, before + 5 * n)[before:]
+    assert len(rows) == 5 * n and sum(r["deployment"] == "judge" for r in rows) == 4 * n
+    assert Decimal(sampling["spent_usd"]) == sum((Decimal(r["cost_total"]) for r in rows), Decimal(0))
+    graded = [d for d in decisions if d["weak_quality"] is not None]
+    assert len(graded) == n and all(d["line"] <= PROMPTS and d["quality"] == 1.0 for d in graded)
+    for d in graded:  # the fake judge: 0 for "I do not know.", the top of the scale otherwise
+        assert d["weak_quality"] == (0.0 if answered_wrongly(prompt(d["line"] - 1), WRONG) else 1.0)
