@@ -19,6 +19,8 @@ TUNE_COMMANDS: dict[str, str] = {
     "status": "margin.cli.tune_train:status",
     "job": "margin.cli.tune_train:job",
     "dataset": "margin.cli.tune_dataset:dataset",
+    "promote": "margin.cli.tune_promote:promote",
+    "drift": "margin.cli.tune_drift:drift",
 }
 
 
