@@ -8,6 +8,7 @@ import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from margin.api import timing
 from margin.api.body import JsonBody, read_body, validated
@@ -22,23 +23,40 @@ from margin.pipeline.route_labels import route_headers
 from margin.types import ChatRequest, EmbeddingRequest
 
 _NOT_PARAMS = frozenset({"model", "messages", "prompt", "stream", "stream_options"})
+_CONTEXT_HEADERS = frozenset(
+    {
+        b"authorization", b"x-api-key", b"x-margin-cache", b"cache-control", b"x-margin-purpose",
+        b"x-margin-tier", b"x-margin-max-tier", b"x-margin-session",
+    }
+)  # fmt: skip
+
+
+def _wanted_headers(scope: Scope) -> dict[bytes, str]:
+    """The headers `new_context` reads, in one pass over the raw list (first occurrence wins, as
+    with Starlette's `Headers.get`, which scans the whole list once per name)."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _CONTEXT_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
     rid = new_request_id()
     request.scope["margin.request_id"] = rid
-    auth = request.headers.get("authorization")
-    key = auth[7:] if auth and auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
-    control = request.headers.get("x-margin-cache") or request.headers.get("cache-control")
+    headers = _wanted_headers(request.scope)
+    auth = headers.get(b"authorization")
+    key = auth[7:] if auth and auth[:7].lower() == "bearer " else headers.get(b"x-api-key")
+    control = headers.get(b"x-margin-cache") or headers.get(b"cache-control")
     ctx = RequestContext(request_id=rid, endpoint=endpoint, api_key=key, cache_control=control)
-    ctx.purpose = request.headers.get("x-margin-purpose")  # checked by the auth stage
+    ctx.purpose = headers.get(b"x-margin-purpose")  # checked by the auth stage
     bind_request(ctx)  # JSON log lines of this request name it (margin/logs.py)
     timing.attach(request.scope, ctx)  # timed from the request's arrival to the response's last byte
     tracer = state_of(request).tracer
     if tracer.enabled:
         ctx.trace = tracer.start(request.headers)  # a child of the client's traceparent, if sampled
-    for header, hint in (("x-margin-tier", "pin"), ("x-margin-max-tier", "cap"), ("x-margin-session", "session")):
-        value = request.headers.get(header)
+    for header, hint in ((b"x-margin-tier", "pin"), (b"x-margin-max-tier", "cap"), (b"x-margin-session", "session")):
+        value = headers.get(header)
         if value:
             ctx.route_hints[hint] = value  # pins or caps the tier of a tiered model group
     return ctx
@@ -116,9 +134,7 @@ async def _sampling(
     chat = chat_request(raw, kind="completion" if endpoint == "completions" else "chat")
     if not chat.stream:
         result = await state.pipeline.chat(ctx, chat)
-        return Response(
-            orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx)
-        )
+        return Response(orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx))
     chunks = await state.pipeline.stream(ctx, chat)
     return EventStreamResponse(openai_events(chunks), chunks, headers=_stream_headers(ctx))
 
@@ -140,9 +156,7 @@ async def embeddings(request: Request) -> Response:
         params={k: v for k, v in raw.items() if k not in ("model", "input")},
     )
     result = await state.pipeline.embed(ctx, embedding)
-    return Response(
-        orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx)
-    )
+    return Response(orjson.dumps(result.body), media_type="application/json", headers=response_headers(ctx))
 
 
 async def list_models(request: Request) -> Response:

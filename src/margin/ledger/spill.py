@@ -11,8 +11,10 @@ All methods are blocking file I/O, serialised by a lock: call them from a worker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -20,6 +22,8 @@ from dataclasses import fields
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from margin.storage.ledger_row import LedgerRow
 
@@ -35,13 +39,19 @@ _FIELD_NAMES = tuple(f.name for f in fields(LedgerRow))
 def row_to_json(row: LedgerRow) -> str:
     """One line of JSON; Decimals as exact strings."""
     record: dict[str, Any] = {}
+    finite = True
     for name in _FIELD_NAMES:
         value = getattr(row, name)
         if isinstance(value, Decimal):
             value = str(value)
         elif isinstance(value, tuple):
             value = list(value)
+        elif type(value) is float and not math.isfinite(value):
+            finite = False  # orjson would write null; the stdlib keeps NaN/Infinity as it always has
         record[name] = value
+    if finite:
+        with contextlib.suppress(TypeError):  # orjson: several times faster, the same compact JSON
+            return orjson.dumps(record).decode()
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 

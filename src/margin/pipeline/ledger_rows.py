@@ -16,19 +16,22 @@ def rows_for(ctx: RequestContext, *, overhead_ms: float | None = None) -> list[L
     """The request's rows; its last row (the answering one, when there is one) carries the
     request's `overhead_ms` in `extra` (the gateway's own time, arrival to last byte written) and
     the routing, fallback and cache decision its response headers carried (`decision_extra`)."""
-    if ctx.cache_row is not None:
-        rows = [ctx.cache_row]  # a cache hit: cost 0, with the saved cost; no upstream attempt
-    else:
-        final = len(ctx.attempts) - 1 if ctx.deployment else -1
-        rows = [_row(ctx, attempt, is_final=i == final) for i, attempt in enumerate(ctx.attempts)]
-    if rows:
-        last = rows[-1]
-        timing = {"overhead_ms": f"{overhead_ms:.3f}"} if overhead_ms is not None else {}
-        rows[-1] = replace(last, extra={**last.extra, **decision_extra(ctx), **timing})
-    return rows
+    timing = {"overhead_ms": f"{overhead_ms:.3f}"} if overhead_ms is not None else {}
+    if ctx.cache_row is not None:  # a cache hit: cost 0, with the saved cost; no upstream attempt
+        row = ctx.cache_row
+        return [replace(row, extra={**row.extra, **decision_extra(ctx), **timing})]
+    final = len(ctx.attempts) - 1 if ctx.deployment else -1
+    last = len(ctx.attempts) - 1
+    return [
+        # The last row's extra is built whole: no second LedgerRow through dataclasses.replace.
+        _row(ctx, attempt, is_final=i == final, more_extra={**decision_extra(ctx), **timing} if i == last else None)
+        for i, attempt in enumerate(ctx.attempts)
+    ]
 
 
-def _row(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> LedgerRow:
+def _row(
+    ctx: RequestContext, attempt: Attempt, *, is_final: bool, more_extra: dict[str, str] | None = None
+) -> LedgerRow:
     usage = attempt.usage or Usage()
     cost = attempt.cost
     seconds = attempt.latency_ms / 1000
@@ -60,7 +63,9 @@ def _row(ctx: RequestContext, attempt: Attempt, *, is_final: bool) -> LedgerRow:
         usage_source=usage.source if attempt.usage is not None else "none",
         estimated_buckets=",".join(usage.estimated) if attempt.usage is not None else "",
         **_money(cost),
-        extra=row_extra(ctx, attempt, is_final=is_final),
+        extra=row_extra(ctx, attempt, is_final=is_final)
+        if more_extra is None
+        else {**row_extra(ctx, attempt, is_final=is_final), **more_extra},
         routing_savings=row_savings(ctx, attempt, is_final=is_final),
     )
 
