@@ -6,7 +6,9 @@ Latency and TTFT go into log-spaced bins with fixed boundaries, four per doublin
 from 0.125 ms to 2^20 ms (17.5 min; a time outside falls in the first or last bin): a percentile read
 back from a histogram is the bin's geometric midpoint, within 9% of the exact value. Each cell keeps
 its bins as fixed columns beside the tokens generated and the time spent generating them
-(`margin.storage.timing`), so a read costs the same per cell however many rows the cell holds.
+(`margin.storage.timing`), so a read costs the same per cell however many rows the cell holds. Timing
+cells exist for hours and days only (a window's percentiles and tokens/s read whole hours: its edges
+widen to the hour), which keeps their writes near what the per-bin rows they replaced cost.
 
 Each cell also counts requests by what their cache lookup found: hits by kind, misses, bypasses by
 reason (from the request's rows: `cache_result`, and the `cache` entry its last row's `extra` has).
@@ -198,7 +200,7 @@ def rollup_deltas(rows: Iterable[LedgerRow]) -> tuple[dict[RollupKey, RollupDelt
     for (minute, key_id, team, tags, model, tier, deployment), (delta, timing) in by_signature.items():
         for cell in cells_of(minute, group_values(key_id, team, tags, model, tier, deployment)):
             deltas.setdefault(cell, RollupDelta()).add(delta)
-            if timing:
+            if timing and cell[0] != MINUTE:  # timings are kept per hour and day (`timing_segments`)
                 timings.setdefault(cell, TimingDelta()).add(timing)
     return deltas, timings
 
@@ -231,6 +233,12 @@ def rollup_segments(since: float, until: float) -> list[tuple[int, int, int]]:
     (period_s, first bucket_start, end) triples, days in the middle, hours and minutes at the edges."""
     lo, hi = math.floor(since / MINUTE) * MINUTE, math.ceil(until / MINUTE) * MINUTE
     return _cover(lo, hi, (DAY, HOUR, MINUTE)) if hi > lo else []
+
+
+def timing_segments(since: float, until: float) -> list[tuple[int, int, int]]:
+    """The timing cells covering [since, until) widened to whole hours (the finest timing cell)."""
+    lo, hi = math.floor(since / HOUR) * HOUR, math.ceil(until / HOUR) * HOUR
+    return _cover(lo, hi, (DAY, HOUR)) if hi > lo else []
 
 
 def _cover(lo: int, hi: int, periods: tuple[int, ...]) -> list[tuple[int, int, int]]:

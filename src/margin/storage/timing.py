@@ -36,27 +36,40 @@ def _cells(delta: TimingDelta) -> dict[str, int]:
     }
 
 
-def sparse_params(timings: Mapping[RollupKey, TimingDelta]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
-    """Upsert parameters grouped by the bin columns a cell fills (one statement per group, each
-    binding only its columns: SQLite, whose single writer needs no lock order)."""
-    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-    for key, delta in sorted(timings.items()):
-        filled = _cells(delta)
-        columns = tuple(sorted(filled))
-        groups.setdefault(columns, []).append(
-            (*key, delta.generated_tokens, delta.generation_us, *(filled[c] for c in columns))
-        )
+def column_params(timings: Mapping[RollupKey, TimingDelta]) -> dict[str, list[tuple[Any, ...]]]:
+    """Upsert parameters per bin column: each filled bin of a cell is one upsert of that column's
+    statement (at most len(BIN_COLUMNS) statements, each prepared once), the cell's generation sums
+    riding on its first. SQLite, whose single writer needs no lock order."""
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for key, delta in timings.items():
+        tokens, us = delta.generated_tokens, delta.generation_us
+        for column, n in _cells(delta).items():
+            groups.setdefault(column, []).append((*key, tokens, us, n))
+            tokens = us = 0
     return groups
 
 
 def dense_params(timings: Mapping[RollupKey, TimingDelta]) -> list[tuple[Any, ...]]:
-    """Upsert parameters of every bin column (NULL where empty), in key order, so concurrent writers
-    lock cells in the same order (PostgreSQL)."""
+    """Upsert parameters of every bin column (NULL where empty), in key order (bulk loads)."""
     out = []
     for key, delta in sorted(timings.items()):
         filled = _cells(delta)
         out.append((*key, delta.generated_tokens, delta.generation_us, *(filled.get(c) for c in BIN_COLUMNS)))
     return out
+
+
+def dense_columns(timings: Mapping[RollupKey, TimingDelta]) -> list[list[Any]]:
+    """`dense_params` as one list per column, the parameters of an `unnest` upsert, in key order so
+    concurrent writers lock cells in the same order (PostgreSQL); built column-wise, as most bins
+    of most cells are empty."""
+    items = sorted(timings.items())
+    columns: list[list[Any]] = [[key[i] for key, _ in items] for i in range(4)]
+    columns += [[d.generated_tokens for _, d in items], [d.generation_us for _, d in items]]
+    bins: dict[str, list[Any]] = {column: [None] * len(items) for column in BIN_COLUMNS}
+    for j, (_, delta) in enumerate(items):
+        for column, n in _cells(delta).items():
+            bins[column][j] = n
+    return columns + [bins[column] for column in BIN_COLUMNS]
 
 
 def timings_of(values: Sequence[Any]) -> Timings:

@@ -3,6 +3,7 @@ server (tests/support/postgres.py; skipped with a message when PostgreSQL is not
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -158,10 +159,12 @@ def _random_rows(count: int, seed: int = 7) -> list[LedgerRow]:
 
 
 def _expected(rows: list[LedgerRow], lo: float, hi: float, group_by: GroupBy) -> dict[str, dict[str, Any]]:
-    """Aggregates computed straight from raw rows, independently of the rollup code."""
+    """Aggregates computed straight from raw rows, independently of the rollup code (the latency and TTFT
+    histograms over the window widened to whole hours, as the timing cells are kept)."""
     out: dict[str, dict[str, Any]] = {}
+    hour_lo, hour_hi = math.floor(lo / HOUR) * HOUR, math.ceil(hi / HOUR) * HOUR  # timings: whole hours
     for row in rows:
-        if not lo <= row.ts < hi:
+        if not hour_lo <= row.ts < hour_hi:
             continue
         values = {
             "key": [row.key_id],
@@ -187,6 +190,12 @@ def _expected(rows: list[LedgerRow], lo: float, hi: float, group_by: GroupBy) ->
                     "ttft": {},
                 },
             )
+            agg["lat"][latency_bin(row.latency_ms)] = agg["lat"].get(latency_bin(row.latency_ms), 0) + 1
+            if row.ttft_ms is not None:
+                agg["ttft"][latency_bin(row.ttft_ms)] = agg["ttft"].get(latency_bin(row.ttft_ms), 0) + 1
+            if not lo <= row.ts < hi:
+                continue
+            agg["in_window"] = True
             agg["attempts"] += 1
             agg["requests"] += row.attempt_index == 0
             agg["successful"] += row.is_final and row.status == "ok"
@@ -195,10 +204,9 @@ def _expected(rows: list[LedgerRow], lo: float, hi: float, group_by: GroupBy) ->
             agg["input"] += row.input_uncached
             agg["cost"] += row.cost_total
             agg["saved"] += row.saved_cost
-            agg["lat"][latency_bin(row.latency_ms)] = agg["lat"].get(latency_bin(row.latency_ms), 0) + 1
-            if row.ttft_ms is not None:
-                agg["ttft"][latency_bin(row.ttft_ms)] = agg["ttft"].get(latency_bin(row.ttft_ms), 0) + 1
-    return out
+    return {
+        group: {k: v for k, v in agg.items() if k != "in_window"} for group, agg in out.items() if agg.get("in_window")
+    }
 
 
 def _actual(rows: list[ReportRow]) -> dict[str, dict[str, Any]]:
@@ -316,12 +324,28 @@ async def test_reprice_moves_the_routing_savings_of_tiered_routes(store: LedgerS
     and savings, and the rollups with them; an untiered row's savings stay 0."""
     old = {"price_version": "config:old", "model_group": "auto", "route_policy": "cascade"}
     rejected = make_row(
-        2, deployment="cheap", model="cheap-model", input_uncached=1000, output=100, is_final=False,
-        cost_total=D("0.0003"), routing_savings=D("-0.0003"), extra={"counterfactual": "none"}, **old,
+        2,
+        deployment="cheap",
+        model="cheap-model",
+        input_uncached=1000,
+        output=100,
+        is_final=False,
+        cost_total=D("0.0003"),
+        routing_savings=D("-0.0003"),
+        extra={"counterfactual": "none"},
+        **old,
     )
     answer = make_row(
-        2, deployment="cheap", model="cheap-model", input_uncached=1000, output=100, attempt_id="req-2:1",
-        attempt_index=1, cost_total=D("0.0003"), routing_savings=D("0.0027"), extra={"counterfactual": "premium"},
+        2,
+        deployment="cheap",
+        model="cheap-model",
+        input_uncached=1000,
+        output=100,
+        attempt_id="req-2:1",
+        attempt_index=1,
+        cost_total=D("0.0003"),
+        routing_savings=D("0.0027"),
+        extra={"counterfactual": "premium"},
         **old,
     )
     untiered = make_row(3, deployment="cheap", model="cheap-model", input_uncached=1000, output=100, **old)

@@ -45,12 +45,18 @@ from margin.storage.ledger_sql import LedgerSql
 from margin.storage.postgres.session import Connection, PgSession
 from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow, Timings
 from margin.storage.request_log import RequestQuery
-from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS, rollup_deltas, rollup_segments
+from margin.storage.rollups import (
+    MINUTE,
+    ROLLUP_INT_COLUMNS,
+    ROLLUP_MONEY_COLUMNS,
+    rollup_deltas,
+    rollup_segments,
+    timing_segments,
+)
 from margin.storage.timing import (
     BIN_COLUMNS,
-    TIMING_TABLE,
     TOTAL_COLUMNS,
-    dense_params,
+    dense_columns,
     timing_buckets,
     timings_by_value,
 )
@@ -133,7 +139,8 @@ class PostgresLedgerStore:
                 return
             deltas, timings = rollup_deltas(fresh)
             await _upsert(cursor, ROLLUP_UPSERT, rollup_params(deltas, quantize_money))
-            await _upsert(cursor, TIMING_UPSERT, dense_params(timings))
+            if timings:
+                await cursor.execute(TIMING_UPSERT, dense_columns(timings))
 
     async def update_costs(self, changes: Sequence[CostChange]) -> None:
         latest = list({change.attempt_id: change for change in changes}.values())
@@ -166,9 +173,9 @@ class PostgresLedgerStore:
             if n < batch_size:
                 break
         first_kept_minute = int(before // MINUTE) * MINUTE
-        for table in (ROLLUP_TABLE, TIMING_TABLE):
-            while await self._delete(SQL.prune_minutes(table), (first_kept_minute, batch_size)) >= batch_size:
-                pass
+        params = (first_kept_minute, batch_size)  # timing cells are hours and days: none to prune
+        while await self._delete(SQL.prune_minutes(ROLLUP_TABLE), params) >= batch_size:
+            pass
         return deleted
 
     # -- reads
@@ -198,12 +205,14 @@ class PostgresLedgerStore:
         if not segments:
             return []
         params = segment_params(group_by, segments)
+        hours = timing_segments(since, until) if histograms else []
         timings: list[Any] = []
         async with self._session() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             totals = await (await conn.execute(SQL.report(len(segments)), params)).fetchall()
-            if histograms:
-                timings = await (await conn.execute(SQL.timing_report(len(segments)), params)).fetchall()
+            if hours:
+                sql = SQL.timing_report(len(hours))
+                timings = await (await conn.execute(sql, segment_params(group_by, hours))).fetchall()
         return report_rows(totals, timings_by_value(timings))
 
     async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:

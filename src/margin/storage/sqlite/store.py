@@ -36,14 +36,15 @@ from margin.storage.ledger_schema import ROLLUP_TABLE, money_text, row_from_valu
 from margin.storage.ledger_sql import LedgerSql
 from margin.storage.protocols import AuditEntry, BucketRow, CostChange, GroupBy, ReportRow, StorageError, Timings
 from margin.storage.request_log import RequestQuery
-from margin.storage.rollups import MINUTE, rollup_deltas, rollup_segments
+from margin.storage.rollups import MINUTE, rollup_deltas, rollup_segments, timing_segments
 from margin.storage.sqlite.functions import MONEY_ADD, MONEY_SUM, register_money_functions
 from margin.storage.sqlite.transactions import apply_migrations, transaction
-from margin.storage.timing import TIMING_TABLE, sparse_params, timing_buckets, timings_by_value
+from margin.storage.timing import column_params, timing_buckets, timings_by_value
 
 SQL = LedgerSql(param="?", money_add=MONEY_ADD, money_sum=MONEY_SUM, row_id="rowid")
 MEMORY = ":memory:"
 _ID_CHUNK = 500  # well under SQLite's bound-parameter limit
+STATEMENTS = 512  # prepared statements kept: the timing upserts are one per bin column (timing.BIN_COLUMNS)
 T = TypeVar("T")
 
 
@@ -67,7 +68,9 @@ class SqliteLedgerStore:
         if self._conn is None:
             if self.path != MEMORY:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, cached_statements=STATEMENTS
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             register_money_functions(conn)
@@ -106,8 +109,8 @@ class SqliteLedgerStore:
             )
             deltas, timings = rollup_deltas(fresh)
             conn.executemany(SQL.rollup_upsert(), rollup_params(deltas, money_text))
-            for bins, params in sparse_params(timings).items():
-                conn.executemany(SQL.timing_upsert(bins), params)
+            for column, params in column_params(timings).items():
+                conn.executemany(SQL.timing_upsert((column,)), params)
 
     @staticmethod
     def _not_stored(conn: sqlite3.Connection, rows: list[LedgerRow]) -> list[LedgerRow]:
@@ -149,10 +152,9 @@ class SqliteLedgerStore:
             if n < batch_size:
                 break
         first_kept_minute = int(before // MINUTE) * MINUTE
-        for table in (ROLLUP_TABLE, TIMING_TABLE):
-            params = (first_kept_minute, batch_size)
-            while await self._call(self._execute, SQL.prune_minutes(table), params) >= batch_size:
-                pass
+        params = (first_kept_minute, batch_size)  # timing cells are hours and days: none to prune
+        while await self._call(self._execute, SQL.prune_minutes(ROLLUP_TABLE), params) >= batch_size:
+            pass
         return deleted
 
     # -- reads
@@ -183,14 +185,18 @@ class SqliteLedgerStore:
         segments = rollup_segments(since, until)
         if not segments:
             return []
-        return await self._call(self._report, group_by, segments, histograms)
+        hours = timing_segments(since, until) if histograms else []
+        return await self._call(self._report, group_by, segments, hours)
 
-    def _report(self, group_by: GroupBy, segments: list[tuple[int, int, int]], histograms: bool) -> list[ReportRow]:
+    def _report(
+        self, group_by: GroupBy, segments: list[tuple[int, int, int]], hours: list[tuple[int, int, int]]
+    ) -> list[ReportRow]:
         conn = self._connection()
-        params = segment_params(group_by, segments)
         with transaction(conn, "BEGIN"):  # one snapshot for totals and timings
-            totals = conn.execute(SQL.report(len(segments)), params).fetchall()
-            timings = conn.execute(SQL.timing_report(len(segments)), params).fetchall() if histograms else []
+            totals = conn.execute(SQL.report(len(segments)), segment_params(group_by, segments)).fetchall()
+            timings = (
+                conn.execute(SQL.timing_report(len(hours)), segment_params(group_by, hours)).fetchall() if hours else []
+            )
         return report_rows(totals, timings_by_value(timings))
 
     async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:

@@ -5,7 +5,8 @@
 --    as one column per fixed bin (4 per doubling of ms from 0.125 ms to 2^20 ms, NULL where empty), so
 --    a read costs the same per cell however many rows it summed; and the output tokens of attempts
 --    that measured a generation rate with the microseconds spent generating them (tokens/s; 0 for
---    cells written before). The old bins (8 per doubling) are merged pairwise into the new ones.
+--    cells written before). Timing cells are hours and days only (minute ones are not written; the
+--    old minute bins are dropped). The old bins (8 per doubling) are merged pairwise into the new ones.
 
 ALTER TABLE ledger_rollup ADD COLUMN hits_exact INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE ledger_rollup ADD COLUMN hits_semantic INTEGER NOT NULL DEFAULT 0;
@@ -399,7 +400,7 @@ SELECT period_s, bucket_start, dimension, value,
 FROM (
     SELECT period_s, bucket_start, dimension, value, metric, n,
         MIN(MAX((bin + 1024) / 2 - 512 - (-12), 0), 91) AS b
-    FROM ledger_latency_rollup
+    FROM ledger_latency_rollup WHERE period_s <> 60
 ) AS old GROUP BY period_s, bucket_start, dimension, value;
 
 DROP TABLE ledger_latency_rollup;
