@@ -126,6 +126,9 @@ def test_dataset_from_traffic_asks_the_teacher_only_where_it_did_not_answer(serv
     assert len(rows) == PROMPTS // 2
     assert {r["deployment"] for r in rows} == {"premium"} and {r["endpoint_class"] for r in rows} == {"batch"}
     assert Decimal(manifest["teacher_cost_usd"]) == sum(Decimal(r["cost_total"]) for r in rows) > 0
+    budget = httpx.get(f"{served.url}/admin/budgets/status", timeout=5).json()["data"]
+    spent = next(Decimal(b["spent"]) for b in budget if b["scope"] == "tag:tuning")
+    assert spent == Decimal(manifest["teacher_cost_usd"])  # the tuning budget charged the teacher's calls, only them
     code, stdout, _ = margin(served, "tune", "dataset", "export", "support-ds")
     lines = [json.loads(line) for line in stdout.splitlines()]
     assert len(lines) == PROMPTS and all(set(line) == {"messages"} for line in lines)
