@@ -54,6 +54,11 @@ PLANNER_CHART = """JSON.stringify(Object.fromEntries(Object.entries(window.margi
 }])))"""
 
 
+SERIES_CHARTS = """JSON.stringify(Object.fromEntries(Object.entries(window.marginCharts || {}).map(([id, c]) => [id, {
+  datasets: c.data.datasets.map(d => d.label), values: c.data.datasets.map(d => d.data),
+}])))"""
+
+
 def twin(url: str, page: str) -> dict[str, Any]:
     name, _, query = page.partition("?")
     answer = httpx.get(f"{url}/admin/api/{name}?{query}", headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
@@ -84,6 +89,8 @@ def test_every_page_in_chromium_matches_its_json_twin(tmp_path: Path) -> None:
                     shown[name] = json.loads(await page.evaluate(FIGURES))
                     if name == "planner":
                         charts.update(json.loads(await page.evaluate(PLANNER_CHART)))
+                    if name == "performance":
+                        charts.update(json.loads(await page.evaluate(SERIES_CHARTS)))
                     twins[name] = twin(url, name)  # at once: "7d" means the same minutes to both
                     await page.screenshot(tmp_path / f"{name.replace('?', '_').replace('&', '_')}.png")
                 await page.navigate(f"{url}/dashboard/spend")  # the explorer's own form: group by key
@@ -108,6 +115,15 @@ def test_every_page_in_chromium_matches_its_json_twin(tmp_path: Path) -> None:
     planner = twins["planner"]
     assert planner["summary"]["requests"] == 6 and planner["tables"]["options"]["rows"], planner
     options = [row[1] for row in planner["tables"]["options"]["rows"]]
+    # the performance page's charts: p95 latency and tokens/s per deployment, drawn from the twin's series
+    series = twins["performance"]["tables"]["series"]["rows"]
+    deployments = sorted({row[1] for row in series})
+    assert charts.pop("chart-latency-p95")["datasets"] == deployments, charts
+    throughput = charts.pop("chart-tokens-per-s")
+    assert throughput["datasets"] == deployments
+    assert sorted(v for values in throughput["values"] for v in values if v is not None) == sorted(
+        row[6] for row in series if row[6] is not None
+    )
     assert list(charts) == ["chart-planner-0"] and charts["chart-planner-0"]["datasets"] == options, charts
     assert "today" in charts["chart-planner-0"]["annotations"], charts
     today = planner["tables"]["crossover"]["rows"][0][1]  # the measured requests/day the chart is drawn at
