@@ -22,7 +22,7 @@ from margin.config.model import MarginConfig
 from margin.errors import ConfigError, MarginError
 from margin.evals.wire import Wire
 from margin.storage import StorageError
-from margin.tuning.build import BuildRequest, Candidate, LiveTeacher, Teacher, build_dataset
+from margin.tuning.build import BuildRequest, Candidate, LiveTeacher, Teacher, TextFilter, build_dataset
 from margin.tuning.dataset import SPLITS, DatasetManifest, dataset_dir, list_datasets, load_split, prune_expired
 from margin.tuning.dataset import read_manifest as read_dataset_manifest
 from margin.tuning.sources import (
@@ -66,6 +66,22 @@ async def _open_wire(config: MarginConfig, url: str | None) -> tuple[Wire, Calla
     wire = AsgiWire(create_app(config))
     await wire.start()
     return wire, wire.aclose
+
+
+def _names_and_addresses(config: MarginConfig, group: str | None) -> TextFilter | None:
+    """The group's production sample redacts names and addresses (Presidio): so does its dataset.
+    (Traffic is already redacted so; a prompt file, its answers and a user JSONL are redacted here.)"""
+    settings = find_group(config, group).sample if group is not None else None
+    if settings is None or settings.redact.names_and_addresses == "off":
+        return None
+    from margin.evals.pii import PresidioRedactor
+
+    redactor, chosen = PresidioRedactor(settings.redact.spacy_model), settings.redact
+
+    def more(text: str, found: dict[str, int]) -> str:
+        return redactor.redact(text, chosen.entities, chosen.score_threshold, found)
+
+    return more
 
 
 def _teacher(wire: Wire, route: TeacherRoute, via: str, concurrency: int, poll_s: float) -> Teacher:
@@ -197,6 +213,7 @@ async def _build(
         name, source, group, team=",".join(own.teams) if own and own.teams else None, teacher=teacher_name,
         retention_days=own.retention_days if own is not None else None,
         settings={"since": since if source == "traffic" else None, "via": via, "file": str(path) if path else None},
+        more_redaction=_names_and_addresses(config, group) if source != "traffic" else None,
     )  # fmt: skip
     if route is None or all(c.answer for c in candidates):
         return await build_dataset(resolve_data_dir(config), request, candidates, None, config.tuning)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -51,6 +51,9 @@ class Teacher(Protocol):
     async def answer_all(self, prompts: Mapping[str, Sequence[Mapping[str, Any]]]) -> TeacherReply: ...
 
 
+TextFilter = Callable[[str, dict[str, int]], str]  # more redaction after the patterns: (text, found) -> text
+
+
 @dataclass(frozen=True, slots=True)
 class BuildRequest:
     name: str
@@ -61,6 +64,7 @@ class BuildRequest:
     redaction: bool = True
     retention_days: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    more_redaction: TextFilter | None = None  # the group's sample's names and addresses (Presidio), if any
 
 
 @dataclass(slots=True)
@@ -75,16 +79,18 @@ class _Tally:
             self.skipped[why] = self.skipped.get(why, 0) + n
 
 
-def redact_messages(messages: Sequence[Mapping[str, Any]], found: dict[str, int]) -> list[dict[str, Any]]:
-    """The production sample's pattern redaction (margin.evals.redact) of every text."""
-    return [{"role": str(m["role"]), "content": redact_text(str(m["content"]), found)} for m in messages]
+def redact_messages(
+    messages: Sequence[Mapping[str, Any]], found: dict[str, int], more: TextFilter | None = None
+) -> list[dict[str, Any]]:
+    """The production sample's redaction of every text: the patterns (margin.evals.redact), then `more`."""
+    return [{"role": str(m["role"]), "content": redact_text(str(m["content"]), found, more)} for m in messages]
 
 
-def redact_text(text: str, found: dict[str, int]) -> str:
+def redact_text(text: str, found: dict[str, int], more: TextFilter | None = None) -> str:
     clean = redact(text)
     for label, n in clean.found.items():
         found[label] = found.get(label, 0) + n
-    return clean.text
+    return clean.text if more is None else more(clean.text, found)
 
 
 async def build_dataset(
@@ -130,10 +136,11 @@ def _prepare(
         if sum(len(str(m.get("content", ""))) for m in prompt) > settings.max_prompt_chars:
             tally.skip("too_long")
             continue
-        messages = redact_messages(prompt, found) if request.redaction else [dict(m) for m in prompt]
+        more = request.more_redaction
+        messages = redact_messages(prompt, found, more) if request.redaction else [dict(m) for m in prompt]
         answer = candidate.answer
         if answer is not None and request.redaction:
-            answer = redact_text(answer, found)
+            answer = redact_text(answer, found, more)
         out.append({"id": example_id(messages), "messages": messages, "answer": answer})
     return out
 
@@ -154,7 +161,7 @@ async def _answered(
         if example["id"] in missing:
             text = answers.get(example["id"], TeacherAnswer(None, "no answer")).text
             if text is not None and request.redaction:
-                text = redact_text(text, tally.redactions)
+                text = redact_text(text, tally.redactions, request.more_redaction)
         if not text or not str(text).strip():
             tally.skip("teacher_failed" if example["id"] in missing else "empty_answer")
             continue

@@ -89,3 +89,34 @@ def test_tiny_and_empty_datasets_are_refused_and_nothing_written(tmp_path: Path)
     with pytest.raises(DatasetError, match="no teacher was named"):
         asyncio.run(build_dataset(tmp_path, BuildRequest("q", "prompts", None), unanswered, None, settings))
     assert not (tmp_path / "tuning" / "datasets").exists() or not any((tmp_path / "tuning" / "datasets").iterdir())
+
+
+def test_a_prompt_file_gets_the_groups_names_and_addresses_redaction(tmp_path: Path) -> None:
+    """A group whose production sample redacts names and addresses (Presidio, the `pii` extra) has
+    them redacted from a prompt file's texts and answers too, after the patterns."""
+    from margin.cli.tune_dataset import _names_and_addresses
+    from margin.config.loader import parse_config
+
+    config = parse_config(
+        "deployments: [{name: d, provider: fake, model: m}]\n"
+        "models: [{name: support, deployments: [d], sample: {share: 1.0, redact: {names_and_addresses: presidio}}}]\n"
+    )
+    more = _names_and_addresses(config, "support")
+    assert more is not None
+    nouns = ["invoice", "parcel", "router", "battery", "voucher", "contract", "screen", "modem", "cable", "receipt"]
+    candidates = [
+        Candidate([{"role": "user", "content": f"is the {a} cheaper than the {b} this month?"}], "yes it is")
+        for a in nouns
+        for b in nouns
+        if a != b
+    ][:30]
+    candidates.append(
+        Candidate([{"role": "user", "content": "Please ship it to Margaret Thatcher at 221B Baker Street today."}],
+                  "Shipping to Margaret Thatcher, mail jane@example.com")
+    )  # fmt: skip
+    request = BuildRequest("names", "prompts", "support", more_redaction=more)
+    manifest = asyncio.run(build_dataset(tmp_path, request, candidates, None, TuningConfig()))
+    texts = " ".join(m["content"] for s in SPLITS for e in load_split(dataset_dir(tmp_path, "names"), s)
+                     for m in e["messages"])  # fmt: skip
+    assert "Thatcher" not in texts and "Baker Street" not in texts and "jane@" not in texts
+    assert manifest.settings["redactions"]["NAME"] == 2 and manifest.settings["redactions"]["ADDRESS"] == 1
