@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,10 @@ from margin.tuning.schedule import job_lock, lower_priority, machine_slot, wait_
 from margin.tuning.train import train, training_rows
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_CODES = "|".join(str(code) for code in sorted(_DISK_FULL))
+_DISK_FULL_TEXT = re.compile(
+    rf"[^()]*\(os error (?:{_CODES})\)|No space left on device|File too large|Disk quota exceeded"
+)
 
 
 def _say(job: Path, message: str) -> None:
@@ -45,13 +50,25 @@ def run(job: Path, *, resume: bool) -> jobs.JobRecord:
             return _train_and_convert(job, data_dir, resume=resume)
         except MarginError as exc:
             return _fail(job, exc.message)
-        except OSError as exc:
-            if exc.errno in _DISK_FULL:
-                return _fail(job, f"the disk filled while writing {exc.filename or 'a file'} ({exc.strerror})")
-            return _fail(job, f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # the trainer's own errors: recorded, never a silent death
             logging.getLogger(__name__).exception("job %s failed", job.name)
-            return _fail(job, f"{type(exc).__name__}: {exc}")
+            full = disk_full(exc)
+            return _fail(job, full if full is not None else f"{type(exc).__name__}: {exc}")
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The reason to give when `exc` (or what caused it) is a full disk: an OSError with ENOSPC,
+    EDQUOT or EFBIG, or the same error reported as text by a native writer (safetensors says
+    "File too large (os error 27)")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL:
+            return f"the disk filled while writing {seen.filename or 'a file'} ({seen.strerror})"
+        match = _DISK_FULL_TEXT.search(str(seen))
+        if match:
+            return f"the disk filled while writing the job's files ({match.group(0).strip()})"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _fail(job: Path, reason: str) -> jobs.JobRecord:

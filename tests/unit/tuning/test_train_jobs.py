@@ -175,3 +175,15 @@ def test_resume_and_serving_refuse_what_they_cannot_do(tmp_path: Path) -> None:
         jobs.find_job(tmp_path, "../etc")
     with pytest.raises(JobNotFound, match="no training job 'nope'"):
         jobs.find_job(tmp_path, "nope")
+
+
+def test_a_full_disk_is_named_whatever_wrote_the_file() -> None:
+    from margin.tuning.worker import disk_full
+
+    assert disk_full(OSError(28, "No space left on device", "/data/x/optimizer.pt")) == (
+        "the disk filled while writing /data/x/optimizer.pt (No space left on device)"
+    )
+    native = RuntimeError("saving failed")
+    native.__cause__ = Exception("File too large (os error 27)")  # safetensors / tokenizers (Rust) say it so
+    assert disk_full(native) == "the disk filled while writing the job's files (File too large (os error 27))"
+    assert disk_full(ValueError("shapes do not match")) is None
