@@ -129,7 +129,8 @@ class OtelTracer:
     def __init__(self, config: TracingConfig, deployments: Sequence[DeploymentConfig]) -> None:
         self.config = config
         self.upstreams = {d.name: Upstream.of(d) for d in deployments}
-        self.sampler = ParentBased(TraceIdRatioBased(config.sample_ratio))
+        self.root = TraceIdRatioBased(config.sample_ratio)
+        self.sampler = ParentBased(self.root)
         self.propagator = TraceContextTextMapPropagator()
         # Built directly (Resource.create would read OTEL_* variables: margin's settings are its config).
         self.resource = FixedResource({"service.name": config.service_name})
@@ -139,7 +140,12 @@ class OtelTracer:
         self.dropped = 0
 
     def start(self, headers: Mapping[str, str]) -> RequestTrace | None:
-        parent_context: Context | None = self.propagator.extract(headers) if "traceparent" in headers else None
+        if "traceparent" not in headers:  # a root: ParentBased asks the ratio sampler, whose rule this is
+            trace_id = random.getrandbits(128) or 1
+            if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= self.root.bound:
+                return None
+            return RequestTrace(trace_id, new_span_id())
+        parent_context: Context | None = self.propagator.extract(headers)
         parent = get_current_span(parent_context).get_span_context()
         trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128) or 1
         if self.sampler.should_sample(parent_context, trace_id, "request").decision is not SAMPLE:

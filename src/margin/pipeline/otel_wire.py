@@ -67,12 +67,16 @@ def key_value(key: str, value: Any) -> bytes:
 
 
 class AttributeCache:
-    """Encoded attributes by (key, value), bounded: margin's repeat from request to request."""
+    """Encoded attributes by (key, value), bounded: margin's repeat from request to request; and the
+    few other parts of a span that repeat (its name and kind, its status)."""
 
     def __init__(self, limit: int = CACHE_LIMIT, volatile: frozenset[str] = VOLATILE) -> None:
         self.limit = limit
         self.volatile = volatile
         self.encoded: dict[tuple[str, type, Any], bytes] = {}
+        self.keys: dict[str, bytes] = {}  # a volatile attribute's key field
+        self.names: dict[tuple[str, str], bytes] = {}  # (name, kind) -> name and kind fields
+        self.statuses: dict[tuple[str, str | None], bytes] = {}
 
     def attributes(self, attributes: Mapping[str, Any] | None) -> bytes:
         if not attributes:
@@ -81,7 +85,10 @@ class AttributeCache:
         encoded = self.encoded
         for key, value in attributes.items():
             if key in self.volatile:
-                parts.append(_field(0x4A, key_value(key, value)))
+                prefix = self.keys.get(key)
+                if prefix is None:
+                    prefix = self.keys[key] = _field(0x0A, key.encode())
+                parts.append(_field(0x4A, prefix + _field(0x12, _any_value(value))))
                 continue
             slot = (key, type(value), value)  # True and 1 are equal keys: the type tells them apart
             found = encoded.get(slot)
@@ -92,35 +99,48 @@ class AttributeCache:
             parts.append(found)
         return b"".join(parts)
 
+    def name(self, name: str, kind: str) -> bytes:
+        found = self.names.get((name, kind))
+        if found is None:
+            found = _field(0x2A, name.encode()) + b"\x30" + varint(_KINDS[kind])
+            if len(self.names) < self.limit:
+                self.names[(name, kind)] = found
+        return found
+
+    def status(self, code_name: str, description: str | None) -> bytes:
+        found = self.statuses.get((code_name, description))
+        if found is None:
+            code = _STATUS[code_name]
+            message = _field(0x12, description.encode()) if description else b""
+            found = _field(0x7A, message + (b"\x18" + varint(code) if code else b""))
+            if len(self.statuses) < self.limit:
+                self.statuses[(code_name, description)] = found
+        return found
+
+
+_LOCAL = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE)
+_REMOTE = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+
 
 def encode_span(span: Any, cache: AttributeCache) -> bytes:
     """One `Span` message from an SDK `ReadableSpan` (no events or links: margin's have none)."""
     context = span.get_span_context()
-    assert context is not None
     parent = span.parent
-    parts = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-    ]
-    state = context.trace_state.to_header() if context.trace_state else ""
-    if state:
-        parts.append(_field(0x1A, state.encode()))
+    parts = [b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big")]
+    state = context.trace_state
+    if state:  # an empty TraceState is falsy
+        parts.append(_field(0x1A, state.to_header().encode()))
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts += [
-        _field(0x2A, span.name.encode()),
-        b"\x30" + varint(_KINDS[span.kind.name]),
-        b"\x39" + _FIXED64.pack(span.start_time or 0),
-        b"\x41" + _FIXED64.pack(span.end_time or 0),
+        cache.name(span.name, span.kind.name),
+        b"\x39" + _FIXED64.pack(span.start_time or 0) + b"\x41" + _FIXED64.pack(span.end_time or 0),
         cache.attributes(span.attributes),
     ]
     status = span.status
     if status is not None:  # the SDK sends a status, even an empty (unset) one
-        code = _STATUS[status.status_code.name]
-        message = _field(0x12, status.description.encode()) if status.description else b""
-        parts.append(_field(0x7A, message + (b"\x18" + varint(code) if code else b"")))
-    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    parts.append(b"\x85\x01" + _FIXED32.pack(flags))
+        parts.append(cache.status(status.status_code.name, status.description))
+    parts.append(_REMOTE if parent is not None and parent.is_remote else _LOCAL)
     return b"".join(parts)
 
 

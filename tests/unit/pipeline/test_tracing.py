@@ -90,6 +90,20 @@ def test_the_client_traceparent_is_the_parent_and_sampling_follows_it(tmp_path: 
     assert fresh is not None and fresh.parent_id is None and fresh.trace_id != 0  # malformed: a trace of its own
 
 
+def test_a_new_trace_is_sampled_at_the_configured_ratio(tmp_path: Path) -> None:
+    """Without a client traceparent, `start` decides by the ratio sampler's own rule (the SDK's
+    `TraceIdRatioBased`, which `ParentBased` asks for a root): the same share, the same trace ids."""
+    from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+
+    quarter = tracer(tmp_path, ratio=0.25)
+    traces = [quarter.start({}) for _ in range(4000)]
+    sampled = [t for t in traces if t is not None]
+    assert 850 <= len(sampled) <= 1150  # 1000 expected; binomial sd 27
+    sdk = TraceIdRatioBased(0.25)
+    assert all(sdk.should_sample(None, t.trace_id, "request").decision is Decision.RECORD_AND_SAMPLE for t in sampled)
+    assert all(t is not None and t.parent_id is None for t in (tracer(tmp_path).start({}) for _ in range(200)))
+
+
 def test_tracing_off_builds_nothing(tmp_path: Path) -> None:
     config = parse_config(CONFIG.format(data=tmp_path, endpoint="http://x/v1/traces", ratio=1, queue=8))
     off = build_tracer(
