@@ -44,6 +44,7 @@ class _LazyTuneGroup(click.Group):
         "margin tune dataset build --group support --teacher premium --since 7d",
         "margin tune train --dataset support-2026-12 --base local",
         "margin tune resume JOB",
+        "margin tune promote JOB --group support   # the evals gate, then shadow and canary",
     ),
 )
 def tune() -> None:
