@@ -46,7 +46,7 @@ def config(upstream: str) -> str:
         "    tiers: [{name: cheap, deployments: [cheap]}, {name: premium, deployments: [premium]}]\n"
         "    sample: {share: 1.0}\n"
         "tuning:\n"
-        "  sources: [{group: support, teacher: premium}]\n"
+        "  sources: [{group: support, teacher: premium, teams: [default]}]\n"  # keyless requests: team default
         "  min_examples: 10\n"
         "budgets:\n"
         "  - {scope: 'tag:tuning', limit_usd: '5', window: month}\n"

@@ -105,26 +105,27 @@ async def _traffic(config: MarginConfig, group: str, since_s: float, route: Teac
         samples = await store.samples(group, limit=source.max_examples)
     finally:
         await store.close()
-    team_of = await _team_lookup(config) if source.teams else None
-    candidates, skipped = await traffic_candidates(
-        samples, since=time.time() - since_s, teacher=route, teams=source.teams, team_of=team_of
-    )
+    if not source.teams:
+        candidates, skipped = await traffic_candidates(samples, since=time.time() - since_s, teacher=route)
+    else:
+        from margin.storage import open_ledger_store
+
+        ledger = open_ledger_store(config.database.url, resolve_data_dir(config))
+        try:
+            await ledger.migrate()
+
+            async def team_of(request_id: str) -> str | None:
+                rows = await ledger.request_rows(request_id)
+                return rows[0].team if rows else None
+
+            candidates, skipped = await traffic_candidates(
+                samples, since=time.time() - since_s, teacher=route, teams=source.teams, team_of=team_of
+            )
+        finally:
+            await ledger.close()
     if skipped:
         click.echo("left out: " + ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())), err=True)
     return candidates
-
-
-async def _team_lookup(config: MarginConfig) -> Callable[[str], Awaitable[str | None]]:
-    from margin.storage import open_ledger_store
-
-    ledger = open_ledger_store(config.database.url, resolve_data_dir(config))
-    await ledger.migrate()
-
-    async def team_of(request_id: str) -> str | None:
-        rows = await ledger.request_rows(request_id)
-        return rows[0].team if rows else None
-
-    return team_of
 
 
 @dataset.command(
