@@ -105,9 +105,9 @@ async def build_dataset(
     deduped = deduplicate(examples, near_duplicate=settings.dedup.near_duplicate, same_split=settings.dedup.same_split)
     _enough(len(deduped.kept), request, settings, "after deduplication")
     answered = await _answered(deduped.kept, teacher, request, tally)
-    keep = {e["id"] for e in answered}
-    deduped.clusters = [c for e, c in zip(deduped.kept, deduped.clusters, strict=True) if e["id"] in keep]
-    deduped.kept = [next(a for a in answered if a["id"] == e["id"]) for e in deduped.kept if e["id"] in keep]
+    by_id = {e["id"]: e for e in answered}
+    deduped.clusters = [c for e, c in zip(deduped.kept, deduped.clusters, strict=True) if e["id"] in by_id]
+    deduped.kept = [by_id[e["id"]] for e in deduped.kept if e["id"] in by_id]
     _enough(len(deduped.kept), request, settings, "after the teacher's answers")
     split = settings.split
     splits = assign_splits(deduped, validation=split.validation, test=split.test, salt=split.salt)

@@ -27,7 +27,7 @@ _DIM = 1024
 @dataclass(slots=True)
 class Deduplicated:
     kept: list[dict[str, Any]]
-    clusters: list[int]  # kept[i]'s cluster: the index (into kept) of its first member
+    clusters: list[int]  # kept[i]'s cluster: a label (its first member's index when deduplicated)
     dropped: dict[str, int] = field(default_factory=lambda: {"exact": 0, "near": 0})
 
 
