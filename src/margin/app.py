@@ -133,7 +133,7 @@ def create_app(
         if config.cache.enabled
         else None
     )
-    caller = Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config)))
+    caller = Caller(built, cost_ranks, Resilience.from_config(config, circuits=shared_circuits(config, data_dir)))
     caller.on_attempt = durable.attempt_started
     caller.standby = build_standby(config, caller, limits.objects.store)
     metrics.registry.register(StandbyCollector(caller.standby))  # cold/warming/drained/ready, wakes
@@ -413,14 +413,21 @@ def ledger_sink(
     return sink
 
 
-def shared_circuits(config: MarginConfig) -> CircuitStore | None:
-    """With `redis:` configured, every replica sees one circuit state per deployment."""
+def shared_circuits(config: MarginConfig, data_dir: Path) -> CircuitStore | None:
+    """With `redis:` configured, every replica sees one circuit state per deployment; without it,
+    the worker processes of `margin serve --workers N` (N > 1) share theirs in `{data_dir}/circuits.db`
+    (docs/workers.md). One process alone keeps its circuits in memory."""
+    fresh_s = config.failover.shared_circuit_fresh_ms / 1000
     url = config.redis.url.resolve() if config.redis is not None else None
     if config.redis is None or not url:
-        return None
+        if config.server.workers == 1:
+            return None
+        from margin.storage.sqlite.circuits import SqliteCircuitScripts
+
+        return SharedCircuits(SqliteCircuitScripts(data_dir / "circuits.db"), InMemoryCircuits(), allow_fresh_s=fresh_s)
     timeout_s = config.limits.redis_timeout_ms / 1000
     remote = open_redis_circuits(url, prefix=config.redis.prefix, timeout_s=timeout_s)
-    return SharedCircuits(remote, InMemoryCircuits(), allow_fresh_s=config.failover.shared_circuit_fresh_ms / 1000)
+    return SharedCircuits(remote, InMemoryCircuits(), allow_fresh_s=fresh_s)
 
 
 async def close_circuits(circuits: CircuitStore) -> None:

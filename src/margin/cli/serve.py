@@ -8,7 +8,7 @@ import click
 
 from margin.cli.help import examples
 from margin.cli.options import check_data_dir, data_dir_option, describe_data_dir
-from margin.config.environment import CONFIG_FILE
+from margin.config.environment import CONFIG_FILE, WORKERS
 from margin.config.model import MarginConfig
 from margin.errors import ConfigError
 
@@ -49,6 +49,8 @@ def serve(
 
     if config_path:
         CONFIG_FILE.export(os.path.abspath(config_path))
+    if workers is not None:
+        WORKERS.export(str(workers))  # the workers' config says how many they are (what they share)
     try:
         config = config_from_env()  # validate before forking workers, so errors surface once
     except ConfigError as exc:
@@ -73,7 +75,7 @@ def serve(
         factory=True,
         host=bind,
         port=api_port,
-        workers=workers or server.workers,
+        workers=server.workers,  # --workers, through MARGIN_WORKERS
         loop="uvloop",
         http=GuardedHttpProtocol,  # coalesced writes; header and idle timeouts, connection cap
         ws="none",  # margin serves no WebSocket: an upgrade request stays plain HTTP

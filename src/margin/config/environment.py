@@ -43,6 +43,13 @@ CONFIG_FILE = EnvVar(
     "the embedded default",
     "The config file `margin serve` and its worker processes load; `margin serve --config FILE` sets it.",
 )
+WORKERS = EnvVar(
+    "MARGIN_WORKERS",
+    "unset (the config's `server.workers`)",
+    "How many worker processes `margin serve` started; it sets it (from `--workers`, else `server.workers`) "
+    "for the workers, which share circuit state through `{data_dir}/circuits.db` when there is more than one "
+    "and no `redis:` (docs/workers.md).",
+)
 ADMIN_KEY = EnvVar(
     "MARGIN_ADMIN_KEY",
     "none",
@@ -84,6 +91,7 @@ HF_HUB_OFFLINE = EnvVar(
 REGISTRY: tuple[EnvVar, ...] = (
     DATA_DIR,
     CONFIG_FILE,
+    WORKERS,
     ADMIN_KEY,
     EVAL_API_KEY,
     OPENAI_API_KEY,
