@@ -129,6 +129,10 @@ def plan_promotion(
             "cannot be gated, so nothing was promoted"
         )
     manifest = read_manifest(dataset_dir(data_dir, job.dataset))
+    if manifest.group is not None and manifest.group not in (group.name, *group.aliases):
+        raise PromotionRefused(
+            f"job {job_id!r} learned dataset {job.dataset!r} of model group {manifest.group!r}, not {group.name!r}"
+        )
     if manifest.teacher is None:
         raise PromotionRefused(f"dataset {job.dataset!r} names no teacher to compare the student with")
     teacher = resolve_teacher(config, manifest.teacher, manifest.group or group.name)

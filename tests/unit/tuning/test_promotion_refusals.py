@@ -76,6 +76,10 @@ def test_missing_adapter_eval_set_and_deployment_are_named(tmp_path: Path) -> No
         plan_promotion(_config(tmp_path), tmp_path, job, "support")
     with pytest.raises(PromotionRefused, match="'student' serves another adapter"):
         plan_promotion(_config(tmp_path, lora=str(tmp_path / "other.gguf")), tmp_path, job, "support", "student")
+    other = _config(tmp_path, lora=str(gguf)).model_copy(deep=True)
+    renamed = other.models[0].model_copy(update={"name": "sales"})
+    with pytest.raises(PromotionRefused, match="learned dataset 'ds' of model group 'support', not 'sales'"):
+        plan_promotion(other.model_copy(update={"models": [renamed]}), tmp_path, job, "sales")
     with pytest.raises(PromotionRefused, match="unknown model group 'nobody'"):
         plan_promotion(_config(tmp_path, lora=str(gguf)), tmp_path, job, "nobody")
     gguf.write_bytes(b"")
