@@ -22,7 +22,6 @@ from typing import Any, cast
 import openai
 import pytest
 
-from margin.config.model import LocalSettings
 from margin.tuning import jobs
 from margin.tuning.examples import tickets
 from tests.conftest import HAS_LOCAL_MODEL
@@ -91,22 +90,20 @@ def test_a_killed_job_resumes_from_its_last_checkpoint(resumed_job: Path) -> Non
 
 
 def test_the_adapter_serves_on_the_local_tier_and_changes_answers(resumed_job: Path, tmp_path: Path) -> None:
-    engine = "engine: slots, " if "engine" in LocalSettings.model_fields else ""
+    """Both local engines apply `lora_path`: the student answers alike on each, and unlike the base."""
     adapter = resumed_job / jobs.ADAPTER_GGUF
-    config = f"""
-deployments:
-  - {{name: base, provider: local, model: SmolLM2-135M-Instruct, price: {{input: "0", output: "0"}},
-     local: {{{engine}n_ctx: 512, seed: 1}}}}
-  - {{name: student, provider: local, model: SmolLM2-135M-Instruct, price: {{input: "0", output: "0"}},
-     local: {{{engine}n_ctx: 512, seed: 1, lora_path: "{adapter}"}}}}
-models:
-  - {{name: base, deployments: [base]}}
-  - {{name: student, deployments: [student]}}
-"""
+    local = '{name: %s, provider: local, model: SmolLM2-135M-Instruct, price: {input: "0", output: "0"}, local: {%s}}'
+    deployments = {
+        "base": "n_ctx: 512, seed: 1",
+        "student": f'n_ctx: 512, seed: 1, lora_path: "{adapter}"',
+        "student-slots": f'engine: slots, n_ctx: 512, seed: 1, lora_path: "{adapter}"',
+    }
+    config = "deployments:\n" + "".join(f"  - {local % (n, s)}\n" for n, s in deployments.items())
+    config += "models:\n" + "".join(f"  - {{name: {n}, deployments: [{n}]}}\n" for n in deployments)
     test = tickets.generate(12, 2, 6, seed=5)["test"]
+    answers: dict[str, list[str]] = {name: [] for name in deployments}
     with gateway(config, tmp_path, timeout=120, ready_path="/readyz") as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
-        answers: dict[str, list[str]] = {"base": [], "student": []}
         for model, out in answers.items():
             for ticket in test[:3]:
                 completion = client.chat.completions.create(
@@ -115,6 +112,7 @@ models:
                 assert completion.choices[0].message.content
                 out.append(completion.choices[0].message.content)
     assert answers["student"] != answers["base"], answers
+    assert answers["student"] == answers["student-slots"], answers
 
 
 def test_a_base_model_that_cannot_load_fails_the_job(data_dir: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ through the `SlotPool` like the slot engine's instances), with its own KV stream
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
@@ -83,7 +84,10 @@ def open_llama(settings: LocalSettings, model_path: Path) -> Any:
     """The model, its tokenizer and chat template (the engine's own context does the work)."""
     from llama_cpp import Llama
 
-    return Llama(model_path=str(model_path), n_ctx=64, n_batch=8, n_threads=1, seed=settings.seed, verbose=False)
+    return Llama(
+        model_path=str(model_path), lora_path=settings.lora_path, n_ctx=64, n_batch=8, n_threads=1,
+        seed=settings.seed, verbose=False,
+    )  # fmt: skip
 
 
 class BatchedEngine:
@@ -108,6 +112,10 @@ class BatchedEngine:
         params.no_perf = True
         self._context: Any = _internals.LlamaContext(model=self.llama._model, params=params, verbose=False)
         self._ctx = self._context.ctx
+        if self.llama._lora_adapter is not None:  # local.lora_path: loaded with the model, applied here too
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.llama._lora_adapter)
+            if llama_cpp.llama_set_adapters_lora(self._ctx, adapters, 1, (ctypes.c_float * 1)(self.llama.lora_scale)):
+                raise RuntimeError(f"llama.cpp could not apply the LoRA adapter {settings.lora_path}")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._vocab = self.llama._model.vocab
         self._batch = llama_cpp.llama_batch_init(self._cap, 0, 1)
