@@ -59,3 +59,41 @@ def test_old_histograms_become_the_fixed_bin_columns(tmp_path: Path) -> None:
 
     asyncio.run(read())
     assert bin_column("latency", FIRST_BIN) == "latency_00"
+
+
+def test_the_same_on_postgresql() -> None:
+    """The PostgreSQL migration over a database holding old histogram rows (its integer division and
+    GREATEST/LEAST are not SQLite's): the same bins, through a real server."""
+    import psycopg
+    from tests.support.postgres import postgres_server
+
+    from margin.storage.migrations import POSTGRES_DATABASE
+    from margin.storage.postgres.store import PostgresLedgerStore
+
+    with postgres_server() as server:
+        url = server.create_database("timing_migration")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+            for migration in POSTGRES_DATABASE.migrations():
+                if migration.name < "0021":
+                    conn.execute(migration.sql.encode())
+                    conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (migration.name, time.time()))
+            for metric, index, n, period in (("latency", 64, 3, 3600), ("latency", 65, 2, 3600), ("ttft", -60, 4, 3600),
+                                             ("ttft", 200, 5, 3600), ("latency", 64, 9, 60)):  # fmt: skip
+                conn.execute(
+                    "INSERT INTO ledger_latency_rollup VALUES (%s, %s, 'deployment', 'd1', %s, %s, %s)",
+                    (period, HOUR0, metric, index, n),
+                )
+
+        async def migrate_and_read() -> None:
+            store = PostgresLedgerStore(url)
+            try:
+                assert await store.migrate() == ["0021_dashboard_rollups"]
+                [(start, value, timings)] = await store.bucket_timings(HOUR0, HOUR0 + 3600, "deployment", 3600)
+                assert await store.bucket_timings(HOUR0, HOUR0 + 60, "deployment", 60) == []  # minute bins dropped
+            finally:
+                await store.close()
+            assert (start, value) == (HOUR0, "d1")
+            assert timings.latency == {32: 5} and timings.ttft == {FIRST_BIN: 4, FIRST_BIN + N_BINS - 1: 5}
+
+        asyncio.run(migrate_and_read())
