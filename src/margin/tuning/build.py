@@ -73,6 +73,8 @@ class _Tally:
     redactions: dict[str, int] = field(default_factory=dict)  # what was redacted, by kind
     calls: int = 0
     cost: Decimal = Decimal(0)
+    failed: int = 0  # teacher calls that brought no answer
+    first_error: str | None = None  # the first one's reason (a spent tuning budget, an unknown model ...)
 
     def skip(self, why: str, n: int = 1) -> None:
         if n:
@@ -108,7 +110,8 @@ async def build_dataset(
     by_id = {e["id"]: e for e in answered}
     deduped.clusters = [c for e, c in zip(deduped.kept, deduped.clusters, strict=True) if e["id"] in by_id]
     deduped.kept = [by_id[e["id"]] for e in deduped.kept if e["id"] in by_id]
-    _enough(len(deduped.kept), request, settings, "after the teacher's answers")
+    why = f" ({tally.failed} teacher calls failed, the first: {tally.first_error})" if tally.failed else ""
+    _enough(len(deduped.kept), request, settings, f"after the teacher's answers{why}")
     split = settings.split
     splits = assign_splits(deduped, validation=split.validation, test=split.test, salt=split.salt)
     _splittable(splits, request)
@@ -159,7 +162,11 @@ async def _answered(
     for example in examples:
         text = example.get("answer")
         if example["id"] in missing:
-            text = answers.get(example["id"], TeacherAnswer(None, "no answer")).text
+            got = answers.get(example["id"], TeacherAnswer(None, "no answer"))
+            text = got.text
+            if text is None:
+                tally.failed += 1
+                tally.first_error = tally.first_error or got.error
             if text is not None and request.redaction:
                 text = redact_text(text, tally.redactions, request.more_redaction)
         if not text or not str(text).strip():

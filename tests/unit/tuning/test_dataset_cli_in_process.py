@@ -44,3 +44,22 @@ def test_in_process_teacher_calls_are_tagged_tuning(tmp_path: Path) -> None:
     assert len(examples) == 10 and {e["messages"][-1]["content"] for e in examples} == {"ROUTE: billing"}
     shown = runner.invoke(tune, ["dataset", "show", "tickets", "--config", str(tmp_path / "margin.yaml")])
     assert json.loads(shown.output)["teacher"] == "premium"
+
+
+def test_a_spent_tuning_budget_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    (tmp_path / "margin.yaml").write_text(
+        f"data_dir: {tmp_path}\n"
+        "deployments:\n"
+        "  - {name: teacher, provider: fake, model: t, price: {input: '3', output: '3'}}\n"
+        "models: [{name: premium, deployments: [teacher]}]\n"
+        "tuning: {min_examples: 5}\n"
+        "budgets: [{scope: 'tag:tuning', limit_usd: '0.000001', window: month}]\n"
+    )  # fmt: skip
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"question number {i} about {i * 17}"}) + "\n" for i in range(8)))
+    args = ["dataset", "build", "--name", "spent", "--from-prompts", str(prompts), "--teacher", "premium",
+            "--config", str(tmp_path / "margin.yaml")]  # fmt: skip
+    built = CliRunner().invoke(tune, args)
+    assert built.exit_code == 1
+    assert "8 teacher calls failed, the first: HTTP 402: Budget" in built.output and "tag:tuning" in built.output
+    assert "nothing was written" in built.output and not (tmp_path / "tuning" / "datasets" / "spent").exists()
