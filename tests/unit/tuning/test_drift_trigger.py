@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from margin.cli.tune_drift import drift as drift_command
 from margin.config import parse_config
 from margin.storage.memory import MemoryKeyStore
 from margin.storage.rollouts import SampleRecord
+from margin.tuning.dataset import read_manifest
 from margin.tuning.drift import proposal_for, read_proposals
 
 PROMPTS = [f"what is {i} times {i + 3}" for i in range(10)]
@@ -41,7 +43,8 @@ def config_text(data: Path, upstream: str, action: str = "propose") -> str:
         "    deployments: [cheap]\n"
         "    sample: {share: 1.0, reeval_every_s: 3600, reeval_items: 10, baseline_runs: 2, drift_margin: 0.2}\n"
         "  - {name: premium, deployments: [premium]}\n"
-        f"tuning: {{sources: [{{group: chat, teacher: premium}}], drift: {{action: {action}}}}}\n"
+        f"tuning: {{sources: [{{group: chat, teacher: premium, auto_train_base: '{data}/no-such-base.gguf'}}],\n"
+        f"         min_examples: 5, drift: {{action: {action}}}}}\n"
     )  # fmt: skip
 
 
@@ -61,7 +64,7 @@ async def test_a_drifting_cheap_tier_proposes_one_tuning_job(tmp_path: Path, ups
         for i, prompt in enumerate(PROMPTS):
             asked = [{"role": "user", "content": prompt}]
             await stage.engine.service.store.add_sample(
-                SampleRecord(f"s{i}", "chat", 1e9 + i, f"req_{i}", "cheap", asked, prompt, {})
+                SampleRecord(f"s{i}", "chat", time.time() - 60 + i, f"req_{i}", "cheap", asked, prompt, {})
             )
         assert stage.drift is not None
         window = [await stage.drift.run_once("chat") for _ in range(2)]
@@ -76,11 +79,20 @@ async def test_a_drifting_cheap_tier_proposes_one_tuning_job(tmp_path: Path, ups
     ]
     result = await asyncio.to_thread(CliRunner().invoke, drift_command, ["--config", str(tmp_path / "margin.yaml")])
     assert result.exit_code == 0, result.output
-    assert (
-        f"chat: cheap scored {drifted.score:.3f} below its baseline 1.000 (drift run {drifted.run_id})" in result.output
-    )
+    line = f"chat: cheap scored {drifted.score:.3f} below its baseline 1.000 (drift run {drifted.run_id})"
+    assert line in result.output
     assert "new " not in result.output  # the gateway recorded it already: the CLI adds no duplicate
     assert len(read_proposals(tmp_path)) == 1
+
+    (tmp_path / "tuning" / "proposals.jsonl").unlink()  # as on a machine where no gateway recorded it
+    started = await asyncio.to_thread(
+        CliRunner().invoke, drift_command, ["--start", "--config", str(tmp_path / "margin.yaml")]
+    )
+    assert f"new  {line}" in started.output  # found again in the drift history, then acted on:
+    fresh = [p for p in (tmp_path / "tuning" / "datasets").iterdir() if p.name.startswith("chat-drift-")]
+    assert len(fresh) == 1 and sum(read_manifest(fresh[0]).counts.values()) == len(PROMPTS)  # fresh data
+    assert started.exit_code == 1 and f"dataset {fresh[0].name} built, but no job started" in started.output
+    assert "no-such-base.gguf" in started.output  # the base it could not load, named
 
     off = parse_config(config_text(tmp_path, upstream, action="off"))
     assert proposal_for(off, drifted) is None
