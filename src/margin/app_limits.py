@@ -33,6 +33,7 @@ from margin.pipeline.durable import DurableIntents
 from margin.pipeline.limits import Limits
 from margin.pipeline.meter import Meter
 from margin.storage import open_database_stores, open_redis_counters
+from margin.storage.limits_stores import per_worker_counters
 from margin.storage.memory import MemoryCounters
 from margin.storage.protocols import Counters, KeyStore, LedgerStore, StorageError
 from margin.storage.team_stores import open_object_store
@@ -153,6 +154,9 @@ def build_limits(
 def _counters(config: MarginConfig, database: Counters, clock: Callable[[], float]) -> tuple[Counters, bool]:
     """The configured counters, and whether they are Redis."""
     choice = config.limits.counters
+    refused = per_worker_counters(config)
+    if refused:
+        raise ConfigError(refused)
     if choice == "memory":
         return MemoryCounters(), False
     if choice == "redis" or (choice == "auto" and config.redis is not None):

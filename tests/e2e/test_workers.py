@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -183,3 +185,17 @@ def test_a_rate_limit_is_one_limit_for_both_workers(tmp_path: Path) -> None:
     statuses = sorted(a.status for a in answers)
     assert statuses.count(200) == 20 and statuses.count(429) == 12, statuses
     assert len(ledger(tmp_path)) == 32  # 20 answered, 12 refused: one row each
+
+
+def test_counters_in_each_workers_memory_are_refused_before_serving(tmp_path: Path) -> None:
+    path = tmp_path / "margin.yaml"
+    path.write_text(config("http://127.0.0.1:9/v1", "limits: {counters: memory}\n"))
+    done = subprocess.run(
+        [sys.executable, "-m", "margin", "serve", "--config", str(path), "--workers", "3", "--port", "9"],
+        env={**os.environ, "MARGIN_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "server.workers is 3" in done.stderr and "each worker's memory" in done.stderr, done.stderr

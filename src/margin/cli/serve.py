@@ -46,6 +46,7 @@ def serve(
     from margin.server.exposure import exposure_problems, refusal_message
     from margin.server.guarded import GuardedHttpProtocol
     from margin.server.listeners import metrics_listener, metrics_listener_refusal, run_gateway
+    from margin.storage.limits_stores import per_worker_counters
 
     if config_path:
         CONFIG_FILE.export(os.path.abspath(config_path))
@@ -62,7 +63,7 @@ def serve(
     problems = exposure_problems(bind, config)  # before anything binds: nothing is ever exposed unprotected
     if problems:
         raise click.ClickException(refusal_message(bind, problems))
-    refused = metrics_listener_refusal(config, api_port)
+    refused = metrics_listener_refusal(config, api_port) or per_worker_counters(config)
     if refused:
         raise click.ClickException(refused)
     if log_level in ("debug", "info"):

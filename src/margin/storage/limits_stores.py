@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from margin.config.model import MarginConfig
 from margin.errors import ConfigError
 from margin.storage.protocols import Counters, KeyStore
 
@@ -33,6 +34,21 @@ def open_database_stores(url: str, data_dir: Path) -> tuple[KeyStore, Counters]:
         # Two sessions: a slow key lookup never queues behind reservations, nor the reverse.
         return PostgresKeyStore(session=PgSession(url)), PostgresCounters(session=PgSession(url))
     raise ConfigError(f"database.url: unsupported scheme in {url.split(':', 1)[0]!r}")
+
+
+def per_worker_counters(config: MarginConfig) -> str | None:
+    """Why the budget and rate-limit counters cannot be shared by `server.workers` processes as
+    configured; None when they can (or there is one worker). Each worker counting alone would let a
+    budget be spent once per worker."""
+    if config.server.workers == 1:
+        return None
+    if config.limits.counters != "memory" and not config.database.url.endswith(":memory:"):
+        return None
+    return (
+        f"server.workers is {config.server.workers} but the budget and rate-limit counters would live in each "
+        "worker's memory (limits.counters: memory, or database.url sqlite:///:memory:): use a database file or "
+        "redis: so that every worker counts in one place (docs/workers.md)"
+    )
 
 
 if TYPE_CHECKING:
