@@ -7,17 +7,24 @@ A crash at any point leaves rows in one of the two files; replaying them twice i
 the store skips attempt_ids it already has.
 
 All methods are blocking file I/O, serialised by a lock: call them from a worker thread.
+
+Several processes may share the file (`margin serve --workers N` on one data dir): an append, the
+rename of a claim and the first count of lines hold an flock on `<name>.lock`, so a rename never
+falls in the middle of another process's append and no count cuts a line being written; and one
+process at a time replays, holding an flock on `<name>.replay-lock` from `claim` to `release`.
+A process that finds another replaying leaves it the rows (its own included) and counts none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from decimal import Decimal
 from pathlib import Path
@@ -92,11 +99,24 @@ class SpillFile:
         self._live_rows = 0
         self._replay_rows = 0
         self._pending = 0  # one int, so the event loop can read it without taking the lock
+        self._replay_lock: int | None = None  # the flock held from claim to release
+
+    @contextlib.contextmanager
+    def _files_locked(self) -> Iterator[None]:
+        """Other processes' appends and renames wait (flock on `<name>.lock`)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     def _scan(self) -> None:
         if not self._scanned:
-            self._live_rows = _count_lines(self.path)
-            self._replay_rows = _count_lines(self.replay_path)
+            with self._files_locked():
+                self._live_rows = _count_lines(self.path)
+                self._replay_rows = _count_lines(self.replay_path)
             self._pending = self._live_rows + self._replay_rows
             self._scanned = True
 
@@ -115,29 +135,55 @@ class SpillFile:
         payload = "".join(row_to_json(row) + "\n" for row in rows).encode()
         with self._lock:
             self._scan()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with self._files_locked():
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             self._live_rows += len(rows)
             self._pending += len(rows)
 
     def claim(self) -> Path | None:
-        """The snapshot to replay: an unfinished one, else the live file renamed; None when empty."""
+        """The snapshot to replay: an unfinished one, else the live file renamed; None when empty, or
+        when another process is replaying (it takes every row, this process's too)."""
         with self._lock:
-            self._scan()
+            if not self._take_replay_lock():
+                self._live_rows = self._replay_rows = self._pending = 0
+                self._scanned = True
+                return None
+            with self._files_locked():  # what is on disk now, whoever wrote it
+                self._live_rows = _count_lines(self.path)
+                self._replay_rows = _count_lines(self.replay_path)
+                self._pending, self._scanned = self._live_rows + self._replay_rows, True
+                if not self._replay_rows and self._live_rows:
+                    os.replace(self.path, self.replay_path)
+                    self._replay_rows, self._live_rows = self._live_rows, 0
             if self._replay_rows:
                 return self.replay_path
-            if not self._live_rows:
-                return None
-            os.replace(self.path, self.replay_path)
-            self._replay_rows, self._live_rows = self._live_rows, 0
-            return self.replay_path
+            self._drop_replay_lock()
+            return None
+
+    def _take_replay_lock(self) -> bool:
+        if self._replay_lock is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".replay-lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._replay_lock = fd
+        return True
+
+    def _drop_replay_lock(self) -> None:
+        if self._replay_lock is not None:
+            os.close(self._replay_lock)
+            self._replay_lock = None
 
     def read(self, path: Path, offset: int, max_rows: int) -> tuple[list[LedgerRow], int]:
         """Up to `max_rows` rows from byte `offset` of a claimed snapshot, and the next offset."""
@@ -162,3 +208,4 @@ class SpillFile:
             path.unlink(missing_ok=True)
             self._pending -= self._replay_rows
             self._replay_rows = 0
+            self._drop_replay_lock()

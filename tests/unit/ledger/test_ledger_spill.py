@@ -57,3 +57,23 @@ def test_an_unreadable_line_is_counted_and_skipped(tmp_path: Path) -> None:
     assert claimed is not None
     assert [r.attempt_id for r in spill.read(claimed, 0, 10)[0]] == ["req-1:0", "req-2:0"]
     assert spill.corrupt_lines == 1
+
+
+def test_two_processes_sharing_the_file_replay_every_row_once(tmp_path: Path) -> None:
+    """Two SpillFiles on one path stand for two worker processes of one data dir: their flocks are
+    on separate open files, so they exclude each other as two processes' do."""
+    a, b = SpillFile(tmp_path / "ledger.jsonl"), SpillFile(tmp_path / "ledger.jsonl")
+    a.append([make_row(n) for n in range(3)])
+    b.append([make_row(n) for n in range(3, 5)])
+    claimed = a.claim()
+    assert claimed is not None
+    assert b.claim() is None and b.pending_rows() == 0  # a replays b's rows too
+    b.append([make_row(5)])  # while a replays: into a fresh live file, not into a's snapshot
+    rows, _ = a.read(claimed, 0, 100)
+    assert sorted(r.attempt_id for r in rows) == [f"req-{n}:0" for n in range(5)]
+    a.release(claimed)
+    second = b.claim()  # a is done: b replays what came after
+    assert second is not None and [r.attempt_id for r in b.read(second, 0, 100)[0]] == ["req-5:0"]
+    assert a.claim() is None  # b holds the replay now
+    b.release(second)
+    assert a.claim() is None and b.claim() is None and a.pending_rows() == b.pending_rows() == 0
