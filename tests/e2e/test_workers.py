@@ -23,6 +23,7 @@ from decimal import Decimal
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 from tests.support.processes import fake_upstream, gateway_process
 
@@ -31,14 +32,23 @@ REQUEST = {"model": "metered", "max_tokens": 43, "messages": [{"role": "user", "
 HEADERS = {"content-type": "application/json"}
 
 
-def config(upstream: str, limits: str) -> str:
+def config(upstream: str, limits: str, *, failover: bool = False) -> str:
+    """`failover`: a model whose first deployment, `down`, opens its circuit after 2 failures."""
+    down = (
+        f"""  - {{name: down, provider: openai_compat, model: fake-down, base_url: "{upstream}/v1",
+     price: {{input: "1", output: "1"}}, retry: {{max_retries: 0}}, circuit: {{failures: 2, window: 60, cooldown: 60}}}}
+"""
+        if failover
+        else ""
+    )
+    group = "  - {name: failover, deployments: [down, fake-metered]}\n" if failover else ""
     return f"""
 deployments:
   - {{name: fake-metered, provider: openai_compat, model: fake-metered, base_url: "{upstream}/v1",
      price: {{input: "1000", output: "1000"}}}}
-models:
+{down}models:
   - {{name: metered, deployments: [fake-metered]}}
-cache: {{enabled: false}}
+{group}cache: {{enabled: false}}
 server: {{workers: 2}}
 {limits}"""
 
@@ -57,17 +67,20 @@ def journal_writers(tmp_path: Path) -> set[str]:
 
 
 @contextmanager
-def two_workers(tmp_path: Path, limits: str) -> Iterator[list[HTTPConnection]]:
-    """The gateway, and keep-alive connections to it: half of them accepted by each worker."""
+def two_workers(
+    tmp_path: Path, limits: str, *faults: str, failover: bool = False
+) -> Iterator[tuple[list[HTTPConnection], str]]:
+    """The gateway, keep-alive connections to it (half of them accepted by each worker), and the
+    fake upstream's URL."""
     with (
-        fake_upstream("--content", ANSWER) as upstream,
-        gateway_process(config(upstream, limits), tmp_path) as (url, process),
+        fake_upstream("--content", ANSWER, *faults) as upstream,
+        gateway_process(config(upstream, limits, failover=failover), tmp_path) as (url, process),
     ):
         workers = workers_of(process.pid)
         assert len(workers) == 2, workers  # server.workers: 2, without --workers
         connections = pinned(int(url.rsplit(":", 1)[1]), workers, each=8)
         try:
-            yield connections
+            yield connections, upstream
         finally:
             for connection in connections:
                 connection.close()
@@ -156,7 +169,7 @@ def ledger(tmp_path: Path) -> list[tuple[str, str, str]]:
 
 def test_a_budget_stops_at_its_limit_across_both_workers(tmp_path: Path) -> None:
     budget = "budgets:\n  - {scope: global, limit_usd: 0.5, window: month}\n"
-    with two_workers(tmp_path, budget) as connections:
+    with two_workers(tmp_path, budget) as (connections, _):
         answers = burst(connections)  # 16 at once, 8 per worker: the holds refuse some
         assert any(a.status == 402 for a in answers)
         for connection in connections:  # then one at a time, each after the last settled, both workers
@@ -180,7 +193,7 @@ def test_a_budget_stops_at_its_limit_across_both_workers(tmp_path: Path) -> None
 
 
 def test_a_rate_limit_is_one_limit_for_both_workers(tmp_path: Path) -> None:
-    with two_workers(tmp_path, "rate_limits:\n  - {scope: global, requests_per_minute: 20}\n") as connections:
+    with two_workers(tmp_path, "rate_limits:\n  - {scope: global, requests_per_minute: 20}\n") as (connections, _):
         answers = burst(connections) + burst(connections)  # 32 requests, 16 per worker, within a minute
     statuses = sorted(a.status for a in answers)
     assert statuses.count(200) == 20 and statuses.count(429) == 12, statuses
@@ -199,3 +212,21 @@ def test_counters_in_each_workers_memory_are_refused_before_serving(tmp_path: Pa
     )
     assert done.returncode != 0
     assert "server.workers is 3" in done.stderr and "each worker's memory" in done.stderr, done.stderr
+
+
+def test_a_circuit_opened_by_failures_on_both_workers_is_open_for_both(tmp_path: Path) -> None:
+    """`down` answers 503 every time and opens after 2 failures: one seen by each worker, they add up
+    (circuits in {data_dir}/circuits.db), so the upstream sees 2 calls in all, not 2 per worker."""
+    body = json.dumps(dict(REQUEST, model="failover"))
+    with two_workers(tmp_path, "", "--fault", "fake-down=status=503", failover=True) as (connections, upstream):
+        answers = []
+        for connection in connections[:8]:  # worker A, B, A, B ...
+            connection.request("POST", "/v1/chat/completions", body=body, headers=HEADERS)
+            response = connection.getresponse()
+            answers.append((response.status, response.getheader("x-margin-deployment")))
+            response.read()
+            time.sleep(0.3)  # past failover.shared_circuit_fresh_ms, how long a closed verdict is reused
+        calls = json.loads(urlopen(f"{upstream}/_fake/stats").read())["calls"]
+    assert all(status == 200 for status, _ in answers), answers  # the fallback answered every one
+    assert calls.get("fake-down") == 2, calls  # a circuit per worker would let 4 through
+    assert [deployment for _, deployment in answers[2:]] == ["fake-metered"] * 6
