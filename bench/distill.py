@@ -7,7 +7,8 @@ of the support-ticket task into a LoRA adapter on SmolLM2-135M, on this CPU.
 `train`: builds the dataset (seeded; the test split holds template families training never saw),
 scores the base model on the test split, trains a job uninterrupted in its worker process (wall and
 CPU time, the worker's peak RSS), scores the student (base + adapter through llama-cpp-python),
-measures tokens/s of base vs base + adapter in the same run (rounds alternate), and prices 1,000
+measures tokens/s of base vs base + adapter in the same run (rounds alternate; llama.cpp with the
+local tier's default threads, half the cores: with both cores, decode collapses on a loaded machine), and prices 1,000
 test requests at the teacher's catalog price (gpt-4o by default) vs the student's (the local tier's
 declared price, and its CPU time at --usd-per-cpu-hour, an assumption you should replace).
 `resume`: the same job again, killed with SIGKILL once a checkpoint past half-way is complete, then
@@ -48,7 +49,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--train", type=int, default=240)
     parser.add_argument("--validation", type=int, default=12)
     parser.add_argument("--test", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--save-steps", type=int, default=10)
     parser.add_argument("--rank", type=int, default=8)
@@ -62,8 +63,8 @@ def _args() -> argparse.Namespace:
 def _llama(lora: Path | None) -> Any:
     from llama_cpp import Llama
 
-    path = str(default_model_path())
-    return Llama(model_path=path, lora_path=str(lora) if lora else None, n_ctx=512, n_threads=2, seed=0, verbose=False)
+    path, threads = str(default_model_path()), max(1, (os.cpu_count() or 2) // 2)  # the local tier's default
+    return Llama(model_path=path, lora_path=str(lora) if lora else None, n_ctx=512, n_threads=threads, verbose=False)
 
 
 def score(lora: Path | None, test: list[tickets.Ticket]) -> tuple[float, list[dict[str, int]]]:
