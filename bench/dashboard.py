@@ -1,7 +1,7 @@
 """Dashboard page time against ledger size (issue 21, section 4), on SQLite and PostgreSQL.
 
 For each size in --rows, seeds a ledger (bench/dashboard_seed.py: a realistic mix over 90 days,
-rollups and histograms bulk-inserted as margin's writer would have stored them), then times every
+rollups and timing cells bulk-inserted as margin's writer would have stored them), then times every
 dashboard page (logged in) and its JSON twin through the real app in process, --repeat times each,
 and the ledger's insert throughput on that ledger (`store.write`, batches of 100 rows, the writer's
 path). Prints each page's p50/p95 per size, the growth of the largest size's p95 over the smallest's,

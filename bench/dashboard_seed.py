@@ -1,5 +1,6 @@
 """Bulk seeding of a ledger for bench/dashboard.py: N rows over the last 90 days, with the rollup
-cells and timings (latency and TTFT histograms, generation rate) margin's own writer would have stored for them.
+cells and timing cells (latency and TTFT histograms, generation sums) margin's own writer would have
+stored for them.
 
 Rows are made one UTC day at a time; each day's rollups are computed by the writer's own function
 (`margin.storage.rollups.rollup_deltas`) and inserted in bulk beside the rows: executemany in one
