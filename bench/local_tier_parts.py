@@ -33,13 +33,15 @@ async def load(url: str, model: str, concurrency: int, tokens: int) -> Level:
 
 
 def curve(urls: dict[str, str], model: str, levels: list[int], tokens: int, rounds: int) -> dict[str, dict[int, Any]]:
-    """For each level and server, `rounds` runs; keeps the run with the median tokens/s and every TTFT."""
+    """For each level and server, `rounds` runs; keeps the run with the median tokens/s and every TTFT.
+    Each run's prompts are new (a fresh tag), so neither server's prompt cache answers them."""
     table: dict[str, dict[int, Any]] = {name: {} for name in urls}
     for concurrency in levels:
         runs: dict[str, list[Level]] = {name: [] for name in urls}
         for r in range(rounds):
+            tag = f"{concurrency}-{r}-{uuid.uuid4().hex[:6]}"  # the same fresh prompts for both servers
             for name, url in urls.items():  # interleaved: drift in the machine's load hits both alike
-                runs[name].append(asyncio.run(run_level(url, model, concurrency, tokens, offset=r)))
+                runs[name].append(asyncio.run(run_level(url, model, concurrency, tokens, offset=r, tag=tag)))
         for name, levels_run in runs.items():
             ordered = sorted(levels_run, key=lambda lv: lv.tokens_per_s)
             streams = [s for lv in levels_run for s in lv.streams]

@@ -83,8 +83,10 @@ def chat_body(model: str, messages: list[dict[str, str]], max_tokens: int) -> di
     }
 
 
-def story(index: int) -> list[dict[str, str]]:
-    return [{"role": "user", "content": STORY_PROMPTS[index % len(STORY_PROMPTS)]}]
+def story(index: int, tag: str = "") -> list[dict[str, str]]:
+    """A story prompt; a `tag` (at the front) keeps a server's prompt cache from answering it."""
+    prompt = STORY_PROMPTS[index % len(STORY_PROMPTS)]
+    return [{"role": "user", "content": f"Story {tag}. {prompt}" if tag else prompt}]
 
 
 async def stream_once(client: httpx.AsyncClient, body: dict[str, Any], record: Stream | None = None) -> Stream:
@@ -117,12 +119,12 @@ async def stream_once(client: httpx.AsyncClient, body: dict[str, Any], record: S
     return record
 
 
-async def run_level(url: str, model: str, concurrency: int, max_tokens: int, offset: int = 0) -> Level:
-    """`concurrency` streams at once, each its own story prompt (offset picks which)."""
+async def run_level(url: str, model: str, concurrency: int, max_tokens: int, offset: int = 0, tag: str = "") -> Level:
+    """`concurrency` streams at once, each its own story prompt (offset picks which, `tag` marks them)."""
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         started = time.perf_counter()
-        bodies = [chat_body(model, story(offset + i), max_tokens) for i in range(concurrency)]
+        bodies = [chat_body(model, story(offset + i, tag), max_tokens) for i in range(concurrency)]
         streams = await asyncio.gather(*(stream_once(client, b) for b in bodies))
         return Level(concurrency, list(streams), time.perf_counter() - started)
 
