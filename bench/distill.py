@@ -46,14 +46,15 @@ def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase", choices=["train", "resume"], required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/margin-distill"))
-    parser.add_argument("--train", type=int, default=240)
+    parser.add_argument("--train", type=int, default=480)
     parser.add_argument("--validation", type=int, default=12)
     parser.add_argument("--test", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--save-steps", type=int, default=10)
-    parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--save-steps", type=int, default=25)
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--target-modules", default="q_proj,v_proj")
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--teacher", default="gpt-4o", help="the teacher's catalog entry")
     parser.add_argument("--usd-per-cpu-hour", type=Decimal, default=Decimal("0.04"))
@@ -125,6 +126,7 @@ def run_worker(job: Path, *, resume: bool, kill_after_step: int | None = None) -
 def _settings(args: argparse.Namespace) -> TrainSettings:
     return TrainSettings(
         steps=args.steps, batch_size=args.batch_size, save_steps=args.save_steps, rank=args.rank, alpha=2 * args.rank,
+        target_modules=args.target_modules,
         learning_rate=args.learning_rate, max_length=128, seed=args.seed, threads=2, nice=0,
     )  # fmt: skip
 

@@ -17,7 +17,10 @@ class TrainSettings(Strict):
     rank: int = Field(16, ge=1, le=512, description="LoRA rank r")
     alpha: int = Field(32, ge=1, le=4096, description="LoRA alpha (the update is scaled by alpha / r)")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
-    target_modules: str = Field("all-linear", min_length=1, description="PEFT target_modules (all-linear: all)")
+    target_modules: str = Field(
+        "all-linear", pattern=r"^(all-linear|[A-Za-z0-9_.]+(,[A-Za-z0-9_.]+)*)$",
+        description="all-linear, or module names separated by commas (q_proj,v_proj: fewer, faster to serve)",
+    )  # fmt: skip
     learning_rate: float = Field(5e-4, gt=0, le=1, description="AdamW learning rate (linear decay)")
     steps: int = Field(300, ge=1, le=1_000_000, description="optimizer steps")
     batch_size: int = Field(4, ge=1, le=4096, description="examples per step")

@@ -48,6 +48,11 @@ def training_rows(dataset: Path, name: str) -> tuple[list[dict[str, Any]], list[
     return prompt_completion(train), prompt_completion(load_split(dataset, "validation"))
 
 
+def target_modules(text: str) -> str | list[str]:
+    """PEFT's target_modules: `all-linear`, or module names separated by commas (q_proj,v_proj)."""
+    return text if text == "all-linear" else [name.strip() for name in text.split(",") if name.strip()]
+
+
 def sft_config(settings: TrainSettings, checkpoints: Path) -> Any:
     import torch
     from trl.trainer.sft_config import SFTConfig
@@ -109,7 +114,7 @@ def train(
             r=settings.rank,
             lora_alpha=settings.alpha,
             lora_dropout=settings.dropout,
-            target_modules=settings.target_modules,
+            target_modules=target_modules(settings.target_modules),
             task_type="CAUSAL_LM",
         ),
         callbacks=[_Report()],

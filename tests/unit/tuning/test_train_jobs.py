@@ -187,3 +187,12 @@ def test_a_full_disk_is_named_whatever_wrote_the_file() -> None:
     native.__cause__ = Exception("File too large (os error 27)")  # safetensors / tokenizers (Rust) say it so
     assert disk_full(native) == "the disk filled while writing the job's files (File too large (os error 27))"
     assert disk_full(ValueError("shapes do not match")) is None
+
+
+def test_target_modules_are_all_linear_or_named() -> None:
+    from margin.tuning.train import target_modules
+
+    assert target_modules("all-linear") == "all-linear"
+    assert target_modules("q_proj,v_proj") == ["q_proj", "v_proj"]
+    with pytest.raises(ValidationError, match="target_modules"):
+        TrainSettings(target_modules="q_proj; rm -rf")
