@@ -42,6 +42,13 @@ async def messages(request: Request) -> Response:
     return EventStreamResponse(events, chunks, headers=headers)
 
 
+# A text_delta event's frame, as `frames` writes it (orjson keeps the keys in this order).
+_TEXT_DELTA = (
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":%b}}\n\n'
+)
+
+
 def frames(events: list[JSON]) -> bytes:
     """Anthropic SSE frames (`event: <type>` then its data) for the events one chunk became."""
     return b"".join(
@@ -56,6 +63,10 @@ async def anthropic_events(chunks: AsyncIterator[Chunk], encoder: AnthropicStrea
     with an in-band `error` event."""
     try:
         async for chunk in chunks:
+            text = encoder.text_delta(chunk)
+            if text is not None:  # the common chunk: its one event's bytes, without building it
+                yield _TEXT_DELTA % (text[0], orjson.dumps(text[1]))
+                continue
             events = encoder.feed(chunk)
             if events:
                 yield frames(events)

@@ -260,6 +260,25 @@ class AnthropicStreamEncoder:
                 self._finish_reason = reason if isinstance(reason, str) else self._finish_reason
         return events
 
+    def text_delta(self, chunk: Chunk) -> tuple[int, str] | None:
+        """(block index, text) when `chunk` is a plain piece of the text block already open, the
+        common chunk of a stream, whose one event is then `content_block_delta` with that text (the
+        caller writes its bytes directly); None for any other chunk, which goes through `feed`."""
+        if self._open is None or self._open[0] != "text" or chunk.usage is not None:
+            return None
+        body = chunk.body
+        choices = body.get("choices")
+        if "usage" in body or not isinstance(choices, list) or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None or choice.get("index", 0) != 0:
+            return None
+        delta = choice.get("delta")
+        if not isinstance(delta, dict) or not _SPECIAL_DELTA_KEYS.isdisjoint(delta):
+            return None
+        text = delta.get("content")
+        return (self._open[1], text) if isinstance(text, str) and text else None
+
     def feed_named(self, chunk: Chunk) -> list[tuple[str, object]]:
         """`feed` as (event name, data) pairs: the shape `margin.api.sse.named_events` takes."""
         return [(event["type"], event) for event in self.feed(chunk)]

@@ -68,3 +68,15 @@ async def test_a_break_after_the_start_ends_with_an_error_event() -> None:
     parts = await _parts(CHUNKS[:2], fail=True)
     assert parts[-1] == encode_sse({"type": "error", "error": {"type": "api_error", "message": "boom"}})
     assert b"message_stop" not in b"".join(parts)
+
+
+def test_only_a_plain_piece_of_an_open_text_block_takes_the_short_way() -> None:
+    encoder = AnthropicStreamEncoder(model="m")
+    assert encoder.text_delta(_chunk({"content": "a"})) is None  # nothing open yet: message_start first
+    encoder.feed(_chunk({"content": "a"}))
+    assert encoder.text_delta(_chunk({"content": "b"})) == (0, "b")
+    assert encoder.text_delta(_chunk({"content": "b"}, "stop")) is None  # the finish reason must be kept
+    assert encoder.text_delta(_chunk({"content": "b", "reasoning_content": "r"})) is None
+    assert encoder.text_delta(_chunk({"content": ""})) is None
+    with_usage = Chunk(body=_chunk({"content": "b"}).body, usage=Usage(output=1))
+    assert encoder.text_delta(with_usage) is None
