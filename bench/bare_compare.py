@@ -195,7 +195,7 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-async def run(requests: int, seconds: float) -> None:
+async def run(requests: int, seconds: float, baseline_src: str | None = None) -> None:
     # The load generator's own collections would show as every proxy's (and the upstream's) outliers.
     gc.collect()
     gc.freeze()
@@ -213,9 +213,14 @@ async def run(requests: int, seconds: float) -> None:
             Target("margin", margin, pid),
             Target("margin, Python's GC", margin_py, pid_py),
         ]
+        if baseline_src:  # an earlier margin (its `src` folder), measured as margin is
+            old, old_pid, _ = stack.enter_context(gateway(gateway_config(upstream), src=baseline_src))
+            targets.append(Target("baseline", old, old_pid))
         collectors = await measure(targets, requests, seconds)
     print(f"load after:  {uptime()}  ({time.perf_counter() - started:.0f} s)")
-    summary(targets, collectors)
+    summary(targets[:4], collectors)
+    if baseline_src:
+        versus_baseline(targets[2], targets[4], baseline_src)
 
 
 def summary(targets: list[Target], collectors: Collectors) -> None:
@@ -276,3 +281,23 @@ def summary(targets: list[Target], collectors: Collectors) -> None:
         f"c=64 streaming, margin: {streamed.pauses} collections, {streamed.pauses_over_5ms} over 5 ms, "
         f"{streamed.lags_over_50ms} loop lags over 50 ms (cores: {os.cpu_count()})"
     )
+
+
+def versus_baseline(margin: Target, old: Target, src: str) -> None:
+    """This margin against the one from `src`, in the same run."""
+    print(f"\nmargin now vs baseline ({src}):    {'now':>9s} {'baseline':>9s} {'now/baseline':>12s}")
+    now = {s: Load.merge(margin.loaded[s]) for s in (False, True)}
+    then = {s: Load.merge(old.loaded[s]) for s in (False, True)}
+    rows = [
+        ("req/s c=64 non-streaming", now[False].rps, then[False].rps),
+        ("req/s c=64 streaming", now[True].rps, then[True].rps),
+        ("CPU ms/request c=64 non-streaming", now[False].cpu_ms, then[False].cpu_ms),
+        ("CPU ms/request c=64 streaming", now[True].cpu_ms, then[True].cpu_ms),
+        ("CPU ms/request c=1 non-streaming", margin.c1_cpu_s * 1e3 / len(margin.c1), old.c1_cpu_s * 1e3 / len(old.c1)),
+        ("p50 c=1 non-streaming (ms)", percentile(margin.c1, 50), percentile(old.c1, 50)),
+        ("stream TTFB c=1 p50 (ms)", percentile(margin.ttfb, 50), percentile(old.ttfb, 50)),
+        ("p99 c=64 non-streaming (ms)", percentile(now[False].latencies, 99), percentile(then[False].latencies, 99)),
+        ("max latency c=64 non-streaming (ms)", max(now[False].latencies), max(then[False].latencies)),
+    ]
+    for name, a, b in rows:
+        print(f"  {name:36s} {a:9.3f} {b:9.3f} {a / b:12.2f}")

@@ -6,7 +6,7 @@ does), drives `--clients` closed-loop clients through it, and records the gatewa
 most, inclusive). py-spy is not a margin dependency: install it into a tool venv of its own, e.g.
 `python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip install py-spy`.
 
-    python bench/flame.py --clients 64 --out docs/img/flame-c64.svg [--stream] [--py-spy PATH]
+    python bench/flame.py --clients 64 --out docs/img/flame-c64.svg [--stream] [--py-spy PATH] [--src OLD/src]
 """
 
 from __future__ import annotations
@@ -41,11 +41,29 @@ def top(collapsed: Path, n: int) -> list[tuple[str, float]]:
 async def record(args: argparse.Namespace) -> None:
     spy = args.py_spy or shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
     out = Path(args.out)
-    with fake_upstream(1, "--chunks", "16") as upstream, gateway(gateway_config(upstream)) as (base, pid, _):
+    with (
+        fake_upstream(1, "--chunks", "16") as upstream,
+        gateway(gateway_config(upstream), src=args.src) as (
+            base,
+            pid,
+            _,
+        ),
+    ):
         target = Target("margin", base, pid)
         body = STREAM if args.stream else BODY
         await closed_loop(target, body, 2.0, args.clients)  # warm-up
-        common = [spy, "record", "--pid", str(pid), "--duration", str(args.seconds), "--rate", "250", "--nonblocking"]
+        common = [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(args.seconds),
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--nolineno",
+        ]
         svg = subprocess.Popen([*common, "--format", "flamegraph", "--output", str(out)])
         load = await closed_loop(target, body, args.seconds + 1, args.clients)
         svg.wait()
@@ -66,6 +84,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="flame.svg")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--py-spy", default=None)
+    parser.add_argument("--src", default=None, help="profile margin from this source tree (its src/), e.g. a baseline")
     args = parser.parse_args()
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})

@@ -128,8 +128,8 @@ deployments:
 
 
 @contextmanager
-def gateway(config_yaml: str, core: int | None = 0) -> Iterator[tuple[str, int, float]]:
-    """Yields (base URL, pid, seconds from spawn to /healthz)."""
+def gateway(config_yaml: str, core: int | None = 0, src: str | None = None) -> Iterator[tuple[str, int, float]]:
+    """Yields (base URL, pid, seconds from spawn to /healthz); `src`: run margin from that source tree."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "margin.yaml"
@@ -146,7 +146,8 @@ def gateway(config_yaml: str, core: int | None = 0) -> Iterator[tuple[str, int, 
             "--log-level",
             "warning",
         ]
-        with process(args, f"http://127.0.0.1:{port}/healthz", core=core, env={"MARGIN_DATA_DIR": tmp}) as (
+        env = {"MARGIN_DATA_DIR": tmp, **({"PYTHONPATH": src} if src else {})}
+        with process(args, f"http://127.0.0.1:{port}/healthz", core=core, env=env) as (
             proc,
             ready_s,
         ):

@@ -387,6 +387,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=None, help="each loaded phase (default 5; 10 with --detail)")
     parser.add_argument("--concurrency", type=int, default=32, help="--detail's throughput clients")
     parser.add_argument("--detail", action="store_true", help="the earlier default: header vs measured, per chunk")
+    parser.add_argument("--baseline-src", default=None, help="also measure margin from this source tree (its src/)")
     parser.add_argument("--journal-only", action="store_true", help="only the journal on/off comparison")
     parser.add_argument("--tracing-only", action="store_true", help="only the OpenTelemetry on/off comparison")
     args = parser.parse_args()
@@ -402,4 +403,4 @@ if __name__ == "__main__":
     elif args.detail:
         asyncio.run(main(requests, seconds, args.concurrency))
     else:
-        asyncio.run(bare_compare.run(requests, seconds))
+        asyncio.run(bare_compare.run(requests, seconds, args.baseline_src))
