@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from margin.ledger.spill import row_to_json
 from margin.storage.ledger_row import LedgerRow
 
@@ -71,7 +73,12 @@ class Adopted:
 
 
 def _line(record: Mapping[str, Any]) -> bytes:
-    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    """One journal line. orjson (several times faster; its floats here are clock readings, always
+    finite), the standard library for what orjson refuses (non-string keys, huge integers)."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 class Journal:
