@@ -18,6 +18,7 @@ It is built from the llama.cpp source that the llama-cpp-python sdist pinned in 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -148,15 +149,23 @@ def build_record(sdist: LockedSdist, defines: dict[str, str]) -> dict[str, objec
 def ensure_binary(jobs: int = 2, sdist_file: Path | None = None) -> Path:
     """The cached `llama-server` for the locked sdist and flags, built first if missing or stale.
 
-    `sdist_file`: an already downloaded sdist to use instead of downloading (its hash is still checked)."""
+    `sdist_file`: an already downloaded sdist to use instead of downloading (its hash is still checked).
+    Concurrent callers wait for one build (a lock file beside the cache)."""
     sdist, defines = locked_sdist(), cmake_defines()
     slot = cache_root() / sdist.version
     binary, record = slot / TARGET, slot / "build.json"
     wanted = build_record(sdist, defines)
-    if binary.is_file() and record.is_file() and json.loads(record.read_text()) == wanted:
-        return binary
-    print(f"building {TARGET} from {PACKAGE} {sdist.version}'s llama.cpp (5-10 minutes on 2 cores)", file=sys.stderr)
     slot.parent.mkdir(parents=True, exist_ok=True)
+    with (slot.parent / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.is_file() and record.is_file() and json.loads(record.read_text()) == wanted:
+            return binary
+        print(f"building {TARGET} from {PACKAGE} {sdist.version}'s llama.cpp (5-10 min on 2 cores)", file=sys.stderr)
+        _build(sdist, defines, slot, jobs, sdist_file)
+    return binary
+
+
+def _build(sdist: LockedSdist, defines: dict[str, str], slot: Path, jobs: int, sdist_file: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="llama-server-", dir=slot.parent) as tmp:
         work = Path(tmp)
         if sdist_file is not None:
@@ -168,10 +177,9 @@ def ensure_binary(jobs: int = 2, sdist_file: Path | None = None) -> Path:
         staged = work / "slot"
         staged.mkdir()
         shutil.copy2(work / "build" / "bin" / TARGET, staged / TARGET)
-        (staged / "build.json").write_text(json.dumps(wanted, indent=1))
+        (staged / "build.json").write_text(json.dumps(build_record(sdist, defines), indent=1))
         shutil.rmtree(slot, ignore_errors=True)
-        staged.rename(slot)  # a concurrent or interrupted build never leaves half a slot
-    return binary
+        staged.rename(slot)  # an interrupted build never leaves half a slot
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
