@@ -168,8 +168,10 @@ class LocalProvider:
         return self._slots.stats()
 
     async def health(self) -> bool:
-        """Loaded, and no generation slot stuck (a worker that did not stop when asked)."""
-        return self._loaded_ok() and self._slots.healthy
+        """Loaded, no generation slot stuck (a worker that did not stop when asked), and the batched
+        engine's loop (if any) running."""
+        engine_ok = self.engine is None or self.engine.alive
+        return self._loaded_ok() and self._slots.healthy and engine_ok
 
     def _loaded_ok(self) -> bool:
         loading = self._loading

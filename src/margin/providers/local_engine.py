@@ -131,9 +131,16 @@ class BatchedEngine:
 
     # --- from other threads -------------------------------------------------------------------------
 
+    @property
+    def alive(self) -> bool:
+        """The loop runs (False once it failed or was closed)."""
+        return not self._closing and self._thread.is_alive()
+
     def submit(self, job: Job) -> None:
         self._inbox.append(job)
         self._wake.set()
+        if self._closing:  # the loop is gone or going: nobody else will answer
+            self._fail_inbox("the local model's engine is not running")
 
     def cancel(self, job: Job) -> None:
         job.cancelled = True
@@ -286,8 +293,15 @@ class BatchedEngine:
     def _fail_all(self, message: str) -> None:
         for running in list(self._running.values()):
             self._end(running, Finished("error", message), keep=False)
-        while self._inbox:
-            self._inbox.popleft().out.put(Finished("error", message))
+        self._fail_inbox(message)
+
+    def _fail_inbox(self, message: str) -> None:
+        while True:
+            try:
+                job = self._inbox.popleft()
+            except IndexError:
+                return
+            job.out.put(Finished("error", message))
 
     def _copy(self, src: int, dst: int) -> None:
         self._lib.llama_memory_seq_cp(self._memory, src, dst, -1, -1)

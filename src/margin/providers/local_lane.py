@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from margin import errors
 from margin.providers.local_engine import BatchedEngine, Finished, Job
 from margin.providers.local_sampling import Sampling, TextStream, build_sampler
 
@@ -163,8 +164,8 @@ class Lane:
 
     @staticmethod
     def _finished(item: Finished) -> str:
-        if item.reason == "error":
-            raise RuntimeError(item.error or "the local model failed")
+        if item.reason == "error":  # the engine's failure, not the request's: a server error that fails over
+            raise errors.UpstreamServerError(item.error or "the local model failed")
         return "length" if item.reason == "length" else "stop"
 
 

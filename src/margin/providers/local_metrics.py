@@ -1,7 +1,8 @@
 """The local model's generation slots as Prometheus metrics, read at scrape time.
 
 - `margin_local_slots{deployment,state}`: loaded instances that are idle, busy (generating) or
-  stuck (a worker that did not stop within its bound; the deployment is unhealthy while any is);
+  stuck (a worker that did not stop within its bound; the deployment is unhealthy while any is).
+  The batched engine is one instance: busy while any of its sequences runs;
 - `margin_local_queue_depth{deployment}`: requests waiting for a slot;
 - `margin_local_healthy{deployment}`: 1, or 0 while a slot is stuck;
 - `margin_local_slots_stuck_total{deployment}`: slots declared stuck since start;
@@ -26,6 +27,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from margin.providers.base import Provider
 from margin.providers.local import LocalProvider
+from margin.providers.local_slots import SlotStats
 
 
 class LocalSlotsCollector:
@@ -53,7 +55,7 @@ class LocalSlotsCollector:
         for provider in self.locals:
             name = provider.deployment.name
             stats = provider.slot_stats()
-            for state, value in (("idle", stats.idle), ("busy", stats.busy - stats.stuck), ("stuck", stats.stuck)):
+            for state, value in _slot_states(provider, stats):
                 slots.add_metric([name, state], value)
             waiting.add_metric([name], stats.waiting)
             healthy.add_metric([name], 0 if stats.stuck else 1)
@@ -98,3 +100,15 @@ class LocalSlotsCollector:
             ):
                 counters[key].add_metric([name], value)
         yield from (sequences, lookups, *counters.values())
+
+
+def _slot_states(provider: LocalProvider, stats: SlotStats) -> tuple[tuple[str, int], ...]:
+    """Loaded instances by state. The batched engine is one instance: busy while any sequence runs,
+    stuck while any of its sequences is (its sequences are in `margin_local_sequences`)."""
+    if provider.engine is None:
+        return (("idle", stats.idle), ("busy", stats.busy - stats.stuck), ("stuck", stats.stuck))
+    if not stats.slots:
+        return (("idle", 0), ("busy", 0), ("stuck", 0))
+    stuck = 1 if stats.stuck else 0
+    busy = 1 if stats.busy and not stuck else 0
+    return (("idle", 1 - stuck - busy), ("busy", busy), ("stuck", stuck))
