@@ -189,6 +189,8 @@ def create_app(
     dashboard_live = GatewayLive(
         limits.stage, caller, built.values(), pipeline.cache, limits.upkeep.alerts, autoscale=state.autoscale
     )
+    runtime = RuntimeMonitor(config.server.runtime, metrics.registry)  # GC and event-loop lag, per worker
+    lifespan = Lifespan(data_dir, store, limits, writer, state, recovery, sweeper, connections, rollouts, runtime)
     app = Starlette(
         routes=[
             *build_routes(),
@@ -206,10 +208,7 @@ def create_app(
             Middleware(ResponseTiming, expose_header=config.server.expose_overhead_header),
             *metrics_listener_guard(config),
         ],
-        lifespan=Lifespan(
-            data_dir, store, limits, writer, state, recovery, sweeper, connections, rollouts,
-            RuntimeMonitor(config.server.runtime, metrics.registry),
-        ),
+        lifespan=lifespan,
         exception_handlers={
             errors.MarginError: margin_error_handler,
             HTTPException: http_error_handler,
