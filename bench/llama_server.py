@@ -227,7 +227,7 @@ def main() -> int:
     if args.action == "build":
         print(binary)
         return 0
-    from margin.providers.local import default_model_path
+    from margin.config.local_weights import default_model_path
 
     command = server_command(
         binary, default_model_path(), parallel=args.parallel, ctx=args.ctx, threads=args.threads, port=args.port

@@ -99,7 +99,7 @@ def margin(sequences: int, ctx: int, threads: int, chunk: int) -> Iterator[tuple
 @contextmanager
 def anchor(sequences: int, ctx: int, threads: int, chunk: int) -> Iterator[tuple[str, int]]:
     """llama-server with `sequences` slots of `ctx` tokens each: yields (base URL, pid)."""
-    from margin.providers.local import default_model_path
+    from margin.config.local_weights import default_model_path
 
     port = free_port()
     command = llama_server.server_command(

@@ -113,7 +113,7 @@ def long_prompt(tokens: int) -> str:
     """About `tokens` tokens of text, unique to this run (so no cached prefix answers it)."""
     from llama_cpp import Llama
 
-    from margin.providers.local import default_model_path
+    from margin.config.local_weights import default_model_path
 
     vocab = Llama(model_path=str(default_model_path()), vocab_only=True, verbose=False)
     text, n = f"Run {uuid.uuid4().hex}. ", 0
@@ -229,7 +229,7 @@ def direct(tokens: int, runs: int, threads: int) -> float:
     """Raw llama-cpp-python create_chat_completion, median tokens/s."""
     from llama_cpp import Llama
 
-    from margin.providers.local import default_model_path
+    from margin.config.local_weights import default_model_path
 
     model: Any = Llama(model_path=str(default_model_path()), n_ctx=2048, n_threads=threads, n_batch=256, verbose=False)
     rates: list[float] = []
