@@ -174,6 +174,7 @@ def test_half_of_eight_concurrent_streams_hang_up(embedded: str) -> None:
 
     bound = next_answer_bound(answered_within(embedded, 60))
     stopped = local_metric(embedded, "margin_local_generations_stopped_total")
+    generated = local_metric(embedded, "margin_local_generated_tokens_total")
     threads = [threading.Thread(target=hang_up, args=(i,)) for i in range(4)]
     threads += [threading.Thread(target=read_to_the_end) for _ in range(4)]
     for thread in threads:
@@ -187,4 +188,9 @@ def test_half_of_eight_concurrent_streams_hang_up(embedded: str) -> None:
     took = answered_within(embedded, 60)
     assert took < bound, f"next request took {took:.1f}s (bound {bound:.1f}s) after 4 of 8 streams hung up"
     assert_settled(embedded)
-    assert local_metric(embedded, "margin_local_generations_stopped_total") == stopped + 4
+    # The stream that closes right after sending its request (0 events) may be gone before its
+    # generation starts, and then there is nothing to stop: 3 or 4 stops, by timing.
+    assert local_metric(embedded, "margin_local_generations_stopped_total") - stopped in (3, 4)
+    # None of the four left streams ran on to its 1,500 tokens: the four readers take 4 x 24, the
+    # hang-ups at most what they had before the gateway noticed.
+    assert local_metric(embedded, "margin_local_generated_tokens_total") - generated < 1500
