@@ -55,9 +55,18 @@ def overview_json(url: str) -> dict[str, Any]:
 
 
 def wait_for_requests(url: str, expected: int) -> dict[str, Any]:
+    """The twin once every row and rollup is stored: the ledger writer stores rows off the request
+    path and the rollups' cells may land a moment after the request count, so wait until `expected`
+    requests show and the figures stop changing (`period.now` aside)."""
     deadline = time.monotonic() + 20
-    while (twin := overview_json(url))["requests"]["total"] < expected and time.monotonic() < deadline:
-        time.sleep(0.1)  # the ledger writer stores rows off the request path
+    previous: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        twin = overview_json(url)
+        settled = {**twin, "period": {**twin["period"], "now": None}}
+        if twin["requests"]["total"] >= expected and settled == previous:
+            return twin
+        previous = settled if twin["requests"]["total"] >= expected else None
+        time.sleep(0.3)
     return twin
 
 
