@@ -160,17 +160,23 @@ def load_split(directory: Path, split: str) -> list[dict[str, Any]]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError(f"no dataset at {directory} ({path.name} is missing)") from None
-    out: list[dict[str, Any]] = []
+    return [check_example(example, f"{path}:{number}") for number, example in jsonl_objects(raw, path)]
+
+
+def jsonl_objects(raw: bytes, path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The JSON objects of a JSONL file's bytes with their line numbers; blank lines skipped, any
+    other line that is not a JSON object a DatasetError naming `path:line`."""
+    out: list[tuple[int, dict[str, Any]]] = []
     for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            example = orjson.loads(line)
+            value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise DatasetError(f"{path}:{number}: not JSON ({exc})") from None
-        if not isinstance(example, dict):
+        if not isinstance(value, dict):
             raise DatasetError(f"{path}:{number}: not a JSON object")
-        out.append(check_example(example, f"{path}:{number}"))
+        out.append((number, value))
     return out
 
 

@@ -10,12 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from margin.config.model import MarginConfig, ModelGroupConfig
 from margin.storage.rollouts import SampleRecord
 from margin.tuning.build import Candidate
-from margin.tuning.dataset import ROLES
+from margin.tuning.dataset import ROLES, jsonl_objects
 from margin.tuning.errors import DatasetError, TeacherUnknown
 
 TIER_PIN = "margin_tier"  # the request metadata key that pins a tier (margin.routing.policies.features)
@@ -89,17 +87,7 @@ def _lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
         raw = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    out = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{number}: not JSON ({exc})") from None
-        if not isinstance(value, dict):
-            raise DatasetError(f"{path}:{number}: not a JSON object")
-        out.append((number, value))
+    out = jsonl_objects(raw, path)
     if not out:
         raise DatasetError(f"{path}: no examples in it (the file is empty)")
     return out
