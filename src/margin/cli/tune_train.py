@@ -115,11 +115,7 @@ def train(dataset: str, base: str, detach: bool, shared: bool | None, **values: 
     except MarginError as exc:
         raise _fail(exc) from None
     click.echo(f"job {job.name}", err=True)
-    process = spawn(job, resume=False)
-    if detach:
-        click.echo(job.name)
-        return
-    _follow(job, process)
+    _start(job, resume=False, detach=detach)
 
 
 @click.command(
@@ -145,7 +141,12 @@ def resume(job_id: str, detach: bool) -> None:
         click.echo(f"job {job_id} already succeeded", err=True)
         click.echo(jobs.read_job(job).adapter_gguf)
         return
-    process = spawn(job, resume=True)
+    _start(job, resume=True, detach=detach)
+
+
+def _start(job: Path, *, resume: bool, detach: bool) -> None:
+    """Start the job's worker; with `detach` print the job's name and return, else follow it."""
+    process = spawn(job, resume=resume)
     if detach:
         click.echo(job.name)
         return
