@@ -132,7 +132,7 @@ def write_dataset(data_dir: Path, manifest: DatasetManifest, splits: Mapping[Any
             target.rename(old)
         staging.rename(target)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException:  # any failure, Ctrl-C included: no half-written staging folder is left; re-raised
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target

@@ -91,7 +91,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # any failure, Ctrl-C included: the temporary file is removed; re-raised
         Path(tmp).unlink(missing_ok=True)
         raise
 
