@@ -7,7 +7,7 @@ no client mistakes a truncated answer for a complete one.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 import orjson
@@ -30,29 +30,6 @@ async def openai_events(chunks: AsyncIterator[Chunk]) -> AsyncIterator[bytes]:
         yield b"data: " + orjson.dumps(error.to_openai()) + b"\n\n"
         return
     yield DONE
-
-
-def encode_event(event: str, data: object) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-async def named_events(
-    chunks: AsyncIterator[Chunk],
-    translate: Callable[[Chunk], list[tuple[str, object]]],
-    finish: Callable[[], list[tuple[str, object]]],
-    on_error: Callable[[errors.MarginError], tuple[str, object]],
-) -> AsyncIterator[bytes]:
-    """Event-typed SSE (Anthropic's wire format) from internal chunks, via a translator."""
-    try:
-        async for chunk in chunks:
-            for event, data in translate(chunk):
-                yield encode_event(event, data)
-    except errors.MarginError as error:
-        event, data = on_error(error)
-        yield encode_event(event, data)
-        return
-    for event, data in finish():
-        yield encode_event(event, data)
 
 
 class Closable(Protocol):

@@ -3,8 +3,8 @@
 Pure functions and small state machines: no I/O, no web framework, no HTTP client.
 
 Inbound (`/v1/messages`): `parse_messages_request`, `chat_result_to_message`,
-`AnthropicStreamEncoder` + `encode_sse` (or `feed_named`/`finish_named`/`named_error_event` for
-`margin.api.sse.named_events`), `anthropic_error_body` / `anthropic_error_event`.
+`AnthropicStreamEncoder` (framed by `margin.api.anthropic.anthropic_events`, the same bytes as
+`encode_sse`), `anthropic_error_body` / `anthropic_error_event`.
 Outbound (the `anthropic` upstream adapter): `build_messages_request`, `message_to_chat_result`,
 `AnthropicStreamDecoder`, `error_from_anthropic`.
 """
@@ -29,7 +29,6 @@ from margin.translate.anthropic_stream import (
     AnthropicStreamDecoder,
     AnthropicStreamEncoder,
     encode_sse,
-    named_error_event,
 )
 from margin.translate.anthropic_upstream_request import DEFAULT_MAX_TOKENS, build_messages_request
 from margin.translate.extensions import strip_anthropic_extensions
@@ -47,7 +46,6 @@ __all__ = [
     "error_from_anthropic",
     "finish_reason",
     "message_to_chat_result",
-    "named_error_event",
     "parse_messages_request",
     "stop_reason",
     "strip_anthropic_extensions",

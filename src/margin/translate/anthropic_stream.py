@@ -7,7 +7,9 @@
   known at any point (for a stream that breaks), and the last chunk carries the final `Usage`.
 * `AnthropicStreamEncoder` (`/v1/messages` endpoint): internal `Chunk`s -> Anthropic events
   (message_start, ping, content_block_start/delta/stop, message_delta, message_stop);
-  `encode_sse` frames one event for the wire.
+  `text_delta` picks out the plain text chunk whose one event the endpoint frames directly.
+  `encode_sse` frames one event for the wire (the endpoint, `margin.api.anthropic.anthropic_events`,
+  writes the same bytes one chunk at a time).
 
 Anthropic-only stream content crosses the OpenAI shape in non-standard delta keys, which OpenAI
 clients ignore: `reasoning_content` (thinking text, the de-facto key of OpenAI-compatible
@@ -22,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from margin.errors import MarginError
 from margin.translate._util import (
     DELTA_REASONING,
     DELTA_REDACTED,
@@ -35,7 +36,7 @@ from margin.translate._util import (
     message_id,
     to_tool_use_id,
 )
-from margin.translate.anthropic_errors import anthropic_error_event, error_from_anthropic
+from margin.translate.anthropic_errors import error_from_anthropic
 from margin.translate.anthropic_response import (
     finish_reason,
     stop_reason,
@@ -56,11 +57,6 @@ def encode_sse(event: JSON) -> bytes:
     """One Anthropic SSE frame: the event name repeats the payload's `type`, as Anthropic sends it."""
     data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
     return f"event: {event.get('type', 'message')}\ndata: {data}\n\n".encode()
-
-
-def named_error_event(err: MarginError) -> tuple[str, object]:
-    """The in-band `error` event that ends a `/v1/messages` stream which broke after it began."""
-    return ("error", anthropic_error_event(err))
 
 
 class AnthropicStreamDecoder:
@@ -278,13 +274,6 @@ class AnthropicStreamEncoder:
             return None
         text = delta.get("content")
         return (self._open[1], text) if isinstance(text, str) and text else None
-
-    def feed_named(self, chunk: Chunk) -> list[tuple[str, object]]:
-        """`feed` as (event name, data) pairs: the shape `margin.api.sse.named_events` takes."""
-        return [(event["type"], event) for event in self.feed(chunk)]
-
-    def finish_named(self) -> list[tuple[str, object]]:
-        return [(event["type"], event) for event in self.finish()]
 
     def finish(self) -> list[JSON]:
         if self._finished:

@@ -19,7 +19,6 @@ from margin.translate import (
     AnthropicStreamEncoder,
     anthropic_error_event,
     encode_sse,
-    named_error_event,
 )
 from margin.types import Chunk, Usage
 
@@ -322,25 +321,6 @@ def test_redacted_thinking_survives_both_directions_and_stop_is_once() -> None:
     final = anthropic_final(encoded)
     assert [b.type for b in final.content] == ["redacted_thinking", "text"]
     assert final.content[0].data == "EmwKAhgB"  # type: ignore[union-attr]
-
-
-def test_named_pairs_for_the_sse_layer() -> None:
-    encoder = AnthropicStreamEncoder(model="m")
-    pairs = encoder.feed_named(_chunk({"content": "hi"}, "stop")) + encoder.finish_named()
-    assert [name for name, _ in pairs] == [
-        "message_start",
-        "ping",
-        "content_block_start",
-        "content_block_delta",
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-    ]
-    assert all(name == data["type"] for name, data in pairs)  # type: ignore[index]
-    assert named_error_event(UpstreamServerError("boom")) == (
-        "error",
-        {"type": "error", "error": {"type": "api_error", "message": "boom"}},
-    )
 
 
 # --- usage reported before the end (issue 15 item 2) -------------------------------------------------
