@@ -85,11 +85,7 @@ def build_messages_request(
 def _sampling(params: JSON) -> JSON:
     body: JSON = {}
     temperature = params.get("temperature")
-    if (
-        isinstance(temperature, int | float)
-        and not isinstance(temperature, bool)
-        and temperature == temperature
-    ):
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool) and temperature == temperature:
         body["temperature"] = float(min(max(temperature, 0), 1))  # NaN excluded above: it compares false
     for key in ("top_p", "top_k"):
         if isinstance(params.get(key), int | float) and not isinstance(params[key], bool):
