@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from cache_corpora import STACKEXCHANGE, Question, load_stackexchange
 
 from margin.caching.semantic.calibrate import normalise
 from margin.caching.semantic.guard import Features, agree, features
@@ -53,6 +54,7 @@ from margin.caching.semantic.learned import (
     load_decision,
     pair_features,
 )
+from margin.config.cache import SemanticCacheConfig
 from margin.embedding import MiniLMEmbedder, minilm_available
 
 DATA = Path(__file__).parent / "results" / "comqa"
@@ -61,14 +63,6 @@ LEARNED_L2 = 1.0
 FILES = ("comqa_train.json", "comqa_dev.json")
 CANDIDATES = 4
 TRAIN_WRONG_BUDGET = 0.0025
-
-
-@dataclass(frozen=True)
-class Question:
-    text: str
-    answer: frozenset[str] | None  # None: an adversarial variant (its answer is unknown and no other's)
-    cluster: str
-    kind: str = "real"  # or the adversarial rule that made it
 
 
 @dataclass
@@ -188,10 +182,10 @@ def make_splits(questions: Sequence[Question]) -> dict[str, Split]:
 # -- embeddings (cached) --------------------------------------------------------------------------
 
 
-def embed_all(texts: Sequence[str]) -> dict[str, np.ndarray]:
+def embed_all(texts: Sequence[str], directory: Path = DATA) -> dict[str, np.ndarray]:
     unique = sorted(set(texts))
     digest = hashlib.sha256("\n".join(unique).encode()).hexdigest()[:16]
-    path = DATA / f"embeddings-minilm-{digest}.npy"
+    path = directory / f"embeddings-minilm-{digest}.npy"
     if path.exists():
         matrix = np.load(path)
     else:
@@ -354,16 +348,18 @@ def composition(split: Split) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
 
 
-def run(show_curve: bool, fit: bool) -> int:
-    questions = load_questions()
-    if questions is None:
-        print(f"ComQA not found in {DATA}: run bench/fetch_comqa.py first (skipped)")
+def run(show_curve: bool, fit: bool, corpus: str = "comqa") -> int:
+    directory = DATA if corpus == "comqa" else STACKEXCHANGE
+    clustering = load_stackexchange() if corpus == "stackexchange" else None
+    questions = load_questions() if corpus == "comqa" else (clustering.questions if clustering else None)
+    if not questions:
+        print(f"{corpus} not found in {directory}: run bench/fetch_{corpus}.py first (skipped)")
         return 0
     if not minilm_available():
         print("MiniLM not installed (the embed extra): skipped")
         return 0
     splits = make_splits(questions)
-    vectors = embed_all([q.text for s in splits.values() for q in (*s.cached, *s.queries)])
+    vectors = embed_all([q.text for s in splits.values() for q in (*s.cached, *s.queries)], directory)
     cache: dict[str, Features] = {}
 
     def feats(text: str) -> Features:
@@ -382,7 +378,8 @@ def run(show_curve: bool, fit: bool) -> int:
         "guarded": Rule(guarded(feats), COSINE_GRID),
         "learned": Rule(learned(model, feats), PROBABILITY_GRID),
     }
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; learned model: {model.trained_on}")
+    print(f"corpus: {corpus}; machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(f"learned model: {model.trained_on}")
     for split in splits.values():
         print(f"{split.name}: {len(split.cached)} cached, {len(split.queries)} queries ({composition(split)})")
     for label, keep in (("all test queries (real + adversarial)", None), ("real test queries only", "real")):
@@ -412,6 +409,10 @@ def report(label: str, chosen: dict[str, Rule], train: list[Query], test: list[Q
             ratio = f"{best.hits / base.hits:.2f}x" if best and base and base.hits else "-"
             cells += f"  {f'{best.hit_rate:.1%} ({ratio})' if best else '-':>18}"
         print(f"{name:<9} {default:>15.4f} {at_default.hit_rate:>9.2%} {at_default.wrong_rate:>6.2%}{cells}")
+    documented = SemanticCacheConfig()
+    for name, setting in (("guarded", documented.threshold), ("learned", documented.min_probability)):
+        p = curve(test, chosen[name].decide, [setting])[0]
+        print(f"{name} at the config default {setting:g}: {p.hit_rate:.2%} hit, {p.wrong_rate:.2%} wrong ({p.wrong})")
     if show_curve:
         print("test curves: threshold  hit% / wrong%")
         for name, points in test_curves.items():
@@ -422,10 +423,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--curve", action="store_true", help="print the whole test curve of each decision")
     parser.add_argument(
+        "--corpus", choices=("comqa", "stackexchange"), default="comqa", help="see bench/cache_corpora.py"
+    )
+    parser.add_argument(
         "--fit-learned", action="store_true", help=f"fit the learned decision on the train split, write {SHIPPED}"
     )
     args = parser.parse_args()
-    return run(args.curve, args.fit_learned)
+    if args.fit_learned and args.corpus != "comqa":
+        parser.error("--fit-learned fits the shipped model on ComQA's train split only")
+    return run(args.curve, args.fit_learned, args.corpus)
 
 
 if __name__ == "__main__":
