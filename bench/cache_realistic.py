@@ -2,8 +2,11 @@
 margin's decision, on a held-out split it was never tuned on.
 
 Data: ComQA (real WikiAnswers questions in paraphrase clusters, each with its answers; see
-bench/fetch_comqa.py, which puts it in bench/results/comqa/). Without it this bench says so and
-exits 0 (CI never runs benchmarks; nothing here is committed data).
+bench/fetch_comqa.py, which puts it in bench/results/comqa/), or with `--corpus stackexchange`
+AskUbuntu and Meta Stack Exchange titles that users marked as duplicates, or not (CC BY-SA; see
+bench/fetch_stackexchange.py and bench/cache_corpora.py: a cluster is a set of linked duplicates,
+its answer the cluster). Without the data this bench says so and exits 0 (CI never runs
+benchmarks; nothing here is committed data).
 
 Method, fixed before any tuning:
 1. Questions are deduplicated (identical after normalisation; a text in two clusters with different
@@ -25,7 +28,7 @@ Method, fixed before any tuning:
 
 Embeddings are cached in bench/results/comqa/ (one MiniLM pass over ~11k texts, ~1 min on 2 cores).
 
-    python bench/cache_realistic.py [--curve] [--fit-learned]
+    python bench/cache_realistic.py [--corpus comqa|stackexchange] [--curve] [--fit-learned]
 """
 
 from __future__ import annotations

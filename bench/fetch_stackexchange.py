@@ -2,8 +2,8 @@
 looks for them (bench/results/stackexchange/, git-ignored). Nothing is committed.
 
 The data: the validation sets of Bogdanova, dos Santos, Barbosa and Zadrozny, "Detecting Semantically
-Equivalent Questions in Online User Forums" (CoNLL 2015, ACL Anthology K15-1013), as published for
-the replication by Saedi, Rodrigues, Silva, Branco and Maraev (nlx-group, University of Lisbon): 1,000
+Equivalent Questions in Online User Forums" (CoNLL 2015, ACL Anthology K15-1013), as published with
+a replication of that paper by the NLX group of the University of Lisbon (github.com/nlx-group): 1,000
 question pairs from AskUbuntu and 1,000 from Meta Stack Exchange, each labelled "duplicate" (a user
 closed one question as a duplicate of the other) or "non-duplicate" (a random pair), half of each.
 Every line: label, first question (title then body HTML), second question; bench/cache_corpora.py
@@ -12,11 +12,12 @@ keeps the titles.
 Licence: the text is Stack Exchange user content, which Stack Exchange licenses under Creative
 Commons Attribution-ShareAlike (posts before 2011-04-08: CC BY-SA 2.5; to 2018-05-01: CC BY-SA 3.0;
 later: CC BY-SA 4.0; stackoverflow.com/help/licensing, and the licence note of the Stack Exchange
-data dumps at archive.org/details/stackexchange). The pairs date from a 2014 dump, so CC BY-SA 3.0
-(or 2.5). Attribution: the AskUbuntu and Meta Stack Exchange users who wrote the questions, and the
-selection by Bogdanova et al. The nlx-group repository states no licence of its own for its code
-or files (no LICENSE file; its README points to lxcenter.di.fc.ul.pt/datasets/msrdsdl/). margin
-does not redistribute the pairs; whoever shares them on must keep the attribution and the licence.
+data dumps at archive.org/details/stackexchange). The questions were written before the paper
+(2015), so CC BY-SA 3.0 or 2.5. Attribution: the AskUbuntu and Meta Stack Exchange users who
+wrote the questions, and the selection by Bogdanova et al. The nlx-group repository states no
+licence of its own for its code or files (no LICENSE file in any commit; its README points to
+lxcenter.di.fc.ul.pt/datasets/msrdsdl/). margin does not redistribute the pairs; whoever shares
+them on must keep the attribution and the licence.
 
 The two files were committed to github.com/nlx-group/Replicating-Bogdanova-et-al.-2015-Duplicate-
 Question-Detection at 45abfb94 (later removed from its tip), where this script reads them:
