@@ -9,10 +9,16 @@ What goes in, before the thing it protects can be lost:
 - `set`: the reservation was settled in the counter store;
 - `end`: the request's rows (possibly none) are in the journal.
 
-Each line is one `os.write()` on an O_APPEND descriptor: once it returns, the line is in the
-kernel's page cache and survives the process being killed (SIGKILL, OOM). A background thread
-fsyncs the live segment every `fsync_interval_s` when it has new lines, so a power loss or kernel
-crash loses at most that interval's lines (the one window left; docs/ledger.md).
+Group commit: lines go to the O_APPEND descriptor in `os.write()`s of whole lines; once one
+returns, its lines are in the kernel's page cache and survive the process being killed (SIGKILL,
+OOM). An `att` line is written at once, with every line still pending (of any request), before the
+attempt goes upstream; the other lines wait for the end of the event-loop iteration that produced
+them (`loop.call_soon`: before the loop waits for I/O again, before any callback scheduled after
+them, so before the ledger writer's task can take the rows), and every line of that iteration goes
+in one write(). `flush()` writes what is pending at once. Called with no running loop, every line
+is written at once. A background thread fsyncs the live segment every `fsync_interval_s` when it
+has new lines, so a power loss or kernel crash loses at most that interval's lines (the one window
+left; docs/ledger.md).
 
 Segments: `<owner>.<seq>.jsonl`, next to `<owner>.lock`, which the process holds (flock) for its
 life. When the live segment passes `segment_bytes` a new one starts with the lines of every request
@@ -27,6 +33,7 @@ on the disk beyond a write() into the page cache.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -91,12 +98,15 @@ class Journal:
         self.fsync_interval_s = fsync_interval_s
         self.fsyncs = 0  # counters for metrics and the bench
         self.lines_written = 0
+        self.writes = 0  # write() calls: fewer than lines, by the group commit
         self._lock = threading.Lock()  # the live descriptor, the retired ones and the deletable paths
         self._fd = -1
         self._lock_fd = -1
         self._seq = 0
         self._size = 0
         self._dirty = False
+        self._pending: list[bytes] = []  # lines of this loop iteration, not yet written
+        self._flush_scheduled = False
         self._open: dict[str, _Open] = {}
         self._unstored: dict[int, int] = {}  # segment -> rows in it not yet in the store
         self._sealed: set[int] = set()
@@ -129,6 +139,7 @@ class Journal:
         self._wakeup.set()
         if self._thread is not None:
             self._thread.join()
+        self.flush()
         with self._lock:
             os.fsync(self._fd)
             os.close(self._fd)
@@ -159,9 +170,11 @@ class Journal:
         return request_id in self._open
 
     def attempt(self, request_id: str, mark: Mapping[str, Any]) -> None:
+        """Written at once, with every pending line: the attempt goes upstream next."""
         entry = self._open.get(request_id)
         if entry is not None:
             self._append(entry, _line({"k": "att", "id": request_id, **mark}))
+            self.flush()
 
     def settled(self, request_id: str) -> None:
         entry = self._open.get(request_id)
@@ -185,7 +198,8 @@ class Journal:
         if not rows:
             return self._seq
         payload = '{"k":"rows","rows":[' + ",".join(row_to_json(row) for row in rows) + "]}\n"
-        seq = self._write(payload.encode())
+        self._enqueue(payload.encode())
+        seq = self._seq  # rotation happens after a write, so the pending lines go to this segment
         self._unstored[seq] = self._unstored.get(seq, 0) + len(rows)
         return seq
 
@@ -204,7 +218,37 @@ class Journal:
 
     def _append(self, entry: _Open, line: bytes) -> None:
         entry.lines.append(line)
-        self._write(line)
+        self._enqueue(line)
+
+    def _enqueue(self, line: bytes) -> None:
+        """Pending until the end of this loop iteration (or the next `flush()`); at once without a
+        running loop."""
+        if not self.is_open:
+            raise RuntimeError("the journal is not open")
+        self._pending.append(line)
+        self.lines_written += 1
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush_scheduled_lines)
+
+    def _flush_scheduled_lines(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and self.is_open:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every pending line now, in one write()."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._write(data)
 
     def _forget_if_done(self, request_id: str, entry: _Open) -> None:
         if entry.done:
@@ -219,7 +263,7 @@ class Journal:
             self._size += len(data)
             self._dirty = True
             seq = self._seq
-        self.lines_written += 1
+        self.writes += 1
         if self._size >= self.segment_bytes:
             self._rotate()
         return seq

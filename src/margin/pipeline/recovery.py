@@ -98,6 +98,8 @@ class Recovery:
         for trace in contents.traces.values():
             rows.extend(await self._conclude(trace, contents, adopted.owner, result))
         self.writer.submit(rows)
+        if self.journal is not None:
+            self.journal.flush()  # the rows are in this journal before the dead one goes
         await asyncio.to_thread(Journal.release, adopted)
         log.warning(
             "journal of dead replica %s replayed: %d rows, %d unreconciled; reservations %d settled, %d swept, "
