@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from margin.api.disconnect import DISCONNECT_WATCH
 from margin.api.timing import RECEIVED
 
 
@@ -73,8 +75,16 @@ class CoalescingTransport:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    _on_lost: Callable[[], None] | None = None  # a streaming response's (margin.api.disconnect)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        callback, self._on_lost = self._on_lost, None
+        if callback is not None:
+            callback()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -82,3 +92,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         # so the wait before the app's task runs (event-loop queueing under load) is in it too.
         scope: dict[str, Any] = self.scope  # type: ignore[assignment]
         scope[RECEIVED] = (time.perf_counter(), time.time())
+        scope[DISCONNECT_WATCH] = self.watch_disconnect
+
+    def watch_disconnect(self, callback: Callable[[], None] | None) -> bool:
+        """Call `callback` once when the connection is lost (None: stop watching); True, and no
+        watching, when it is lost already."""
+        if callback is not None and self.cycle is not None and self.cycle.disconnected:
+            return True
+        self._on_lost = callback
+        return False
