@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from margin.autoscale.standby import Standby
+from margin.periodic import Periodic
 from margin.storage.protocols import StorageError
 from margin.storage.teams import Change, DuplicateObject, ObjectStore, StoredObject
 
@@ -66,7 +67,9 @@ class DrainSync:
         self.wall = wall
         self.drains: dict[Key, Mapping[str, Any]] = {}
         self.refreshed_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        # Broad on purpose: a bug in a refresh must not end the refreshes for good (logged with its
+        # traceback); a store that cannot be read is only a warning.
+        self._loop = Periodic("margin-drains", self.refresh, every_s, handled=(Exception,), on_error=_refresh_failed)
         self._lock = asyncio.Lock()
 
     # --- writes (the admin calls and the termination notice) -------------------------------------
@@ -154,21 +157,14 @@ class DrainSync:
             await self.refresh()
         except StorageError as exc:
             log.warning("reading the drains failed (retried every %.1f s): %s", self.every_s, exc)
-        self._task = asyncio.create_task(self._loop(), name="margin-drains")
+        self._loop.start()
 
     async def stop(self, drain_s: float = 0.0) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every_s)
-            try:
-                await self.refresh()
-            except StorageError as exc:  # the last drains stay in force
-                log.warning("refreshing the drains failed: %s", exc)
-            except Exception:  # a bug here must not end the refreshes for good
-                log.exception("refreshing the drains failed")
+
+def _refresh_failed(exc: Exception) -> None:
+    if isinstance(exc, StorageError):  # the last drains stay in force
+        log.warning("refreshing the drains failed: %s", exc)
+    else:
+        log.exception("refreshing the drains failed", exc_info=exc)

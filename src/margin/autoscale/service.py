@@ -6,8 +6,6 @@ never scrape or compute themselves, so a slow model server or a busy scraper can
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,6 +18,7 @@ from margin.autoscale.window import Rates, Window, read_totals
 from margin.config.autoscale import AutoscalingConfig
 from margin.errors import ConfigError
 from margin.metrics import Metrics
+from margin.periodic import Periodic
 
 log = logging.getLogger("margin.autoscale")
 
@@ -89,7 +88,10 @@ class Autoscaler:
         self.window = Window(config.window_s)
         self.signals: dict[str, Signals] = {}
         self.ticks = 0
-        self._task: asyncio.Task[None] | None = None
+        # Broad on purpose: a bug in a tick must not end the signals for good (logged with its traceback).
+        self._loop = Periodic(
+            "margin-autoscale", self.tick, config.interval_s, handled=(Exception,), on_error=_tick_failed, at_start=True
+        )
 
     async def tick(self) -> None:
         """One round: scrape, read margin's counters, decide. Awaited by the loop (and by tests)."""
@@ -112,27 +114,15 @@ class Autoscaler:
         self.ticks += 1
 
     def start(self) -> None:
-        if self.config.deployments and self._task is None:
+        if self.config.deployments and not self._loop.running:
             # the window's first edge: calls made before the first tick are counted in it
             self.window.add(self.clock(), read_totals(self.metrics, self.config.deployments, self.unserved))
-            self._task = asyncio.create_task(self._loop(), name="margin-autoscale")
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         if self.aclose is not None:
             await self.aclose()
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:  # a bug here must not end the signals for good
-                log.exception("autoscale: computing the signals failed")
-            await asyncio.sleep(self.config.interval_s)
 
     def queue_of(self, name: str) -> Callable[[str], float]:
         """base URL -> the queue its replica's fresh page reports: the balancer's extra load."""
@@ -146,3 +136,7 @@ class Autoscaler:
             "ticks": self.ticks,
             "deployments": {name: s.as_json() for name, s in sorted(self.signals.items())},
         }
+
+
+def _tick_failed(exc: Exception) -> None:
+    log.exception("autoscale: computing the signals failed", exc_info=exc)

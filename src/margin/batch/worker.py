@@ -35,6 +35,7 @@ from margin.batch.schedule import OffPeak
 from margin.batch.validate import Validator
 from margin.config.batch import BatchConfig
 from margin.errors import AuthError, MarginError
+from margin.periodic import Periodic
 from margin.storage.batches import BatchRecord, BatchStore, ChunkLease, Ending, LineSpec
 from margin.storage.blobs import BlobNotFound, BlobStore
 from margin.storage.protocols import StorageError
@@ -121,6 +122,10 @@ class BatchWorker:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self._periodic = [  # each logs its own failures
+            Periodic("batch-leases", self._renew_leases, self.settings.lease_s / 3),
+            Periodic("batch-pressure", self._check_pressure, self.settings.pressure_check_s),
+        ]
         self._closing = False
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -132,11 +137,9 @@ class BatchWorker:
                 await self.store.release_owners(dead)
         except StorageError as exc:
             log.warning("batch: could not look for dead workers' leases: %s", exc)
-        self._loops = [
-            asyncio.create_task(self._loop(), name="batch-worker"),
-            asyncio.create_task(self._renew_loop(), name="batch-leases"),
-            asyncio.create_task(self._pressure_loop(), name="batch-pressure"),
-        ]
+        self._loops = [asyncio.create_task(self._loop(), name="batch-worker")]
+        for loop in self._periodic:
+            loop.start()
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Start no new line, let the lines in flight finish (up to `grace_s`), give the leases back."""
@@ -144,7 +147,7 @@ class BatchWorker:
         for task in self._loops:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._loops, return_exceptions=True)
+            await asyncio.gather(*self._loops, *(loop.stop() for loop in self._periodic), return_exceptions=True)
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace_s)
             for task in pending:
@@ -177,23 +180,18 @@ class BatchWorker:
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
                 self._wake.clear()
 
-    async def _renew_loop(self) -> None:
-        every = self.settings.lease_s / 3
-        while True:
-            await asyncio.sleep(every)
-            for key, lease in list(self._chunks.items()):
-                try:
-                    if not await self.store.renew_chunk(lease, self.clock() + self.settings.lease_s):
-                        log.warning("batch: lost the lease on %s chunk %d", lease.batch_id, lease.chunk_no)
-                        self._lost.add(key)
-                except StorageError as exc:
-                    log.warning("batch: could not renew a lease: %s", exc)
+    async def _renew_leases(self) -> None:
+        for key, lease in list(self._chunks.items()):
+            try:
+                if not await self.store.renew_chunk(lease, self.clock() + self.settings.lease_s):
+                    log.warning("batch: lost the lease on %s chunk %d", lease.batch_id, lease.chunk_no)
+                    self._lost.add(key)
+            except StorageError as exc:
+                log.warning("batch: could not renew a lease: %s", exc)
 
-    async def _pressure_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.pressure_check_s)
-            if self.backoff.adjust():
-                self._slot_freed.set()
+    async def _check_pressure(self) -> None:
+        if self.backoff.adjust():
+            self._slot_freed.set()
 
     # --- lines --------------------------------------------------------------------------------------
     async def _acquire_slot(self, tier: Tier, chunk: tuple[str, int]) -> None:

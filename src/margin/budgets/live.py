@@ -14,7 +14,6 @@ force and the error is logged at each refresh until it is fixed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
@@ -23,6 +22,7 @@ from margin.budgets.admission import Limiter
 from margin.budgets.objects import Declared, spec_of, stored_declared
 from margin.budgets.rules import Applied, RuleBook
 from margin.config.limits import BudgetConfig, RateLimitConfig, TeamConfig
+from margin.periodic import Periodic
 from margin.storage.protocols import StorageError
 from margin.storage.teams import ObjectStore
 from margin.types import Principal
@@ -75,7 +75,9 @@ class LiveObjects:
         self.stored: list[Declared] = []
         self.directory = TeamDirectory()
         self.refreshed_at: float | None = None  # loop time of the last successful read
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            "margin-limits-objects", self.refresh, every_s, handled=(StorageError,), on_error=_refresh_failed
+        )
         self._lock = asyncio.Lock()
 
     def everything(self) -> list[Declared]:
@@ -92,23 +94,11 @@ class LiveObjects:
         except StorageError as exc:  # the config's rules apply meanwhile; retried every `every_s`
             log.warning("reading teams, budgets and rate limits failed: %s", exc)
             self.apply()
-        self._task = asyncio.create_task(self._loop(), name="margin-limits-objects")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         await self.store.close()
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every_s)
-            try:
-                await self.refresh()
-            except StorageError as exc:  # the last rules stay in force
-                log.warning("refreshing teams, budgets and rate limits failed: %s", exc)
 
     async def refresh(self) -> None:
         async with self._lock:
@@ -170,3 +160,7 @@ class LiveObjects:
                 await self.limiter.catch_up(Applied(rule, rule.scope))
             except StorageError as exc:  # it applies all the same, counting from now
                 log.warning("budget %s: its window's spend so far was not read: %s", rule.scope, exc)
+
+
+def _refresh_failed(exc: Exception) -> None:  # a StorageError: the last rules stay in force
+    log.warning("refreshing teams, budgets and rate limits failed: %s", exc)

@@ -17,8 +17,6 @@ margin.budgets.admission), and so does a journal replay that knows the outcome.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -26,6 +24,7 @@ from decimal import Decimal
 from margin.budgets.admission import Limiter
 from margin.budgets.intents import Reservation, release_plan, spent_plan
 from margin.budgets.rules import NANO
+from margin.periodic import Periodic
 from margin.storage.protocols import Adjust, IntentCounters, IntentState, Orphan, SharedIntents, StorageError
 
 log = logging.getLogger("margin.limits")
@@ -49,7 +48,9 @@ class IntentSweeper:
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.batch = batch
         self.swept = 0  # reservations this replica settled as spent for another (metrics, tests)
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            "margin-intent-sweeper", self._tick, interval_s, handled=(StorageError,), on_error=self._failed
+        )
 
     @property
     def enabled(self) -> bool:
@@ -57,25 +58,19 @@ class IntentSweeper:
         return isinstance(store, SharedIntents) and isinstance(store, IntentCounters)
 
     async def start(self) -> None:
-        if self.enabled and self._task is None:
+        if self.enabled and not self._loop.running:
             await self._heartbeat()  # alive before the first request it reserves
-            self._task = asyncio.create_task(self._loop(), name="margin-intent-sweeper")
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self._heartbeat()
-            try:
-                await self.sweep_once()
-            except StorageError as exc:
-                log.warning("sweeping orphaned reservations failed (retried in %.0fs): %s", self.interval_s, exc)
+    async def _tick(self) -> None:
+        await self._heartbeat()
+        await self.sweep_once()
+
+    def _failed(self, exc: Exception) -> None:
+        log.warning("sweeping orphaned reservations failed (retried in %.0fs): %s", self.interval_s, exc)
 
     async def _heartbeat(self) -> None:
         store = self.limiter.counters

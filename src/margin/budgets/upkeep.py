@@ -4,7 +4,6 @@ counter the store lost (Redis restarted empty), and pruning expired counter rows
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from decimal import Decimal
 
@@ -12,6 +11,7 @@ from margin.budgets.admission import Held, Limiter, Ticket
 from margin.budgets.alerts import Alert, AlertSink, iso
 from margin.budgets.rules import NANO, Applied
 from margin.budgets.windows import Span
+from margin.periodic import Periodic
 from margin.storage.protocols import Charge, Counters, GroupBy, KeyStore, LedgerStore, StorageError
 
 log = logging.getLogger("margin.budgets")
@@ -38,7 +38,7 @@ class Upkeep:
         self._checked: dict[str, float] = {}  # counter -> when its spend was last read (loop time)
         self._rechecks: set[str] = set()  # counters with a delayed check pending
         self._later: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._pruning = Periodic("margin-limits-prune", self._prune, _PRUNE_EVERY_S)
         limiter.on_settled.append(self.check_thresholds)
         limiter.on_refused.append(self.blocked)
         if ledger is not None:
@@ -46,17 +46,13 @@ class Upkeep:
 
     async def start(self) -> None:
         await self.alerts.start()
-        self._task = asyncio.create_task(self._prune_loop(), name="margin-limits-prune")
+        self._pruning.start()
 
     async def stop(self) -> None:
         await self.limiter.drain()
         for task in list(self._later):
             task.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._pruning.stop()
         await self.alerts.stop()
 
     # --- alerts -----------------------------------------------------------------------------------
@@ -165,12 +161,10 @@ class Upkeep:
 
     # --- pruning ----------------------------------------------------------------------------------
 
-    async def _prune_loop(self) -> None:
-        while True:
-            await asyncio.sleep(_PRUNE_EVERY_S)
-            now = self.limiter.clock()
-            for store in (self.limiter.counters, self.limiter.fallback):
-                try:
-                    await store.prune(now)
-                except StorageError as exc:
-                    log.warning("pruning limit counters failed: %s", exc)
+    async def _prune(self) -> None:
+        now = self.limiter.clock()
+        for store in (self.limiter.counters, self.limiter.fallback):
+            try:
+                await store.prune(now)
+            except StorageError as exc:  # the other store is still pruned
+                log.warning("pruning limit counters failed: %s", exc)

@@ -12,12 +12,12 @@ Never on the request path: requests pick from the balancer's current set; this t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 
 from margin.config.discovery import EndpointDiscovery
+from margin.periodic import Periodic
 from margin.providers.balance import Balancer
 
 log = logging.getLogger("margin.providers.discovery")
@@ -52,7 +52,7 @@ class Discovery:
         self.failures = 0  # resolutions that raised or timed out (the last set was kept)
         self.empty_answers = 0  # answers with no address (the last set was kept)
         self.last_error: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(f"discovery:{deployment}", self.refresh, config.refresh_s)  # refresh logs its failures
 
     async def refresh(self) -> bool:
         """One resolution; True when it set the endpoints."""
@@ -81,21 +81,12 @@ class Discovery:
 
     async def start(self) -> None:
         """The first resolution (bounded), then the refresh loop in the background."""
-        if self._task is None:
+        if not self._loop.running:
             await self.refresh()
-            self._task = asyncio.create_task(self._loop(), name=f"discovery:{self.deployment}")
+            self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.refresh_s)
-            await self.refresh()
+        await self._loop.stop()
 
     def describe(self) -> dict[str, object]:
         return {

@@ -20,8 +20,8 @@ there, so a restarted gateway keeps comparing against the same baseline. The his
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import functools
 import logging
 import statistics
 import time
@@ -38,6 +38,7 @@ from margin.evals.errors import GraderSpecError
 from margin.evals.graders.protocol import Grader, GraderEnv, Sample
 from margin.evals.graders.registry import build_grader
 from margin.evals.stats import mean_interval
+from margin.periodic import Periodic
 from margin.rollout.alerts import RolloutAlerts
 from margin.storage.protocols import StorageError
 from margin.storage.rollouts import DriftRecord, RolloutStore, SampleRecord
@@ -113,29 +114,21 @@ class DriftWatch:
         self.judges = dict(judges or {})  # group -> its `rollout.judge`, the drift judge's base settings
         self.windows: dict[tuple[str, str], list[DriftRecord]] = {}  # (group, deployment) -> baseline runs
         self._graders: dict[str, Grader] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[Periodic] = []
 
     async def start(self) -> None:
         for group, settings in self.groups.items():
             every = settings.reeval_every_s
             assert every is not None
-            self._tasks.append(asyncio.create_task(self._loop(group, every), name=f"margin-drift-{group}"))
+            run, failed = functools.partial(self.run_once, group), functools.partial(_run_failed, group)
+            handled = (StorageError, GraderSpecError)
+            loop = Periodic(f"margin-drift-{group}", run, every, handled=handled, on_error=failed)
+            loop.start()
+            self._loops.append(loop)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-
-    async def _loop(self, group: str, every: float) -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await self.run_once(group)
-            except (StorageError, GraderSpecError) as exc:  # the next run tries again
-                log.warning("drift re-evaluation of %s failed: %s", group, exc)
+        loops, self._loops = self._loops, []
+        await asyncio.gather(*(loop.stop() for loop in loops))
 
     def _grader(self, group: str) -> Grader:
         if group not in self._graders:
@@ -288,3 +281,7 @@ def judge_counts(run: DriftRecord) -> str:
         f"judge agreed {run.judge_agreed}  disagreed {run.judge_disagreed}  unparseable {run.judge_unparseable}  "
         f"failed {run.judge_failed}"
     )
+
+
+def _run_failed(group: str, exc: Exception) -> None:  # the next run tries again
+    log.warning("drift re-evaluation of %s failed: %s", group, exc)

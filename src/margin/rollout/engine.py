@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from margin.config.rollout import RolloutsConfig
 from margin.errors import MarginError
+from margin.periodic import Periodic
 from margin.rollout.arms import totals
 from margin.rollout.decide import Decision, decide
 from margin.rollout.service import RolloutService, replica_name, settings_of
@@ -50,7 +51,7 @@ class RolloutEngine:
         # calls spent: the store's, plus this replica's since.
         self.experiment_budget: dict[str, Decimal] = {}
         self.experiment_spent: dict[str, Decimal] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[Periodic] = []
 
     async def start(self) -> None:
         await self.refresh()
@@ -59,27 +60,17 @@ class RolloutEngine:
             (self.flush, self.settings.flush_every_s),
             (self.decide_all, self.settings.decide_every_s),
         )
+        handled = (StorageError, MarginError, ValueError)
         for work, every in loops:
-            self._tasks.append(asyncio.create_task(self._every(work, every), name=f"margin-rollout-{work.__name__}"))
+            failed = functools.partial(_work_failed, work.__name__)
+            loop = Periodic(f"margin-rollout-{work.__name__}", work, every, handled=handled, on_error=failed)
+            loop.start()
+            self._loops.append(loop)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        loops, self._loops = self._loops, []
+        await asyncio.gather(*(loop.stop() for loop in loops))
         await self.flush()  # what this replica saw last still counts
-
-    async def _every(self, work: Callable[[], Awaitable[object]], seconds: float) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await work()
-            except StorageError as exc:  # the store is down: traffic keeps its last split; retried next tick
-                log.warning("rollout %s failed: %s", work.__name__, exc)
-            except (MarginError, ValueError) as exc:  # one bad rollout record must not stop the loop
-                log.error("rollout %s failed: %s: %s", work.__name__, type(exc).__name__, exc)
 
     async def refresh(self) -> None:
         records = await self.service.store.current()
@@ -141,3 +132,10 @@ class RolloutEngine:
         if made:
             await self.refresh()  # this replica applies its own decision at once
         return made
+
+
+def _work_failed(work: str, exc: Exception) -> None:
+    if isinstance(exc, StorageError):  # the store is down: traffic keeps its last split; retried next tick
+        log.warning("rollout %s failed: %s", work, exc)
+    else:  # MarginError or ValueError: one bad rollout record must not stop the loop
+        log.error("rollout %s failed: %s: %s", work, type(exc).__name__, exc)
