@@ -6,7 +6,9 @@ deployment (another replica group or the next tier), calls already open (streams
   node's); the deployment itself is drained once its last replica is.
 - `POST /admin/termination-notice` (admin key or the metrics token, so a node termination handler
   can hold a narrower secret): `{"deployment": "...", "endpoint": "host:port", "reason":
-  "spot-interruption", "not_after": 1765000000}` drains the deployment (or its replica) named.
+  "spot-interruption", "not_after": 1765000000}` drains the deployment (or its replica) named,
+  until `not_after` (epoch seconds, when the node goes): then the drain expires on every replica
+  (at its next refresh) and is deleted with an audit row by `auto:not_after`.
 
 Drains are stored (margin.autoscale.drains): every replica applies them within `limits.key_cache_s`
 and after a restart, and each drain, undrain and notice is a row of `GET /admin/audit?kind=drain`

@@ -76,9 +76,9 @@ STANDBY = _obj(("name", "state"), name=_STR, state={"type": "string", "enum": ["
                idle=_BOOL, replicas={"type": ["array", "null"]})  # fmt: skip
 _ENDPOINT = {"type": "string", "maxLength": 200, "description": "one replica: host:port as /admin/deployments lists it"}
 DRAIN_BODY = _obj(reason={"type": "string", "maxLength": 200}, endpoint=_ENDPOINT)
+_NOT_AFTER = {**_OPT_NUM, "description": "epoch seconds the node goes away; the drain expires then"}
 TERMINATION_NOTICE = _obj(("deployment",), deployment=_STR, reason={"type": "string", "maxLength": 200},
-                          endpoint=_ENDPOINT,
-                          not_after={**_OPT_NUM, "description": "epoch seconds the node goes away"})  # fmt: skip
+                          endpoint=_ENDPOINT, not_after=_NOT_AFTER)  # fmt: skip
 INVALIDATE_BODY = {
     **_obj((), tenant=_STR, model=_STR, tag=_STR, key_prefix=_STR),
     "description": "at least one of the four selectors",

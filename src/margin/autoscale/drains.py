@@ -8,7 +8,11 @@ replica of it. Every drain, undrain and termination notice writes one audit row
 Each replica reads the drains every `every_s` (`limits.key_cache_s`, the interval teams and budgets
 refresh on) and reconciles: its balancers' replicas and its standby's drained deployments follow
 the store. The replica that took the call applies it at once. A store that cannot be read leaves
-the last drains in force (logged), never "nothing drained"."""
+the last drains in force (logged), never "nothing drained".
+
+A drain with `not_after` (a termination notice's: when the node goes) expires then: from the first
+refresh after it, no replica applies it (the deployment or replica is served again), and the first
+replica to see it deletes it with a `delete` audit row by `auto:not_after`."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from margin.storage.teams import Change, DuplicateObject, ObjectStore, StoredObj
 log = logging.getLogger("margin.audit")
 
 Key = tuple[str, str | None]  # (deployment, host:port or None for the whole deployment)
+EXPIRY_ACTOR = "auto:not_after"  # the audit actor of a drain removed because its not_after passed
 
 
 class _Endpoint(Protocol):
@@ -48,6 +53,12 @@ def host_of(base: str) -> str:
 
 def drain_id(deployment: str, endpoint: str | None) -> str:
     return deployment if endpoint is None else f"{deployment}@{endpoint}"
+
+
+def is_expired(body: Mapping[str, Any], now: float) -> bool:
+    """Whether a drain's `not_after` (epoch seconds, from a termination notice) has passed."""
+    not_after = body.get("not_after")
+    return isinstance(not_after, int | float) and not isinstance(not_after, bool) and not_after <= now
 
 
 class DrainSync:
@@ -124,11 +135,30 @@ class DrainSync:
     # --- reads and reconciling -------------------------------------------------------------------
 
     async def refresh(self) -> None:
+        """Read the drains and apply the ones in force; a drain whose `not_after` has passed is not
+        applied, and is deleted from the store with its audit row (actor `EXPIRY_ACTOR`)."""
         async with self._lock:
             stored = await self.store.objects("drain")
-            self.refreshed_at = self.wall()
-            drains = {(str(o.body["deployment"]), o.body.get("endpoint")): o.body for o in stored}
-            self.apply(drains)
+            now = self.refreshed_at = self.wall()
+            live = [o for o in stored if not is_expired(o.body, now)]
+            self.apply({(str(o.body["deployment"]), o.body.get("endpoint")): o.body for o in live})
+            for obj in stored:
+                if is_expired(obj.body, now):
+                    await self._expire(obj, now)
+
+    async def _expire(self, obj: StoredObject, now: float) -> None:
+        """Delete an expired drain, only at the version read: a notice that renewed it meanwhile
+        stays (this or another replica's next refresh sees it). Every replica ignores an expired
+        drain whether or not it is deleted yet; the first to delete it writes the one audit row."""
+        change = Change(now, EXPIRY_ACTOR, "drain", obj.object_id, "delete", obj.body, None)
+        try:
+            deleted = await self.store.delete("drain", obj.object_id, change, expected_version=obj.version)
+        except StorageError as exc:  # ignored here all the same; the next refresh tries again
+            log.warning("removing the expired drain %s failed: %s", obj.object_id, exc)
+            return
+        if deleted:
+            log.warning("drain expired deployment=%s endpoint=%s not_after=%s by=%s", obj.body.get("deployment"),
+                        obj.body.get("endpoint"), obj.body.get("not_after"), EXPIRY_ACTOR)  # fmt: skip
 
     def apply(self, drains: Mapping[Key, Mapping[str, Any]]) -> None:
         """Make this replica's balancers and standby match `drains` (deployments it does not

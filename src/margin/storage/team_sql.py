@@ -38,6 +38,16 @@ class ObjectSql:
         return f"DELETE FROM margin_objects WHERE kind = {self.param} AND object_id = {self.param}"
 
     @property
+    def delete_object_at_version(self) -> str:
+        return f"{self.delete_object} AND version = {self.param}"
+
+    def deletion(self, kind: ObjectKind, object_id: str, expected_version: int | None) -> tuple[str, tuple[Any, ...]]:
+        """The DELETE and its parameters, conditional on the version when one is expected."""
+        if expected_version is None:
+            return self.delete_object, (kind, object_id)
+        return self.delete_object_at_version, (kind, object_id, expected_version)
+
+    @property
     def select_one(self) -> str:
         return f"SELECT {_OBJECT_COLUMNS} FROM margin_objects WHERE kind = {self.param} AND object_id = {self.param}"
 

@@ -52,8 +52,11 @@ class ObjectStore(Protocol):
         """Replace the object if it is still at `expected_version` (False: gone or changed meanwhile);
         DuplicateObject when its new unique key is taken."""
 
-    async def delete(self, kind: ObjectKind, object_id: str, change: Change) -> bool:
-        """Remove it with its change; False when there was none."""
+    async def delete(
+        self, kind: ObjectKind, object_id: str, change: Change, expected_version: int | None = None
+    ) -> bool:
+        """Remove it with its change; False when there was none (or, with `expected_version`, when it
+        is no longer at that version: changed meanwhile)."""
 
     async def record(self, change: Change) -> None:
         """An audit row alone: a change to an object declared in a config file (not stored here)."""

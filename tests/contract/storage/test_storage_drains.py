@@ -1,10 +1,12 @@
 """Drains shared through the object store (margin.autoscale.drains) on SQLite and a real PostgreSQL:
 two replicas' standbys and balancers over one store, a drain taken by one applied by the other at
-its next refresh, kept by a replica started later, undone by an undrain; every change audited."""
+its next refresh, kept by a replica started later, undone by an undrain or by its not_after passing;
+every change audited."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.support.postgres import PostgresServer, postgres_server
 
-from margin.autoscale.drains import DrainSync
+from margin.autoscale.drains import EXPIRY_ACTOR, DrainSync
 from margin.autoscale.standby import Standby
 from margin.config.autoscale import BalanceConfig
 from margin.providers.balance import Balancer
@@ -67,7 +69,8 @@ async def test_a_drain_on_one_replica_reaches_the_other_and_survives_a_restart(u
     await a.sync.start()
     await b.sync.start()
     try:
-        await a.sync.drain("gpu", None, reason="spot-interruption", by="metrics-token", not_after=1765000000.0)
+        not_after = time.time() + 3600  # in force for the whole test
+        await a.sync.drain("gpu", None, reason="spot-interruption", by="metrics-token", not_after=not_after)
         assert a.state() == "drained"
         await asyncio.sleep(0.3)  # b's refresh interval, several times
         assert b.state() == "drained" and b.state("api") == "ready"
@@ -123,3 +126,51 @@ async def test_replica_drains_and_the_audit_trail(url: str, tmp_path: Path) -> N
     finally:
         await a.store.close()
         await b.store.close()
+
+
+async def test_a_drain_expires_at_its_not_after_on_every_replica(url: str, tmp_path: Path) -> None:
+    a, b = Replica(await opened(url, tmp_path)), Replica(await opened(url, tmp_path), every_s=0.05)
+    await b.sync.start()
+    try:
+        not_after = time.time() + 2.0
+        await a.sync.drain("gpu", None, reason="spot-interruption", by="metrics-token", not_after=not_after,
+                           via="termination-notice")  # fmt: skip
+        await a.sync.drain("gpu", "10.0.0.1:8000", reason="spot", by="metrics-token", not_after=not_after)
+        await a.sync.drain("api", None, reason="maintenance", by="admin:sk-margin-Ab", not_after=None)
+        await b.sync.refresh()
+        assert b.state() == "drained" and b.drained_hosts() == [True, False] and b.state("api") == "drained"
+        assert b.standby.describe("gpu")["drained"]["not_after"] == not_after
+
+        async with asyncio.timeout(10):  # b's own refreshes (every 0.05 s) notice the expiry
+            while b.state() == "drained":
+                await asyncio.sleep(0.02)
+        assert time.time() >= not_after  # served again only once not_after passed
+        assert b.drained_hosts() == [False, False] and await b.standby.admit("gpu", "interactive") is None
+        assert b.standby.describe("gpu")["drained"] is None
+        assert b.state("api") == "drained"  # a drain without not_after stays
+
+        assert a.state() == "drained"  # a reads the store only at its next refresh
+        await a.sync.refresh()
+        assert a.state() == "ready" and a.drained_hosts() == [False, False] and a.state("api") == "drained"
+        assert [o.object_id for o in await a.store.objects("drain")] == ["api"]
+        expiries = [c for c in await a.store.changes(kind="drain") if c.actor == EXPIRY_ACTOR]
+        assert sorted((c.object_id, c.action) for c in expiries) == [("gpu", "delete"), ("gpu@10.0.0.1:8000", "delete")]
+        assert all(c.before is not None and c.before["not_after"] == not_after and c.after is None for c in expiries)
+    finally:
+        await b.sync.stop()
+        for r in (a, b):
+            await r.store.close()
+
+
+async def test_a_notice_with_a_passed_not_after_is_audited_but_drains_nothing(url: str, tmp_path: Path) -> None:
+    a = Replica(await opened(url, tmp_path))
+    try:
+        await a.sync.drain("gpu", None, reason="late", by="metrics-token", not_after=time.time() - 1)
+        assert a.state() == "ready" and await a.store.objects("drain") == []
+        changes = await a.store.changes(kind="drain", object_id="gpu")
+        assert [(c.action, c.actor) for c in reversed(changes)] == [
+            ("create", "metrics-token"),
+            ("delete", EXPIRY_ACTOR),
+        ]
+    finally:
+        await a.store.close()

@@ -95,6 +95,19 @@ async def test_delete_and_paging_back_through_changes(store: ObjectStore) -> Non
     assert await store.changes(kind="budget") == []
 
 
+async def test_a_delete_at_a_version_leaves_an_object_changed_meanwhile(store: ObjectStore) -> None:
+    first = team("search")
+    await store.create(first, change(first))
+    second = StoredObject("team", "search", "search", {"name": "search", "users": ["bo"]}, 100.0, 150.0, version=2)
+    assert await store.update(second, 1, change(second, "update"))
+    assert not await store.delete("team", "search", change(first, "delete"), expected_version=1)
+    assert await store.get("team", "search") == second  # kept, and no audit row for the refused delete
+    assert [c.action for c in await store.changes(object_id="search")] == ["update", "create"]
+    assert await store.delete("team", "search", change(second, "delete"), expected_version=2)
+    assert await store.get("team", "search") is None
+    assert [c.action for c in await store.changes(object_id="search")] == ["delete", "update", "create"]
+
+
 async def test_an_audit_row_alone_for_a_config_change(store: ObjectStore) -> None:
     declared = {"scope": "team:ops", "limit_usd": "5"}
     await store.record(Change(7.0, "config", "budget", "bud_cfg_1", "create", None, declared))

@@ -66,9 +66,11 @@ class PostgresObjectStore:
             raise
         return True
 
-    async def delete(self, kind: ObjectKind, object_id: str, change: Change) -> bool:
+    async def delete(
+        self, kind: ObjectKind, object_id: str, change: Change, expected_version: int | None = None
+    ) -> bool:
         async with self.session.session() as conn, conn.transaction():
-            cursor = await conn.execute(SQL.delete_object, (kind, object_id))
+            cursor = await conn.execute(*SQL.deletion(kind, object_id, expected_version))
             if cursor.rowcount != 1:
                 return False
             await conn.execute(SQL.insert_change, change_values(change))

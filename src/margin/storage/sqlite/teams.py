@@ -42,9 +42,11 @@ def _update(conn: sqlite3.Connection, obj: StoredObject, expected_version: int, 
     return True
 
 
-def _delete(conn: sqlite3.Connection, kind: ObjectKind, object_id: str, change: Change) -> bool:
+def _delete(
+    conn: sqlite3.Connection, kind: ObjectKind, object_id: str, change: Change, expected_version: int | None
+) -> bool:
     with transaction(conn):
-        if conn.execute(SQL.delete_object, (kind, object_id)).rowcount != 1:
+        if conn.execute(*SQL.deletion(kind, object_id, expected_version)).rowcount != 1:
             return False
         conn.execute(SQL.insert_change, change_values(change))
     return True
@@ -75,8 +77,10 @@ class SqliteObjectStore:
     async def update(self, obj: StoredObject, expected_version: int, change: Change) -> bool:
         return await self.worker.call(_update, obj, expected_version, change)
 
-    async def delete(self, kind: ObjectKind, object_id: str, change: Change) -> bool:
-        return await self.worker.call(_delete, kind, object_id, change)
+    async def delete(
+        self, kind: ObjectKind, object_id: str, change: Change, expected_version: int | None = None
+    ) -> bool:
+        return await self.worker.call(_delete, kind, object_id, change, expected_version)
 
     async def record(self, change: Change) -> None:
         await self.worker.call(_record, change)
