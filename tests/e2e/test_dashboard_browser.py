@@ -16,6 +16,7 @@ import httpx
 import openai
 
 from tests.support.chromium import Page, chromium_page
+from tests.support.dashboard import twin_value
 from tests.support.processes import gateway
 
 ADMIN = "sk-admin-browser-tests-0123456789abcdef"
@@ -36,15 +37,6 @@ CHARTS = """JSON.stringify(Object.fromEntries(Object.entries(window.marginCharts
   painted: c.ctx.getImageData(0, 0, c.canvas.width, c.canvas.height).data.some((v, i) => i % 4 === 3 && v > 0),
 }])))"""
 FIGURES = "JSON.stringify(Object.fromEntries([...document.querySelectorAll('[data-figure]')].map(e => [e.dataset.figure, e.textContent])))"  # noqa: E501
-
-
-def twin_value(twin: dict[str, Any], path: str) -> str:
-    value: Any = twin
-    for part in path.split("."):
-        if value is None:  # a figure with nothing behind it yet (e.g. no traffic at any cost rank)
-            break
-        value = value[int(part)] if isinstance(value, list) else value[part]
-    return "n/a" if value is None else str(value)
 
 
 def overview_json(url: str) -> dict[str, Any]:
@@ -100,7 +92,7 @@ def test_overview_in_chromium_matches_its_json_twin(tmp_path: Path) -> None:
     assert twin["requests"]["total"] == 5 and twin["spend"]["spent_usd"] != "0.000000"
     assert len(figures) >= 20
     for path, shown in figures.items():
-        assert shown.lstrip("$") == twin_value(twin, path), path
+        assert shown.lstrip("$") == twin_value(twin, path, gaps=True), path
     assert errors == [], errors
     assert sorted(charts) == [f"chart-top-{by}" for by in sorted(twin["top"])]  # Chart.js drew every chart
     for by, lines in twin["top"].items():

@@ -9,25 +9,13 @@ import asyncio
 import html
 from pathlib import Path
 
-import httpx
 import pytest
 
-from margin.app import create_app
 from margin.caching.semantic.shadow import ShadowRecord
-from margin.config import parse_config
-from margin.storage import open_ledger_store
-from margin.storage.memory import MemoryKeyStore
-from tests.unit.dashboard.test_dashboard_overview import RollupsOnly, logged_in
-from tests.unit.dashboard.test_dashboard_pages import ADMIN, FIGURE, NOW, twin_value
+from tests.support.dashboard import ADMIN, FIGURE, dashboard_app, logged_in, twin_value
 
-CONFIG = """
-data_dir: {data}
-server: {{admin_key: env:DASHBOARD_ADMIN_KEY}}
-deployments:
-  - {{name: small, provider: fake, model: small, price: {{input: "1", output: "2"}}}}
-models:
-  - {{name: chat, deployments: [small]}}
-  - {{name: faq, deployments: [small]}}
+# after the base config's models: a second model, then the cache with a shadow route for each
+CACHE = """  - {{name: faq, deployments: [small]}}
 cache:
   backend: memory
   engine: {{embedder: hashing}}
@@ -55,32 +43,24 @@ def test_the_cache_page_shows_each_routes_hit_rate_and_estimated_precision(
     append(record, [ShadowRecord("faq", 0.0, 0.97, True, i != 0) for i in range(10)])
 
     async def run() -> None:
-        monkeypatch.setenv("DASHBOARD_ADMIN_KEY", ADMIN)
-        store = open_ledger_store("sqlite:///{data_dir}/ledger.db", tmp_path)
-        await store.migrate()
-        config = parse_config(CONFIG.format(data=tmp_path, record=record))
-        app = create_app(config, ledger=RollupsOnly(store), clock=lambda: NOW, key_store=MemoryKeyStore())  # type: ignore[arg-type]
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="https://gw") as client:
-                bearer = {"authorization": f"Bearer {ADMIN}"}
-                twin = (await client.get("/admin/api/cache", headers=bearer)).json()
-                routes = {row[0]: row for row in twin["tables"]["routes"]["rows"]}
-                # lower bounds: 0.05 ** (1 / 400) for 400 of 400; 9 of 10 by the beta quantile (scipy: 0.6058)
-                assert routes["chat"] == ["chat", "shadow", "learned", "0.9", 500, 400, "0.8000", 400, "1.0000",
-                                          "0.9925"]  # fmt: skip
-                assert routes["faq"] == ["faq", "shadow", "cosine", "0.95", 10, 10, "1.0000", 9, "0.9000", "0.6058"]
-                page = await client.get(
-                    "/dashboard/cache", headers={"cookie": f"margin_session={await logged_in(client)}"}
-                )
-                shown = dict(FIGURE.findall(page.text))
-                for i, row in enumerate(twin["tables"]["routes"]["rows"]):
-                    for j in range(len(row)):
-                        path = f"tables.routes.rows.{i}.{j}"
-                        assert html.unescape(shown[path]) == twin_value(twin, path), path
-                append(record, [ShadowRecord("faq", 1.0, 0.99, True, False)])  # the record grows
-                again = (await client.get("/admin/api/cache", headers=bearer)).json()
-                faq = next(row for row in again["tables"]["routes"]["rows"] if row[0] == "faq")
-                assert faq[4:9] == [11, 11, "1.0000", 9, "0.8182"]
+        async with dashboard_app(tmp_path, monkeypatch, CACHE, record=record) as opened:
+            client = opened.client
+            bearer = {"authorization": f"Bearer {ADMIN}"}
+            twin = (await client.get("/admin/api/cache", headers=bearer)).json()
+            routes = {row[0]: row for row in twin["tables"]["routes"]["rows"]}
+            # lower bounds: 0.05 ** (1 / 400) for 400 of 400; 9 of 10 by the beta quantile (scipy: 0.6058)
+            assert routes["chat"] == ["chat", "shadow", "learned", "0.9", 500, 400, "0.8000", 400, "1.0000",
+                                      "0.9925"]  # fmt: skip
+            assert routes["faq"] == ["faq", "shadow", "cosine", "0.95", 10, 10, "1.0000", 9, "0.9000", "0.6058"]
+            page = await client.get("/dashboard/cache", headers={"cookie": f"margin_session={await logged_in(client)}"})
+            shown = dict(FIGURE.findall(page.text))
+            for i, row in enumerate(twin["tables"]["routes"]["rows"]):
+                for j in range(len(row)):
+                    path = f"tables.routes.rows.{i}.{j}"
+                    assert html.unescape(shown[path]) == twin_value(twin, path), path
+            append(record, [ShadowRecord("faq", 1.0, 0.99, True, False)])  # the record grows
+            again = (await client.get("/admin/api/cache", headers=bearer)).json()
+            faq = next(row for row in again["tables"]["routes"]["rows"] if row[0] == "faq")
+            assert faq[4:9] == [11, 11, "1.0000", 9, "0.8182"]
 
     asyncio.run(run())

@@ -17,23 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from margin.app import create_app
-from margin.config import parse_config
-from margin.storage import open_ledger_store
-from margin.storage.memory import MemoryKeyStore
+from tests.support.dashboard import ADMIN, FIGURE, PAGES, dashboard_app, twin_path, twin_value, viewer_session
 from tests.support.ledger_rows import make_row
-from tests.unit.dashboard.test_dashboard_overview import RollupsOnly, viewer_session
-from tests.unit.dashboard.test_dashboard_pages import FIGURE, PAGES, twin_path, twin_value
 
-ADMIN = "sk-admin-dashboard-tests-0123456789"
-NOW = datetime(2026, 12, 15, 12, tzinfo=UTC).timestamp()
-CONFIG = """
-data_dir: {data}
-server: {{admin_key: env:DASHBOARD_ADMIN_KEY}}
-deployments:
-  - {{name: small, provider: fake, model: small, price: {{input: "1", output: "2"}}}}
-models:
-  - {{name: chat, deployments: [small]}}
+BUDGETS = """
 budgets:
   - {{scope: global, limit_usd: 100, window: month}}
   - {{scope: "org:acme", limit_usd: 60, window: month}}
@@ -47,13 +34,8 @@ GLOBEX = ("globex", "ads", "7.75", "ads-only-model", "ads-person", "71.35")  # o
 
 @asynccontextmanager
 async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx.AsyncClient, Keys]]:
-    monkeypatch.setenv("DASHBOARD_ADMIN_KEY", ADMIN)
-    store = open_ledger_store("sqlite:///{data_dir}/ledger.db", tmp_path)
-    await store.migrate()
-    config = parse_config(CONFIG.format(data=tmp_path))
-    app = create_app(config, ledger=RollupsOnly(store), clock=lambda: NOW, key_store=MemoryKeyStore())  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="https://gw") as c:
+    async with dashboard_app(tmp_path, monkeypatch, BUDGETS) as opened:
+        c, store = opened.client, opened.store
         keys: dict[str, str] = {}
         for name, org, team, tags in (("viewer", "acme", "search", ["dashboard:org-viewer"]),
                                       ("search", "acme", "search", []), ("mail", "acme", "mail", []),

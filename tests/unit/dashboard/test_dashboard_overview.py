@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,41 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
-from margin.app import create_app
 from margin.charts import asset_bytes, asset_names
-from margin.config import parse_config
 from margin.dashboard.session import SESSION_TTL_S, SessionSigner
-from margin.storage import open_ledger_store
 from margin.storage.ledger_row import LedgerRow
-from margin.storage.memory import MemoryKeyStore
-from margin.storage.protocols import LedgerStore
+from tests.support.dashboard import ADMIN, NOW, dashboard_app, logged_in, twin_value, viewer_session
 from tests.support.ledger_rows import make_row
 
-ADMIN = "sk-admin-dashboard-tests-0123456789"
-NOW = datetime(2026, 12, 15, 12, tzinfo=UTC).timestamp()
-CONFIG = """
-data_dir: {data}
-server: {{admin_key: env:DASHBOARD_ADMIN_KEY}}
-deployments:
-  - {{name: small, provider: fake, model: small, price: {{input: "1", output: "2"}}}}
-models:
-  - {{name: chat, deployments: [small]}}
+BUDGETS = """
 budgets:
   - {{scope: global, limit_usd: 100, window: month}}
 """
-
-
-class RollupsOnly:
-    """The real store, except that scanning ledger rows fails: the dashboard must not need it."""
-
-    def __init__(self, store: LedgerStore) -> None:
-        self._store = store
-
-    def query_rows(self, *args: Any, **kwargs: Any) -> Iterator[LedgerRow]:
-        raise AssertionError("the dashboard scanned ledger rows")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def seeded_rows() -> list[LedgerRow]:
@@ -68,28 +43,8 @@ def seeded_rows() -> list[LedgerRow]:
 
 @asynccontextmanager
 async def dashboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
-    monkeypatch.setenv("DASHBOARD_ADMIN_KEY", ADMIN)
-    store = open_ledger_store("sqlite:///{data_dir}/ledger.db", tmp_path)
-    await store.migrate()
-    await store.write(seeded_rows())
-    config = parse_config(CONFIG.format(data=tmp_path))
-    app = create_app(config, ledger=RollupsOnly(store), clock=lambda: NOW, key_store=MemoryKeyStore())  # type: ignore[arg-type]
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="https://gw") as client:
-            yield client
-
-
-async def logged_in(client: httpx.AsyncClient) -> str:
-    form = await client.get("/dashboard/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
-    assert csrf is not None and form.cookies.get("margin_login_csrf") == csrf.group(1)
-    answer = await client.post("/dashboard/login", data={"csrf": csrf.group(1), "admin_key": ADMIN})
-    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard"
-    cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith("margin_session="))
-    for flag in ("HttpOnly", "Secure", "SameSite=Strict", "Max-Age=28800"):
-        assert flag in cookie, cookie
-    return cookie.split(";")[0].split("=", 1)[1]
+    async with dashboard_app(tmp_path, monkeypatch, BUDGETS, seeded_rows()) as opened:
+        yield opened.client
 
 
 def chart_spec(page: str, chart_id: str) -> dict[str, Any]:
@@ -119,15 +74,6 @@ def figures_of(page: str) -> dict[str, str]:
     return dict(re.findall(r'data-figure="([^"]+)">([^<]*)<', page))
 
 
-def twin_value(twin: dict[str, Any], path: str) -> str:
-    value: Any = twin
-    for part in path.split("."):
-        if value is None:  # a figure with nothing behind it yet (e.g. no traffic at any cost rank)
-            break
-        value = value[int(part)] if isinstance(value, list) else value[part]
-    return "n/a" if value is None else str(value)
-
-
 def test_the_page_shows_exactly_the_json_twins_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def run() -> None:
         async with dashboard(tmp_path, monkeypatch) as client:
@@ -138,7 +84,7 @@ def test_the_page_shows_exactly_the_json_twins_figures(tmp_path: Path, monkeypat
             shown = figures_of(page.text)
             assert len(shown) >= 20
             for path, text in shown.items():
-                assert text.lstrip("$") == twin_value(twin, path), path
+                assert text.lstrip("$") == twin_value(twin, path, gaps=True), path
             assert twin["spend"]["spent_usd"] == "6.500000"  # this month only: November's row is left out
             assert twin["spend"]["budget_usd"] == "100.000000" and twin["spend"]["budget_used"] == "0.0650"
             assert twin["requests"] == {"total": 4, "successful": 3}
@@ -196,12 +142,6 @@ async def created_key(client: httpx.AsyncClient, team: str, tags: list[str]) -> 
     return created.json()["key"], created.json()["key_id"]
 
 
-async def viewer_session(client: httpx.AsyncClient, secret: str) -> httpx.Response:
-    form = await client.get("/dashboard/login")
-    csrf = form.cookies["margin_login_csrf"]
-    return await client.post("/dashboard/login", data={"csrf": csrf, "admin_key": secret})
-
-
 def test_a_team_viewer_sees_no_figure_of_another_team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def run() -> None:
         async with dashboard(tmp_path, monkeypatch) as client:
@@ -230,7 +170,7 @@ def test_a_team_viewer_sees_no_figure_of_another_team(tmp_path: Path, monkeypatc
                 for other in ("ads", ads_key, "key-a", "4.500000", "7.750000", "ads-only-model", "gpt-4o"):
                     assert other not in text, other
             for path, shown in figures_of(page).items():
-                assert shown.lstrip("$") == twin_value(twin, path), path
+                assert shown.lstrip("$") == twin_value(twin, path, gaps=True), path
             assert viewer not in page and viewer not in by_bearer.text
             refused = await viewer_session(client, client_key)  # a client key without the viewer tag
             assert refused.status_code == 401 and client_key not in refused.text

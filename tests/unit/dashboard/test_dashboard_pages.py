@@ -10,44 +10,34 @@ import asyncio
 import csv
 import html
 import io
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from margin.app import create_app
-from margin.config import parse_config
-from margin.storage import open_ledger_store
 from margin.storage.batches import BatchRecord
-from margin.storage.memory import MemoryKeyStore
+from tests.support.dashboard import (
+    ADMIN,
+    FIGURE,
+    NOW,
+    PAGES,
+    dashboard_app,
+    logged_in,
+    twin_path,
+    twin_value,
+    viewer_session,
+)
 from tests.support.ledger_rows import make_row
-from tests.unit.dashboard.test_dashboard_overview import RollupsOnly, logged_in, viewer_session
 
-ADMIN = "sk-admin-dashboard-tests-0123456789"
-NOW = datetime(2026, 12, 15, 12, tzinfo=UTC).timestamp()
-CONFIG = """
-data_dir: {data}
-server: {{admin_key: env:DASHBOARD_ADMIN_KEY}}
-deployments:
-  - {{name: small, provider: fake, model: small, price: {{input: "1", output: "2"}}}}
-models:
-  - {{name: chat, deployments: [small]}}
+BUDGETS = """
 budgets:
   - {{scope: global, limit_usd: 100, window: month}}
   - {{scope: "team:*", limit_usd: 40, window: month}}
 """
-PAGES = (
-    "spend", "spend?by=key&period=hour&since=2026-12-10&until=2026-12-12", "spend?by=user", "spend?by=org",
-    "spend?by=model&since=30d", "spend?by=tag", "spend?by=cost_rank", "spend?by=team&team=search",
-    "performance", "performance?since=7d&period=day", "budgets", "cache", "cache?since=30d", "rollouts",
-)  # fmt: skip
-FIGURE = re.compile(r'data-figure="([^"]+)">([^<]*)<')
 ADS_SECRETS = ("ads", "7.75", "ads-only-model", "1.5")  # team ads' name, spend, model and cost
 
 
@@ -57,54 +47,36 @@ async def dashboard(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     """The app over a real ledger; keys of teams search (a viewer and a client key) and ads, with
     rows of both teams on 10-11 December; yields the client and the keys' secrets and ids."""
-    monkeypatch.setenv("DASHBOARD_ADMIN_KEY", ADMIN)
-    store = open_ledger_store("sqlite:///{data_dir}/ledger.db", tmp_path)
-    await store.migrate()
-    config = parse_config(CONFIG.format(data=tmp_path))
-    app = create_app(config, ledger=RollupsOnly(store), clock=lambda: NOW, key_store=MemoryKeyStore())  # type: ignore[arg-type]
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="https://gw") as client:
-            keys: dict[str, str] = {}
-            for name, team, tags in (("viewer", "search", ["dashboard:viewer"]), ("search", "search", []),
-                                     ("ads", "ads", [])):  # fmt: skip
-                body = {"name": f"{name}-key", "team": team, "tags": tags, "user": f"{team}-person"}
-                created = await client.post("/admin/keys", json=body, headers={"authorization": f"Bearer {ADMIN}"})
-                assert created.status_code == 201, created.text
-                keys[name], keys[f"{name}_id"] = created.json()["key"], created.json()["key_id"]
-            day = datetime(2026, 12, 10, 9, tzinfo=UTC).timestamp()
-            await store.write([
-                make_row(1, ts=day, team="search", key_id=keys["search_id"], user="search-person",
-                         cost_total=Decimal("1.25"), latency_ms=200.0, output=200, tokens_per_s=100.0,
-                         extra={"cache": "miss"}),
-                make_row(2, ts=day + 3600, team="search", key_id=keys["search_id"], user="search-person",
-                         cost_total=Decimal("0.5"), cache_result="exact", saved_cost=Decimal("0.25")),
-                make_row(3, ts=day + 86400, team="ads", key_id=keys["ads_id"], user="ads-person", tags=("ads-tag",),
-                         cost_total=Decimal("7.75"), model="ads-only-model", tier=3, deployment="big", output=300,
-                         tokens_per_s=150.0, extra={"cache": "bypass; sampled"}),
-                make_row(4, ts=day + 86400, team="ads", key_id=keys["ads_id"], user="ads-person", status="error",
-                         cost_total=Decimal(0), deployment="big", latency_ms=900.0),
-            ])  # fmt: skip
-            batches = app.state.gateway.batches.store
-            for team in ("search", "ads"):
-                await batches.add_batch(BatchRecord(
-                    batch_id=f"batch_{team}", owner=keys[f"{team}_id"], api="openai", endpoint="/v1/chat/completions",
-                    input_file_id="file_x", completion_window="24h", status="completed", created_at=NOW - 3600,
-                    expires_at=NOW + 86400, principal={}, total=3, completed=2, failed=1, cost=Decimal("0.125"),
-                ))  # fmt: skip
-            yield client, keys
-
-
-def twin_value(twin: dict[str, Any], path: str) -> str:
-    value: Any = twin
-    for part in path.split("."):
-        value = value[int(part)] if isinstance(value, list) else value[part]
-    return "n/a" if value is None else str(value)
-
-
-def twin_path(page: str) -> str:
-    name, _, query = page.partition("?")
-    return f"/admin/api/{name}" + (f"?{query}" if query else "")
+    async with dashboard_app(tmp_path, monkeypatch, BUDGETS) as opened:
+        client, store, app = opened.client, opened.store, opened.app
+        keys: dict[str, str] = {}
+        for name, team, tags in (("viewer", "search", ["dashboard:viewer"]), ("search", "search", []),
+                                 ("ads", "ads", [])):  # fmt: skip
+            body = {"name": f"{name}-key", "team": team, "tags": tags, "user": f"{team}-person"}
+            created = await client.post("/admin/keys", json=body, headers={"authorization": f"Bearer {ADMIN}"})
+            assert created.status_code == 201, created.text
+            keys[name], keys[f"{name}_id"] = created.json()["key"], created.json()["key_id"]
+        day = datetime(2026, 12, 10, 9, tzinfo=UTC).timestamp()
+        await store.write([
+            make_row(1, ts=day, team="search", key_id=keys["search_id"], user="search-person",
+                     cost_total=Decimal("1.25"), latency_ms=200.0, output=200, tokens_per_s=100.0,
+                     extra={"cache": "miss"}),
+            make_row(2, ts=day + 3600, team="search", key_id=keys["search_id"], user="search-person",
+                     cost_total=Decimal("0.5"), cache_result="exact", saved_cost=Decimal("0.25")),
+            make_row(3, ts=day + 86400, team="ads", key_id=keys["ads_id"], user="ads-person", tags=("ads-tag",),
+                     cost_total=Decimal("7.75"), model="ads-only-model", tier=3, deployment="big", output=300,
+                     tokens_per_s=150.0, extra={"cache": "bypass; sampled"}),
+            make_row(4, ts=day + 86400, team="ads", key_id=keys["ads_id"], user="ads-person", status="error",
+                     cost_total=Decimal(0), deployment="big", latency_ms=900.0),
+        ])  # fmt: skip
+        batches = app.state.gateway.batches.store
+        for team in ("search", "ads"):
+            await batches.add_batch(BatchRecord(
+                batch_id=f"batch_{team}", owner=keys[f"{team}_id"], api="openai", endpoint="/v1/chat/completions",
+                input_file_id="file_x", completion_window="24h", status="completed", created_at=NOW - 3600,
+                expires_at=NOW + 86400, principal={}, total=3, completed=2, failed=1, cost=Decimal("0.125"),
+            ))  # fmt: skip
+        yield client, keys
 
 
 def test_every_page_shows_exactly_its_json_twins_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,12 +15,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
-from margin.app import create_app
-from margin.config import parse_config
 from margin.config.dashboard import PlannerPageConfig
 from margin.dashboard.explorer import Scope
 from margin.dashboard.planner_page import PlannerPage
@@ -31,13 +28,18 @@ from margin.planner import Profile, profile_from_ledger, summarize_ledger
 from margin.planner.catalog import load_catalog
 from margin.planner.plan import plan
 from margin.storage import open_ledger_store
-from margin.storage.memory import MemoryKeyStore
+from tests.support.dashboard import (
+    ADMIN,
+    FIGURE,
+    NOW,
+    RollupsOnly,
+    dashboard_app,
+    logged_in,
+    twin_value,
+    viewer_session,
+)
 from tests.support.ledger_rows import make_row
-from tests.unit.dashboard.test_dashboard_overview import RollupsOnly, logged_in, viewer_session
-from tests.unit.dashboard.test_dashboard_pages import FIGURE, twin_value
 
-ADMIN = "sk-admin-dashboard-tests-0123456789"
-NOW = datetime(2026, 12, 15, 12, tzinfo=UTC).timestamp()
 START = datetime(2026, 12, 10, tzinfo=UTC)
 PROFILE: dict[str, Any] = {
     "requests_per_day": 1000,  # replaced by the ledger's
@@ -56,14 +58,7 @@ PROFILE: dict[str, Any] = {
         "managed": [],
     },
 }
-CONFIG = """
-data_dir: {data}
-server: {{admin_key: env:DASHBOARD_ADMIN_KEY}}
-deployments:
-  - {{name: small, provider: fake, model: small, price: {{input: "1", output: "2"}}}}
-models:
-  - {{name: chat, deployments: [small]}}
-"""
+PLANNER = "dashboard: {{planner: {{profile: {profile}, since: 7d}}}}\n"
 HOURS = ((0, 1, 40), (9, 1, 120), (9, 2, 60), (15, 2, 80))  # (hour, cost rank, requests) on each of two days
 
 
@@ -82,22 +77,17 @@ def traffic() -> tuple[list[Any], list[HourlyUsage]]:
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planner: str = "") -> AsyncIterator[Any]:
-    monkeypatch.setenv("DASHBOARD_ADMIN_KEY", ADMIN)
-    store = open_ledger_store("sqlite:///{data_dir}/ledger.db", tmp_path)
-    await store.migrate()
-    await store.write(traffic()[0])
-    config = parse_config(CONFIG.format(data=tmp_path) + planner)
-    app = create_app(config, ledger=RollupsOnly(store), clock=lambda: NOW, key_store=MemoryKeyStore())  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="https://gw") as c:
-        yield c
+async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, profile: Path | None = None) -> AsyncIterator[Any]:
+    """The app over `traffic()`'s rows; with `profile`, `dashboard.planner` reads it."""
+    extra = "" if profile is None else PLANNER
+    async with dashboard_app(tmp_path, monkeypatch, extra, traffic()[0], profile=profile) as opened:
+        yield opened.client
 
 
-def with_profile(tmp_path: Path) -> str:
+def with_profile(tmp_path: Path) -> Path:
     path = tmp_path / "profile.yaml"
     path.write_text(yaml.safe_dump(PROFILE), encoding="utf-8")
-    return f"dashboard: {{planner: {{profile: {path}, since: 7d}}}}\n"
+    return path
 
 
 def test_the_planner_page_shows_the_planners_figures_on_the_measured_traffic(
