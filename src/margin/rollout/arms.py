@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from margin.storage.rollouts import ArmWindow, HistogramMetric
+from margin.storage.rollouts import ArmWindow, HistogramMetric, SignalDelta
 
 # Latency histograms: bucket b holds durations in (GROWTH^(b-1), GROWTH^b] milliseconds (10% wide),
 # so a p95 read off it is within 10% and replicas' histograms add exactly.
@@ -39,7 +39,8 @@ class ArmTotals:
     dropped: int = 0
     histograms: dict[HistogramMetric, dict[int, int]] = field(default_factory=dict)
 
-    def add(self, window: ArmWindow) -> None:
+    def add(self, window: ArmWindow | SignalDelta) -> None:
+        """Add a stored window's totals, or a replica's unflushed delta, to these."""
         self.requests += window.requests
         self.errors += window.errors
         self.successes += window.successes

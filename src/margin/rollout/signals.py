@@ -3,27 +3,18 @@ added to the store every `rollouts.flush_every_s` by the engine. Nothing here wa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
-from margin.rollout.arms import bucket_of
+from margin.rollout.arms import ArmTotals, bucket_of
 from margin.storage.rollouts import Arm, HistogramMetric, SignalDelta
 
 _Key = tuple[str, int, Arm]
 
 
 @dataclass(slots=True)
-class _Pending:
-    requests: int = 0
-    errors: int = 0
-    successes: int = 0
-    cost_success: Decimal = Decimal(0)
-    cost_total: Decimal = Decimal(0)
-    quality_n: int = 0
-    quality_sum: float = 0.0
-    quality_sumsq: float = 0.0
-    dropped: int = 0
-    histograms: dict[HistogramMetric, dict[int, int]] = field(default_factory=dict)
+class _Pending(ArmTotals):
+    """One arm's counts since the last flush: the same figures as a stored window's totals."""
 
     def count(self, metric: HistogramMetric, ms: float) -> None:
         cells = self.histograms.setdefault(metric, {})
@@ -106,18 +97,5 @@ class SignalBuffer:
         """Put back what a failed flush could not write (added to what arrived meanwhile)."""
         for d in deltas:
             cell = self._cell((d.rollout_id, d.step, d.arm))
-            if cell is None:
-                continue
-            cell.requests += d.requests
-            cell.errors += d.errors
-            cell.successes += d.successes
-            cell.cost_success += d.cost_success
-            cell.cost_total += d.cost_total
-            cell.quality_n += d.quality_n
-            cell.quality_sum += d.quality_sum
-            cell.quality_sumsq += d.quality_sumsq
-            cell.dropped += d.dropped
-            for metric, buckets in d.histograms.items():
-                mine = cell.histograms.setdefault(metric, {})
-                for b, n in buckets.items():
-                    mine[b] = mine.get(b, 0) + n
+            if cell is not None:
+                cell.add(d)
