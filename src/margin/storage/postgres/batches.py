@@ -22,7 +22,7 @@ from margin.storage.batch_sql import (
     spec_from,
 )
 from margin.storage.batches import BatchPage, BatchRecord, ChunkLease, FileRecord, LineResult, LineRow, LineSpec
-from margin.storage.postgres.session import PgSession
+from margin.storage.postgres.session import PgStore
 
 SQL = BatchSql(param="%s", money_add="{a} + {b}", lock=" FOR UPDATE OF c SKIP LOCKED")
 BATCH_SQL = BatchSql(param="%s", money_add="{a} + {b}", lock=" FOR UPDATE OF b SKIP LOCKED")
@@ -33,27 +33,7 @@ def _money(amount: Decimal) -> Decimal:
     return amount
 
 
-class PostgresBatchStore:
-    def __init__(self, url: str | None = None, *, session: PgSession | None = None) -> None:
-        if session is None:
-            if url is None:
-                raise ValueError("PostgresBatchStore needs a url or a session")
-            session = PgSession(url)
-        self.session = session
-
-    async def migrate(self) -> list[str]:
-        return await self.session.migrate()
-
-    async def _rows(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
-        async with self.session.session() as conn:
-            cursor = await conn.execute(sql, tuple(params))
-            return await cursor.fetchall()
-
-    async def _write(self, sql: str, params: Params) -> int:
-        async with self.session.session() as conn:
-            cursor = await conn.execute(sql, tuple(params))
-            return cursor.rowcount
-
+class PostgresBatchStore(PgStore):
     # --- files --------------------------------------------------------------------------------------
     async def add_file(self, record: FileRecord) -> None:
         await self._write(SQL.insert_file, file_values(record))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from margin.storage.postgres.session import Connection, PgSession
+from margin.storage.postgres.session import Connection, PgStore
 from margin.storage.protocols import HOLD_SUFFIX, Adjust, Charge, Intent, IntentState, Verdict
 
 _RESERVE = "SELECT failed, used FROM margin_reserve(%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -48,17 +48,7 @@ def _merged(adjustments: Sequence[Adjust]) -> list[Adjust]:
     return sorted(merged.values(), key=lambda a: (a.name, a.bucket))  # one lock order for all replicas
 
 
-class PostgresCounters:
-    def __init__(self, url: str | None = None, *, session: PgSession | None = None) -> None:
-        if session is None:
-            if url is None:
-                raise ValueError("PostgresCounters needs a url or a session")
-            session = PgSession(url)
-        self.session = session
-
-    async def migrate(self) -> list[str]:
-        return await self.session.migrate()
-
+class PostgresCounters(PgStore):
     async def reserve(self, charges: Sequence[Charge]) -> Verdict:
         async with self.session.session() as conn:
             return await self._reserve(conn, charges)

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 
 from margin.storage.key_rows import SELECT_KEYS, insert_keys_sql, key_from_values, key_values
-from margin.storage.postgres.session import PgSession
+from margin.storage.postgres.session import PgStore
 from margin.storage.protocols import KeyRecord, StorageError
 
 _INSERT = insert_keys_sql("%s")
@@ -26,17 +26,7 @@ _REVOKE = (
 )
 
 
-class PostgresKeyStore:
-    def __init__(self, url: str | None = None, *, session: PgSession | None = None) -> None:
-        if session is None:
-            if url is None:
-                raise ValueError("PostgresKeyStore needs a url or a session")
-            session = PgSession(url)
-        self.session = session
-
-    async def migrate(self) -> list[str]:
-        return await self.session.migrate()
-
+class PostgresKeyStore(PgStore):
     async def insert_key(self, record: KeyRecord) -> None:
         try:
             async with self.session.session() as conn:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from margin.storage.postgres.session import PgSession
+from margin.storage.postgres.session import PgStore
 from margin.storage.protocols import StorageError
 from margin.storage.rollout_sql import (
     DriftSql,
@@ -46,22 +46,7 @@ SQL = RolloutSql(param="%s", money_add="{a} + {b}")
 DRIFT = DriftSql(param="%s")
 
 
-class PostgresRolloutStore:
-    def __init__(self, url: str | None = None, *, session: PgSession | None = None) -> None:
-        if session is None:
-            if url is None:
-                raise ValueError("PostgresRolloutStore needs a url or a session")
-            session = PgSession(url)
-        self.session = session
-
-    async def migrate(self) -> list[str]:
-        return await self.session.migrate()
-
-    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        async with self.session.session() as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchall()
-
+class PostgresRolloutStore(PgStore):
     async def create(self, record: RolloutRecord, created: TransitionRecord) -> None:
         try:
             async with self.session.session() as conn, conn.transaction():

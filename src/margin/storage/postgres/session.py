@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -97,3 +98,29 @@ class PgSession:
     async def close(self) -> None:
         async with self._lock:
             await self._discard()
+
+
+class PgStore:
+    """The base of a PostgreSQL store: its own session (from `url`), or one it shares with the other
+    stores of the same database; migrations; one query or write per call under the session."""
+
+    def __init__(self, url: str | None = None, *, session: PgSession | None = None) -> None:
+        if session is None:
+            if url is None:
+                raise ValueError(f"{type(self).__name__} needs a url or a session")
+            session = PgSession(url)
+        self.session = session
+
+    async def migrate(self) -> list[str]:
+        return await self.session.migrate()
+
+    async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self.session.session() as conn:
+            cursor = await conn.execute(sql, tuple(params))
+            return await cursor.fetchall()
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> int:
+        """The rows the statement changed."""
+        async with self.session.session() as conn:
+            cursor = await conn.execute(sql, tuple(params))
+            return cursor.rowcount

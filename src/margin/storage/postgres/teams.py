@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from margin.storage.postgres.session import PgSession
+from margin.storage.postgres.session import PgStore
 from margin.storage.protocols import StorageError
 from margin.storage.team_sql import (
     ObjectSql,
@@ -27,22 +27,7 @@ def _duplicate(exc: StorageError) -> bool:
     return isinstance(exc.__cause__, psycopg.errors.UniqueViolation)
 
 
-class PostgresObjectStore:
-    def __init__(self, url: str | None = None, *, session: PgSession | None = None) -> None:
-        if session is None:
-            if url is None:
-                raise ValueError("PostgresObjectStore needs a url or a session")
-            session = PgSession(url)
-        self.session = session
-
-    async def migrate(self) -> list[str]:
-        return await self.session.migrate()
-
-    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        async with self.session.session() as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchall()
-
+class PostgresObjectStore(PgStore):
     async def create(self, obj: StoredObject, change: Change) -> None:
         try:
             async with self.session.session() as conn, conn.transaction():
