@@ -4,12 +4,21 @@ placeholders (PostgreSQL's `%s` substituted) and records <-> column values."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from margin.storage.batches import UPDATABLE, BatchRecord, FileRecord, LineResult, LineRow, LineSpec
+from margin.storage.batches import (
+    UPDATABLE,
+    BatchPage,
+    BatchRecord,
+    ChunkLease,
+    FileRecord,
+    LineResult,
+    LineRow,
+    LineSpec,
+)
 
 FILE_COLUMNS = "file_id, owner, purpose, filename, bytes, lines, created_at, blob"
 BATCH_FIELDS = tuple(f.name for f in fields(BatchRecord))
@@ -295,3 +304,93 @@ def finish_values(batch_id: str, r: LineResult, *, money: Callable[[Decimal], An
 def count_values(batch_id: str, r: LineResult, *, money: Callable[[Decimal], Any]) -> tuple[Any, ...]:
     ok = r.outcome == "completed"
     return (int(ok), int(not ok), r.input_tokens, r.output_tokens, money(r.cost), batch_id)
+
+
+class BatchQueries:
+    """The batch store's one-statement reads and writes, the same on SQLite and PostgreSQL. A backend
+    gives `sql` (its dialect), `_money` (how it stores a Decimal), `_rows` and `_write` (one statement,
+    its rows or its rowcount), and keeps the statements that share a transaction (open, claims,
+    finish, release_owners, add_lines)."""
+
+    sql: BatchSql
+
+    if TYPE_CHECKING:
+
+        async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+        async def _write(self, sql: str, params: Sequence[Any]) -> int: ...
+        def _money(self, amount: Decimal) -> Any: ...
+
+    # --- files --------------------------------------------------------------------------------------
+    async def add_file(self, record: FileRecord) -> None:
+        await self._write(self.sql.insert_file, file_values(record))
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        rows = await self._rows(self.sql.select_file, (file_id,))
+        return file_from(rows[0]) if rows else None
+
+    async def list_files(
+        self, owner: str | None, *, purpose: str | None, after: str | None, limit: int, descending: bool
+    ) -> BatchPage:
+        sql = self.sql.list_files(
+            owner=owner is not None, purpose=purpose is not None, after=after is not None, descending=descending,
+            limit=limit,
+        )  # fmt: skip
+        rows = [file_from(r) for r in await self._rows(sql, [p for p in (owner, purpose, after) if p is not None])]
+        return BatchPage(rows[:limit], len(rows) > limit)
+
+    async def delete_file(self, file_id: str) -> bool:
+        return await self._write(self.sql.delete_file, (file_id,)) == 1
+
+    # --- batches ------------------------------------------------------------------------------------
+    async def add_batch(self, record: BatchRecord) -> None:
+        await self._write(self.sql.insert_batch, batch_values(record, money=self._money))
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+        rows = await self._rows(self.sql.select_batch, (batch_id,))
+        return batch_from(rows[0]) if rows else None
+
+    async def list_batches(
+        self, owner: str | None, *, after: str | None, limit: int, api: str | None = None
+    ) -> BatchPage:
+        sql = self.sql.list_batches(owner=owner is not None, after=after is not None, limit=limit, api=api is not None)
+        rows = [batch_from(r) for r in await self._rows(sql, [p for p in (owner, api, after) if p is not None])]
+        return BatchPage(rows[:limit], len(rows) > limit)
+
+    async def update_batch(self, batch_id: str, expected: Collection[str], changes: dict[str, Any]) -> bool:
+        sql = self.sql.update_batch(list(changes), len(expected))
+        return await self._write(sql, [*change_values(changes, money=self._money), batch_id, *expected]) == 1
+
+    # --- running lines ------------------------------------------------------------------------------
+    async def renew_chunk(self, lease: ChunkLease, until: float) -> bool:
+        return await self._write(self.sql.renew_chunk, (until, lease.batch_id, lease.chunk_no, lease.owner)) == 1
+
+    async def release_chunk(self, lease: ChunkLease, *, done: bool) -> None:
+        await self._write(self.sql.release_chunk, (done, lease.batch_id, lease.chunk_no, lease.owner))
+
+    async def pending_lines(self, batch_id: str, chunk_no: int) -> list[LineSpec]:
+        return [spec_from(r) for r in await self._rows(self.sql.pending_lines, (batch_id, chunk_no))]
+
+    async def live_leases(self, batch_id: str, now: float) -> int:
+        return int((await self._rows(self.sql.live_leases, (batch_id, now)))[0][0])
+
+    async def unfinished_chunks(self, batch_id: str) -> int:
+        return int((await self._rows(self.sql.unfinished_chunks, (batch_id,)))[0][0])
+
+    async def line_rows(self, batch_id: str, *, after_line: int, limit: int) -> list[LineRow]:
+        return [line_row_from(r) for r in await self._rows(self.sql.line_rows, (batch_id, after_line, limit))]
+
+    async def line_results(self, batch_id: str, line_nos: Sequence[int]) -> list[LineRow]:
+        if not line_nos:
+            return []
+        rows = await self._rows(self.sql.line_results(len(line_nos)), (batch_id, *line_nos))
+        return [line_row_from(r) for r in rows]
+
+    # --- batch-level leases -------------------------------------------------------------------------
+    async def renew_batch(self, batch_id: str, owner: str, until: float) -> bool:
+        return await self._write(self.sql.renew_batch, (until, batch_id, owner)) == 1
+
+    async def release_batch(self, batch_id: str, owner: str) -> None:
+        await self._write(self.sql.release_batch, (batch_id, owner))
+
+    async def lease_owners(self, now: float) -> list[str]:
+        return sorted(str(r[0]) for r in await self._rows(self.sql.lease_owners, (now, now)))
