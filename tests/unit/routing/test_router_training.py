@@ -17,7 +17,7 @@ from margin.routing.learned.outcomes import Outcomes, outcomes_from_records
 from margin.routing.learned.router import load_router
 from margin.routing.learned.scorer import LinearScorer, ModelFileError, Scorer, load_scorer
 from margin.routing.learned.task_heads import TaskHeadScorer
-from margin.routing.learned.training import TrainingConfig, fit_head, fit_head_by_folds, gain_labels, train_scorer
+from margin.routing.learned.training import TrainingConfig, fit_head, gain_labels, train_scorer
 
 HASHING = FeatureSpec(embedder="hashing", hashing_dim=128)
 
@@ -242,7 +242,6 @@ def test_small_tasks_share_a_head_and_everything_round_trips(tmp_path: Path) -> 
     result = train_scorer(mixed, TrainingConfig(features=HASHING, l2_grid=(3.0,), min_task_rows=50))
     scorer = result.scorer
     assert len(scorer.heads) == 3 and set(result.l2) == {"*", "chat", "proof"}
-    assert scorer.metadata["lexical_scale"] == result.lexical_scale and set(result.lexical_scale) == set(result.l2)
     assert scorer.gate is not None and scorer.gate.tasks == ("chat", "haiku", "proof")
     assert scorer.head_of_task[scorer.gate.tasks.index("haiku")] == 0  # the shared head
     assert scorer.metadata["gain_scale"] == {"chat": 1.0, "haiku": 3.0, "proof": 1.0}
@@ -252,9 +251,8 @@ def test_small_tasks_share_a_head_and_everything_round_trips(tmp_path: Path) -> 
     assert isinstance(loaded, TaskHeadScorer)
     assert np.array_equal(loaded.score(mixed.prompts), scorer.score(mixed.prompts))
     assert loaded.name == scorer.name == "task-heads[hashing+lexical+words; 3 heads]"
-    assert loaded.gate is not None
-    gated = loaded.gate.predict(loaded.featurizer.transform(mixed.prompts))
-    assert np.mean(np.array(loaded.gate.tasks)[gated] == np.array(mixed.benchmarks)) > 0.95
+    gated = loaded.gate.predict(loaded.featurizer.transform(mixed.prompts)) if loaded.gate else None
+    assert gated is not None and np.mean(np.array(loaded.gate.tasks)[gated] == np.array(mixed.benchmarks)) > 0.95
 
 
 def test_a_linear_model_file_from_before_task_heads_still_loads(tmp_path: Path) -> None:
@@ -301,25 +299,3 @@ def test_the_gate_finds_a_small_task_beside_a_large_one() -> None:
     fresh_large = rng.normal(size=(200, 6))
     assert np.mean(gate.predict(fresh_small) == gate.tasks.index("tiny")) > 0.8
     assert np.mean(gate.predict(fresh_large) == gate.tasks.index("big")) > 0.8
-
-
-def test_head_search_picks_the_penalty_of_the_block_that_carries_the_signal() -> None:
-    """The lexical block's penalty multiplier is searched with L2: a block carrying the signal gets a
-    small penalty, a block of noise a large one."""
-    rng = np.random.default_rng(5)
-    n = 400
-    signal, noise = rng.normal(size=(n, 3)), rng.normal(size=(n, 60))
-    labels = (rng.random(n) < 1 / (1 + np.exp(-2 * signal.sum(axis=1)))).astype(float)
-    folds = np.arange(n) % 4 + 1
-    penalty = np.ones(63)
-    block = np.zeros(63, dtype=np.bool_)
-    block[:3] = True
-    scales = (0.01, 1.0, 100.0)
-    carries = fit_head_by_folds(
-        np.hstack([signal, noise]), labels, folds, penalty, (30.0,), scaled_block=block, block_scales=scales
-    )
-    assert carries.block_scale == 0.01
-    assert np.argmax(np.abs(carries.head.weights)) < 3
-    swapped = np.hstack([noise[:, :3], noise[:, 3:], signal])  # the scaled block is noise now
-    misled = fit_head_by_folds(swapped, labels, folds, penalty, (30.0,), scaled_block=block, block_scales=scales)
-    assert misled.block_scale == 100.0

@@ -32,7 +32,7 @@ from margin.routing.learned.task_heads import TaskHeadScorer
 
 Matrix = NDArray[np.float64]
 Vector = NDArray[np.float64]
-DEFAULT_L2_GRID: tuple[float, ...] = (300.0, 1000.0, 3000.0, 10000.0, 30000.0)
+DEFAULT_L2_GRID: tuple[float, ...] = (300.0, 1000.0, 3000.0, 10000.0)
 SHARED_HEAD = "*"  # the name, in metadata, of the head fitted on every row
 
 
@@ -41,18 +41,12 @@ class TrainingConfig:
     features: FeatureSpec = field(default_factory=FeatureSpec)
     # Candidate L2 strengths (on the summed loss) for each head; the best out-of-fold log-loss on
     # the head's training rows wins. Log-loss, not APGR: it is smoother, so it picks more reliably
-    # on small sets (GSM8K folds). 300 is there for small tasks (GSM8K picks 300-3000), 30,000 for
-    # MMLU's 9,000 rows (they picked 10,000, the top of the grid before it, in every training fold).
+    # on small sets (GSM8K folds). 300 is there for small tasks (GSM8K picks 300-3000).
     l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
     # The lexical columns (20; 13 in version 1) are dense and each informative, next to hundreds of
     # embedding dimensions that each carry little: penalising them 9x less measured about +0.01 APGR
     # on MMLU and GSM8K (with the 13 version-1 columns; kept as is for version 2).
     lexical_penalty: float = 1.0 / 9.0
-    # Multipliers of lexical_penalty searched per head together with its L2 (by the same out-of-fold
-    # log-loss): a small task (GSM8K, ~800 rows against 400 columns) leans more on its 20 dense
-    # lexical columns than MMLU's 9,000 rows do. GSM8K heads pick 1/9 in most training folds, MMLU
-    # 1 or 1/3. (1.0,) fixes the penalty at lexical_penalty, as before.
-    lexical_scales: tuple[float, ...] = (1.0, 1.0 / 3.0, 1.0 / 9.0)
     # The word score is one column that summarises thousands of words: penalised 100x less.
     word_penalty: float = 0.01
     # Candidate ridge strengths of the word score (picked by out-of-fold squared error).
@@ -74,7 +68,6 @@ class TrainingResult:
     out_of_fold_scores: Vector
     l2: dict[str, float]  # the L2 each head picked, by task ("*": the shared head)
     out_of_fold_apgr: float
-    lexical_scale: dict[str, float] = field(default_factory=dict)  # the multiplier each head picked
 
 
 def gain_labels(
@@ -119,39 +112,21 @@ def out_of_fold_scores(features: Matrix, folds: NDArray[np.int64], l2: float | V
     return scores
 
 
-@dataclass(frozen=True)
-class HeadFit:
-    head: LinearHead
-    l2: float
-    block_scale: float  # the multiplier of the scaled block's penalty that won
-    out_of_fold: Vector  # the out-of-fold scores at the winning setting
-
-
 def fit_head_by_folds(
-    features: Matrix,
-    labels: Vector,
-    folds: NDArray[np.int64],
-    penalty: Vector,
-    grid: Sequence[float],
-    *,
-    scaled_block: NDArray[np.bool_] | None = None,
-    block_scales: Sequence[float] = (1.0,),
-) -> HeadFit:
-    """Pick L2 from `grid`, and a multiplier from `block_scales` of the penalty on the columns in
-    `scaled_block`, by out-of-fold log-loss; the head is refitted on every row at the winner."""
-    best: tuple[float, float, float, Vector] | None = None
-    for scale in block_scales:
-        scaled = penalty if scaled_block is None else np.where(scaled_block, penalty * scale, penalty)
-        for l2 in grid:
-            oof = out_of_fold_scores(features, folds, l2 * scaled, labels)
-            loss = log_loss(oof, labels)
-            if best is None or loss < best[0]:
-                best = (loss, l2, scale, oof)
+    features: Matrix, labels: Vector, folds: NDArray[np.int64], penalty: Vector, grid: Sequence[float]
+) -> tuple[LinearHead, float, Vector]:
+    """Pick L2 from `grid` by out-of-fold log-loss; the head refitted on every row, its L2, and the
+    out-of-fold scores at that L2."""
+    best: tuple[float, float, Vector] | None = None
+    for l2 in grid:
+        oof = out_of_fold_scores(features, folds, l2 * penalty, labels)
+        loss = log_loss(oof, labels)
+        if best is None or loss < best[0]:
+            best = (loss, l2, oof)
     if best is None:
-        raise ValueError("l2_grid and block_scales must not be empty")
-    _, l2, scale, oof = best
-    scaled = penalty if scaled_block is None else np.where(scaled_block, penalty * scale, penalty)
-    return HeadFit(fit_head(features, labels, l2 * scaled), l2, scale, oof)
+        raise ValueError("l2_grid must not be empty")
+    _, l2, oof = best
+    return fit_head(features, labels, l2 * penalty), l2, oof
 
 
 def train_scorer(
@@ -186,15 +161,12 @@ def train_scorer(
             [config.word_penalty],
         ]
     )
-    lexical = np.zeros(penalty.size, dtype=np.bool_)
-    lexical[featurizer.embedding_dim : featurizer.embedding_dim + featurizer.lexical_dim] = True
-    heads = _fit_task_heads(stacked, labels, outcomes, penalty, lexical, config)
+    heads = _fit_task_heads(stacked, labels, outcomes, penalty, config)
     calibration = calibrate(heads.out_of_fold, outcomes.weak_score, outcomes.strong_score)
     value = _safe_apgr(heads.out_of_fold, outcomes)
     metadata = {
         "l2": heads.l2,
         "lexical_penalty": config.lexical_penalty,
-        "lexical_scale": heads.lexical_scale,  # by task: the multiplier of lexical_penalty picked
         "word_penalty": config.word_penalty,
         "word_alpha": word_fit.alpha,
         "word_blend": config.word_blend,
@@ -215,7 +187,7 @@ def train_scorer(
         head_of_task=tuple(heads.head_of_task[name] for name in gate.tasks) if gate else (0,),
         metadata=metadata,
     )
-    return TrainingResult(scorer, calibration, heads.out_of_fold, heads.l2, value, heads.lexical_scale)
+    return TrainingResult(scorer, calibration, heads.out_of_fold, heads.l2, value)
 
 
 @dataclass(frozen=True)
@@ -223,17 +195,11 @@ class _TaskHeads:
     heads: list[LinearHead]
     head_of_task: dict[str, int]  # benchmark -> index into heads
     l2: dict[str, float]
-    lexical_scale: dict[str, float]
     out_of_fold: Vector
 
 
 def _fit_task_heads(
-    features: Matrix,
-    labels: Vector,
-    outcomes: Outcomes,
-    penalty: Vector,
-    lexical: NDArray[np.bool_],
-    config: TrainingConfig,
+    features: Matrix, labels: Vector, outcomes: Outcomes, penalty: Vector, config: TrainingConfig
 ) -> _TaskHeads:
     """A head per benchmark with at least min_task_rows rows; a shared head (every row) for the rest,
     or for everything when fewer than two benchmarks qualify."""
@@ -247,27 +213,17 @@ def _fit_task_heads(
         groups.insert(0, (SHARED_HEAD, np.ones(len(outcomes), dtype=np.bool_)))
     heads: list[LinearHead] = []
     l2: dict[str, float] = {}
-    lexical_scale: dict[str, float] = {}
     out_of_fold = np.zeros(len(outcomes))
     for name, rows in groups:
-        fit = fit_head_by_folds(
-            features[rows],
-            labels[rows],
-            outcomes.fold[rows],
-            penalty,
-            config.l2_grid,
-            scaled_block=lexical,
-            block_scales=config.lexical_scales,
+        head, l2[name], oof = fit_head_by_folds(
+            features[rows], labels[rows], outcomes.fold[rows], penalty, config.l2_grid
         )
-        heads.append(fit.head)
-        l2[name], lexical_scale[name] = fit.l2, fit.block_scale
+        heads.append(head)
         # The shared head comes first, so each task's own head then overwrites its rows.
-        out_of_fold[rows] = fit.out_of_fold
+        out_of_fold[rows] = oof
     group_names = [name for name, _ in groups]
     head_of_task = {name: group_names.index(name) if name in own else 0 for name in names}
-    return _TaskHeads(
-        heads=heads, head_of_task=head_of_task, l2=l2, lexical_scale=lexical_scale, out_of_fold=out_of_fold
-    )
+    return _TaskHeads(heads=heads, head_of_task=head_of_task, l2=l2, out_of_fold=out_of_fold)
 
 
 def log_loss(probabilities: Vector, labels: Vector) -> float:
