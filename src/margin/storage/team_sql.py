@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -109,3 +109,39 @@ def change_params(
     kind: ObjectKind | None, object_id: str | None, before_seq: int | None, limit: int
 ) -> tuple[Any, ...]:
     return (*(v for v in (kind, object_id, before_seq) if v is not None), limit)
+
+
+class ObjectQueries:
+    """The object store's one-statement reads and writes, the same on SQLite and PostgreSQL. A backend
+    gives `sql` (its dialect), `_rows` and `_write` (one statement, its rows or its rowcount), and keeps
+    what shares a transaction with an audit row (create, update, delete) and how it tells a duplicate."""
+
+    sql: ObjectSql
+
+    if TYPE_CHECKING:
+
+        async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+        async def _write(self, sql: str, params: Sequence[Any]) -> int: ...
+
+    async def record(self, change: Change) -> None:
+        await self._write(self.sql.insert_change, change_values(change))
+
+    async def get(self, kind: ObjectKind, object_id: str) -> StoredObject | None:
+        rows = await self._rows(self.sql.select_one, (kind, object_id))
+        return object_from(rows[0]) if rows else None
+
+    async def objects(self, kind: ObjectKind | None = None) -> list[StoredObject]:
+        params: tuple[Any, ...] = () if kind is None else (kind,)
+        return [object_from(r) for r in await self._rows(self.sql.select_all(kind is not None), params)]
+
+    async def changes(
+        self,
+        *,
+        kind: ObjectKind | None = None,
+        object_id: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[Change]:
+        sql, _ = self.sql.select_changes(kind is not None, object_id is not None, before_seq is not None)
+        rows = await self._rows(sql, change_params(kind, object_id, before_seq, limit))
+        return [change_from(r) for r in rows]

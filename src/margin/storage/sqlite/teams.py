@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from margin.storage.sqlite.transactions import transaction
 from margin.storage.sqlite.worker import SqliteWorker
-from margin.storage.team_sql import (
-    ObjectSql,
-    change_from,
-    change_params,
-    change_values,
-    object_from,
-    object_values,
-    update_values,
-)
+from margin.storage.team_sql import ObjectQueries, ObjectSql, change_values, object_values, update_values
 from margin.storage.teams import Change, DuplicateObject, ObjectKind, StoredObject
 
 SQL = ObjectSql(param="?")
@@ -52,15 +46,17 @@ def _delete(
     return True
 
 
-def _record(conn: sqlite3.Connection, change: Change) -> None:
-    conn.execute(SQL.insert_change, change_values(change))
+def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, tuple(params)).fetchall()
 
 
-def _rows(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-    return conn.execute(sql, params).fetchall()
+def _write(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
+    return conn.execute(sql, tuple(params)).rowcount
 
 
-class SqliteObjectStore:
+class SqliteObjectStore(ObjectQueries):
+    sql = SQL
+
     def __init__(self, path: Path | str | None = None, *, worker: SqliteWorker | None = None) -> None:
         if worker is None:
             if path is None:
@@ -71,6 +67,13 @@ class SqliteObjectStore:
     async def migrate(self) -> list[str]:
         return await self.worker.migrate()
 
+    async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await self.worker.call(_rows, sql, params)
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> int:
+        return await self.worker.call(_write, sql, params)
+
+    # --- what shares a transaction with its audit row (the rest: ObjectQueries) ---------------------
     async def create(self, obj: StoredObject, change: Change) -> None:
         await self.worker.call(_create, obj, change)
 
@@ -81,29 +84,6 @@ class SqliteObjectStore:
         self, kind: ObjectKind, object_id: str, change: Change, expected_version: int | None = None
     ) -> bool:
         return await self.worker.call(_delete, kind, object_id, change, expected_version)
-
-    async def record(self, change: Change) -> None:
-        await self.worker.call(_record, change)
-
-    async def get(self, kind: ObjectKind, object_id: str) -> StoredObject | None:
-        rows = await self.worker.call(_rows, SQL.select_one, (kind, object_id))
-        return object_from(rows[0]) if rows else None
-
-    async def objects(self, kind: ObjectKind | None = None) -> list[StoredObject]:
-        params: tuple[object, ...] = () if kind is None else (kind,)
-        return [object_from(r) for r in await self.worker.call(_rows, SQL.select_all(kind is not None), params)]
-
-    async def changes(
-        self,
-        *,
-        kind: ObjectKind | None = None,
-        object_id: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 100,
-    ) -> list[Change]:
-        sql, _ = SQL.select_changes(kind is not None, object_id is not None, before_seq is not None)
-        rows = await self.worker.call(_rows, sql, change_params(kind, object_id, before_seq, limit))
-        return [change_from(r) for r in rows]
 
     async def close(self) -> None:
         await self.worker.close()
