@@ -23,12 +23,15 @@ Method, fixed before any tuning:
 6. Curves over thresholds on test; the default setting of each decision is chosen on train (the
    lowest threshold whose train wrong rate is <= 0.25%, half the target) and reported on test.
 7. The learned decision (margin.caching.semantic.learned: the guard, then a logistic model over
-   cosine, rank, gap to the best candidate and lexical overlap) is fitted on the train split only
-   (`--fit-learned` rewrites the shipped model file from it); its threshold is a probability.
+   cosine, rank, gap to the best candidate, lead over the best other candidate and lexical overlap)
+   is fitted on the train split only (`--fit-learned` rewrites the shipped model file from it and
+   prints the min_probability that 4-fold cross-validation on train picks); its threshold is a
+   probability. `--compare-learned FILE` adds another model file's row to the same run.
 
 Embeddings are cached in bench/results/comqa/ (one MiniLM pass over ~11k texts, ~1 min on 2 cores).
 
     python bench/cache_realistic.py [--corpus comqa|stackexchange] [--curve] [--fit-learned]
+    [--compare-learned FILE]
 """
 
 from __future__ import annotations
@@ -265,7 +268,7 @@ def learned(model: LearnedDecision, feats: Feats) -> Decision:
         c = query.candidates[rank]
         key = (query.question.text, c.cached.text)
         if key not in scores:
-            context = PairContext(rank, query.candidates[0].similarity)
+            context = context_of(query, rank)
             row = pair_features(feats(query.question.text), feats(c.cached.text), c.similarity, context)
             scores[key] = model.probability(row)
         return scores[key]
@@ -283,19 +286,48 @@ def learned(model: LearnedDecision, feats: Feats) -> Decision:
 
 def fit_learned(train: Sequence[Query], feats: Feats, floor: float) -> LearnedDecision:
     """The learned model from the train split only: every candidate above the floor that the guard lets through."""
-    rows, labels = [], []
-    for query in train:
-        for rank, c in enumerate(query.candidates):
-            if c.similarity < floor or not agree(feats(c.cached.text), feats(query.question.text)).ok:
-                continue
-            context = PairContext(rank, query.candidates[0].similarity)
-            rows.append(pair_features(feats(query.question.text), feats(c.cached.text), c.similarity, context))
-            labels.append(right(query, c))
+    rows, labels = training_rows(train, feats, floor)
     source = (
         f"ComQA train split of bench/cache_realistic.py ({len(train)} queries, {len(rows)} guard-passing candidate "
         f"pairs with cosine >= {floor}; MiniLM; L2 {LEARNED_L2}); python bench/cache_realistic.py --fit-learned"
     )
     return fit_decision(np.stack(rows), labels, l2=LEARNED_L2, trained_on=source, floor=floor)
+
+
+def training_rows(queries: Sequence[Query], feats: Feats, floor: float) -> tuple[list[np.ndarray], list[bool]]:
+    rows, labels = [], []
+    for query in queries:
+        for rank, c in enumerate(query.candidates):
+            if c.similarity < floor or not agree(feats(c.cached.text), feats(query.question.text)).ok:
+                continue
+            rows.append(
+                pair_features(feats(query.question.text), feats(c.cached.text), c.similarity, context_of(query, rank))
+            )
+            labels.append(right(query, c))
+    return rows, labels
+
+
+def cross_validated_default(train: Sequence[Query], feats: Feats, floor: float, folds: int = 4) -> Point:
+    """`min_probability` from the train split alone, by cross-validation over clusters: each train
+    query is decided by a model fitted on the other folds; the lowest probability whose out-of-fold
+    wrong rate stays within TRAIN_WRONG_BUDGET (the default the config documents)."""
+    fold_of = [bucket("cv:" + q.question.cluster, folds) for q in train]
+    deciders = {}
+    for fold in range(folds):
+        rows, labels = training_rows([q for q, f in zip(train, fold_of, strict=True) if f != fold], feats, floor)
+        deciders[fold] = learned(fit_decision(np.stack(rows), labels, l2=LEARNED_L2, floor=floor), feats)
+    points = []
+    for t in PROBABILITY_GRID:
+        hits = [(q, h) for q, f in zip(train, fold_of, strict=True) if (h := deciders[f](q, t)) is not None]
+        points.append(Point(t, len(hits), sum(1 for q, h in hits if not right(q, h)), len(train)))
+    chosen = default_from_train(points)
+    return next(p for p in points if p.threshold == chosen)
+
+
+def context_of(query: Query, rank: int) -> PairContext:
+    """As the engine sees a candidate: its rank, the best candidate's cosine and the runner-up's."""
+    runner_up = query.candidates[1].similarity if len(query.candidates) > 1 else None
+    return PairContext(rank, query.candidates[0].similarity, runner_up)
 
 
 def right(query: Query, hit: Candidate) -> bool:
@@ -351,7 +383,7 @@ def composition(split: Split) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
 
 
-def run(show_curve: bool, fit: bool, corpus: str = "comqa") -> int:
+def run(show_curve: bool, fit: bool, corpus: str = "comqa", compare: Path | None = None) -> int:
     directory = DATA if corpus == "comqa" else STACKEXCHANGE
     clustering = load_stackexchange() if corpus == "stackexchange" else None
     questions = load_questions() if corpus == "comqa" else (clustering.questions if clustering else None)
@@ -375,12 +407,20 @@ def run(show_curve: bool, fit: bool, corpus: str = "comqa") -> int:
     if fit:
         LEARNED_OUT.write_bytes(fit_learned(train, feats, floor=0.8).to_json())
         print(f"fitted on the train split only, written to {LEARNED_OUT}")
+        cv = cross_validated_default(train, feats, floor=0.8)
+        print(
+            f"min_probability from 4-fold CV on train (by cluster): {cv.threshold} "
+            f"(out of fold: {cv.hit_rate:.1%} hits, {cv.wrong_rate:.2%} wrong of {cv.queries} train queries)"
+        )
     model = load_decision()
     chosen = {
         "cosine": Rule(cosine, COSINE_GRID),
         "guarded": Rule(guarded(feats), COSINE_GRID),
         "learned": Rule(learned(model, feats), PROBABILITY_GRID),
     }
+    if compare is not None:
+        chosen["compared"] = Rule(learned(load_decision(compare), feats), PROBABILITY_GRID)
+        print(f"compared: the learned model in {compare}")
     print(f"corpus: {corpus}; machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print(f"learned model: {model.trained_on}")
     for split in splits.values():
@@ -431,10 +471,13 @@ def main() -> int:
     parser.add_argument(
         "--fit-learned", action="store_true", help=f"fit the learned decision on the train split, write {SHIPPED}"
     )
+    parser.add_argument(
+        "--compare-learned", type=Path, metavar="FILE", help="also report the learned decision with this model file"
+    )
     args = parser.parse_args()
     if args.fit_learned and args.corpus != "comqa":
         parser.error("--fit-learned fits the shipped model on ComQA's train split only")
-    return run(args.curve, args.fit_learned, args.corpus)
+    return run(args.curve, args.fit_learned, args.corpus, args.compare_learned)
 
 
 if __name__ == "__main__":

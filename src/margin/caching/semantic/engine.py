@@ -209,8 +209,9 @@ def _learned_candidates(
     """The candidates the learned decision looks at, best cosine first down to the model's floor, each
     with its probability (scored lazily: a lookup that stops at the first accepted pays for no more)."""
     query: Features | None = None
-    found = loaded.index.search(vector, policy.max_candidates)
-    for rank, (key, similarity) in enumerate(found):
+    found = loaded.index.search(vector, max(2, policy.max_candidates))  # the runner-up is a feature
+    runner_up = found[1][1] if len(found) > 1 else None
+    for rank, (key, similarity) in enumerate(found[: policy.max_candidates]):
         if similarity < model.floor:
             return
         query = query or features(text)
@@ -220,7 +221,7 @@ def _learned_candidates(
         if not ok:
             yield LearnedCandidate(match, False, None)
             continue
-        row = pair_features(query, cached, similarity, PairContext(rank, found[0][1]))
+        row = pair_features(query, cached, similarity, PairContext(rank, found[0][1], runner_up))
         yield LearnedCandidate(match, True, model.probability(row))
 
 

@@ -1,6 +1,7 @@
 """The learned decision: a logistic model over similarity and lexical features of a (query,
-cached question) pair that the guard let through, whose output is the probability that the two
-have the same answer. The guard stays a hard rule in front of it: its checks as soft features
+cached question) pair that the guard let through, and over where the candidate stands among the
+others the index returned (how far ahead of the best other one it is), whose output is the
+probability that the two have the same answer. The guard stays a hard rule in front of it: its checks as soft features
 (weights learned) served fewer hits at equal wrong rate on ComQA's train split (docs/caching.md).
 
 Features are cheap (a few set operations on the guard's tokens, computed only for candidates that
@@ -48,11 +49,15 @@ FEATURES = (
     "cached_only_content",  # ...or one the cached question has and the query lacks
     "and_differs",  # "when and where" vs "where": one side joins two asks
     "wh_count_gap",  # how many more question words one side has
+    "ahead_of_rival",  # closeness of this candidate minus that of the best other one the index returned
 )
+# What a labelled pair determines on its own (no other candidates): the features a user's pairs fit.
+PAIR_FEATURES = FEATURES[: FEATURES.index("ahead_of_rival")]
 _WH = frozenset(("what", "when", "where", "who", "which", "why", "how", "whom", "whose"))
 SHIPPED = "learned-comqa.json"
 DEFAULT_FLOOR = 0.8  # candidates below this cosine are not scored (nothing below it was trained on)
-_FORMAT = 2
+_FORMAT = 3
+_READABLE = (2, 3)  # format 2: the 15 pair features, before ahead_of_rival
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,13 @@ class PairContext:
 
     rank: int = 0
     best_similarity: float | None = None  # None: this candidate is the best
+    runner_up: float | None = None  # the second-best candidate's cosine; None: no other candidate
+
+    def rival(self, similarity: float) -> float:
+        """The best other candidate's cosine (0 where there is none)."""
+        if self.rank > 0 and self.best_similarity is not None:
+            return self.best_similarity
+        return self.runner_up if self.runner_up is not None else 0.0
 
 
 def pair_features(query: Features, cached: Features, similarity: float, context: PairContext) -> Vector:
@@ -72,7 +84,7 @@ def pair_features(query: Features, cached: Features, similarity: float, context:
     lengths = (len(query.tokens), len(cached.tokens))
     values = [
         similarity,
-        -math.log(max(1e-4, 1.0 - similarity)),
+        _closeness(similarity),
         best - similarity,
         float(context.rank),
         _jaccard(q_tokens, c_tokens),
@@ -86,8 +98,13 @@ def pair_features(query: Features, cached: Features, similarity: float, context:
         float(len(c_stems - q_stems)),
         1.0 if query.tokens.count("and") != cached.tokens.count("and") else 0.0,
         float(abs(len(q_wh) - len(c_wh))),
+        _closeness(similarity) - _closeness(context.rival(similarity)),
     ]
     return np.asarray(values, dtype=np.float64)
+
+
+def _closeness(similarity: float) -> float:
+    return -math.log(max(1e-4, 1.0 - similarity))
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:
@@ -102,7 +119,10 @@ def _trigrams(text: str) -> set[str]:
 
 @dataclass(frozen=True, eq=False)  # compared by identity: one loaded model per file
 class LearnedDecision:
-    """Standardised features -> logistic probability. `trained_on` says what data fitted it."""
+    """Standardised features -> logistic probability. `trained_on` says what data fitted it.
+
+    `features` names the columns of `pair_features` rows the model reads (all of FEATURES, or
+    PAIR_FEATURES for a model fitted on labelled pairs alone); rows are always full width."""
 
     weights: Vector
     bias: float
@@ -112,12 +132,16 @@ class LearnedDecision:
     floor: float = DEFAULT_FLOOR
     features: tuple[str, ...] = FEATURES
 
+    @functools.cached_property
+    def _columns(self) -> NDArray[np.intp]:
+        return np.asarray([FEATURES.index(name) for name in self.features], dtype=np.intp)
+
     def probability(self, features: Vector) -> float:
-        z = float(((features - self.mean) / self.scale) @ self.weights) + self.bias
+        z = float(((features[self._columns] - self.mean) / self.scale) @ self.weights) + self.bias
         return 0.5 * (1.0 + math.tanh(0.5 * z))
 
     def probabilities(self, rows: Matrix) -> Vector:
-        z = ((rows - self.mean) / self.scale) @ self.weights + self.bias
+        z = ((rows[:, self._columns] - self.mean) / self.scale) @ self.weights + self.bias
         result: Vector = 0.5 * (1.0 + np.tanh(0.5 * z))
         return result
 
@@ -137,8 +161,11 @@ class LearnedDecision:
     @classmethod
     def from_json(cls, raw: bytes | str) -> LearnedDecision:
         body = orjson.loads(raw)
-        if body.get("format") != _FORMAT or tuple(body.get("features", ())) != FEATURES:
-            raise ValueError(f"not a learned-decision file of format {_FORMAT} with features {', '.join(FEATURES)}")
+        names = tuple(body.get("features", ()))
+        if body.get("format") not in _READABLE or not names or not set(names) <= set(FEATURES):
+            raise ValueError(f"not a learned-decision file (format {_FORMAT}, features among {', '.join(FEATURES)})")
+        if len(body["weights"]) != len(names):
+            raise ValueError("a learned-decision file needs one weight per feature")
         return cls(
             weights=np.asarray(body["weights"], dtype=np.float64),
             bias=float(body["bias"]),
@@ -146,6 +173,7 @@ class LearnedDecision:
             scale=np.asarray(body["scale"], dtype=np.float64),
             trained_on=str(body.get("trained_on", "")),
             floor=float(body.get("floor", DEFAULT_FLOOR)),
+            features=names,
         )
 
 
@@ -163,13 +191,21 @@ def cached_decision(path: str | None) -> LearnedDecision:
 
 
 def fit_decision(
-    rows: Matrix, labels: Sequence[bool], *, l2: float = 1.0, trained_on: str = "", floor: float = DEFAULT_FLOOR
+    rows: Matrix,
+    labels: Sequence[bool],
+    *,
+    l2: float = 1.0,
+    trained_on: str = "",
+    floor: float = DEFAULT_FLOOR,
+    features: tuple[str, ...] = FEATURES,
 ) -> LearnedDecision:
-    """L2-regularised logistic regression on standardised features (scipy's L-BFGS, `evals` extra)."""
+    """L2-regularised logistic regression on standardised features (scipy's L-BFGS, `evals` extra):
+    full-width `pair_features` rows, of which the model reads the columns named in `features`."""
     optimize: Any = importlib.import_module("scipy.optimize")
     y = np.asarray(labels, dtype=np.float64)
     if rows.shape != (len(y), len(FEATURES)) or len(set(labels)) < 2:
         raise ValueError("fitting needs one feature row per label and both labels present")
+    rows = rows[:, [FEATURES.index(name) for name in features]]
     mean = rows.mean(axis=0)
     scale = rows.std(axis=0)
     scale[scale < 1e-9] = 1.0
@@ -185,7 +221,7 @@ def fit_decision(
 
     found = optimize.minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B")
     theta = np.asarray(found.x, dtype=np.float64)
-    return LearnedDecision(theta[:-1], float(theta[-1]), mean, scale, trained_on, floor)
+    return LearnedDecision(theta[:-1], float(theta[-1]), mean, scale, trained_on, floor, features)
 
 
 @dataclass(frozen=True)
@@ -219,7 +255,8 @@ class FoldedFit:
 
 def fit_out_of_fold(table: PairTable, *, folds: int = 2, l2: float = 1.0, trained_on: str = "") -> FoldedFit:
     """The model fitted on every guard-passing pair above the floor, and each such pair's probability
-    from a model that never saw it (by fold): a threshold chosen on those is not flattered by the fit."""
+    from a model that never saw it (by fold): a threshold chosen on those is not flattered by the fit.
+    A pair alone has no other candidates, so the model reads PAIR_FEATURES (no ahead_of_rival)."""
     eligible = [i for i, ok in enumerate(table.guard_ok) if ok and table.rows[i, 0] >= DEFAULT_FLOOR]
     labels = [table.same[i] for i in eligible]
     out_of_fold = np.zeros(len(eligible))
@@ -230,7 +267,7 @@ def fit_out_of_fold(table: PairTable, *, folds: int = 2, l2: float = 1.0, traine
     for fold in range(folds):
         held = fold_of == fold
         train = [i for i, h in zip(eligible, held, strict=True) if not h]
-        model = fit_decision(table.rows[train], [table.same[i] for i in train], l2=l2)
+        model = fit_decision(table.rows[train], [table.same[i] for i in train], l2=l2, features=PAIR_FEATURES)
         out_of_fold[held] = model.probabilities(table.rows[[i for i, h in zip(eligible, held, strict=True) if h]])
-    final = fit_decision(table.rows[eligible], labels, l2=l2, trained_on=trained_on)
+    final = fit_decision(table.rows[eligible], labels, l2=l2, trained_on=trained_on, features=PAIR_FEATURES)
     return FoldedFit(final, [float(p) for p in out_of_fold], labels)
