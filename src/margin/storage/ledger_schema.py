@@ -8,6 +8,7 @@ stored, so SQLite (TEXT) and PostgreSQL (NUMERIC(20,12)) hold the same digits.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -47,26 +48,40 @@ def quantize_money(amount: Decimal) -> Decimal:
     return amount.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
+_ZERO_TEXT = format(quantize_money(Decimal(0)), "f")
+
+
 def money_text(amount: Decimal) -> str:
-    """Fixed-point text of a quantized amount: never scientific notation."""
+    """Fixed-point text of a quantized amount: never scientific notation. (Most of a row's cost
+    columns are zero: their text is made once.)"""
+    if amount == 0 and not amount.is_signed():
+        return _ZERO_TEXT
     return format(quantize_money(amount), "f")
 
 
+_ALL_FIELDS = operator.attrgetter(*FIELD_NAMES)  # one C call reads every field, in column order
+_MONEY_AT = tuple(i for i, kind in enumerate(COLUMN_KINDS) if kind == "money")
+_BOOL_AT = tuple(i for i, kind in enumerate(COLUMN_KINDS) if kind == "bool")
+_TAGS_AT = tuple(i for i, kind in enumerate(COLUMN_KINDS) if kind == "tags")
+_EXTRA_AT = tuple(i for i, kind in enumerate(COLUMN_KINDS) if kind == "extra")
+# What json.dumps(..., ensure_ascii=False[, sort_keys=True]) writes, without building an encoder per call.
+_TAGS_JSON = json.JSONEncoder(ensure_ascii=False).encode
+_EXTRA_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+
+
 def row_values(row: LedgerRow, *, money: Callable[[Decimal], Any], boolean: Callable[[bool], Any]) -> tuple[Any, ...]:
-    """The row's column values in COLUMN_NAMES order; `money` and `boolean` adapt to the driver."""
-    out: list[Any] = []
-    for name, kind in zip(FIELD_NAMES, COLUMN_KINDS, strict=True):
-        value = getattr(row, name)
-        if kind == "money":
-            out.append(money(value))
-        elif kind == "bool":
-            out.append(boolean(value))
-        elif kind == "tags":
-            out.append(json.dumps(list(value), ensure_ascii=False))
-        elif kind == "extra":
-            out.append(json.dumps(value, ensure_ascii=False, sort_keys=True))
-        else:
-            out.append(value)
+    """The row's column values in COLUMN_NAMES order; `money` and `boolean` adapt to the driver.
+    (Runs for every row on the store's writer thread, holding the GIL the event loop needs: the
+    fields are read at once and only the columns that need it are converted.)"""
+    out: list[Any] = list(_ALL_FIELDS(row))
+    for i in _MONEY_AT:
+        out[i] = money(out[i])
+    for i in _BOOL_AT:
+        out[i] = boolean(out[i])
+    for i in _TAGS_AT:
+        out[i] = _TAGS_JSON(list(out[i]))
+    for i in _EXTRA_AT:
+        out[i] = _EXTRA_JSON(out[i])
     return tuple(out)
 
 
