@@ -51,6 +51,7 @@ def engine_available() -> bool:
 
 
 ENGINE = {"name": "batched"}  # --margin-engine
+STALL: dict[str, str | None] = {"factor": None}  # --stall-factor: margin's decode_stall_factor (None: its default)
 
 
 def local_settings(sequences: int, ctx: int, threads: int, chunk: int) -> dict[str, Any]:
@@ -60,7 +61,10 @@ def local_settings(sequences: int, ctx: int, threads: int, chunk: int) -> dict[s
         return {**common, "max_concurrency": sequences, "n_batch": chunk}
     if ENGINE["name"] == "slots":
         return {**common, "engine": "slots", "max_concurrency": sequences, "n_batch": chunk}
-    return {**common, "engine": "batched", "max_sequences": sequences, "prefill_chunk": chunk, "prefix_cache": 16}
+    batched = {**common, "engine": "batched", "max_sequences": sequences, "prefill_chunk": chunk, "prefix_cache": 16}
+    if STALL["factor"] is not None:
+        batched["decode_stall_factor"] = STALL["factor"]
+    return batched
 
 
 def margin_config(local: dict[str, Any], ctx: int) -> str:
@@ -139,10 +143,16 @@ def run_curve(args: argparse.Namespace) -> None:
 
 
 def run_prefill(args: argparse.Namespace) -> None:
-    with ExitStack() as stack:
-        urls = start_both(stack, 8, 2560, args)
-        for name, url in urls.items():
-            parts.print_prefill(name, asyncio.run(parts.prefill(url, MODEL, 192 if args.quick else 256)))
+    """margin once per --stall-factor (before/after in one run), then llama-server (unless --no-anchor)."""
+    tokens = 192 if args.quick else 256
+    servers = [("margin", factor) for factor in args.stall_factor or [None]]
+    for name, factor in servers + ([] if args.no_anchor else [("llama-server", None)]):
+        STALL["factor"] = factor
+        with SERVERS[name](8, 2560, args.threads, args.chunk) as (url, _):
+            asyncio.run(parts.warm(url, MODEL))
+            label = name if factor is None else f"{name} (decode_stall_factor {factor})"
+            parts.print_prefill(label, asyncio.run(parts.prefill(url, MODEL, tokens)))
+    STALL["factor"] = (args.stall_factor or [None])[0]
 
 
 def run_prefix(args: argparse.Namespace) -> None:
@@ -185,8 +195,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds per curve level (median tokens/s)")
     parser.add_argument("--chunk", type=int, default=256, help="prefill chunk (margin) / batch size (llama-server)")
     parser.add_argument("--margin-engine", choices=["batched", "slots"], default="batched")
+    parser.add_argument(
+        "--stall-factor",
+        action="append",
+        help="margin's decode_stall_factor (a number, or null for off); repeat to compare in the prefill part",
+    )
+    parser.add_argument("--no-anchor", action="store_true", help="prefill part: margin only, no llama-server")
     args = parser.parse_args()
     ENGINE["name"] = args.margin_engine
+    STALL["factor"] = (args.stall_factor or [None])[0]
     if args.quick:
         args.tokens = min(args.tokens, 64)
     engine = f"engine: {args.margin_engine}" if engine_available() else "slot tier (before the batched engine)"

@@ -107,7 +107,18 @@ class LocalSettings(Strict):
         None, ge=1, description="requests generating at once: slot engine instances (default 1); caps max_sequences"
     )
     max_sequences: int = Field(8, ge=1, le=128, description="batched engine: sequences decoded together")
-    prefill_chunk: int = Field(256, ge=16, description="batched engine: prompt tokens prefilled per step")
+    prefill_chunk: int = Field(
+        256, ge=16, description="batched engine: most prompt tokens prefilled per step (all when nothing decodes)"
+    )
+    decode_stall_factor: float | None = Field(
+        2.0,
+        ge=1.0,
+        description="batched engine: while sequences decode, a step's prompt tokens are capped so it takes at most"
+        " this times a decode-only step (learned online; at least 8 tokens); null: always prefill_chunk",
+    )
+    kv_cache_type: Literal["f16", "q8_0"] = Field(
+        "f16", description="KV cache cells: q8_0 (K and V, with flash attention) holds about half the memory of f16"
+    )
     prefix_cache: int = Field(
         8, ge=0, le=128, description="batched engine: finished sequences kept for prefix reuse (at most max_sequences)"
     )

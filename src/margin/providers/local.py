@@ -29,7 +29,7 @@ from margin.config.local_weights import default_model_path
 from margin.config.model import DeploymentConfig, LocalSettings
 from margin.metering.usage import openai_usage
 from margin.providers import timing
-from margin.providers.local_engine import BatchedEngine
+from margin.providers.local_engine import BatchedEngine, kv_options
 from margin.providers.local_lane import Lane
 from margin.providers.local_slots import SlotPool, SlotStats
 from margin.providers.local_worker import Generation, Produce, WorkerFailed
@@ -60,7 +60,6 @@ _WHOLE_ONLY = ("tools", "tool_choice", "logprobs", "top_logprobs")
 
 T = TypeVar("T")
 _NO_ANSWER = "no_answer"  # a non-streamed answer's timeout: reported as a first-token timeout, like other adapters
-
 
 
 class LocalProvider:
@@ -134,6 +133,7 @@ class LocalProvider:
             n_batch=self.settings.n_batch,
             seed=self.settings.seed,
             verbose=False,
+            **kv_options(self.settings),
         )
 
     async def aclose(self) -> None:

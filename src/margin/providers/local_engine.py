@@ -3,9 +3,11 @@
 A scheduler thread runs the step loop. Each step it
 1. drops the sequences whose request went away (their KV cells are freed or kept as a prefix),
 2. admits the jobs that arrived (each on its own sequence id, reusing the longest cached prefix),
-3. builds one batch: the last sampled token of every decoding sequence, then at most
-   `prefill_chunk` prompt tokens of the sequences still prefilling (so a long prompt never stalls
-   the streams already decoding),
+3. builds one batch: the last sampled token of every decoding sequence, then the prompt tokens of
+   the sequences still prefilling, shortest rest first, up to the step's prefill budget
+   (`local_budget`: `prefill_chunk` when nothing decodes, else as many as keep the step within
+   `decode_stall_factor` times a decode-only step), so a long prompt never stalls the streams
+   already decoding,
 4. runs one `llama_decode`, and samples one token per sequence whose logits came out, with that
    sequence's own sampler chain (`local_sampling`), handing each token to its job's queue.
 
@@ -28,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from margin.config.model import LocalSettings
+from margin.providers.local_budget import PrefillBudget
 from margin.providers.local_prefix import PrefixCache
 
 log = logging.getLogger("margin.providers.local")
 IDLE_WAIT_S = 0.5  # an idle loop re-checks for shutdown this often
+WHOLE_PROMPT = 64  # while sequences decode, a prompt this short is prefilled in one step, never split
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +84,24 @@ class EngineStats:
     prefix_evictions: int
 
 
+def kv_options(settings: LocalSettings) -> dict[str, Any]:
+    """`Llama` keyword arguments for `local.kv_cache_type`, for both engines (the same answers).
+    q8_0 quantizes K and V (about half the KV memory); llama.cpp needs flash attention for a
+    quantized V cache."""
+    if settings.kv_cache_type == "f16":
+        return {}
+    from llama_cpp import GGML_TYPE_Q8_0
+
+    return {"type_k": GGML_TYPE_Q8_0, "type_v": GGML_TYPE_Q8_0, "flash_attn": True}
+
+
 def open_llama(settings: LocalSettings, model_path: Path) -> Any:
     """The model, its tokenizer and chat template (the engine's own context does the work)."""
     from llama_cpp import Llama
 
     return Llama(
         model_path=str(model_path), lora_path=settings.lora_path, n_ctx=64, n_batch=8, n_threads=1,
-        seed=settings.seed, verbose=False,
+        seed=settings.seed, verbose=False, **kv_options(settings),
     )  # fmt: skip
 
 
@@ -100,9 +115,11 @@ class BatchedEngine:
         self.lanes = lanes
         self.n_ctx = settings.n_ctx  # the longest one sequence may grow (prompt and answer)
         self.chunk = settings.prefill_chunk
+        self.budget = PrefillBudget(settings.prefill_chunk, settings.decode_stall_factor)
+        self._shape = (0, 0)  # this step's (decoding sequences, prompt tokens), for the budget
         self._cap = settings.prefill_chunk + lanes  # tokens in one batch
         threads = settings.n_threads or max(1, (os.cpu_count() or 2) // 2)
-        # The Llama's own settings (flash attention off, KV types...), so answers match the slot engine.
+        # The Llama's own settings (flash attention, KV types: kv_options), so answers match the slot engine.
         params = llama_cpp.llama_context_params.from_buffer_copy(self.llama.context_params)
         params.n_ctx = settings.n_ctx * lanes
         params.n_batch = params.n_ubatch = self._cap
@@ -222,25 +239,36 @@ class BatchedEngine:
                 running.evaluated.append(running.last)
                 sampled.append((n, running))
                 n += 1
-        budget = self.chunk
-        for running in self._running.values():
-            if budget <= 0:
-                break
-            if not running.pending:
+        decoding, budget = n, self.budget.tokens(n)
+        # shortest rest first: a short prompt's first token does not wait behind a long prompt's prefill
+        for running in sorted((r for r in self._running.values() if r.pending), key=lambda r: len(r.pending)):
+            count = self._portion(len(running.pending), budget, n - decoding, decoding > 0)
+            if not count:
                 continue
-            take, start = running.pending[:budget], len(running.evaluated)
+            take, start = running.pending[:count], len(running.evaluated)
             for offset, token in enumerate(take):
                 self._put(n + offset, token, start + offset, running.job.seq, False)
-            n += len(take)
-            budget -= len(take)
+            n += count
+            budget -= count
             running.evaluated.extend(take)
-            del running.pending[: len(take)]
-            self._prefilled += len(take)
+            del running.pending[:count]
+            self._prefilled += count
             if not running.pending:
                 batch.logits[n - 1] = 1
                 sampled.append((n - 1, running))
         batch.n_tokens = n
+        self._shape = (decoding, n - decoding)
         return sampled
+
+    def _portion(self, rest: int, budget: int, taken: int, decoding: bool) -> int:
+        """How many of a prompt's `rest` tokens this step prefills, `budget` left, `taken` already in it.
+        While sequences decode a short prompt is not split (a split beside decoding sequences can change
+        its greedy answer: docs/local.md): it goes whole past the budget when it is the step's first."""
+        if rest <= budget:
+            return rest
+        if decoding and rest <= WHOLE_PROMPT:
+            return rest if taken == 0 and rest <= self.chunk else 0
+        return max(budget, 0)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         batch = self._batch
@@ -255,8 +283,10 @@ class BatchedEngine:
         while True:
             started = time.perf_counter()
             code = self._lib.llama_decode(self._ctx, self._batch)
-            self._decode_s += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self._decode_s += seconds
             if code == 0:
+                self.budget.observe(*self._shape, seconds)
                 return True
             if code == 1 and self.prefixes.evict():
                 continue
