@@ -29,7 +29,7 @@ class SemanticPolicy:
     mode: str = "serve"  # or "shadow": look up and record, serve nothing
     shadow_floor: float = 0.8
     learned: LearnedDecision | None = None  # set: its probability, not `threshold`, accepts a hit
-    min_probability: float = 0.959
+    min_probability: float = 0.963  # the config default (SemanticCacheConfig)
 
 
 @dataclass(frozen=True, slots=True)
