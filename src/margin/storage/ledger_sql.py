@@ -3,19 +3,33 @@
 The dialects differ in four places, given to `LedgerSql`: the parameter marker, how two money
 amounts are added and summed (PostgreSQL NUMERIC arithmetic; SQLite calls exact Decimal functions
 the backend registers, as its own arithmetic on TEXT would go through floats), and the name of the
-physical row id used for batched deletes.
+physical row id used for batched deletes. `LedgerQueries` holds the store methods that are one
+statement on either backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
-from margin.storage.ledger_row import COST_COLUMNS
-from margin.storage.ledger_schema import ATTEMPTS_TABLE, AUDIT_TABLE, COLUMN_NAMES, ROLLUP_TABLE
+from margin.storage.ledger_ops import (
+    audit_from_values,
+    audit_params,
+    bucket_params,
+    bucket_rows,
+    bucket_spend_params,
+    bucket_spend_rows,
+    percentile_points,
+    spend_included,
+)
+from margin.storage.ledger_row import COST_COLUMNS, LedgerRow
+from margin.storage.ledger_schema import ATTEMPTS_TABLE, AUDIT_TABLE, COLUMN_NAMES, ROLLUP_TABLE, row_from_values
+from margin.storage.protocols import AuditEntry, BucketRow, GroupBy, ReportRow, Timings
 from margin.storage.request_log import RequestQuery
-from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS
-from margin.storage.timing import BIN_COLUMNS, TIMING_TABLE, TOTAL_COLUMNS
+from margin.storage.rollups import MINUTE, ROLLUP_INT_COLUMNS, ROLLUP_MONEY_COLUMNS, rollup_segments, timing_segments
+from margin.storage.timing import BIN_COLUMNS, TIMING_TABLE, TOTAL_COLUMNS, timing_buckets
 
 ROLLUP_KEY = ("period_s", "bucket_start", "dimension", "value")
 REPRICE_READ_COLUMNS = (
@@ -204,3 +218,105 @@ class LedgerSql:
             f"DELETE FROM {table} WHERE {self.row_id} IN "
             f"(SELECT {self.row_id} FROM {table} WHERE period_s = {MINUTE} AND bucket_start < {p} LIMIT {p})"
         )
+
+
+Segments = list[tuple[int, int, int]]
+
+
+class LedgerQueries:
+    """The ledger store's one-statement reads and writes, the same on SQLite and PostgreSQL. A backend
+    gives `sql` (its dialect), `_money` (how it stores a Decimal), `_rows` and `_write` (one statement,
+    its rows or its rowcount) and `_report` (a spend report's totals and timings, read in one
+    snapshot), and keeps the writes that share a transaction (write, update_costs), health and close."""
+
+    sql: LedgerSql
+
+    if TYPE_CHECKING:
+
+        async def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+        async def _write(self, sql: str, params: Sequence[Any]) -> int: ...
+        def _money(self, amount: Decimal) -> Any: ...
+        async def _report(self, group_by: GroupBy, segments: Segments, hours: Segments) -> list[ReportRow]: ...
+
+    # -- writes
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        await self._write(self.sql.insert_audit(), audit_params(entry, self._money))
+
+    async def prune(self, before: float, *, batch_size: int = 5000) -> int:
+        deleted = 0
+        while True:
+            n = await self._write(self.sql.prune_rows(), (before, batch_size))
+            deleted += n
+            if n < batch_size:
+                break
+        first_kept_minute = int(before // MINUTE) * MINUTE
+        params = (first_kept_minute, batch_size)  # timing cells are hours and days: none to prune
+        while await self._write(self.sql.prune_minutes(ROLLUP_TABLE), params) >= batch_size:
+            pass
+        return deleted
+
+    # -- reads
+
+    async def count(self) -> int:
+        return int((await self._rows(self.sql.count(), ()))[0][0])
+
+    async def query_rows(self, since: float, until: float, *, page_size: int = 500) -> AsyncIterator[LedgerRow]:
+        after: tuple[float, str] = (since, "")
+        while True:
+            params = (since, until, after[0], after[0], after[1], page_size)
+            page = [row_from_values(record) for record in await self._rows(self.sql.page(), params)]
+            for row in page:
+                yield row
+            if len(page) < page_size:
+                return
+            after = (page[-1].ts, page[-1].attempt_id)
+
+    async def spend_report(
+        self, since: float, until: float, group_by: GroupBy, *, histograms: bool = True
+    ) -> list[ReportRow]:
+        segments = rollup_segments(since, until)
+        if not segments:
+            return []
+        hours = timing_segments(since, until) if histograms else []
+        return await self._report(group_by, segments, hours)
+
+    async def bucket_report(self, since: float, until: float, group_by: GroupBy, period_s: int) -> list[BucketRow]:
+        params = bucket_params(since, until, group_by, period_s)
+        return bucket_rows(await self._rows(self.sql.bucket_report(), params), period_s)
+
+    async def bucket_spend(
+        self,
+        since: float,
+        until: float,
+        group_by: GroupBy,
+        period_s: int,
+        labels: Mapping[str, str],
+        included: Sequence[str] | None = None,
+    ) -> list[tuple[int, str | None, Decimal]]:
+        params = bucket_spend_params(since, until, group_by, period_s, labels, included)
+        n = spend_included(labels, included)
+        if n == 0:
+            return []
+        return bucket_spend_rows(await self._rows(self.sql.bucket_spend(len(labels), n), params))
+
+    async def bucket_percentiles(
+        self, since: float, until: float, group_by: GroupBy, period_s: int, q: float
+    ) -> list[tuple[int, str, str, int]]:
+        return percentile_points(await self.bucket_timings(since, until, group_by, period_s), q)
+
+    async def bucket_timings(
+        self, since: float, until: float, group_by: GroupBy, period_s: int
+    ) -> list[tuple[int, str, Timings]]:
+        params = bucket_params(since, until, group_by, period_s)
+        return timing_buckets(await self._rows(self.sql.bucket_timings(), params))
+
+    async def request_rows(self, request_id: str) -> list[LedgerRow]:
+        return [row_from_values(record) for record in await self._rows(self.sql.request_rows(), (request_id,))]
+
+    async def list_requests(self, query: RequestQuery) -> list[LedgerRow]:
+        sql, params = self.sql.list_requests(query)
+        return [row_from_values(record) for record in await self._rows(sql, params)]
+
+    async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        return [audit_from_values(record) for record in await self._rows(self.sql.select_audit(), (limit,))]
