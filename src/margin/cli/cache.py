@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
 import orjson
@@ -30,25 +28,15 @@ from margin.cli.cache_calibrate import (
     shadow_table,
 )
 from margin.cli.help import examples
-from margin.cli.options import check_data_dir, data_dir_option
-from margin.config import load_config
+from margin.cli.options import config_option, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
 from margin.errors import ConfigError
 
-_CONFIG = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="margin config file; its cache section names the store (default: SQLite in the data dir).",
+# `--config FILE` and `--data-dir DIR`: where the cache lives
+CONFIG_OPTION = config_option(
+    "margin config file; its cache section names the store (default: SQLite in the data dir)."
 )
-F = TypeVar("F", bound=Callable[..., object])
-
-
-def CONFIG_OPTION(command: F) -> F:  # a decorator constant, like click's options
-    """`--config FILE` and `--data-dir DIR`: where the cache lives."""
-    return data_dir_option(_CONFIG(command))
 
 
 @click.group(
@@ -146,7 +134,7 @@ def _from_shadow(
 ) -> None:
     """Each route in its own decision variable: the cosine threshold (guarded and cosine-only), or
     `min_probability` for a route with `decision: learned` (from the probabilities the record keeps)."""
-    config = _config(config_path)
+    config = load_margin_config(config_path)
     shadow = _shadow_routes(config_path, routes)
     learned_routes = {r for r in shadow if _is_learned(config, r)}
     results = {r: both(s.graded, target, confidence) for r, s in sorted(shadow.items()) if r not in learned_routes}
@@ -184,7 +172,7 @@ def shadow_report(config_path: Path | None, as_json: bool) -> None:
     """Per route in the shadow record: lookups, would-be hits at the route's configured decision (the
     cosine threshold, guard applied, or min_probability for `decision: learned`) and how many of them
     agreed with the fresh answer, with the precision's 95% lower bound."""
-    config = _config(config_path)
+    config = load_margin_config(config_path)
     rows = [
         shadow_summary(s, policy_for(config.cache, route).semantic)
         for route, s in sorted(_shadow_routes(config_path, ()).items())
@@ -193,7 +181,7 @@ def shadow_report(config_path: Path | None, as_json: bool) -> None:
 
 
 def _shadow_routes(config_path: Path | None, routes: tuple[str, ...]) -> dict[str, RouteShadow]:
-    config = _config(config_path)
+    config = load_margin_config(config_path)
     path = Path(config.cache.shadow_path.replace("{data_dir}", str(resolve_data_dir(config))))
     if not path.exists():
         raise click.ClickException(f"no shadow record at {path}: put a route in `semantic: {{mode: shadow}}` first")
@@ -209,7 +197,7 @@ def _shadow_routes(config_path: Path | None, routes: tuple[str, ...]) -> dict[st
 @CONFIG_OPTION
 def stats(config_path: Path | None) -> None:
     """Entries, bytes and vectors in the configured cache store."""
-    result = asyncio.run(_stats(_backend(_config(config_path))))
+    result = asyncio.run(_stats(_backend(load_margin_config(config_path))))
     click.echo(f"entries {result.entries}  bytes {result.bytes}  vectors {result.vectors}")
     for model, count in sorted(result.by_model.items()):
         click.echo(f"  {model}: {count}")
@@ -250,7 +238,7 @@ def invalidate(
     selector = Invalidation(tenant=tenant, model=model, tag=tag, key_prefix=key_prefix, everything=everything)
     if selector.empty:
         raise click.UsageError("give at least one of --tenant, --model, --tag, --prefix, or --all")
-    dropped = asyncio.run(_invalidate(_backend(_config(config_path)), selector))
+    dropped = asyncio.run(_invalidate(_backend(load_margin_config(config_path)), selector))
     click.echo(f"dropped {dropped} entries")
 
 
@@ -259,15 +247,6 @@ async def _invalidate(backend: CacheBackend, selector: Invalidation) -> int:
         return len(await backend.invalidate(selector))
     finally:
         await backend.close()
-
-
-def _config(config_path: Path | None) -> MarginConfig:
-    try:
-        config = load_config(config_path) if config_path is not None else MarginConfig()
-    except ConfigError as error:
-        raise click.ClickException(error.message) from None
-    check_data_dir(config)
-    return config
 
 
 def _backend(config: MarginConfig) -> CacheBackend:

@@ -1,4 +1,5 @@
-"""Options several commands share: `--data-dir`, and the check that it agrees with the config."""
+"""Options several commands share: `--config` and `--data-dir`, the config they name, and the check
+that the two agree."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import TypeVar
 
 import click
 
+from margin.config import load_config
 from margin.config.defaults import data_dir_and_source
 from margin.config.environment import DATA_DIR
 from margin.config.model import MarginConfig
+from margin.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., object])
 _META_KEY = "margin.data_dir"
@@ -36,6 +39,33 @@ def data_dir_option(command: F) -> F:
         "A config file's data_dir must agree.",
     )
     return option(command)
+
+
+def config_option(help: str) -> Callable[[F], F]:
+    """`--config FILE` (`help`: what the file names for these commands) and `--data-dir DIR`."""
+    option = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help=help,
+    )
+
+    def decorate(command: F) -> F:
+        return data_dir_option(option(command))
+
+    return decorate
+
+
+def load_margin_config(config_path: Path | None) -> MarginConfig:
+    """The config `--config` names (the defaults without one), a bad one a click error; `--data-dir` checked
+    against it."""
+    try:
+        config = load_config(config_path) if config_path is not None else MarginConfig()
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    check_data_dir(config)
+    return config
 
 
 def check_data_dir(config: MarginConfig) -> None:

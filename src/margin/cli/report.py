@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import click
 
 from margin.cli.help import examples
-from margin.cli.options import check_data_dir, data_dir_option
-from margin.config import load_config
+from margin.cli.options import config_option
+from margin.cli.options import load_margin_config as load_margin_config  # re-exported for the ledger commands
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
 from margin.errors import ConfigError
@@ -28,32 +27,16 @@ from margin.ledger.report_render import FORMATS, ReportFormat, render
 from margin.storage import open_database_stores, open_ledger_store
 from margin.storage.protocols import LedgerStore, StorageError
 
-_CONFIG = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="margin config file; its database.url names the ledger (default: SQLite in the data dir).",
-)
-F = TypeVar("F", bound=Callable[..., object])
 OutputFormat = ReportFormat | Literal["focus"]  # focus: FinOps FOCUS CSV (ledger/report_focus.py)
 
 
-def CONFIG_OPTION(command: F) -> F:  # a decorator constant, like click's options
-    """`--config FILE` and `--data-dir DIR`: the commands that read margin's database take both."""
-    return data_dir_option(_CONFIG(command))
+# `--config FILE` and `--data-dir DIR`: the commands that read margin's database take both
+CONFIG_OPTION = config_option(
+    "margin config file; its database.url names the ledger (default: SQLite in the data dir)."
+)
 
 
 WHEN_HELP = "now, 90m, 24h, 7d, 2w, or an ISO date/datetime (UTC unless it names a zone)"
-
-
-def load_margin_config(config_path: Path | None) -> MarginConfig:
-    try:
-        config = load_config(config_path) if config_path is not None else MarginConfig()
-    except ConfigError as exc:
-        raise click.ClickException(exc.message) from None
-    check_data_dir(config)
-    return config
 
 
 def open_configured_store(config: MarginConfig) -> LedgerStore:
