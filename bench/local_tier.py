@@ -52,6 +52,7 @@ def engine_available() -> bool:
 
 ENGINE = {"name": "batched"}  # --margin-engine
 STALL: dict[str, str | None] = {"factor": None}  # --stall-factor: margin's decode_stall_factor (None: its default)
+KV: dict[str, str | None] = {"type": None}  # --kv-cache-type: margin's kv_cache_type (None: its default)
 
 
 def local_settings(sequences: int, ctx: int, threads: int, chunk: int) -> dict[str, Any]:
@@ -64,6 +65,8 @@ def local_settings(sequences: int, ctx: int, threads: int, chunk: int) -> dict[s
     batched = {**common, "engine": "batched", "max_sequences": sequences, "prefill_chunk": chunk, "prefix_cache": 16}
     if STALL["factor"] is not None:
         batched["decode_stall_factor"] = STALL["factor"]
+    if KV["type"] is not None:
+        batched["kv_cache_type"] = KV["type"]
     return batched
 
 
@@ -164,14 +167,18 @@ def run_prefix(args: argparse.Namespace) -> None:
 
 
 def run_rss(args: argparse.Namespace) -> None:
-    for name, server in SERVERS.items():
+    """margin once per --kv-cache-type (before/after in one run), then llama-server (unless --no-anchor)."""
+    servers = [("margin", kv) for kv in args.kv_cache_type or [None]]
+    for name, kv in servers + ([] if args.no_anchor else [("llama-server", None)]):
+        KV["type"] = kv
         readings = {}
         for sequences in (1, 8):
-            with server(sequences, 512, args.threads, args.chunk) as (url, pid):
+            with SERVERS[name](sequences, 512, args.threads, args.chunk) as (url, pid):
                 asyncio.run(parts.warm(url, MODEL))
                 asyncio.run(parts.load(url, MODEL, sequences, 64))
                 readings[sequences] = parts.memory(pid)
-        parts.print_rss(name, readings)
+        parts.print_rss(name if kv is None else f"{name} (kv_cache_type {kv})", readings)
+    KV["type"] = (args.kv_cache_type or [None])[0]
 
 
 def run_single(args: argparse.Namespace) -> None:
@@ -200,10 +207,14 @@ def main() -> None:
         action="append",
         help="margin's decode_stall_factor (a number, or null for off); repeat to compare in the prefill part",
     )
-    parser.add_argument("--no-anchor", action="store_true", help="prefill part: margin only, no llama-server")
+    parser.add_argument(
+        "--kv-cache-type", action="append", choices=["f16", "q8_0"], help="margin's kv_cache_type; repeat: rss part"
+    )
+    parser.add_argument("--no-anchor", action="store_true", help="prefill and rss parts: margin only, no llama-server")
     args = parser.parse_args()
     ENGINE["name"] = args.margin_engine
     STALL["factor"] = (args.stall_factor or [None])[0]
+    KV["type"] = (args.kv_cache_type or [None])[0]
     if args.quick:
         args.tokens = min(args.tokens, 64)
     engine = f"engine: {args.margin_engine}" if engine_available() else "slot tier (before the batched engine)"

@@ -22,6 +22,19 @@ from __future__ import annotations
 
 MIN_PREFILL = 8  # prompt tokens a step carries at least, however slow prompt tokens are
 ALPHA = 0.25  # EWMA weight of the newest step
+WHOLE_PROMPT = 64  # while sequences decode, a prompt this short is prefilled in one step, never split
+
+
+def prompt_portion(rest: int, budget: int, taken: int, decoding: bool, cap: int) -> int:
+    """How many of a prompt's `rest` tokens a step prefills, with `budget` tokens left and `taken`
+    prompt tokens already in it. While sequences decode a short prompt is not split (a split beside
+    decoding sequences can change its greedy answer: docs/local.md): it goes whole, past the budget
+    when it is the step's first prompt, else it waits for the next step."""
+    if rest <= budget:
+        return rest
+    if decoding and rest <= min(WHOLE_PROMPT, cap):
+        return rest if taken == 0 else 0
+    return max(budget, 0)
 
 
 class PrefillBudget:

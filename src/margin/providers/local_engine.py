@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from margin.config.model import LocalSettings
-from margin.providers.local_budget import PrefillBudget
+from margin.providers.local_budget import PrefillBudget, prompt_portion
 from margin.providers.local_prefix import PrefixCache
 
 log = logging.getLogger("margin.providers.local")
 IDLE_WAIT_S = 0.5  # an idle loop re-checks for shutdown this often
-WHOLE_PROMPT = 64  # while sequences decode, a prompt this short is prefilled in one step, never split
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +241,7 @@ class BatchedEngine:
         decoding, budget = n, self.budget.tokens(n)
         # shortest rest first: a short prompt's first token does not wait behind a long prompt's prefill
         for running in sorted((r for r in self._running.values() if r.pending), key=lambda r: len(r.pending)):
-            count = self._portion(len(running.pending), budget, n - decoding, decoding > 0)
+            count = prompt_portion(len(running.pending), budget, n - decoding, decoding > 0, self.chunk)
             if not count:
                 continue
             take, start = running.pending[:count], len(running.evaluated)
@@ -259,16 +258,6 @@ class BatchedEngine:
         batch.n_tokens = n
         self._shape = (decoding, n - decoding)
         return sampled
-
-    def _portion(self, rest: int, budget: int, taken: int, decoding: bool) -> int:
-        """How many of a prompt's `rest` tokens this step prefills, `budget` left, `taken` already in it.
-        While sequences decode a short prompt is not split (a split beside decoding sequences can change
-        its greedy answer: docs/local.md): it goes whole past the budget when it is the step's first."""
-        if rest <= budget:
-            return rest
-        if decoding and rest <= WHOLE_PROMPT:
-            return rest if taken == 0 and rest <= self.chunk else 0
-        return max(budget, 0)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         batch = self._batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from margin.providers.local_budget import MIN_PREFILL, PrefillBudget
+from margin.providers.local_budget import MIN_PREFILL, PrefillBudget, prompt_portion
 
 
 def test_nothing_decoding_or_no_factor_is_the_whole_chunk() -> None:
@@ -72,3 +72,13 @@ def test_a_slow_outlier_shrinks_the_chunk_and_it_recovers() -> None:
     for _ in range(30):
         budget.observe(7, 10, 0.070 + 10 * 0.0065)
     assert steady == 10 and budget.tokens(7) == steady  # 70 ms / 6.5 ms
+
+
+def test_a_short_prompt_goes_whole_beside_decoding_sequences_and_a_long_one_in_budget_chunks() -> None:
+    assert prompt_portion(40, 100, 0, True, 256) == 40  # fits
+    assert prompt_portion(40, 8, 0, True, 256) == 40  # short, first of its step: whole past the budget
+    assert prompt_portion(40, 8, 12, True, 256) == 0  # short, not first: waits for the next step
+    assert prompt_portion(40, 8, 12, False, 256) == 8  # nothing decodes: split at the budget as always
+    assert prompt_portion(40, 8, 0, True, 16) == 8  # longer than prefill_chunk: chunked anyway
+    assert prompt_portion(2000, 10, 0, True, 256) == 10  # a long prompt: the budget's chunk
+    assert prompt_portion(2000, 0, 40, True, 256) == 0  # budget spent
