@@ -99,6 +99,22 @@ async def test_the_batched_engine_answers_as_the_slot_engine_did() -> None:
     assert answers[0] == answers[1]
 
 
+async def test_a_q8_0_kv_cache_answers_alike_alone_batched_and_on_the_slot_engine() -> None:
+    answers = []
+    for engine in ("slots", "batched"):
+        local = provider(engine=engine, kv_cache_type="q8_0", max_sequences=4)
+        await local.start()
+        try:
+            answers.append([text(await local.chat(request(i))) for i in (0, 2, 4, 7)])
+            if engine == "batched":
+                together = await asyncio.gather(*(local.chat(request(i)) for i in (0, 2, 4, 7)))
+                answers.append([text(r) for r in together])
+        finally:
+            await local.aclose()
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0][2].lstrip().startswith("{")  # the JSON grammar holds with the quantized cache
+
+
 async def test_a_stream_left_mid_answer_frees_its_sequence_and_the_others_go_on() -> None:
     local = provider(max_sequences=2, prefix_cache=0)
     await local.start()
