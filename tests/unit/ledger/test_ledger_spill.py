@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,6 +15,24 @@ def test_a_row_survives_json_exactly() -> None:
     row = make_row(1, tags=("a", "b"), tier=None, extra={"k": "v"}, cost_output=Decimal("1.5E-7"), ttft_ms=None)
     assert row_from_json(row_to_json(row)) == row
     assert row_from_json(row_to_json(row)).cost_output == Decimal("0.00000015")
+
+
+def test_a_row_is_the_standard_librarys_compact_json_of_its_fields() -> None:
+    """orjson writes the dataclass; the line is what json.dumps of its fields writes, Decimals as
+    exact strings, non-ASCII as is, and a NaN or infinite float keeps the standard library's
+    spelling (orjson alone would write null)."""
+    rows = [
+        make_row(1, tags=("é", "b"), extra={"z": "ü"}, cost_output=Decimal("1.5E-7"), ttft_ms=None),
+        make_row(2, latency_ms=float("nan")),
+        make_row(3, tokens_per_s=float("inf")),
+        make_row(4, input_uncached=2**70),  # orjson refuses integers over 64 bits
+    ]
+    for row in rows:
+        fields = {name: getattr(row, name) for name in row.__dataclass_fields__}
+        expected = {k: str(v) if isinstance(v, Decimal) else list(v) if isinstance(v, tuple) else v
+                    for k, v in fields.items()}  # fmt: skip
+        assert row_to_json(row) == json.dumps(expected, ensure_ascii=False, separators=(",", ":"))
+    assert '"latency_ms":NaN' in row_to_json(rows[1]) and '"tokens_per_s":Infinity' in row_to_json(rows[2])
 
 
 def test_claim_snapshots_the_file_while_new_rows_go_to_a_fresh_one(tmp_path: Path) -> None:
