@@ -5,7 +5,6 @@ The secret is printed once, by create and rotate; `list` shows prefixes only."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -17,12 +16,13 @@ from pydantic import ValidationError
 
 from margin.cli.help import examples
 from margin.cli.report import CONFIG_OPTION, load_margin_config
+from margin.cli.stores import run_on_store
 from margin.config.defaults import resolve_data_dir
 from margin.errors import ConfigError
 from margin.identity.key_spec import KeySpec
 from margin.identity.principals import public_view
 from margin.identity.service import KeyService
-from margin.storage import StorageError, open_database_stores
+from margin.storage import open_database_stores
 
 T = TypeVar("T")
 
@@ -33,19 +33,7 @@ def _run(config_path: Path | None, work: Callable[[KeyService], Awaitable[T]]) -
         store, counters = open_database_stores(config.database.url, resolve_data_dir(config))
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
-
-    async def go() -> T:
-        try:
-            await store.migrate()
-            return await work(KeyService(store, cache_s=0))
-        finally:
-            await store.close()
-            await counters.close()
-
-    try:
-        return asyncio.run(go())
-    except StorageError as exc:
-        raise click.ClickException(f"the key store failed: {exc}") from None
+    return run_on_store(store, lambda s: work(KeyService(s, cache_s=0)), name="key store", also_close=[counters])
 
 
 def _echo(body: Any) -> None:

@@ -7,7 +7,6 @@ and never changed here. `margin reload` asks running gateways to read their conf
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -26,10 +25,10 @@ from margin.budgets.object_service import ObjectService
 from margin.budgets.objects import change_view, config_objects, object_view
 from margin.cli.help import examples
 from margin.cli.report import CONFIG_OPTION, load_margin_config
+from margin.cli.stores import run_on_store
 from margin.config.defaults import resolve_data_dir
 from margin.config.environment import ADMIN_KEY
 from margin.errors import ConfigError, MarginError, Unprocessable
-from margin.storage import StorageError
 from margin.storage.team_stores import open_object_store
 from margin.storage.teams import ObjectKind
 
@@ -59,19 +58,12 @@ def _run(config_path: Path | None, work: Callable[[ObjectService], Awaitable[T]]
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
 
-    async def go() -> T:
-        try:
-            await store.migrate()
-            return await work(ObjectService(store, validate_spec, config=lambda: declared))
-        finally:
-            await store.close()
-
     try:
-        return asyncio.run(go())
+        return run_on_store(
+            store, lambda s: work(ObjectService(s, validate_spec, config=lambda: declared)), name="object store"
+        )
     except MarginError as exc:
         raise click.ClickException(f"{exc.message} ({exc.status})") from None
-    except StorageError as exc:
-        raise click.ClickException(f"the object store failed: {exc}") from None
 
 
 def _echo(body: Any) -> None:

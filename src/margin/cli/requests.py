@@ -6,7 +6,6 @@ Prompts and answers are never stored, so never shown."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,8 +15,9 @@ import orjson
 
 from margin.cli.help import examples
 from margin.cli.report import CONFIG_OPTION, WHEN_HELP, load_margin_config, open_configured_store
+from margin.cli.stores import run_on_store
 from margin.ledger.request_view import STATUSES, explain_request, list_requests, request_query
-from margin.storage.protocols import LedgerStore, StorageError
+from margin.storage.protocols import LedgerStore
 
 T = TypeVar("T")
 _LIST_COLUMNS = (("at", 23), ("request_id", 36), ("team", 12), ("status", 8), ("route_policy", 10),
@@ -25,19 +25,7 @@ _LIST_COLUMNS = (("at", 23), ("request_id", 36), ("team", 12), ("status", 8), ("
 
 
 def _run(config_path: Path | None, work: Callable[[LedgerStore], Awaitable[T]]) -> T:
-    store = open_configured_store(load_margin_config(config_path))
-
-    async def go() -> T:
-        try:
-            await store.migrate()
-            return await work(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except StorageError as exc:
-        raise click.ClickException(f"the ledger failed: {exc}") from None
+    return run_on_store(open_configured_store(load_margin_config(config_path)), work, name="ledger")
 
 
 def _echo_json(body: Any) -> None:
