@@ -27,13 +27,15 @@ WHOLE_PROMPT = 64  # while sequences decode, a prompt this short is prefilled in
 
 def prompt_portion(rest: int, budget: int, taken: int, decoding: bool, cap: int) -> int:
     """How many of a prompt's `rest` tokens a step prefills, with `budget` tokens left and `taken`
-    prompt tokens already in it. While sequences decode a short prompt is not split (a split beside
-    decoding sequences can change its greedy answer: docs/local.md): it goes whole, past the budget
-    when it is the step's first prompt, else it waits for the next step."""
+    prompt tokens already in it (`cap`: `prefill_chunk`). While sequences decode a short prompt is not
+    split (a split beside decoding sequences can change its greedy answer: docs/local.md) and not held
+    to the budget: every short prompt waiting goes whole into the same step, up to `cap` tokens, so
+    their arrival costs the decoding streams one longer step, not one per prompt, and their first
+    tokens do not wait. The budget governs the prompts longer than that."""
     if rest <= budget:
         return rest
     if decoding and rest <= min(WHOLE_PROMPT, cap):
-        return rest if taken == 0 else 0
+        return rest if taken + rest <= cap else 0
     return max(budget, 0)
 
 

@@ -76,8 +76,9 @@ def test_a_slow_outlier_shrinks_the_chunk_and_it_recovers() -> None:
 
 def test_a_short_prompt_goes_whole_beside_decoding_sequences_and_a_long_one_in_budget_chunks() -> None:
     assert prompt_portion(40, 100, 0, True, 256) == 40  # fits
-    assert prompt_portion(40, 8, 0, True, 256) == 40  # short, first of its step: whole past the budget
-    assert prompt_portion(40, 8, 12, True, 256) == 0  # short, not first: waits for the next step
+    assert prompt_portion(40, 8, 0, True, 256) == 40  # short: whole, past the budget
+    assert prompt_portion(40, -32, 40, True, 256) == 40  # another short one joins the same step
+    assert prompt_portion(40, -200, 220, True, 256) == 0  # ... up to prefill_chunk: the next step
     assert prompt_portion(40, 8, 12, False, 256) == 8  # nothing decodes: split at the budget as always
     assert prompt_portion(40, 8, 0, True, 16) == 8  # longer than prefill_chunk: chunked anyway
     assert prompt_portion(2000, 10, 0, True, 256) == 10  # a long prompt: the budget's chunk
