@@ -1,4 +1,5 @@
-"""Lexical features: the quantity columns of version 2 and loading specs saved with version 1."""
+"""Lexical features: the quantity columns of version 2, the notation columns of version 3, and loading
+specs saved with older versions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import numpy as np
 import pytest
 
 from margin.routing.learned.features import FeatureSpec, Featurizer
-from margin.routing.learned.lexical import BASE_FEATURES, LEXICAL_FEATURES, feature_names, lexical_features
+from margin.routing.learned.lexical import (
+    BASE_FEATURES,
+    LEXICAL_FEATURES,
+    OPTION_FEATURES,
+    feature_names,
+    lexical_features,
+)
 from margin.routing.learned.outcomes import outcomes_from_records
 from margin.routing.learned.scorer import load_scorer
 from margin.routing.learned.training import TrainingConfig, train_scorer
@@ -50,6 +57,50 @@ def test_thousands_separators_and_version_strings() -> None:
     assert column(row, "log_max_number") == pytest.approx(math.log1p(1200))
 
 
+def test_notation_features_count_decimals_and_fractions() -> None:
+    (row,) = lexical_features(["Mix 1/2 cup, 3 / 4 cup and 2.5 cups; version 1.2.3 ships at 7:30 for $1,200."])
+    assert column(row, "fractions") == 2.0  # "1/2" and "3 / 4"; "7:30" is not a fraction
+    assert column(row, "decimals") == 2.0  # "2.5" and "1.2.3" (a dotted numeral); "1,200" has no point
+    (plain,) = lexical_features([WORD_PROBLEM])
+    assert column(plain, "decimals") == 1.0 and column(plain, "fractions") == 0.0
+    (none,) = lexical_features(["Write a haiku about autumn leaves"])
+    assert column(none, "decimals") == column(none, "fractions") == 0.0
+
+
+MULTIPLE_CHOICE = "Which of the following is NOT a prime number?\nA. 2\nB. 3\nC. 9\nD. all of the above\nAnswer:"
+
+
+def test_option_features_of_a_multiple_choice_prompt() -> None:
+    (row,) = lexical_features([MULTIPLE_CHOICE])
+    assert column(row, "log_option_length") == pytest.approx(math.log1p((1 + 1 + 1 + 16) / 4))
+    assert column(row, "option_length_spread") == pytest.approx(math.log1p(16) - math.log1p(1))
+    assert column(row, "numeric_options") == 0.75
+    assert column(row, "above_or_both") == 1.0
+    assert column(row, "negated_stem") == 1.0  # "NOT" in capitals, in the stem
+    assert column(row, "statements") == column(row, "roman_items") == 0.0
+    stem = "Which of the following is NOT a prime number?\n"  # up to the first option line
+    assert column(row, "log_stem_chars") == pytest.approx(math.log1p(len(stem)))
+    (lower,) = lexical_features([MULTIPLE_CHOICE.replace("NOT", "not")])
+    assert column(lower, "negated_stem") == 0.0
+    (items,) = lexical_features(["Statement 1 | I and II hold.\nA. True, True\nB. False, False\nAnswer:"])
+    assert column(items, "statements") == column(items, "roman_items") == 1.0
+
+
+def test_option_features_are_zero_without_two_options() -> None:
+    for prompt in (WORD_PROBLEM, "NOT EXCEPT all of the above, both?\nA. one option only"):
+        (row,) = lexical_features([prompt])
+        assert [column(row, name) for name in OPTION_FEATURES] == [0.0] * len(OPTION_FEATURES)
+
+
+def test_each_version_is_the_first_columns_of_the_next() -> None:
+    prompts = [WORD_PROBLEM, "Which of these is 1/3?\nA. 0.33\nB. 6\nC. 7\nD. 9\nAnswer:"]
+    v2, v3 = lexical_features(prompts, version=2), lexical_features(prompts)
+    assert v2.shape == (2, 20) and v3.shape == (2, 30) == (2, len(LEXICAL_FEATURES))
+    assert np.array_equal(v2, v3[:, :20])
+    assert feature_names(3) == LEXICAL_FEATURES and feature_names(2) == LEXICAL_FEATURES[:20]
+    assert v3[1, LEXICAL_FEATURES.index("fractions")] == 1.0
+
+
 def test_version_1_is_the_first_columns_of_version_2() -> None:
     prompts = [WORD_PROBLEM, "Which of these is a prime?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:"]
     old, new = lexical_features(prompts, version=1), lexical_features(prompts)
@@ -57,14 +108,14 @@ def test_version_1_is_the_first_columns_of_version_2() -> None:
     assert np.array_equal(old, new[:, : len(BASE_FEATURES)])
     assert feature_names(1) == BASE_FEATURES
     with pytest.raises(ValueError, match="lexical feature version"):
-        feature_names(3)
+        feature_names(4)
     with pytest.raises(ValueError, match="lexical feature version"):
         FeatureSpec(embedder="none", lexical_version=0)
 
 
 def test_spec_json_without_a_version_reads_as_version_1() -> None:
     spec = FeatureSpec(embedder="none")
-    assert spec.lexical_version == 2
+    assert spec.lexical_version == 3
     assert FeatureSpec.from_json(spec.to_json()) == spec
     legacy = {key: value for key, value in spec.to_json().items() if key != "lexical_version"}
     assert FeatureSpec.from_json(legacy).lexical_version == 1
