@@ -99,5 +99,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         watching, when it is lost already."""
         if callback is not None and self.cycle is not None and self.cycle.disconnected:
             return True
+        if callback is not None:
+            # uvicorn pauses reading past 64 KiB of unread body, and resumes only in `receive()`,
+            # which nobody calls while a stream waits: a hang-up (its EOF) is only seen by reading.
+            self.flow.resume_reading()
         self._on_lost = callback
         return False
