@@ -166,12 +166,14 @@ REFERENCE = {
         re.IGNORECASE,
     ),
     "money_mentions": re.compile(r"\$\s?\d|\bdollars?\b|\bcents?\b", re.IGNORECASE),
+    "fractions_percents": re.compile(r"\d+\s*/\s*\d+|\d+\.\d+|%|\bpercent\b", re.IGNORECASE),
 }
 TRICKY = [
     "One2 three_four TWICE Half-price, $ 5 and $7 Dollars, 3 CENTS; per-cent",
     "def f(x): return {x}; ```code``` import os; class A: pass; undefined functions",
     "sqrt(2) + log x = Sin y; logarithm sqrtx matrix_1 Probability",
     "\u017fix dollars (a long s), \u212aelvin, Each EACH each_ more-than-less",
+    "1/2 12.3/4 5 / 6.7 8%percent 9 PERCENT, 10percent %% Percentage 1.2.3 ./. 4/ /5",
     "",
 ]
 
@@ -187,3 +189,4 @@ def test_word_counts_match_the_regexes_they_replace(prompt: str) -> None:
     assert column(row, "log_quantities") == pytest.approx(math.log1p(quantities))
     assert column(row, "relation_density") == len(REFERENCE["relation_density"].findall(prompt)) / words
     assert column(row, "money_mentions") == len(REFERENCE["money_mentions"].findall(prompt))
+    assert column(row, "fractions_percents") == len(REFERENCE["fractions_percents"].findall(prompt))

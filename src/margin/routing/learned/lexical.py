@@ -78,7 +78,10 @@ _OPTION_TEXT = re.compile(r"(?m)^\s*([A-D])[.)]\s*(.*)$")
 _NEGATED = re.compile(r"\b(?:NOT|EXCEPT|LEAST|FALSE|INCORRECT)\b")
 _NUMERIC_OPTION = re.compile(r"^[\s$-]*\d")
 _ROMAN_ITEMS = frozenset({"I", "II", "III", "IV"})  # as \w runs: what \b(?:I|II|III|IV)\b matches
-_FRACTION_OR_PERCENT = re.compile(r"\d+\s*/\s*\d+|\d+\.\d+|%|\bpercent\b", re.IGNORECASE)
+# fractions_percents counts r"\d+\s*/\s*\d+|\d+\.\d+|%|\bpercent\b" (ignoring case) as three disjoint
+# counts: the digit patterns (no character in common with the others), "%", and "percent" as a \w
+# run; the one alternation scanned every position of the prompt and was the costliest regex here.
+_FRACTION_OR_DECIMAL = re.compile(r"\d+(?:\s*/\s*\d+|\.\d+)")
 _RELATION_WORDS = frozenset(
     [
         "each",
@@ -159,11 +162,10 @@ def lexical_features(prompts: Sequence[str], version: int = LEXICAL_VERSION) -> 
     width = len(feature_names(version))
     rows = []
     for prompt in prompts:
-        runs = _RUN.findall(prompt)
-        row = _base(prompt, runs)
+        runs, words, numerals = _RUN.findall(prompt), _WORD.findall(prompt), _NUMBER.findall(prompt)
+        row = _base(prompt, runs, words, numerals)
         if version >= 2:
-            numerals = _NUMBER.findall(prompt)
-            row += _quantities(prompt, runs, numerals)
+            row += _quantities(prompt, runs, len(words), numerals)
             if version >= 3:
                 row += [float(sum("." in numeral for numeral in numerals)), float(len(_FRACTION.findall(prompt)))]
                 row += _options(prompt, runs)
@@ -171,11 +173,10 @@ def lexical_features(prompts: Sequence[str], version: int = LEXICAL_VERSION) -> 
     return np.array(rows, dtype=np.float64).reshape(len(prompts), width)
 
 
-def _base(prompt: str, runs: Sequence[str]) -> list[float]:
+def _base(prompt: str, runs: Sequence[str], words: Sequence[str], numerals: Sequence[str]) -> list[float]:
     chars = max(len(prompt), 1)
-    words = _WORD.findall(prompt)
     word_count = max(len(words), 1)
-    numbers = len(_NUMBER.findall(prompt))
+    numbers = len(numerals)
     maths = len(_MATH_SYMBOL.findall(prompt)) + sum(run in _MATH_WORDS for run in runs)
     # Most prompts hold none of the code markers: skip the regex for them (same count, 0).
     code = len(_CODE.findall(prompt)) if any(hint in prompt for hint in _CODE_HINTS) else 0
@@ -196,15 +197,15 @@ def _base(prompt: str, runs: Sequence[str]) -> list[float]:
     ]
 
 
-def _quantities(prompt: str, runs: Sequence[str], numerals: Sequence[str]) -> list[float]:
-    word_count = max(len(_WORD.findall(prompt)), 1)
+def _quantities(prompt: str, runs: Sequence[str], words: int, numerals: Sequence[str]) -> list[float]:
+    word_count = max(words, 1)
     sentences = _SENTENCE_BREAK.split(prompt.strip())
     lowered = [run.casefold() for run in runs]  # casefold, as re.IGNORECASE folds (the long s too)
     return [
         np.log1p(len(numerals) + sum(run in _NUMBER_WORDS for run in lowered)),
         np.log1p(len(set(numerals))),
         np.log1p(_largest_number(numerals)),
-        float(len(_FRACTION_OR_PERCENT.findall(prompt))),
+        float(len(_FRACTION_OR_DECIMAL.findall(prompt)) + prompt.count("%") + sum(run == "percent" for run in lowered)),
         sum(run in _RELATION_WORDS for run in lowered) / word_count,
         float(len(_MONEY_SIGN.findall(prompt)) + sum(run in _MONEY_WORDS for run in lowered)),
         np.log1p(len(_WORD.findall(sentences[-1]))),
