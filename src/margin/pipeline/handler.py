@@ -59,7 +59,7 @@ class Pipeline:
         without a valid key costs no parsing. A refusal ends the request as any other (recorded once)."""
         try:
             await self._authenticated(ctx)
-        except BaseException as error:
+        except BaseException as error:  # any refusal or cancellation ends the request once, recorded; re-raised
             await self.lifecycle(ctx).end(status_of(error), None)
             raise
 

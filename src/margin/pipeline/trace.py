@@ -60,7 +60,7 @@ class RequestTrace:
         started, error = time.perf_counter(), None
         try:
             return await work
-        except BaseException as exc:
+        except BaseException as exc:  # the stage's outcome is named whatever ended it; re-raised
             error = type(exc).__name__
             raise
         finally:
@@ -91,7 +91,7 @@ def stage(name: str) -> Callable[[F], F]:
             started, error = time.perf_counter(), None
             try:
                 return method(self, ctx, *args, **kwargs)
-            except BaseException as exc:
+            except BaseException as exc:  # the stage's outcome is named whatever ended it; re-raised
                 error = type(exc).__name__
                 raise
             finally:

@@ -172,7 +172,7 @@ class OpenAICompatProvider:
         endpoint = self._pick(body)
         try:
             response, events, first = await self._first_event(endpoint, path, body)
-        except BaseException:
+        except BaseException:  # cancellation included: the endpoint's open-call count must come back; re-raised
             self.balancer.end(endpoint)
             raise
         try:
