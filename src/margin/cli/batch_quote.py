@@ -15,23 +15,13 @@ import orjson
 
 from margin.app import price_book
 from margin.batch.quote import Quote, Quoter
-from margin.cli.options import check_data_dir
+from margin.cli.options import load_margin_config
 from margin.cli.report import open_configured_store
-from margin.config import embedded_default, load_config
+from margin.config import embedded_default
 from margin.config.model import MarginConfig
-from margin.errors import ConfigError
 from margin.storage.protocols import StorageError
 
 HISTORY_S = 30 * 86_400
-
-
-def _config(path: Path | None) -> MarginConfig:
-    try:
-        config = load_config(path) if path is not None else embedded_default()
-    except ConfigError as exc:
-        raise click.ClickException(exc.message) from None
-    check_data_dir(config)
-    return config
 
 
 async def mean_output_tokens(config: MarginConfig) -> dict[str, float]:
@@ -91,7 +81,7 @@ def render(quote: Quote) -> str:
 
 
 def run_quote(file: Path, expected_output_tokens: int | None, config_path: Path | None) -> None:
-    config = _config(config_path)
+    config = load_margin_config(config_path, default=embedded_default)
     means = asyncio.run(mean_output_tokens(config)) if expected_output_tokens is None else {}
     quoter = Quoter(config, price_book(config), mean_output=means, expected_output=expected_output_tokens)
     click.echo(render(quoter.quote(_read(file))))

@@ -57,11 +57,11 @@ def config_option(help: str) -> Callable[[F], F]:
     return decorate
 
 
-def load_margin_config(config_path: Path | None) -> MarginConfig:
-    """The config `--config` names (the defaults without one), a bad one a click error; `--data-dir` checked
+def load_margin_config(config_path: Path | None, *, default: Callable[[], MarginConfig] = MarginConfig) -> MarginConfig:
+    """The config `--config` names (`default()` without one), a bad one a click error; `--data-dir` checked
     against it."""
     try:
-        config = load_config(config_path) if config_path is not None else MarginConfig()
+        config = load_config(config_path) if config_path is not None else default()
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     check_data_dir(config)
