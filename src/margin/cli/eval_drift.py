@@ -11,8 +11,9 @@ from typing import Any
 import click
 
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, load_margin_config
-from margin.cli.rollouts import echo_json, with_service
+from margin.cli.rollouts import with_service
 from margin.rollout.drift import drift_view
 
 

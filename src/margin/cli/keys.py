@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 from pydantic import ValidationError
 
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.cli.stores import run_on_store
 from margin.config.defaults import resolve_data_dir
@@ -34,10 +34,6 @@ def _run(config_path: Path | None, work: Callable[[KeyService], Awaitable[T]]) -
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     return run_on_store(store, lambda s: work(KeyService(s, cache_s=0)), name="key store", also_close=[counters])
-
-
-def _echo(body: Any) -> None:
-    click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
 
 
 @click.group(
@@ -108,7 +104,7 @@ def create(config_path: Path | None, **options: Any) -> None:
     except ValidationError as exc:
         raise click.ClickException(str(exc.errors()[0]["msg"])) from None
     record, secret = _run(config_path, lambda service: service.create(spec))
-    _echo({"key": secret, **public_view(record)})
+    echo_json({"key": secret, **public_view(record)})
 
 
 def _cost_ranks(options: dict[str, Any]) -> list[int]:
@@ -122,7 +118,7 @@ def _cost_ranks(options: dict[str, Any]) -> list[int]:
 def list_keys(config_path: Path | None) -> None:
     """List keys (prefixes only)."""
     records = _run(config_path, lambda service: service.list())
-    _echo([public_view(r) for r in records])
+    echo_json([public_view(r) for r in records])
 
 
 @keys.command(
@@ -141,7 +137,7 @@ def rotate(config_path: Path | None, key_id: str, grace_s: float) -> None:
     if rotated is None:
         raise click.ClickException(f"no active key {key_id}")
     record, secret = rotated
-    _echo({"key": secret, **public_view(record)})
+    echo_json({"key": secret, **public_view(record)})
 
 
 @keys.command("revoke", epilog=examples("margin keys revoke key_3f2a..."))
@@ -152,4 +148,4 @@ def revoke(config_path: Path | None, key_id: str) -> None:
     record = _run(config_path, lambda service: service.revoke(key_id))
     if record is None:
         raise click.ClickException(f"no key {key_id}")
-    _echo(public_view(record))
+    echo_json(public_view(record))

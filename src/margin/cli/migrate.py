@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-import orjson
 
 from margin.caching.backends import sqlite_cache_file
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -45,7 +45,7 @@ def migrate(show_status: bool, database_url: str | None, as_json: bool, config_p
         raise click.ClickException(f"cannot reach the database: {exc}") from None
     if as_json:
         body = [_as_dict(status, applied_now) for status, applied_now in outcomes]
-        click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        echo_json(body)
     else:
         click.echo(render(outcomes))
 

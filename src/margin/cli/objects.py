@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 from pydantic import BaseModel, ValidationError
 
 from margin.budgets.object_service import ObjectService
 from margin.budgets.objects import change_view, config_objects, object_view
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.cli.stores import run_on_store
 from margin.config.defaults import resolve_data_dir
@@ -66,10 +66,6 @@ def _run(config_path: Path | None, work: Callable[[ObjectService], Awaitable[T]]
         raise click.ClickException(f"{exc.message} ({exc.status})") from None
 
 
-def _echo(body: Any) -> None:
-    click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
-
-
 def _given(options: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """The body fields of the options given (None and empty repeats are "not given")."""
     body: dict[str, Any] = {}
@@ -96,19 +92,19 @@ def _read_commands(group: click.Group, kind: ObjectKind, noun: str) -> None:
     @CONFIG_OPTION
     def list_command(config_path: Path | None, limit: int, cursor: str | None) -> None:
         page = _run(config_path, lambda s: s.page(kind, limit=limit, cursor=cursor))
-        _echo({"object": "list", "data": [object_view(d) for d in page.items], "next_cursor": page.next_cursor})
+        echo_json({"object": "list", "data": [object_view(d) for d in page.items], "next_cursor": page.next_cursor})
 
     @group.command("show", epilog=examples(f"margin {plural} show ID"))
     @click.argument("object_id")
     @CONFIG_OPTION
     def show(config_path: Path | None, object_id: str) -> None:
-        _echo(object_view(_run(config_path, lambda s: s.get(kind, object_id))))
+        echo_json(object_view(_run(config_path, lambda s: s.get(kind, object_id))))
 
     @group.command("delete", epilog=examples(f"margin {plural} delete ID"))
     @click.argument("object_id")
     @CONFIG_OPTION
     def delete(config_path: Path | None, object_id: str) -> None:
-        _echo({**object_view(_run(config_path, lambda s: s.delete(kind, object_id, ACTOR))), "deleted": True})
+        echo_json({**object_view(_run(config_path, lambda s: s.delete(kind, object_id, ACTOR))), "deleted": True})
 
     list_command.help = f"List {noun}s (config-declared and stored), by id."
     show.help = f"Show one {noun}."
@@ -120,7 +116,7 @@ def _write_commands(
 ) -> None:
     def create(config_path: Path | None, **given: Any) -> None:
         body = _given(given, fields)
-        _echo(object_view(_run(config_path, lambda s: s.create(kind, body, ACTOR))))
+        echo_json(object_view(_run(config_path, lambda s: s.create(kind, body, ACTOR))))
 
     def update(config_path: Path | None, object_id: str, **given: Any) -> None:
         body = _given(given, fields)
@@ -129,7 +125,7 @@ def _write_commands(
                 body[field] = []
         if not body:
             raise click.UsageError("give at least one field to change")
-        _echo(object_view(_run(config_path, lambda s: s.update(kind, object_id, body, ACTOR))))
+        echo_json(object_view(_run(config_path, lambda s: s.update(kind, object_id, body, ACTOR))))
 
     create.__doc__ = f"Create a {noun}."
     update.__doc__ = f"Change the fields given of a {noun}; the others stay."
@@ -226,7 +222,7 @@ def audit(config_path: Path | None, kind: ObjectKind | None, object_id: str | No
           cursor: int | None) -> None:  # fmt: skip
     """Who changed which team, budget or rate limit, when, and what it was before and after."""
     changes, older = _run(config_path, lambda s: s.changes(kind=kind, object_id=object_id, limit=limit, before=cursor))
-    _echo({"object": "list", "data": [change_view(c) for c in changes],
+    echo_json({"object": "list", "data": [change_view(c) for c in changes],
            "next_cursor": None if older is None else str(older)})  # fmt: skip
 
 
@@ -252,7 +248,7 @@ def reload_command(urls: tuple[str, ...], admin_key: str | None, pid: int | None
             raise click.ClickException(f"SIGHUP to {pid}: {exc.strerror}") from None
         click.echo(f"SIGHUP sent to {pid}: its log says what changed", err=True)
     for url in urls:
-        _echo({"url": url, **_post_reload(url, admin_key)})
+        echo_json({"url": url, **_post_reload(url, admin_key)})
 
 
 def _post_reload(url: str, admin_key: str | None) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, WHEN_HELP, load_margin_config, open_configured_store
 from margin.cli.stores import run_on_store
 from margin.ledger.request_view import STATUSES, explain_request, list_requests, request_query
@@ -27,9 +27,6 @@ _LIST_COLUMNS = (("at", 23), ("request_id", 36), ("team", 12), ("status", 8), ("
 def _run(config_path: Path | None, work: Callable[[LedgerStore], Awaitable[T]]) -> T:
     return run_on_store(open_configured_store(load_margin_config(config_path)), work, name="ledger")
 
-
-def _echo_json(body: Any) -> None:
-    click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
 
 
 @click.group(
@@ -59,7 +56,7 @@ def show(request_id: str, fmt: str, config_path: Path | None) -> None:
     if found is None:
         raise click.ClickException(f"the ledger has no request {request_id!r}")
     if fmt == "json":
-        _echo_json(found)
+        echo_json(found)
         return
     click.echo(_render_detail(found))
 
@@ -110,7 +107,7 @@ def list_command(
         raise click.BadParameter(str(exc)) from None
     page = _run(config_path, lambda store: list_requests(store, query))
     if fmt == "json":
-        _echo_json(page)
+        echo_json(page)
         return
     click.echo("  ".join(name.upper().ljust(width) for name, width in _LIST_COLUMNS) + "  LAST_ATTEMPT_USD")
     for item in page["data"]:

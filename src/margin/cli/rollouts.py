@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.model import MarginConfig
@@ -59,9 +59,6 @@ def with_service(config: MarginConfig, work: Callable[[RolloutService], Awaitabl
     except MarginError as exc:
         raise RolloutCliError(exc.message) from None
 
-
-def echo_json(body: Any) -> None:
-    click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
 
 
 def echo_record(view: dict[str, Any]) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 import numpy as np
-import orjson
 
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, WHEN_HELP, load_margin_config, open_configured_store
 from margin.config.model import MarginConfig
 from margin.errors import ConfigError
@@ -109,7 +109,7 @@ def _echo(output_format: str, comparison: Comparison, demand: Demand, policies: 
 
         click.echo(render_html(comparison, demand, policies), nl=False)
     elif output_format == "json":
-        click.echo(orjson.dumps(as_json(comparison), option=orjson.OPT_INDENT_2).decode())
+        echo_json(as_json(comparison))
     else:
         click.echo(as_table(comparison))
 

@@ -15,6 +15,7 @@ import click
 import orjson
 
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.environment import EVAL_API_KEY
@@ -166,7 +167,7 @@ def build(
     chosen = name or f"{stem}-{time.strftime('%Y-%m-%d', time.gmtime())}"
     manifest = _run_build(config, chosen, source, group, teacher, since, prompts or answered, via, url, api_key,
                           concurrency, poll_s)  # fmt: skip
-    click.echo(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2).decode())
+    echo_json(manifest.to_json())
 
 
 def build_and_report(
@@ -174,7 +175,7 @@ def build_and_report(
 ) -> DatasetManifest:
     """A dataset from `group`'s traffic (the drift trigger's fresh data); its manifest printed."""
     manifest = _run_build(config, name, "traffic", group, teacher, since, None, "live", url, api_key, 4, 2.0)
-    click.echo(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2).decode())
+    echo_json(manifest.to_json())
     return manifest
 
 
@@ -243,7 +244,7 @@ def show(name: str, config_path: Path | None) -> None:
     """Print a dataset's manifest (where it came from, counts, dedup, redaction, retention)."""
     manifest = read_dataset_manifest(_dir(config_path, name))
     view: dict[str, Any] = {**manifest.to_json(), "total": manifest.total, "expires": manifest.expires}
-    click.echo(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())
+    echo_json(view)
 
 
 @dataset.command(

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import click
-import orjson
 
 from margin.cli.help import examples
+from margin.cli.output import echo_json
 from margin.cli.report import CONFIG_OPTION, load_margin_config
 from margin.config.defaults import resolve_data_dir
 from margin.config.environment import EVAL_API_KEY
@@ -47,7 +47,7 @@ def drift(
     new = record_proposals(data_dir, found)
     every = read_proposals(data_dir)
     if as_json:
-        click.echo(orjson.dumps([proposal_view(p) for p in every], option=orjson.OPT_INDENT_2).decode())
+        echo_json([proposal_view(p) for p in every])
     else:
         for proposal in every:
             click.echo(("new  " if proposal in new else "     ") + proposal.line())

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 from pydantic import ValidationError
 
 from margin.cli.help import examples
 from margin.cli.options import data_dir_option
+from margin.cli.output import echo_json
 from margin.config.defaults import resolve_data_dir
 from margin.errors import MarginError
 from margin.tuning import jobs
@@ -171,14 +171,14 @@ def status(job_id: str | None, as_json: bool) -> None:
         if job_id is not None:
             v = view(jobs.find_job(data_dir, job_id))
             record = {**v.record.model_dump(mode="json"), "state": v.state, "stored_state": v.record.state}
-            click.echo(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+            echo_json(record)
             return
     except MarginError as exc:
         raise _fail(exc) from None
     views = [view(jobs.jobs_root(data_dir) / r.id) for r in jobs.list_jobs(data_dir)]
     rows = [{**jobs.summary(v.record), "state": v.state} for v in views]
     if as_json:
-        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        echo_json(rows)
         return
     if not rows:
         click.echo(f"no training jobs under {jobs.jobs_root(data_dir)}", err=True)
