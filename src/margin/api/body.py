@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from margin.api.body_shape import check_shape
 from margin.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, shown
@@ -42,20 +42,12 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
 
 
 async def read_body(request: Request, max_bytes: int, *, max_messages: int | None = None) -> JsonBody:
-    content_type = request.headers.get("content-type", "application/json")
+    content_type, declared = _body_headers(request.scope["headers"])
     if "json" not in content_type.split(";")[0]:
         raise UnsupportedMediaType(f"Send the body as application/json, not {shown(content_type)}.")
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the {max_bytes}-byte limit.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"The request body is larger than the {max_bytes}-byte limit.")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await _receive_body(request, max_bytes)
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     check_shape(raw)
@@ -74,6 +66,49 @@ async def read_body(request: Request, max_bytes: int, *, max_messages: int | Non
             code="too_many_messages",
         )
     return JsonBody(data, len(raw))
+
+
+def _body_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
+    """content-type (application/json when absent) and content-length, first occurrence of each,
+    in one pass over the raw list (as Starlette's `Headers.get`, without a scan per name)."""
+    content_type: str | None = None
+    length: str | None = None
+    for name, value in raw:
+        if name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif name == b"content-length" and length is None:
+            length = value.decode("latin-1")
+    return ("application/json" if content_type is None else content_type), length
+
+
+async def _receive_body(request: Request, max_bytes: int) -> bytes:
+    """The body from the ASGI `receive` channel, stopped at `max_bytes`. The messages are read
+    directly: `Request.stream()` is an async generator, which the event loop registers and
+    finalises on every request (a body usually arrives in one message). As with Starlette, a body
+    read before is that body, and one read here is what `request.body()` answers later."""
+    if hasattr(request, "_body"):
+        cached: bytes = request._body
+        if len(cached) > max_bytes:
+            raise PayloadTooLarge(f"The request body is larger than the {max_bytes}-byte limit.")
+        return cached
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"The request body is larger than the {max_bytes}-byte limit.")
+        if chunk:
+            chunks.append(chunk)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body
+    request._stream_consumed = True
+    return body
 
 
 async def off_loop_if_large(body: JsonBody, work: Callable[[], T]) -> T:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from margin.metrics import Metrics
 from margin.pipeline.context import RequestContext
@@ -38,7 +38,9 @@ def as_written(record: RequestRecord) -> RequestRecord:
     ctx = record.ctx
     if ctx.written_at is None:
         return record
-    return replace(record, latency_s=ctx.written_at - ctx.started, overhead_s=ctx.overhead_ms(ctx.written_at) / 1000)
+    # Built directly: `dataclasses.replace` inspects the fields on every call (once per request).
+    overhead_s = ctx.overhead_ms(ctx.written_at) / 1000
+    return RequestRecord(ctx, record.status, record.usage, ctx.written_at - ctx.started, record.ttft_s, overhead_s)
 
 
 class Recorder:
