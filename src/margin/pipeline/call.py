@@ -466,7 +466,10 @@ async def close_stream(stream: AsyncIterator[Chunk]) -> None:
 
 
 def _finishes(chunk: Chunk) -> bool:
-    return any(isinstance(c, dict) and c.get("finish_reason") for c in chunk.body.get("choices") or ())
+    for choice in chunk.body.get("choices") or ():  # noqa: SIM110 (a loop, not any(): runs for every chunk)
+        if isinstance(choice, dict) and choice.get("finish_reason"):
+            return True
+    return False
 
 
 async def _converted(stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:

@@ -46,6 +46,10 @@ from margin.types import JSON, Attempt, AttemptStatus, ChatRequest, Chunk, Usage
 _NOT_TEXT = ("tool_calls", "function_call", "refusal", "reasoning_content", "reasoning", "audio")
 # Delta fields whose text the upstream bills as output besides `content`: counted by the estimate.
 _BILLED_TEXT = ("reasoning_content", "reasoning", "refusal")
+# Per-chunk fast paths: a delta that names none of these keys (the usual `{"content": "..."}`) needs
+# no further look (the checks below run for every chunk of every stream).
+_NOT_TEXT_KEYS = frozenset(_NOT_TEXT)
+_BILLED_KEYS = frozenset((*_BILLED_TEXT, "tool_calls"))
 _END = object()
 
 
@@ -299,7 +303,9 @@ class CallStream:
             text = _text_of(choice)
             if text:
                 self.attempt_text.append(text)
-            self.attempt_text.extend(_billed_text(choice.get("delta") or {}))
+            delta = choice.get("delta")
+            if delta and not _BILLED_KEYS.isdisjoint(delta):
+                self.attempt_text.extend(_billed_text(delta))
 
     def _delivered(self, chunks: list[Chunk]) -> list[Chunk]:
         """`chunks`, noted as the client's from now on: what it has seen decides how a break ends."""
@@ -319,7 +325,8 @@ class CallStream:
                 if text:
                     self.sent.append(text)
                     self.visible = True
-                if any((choice.get("delta") or choice).get(k) for k in _NOT_TEXT):
+                fields = choice.get("delta") or choice
+                if not _NOT_TEXT_KEYS.isdisjoint(fields) and any(fields.get(k) for k in _NOT_TEXT):
                     self.visible, self.continuable = True, False
         return chunks
 

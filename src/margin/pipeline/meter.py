@@ -172,6 +172,10 @@ def _add(a: Cost, b: Cost) -> Cost:
     )
 
 
+# Delta keys whose text is billed as output besides the answer's (StreamMeter.other).
+_OTHER_OUTPUT = frozenset(("reasoning_content", "reasoning", "tool_calls"))
+
+
 class StreamMeter:
     """Watches a stream go by: keeps the upstream's usage, strips the usage-only chunk the client
     did not ask for, and counts generated text so a cut-off stream is still metered: what the
@@ -201,6 +205,8 @@ class StreamMeter:
                 text = delta.get("content") or delta.get("text")
                 if text:
                     self.generated.append(text)
+                if _OTHER_OUTPUT.isdisjoint(delta):
+                    continue  # the usual delta, text only: nothing else to count (every chunk comes here)
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                 if isinstance(reasoning, str):
                     self.other.append(reasoning)

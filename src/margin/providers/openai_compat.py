@@ -292,7 +292,7 @@ async def _grace_for_done(events: AsyncIterator[tuple[str, bytes]]) -> None:
 
 
 def _parse_chunk(data: bytes, name: str, malformed: MalformedCount) -> Chunk | None:
-    if not data.strip():
+    if not data or data.isspace():
         return None  # an empty event (a keep-alive some servers send) carries nothing
     body = malformed.stream_event(data)
     if not isinstance(body, dict):
@@ -311,7 +311,7 @@ def _close_response(response: aiohttp.ClientResponse | None) -> None:
 
 
 def _has_finish_reason(body: JSON) -> bool:
-    choices = body.get("choices")
-    if not choices:
-        return False
-    return any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+    for choice in body.get("choices") or ():  # noqa: SIM110 (a loop, not any(): runs for every chunk)
+        if isinstance(choice, dict) and choice.get("finish_reason"):
+            return True
+    return False
