@@ -52,8 +52,26 @@ from margin.caching.semantic.learned import FEATURES, PAIR_FEATURES, LearnedDeci
 from margin.config.cache import SemanticCacheConfig
 from margin.embedding import minilm_available
 
-COSINES = (0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99)
-PROBABILITIES = (0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.963, 0.97, 0.975, 0.98, 0.985, 0.99)
+COSINES = (0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995)
+PROBABILITIES = (
+    0.8,
+    0.85,
+    0.9,
+    0.92,
+    0.94,
+    0.95,
+    0.96,
+    0.963,
+    0.967,
+    0.97,
+    0.975,
+    0.98,
+    0.985,
+    0.99,
+    0.995,
+    0.998,
+    0.999,
+)
 BUDGETS = (0.001, 0.005, 0.01)
 FOLDS = 4
 
@@ -117,7 +135,11 @@ def run(split_name: str) -> int:
             parts.append((part, [q for q in train if _fold_of(q.question.cluster) != fold]))
     totals = {name: np.zeros((len(grid), 4)) for name, grid in GRIDS.items()}
     for part, fit_on in parts:
-        models = {"learned-15": fit(fit_on, feats, PAIR_FEATURES), "learned-16": fit(fit_on, feats, FEATURES)}
+        models = {
+            "learned-15": fit(fit_on, feats, PAIR_FEATURES),
+            "learned-16": fit(fit_on, feats, RIVAL_FEATURES),
+            "learned-17": fit(fit_on, feats, FEATURES),
+        }
         for name, grid in GRIDS.items():
             for i, t in enumerate(grid):
                 decide = (
@@ -137,7 +159,14 @@ def run(split_name: str) -> int:
     return 0
 
 
-GRIDS = {"cosine": COSINES, "guarded": COSINES, "learned-15": PROBABILITIES, "learned-16": PROBABILITIES}
+GRIDS = {
+    "cosine": COSINES,
+    "guarded": COSINES,
+    "learned-15": PROBABILITIES,
+    "learned-16": PROBABILITIES,
+    "learned-17": PROBABILITIES,
+}
+RIVAL_FEATURES = FEATURES[: FEATURES.index("ahead_of_rival") + 1]
 
 
 def report(split_name: str, totals: dict[str, np.ndarray], queries: int, real: int) -> None:
@@ -146,6 +175,7 @@ def report(split_name: str, totals: dict[str, np.ndarray], queries: int, real: i
         "guarded": documented.threshold,
         "learned-15": documented.min_probability,
         "learned-16": documented.min_probability,
+        "learned-17": documented.min_probability,
     }
     print(f"growing cache, {split_name} split: {queries} queries ({real} real); every miss stored")
     budgets = "".join(f"{'<= ' + format(b, '.1%'):>12}" for b in BUDGETS)

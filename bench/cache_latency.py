@@ -119,7 +119,7 @@ async def run(entries: int, count: int, rounds: int) -> int:
     embedder.load()
     policies = {
         "guarded 0.975": SemanticPolicy(threshold=0.975),
-        "learned": SemanticPolicy(threshold=0.975, learned=load_decision(), min_probability=0.963),
+        "learned": SemanticPolicy(threshold=0.975, learned=load_decision(), min_probability=0.967),
         "cosine only 0.975": SemanticPolicy(threshold=0.975, guard=False),
     }
     queries = [(t, vectors[t]) for t in picked]

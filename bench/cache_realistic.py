@@ -325,9 +325,11 @@ def cross_validated_default(train: Sequence[Query], feats: Feats, floor: float, 
 
 
 def context_of(query: Query, rank: int) -> PairContext:
-    """As the engine sees a candidate: its rank, the best candidate's cosine and the runner-up's."""
-    runner_up = query.candidates[1].similarity if len(query.candidates) > 1 else None
-    return PairContext(rank, query.candidates[0].similarity, runner_up)
+    """As the engine sees a candidate: its rank, the best candidate's cosine and the runner-up's, and
+    which candidates' cached answers are its own (a cached question's answer is its cluster's; an
+    adversarial variant's is unknown, unlike any other)."""
+    similarities = [c.similarity for c in query.candidates]
+    return PairContext.among(similarities, rank, [c.cached.answer for c in query.candidates])
 
 
 def right(query: Query, hit: Candidate) -> bool:

@@ -23,7 +23,7 @@ class SemanticCacheConfig(Strict):
     mode: Literal["serve", "shadow"] = Field("serve", description="shadow: grade would-be hits, serve none")
     shadow_floor: float = Field(0.8, gt=0, le=1, description="shadow mode records candidates from this cosine up")
     decision: Literal["cosine", "learned"] = Field("cosine", description="learned: a logistic model decides")
-    min_probability: float = Field(0.963, gt=0, lt=1, description="decision learned: the least probability a hit needs")
+    min_probability: float = Field(0.967, gt=0, lt=1, description="decision learned: the least probability a hit needs")
     learned_model: FilePath | None = Field(None, description="decision learned: `calibrate --fit-learned` output")
 
 

@@ -448,7 +448,9 @@ class CacheStage:
         if self.semantic is not None:
             self.semantic.forget(evicted)
             if vector is not None:
-                await self.semantic.add(vector.partition, vector.key, vector.text, vector.vector)
+                await self.semantic.add(
+                    vector.partition, vector.key, vector.text, vector.vector, answer=answer_text(answer.body)
+                )
 
     async def _vector_record(self, miss: CacheMiss) -> VectorRecord | None:
         if self.semantic is None or miss.question is None or miss.partition is None or miss.key is None:

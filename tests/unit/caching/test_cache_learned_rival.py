@@ -36,7 +36,7 @@ def lead(similarity: float, context: PairContext) -> float:
 
 
 def test_the_lead_is_the_closeness_over_the_best_other_candidate() -> None:
-    assert FEATURES[:15] == PAIR_FEATURES and FEATURES[-1] == "ahead_of_rival"
+    assert FEATURES[:15] == PAIR_FEATURES and FEATURES[15] == "ahead_of_rival"
     # the best candidate (0.99) against the runner-up (0.9): -log(0.01) + log(0.1)
     assert lead(0.99, PairContext(0, None, runner_up=0.9)) == pytest.approx(math.log(10))
     # a lower candidate against the best one: the same gap, negative

@@ -7,12 +7,14 @@ restarts without a separate file.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from margin.caching.backend import CacheBackend
 from margin.caching.semantic.batcher import MicroBatcher
+from margin.caching.semantic.calibrate import normalise
 from margin.caching.semantic.guard import Features, agree, features
 from margin.caching.semantic.index import PartitionIndex
 from margin.caching.semantic.learned import LearnedDecision, PairContext, pair_features
@@ -29,7 +31,7 @@ class SemanticPolicy:
     mode: str = "serve"  # or "shadow": look up and record, serve nothing
     shadow_floor: float = 0.8
     learned: LearnedDecision | None = None  # set: its probability, not `threshold`, accepts a hit
-    min_probability: float = 0.963  # the config default (SemanticCacheConfig)
+    min_probability: float = 0.967  # the config default (SemanticCacheConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,9 @@ class _Partition:
     feature_cache: dict[str, Features]
     cursor: str  # the backend's change position this partition has seen
     synced_at: float
+    # Fingerprints of the cached answers this process stored (see `answer_fingerprint`); entries
+    # loaded from the backend or added by other writers have none: their answers count as different.
+    answers: dict[str, bytes] = field(default_factory=dict)
 
     def features_of(self, key: str) -> Features:
         """Guard features of a cached question, computed on first use (a restart loads thousands
@@ -130,10 +135,15 @@ class SemanticEngine:
         scored = [c for c in _learned_candidates(loaded, text, vector, policy, model) if c.probability is not None]
         return max(scored, key=lambda c: c.probability or 0.0, default=None)
 
-    async def add(self, partition: str, key: str, text: str, vector: Matrix) -> None:
+    async def add(self, partition: str, key: str, text: str, vector: Matrix, answer: str | None = None) -> None:
+        """Index a stored entry; `answer` (its cached answer's text), when given, lets the learned
+        decision tell a rival with another answer from a paraphrase holding the same one."""
         loaded = await self._partition(partition)
         _insert(loaded, key, text, vector)
         loaded.feature_cache[key] = features(text)  # on the write path, off the next lookup's
+        fingerprint = answer_fingerprint(answer) if answer is not None else None
+        if fingerprint is not None:
+            loaded.answers[key] = fingerprint
 
     async def _catch_up(self, partition: str, loaded: _Partition) -> _Partition:
         """Add what other writers stored since the last look; reload if the backend lost track."""
@@ -157,6 +167,7 @@ class SemanticEngine:
                 loaded.index.remove(key)
                 del loaded.texts[key]
                 loaded.feature_cache.pop(key, None)
+                loaded.answers.pop(key, None)
 
     def unload(self) -> None:
         """Forget every loaded partition (they reload from the backend on next use)."""
@@ -210,7 +221,8 @@ def _learned_candidates(
     with its probability (scored lazily: a lookup that stops at the first accepted pays for no more)."""
     query: Features | None = None
     found = loaded.index.search(vector, max(2, policy.max_candidates))  # the runner-up is a feature
-    runner_up = found[1][1] if len(found) > 1 else None
+    similarities = [similarity for _, similarity in found]
+    answers = [loaded.answers.get(key) for key, _ in found]
     for rank, (key, similarity) in enumerate(found[: policy.max_candidates]):
         if similarity < model.floor:
             return
@@ -221,8 +233,16 @@ def _learned_candidates(
         if not ok:
             yield LearnedCandidate(match, False, None)
             continue
-        row = pair_features(query, cached, similarity, PairContext(rank, found[0][1], runner_up))
+        row = pair_features(query, cached, similarity, PairContext.among(similarities, rank, answers))
         yield LearnedCandidate(match, True, model.probability(row))
+
+
+def answer_fingerprint(answer: str) -> bytes | None:
+    """Two cached answers are "the same" when their texts match after normalisation (case, width,
+    spacing, edge punctuation): a digest, so a partition keeps 16 bytes per answer, not the text.
+    None for an answer without text (tool calls only): it is like no other."""
+    folded = normalise(answer)
+    return hashlib.blake2b(folded.encode(), digest_size=16).digest() if folded else None
 
 
 def _insert(loaded: _Partition, key: str, text: str, vector: Matrix) -> None:

@@ -1,6 +1,7 @@
 """The learned decision: a logistic model over similarity and lexical features of a (query,
 cached question) pair that the guard let through, and over where the candidate stands among the
-others the index returned (how far ahead of the best other one it is), whose output is the
+others the index returned (how far ahead of the best other one it is, and of the best other one whose
+cached answer differs: a paraphrase cached with the same answer is no rival), whose output is the
 probability that the two have the same answer. The guard stays a hard rule in front of it: its checks as soft features
 (weights learned) served fewer hits at equal wrong rate on ComQA's train split (docs/caching.md).
 
@@ -50,14 +51,15 @@ FEATURES = (
     "and_differs",  # "when and where" vs "where": one side joins two asks
     "wh_count_gap",  # how many more question words one side has
     "ahead_of_rival",  # closeness of this candidate minus that of the best other one the index returned
+    "ahead_of_other_answer",  # ...minus that of the best other one whose cached answer differs from this one's
 )
 # What a labelled pair determines on its own (no other candidates): the features a user's pairs fit.
 PAIR_FEATURES = FEATURES[: FEATURES.index("ahead_of_rival")]
 _WH = frozenset(("what", "when", "where", "who", "which", "why", "how", "whom", "whose"))
 SHIPPED = "learned-comqa.json"
 DEFAULT_FLOOR = 0.8  # candidates below this cosine are not scored (nothing below it was trained on)
-_FORMAT = 3
-_READABLE = (2, 3)  # format 2: the 15 pair features, before ahead_of_rival
+_FORMAT = 4
+_READABLE = (2, 3, 4)  # format 2: the 15 pair features, before ahead_of_rival; 3: 16, before the answer features
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,22 @@ class PairContext:
     rank: int = 0
     best_similarity: float | None = None  # None: this candidate is the best
     runner_up: float | None = None  # the second-best candidate's cosine; None: no other candidate
+    # The best cosine among the other candidates whose cached answer differs from this one's (0.0:
+    # none differs); None: answers unknown, every other candidate counts as differing.
+    answer_rival: float | None = None
+
+    @classmethod
+    def among(
+        cls, similarities: Sequence[float], rank: int, answers: Sequence[object | None] | None = None
+    ) -> PairContext:
+        """The context of candidate `rank` among the index's candidates (best first) and, where known,
+        their cached answers' fingerprints (None: that entry's answer is unknown, it differs from all)."""
+        runner_up = similarities[1] if len(similarities) > 1 else None
+        if answers is None:
+            return cls(rank, similarities[0], runner_up)
+        own = answers[rank]
+        differing = [s for i, s in enumerate(similarities) if i != rank and (own is None or answers[i] != own)]
+        return cls(rank, similarities[0], runner_up, max(differing, default=0.0))
 
     def rival(self, similarity: float) -> float:
         """The best other candidate's cosine (0 where there is none)."""
@@ -99,6 +117,8 @@ def pair_features(query: Features, cached: Features, similarity: float, context:
         1.0 if query.tokens.count("and") != cached.tokens.count("and") else 0.0,
         float(abs(len(q_wh) - len(c_wh))),
         _closeness(similarity) - _closeness(context.rival(similarity)),
+        _closeness(similarity)
+        - _closeness(context.rival(similarity) if context.answer_rival is None else context.answer_rival),
     ]
     return np.asarray(values, dtype=np.float64)
 
