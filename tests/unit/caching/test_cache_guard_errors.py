@@ -43,3 +43,33 @@ def test_what_the_guard_still_cannot_see() -> None:
     assert agree(
         features("How do I get rid of ants in my kitchen?"), features("How do I get rid of ants in the bed?")
     ).ok
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # the two words beside "to" swapped where one is a common word (no salient pair to check)
+        ("Is there a way to save a session?", "Is there a save to way a session?"),
+        ("What licenses am I allowed to use?", "What licenses am I use to allowed?"),
+        ("Links now point to nowhere", "Links now nowhere to point"),
+        ("flight from Paris to Rome", "flight from Rome to Paris"),
+        ("cheapest flight from paris to rome", "cheapest flight from rome to paris"),
+    ],
+)
+def test_swapped_sides_of_a_connector_are_rejected(a: str, b: str) -> None:
+    assert not agree(features(a), features(b)).ok
+    assert not agree(features(b), features(a)).ok
+    assert agree(features(a), features(b)).reason in ("direction", "order")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Is there a way to save a session?", "Is there any way to save the session?"),
+        ("How do I travel from time to time zones?", "How do I travel from time to time zones"),
+        ("How far is it to walk to the station?", "How far is it to walk to the station"),
+    ],
+)
+def test_the_same_words_beside_a_connector_still_agree(a: str, b: str) -> None:
+    assert agree(features(a), features(b)).ok
+    assert agree(features(b), features(a)).ok

@@ -93,6 +93,9 @@ class Features:
     pairs: tuple[tuple[str, str], ...]  # ordered (left, right) around directional connectors
     comparatives: frozenset[object]  # what comes right before "than", as a contrast member or a stem
     polar: bool = False  # a yes/no question (opens with an auxiliary verb)
+    # (stemmed word, connector, stemmed word) for the two words right beside each directional connector,
+    # common words included: "a way to save" is not "a save to way" though "way" is a common word
+    links: frozenset[tuple[str, str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ def features(text: str) -> Features:
         pairs=tuple(_pairs(tokens)),
         comparatives=_comparatives(tokens),
         polar=bool(tokens) and tokens[0] in POLAR_OPENERS,
+        links=_links(tokens),
     )
 
 
@@ -276,6 +280,17 @@ def _pairs(tokens: Sequence[str]) -> Iterator[tuple[str, str]]:
             yield left, right
 
 
+def _links(tokens: Sequence[str]) -> frozenset[tuple[str, str, str]]:
+    found = set()
+    for i in range(1, len(tokens) - 1):
+        left, connector, right = tokens[i - 1], tokens[i], tokens[i + 1]
+        if connector in DIRECTIONAL and left not in DIRECTIONAL and right not in DIRECTIONAL:
+            left, right = stem(left), stem(right)
+            if left != right:
+                found.add((left, connector, right))
+    return frozenset(found)
+
+
 def agree(a: Features, b: Features) -> Verdict:
     """Whether an answer to `a` may be served for `b` (symmetric)."""
     if a.numbers != b.numbers:
@@ -292,7 +307,7 @@ def agree(a: Features, b: Features) -> Verdict:
         return Verdict(False, "entities")
     if not _same_order(a, b):
         return Verdict(False, "order")
-    if not _pairs_hold(a, b) or not _pairs_hold(b, a):
+    if not _pairs_hold(a, b) or not _pairs_hold(b, a) or _links_reversed(a, b) or _links_reversed(b, a):
         return Verdict(False, "direction")
     return Verdict(True)
 
@@ -306,7 +321,7 @@ def disagreements(a: Features, b: Features) -> frozenset[str]:
         "order": a.contrast_order != b.contrast_order or not _same_order(a, b),
         "question": a.focus != b.focus or a.polar != b.polar,
         "entities": not _covered(a, b) or not _covered(b, a),
-        "direction": not _pairs_hold(a, b) or not _pairs_hold(b, a),
+        "direction": not _pairs_hold(a, b) or not _pairs_hold(b, a) or _links_reversed(a, b) or _links_reversed(b, a),
     }
     return frozenset(name for name, failed in checks.items() if failed)
 
@@ -338,6 +353,12 @@ def _same_order(a: Features, b: Features) -> bool:
     shared = set(a.entities) & set(b.entities)
     same_entities = [x for x in a.entities if x in shared] == [x for x in b.entities if x in shared]
     return same_entities and a.number_order == b.number_order
+
+
+def _links_reversed(a: Features, b: Features) -> bool:
+    """`b` has "y to x" right where `a` has "x to y" (and not "x to y" too): the two words beside a
+    connector swapped, which `_pairs_hold` misses when one of them is a common word."""
+    return any((y, c, x) in b.links and (x, c, y) not in b.links for x, c, y in a.links)
 
 
 def _pairs_hold(a: Features, b: Features) -> bool:
