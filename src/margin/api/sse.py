@@ -6,13 +6,14 @@ no client mistakes a truncated answer for a complete one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from collections.abc import AsyncIterator, Generator, Mapping
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from margin import errors
 from margin.api.disconnect import ClientWatch
@@ -67,7 +68,78 @@ class EventStreamResponse(Response):
             await self.source.aclose()
 
     async def _send_events(self, send: Send) -> None:
+        """Each event goes out as soon as the next one is not ready: the events that are (an upstream
+        block often holds several, under load a whole answer) go out together in one `send()`."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for event in self.body_iterator:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
+        events, ready = self.body_iterator, []
+        while True:
+            step = events.__anext__().__await__()  # run by hand: does the next event come without a wait?
+            try:
+                waiting = step.send(None)
+            except StopIteration as done:
+                ready.append(done.value)
+                continue
+            except StopAsyncIteration:
+                break
+            if ready:  # the next event needs a wait (on the upstream): first send what is here
+                await _send_or_unwind(send, _body(ready), step)
+                ready = []
+            try:
+                ready.append(await Resumed(step, waiting))
+            except StopAsyncIteration:
+                break
+        if ready:
+            await send(_body(ready))
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _body(events: list[bytes]) -> Message:
+    return {
+        "type": "http.response.body",
+        "body": events[0] if len(events) == 1 else b"".join(events),
+        "more_body": True,
+    }
+
+
+async def _send_or_unwind(send: Send, message: Message, step: Generator[Any, Any, Any]) -> None:
+    """`send(message)` while `step` is suspended mid-way; if the send fails (the client left: a
+    cancellation), the same error goes into `step` first, so the stream's generators unwind as they
+    would had it come while they waited, and none is left running, which `aclose` would refuse."""
+    try:
+        await send(message)
+    except BaseException as error:  # re-raised once the stream has unwound
+        with contextlib.suppress(BaseException):  # the stream's own end of it: `error` is what counts
+            await Resumed(step, None, error)
+        raise
+
+
+class Resumed:
+    """Awaits `step`, an awaitable already started by hand and suspended on `waiting` (what it
+    yielded for the task to wait on); with `error`, throws that into it first. Delegates as `await`
+    does: values sent and errors thrown into the task go on to `step`."""
+
+    __slots__ = ("error", "step", "waiting")
+
+    def __init__(self, step: Generator[Any, Any, Any], waiting: Any, error: BaseException | None = None) -> None:
+        self.step, self.waiting, self.error = step, waiting, error
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        step, waiting, error = self.step, self.waiting, self.error
+        while True:
+            try:
+                waiting = step.throw(error) if error is not None else waiting
+            except StopIteration as done:
+                return done.value
+            error = None
+            try:
+                value = yield waiting
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as thrown:  # noqa: BLE001 (a cancellation or any error thrown into the task: goes on into `step`)
+                error = thrown
+                continue
+            try:
+                waiting = step.send(value)
+            except StopIteration as done:
+                return done.value
