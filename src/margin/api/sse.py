@@ -68,29 +68,36 @@ class EventStreamResponse(Response):
             await self.source.aclose()
 
     async def _send_events(self, send: Send) -> None:
-        """Each event goes out as soon as the next one is not ready: the events that are (an upstream
-        block often holds several, under load a whole answer) go out together in one `send()`."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        events, ready = self.body_iterator, []
-        while True:
-            step = events.__anext__().__await__()  # run by hand: does the next event come without a wait?
-            try:
-                waiting = step.send(None)
-            except StopIteration as done:
-                ready.append(done.value)
-                continue
-            except StopAsyncIteration:
-                break
-            if ready:  # the next event needs a wait (on the upstream): first send what is here
-                await _send_or_unwind(send, _body(ready), step)
-                ready = []
-            try:
-                ready.append(await Resumed(step, waiting))
-            except StopAsyncIteration:
-                break
-        if ready:
-            await send(_body(ready))
+        first = await anext(self.body_iterator, None)
+        if first is not None:  # at once, with the head: the time to first byte waits for no other event
+            await send(_body([first]))
+            await _send_batched(send, self.body_iterator)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _send_batched(send: Send, events: AsyncIterator[bytes]) -> None:
+    """Each event goes out as soon as the next one is not ready: the events that are (an upstream
+    block often holds several, under load a whole answer) go out together in one `send()`."""
+    ready: list[bytes] = []
+    while True:
+        step = events.__anext__().__await__()  # run by hand: does the next event come without a wait?
+        try:
+            waiting = step.send(None)
+        except StopIteration as done:
+            ready.append(done.value)
+            continue
+        except StopAsyncIteration:
+            break
+        if ready:  # the next event needs a wait (on the upstream): first send what is here
+            await _send_or_unwind(send, _body(ready), step)
+            ready = []
+        try:
+            ready.append(await Resumed(step, waiting))
+        except StopAsyncIteration:
+            break
+    if ready:
+        await send(_body(ready))
 
 
 def _body(events: list[bytes]) -> Message:

@@ -27,16 +27,16 @@ class Source:
 class Client:
     """An ASGI peer that records what was sent, and when the source began to wait."""
 
-    def __init__(self, fail_on_body: bool = False) -> None:
+    def __init__(self, fail_on_body: int | None = None) -> None:
         self.sent: list[Message] = []
-        self.fail_on_body = fail_on_body
+        self.fail_on_body = fail_on_body  # the body send (0 is the first) that fails
 
     async def receive(self) -> Message:
         await asyncio.Event().wait()  # the client never leaves on its own
         raise AssertionError("unreachable")
 
     async def send(self, message: Message) -> None:
-        if self.fail_on_body and message["type"] == "http.response.body":
+        if message["type"] == "http.response.body" and len(self.bodies()) == self.fail_on_body:
             raise OSError("the connection is gone")
         self.sent.append(message)
 
@@ -63,9 +63,10 @@ async def test_ready_events_go_in_one_send_and_before_the_stream_waits() -> None
     seen_while_waiting = client.bodies()  # nothing may sit unsent while the stream waits
     gate.set_result(None)
     await sending
-    assert seen_while_waiting == [b"data: 0\n\ndata: 1\n\ndata: 2\n\n"]
-    assert client.bodies() == [b"data: 0\n\ndata: 1\n\ndata: 2\n\n", b"data: 3\n\ndata: 4\n\n", b""]
-    assert [m.get("more_body") for m in client.sent[1:]] == [True, True, False]
+    # the first event alone, at once (the time to first byte waits for no other); then the ready ones
+    assert seen_while_waiting == [b"data: 0\n\n", b"data: 1\n\ndata: 2\n\n"]
+    assert client.bodies() == [b"data: 0\n\n", b"data: 1\n\ndata: 2\n\n", b"data: 3\n\ndata: 4\n\n", b""]
+    assert [m.get("more_body") for m in client.sent[1:]] == [True, True, True, False]
 
 
 async def test_each_event_goes_out_alone_when_the_next_is_not_ready() -> None:
@@ -81,14 +82,15 @@ async def test_each_event_goes_out_alone_when_the_next_is_not_ready() -> None:
 
 
 async def test_a_failed_send_unwinds_the_suspended_stream_before_it_is_closed() -> None:
-    client, source, unwound = Client(fail_on_body=True), Source(), asyncio.Event()
+    client, source, unwound = Client(fail_on_body=1), Source(), asyncio.Event()
     never = asyncio.get_running_loop().create_future()
 
     async def events() -> AsyncGenerator[bytes, None]:
         try:
             yield b"data: 0\n\n"
-            await never  # suspended here when the send of event 0 fails
             yield b"data: 1\n\n"
+            await never  # suspended here when the send of event 1 fails
+            yield b"data: 2\n\n"
         finally:
             unwound.set()
 
