@@ -102,6 +102,7 @@ class CallStream:
         self.attempt: Attempt | None = attempt  # the open attempt; None once it has ended
         self.source = attempt.index  # the attempt whose chunks the client is reading
         self.upstream = upstream
+        self._idle = self._idle_of(attempt)  # the adapter's idle bound: a nearer deadline needs a timer
         self.sent: list[str] = []  # text the client has, for a continuation's prefill
         self.attempt_text: list[str] = []  # text the current attempt generated, for its partial usage
         self.attempt_usage: Usage | None = None  # the current attempt's usage report, once it sent one
@@ -223,6 +224,10 @@ class CallStream:
     async def _arrival(self) -> Chunk | _WindowElapsed | None:
         """The next upstream chunk (None at the end), or `_WINDOW_ELAPSED` when the hold's time runs
         out first; the read then goes on in its task and the next call waits for it again."""
+        if self.hold is None and self._pending is None:
+            if self.run.deadline.remaining() >= self._idle:
+                return await anext(self.upstream, None)  # per chunk: no timer, no coroutine of its own
+            return await self._next()
         wait = self.hold.seconds_left() if self.hold is not None else None
         if wait is None and self._pending is None:
             return await self._next()
@@ -239,7 +244,7 @@ class CallStream:
         assert self.attempt is not None
         name = self.attempt.deployment
         remaining = self.run.deadline.remaining()
-        if remaining >= self.caller.providers[name].deployment.timeouts.idle:
+        if remaining >= self._idle:
             return await anext(self.upstream, None)
         try:
             async with asyncio.timeout(remaining):
@@ -272,11 +277,14 @@ class CallStream:
         except errors.MarginError as failed:
             return self._ending(failed)
         self.upstream, self.request, self.switched = _prepend(first, upstream), request, True
-        self.source = self.attempt.index
+        self.source, self._idle = self.attempt.index, self._idle_of(self.attempt)
         self.attempt_text, self.attempt_usage, self.attempt_so_far = [], None, None
         if self.hold is not None and self.hold.open:
             self.hold.drop(self.caller.counter(self.attempt.deployment))  # never sent; billed to the broken attempt
         return None
+
+    def _idle_of(self, attempt: Attempt) -> float:
+        return self.caller.providers[attempt.deployment].deployment.timeouts.idle
 
     def _rest_of_route(self, failed: str) -> tuple[str, ...]:
         route = self.run.route
