@@ -65,9 +65,7 @@ class Connection:
         started = time.perf_counter()
         self.writer.write(self.request)
         head = await self.reader.readuntil(b"\r\n\r\n")
-        headers = dict(
-            line.split(": ", 1) for line in head.decode("latin-1").lower().split("\r\n")[1:] if ": " in line
-        )
+        headers = dict(line.split(": ", 1) for line in head.decode("latin-1").lower().split("\r\n")[1:] if ": " in line)
         await self.reader.readexactly(int(headers["content-length"]))
         elapsed = (time.perf_counter() - started) * 1000
         assert head.startswith(b"HTTP/1.1 200"), head[:40]

@@ -6,7 +6,7 @@
 #   3. A FRESH virtual environment (.venv) from the lock file (uv.lock), every extra: anything not
 #      declared in pyproject.toml is absent, so an undeclared import fails here, not on a user's machine.
 #      `--locked` refuses a lock that no longer matches pyproject.toml (regenerate: `uv lock`).
-#   4. Static checks: ruff, mypy, import-linter (the layers), deptry (declared vs imported packages).
+#   4. Static checks: ruff (lint and format), mypy, import-linter (the layers), deptry (declared vs imported packages).
 #   5. The whole pytest suite against the locked versions.
 #   6. The SDK-compatibility e2e tests again, against the NEWEST released openai and anthropic SDKs.
 #   7. The README's first command: `margin serve` on the embedded default, from an environment with only
@@ -42,6 +42,7 @@ PY="$PWD/.venv/bin/python"
 
 step "static checks"
 "$PY" -m ruff check src tests bench scripts
+"$PY" -m ruff format --check src tests bench scripts
 "$PY" -m mypy
 .venv/bin/lint-imports
 .venv/bin/deptry src tests bench scripts

@@ -19,15 +19,15 @@ class Metrics:
             "margin_requests", "Requests answered", ["endpoint", "model_group", "status"], registry=r
         )
         self.errors = Counter(
-            "margin_errors", "Requests failed, by error (vocabulary: docs/metrics.md)", ["endpoint", "error"],
+            "margin_errors",
+            "Requests failed, by error (vocabulary: docs/metrics.md)",
+            ["endpoint", "error"],
             registry=r,
         )
         self.attempts = Counter(
             "margin_upstream_attempts", "Calls to upstream deployments", ["deployment", "status"], registry=r
         )
-        self.tokens = Counter(
-            "margin_tokens", "Tokens by deployment and bucket", ["deployment", "bucket"], registry=r
-        )
+        self.tokens = Counter("margin_tokens", "Tokens by deployment and bucket", ["deployment", "bucket"], registry=r)
         self.tokens_per_second = Histogram(
             "margin_output_tokens_per_second",
             "Generation speed of answered requests",
@@ -64,12 +64,8 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
-        self.record_queue_depth = Gauge(
-            "margin_record_queue_depth", "Records waiting to be written", registry=r
-        )
-        self.record_dropped = Counter(
-            "margin_record_dropped", "Records dropped because the queue was full", registry=r
-        )
+        self.record_queue_depth = Gauge("margin_record_queue_depth", "Records waiting to be written", registry=r)
+        self.record_dropped = Counter("margin_record_dropped", "Records dropped because the queue was full", registry=r)
         # Tiered routing (docs/routing.md). Savings vs all-premium = counterfactual - spend, per group.
         self.route_requests = Counter(
             "margin_route_requests", "Routed requests by the tier that answered", ["model_group", "tier", "policy"],

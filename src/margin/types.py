@@ -92,11 +92,7 @@ class Usage:
     @property
     def input_total(self) -> int:
         return (
-            self.input_uncached
-            + self.input_cache_read
-            + self.input_cache_write
-            + self.input_audio
-            + (self.input_image)
+            self.input_uncached + self.input_cache_read + self.input_cache_write + self.input_audio + (self.input_image)
         )
 
     @property

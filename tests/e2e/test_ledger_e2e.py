@@ -48,8 +48,14 @@ models:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("ledger")
-    faults = ["--fault", "fake-gone-1=status=404", "--fault", "fake-gone-2=status=404",
-              "--fault", "fake-paced=pace=0.02"]
+    faults = [
+        "--fault",
+        "fake-gone-1=status=404",
+        "--fault",
+        "fake-gone-2=status=404",
+        "--fault",
+        "fake-paced=pace=0.02",
+    ]
     with fake_upstream("--chunks", "200", *faults) as upstream, gateway(config(upstream), tmp) as url:
         yield url, tmp / "data" / "margin.db"
 

@@ -33,9 +33,7 @@ def render(request: Request, error: errors.MarginError) -> Response:
     else:
         body = error.to_openai()
     headers = {"x-request-id": rid, **error.headers}
-    return Response(
-        orjson.dumps(body), status_code=error.status, media_type="application/json", headers=headers
-    )
+    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=headers)
 
 
 async def margin_error_handler(request: Request, exc: Exception) -> Response:

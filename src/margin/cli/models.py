@@ -29,9 +29,7 @@ from margin.errors import ConfigError
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--no-health", is_flag=True, help="Do not probe the upstreams.")
 @click.option("--url", default=None, help="A running gateway to ask, e.g. http://127.0.0.1:8080 (shows circuits).")
-@click.option(
-    "--admin-key", envvar=ADMIN_KEY.name, default=None, help=f"Admin key for --url (env {ADMIN_KEY.name})."
-)
+@click.option("--admin-key", envvar=ADMIN_KEY.name, default=None, help=f"Admin key for --url (env {ADMIN_KEY.name}).")
 def models(config_path: str | None, no_health: bool, url: str | None, admin_key: str | None) -> None:
     """List deployments and their health (or, with --url, a running gateway's circuit states)."""
     if url:

@@ -53,9 +53,7 @@ def _print_summary(plan: ImportPlan, source: Path) -> None:
     lines = [
         line
         for name, changes in plan.changed.items()
-        for line in (
-            [_describe_change(c) for c in changes] or [f"  {name}: long-context tiers or batch multiplier"]
-        )
+        for line in ([_describe_change(c) for c in changes] or [f"  {name}: long-context tiers or batch multiplier"])
     ]
     for line in lines[:MAX_LISTED]:
         click.echo(line)
@@ -114,9 +112,7 @@ def import_prices(file: Path, force: bool, catalog_out: Path | None, dry_run: bo
     _print_summary(plan, file)
     refused = plan.refused
     if refused and not force:
-        click.echo(
-            f"Refused: {len(refused)} price change(s) exceed {MAX_CHANGE_RATIO}x (use --force):", err=True
-        )
+        click.echo(f"Refused: {len(refused)} price change(s) exceed {MAX_CHANGE_RATIO}x (use --force):", err=True)
         for change in refused[:MAX_LISTED]:
             click.echo(_describe_change(change), err=True)
         raise click.exceptions.Exit(1)
@@ -126,9 +122,7 @@ def import_prices(file: Path, force: bool, catalog_out: Path | None, dry_run: bo
     _write_user_catalog(out, user, plan.entries, today)
 
 
-def _write_user_catalog(
-    out: Path, user: PriceCatalog | None, imported: list[ModelPrice], today: date
-) -> None:
+def _write_user_catalog(out: Path, user: PriceCatalog | None, imported: list[ModelPrice], today: date) -> None:
     entries = dict(user.entries) if user is not None else {}
     entries.update((entry.name, entry) for entry in imported)
     version = f"litellm-import-{today.isoformat()}"
@@ -140,10 +134,7 @@ def _write_user_catalog(
 
 
 def _price_lines(entry: ModelPrice) -> list[str]:
-    lines = [
-        f"  {bucket}: ${value} / 1M tokens"
-        for bucket, value in bucket_prices_to_mapping(entry.prices).items()
-    ]
+    lines = [f"  {bucket}: ${value} / 1M tokens" for bucket, value in bucket_prices_to_mapping(entry.prices).items()]
     for tier in entry.long_context:
         tier_prices = ", ".join(f"{k} ${v}" for k, v in bucket_prices_to_mapping(tier.prices).items())
         lines.append(f"  prompt > {tier.above_input_tokens} tokens: {tier_prices}")
@@ -182,8 +173,6 @@ def show(model: str, provider: str | None, catalog_file: Path | None) -> None:
     click.echo(f"  source: {entry.source or '-'}")
     click.echo(f"  effective_from: {entry.effective_from or '-'}")
     verified = entry.verified_at or "not verified in this release"
-    click.echo(
-        f"  verified_at: {verified}{f' against {entry.checked_against}' if entry.checked_against else ''}"
-    )
+    click.echo(f"  verified_at: {verified}{f' against {entry.checked_against}' if entry.checked_against else ''}")
     if entry.notes:
         click.echo(f"  notes: {entry.notes}")

@@ -28,7 +28,6 @@ def _run(config_path: Path | None, work: Callable[[LedgerStore], Awaitable[T]]) 
     return run_on_store(open_configured_store(load_margin_config(config_path)), work, name="ledger")
 
 
-
 @click.group(
     epilog=examples(
         "margin requests list --team search --since 24h",

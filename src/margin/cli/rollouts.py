@@ -60,7 +60,6 @@ def with_service(config: MarginConfig, work: Callable[[RolloutService], Awaitabl
         raise RolloutCliError(exc.message) from None
 
 
-
 def echo_record(view: dict[str, Any]) -> None:
     step = f" step {view['step']}/{view['steps']}" if view.get("step") else ""
     paused = " (paused)" if view.get("paused") else ""

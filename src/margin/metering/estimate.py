@@ -67,9 +67,7 @@ def estimate_message_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 def estimate_tokens(prompt: Prompt, completion: str = "") -> Usage:
     """Estimated usage of a request: `prompt` is a text prompt or a chat `messages` list and
     `completion` the generated text. All input is counted uncached."""
-    prompt_tokens = (
-        estimate_text_tokens(prompt) if isinstance(prompt, str) else estimate_message_tokens(prompt)
-    )
+    prompt_tokens = estimate_text_tokens(prompt) if isinstance(prompt, str) else estimate_message_tokens(prompt)
     return Usage(
         input_uncached=prompt_tokens,
         output=estimate_text_tokens(completion),

@@ -53,8 +53,7 @@ def _tiers(raw: Mapping[str, Any], base: Mapping[str, Decimal], name: str) -> li
         tier = by_threshold.setdefault(int(match["thousands"]) * 1000, {})
         tier[bucket] = _per_million(value, f"{name}.{key}")
     return [
-        {"above_input_tokens": threshold, **{**base, **prices}}
-        for threshold, prices in sorted(by_threshold.items())
+        {"above_input_tokens": threshold, **{**base, **prices}} for threshold, prices in sorted(by_threshold.items())
     ]
 
 
@@ -83,9 +82,7 @@ def convert_entry(
     if raw.get("input_cost_per_token") is None:
         return "no input_cost_per_token"
     base = {
-        bucket: _per_million(raw[key], f"{name}.{key}")
-        for key, bucket in FIELD_MAP.items()
-        if raw.get(key) is not None
+        bucket: _per_million(raw[key], f"{name}.{key}") for key, bucket in FIELD_MAP.items() if raw.get(key) is not None
     }
     base.setdefault("output", Decimal(0))  # embeddings have no output price
     provider = str(raw.get("litellm_provider") or "unknown")

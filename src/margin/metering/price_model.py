@@ -169,9 +169,7 @@ def parse_model_price(name: str, raw: Any, *, version: str, origin: str) -> Mode
         provider=str(raw.get("provider") or "unknown"),
         prices=parse_bucket_prices(raw, name),
         long_context=tuple(sorted((_parse_tier(t, name) for t in tiers), key=lambda t: t.above_input_tokens)),
-        batch_multiplier=None
-        if multiplier is None
-        else parse_usd(multiplier, what=f"{name}.batch_multiplier"),
+        batch_multiplier=None if multiplier is None else parse_usd(multiplier, what=f"{name}.batch_multiplier"),
         aliases=_string_tuple(raw.get("aliases"), f"{name}.aliases"),
         source=str(raw.get("source") or ""),
         effective_from=_parse_date(raw.get("effective_from"), f"{name}.effective_from"),

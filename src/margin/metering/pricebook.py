@@ -18,7 +18,11 @@ from margin.metering.unknown import PriceUnknown, UnknownPricePolicy, cost_for_u
 from margin.types import Cost, Usage
 
 _PROVIDER_HINT = {
-    "openai_compat": None, "anthropic": "anthropic", "local": "self-hosted", "local_embed": "self-hosted", "fake": None
+    "openai_compat": None,
+    "anthropic": "anthropic",
+    "local": "self-hosted",
+    "local_embed": "self-hosted",
+    "fake": None,
 }
 
 
@@ -27,17 +31,27 @@ def _config_price(deployment: DeploymentConfig) -> ModelPrice | None:
     if price is None:
         return None
     buckets = BucketPrices(
-        input=price.input, output=price.output, cache_read=price.cache_read, cache_write=price.cache_write,
+        input=price.input,
+        output=price.output,
+        cache_read=price.cache_read,
+        cache_write=price.cache_write,
         reasoning=price.reasoning,
     )
     version = f"config:{deployment.name}:{price.input}/{price.output}"
-    return ModelPrice(name=deployment.model, provider="config", prices=buckets, version=version, origin="config",
-                      source="margin config")
+    return ModelPrice(
+        name=deployment.model,
+        provider="config",
+        prices=buckets,
+        version=version,
+        origin="config",
+        source="margin config",
+    )
 
 
 class PriceBook:
-    def __init__(self, deployments: Iterable[DeploymentConfig], catalog: PriceCatalog,
-                 policy: UnknownPricePolicy) -> None:
+    def __init__(
+        self, deployments: Iterable[DeploymentConfig], catalog: PriceCatalog, policy: UnknownPricePolicy
+    ) -> None:
         self.policy = policy
         self.token_prices: dict[str, ModelPrice] = {}
         self.gpu_prices: dict[str, GpuHourPrice] = {}

@@ -81,9 +81,7 @@ def _scaled(amounts: _Amounts, factor: Decimal) -> _Amounts:
     )
 
 
-def price_usage(
-    usage: Usage, price: ModelPrice, *, batch: bool = False, cache_write_1h_tokens: int = 0
-) -> Cost:
+def price_usage(usage: Usage, price: ModelPrice, *, batch: bool = False, cache_write_1h_tokens: int = 0) -> Cost:
     """The cost of `usage` at `price`.
 
     Long context: when the prompt (`usage.input_total`, cache reads and writes included) exceeds
@@ -169,8 +167,7 @@ def self_hosted_price(
         output=amortized_price_per_million(usd_per_gpu_hour, output_tokens_per_second, gpus),
     )
     version = (
-        f"gpu-amortized:{usd_per_gpu_hour}/gpu-hour x{gpus}"
-        f"@{input_tokens_per_second}/{output_tokens_per_second}tok/s"
+        f"gpu-amortized:{usd_per_gpu_hour}/gpu-hour x{gpus}@{input_tokens_per_second}/{output_tokens_per_second}tok/s"
     )
     return ModelPrice(
         name=name,

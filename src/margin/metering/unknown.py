@@ -55,17 +55,13 @@ def check_price_known(
         raise PriceUnknown(model)
 
 
-def cost_for_unknown_price(
-    model: str, usage: Usage, policy: UnknownPricePolicy = DEFAULT_UNKNOWN_PRICE_POLICY
-) -> Cost:
+def cost_for_unknown_price(model: str, usage: Usage, policy: UnknownPricePolicy = DEFAULT_UNKNOWN_PRICE_POLICY) -> Cost:
     """The cost of usage on a model with no price, per `policy` (block raises PriceUnknown)."""
     estimated = usage.source == "estimated"
     if policy is UnknownPricePolicy.BLOCK:
         raise PriceUnknown(model)
     if policy is UnknownPricePolicy.ZERO_BY_DECLARATION:
-        return Cost(
-            model=model, basis="declared_zero", price_version="declared-zero", estimated_usage=estimated
-        )
+        return Cost(model=model, basis="declared_zero", price_version="declared-zero", estimated_usage=estimated)
     logger.warning(
         "price unknown for model %r: %d tokens served and recorded at $0, flagged price_unknown",
         model,

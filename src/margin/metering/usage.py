@@ -132,9 +132,7 @@ def openai_responses_usage(usage: Any) -> Usage:
         count(field(body, "output_tokens_details", "reasoning_tokens")),
         0,
     )
-    return Usage(
-        input_uncached=uncached, input_cache_read=cached, output=text_out, output_reasoning=reasoning
-    )
+    return Usage(input_uncached=uncached, input_cache_read=cached, output=text_out, output_reasoning=reasoning)
 
 
 def vllm_usage(usage: Any) -> Usage:
@@ -172,9 +170,7 @@ def llamacpp_native_usage(response: Any) -> Usage:
     """llama.cpp server native `/completion` body: `tokens_evaluated` is the whole prompt,
     `tokens_cached` the part reused from the slot's KV cache, `tokens_predicted` the output."""
     body = mapping(response)
-    uncached, cached, _, _ = _split_input(
-        count(body.get("tokens_evaluated")), count(body.get("tokens_cached")), 0
-    )
+    uncached, cached, _, _ = _split_input(count(body.get("tokens_evaluated")), count(body.get("tokens_cached")), 0)
     return Usage(input_uncached=uncached, input_cache_read=cached, output=count(body.get("tokens_predicted")))
 
 

@@ -228,8 +228,7 @@ def embedding_options(params: JSON, dim: int, model: str) -> EncodingFormat:
         # OpenAI shortens only models trained for it (text-embedding-3); MiniLM was not, and cutting
         # its vectors would silently lose meaning, so only its own size is accepted.
         raise errors.InvalidRequest(
-            f"{model} returns {dim}-dimensional vectors and cannot shorten them: "
-            f"omit dimensions or set it to {dim}.",
+            f"{model} returns {dim}-dimensional vectors and cannot shorten them: omit dimensions or set it to {dim}.",
             param="dimensions",
         )
     return "base64" if encoding == "base64" else "float"

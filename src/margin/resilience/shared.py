@@ -96,8 +96,13 @@ class SharedCircuits:
         ttl = int(policy.window + policy.cooldown) + 3600  # keep times_opened visible for an hour
         try:
             await self.remote.record(
-                deployment, outcome=outcome, probe=probe, window=policy.window, failures=policy.failures,
-                error=error or "", ttl_s=ttl,
+                deployment,
+                outcome=outcome,
+                probe=probe,
+                window=policy.window,
+                failures=policy.failures,
+                error=error or "",
+                ttl_s=ttl,
             )
         except StorageError as exc:
             self._fell_back(exc)

@@ -10,8 +10,10 @@ from margin.cli import main
 
 def test_config_check_prints_masked_config(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
-    path.write_text("deployments: [{name: a, provider: fake, model: m, api_key: sk-inline-secret}]\n"
-                    "models: [{name: g, deployments: [a]}]\n")
+    path.write_text(
+        "deployments: [{name: a, provider: fake, model: m, api_key: sk-inline-secret}]\n"
+        "models: [{name: g, deployments: [a]}]\n"
+    )
     result = CliRunner().invoke(main, ["config", "check", str(path)])
     assert result.exit_code == 0, result.output
     assert "sk-inline-secret" not in result.output

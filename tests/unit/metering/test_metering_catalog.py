@@ -37,9 +37,7 @@ def test_shipped_prices_are_strings_never_floats() -> None:
     assert isinstance(models, dict)
     for name, entry in models.items():
         for key in PRICE_FIELDS:
-            assert entry.get(key) is None or isinstance(entry[key], str), (
-                f"{name}.{key} must be a quoted string"
-            )
+            assert entry.get(key) is None or isinstance(entry[key], str), f"{name}.{key} must be a quoted string"
         for tier in entry.get("long_context", []):
             for key in PRICE_FIELDS:
                 assert tier.get(key) is None or isinstance(tier[key], str), f"{name} tier {key}"
@@ -109,11 +107,7 @@ def test_lookup_by_exact_alias_and_provider_prefix(builtin: PriceCatalog) -> Non
     alias = builtin.resolve("gpt-4o-2024-11-20")
     assert alias is not None and alias.price.name == "gpt-4o" and alias.matched_by == "alias"
     prefixed = builtin.resolve("openai/gpt-4o-mini")
-    assert (
-        prefixed is not None
-        and prefixed.price.name == "gpt-4o-mini"
-        and prefixed.matched_by == "provider_prefix"
-    )
+    assert prefixed is not None and prefixed.price.name == "gpt-4o-mini" and prefixed.matched_by == "provider_prefix"
     assert builtin.lookup("anthropic/claude-sonnet-4-5-20250929") is builtin.lookup("claude-sonnet-4-5")
     assert builtin.lookup("gemini/gemini-2.5-pro") is builtin.lookup("gemini-2.5-pro")
     together = builtin.lookup("together_ai/deepseek-ai/DeepSeek-R1")

@@ -66,9 +66,7 @@ def test_golden_payload_is_priced_exactly(path: Path, builtin: PriceCatalog) -> 
     usage = usage_from_payload(payload, fixture["dialect"])
     assert usage == Usage(**fixture["expected_usage"])
 
-    catalog = (
-        builtin.with_overrides({fixture["model"]: fixture["override"]}) if "override" in fixture else builtin
-    )
+    catalog = builtin.with_overrides({fixture["model"]: fixture["override"]}) if "override" in fixture else builtin
     one_hour = anthropic_cache_write_1h(payload["usage"]) if fixture.get("cache_write_1h_from_payload") else 0
     cost = cost_of(
         catalog,
@@ -98,6 +96,4 @@ def test_streamed_and_unstreamed_anthropic_usage_match() -> None:
         "cache_read_input_tokens": 2048,
         "output_tokens": 503,
     }
-    assert usage_from_payload(events, "anthropic_stream") == usage_from_payload(
-        {"usage": final_usage}, "anthropic"
-    )
+    assert usage_from_payload(events, "anthropic_stream") == usage_from_payload({"usage": final_usage}, "anthropic")

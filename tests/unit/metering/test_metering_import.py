@@ -87,9 +87,7 @@ def _write(tmp_path: Path, document: dict[str, Any]) -> Path:
 
 def _import(tmp_path: Path, document: dict[str, Any], *extra: str) -> tuple[Result, Path]:
     out = tmp_path / "user" / "prices.yaml"
-    result = CliRunner().invoke(
-        prices, ["import", str(_write(tmp_path, document)), "--catalog-out", str(out), *extra]
-    )
+    result = CliRunner().invoke(prices, ["import", str(_write(tmp_path, document)), "--catalog-out", str(out), *extra])
     return result, out
 
 
@@ -176,9 +174,7 @@ def test_import_writes_user_catalog_and_prints_a_diff_summary(tmp_path: Path) ->
         ("gpt-4o", "cache_read_input_token_cost", 0.0),  # a price turned into a silent zero
     ],
 )
-def test_changes_beyond_10x_are_refused_unless_forced(
-    tmp_path: Path, model: str, field: str, value: float
-) -> None:
+def test_changes_beyond_10x_are_refused_unless_forced(tmp_path: Path, model: str, field: str, value: float) -> None:
     document = {model: {**LITELLM[model], field: value}}
     refused, out = _import(tmp_path, document)
     assert refused.exit_code == 1
@@ -204,9 +200,7 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_second_import_keeps_earlier_user_entries(tmp_path: Path) -> None:
-    first, out = _import(
-        tmp_path, {"together_ai/new-org/New-Model-7B": LITELLM["together_ai/new-org/New-Model-7B"]}
-    )
+    first, out = _import(tmp_path, {"together_ai/new-org/New-Model-7B": LITELLM["together_ai/new-org/New-Model-7B"]})
     assert first.exit_code == 0
     second, _ = _import(tmp_path, {"gpt-4o-mini": LITELLM["gpt-4o-mini"]})
     assert second.exit_code == 0

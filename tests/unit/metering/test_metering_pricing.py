@@ -124,9 +124,7 @@ def test_gpu_time_cost_is_rounded_to_a_pico_dollar() -> None:
     assert thirds.gpu_time == D("0.000555555556")  # 2/3600 rounded half-even
 
 
-@pytest.mark.parametrize(
-    ("seconds", "hourly", "gpus"), [(-1, "1", 1), (1, "-2", 1), (1, "1", 0), ("x", "1", 1)]
-)
+@pytest.mark.parametrize(("seconds", "hourly", "gpus"), [(-1, "1", 1), (1, "-2", 1), (1, "1", 0), ("x", "1", 1)])
 def test_gpu_time_rejects_bad_configuration(seconds: object, hourly: str, gpus: int) -> None:
     with pytest.raises(ValueError):
         price_gpu_time(seconds, hourly, gpus)  # type: ignore[arg-type]

@@ -83,9 +83,7 @@ def test_openai_usage_clamps_reasoning_above_completion() -> None:
 
 
 def test_openai_usage_recognises_responses_shape() -> None:
-    usage = openai_usage(
-        {"input_tokens": 50, "input_tokens_details": {"cached_tokens": 20}, "output_tokens": 9}
-    )
+    usage = openai_usage({"input_tokens": 50, "input_tokens_details": {"cached_tokens": 20}, "output_tokens": 9})
     assert usage == Usage(input_uncached=30, input_cache_read=20, output=9)
 
 
@@ -96,9 +94,7 @@ def test_openai_usage_of_nonsense_is_empty(payload: Any) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=30), children, max_size=6)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=30), children, max_size=6),
     max_leaves=20,
 )
 usage_keys = st.sampled_from(
@@ -173,9 +169,7 @@ def test_anthropic_stream_ignores_null_fields_and_garbage_events() -> None:
         {"type": "message_delta", "usage": None},
     ):
         merged.feed(event)
-    merged.feed(
-        {"type": "message_start", "message": {"usage": {"input_tokens": 7, "cache_read_input_tokens": 3}}}
-    )
+    merged.feed({"type": "message_start", "message": {"usage": {"input_tokens": 7, "cache_read_input_tokens": 3}}})
     merged.feed({"type": "message_delta", "usage": {"input_tokens": None, "output_tokens": 2}})
     assert merged.usage() == Usage(input_uncached=7, input_cache_read=3, output=2)
 
@@ -211,9 +205,7 @@ def test_gemini_thoughts_are_reasoning_and_cached_content_is_inside_the_prompt()
 
 
 def test_llamacpp_without_timings_is_plain_openai() -> None:
-    assert llamacpp_usage({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}) == Usage(
-        input_uncached=3, output=4
-    )
+    assert llamacpp_usage({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}) == Usage(input_uncached=3, output=4)
 
 
 def test_server_timings_give_throughput() -> None:

@@ -17,15 +17,20 @@ pytestmark = [pytest.mark.local_model, pytest.mark.skipif(not HAS_LOCAL_MODEL, r
 
 def provider(max_queue: int) -> LocalProvider:
     deployment = DeploymentConfig.model_validate(
-        {"name": "local", "provider": "local", "model": "SmolLM2-135M-Instruct",
-         "local": {"max_concurrency": 1, "max_queue": max_queue, "n_ctx": 512}}
+        {
+            "name": "local",
+            "provider": "local",
+            "model": "SmolLM2-135M-Instruct",
+            "local": {"max_concurrency": 1, "max_queue": max_queue, "n_ctx": 512},
+        }
     )
     return LocalProvider(deployment)
 
 
 def chat(tokens: int = 4) -> ChatRequest:
-    return ChatRequest(model="local", messages=[{"role": "user", "content": "Hi"}],
-                       params={"max_tokens": tokens, "temperature": 0})
+    return ChatRequest(
+        model="local", messages=[{"role": "user", "content": "Hi"}], params={"max_tokens": tokens, "temperature": 0}
+    )
 
 
 async def test_full_queue_is_a_503_with_retry_after() -> None:

@@ -292,11 +292,7 @@ def test_first_message_may_be_assistant() -> None:
             "expected one of text, image, document, tool_result",
         ),
         (
-            {
-                "messages": [
-                    {"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "b", "input": {}}]}
-                ]
-            },
+            {"messages": [{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "b", "input": {}}]}]},
             "messages.0.content.0.type",
             "got 'tool_use'",
         ),
@@ -377,9 +373,7 @@ def test_non_object_body() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=8,
 )
 strings = st.text(max_size=6)
@@ -454,8 +448,7 @@ near_valid = st.fixed_dictionaries(
         "top_k": st.integers(-1, 5) | json_values,
         "stop_sequences": st.lists(strings | json_values, max_size=2) | json_values,
         "metadata": st.fixed_dictionaries({}, optional={"user_id": strings | json_values}) | json_values,
-        "output_config": st.fixed_dictionaries({}, optional={"format": json_values, "effort": strings})
-        | json_values,
+        "output_config": st.fixed_dictionaries({}, optional={"format": json_values, "effort": strings}) | json_values,
         "stream": st.booleans(),
     },
 )

@@ -62,9 +62,7 @@ def test_anthropic_tool_use_message_to_chat_completion() -> None:
 
 def test_usage_with_cache_tokens() -> None:
     result = message_to_chat_result(load("anthropic_message_tool_use.json"))
-    assert result.usage == Usage(
-        input_uncached=50, input_cache_write=248, input_cache_read=100000, output=503
-    )
+    assert result.usage == Usage(input_uncached=50, input_cache_write=248, input_cache_read=100000, output=503)
     assert result.body["usage"] == {
         "prompt_tokens": 100298,
         "completion_tokens": 503,
@@ -82,9 +80,7 @@ def test_usage_thinking_tokens_stay_output() -> None:
 
 
 def test_usage_to_anthropic_round_trip() -> None:
-    usage = Usage(
-        input_uncached=7, input_cache_read=1000, input_cache_write=30, output=12, output_reasoning=8
-    )
+    usage = Usage(input_uncached=7, input_cache_read=1000, input_cache_write=30, output=12, output_reasoning=8)
     assert usage_to_anthropic(usage) == {
         "input_tokens": 7,
         "cache_creation_input_tokens": 30,
@@ -200,9 +196,7 @@ def test_finish_reason_to_stop_reason(finish: str | None, stop: str) -> None:
 
 
 def test_reasoning_content_becomes_unsigned_thinking() -> None:
-    result = _openai_result(
-        {"role": "assistant", "content": "42", "reasoning_content": "6*7"}, "stop", Usage()
-    )
+    result = _openai_result({"role": "assistant", "content": "42", "reasoning_content": "6*7"}, "stop", Usage())
     assert chat_result_to_message(result)["content"] == [
         {"type": "thinking", "thinking": "6*7", "signature": ""},
         {"type": "text", "text": "42"},

@@ -81,9 +81,7 @@ def test_decoder_streamed_tool_use() -> None:
     assert json.loads(call.function.arguments) == {"location": "San Francisco, CA", "unit": "fahrenheit"}
     # first tool delta has index/id/name, the rest only argument fragments
     tool_deltas = [
-        c.body["choices"][0]["delta"]["tool_calls"][0]
-        for c in chunks
-        if "tool_calls" in c.body["choices"][0]["delta"]
+        c.body["choices"][0]["delta"]["tool_calls"][0] for c in chunks if "tool_calls" in c.body["choices"][0]["delta"]
     ]
     assert tool_deltas[0] == {
         "index": 0,
@@ -91,9 +89,7 @@ def test_decoder_streamed_tool_use() -> None:
         "type": "function",
         "function": {"name": "get_weather", "arguments": ""},
     }
-    assert all(
-        set(d) == {"index", "function"} and set(d["function"]) == {"arguments"} for d in tool_deltas[1:]
-    )
+    assert all(set(d) == {"index", "function"} and set(d["function"]) == {"arguments"} for d in tool_deltas[1:])
     assert decoder.done and decoder.stop_reason == "tool_use"
     assert decoder.usage == Usage(input_uncached=472, output=89)
     # usage rides on the last chunk only
@@ -117,10 +113,7 @@ def test_decoder_thinking_and_cache_usage() -> None:
     reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
     assert reasoning.startswith("I need to find the GCD") and reasoning.endswith("= 21")
     assert {"thinking_signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"} in deltas
-    assert (
-        openai_final(chunks).choices[0].message.content
-        == "The greatest common divisor of 1071 and 462 is **21**."
-    )
+    assert openai_final(chunks).choices[0].message.content == "The greatest common divisor of 1071 and 462 is **21**."
     assert decoder.usage == Usage(input_uncached=40, input_cache_read=2048, output=120)
 
 
@@ -197,9 +190,7 @@ def test_encoder_streamed_tool_calls() -> None:
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> Chunk:
-    return Chunk(
-        body={"id": "chatcmpl-1", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-    )
+    return Chunk(body={"id": "chatcmpl-1", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
 
 def test_encoder_thinking_text_and_parallel_tools() -> None:

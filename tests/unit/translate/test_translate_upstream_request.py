@@ -116,9 +116,7 @@ def test_tool_calls_and_tool_results() -> None:
         {"role": "tool", "tool_call_id": "call.2", "content": [{"type": "text", "text": "12C"}]},
         {"role": "user", "content": "Thanks, which is warmer?"},
     ]
-    out = build_messages_request(
-        chat(messages, tools=tools, tool_choice="required", parallel_tool_calls=False)
-    )
+    out = build_messages_request(chat(messages, tools=tools, tool_choice="required", parallel_tool_calls=False))
     assert out["tools"] == [
         {
             "name": "get_weather",
@@ -291,9 +289,7 @@ def test_anthropic_request_survives_the_internal_shape() -> None:
                 ],
             },
         ],
-        "tools": [
-            {"name": "read", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}
-        ],
+        "tools": [{"name": "read", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
         "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
         "stop_sequences": ["###"],
         "temperature": 1,
@@ -311,9 +307,7 @@ def test_strip_extensions_for_openai_upstreams() -> None:
             "model": "m",
             "max_tokens": 10,
             "thinking": {"type": "enabled", "budget_tokens": 1024},
-            "tools": [
-                {"name": "t", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}
-            ],
+            "tools": [{"name": "t", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
             "messages": [
                 {
                     "role": "user",
@@ -328,18 +322,14 @@ def test_strip_extensions_for_openai_upstreams() -> None:
                 },
                 {
                     "role": "user",
-                    "content": [
-                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "boom", "is_error": True}
-                    ],
+                    "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "boom", "is_error": True}],
                 },
             ],
         }
     )
     plain = strip_anthropic_extensions(req)
     assert "anthropic" not in plain.params and "anthropic" in req.params  # the original is untouched
-    assert plain.params["tools"] == [
-        {"type": "function", "function": {"name": "t", "parameters": {"type": "object"}}}
-    ]
+    assert plain.params["tools"] == [{"type": "function", "function": {"name": "t", "parameters": {"type": "object"}}}]
     assert plain.messages[0] == {"role": "user", "content": [{"type": "text", "text": "hi"}]}
     assert "thinking_blocks" not in plain.messages[1]
     assert plain.messages[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "Error: boom"}

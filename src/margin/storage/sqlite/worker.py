@@ -99,6 +99,3 @@ class SqliteWorker:
     def _close(self, conn: sqlite3.Connection) -> None:
         conn.close()
         self._conn = None
-
-
-
