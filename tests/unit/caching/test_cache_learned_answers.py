@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from test_cache_support import Upstream, backend_for, context, request, serve, stage_for
+from test_cache_support import Upstream, backend_for, context, one_feature_decision, request, serve, stage_for
 
 from margin.caching.semantic.batcher import MicroBatcher
 from margin.caching.semantic.engine import SemanticEngine, SemanticPolicy, answer_fingerprint
@@ -57,13 +57,6 @@ def test_answer_fingerprints_compare_normalised_text() -> None:
     assert answer_fingerprint("") is None and answer_fingerprint(" \n") is None  # tool calls only: like no other
 
 
-def other_answer_only() -> LearnedDecision:
-    """p = sigmoid(10 * (ahead_of_other_answer - 0.5))."""
-    weights = np.zeros(len(FEATURES))
-    weights[OTHER] = 10.0
-    return LearnedDecision(weights, -5.0, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), floor=0.1)
-
-
 async def test_the_engine_serves_past_a_paraphrase_holding_the_same_answer(tmp_path: Path) -> None:
     embedder = HashingEmbedder(dim=64)
     query, cached, paraphrase = (
@@ -72,7 +65,9 @@ async def test_the_engine_serves_past_a_paraphrase_holding_the_same_answer(tmp_p
         "how do i reset the password of my printer",  # 0.838, stands in for a close paraphrase
     )
     vectors = embedder.embed([query, cached, paraphrase])
-    policy = SemanticPolicy(threshold=0.999, learned=other_answer_only(), min_probability=0.5, guard=False)
+    policy = SemanticPolicy(
+        threshold=0.999, learned=one_feature_decision("ahead_of_other_answer"), min_probability=0.5, guard=False
+    )
     for answers, served in ((("Hold reset.", "Hold reset"), True), (("Hold reset.", "Call us."), False)):
         engine = SemanticEngine(backend_for("memory", tmp_path / str(served)), MicroBatcher(embedder, window_s=0))
         await engine.add("p", "one", cached, vectors[1], answer=answers[0])

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 from click.testing import CliRunner
-from test_cache_support import backend_for
+from test_cache_support import backend_for, one_feature_decision
 
 from margin.caching.semantic.batcher import MicroBatcher
 from margin.caching.semantic.engine import SemanticEngine, SemanticPolicy
@@ -45,13 +45,6 @@ def test_the_lead_is_the_closeness_over_the_best_other_candidate() -> None:
     assert lead(0.9, PairContext()) == pytest.approx(-math.log(0.1))
 
 
-def lead_only() -> LearnedDecision:
-    """p = sigmoid(10 * (ahead_of_rival - 0.5)): sure only when clearly ahead of every other candidate."""
-    weights = np.zeros(len(FEATURES))
-    weights[LEAD] = 10.0
-    return LearnedDecision(weights, -5.0, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), floor=0.1)
-
-
 async def test_the_engine_refuses_a_candidate_with_a_close_rival(tmp_path: Path) -> None:
     embedder = HashingEmbedder(dim=64)
     engine = SemanticEngine(backend_for("memory", tmp_path), MicroBatcher(embedder, window_s=0))
@@ -62,13 +55,15 @@ async def test_the_engine_refuses_a_candidate_with_a_close_rival(tmp_path: Path)
     )
     vectors = embedder.embed([query, cached, rival])
     await engine.add("p", "router", cached, vectors[1])
-    policy = SemanticPolicy(threshold=0.999, learned=lead_only(), min_probability=0.5)
+    policy = SemanticPolicy(threshold=0.999, learned=one_feature_decision("ahead_of_rival"), min_probability=0.5)
     alone = await engine.find("p", query, vectors[0], policy)
     assert alone is not None and alone.key == "router"  # no other candidate: far ahead
     await engine.add("p", "printer", rival, vectors[2])
     assert await engine.find("p", query, vectors[0], policy) is None
     # one candidate served at most, but the runner-up is still looked at
-    one = SemanticPolicy(threshold=0.999, learned=lead_only(), min_probability=0.5, max_candidates=1)
+    one = SemanticPolicy(
+        threshold=0.999, learned=one_feature_decision("ahead_of_rival"), min_probability=0.5, max_candidates=1
+    )
     assert await engine.find("p", query, vectors[0], one) is None
     await engine.close()
 

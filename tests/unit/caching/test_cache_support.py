@@ -11,11 +11,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from margin.caching.backend import CacheBackend
 from margin.caching.backends.memory import MemoryCacheBackend
 from margin.caching.backends.sqlite import SqliteCacheBackend
 from margin.caching.semantic.batcher import MicroBatcher
 from margin.caching.semantic.engine import SemanticEngine
+from margin.caching.semantic.learned import FEATURES, LearnedDecision
 from margin.config.model import CacheConfig, DeploymentConfig
 from margin.embedding import Embedder, MiniLMEmbedder, minilm_available
 from margin.metering.catalog import load_catalog
@@ -168,3 +171,10 @@ def stage_for(
 
 
 ZERO = Decimal(0)
+
+
+def one_feature_decision(name: str) -> LearnedDecision:
+    """p = sigmoid(10 * (feature - 0.5)) on raw values: a decision that reads one feature alone."""
+    weights = np.zeros(len(FEATURES))
+    weights[FEATURES.index(name)] = 10.0
+    return LearnedDecision(weights, -5.0, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), floor=0.1)
