@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from margin.api.body_shape import check_shape
+from margin.api.raw_headers import picked_headers
 from margin.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, shown
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -27,6 +28,7 @@ T = TypeVar("T")
 # Bodies larger than this are validated (and translated) on a worker thread; below it the thread
 # hand-off (about 0.1 ms) would cost more than the work.
 OFF_LOOP_BYTES = 64 * 1024
+_BODY_HEADERS = frozenset((b"content-type", b"content-length"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,8 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
 
 
 async def read_body(request: Request, max_bytes: int, *, max_messages: int | None = None) -> JsonBody:
-    content_type, declared = _body_headers(request.scope["headers"])
+    headers = picked_headers(request.scope["headers"], _BODY_HEADERS)
+    content_type, declared = headers.get(b"content-type", "application/json"), headers.get(b"content-length")
     if "json" not in content_type.split(";")[0]:
         raise UnsupportedMediaType(f"Send the body as application/json, not {shown(content_type)}.")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -66,19 +69,6 @@ async def read_body(request: Request, max_bytes: int, *, max_messages: int | Non
             code="too_many_messages",
         )
     return JsonBody(data, len(raw))
-
-
-def _body_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
-    """content-type (application/json when absent) and content-length, first occurrence of each,
-    in one pass over the raw list (as Starlette's `Headers.get`, without a scan per name)."""
-    content_type: str | None = None
-    length: str | None = None
-    for name, value in raw:
-        if name == b"content-type" and content_type is None:
-            content_type = value.decode("latin-1")
-        elif name == b"content-length" and length is None:
-            length = value.decode("latin-1")
-    return ("application/json" if content_type is None else content_type), length
 
 
 async def _receive_body(request: Request, max_bytes: int) -> bytes:

@@ -8,11 +8,11 @@ import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
 
 from margin.api import timing
 from margin.api.body import JsonBody, read_body, validated
 from margin.api.ids import new_request_id
+from margin.api.raw_headers import picked_headers
 from margin.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody
 from margin.api.sse import EventStreamResponse, openai_events
 from margin.api.state import state_of
@@ -31,20 +31,10 @@ _CONTEXT_HEADERS = frozenset(
 )  # fmt: skip
 
 
-def _wanted_headers(scope: Scope) -> dict[bytes, str]:
-    """The headers `new_context` reads, in one pass over the raw list (first occurrence wins, as
-    with Starlette's `Headers.get`, which scans the whole list once per name)."""
-    found: dict[bytes, str] = {}
-    for name, value in scope["headers"]:
-        if name in _CONTEXT_HEADERS and name not in found:
-            found[name] = value.decode("latin-1")
-    return found
-
-
 def new_context(request: Request, endpoint: Endpoint) -> RequestContext:
     rid = new_request_id()
     request.scope["margin.request_id"] = rid
-    headers = _wanted_headers(request.scope)
+    headers = picked_headers(request.scope["headers"], _CONTEXT_HEADERS)
     auth = headers.get(b"authorization")
     key = auth[7:] if auth and auth[:7].lower() == "bearer " else headers.get(b"x-api-key")
     control = headers.get(b"x-margin-cache") or headers.get(b"cache-control")

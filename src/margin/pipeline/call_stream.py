@@ -224,10 +224,6 @@ class CallStream:
     async def _arrival(self) -> Chunk | _WindowElapsed | None:
         """The next upstream chunk (None at the end), or `_WINDOW_ELAPSED` when the hold's time runs
         out first; the read then goes on in its task and the next call waits for it again."""
-        if self.hold is None and self._pending is None:
-            if self.run.deadline.remaining() >= self._idle:
-                return await anext(self.upstream, None)  # per chunk: no timer, no coroutine of its own
-            return await self._next()
         wait = self.hold.seconds_left() if self.hold is not None else None
         if wait is None and self._pending is None:
             return await self._next()

@@ -40,7 +40,14 @@ def as_written(record: RequestRecord) -> RequestRecord:
         return record
     # Built directly: `dataclasses.replace` inspects the fields on every call (once per request).
     overhead_s = ctx.overhead_ms(ctx.written_at) / 1000
-    return RequestRecord(ctx, record.status, record.usage, ctx.written_at - ctx.started, record.ttft_s, overhead_s)
+    return RequestRecord(
+        ctx=ctx,
+        status=record.status,
+        usage=record.usage,
+        latency_s=ctx.written_at - ctx.started,
+        ttft_s=record.ttft_s,
+        overhead_s=overhead_s,
+    )
 
 
 class Recorder:

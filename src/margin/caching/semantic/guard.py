@@ -307,7 +307,7 @@ def agree(a: Features, b: Features) -> Verdict:
         return Verdict(False, "entities")
     if not _same_order(a, b):
         return Verdict(False, "order")
-    if not _pairs_hold(a, b) or not _pairs_hold(b, a) or _links_reversed(a, b) or _links_reversed(b, a):
+    if _direction_differs(a, b):
         return Verdict(False, "direction")
     return Verdict(True)
 
@@ -321,7 +321,7 @@ def disagreements(a: Features, b: Features) -> frozenset[str]:
         "order": a.contrast_order != b.contrast_order or not _same_order(a, b),
         "question": a.focus != b.focus or a.polar != b.polar,
         "entities": not _covered(a, b) or not _covered(b, a),
-        "direction": not _pairs_hold(a, b) or not _pairs_hold(b, a) or _links_reversed(a, b) or _links_reversed(b, a),
+        "direction": _direction_differs(a, b),
     }
     return frozenset(name for name, failed in checks.items() if failed)
 
@@ -353,6 +353,11 @@ def _same_order(a: Features, b: Features) -> bool:
     shared = set(a.entities) & set(b.entities)
     same_entities = [x for x in a.entities if x in shared] == [x for x in b.entities if x in shared]
     return same_entities and a.number_order == b.number_order
+
+
+def _direction_differs(a: Features, b: Features) -> bool:
+    """One says "x ... y" where the other says "y ... x", either way round."""
+    return not _pairs_hold(a, b) or not _pairs_hold(b, a) or _links_reversed(a, b) or _links_reversed(b, a)
 
 
 def _links_reversed(a: Features, b: Features) -> bool:
