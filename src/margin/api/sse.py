@@ -114,7 +114,7 @@ async def _send_or_unwind(send: Send, message: Message, step: Generator[Any, Any
     would had it come while they waited, and none is left running, which `aclose` would refuse."""
     try:
         await send(message)
-    except BaseException as error:  # re-raised once the stream has unwound
+    except BaseException as error:  # any failed send, a cancellation too, unwinds the stream first; re-raised
         with contextlib.suppress(BaseException):  # the stream's own end of it: `error` is what counts
             await Resumed(step, None, error)
         raise

@@ -172,7 +172,7 @@ class LedgerWriter:
         except (StorageError, TimeoutError) as exc:
             log.warning("ledger: store write of %d rows failed (%s); spilling to %s", len(rows), exc, self.spill.path)
             return False
-        except Exception:  # the spill safety net, below
+        except Exception:  # a driver bug or an unmapped error must not lose the batch: spilled
             # The one broad except, the spill safety net: an unexpected store error (a driver bug, an
             # unmapped error class) must neither lose the batch nor kill the writer: it is spilled and replayed.
             log.exception("ledger: unexpected error writing %d rows; spilling them", len(rows))

@@ -98,14 +98,14 @@ class Recorder:
                     pending = sink(batch)
                     if pending is not None:
                         await pending
-                except Exception:  # logged, with traceback
+                except Exception:  # a pluggable sink's errors are not ours to enumerate; logged
                     log.exception("a record sink failed on a batch of %d requests", len(batch))
             # Broad on purpose: _observe runs label lookups and prometheus_client code whose errors are
             # not ours to enumerate; metrics are best effort and must not stop the queue's task_done below.
             try:
                 for record in batch:
                     self._observe(record)
-            except Exception:  # logged, with traceback
+            except Exception:  # prometheus_client's errors are not ours to enumerate; logged
                 log.exception("updating metrics for a batch of %d requests failed", len(batch))
             finally:
                 for _ in batch:
